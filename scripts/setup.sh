@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need: Debian packages (mosquitto, PostgreSQL
+# server binaries, Chromium), the Python environment in .venv, and npm packages.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+{ command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; } || need_apt+=(postgresql)
+if [ "${1:-}" = "--full" ]; then
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[dev]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+if [ "${1:-}" = "--full" ] || [ "${1:-}" = "--node" ]; then
+  lockstamp=node_modules/.installed-$(sha256sum package.json | cut -c1-16)
+  if [ ! -f "$lockstamp" ]; then
+    npm install --silent --no-audit --no-fund >/dev/null
+    touch "$lockstamp"
+  fi
+fi
