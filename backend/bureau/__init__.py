@@ -1,0 +1,1 @@
+"""The bureau node: receipt ingest, ledger, consensus and the driver/operator API."""

@@ -1,0 +1,1 @@
+"""Process helpers shared by the demo, the benchmarks and the tests."""

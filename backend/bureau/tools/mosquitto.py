@@ -1,0 +1,105 @@
+"""Start a private mosquitto broker on a loopback port, with a config file we write.
+
+Used by `just demo`, `just up`, the benchmarks and the integration tests; the broker listens on
+127.0.0.1 only and stores nothing on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def find_mosquitto() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """A broker process. `password_file`/`acl_file` switch off anonymous access."""
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None,
+                 password_file: Path | None = None, acl_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mosquitto-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.password_file = password_file
+        self.acl_file = acl_file
+        self.proc: subprocess.Popen | None = None
+
+    def config_text(self) -> str:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "max_queued_messages 100000",
+            "max_inflight_messages 1000",
+            "message_size_limit 65536",
+        ]
+        if self.password_file:
+            lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout: float = 10.0) -> "Mosquitto":
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(self.config_text())
+        log = open(self.workdir / "mosquitto.log", "ab")
+        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: "
+                                   f"{(self.workdir / 'mosquitto.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"mosquitto did not listen on port {self.port}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "Mosquitto":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
