@@ -1,0 +1,1 @@
+"""The hash-linked ledger: Merkle trees, blocks, transactions and the state they produce."""

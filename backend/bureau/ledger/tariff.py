@@ -1,0 +1,73 @@
+"""Tariff documents and the one rounding rule (docs/tariff.md), backend side.
+
+The firmware's `tariff.py` does the same arithmetic under MicroPython; tests/vectors/tariff.json
+holds the two together.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+
+LOCAL_OFFSET_S = 8 * 3600
+KINDS = 4
+KIND_NAMES = ("critical_peak", "peak", "flat", "valley")
+
+
+class TariffError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Tariff:
+    tariff_id: str
+    version: int
+    rates: tuple[int | None, ...]  # energy price + service fee per kind, 0.0001 CNY/kWh
+    prices: tuple[tuple[int, int, int], ...]
+    schedule: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> "Tariff":
+        if doc.get("v") != 1:
+            raise TariffError("tariff document must have v = 1")
+        try:
+            tariff_id, version = str(doc["tariff_id"]), int(doc["version"])
+            prices = tuple((int(k), int(e), int(s)) for k, e, s in doc["prices"])
+            schedule = tuple((int(m), int(k)) for m, k in doc["schedule"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise TariffError(f"tariff document is malformed: {e}") from None
+        if version < 1:
+            raise TariffError("tariff version must be >= 1")
+        kinds = [k for k, _, _ in prices]
+        if kinds != sorted(set(kinds)) or any(not 0 <= k < KINDS for k in kinds):
+            raise TariffError("price rows need unique kinds 0-3 in ascending order")
+        if any(e < 0 or s < 0 for _, e, s in prices):
+            raise TariffError("prices must not be negative")
+        rates: list[int | None] = [None] * KINDS
+        for k, e, s in prices:
+            rates[k] = e + s
+        starts = [m for m, _ in schedule]
+        if not starts or starts[0] != 0 or starts != sorted(set(starts)) or starts[-1] >= 1440:
+            raise TariffError("schedule rows must ascend from minute 0 to below 1440")
+        if any(not 0 <= k < KINDS or rates[k] is None for _, k in schedule):
+            raise TariffError("schedule names a period kind without a price")
+        return cls(tariff_id, version, tuple(rates), prices, schedule)
+
+    def to_doc(self) -> dict:
+        return {"v": 1, "tariff_id": self.tariff_id, "version": self.version,
+                "prices": [list(p) for p in self.prices], "schedule": [list(s) for s in self.schedule]}
+
+    def kind_at(self, unix_s: int) -> int:
+        minute = ((unix_s + LOCAL_OFFSET_S) % 86400) // 60
+        i = bisect_right([m for m, _ in self.schedule], minute) - 1
+        return self.schedule[i][1]
+
+    def amount_fen(self, periods) -> int:
+        """Fen for (kind, wh) pairs: exact sum in 1e-7 CNY, rounded half up once."""
+        exact = 0
+        for kind, wh in periods:
+            rate = self.rates[kind] if 0 <= kind < KINDS else None
+            if rate is None:
+                raise TariffError(f"tariff {self.tariff_id} v{self.version} has no price for kind {kind}")
+            exact += wh * rate
+        return (exact + 50_000) // 100_000

@@ -1,0 +1,140 @@
+"""Writes the shared test vectors (receipts, bad receipts, tariff amounts).
+
+Deterministic: keys come from fixed seeds, so a rerun writes identical files and
+tests/unit/test_vectors.py checks that the committed files are what this script makes.
+Run: .venv/bin/python tests/vectors/generate.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "backend"))
+
+from nacl.signing import SigningKey  # noqa: E402
+
+from bureau.ledger.tariff import Tariff  # noqa: E402
+from bureau.receipts.codec import Receipt, encode_body, receipt_id, seal, signed_message  # noqa: E402
+
+TARIFF_DOC = {
+    "v": 1, "tariff_id": "GD-2026-A", "version": 1,
+    "prices": [[0, 13500, 8000], [1, 11000, 8000], [2, 7000, 8000], [3, 3500, 8000]],
+    "schedule": [[0, 3], [480, 2], [600, 1], [690, 2], [1080, 0], [1140, 1], [1380, 3]],
+}
+
+
+def seed(label: str) -> bytes:
+    return hashlib.sha256(b"chargeledger test vector " + label.encode()).digest()
+
+
+def base_receipt() -> Receipt:
+    return Receipt(
+        charger_id="GZ-TH-0001", seq=1, session_id=bytes(range(16)), auth_method=1,
+        id_token="04A1B2C3D4E5F6", wallet_id="W-1001", authorized_fen=5000, auth_ref="auth:7f3a",
+        start_time=1_793_491_200, end_time=1_793_494_800, time_flags=3, meter_serial="SDM120-000123",
+        meter_start_wh=1_234_567, meter_end_wh=1_241_567, meter_status=0, stop_reason="L",
+        tariff_id="GD-2026-A", tariff_version=1, periods=((2, 3000), (3, 4000)),
+        amount_fen=0, firmware_version="fw-1.0.0",
+    )
+
+
+def as_json(r: Receipt) -> dict:
+    d = asdict(r)
+    d["session_id"] = r.session_id.hex()
+    d["periods"] = [list(p) for p in r.periods]
+    return d
+
+
+def receipts() -> list[dict]:
+    tariff = Tariff.from_doc(TARIFF_DOC)
+    base = base_receipt()
+    cases = [
+        ("card online, two periods", base),
+        ("offline card stopped at limit", replace(base, seq=2, auth_method=2, auth_ref="offline:12", stop_reason="Q",
+                                                  authorized_fen=2000, periods=((1, 7000),), time_flags=1)),
+        ("phone start, every period, large meter", replace(
+            base, seq=4_294_967_295, auth_method=3, id_token="app:9c1e", meter_start_wh=2**40,
+            meter_end_wh=2**40 + 100_010, periods=((0, 10), (1, 40_000), (2, 30_000), (3, 30_000)),
+            stop_reason="U", meter_status=0)),
+        ("power failure, zero energy, empty strings", replace(
+            base, seq=9, id_token="", auth_ref="", meter_end_wh=base.meter_start_wh, periods=(),
+            stop_reason="P", time_flags=0, meter_status=4)),
+    ]
+    out = []
+    for i, (label, r) in enumerate(cases):
+        r = replace(r, amount_fen=tariff.amount_fen(r.periods))
+        key = SigningKey(seed(f"charger {i}"))
+        env = seal(r, key)
+        out.append({
+            "label": label, "seed": seed(f"charger {i}").hex(), "public_key": key.verify_key.encode().hex(),
+            "fields": as_json(r), "body": encode_body(r).hex(),
+            "signed_message": signed_message(encode_body(r)).hex(),
+            "signature": env[-64:].hex(), "envelope": env.hex(), "receipt_id": receipt_id(env),
+        })
+    return out
+
+
+def bad_receipts() -> list[dict]:
+    key = SigningKey(seed("charger 0"))
+    other = SigningKey(seed("not the charger"))
+    tariff = Tariff.from_doc(TARIFF_DOC)
+    good = replace(base_receipt(), amount_fen=tariff.amount_fen(base_receipt().periods))
+    env = seal(good, key)
+    body = encode_body(good)
+    flipped = bytearray(env)
+    flipped[-1] ^= 1
+    cases = [
+        ("signature of another key", seal(good, other), "bad_signature"),
+        ("flipped signature bit", bytes(flipped), "bad_signature"),
+        ("truncated", env[:40], "malformed"),
+        ("trailing byte in body", body + b"\x00" + key.sign(signed_message(body + b"\x00")).signature, "malformed"),
+        ("version 2", b"\x02" + env[1:], "unsupported_version"),
+        ("oversized", env + bytes(1025 - len(env)), "oversized"),
+        ("periods do not add up", seal(replace(good, periods=((2, 3000), (3, 3999))), key), "inconsistent"),
+        ("end before start", seal(replace(good, end_time=good.start_time - 1), key), "inconsistent"),
+        ("meter went backwards", seal(replace(good, meter_end_wh=good.meter_start_wh - 1, periods=()), key), "inconsistent"),
+        ("amount off by one fen", seal(replace(good, amount_fen=good.amount_fen + 1), key), "wrong_amount"),
+        ("unknown stop reason", _patch_stop(good, key), "malformed"),
+        ("empty", b"", "malformed"),
+    ]
+    return [{"label": label, "envelope": e.hex(), "reason": reason, "public_key": key.verify_key.encode().hex()}
+            for label, e, reason in cases]
+
+
+def _patch_stop(r: Receipt, key: SigningKey) -> bytes:
+    body = bytearray(encode_body(r))
+    i = body.index(b"\x09GD-2026-A") - 1  # stop_reason is the byte before tariff_id
+    body[i] = ord("Z")
+    return bytes(body) + key.sign(signed_message(bytes(body))).signature
+
+
+def tariff_vectors() -> dict:
+    tariff = Tariff.from_doc(TARIFF_DOC)
+    amounts = []
+    for periods in ([(2, 3000), (3, 4000)], [(0, 1)], [(3, 1)], [(3, 2)], [(1, 2381)], [(0, 10), (1, 7), (2, 5), (3, 3)],
+                    [], [(0, 123_456_789)], [(2, 666), (3, 333)], [(3, 100)], [(3, 99)]):
+        amounts.append({"periods": periods, "amount_fen": tariff.amount_fen(periods)})
+    # local midnight in UTC+8 is 16:00 UTC; moments at and around each boundary
+    day = 1_793_462_400  # 2026-10-31T16:00:00Z = 2026-11-01 00:00 local
+    kinds = []
+    for minute in (0, 479, 480, 599, 600, 689, 690, 1079, 1080, 1139, 1140, 1379, 1380, 1439):
+        for second in (0, 59):
+            t = day + minute * 60 + second
+            kinds.append({"unix_s": t, "kind": tariff.kind_at(t)})
+    return {"tariff": TARIFF_DOC, "amounts": amounts, "kinds": kinds}
+
+
+def main() -> None:
+    files = {"receipts.json": receipts(), "receipts-bad.json": bad_receipts(), "tariff.json": tariff_vectors()}
+    for name, data in files.items():
+        (HERE / name).write_text(json.dumps(data, indent=1) + "\n")
+    print("wrote", ", ".join(files))
+
+
+if __name__ == "__main__":
+    main()
