@@ -1,0 +1,190 @@
+"""Controllers: thin; they read the node's chain and storage and map errors."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, JSONBody, Parameter
+
+from ..ledger import merkle
+from ..ledger.block import Header
+from ..ledger.state import LedgerState
+from ..ledger.tx import KIND_OPERATOR, TxError, decode_operator, signed_operator_message, tx_hash
+from ..ingest.mempool import MempoolFull
+from ..receipts.codec import decode as decode_receipt
+from .. import crypto
+from . import auth
+from .errors import ApiError, Busy, Conflict, Forbidden, NotFound
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def header_json(h: Header) -> dict[str, Any]:
+    return {"version": h.version, "chain_id": h.chain_id, "height": h.height, "hash": h.hash.hex(),
+            "prev_hash": h.prev_hash.hex(), "time_ms": h.time_ms, "time": _iso(h.time_ms), "tx_root": h.tx_root.hex(),
+            "state_root": h.state_root.hex(), "proposer": h.proposer, "tx_count": h.tx_count,
+            "encoded": h.encode().hex()}
+
+
+def _driver(request: Request, state: LedgerState) -> str:
+    node = request.app.state.node
+    path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+    def key_of(wallet_id: str):
+        w = state.wallets.get(wallet_id)
+        return w.public_key if w else None
+    return auth.check(request.headers.get("authorization"), request.method, path_qs, key_of, node.replay_guard)
+
+
+def _own_wallet(request: Request, wallet_id: str) -> None:
+    state = request.app.state.node.chain.state
+    who = _driver(request, state)
+    if who != wallet_id:
+        raise Forbidden("not_your_wallet", "a driver reads only their own wallet")
+
+
+class ChainController(Controller):
+    path = "/v1"
+    tags = ["chain"]
+
+    @get("/chain/head", summary="Latest committed block")
+    async def head(self, request: Request) -> dict[str, Any]:
+        chain = request.app.state.node.chain
+        found = chain.repo.header(chain.height) if chain.height else None
+        out = {"chain_id": chain.genesis.chain_id, "height": chain.height, "genesis_hash": chain.genesis.hash.hex(),
+               "state_root": chain.state.state_root.hex()}
+        if found:
+            out["header"] = header_json(found[0])
+        return out
+
+    @get("/blocks/{height:int}", summary="A committed block: header, commit certificate, transaction hashes")
+    async def block(self, request: Request, height: FromPath[int]) -> dict[str, Any]:
+        found = request.app.state.node.chain.repo.block(height)
+        if found is None:
+            raise NotFound("no_block", f"no block at height {height}")
+        block, cert = found
+        return {"header": header_json(block.header), "certificate": cert.decode(),
+                "txs": [tx_hash(t).hex() for t in block.txs]}
+
+    @get("/genesis", summary="The genesis document (validator set to check certificates with)")
+    async def genesis(self, request: Request) -> dict[str, Any]:
+        return request.app.state.node.chain.genesis.doc
+
+    @get("/chargers/{charger_id:str}", summary="An enrolled charger's public key")
+    async def charger(self, request: Request, charger_id: FromPath[str]) -> dict[str, Any]:
+        key = request.app.state.node.chain.state.chargers.get(charger_id)
+        if key is None:
+            raise NotFound("unknown_charger", f"charger {charger_id} is not enrolled")
+        return {"charger_id": charger_id, "public_key": key.hex()}
+
+    @get("/tariffs/{tariff_id:str}", summary="The latest version of a tariff")
+    async def tariff(self, request: Request, tariff_id: FromPath[str]) -> dict[str, Any]:
+        t = request.app.state.node.chain.state.latest_tariff(tariff_id)
+        if t is None:
+            raise NotFound("unknown_tariff", f"tariff {tariff_id} is not published")
+        return t.to_doc()
+
+
+class WalletController(Controller):
+    path = "/v1/wallets"
+    tags = ["wallets (driver-signed)"]
+
+    @get("/{wallet_id:str}", summary="Balance of the caller's wallet, O(1)")
+    async def balance(self, request: Request, wallet_id: FromPath[str]) -> dict[str, Any]:
+        _own_wallet(request, wallet_id)
+        chain = request.app.state.node.chain
+        w = chain.state.wallets[wallet_id]
+        return {"wallet_id": wallet_id, "balance_fen": w.balance, "height": chain.height}
+
+    @get("/{wallet_id:str}/history", summary="Entries of the caller's wallet, newest first")
+    async def history(self, request: Request, wallet_id: FromPath[str],
+                      limit: int = Parameter(default=50, ge=1, le=500),
+                      before: int | None = Parameter(default=None, ge=1)) -> dict[str, Any]:
+        _own_wallet(request, wallet_id)
+        rows = request.app.state.node.chain.repo.wallet_history(wallet_id, limit, before)
+        return {"wallet_id": wallet_id, "entries": [{
+            "id": r.id, "kind": r.kind, "delta_fen": r.delta_fen, "balance_after": r.balance_after,
+            "height": r.height, "index": r.idx, "tx_hash": bytes(r.tx_hash).hex(), "charger_id": r.charger_id,
+            "seq": r.seq, "energy_wh": r.energy_wh, "time": _iso(r.time_ms)} for r in rows]}
+
+
+class ReceiptController(Controller):
+    path = "/v1/receipts"
+    tags = ["receipts (driver-signed)"]
+
+    @get("/{charger_id:str}/{seq:int}/proof",
+         summary="A bill with everything a phone needs to check it: receipt, charger key, Merkle path, header, certificate")
+    async def proof(self, request: Request, charger_id: FromPath[str], seq: FromPath[int]) -> dict[str, Any]:
+        node = request.app.state.node
+        chain = node.chain
+        who = _driver(request, chain.state)
+        loc = chain.repo.receipt_location(charger_id, seq)
+        if loc is None or loc.wallet_id != who:
+            # the same answer for "absent" and "someone else's": a driver learns nothing of others
+            raise NotFound("no_receipt", f"no committed receipt {charger_id}#{seq} in your wallet")
+        block, cert = chain.repo.block(loc.height)
+        leaves = block.leaf_hashes()
+        envelope = block.txs[loc.idx][1:]
+        r, _, _ = decode_receipt(envelope)
+        return {
+            "receipt": {"envelope": envelope.hex(), "receipt_id": loc.receipt_id, "charger_id": r.charger_id,
+                        "seq": r.seq, "wallet_id": r.wallet_id, "energy_wh": r.energy_wh,
+                        "amount_fen": r.amount_fen, "start_time": r.start_time, "end_time": r.end_time,
+                        "stop_reason": r.stop_reason, "periods": [list(p) for p in r.periods],
+                        "tariff_id": r.tariff_id, "tariff_version": r.tariff_version},
+            "charger_public_key": chain.state.chargers[charger_id].hex(),
+            "leaf_index": loc.idx, "tree_size": len(leaves),
+            "audit_path": [p.hex() for p in merkle.audit_path(leaves, loc.idx)],
+            "header": header_json(block.header), "certificate": cert.decode(),
+        }
+
+
+class OperatorController(Controller):
+    path = "/v1/operator"
+    tags = ["operator (signed actions)"]
+
+    @post("/actions", status_code=202,
+          summary="Submit a signed operator action (enroll charger, open wallet, top up, publish tariff)")
+    async def submit(self, request: Request, data: JSONBody[dict[str, str]]) -> dict[str, Any]:
+        node = request.app.state.node
+        try:
+            tx = bytes.fromhex(data.get("tx", ""))
+        except ValueError:
+            raise ApiError("malformed", "tx must be hex") from None
+        if not tx or tx[0] != KIND_OPERATOR:
+            raise ApiError("malformed", "tx is not an operator action")
+        try:
+            op = decode_operator(tx)
+        except TxError as e:
+            raise ApiError(e.reason, e.detail) from None
+        key = node.chain.state.operators.get(op.operator)
+        if key is None or not crypto.verify(key, signed_operator_message(op), op.signature):
+            raise ApiError("bad_signature", "not signed by an operator of this chain")
+        h = tx_hash(tx)
+        if h in node.chain.state.operator_txs:
+            raise Conflict("duplicate", "this action is already committed")
+        try:
+            node.mempool.add(h, tx, verified=True)
+        except MempoolFull as e:
+            raise Busy("busy", str(e)) from None
+        return {"tx_hash": h.hex(), "status": "pending", "action": op.action}
+
+    @get("/actions/{tx_hex:str}", summary="Whether an operator action is committed, pending or refused")
+    async def status(self, request: Request, tx_hex: FromPath[str]) -> dict[str, Any]:
+        node = request.app.state.node
+        try:
+            h = bytes.fromhex(tx_hex)
+        except ValueError:
+            raise ApiError("malformed", "tx hash must be hex") from None
+        if h in node.chain.state.operator_txs:
+            return {"tx_hash": tx_hex, "status": "committed"}
+        if h in node.mempool:
+            return {"tx_hash": tx_hex, "status": "pending"}
+        refused = node.refused_ops.get(h)
+        if refused:
+            return {"tx_hash": tx_hex, "status": "refused", "reason": refused[0], "detail": refused[1]}
+        raise NotFound("unknown_tx", "no such action here")

@@ -1,0 +1,1 @@
+"""Receipts arriving over MQTT: decode, verify, queue for the next block, reply to chargers."""

@@ -1,0 +1,73 @@
+"""Admission of a receipt arriving on a charger's topic: the checks a node makes before the
+receipt may wait for a block. Pure: it reads the ledger state and returns a decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import crypto
+from ..ledger.state import LedgerState
+from ..ledger.tx import receipt_tx, tx_hash
+from ..receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, signed_message
+
+TOPIC_PREFIX = "ev/v1/charger/"
+
+
+@dataclass(frozen=True)
+class Admitted:
+    tx: bytes
+    tx_hash: bytes
+    charger_id: str
+    seq: int
+    receipt_id: str
+
+
+@dataclass(frozen=True)
+class AlreadyCommitted:
+    """A byte-identical resend of a committed receipt: answer with its ack again."""
+    charger_id: str
+    seq: int
+    receipt_id: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    charger_id: str | None
+    seq: int | None
+    reason: str
+    detail: str
+
+
+def charger_of_topic(topic: str) -> str | None:
+    if not topic.startswith(TOPIC_PREFIX) or not topic.endswith("/receipt"):
+        return None
+    charger = topic[len(TOPIC_PREFIX):-len("/receipt")]
+    return charger if charger and "/" not in charger else None
+
+
+def admit(topic: str, payload: bytes, state: LedgerState) -> Admitted | AlreadyCommitted | Refused:
+    charger = charger_of_topic(topic)
+    if charger is None:
+        return Refused(None, None, "malformed", f"not a receipt topic: {topic}")
+    if len(payload) > MAX_ENVELOPE:
+        return Refused(charger, None, "oversized", f"{len(payload)} bytes, limit {MAX_ENVELOPE}")
+    try:
+        r, body, sig = decode(payload)
+    except ReceiptError as e:
+        return Refused(charger, None, e.reason, e.detail)
+    if r.charger_id != charger:
+        # The broker's ACL lets a charger publish only on its own topic; the receipt must agree.
+        return Refused(charger, r.seq, "wrong_topic", f"receipt of {r.charger_id} on the topic of {charger}")
+    key = state.chargers.get(charger)
+    if key is None:
+        return Refused(charger, r.seq, "unknown_charger", f"charger {charger} is not enrolled")
+    if not crypto.verify(key, signed_message(body), sig):
+        return Refused(charger, r.seq, "bad_signature", "signature does not verify with the enrolled key")
+    rid = receipt_id(payload)
+    committed = state.committed_receipt(charger, r.seq)
+    if committed == rid:
+        return AlreadyCommitted(charger, r.seq, rid)
+    if committed is not None:
+        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt")
+    tx = receipt_tx(payload)
+    return Admitted(tx, tx_hash(tx), charger, r.seq, rid)

@@ -1,0 +1,55 @@
+"""Transactions waiting for a block: de-duplicated, in arrival order, bounded."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+
+class MempoolFull(Exception):
+    pass
+
+
+class Mempool:
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._txs: OrderedDict[bytes, bytes] = OrderedDict()  # tx hash -> tx
+        self.verified: set[bytes] = set()  # hashes whose signature this node checked
+        self._lock = threading.Lock()
+        self.not_empty = threading.Event()
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def __contains__(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._txs
+
+    def add(self, tx_hash: bytes, tx: bytes, verified: bool) -> bool:
+        """False when the same transaction already waits; MempoolFull when at the limit."""
+        with self._lock:
+            if tx_hash in self._txs:
+                return False
+            if len(self._txs) >= self.limit:
+                raise MempoolFull(f"{self.limit} transactions wait already")
+            self._txs[tx_hash] = tx
+            if verified:
+                self.verified.add(tx_hash)
+            self.not_empty.set()
+            return True
+
+    def peek(self, n: int) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            out = []
+            for item in self._txs.items():
+                out.append(item)
+                if len(out) >= n:
+                    break
+            return out
+
+    def remove(self, hashes) -> None:
+        with self._lock:
+            for h in hashes:
+                self._txs.pop(h, None)
+                self.verified.discard(h)
+            if not self._txs:
+                self.not_empty.clear()

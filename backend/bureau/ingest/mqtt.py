@@ -1,0 +1,143 @@
+"""MQTT shell of ingest: subscribes to every charger's receipt topic, admits receipts into the
+mempool, and answers on the charger's reply topic (acks only after commit)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+
+import paho.mqtt.client as mqtt
+
+from ..chain import Chain
+from ..ledger.block import Block
+from ..ledger.state import Execution, Refusal
+from ..metrics import Metrics
+from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit
+from .mempool import Mempool, MempoolFull
+
+log = logging.getLogger(__name__)
+RECEIPT_TOPICS = TOPIC_PREFIX + "+/receipt"
+
+
+def reply_topic(charger_id: str) -> str:
+    return f"{TOPIC_PREFIX}{charger_id}/reply"
+
+
+def ack_message(seq: int, receipt_id: str, height: int) -> bytes:
+    return json.dumps({"v": 1, "type": "ack", "seq": seq, "receipt": receipt_id, "height": height}).encode()
+
+
+def reject_message(seq: int | None, reason: str, detail: str) -> bytes:
+    return json.dumps({"v": 1, "type": "reject", "seq": seq, "reason": reason, "detail": detail}).encode()
+
+
+class MqttIngest:
+    def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, *, host: str, port: int, client_id: str,
+                 username: str | None = None, password: str | None = None, workers: int = 2) -> None:
+        self.chain, self.mempool, self.metrics = chain, mempool, metrics
+        self.host, self.port = host, port
+        self._queue: queue.Queue = queue.Queue(maxsize=100_000)
+        self._stop = threading.Event()
+        self._workers = [threading.Thread(target=self._work, name=f"ingest-{i}", daemon=True) for i in range(workers)]
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv311, clean_session=False)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.max_inflight_messages_set(2000)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(0.2, 5)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        chain.on_commit(self._on_commit)
+
+    # ---- MQTT callbacks (paho's network thread) ------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        client.subscribe(RECEIPT_TOPICS, qos=1)
+        self.connected.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        self.metrics.inc("received")
+        self._queue.put((msg.topic, bytes(msg.payload)))
+
+    # ---- admission (worker threads) ------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                topic, payload = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self.handle(topic, payload)
+            except Exception:
+                log.exception("ingest failed for a message on %s", topic)
+                self.metrics.inc("rejected", "internal_error")
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        decision = admit(topic, payload, self.chain.state)
+        if isinstance(decision, Admitted):
+            try:
+                self.mempool.add(decision.tx_hash, decision.tx, verified=True)
+                self.metrics.inc("admitted")
+            except MempoolFull as e:
+                self._reject(decision.charger_id, decision.seq, "busy", str(e))
+        elif isinstance(decision, AlreadyCommitted):
+            self.metrics.inc("resent_acks")
+            self._publish(decision.charger_id, ack_message(decision.seq, decision.receipt_id,
+                                                          self._height_of(decision.charger_id, decision.seq)))
+        else:
+            self._reject(decision.charger_id, decision.seq, decision.reason, decision.detail)
+
+    def _height_of(self, charger_id: str, seq: int) -> int:
+        row = self.chain.repo.receipt_location(charger_id, seq)
+        return row.height if row else self.chain.height
+
+    def _reject(self, charger_id: str | None, seq: int | None, reason: str, detail: str) -> None:
+        self.metrics.inc("rejected", reason)
+        log.info("rejected receipt %s#%s: %s: %s", charger_id, seq, reason, detail)
+        if charger_id:
+            self._publish(charger_id, reject_message(seq, reason, detail))
+
+    def on_refused(self, refusals: list[Refusal]) -> None:
+        """Receipts refused when a block was built (e.g. the wallet vanished meanwhile)."""
+        for r in refusals:
+            if r.reason == "duplicate":
+                continue  # the first copy's ack answers it
+            self._reject(r.charger_id, r.seq, r.reason, r.detail)
+
+    # ---- acks after commit ---------------------------------------------------------------
+
+    def _on_commit(self, block: Block, ex: Execution) -> None:
+        n = 0
+        for eff in ex.effects:
+            if eff.kind == "receipt":
+                self._publish(eff.charger_id, ack_message(eff.seq, eff.receipt_id, block.height))
+                n += 1
+        self.metrics.inc("committed", n=n)
+
+    def _publish(self, charger_id: str, payload: bytes) -> None:
+        self.client.publish(reply_topic(charger_id), payload, qos=1)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        for w in self._workers:
+            w.start()
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            raise RuntimeError(f"could not connect to the MQTT broker at {self.host}:{self.port}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+        for w in self._workers:
+            w.join(2)

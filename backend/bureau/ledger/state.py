@@ -1,0 +1,287 @@
+"""The deterministic ledger state machine.
+
+`LedgerState.execute(txs)` runs a block's transactions against the current state without
+changing it and returns what they would do (`Execution`): effects per accepted transaction, the
+refused ones with their reasons, and the new state root. `apply(execution)` makes it current.
+Every bureau node runs the same code over the same blocks, so all reach the same state root.
+
+State root v1: SHA-256("EV-STATE/v1" || previous root || SHA-256(sorted write lines)), each
+write line naming one key and its new value (docs/ledger.md). It chains every state change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from .. import crypto
+from ..receipts.codec import ReceiptError, decode as decode_receipt, receipt_id, signed_message
+from .genesis import Genesis
+from .tariff import Tariff, TariffError
+from .tx import (ID_RE, KIND_OPERATOR, KIND_RECEIPT, MAX_TX, TxError, decode_operator,
+                 signed_operator_message, tx_hash)
+
+STATE_TAG = b"EV-STATE/v1"
+MAX_TOP_UP_FEN = 10**10
+
+
+@dataclass
+class Wallet:
+    public_key: bytes
+    balance: int
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What one accepted transaction did; storage indexes these for history and proofs."""
+    tx_hash: bytes
+    kind: str  # receipt | enroll_charger | open_wallet | top_up | publish_tariff
+    wallet_id: str | None = None
+    delta_fen: int = 0
+    balance_after: int | None = None
+    charger_id: str | None = None
+    seq: int | None = None
+    receipt_id: str | None = None
+    energy_wh: int = 0
+    detail: dict | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    tx: bytes
+    reason: str
+    detail: str
+    charger_id: str | None = None
+    seq: int | None = None
+
+
+@dataclass
+class Execution:
+    txs: list[bytes]
+    effects: list[Effect]
+    refused: list[Refusal]
+    state_root: bytes
+    wallets: dict[str, Wallet] = field(default_factory=dict)
+    chargers: dict[str, bytes] = field(default_factory=dict)
+    cards: dict[str, str] = field(default_factory=dict)
+    tariffs: dict[tuple[str, int], Tariff] = field(default_factory=dict)
+    receipts: dict[tuple[str, int], str] = field(default_factory=dict)
+    operator_txs: set[bytes] = field(default_factory=set)
+
+
+class LedgerState:
+    """Chargers, wallets, cards, tariffs and committed receipt ids, held in memory.
+
+    Balances are read in O(1); storage persists the same data and rebuilds this at start.
+    """
+
+    def __init__(self, genesis: Genesis) -> None:
+        self.genesis = genesis
+        self.operators = dict(genesis.operators)
+        self.chargers: dict[str, bytes] = {}
+        self.wallets: dict[str, Wallet] = {}
+        self.cards: dict[str, str] = {}
+        self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
+        self.receipts: dict[tuple[str, int], str] = {}
+        self.operator_txs: set[bytes] = set()
+        self.height = 0
+        self.last_hash = genesis.hash
+        self.last_time_ms = genesis.time_ms
+        writes = sorted(f"t/{t.tariff_id}/{t.version}={_tariff_digest(t)}" for t in genesis.tariffs)
+        writes += sorted(f"o/{name}={key.hex()}" for name, key in self.operators.items())
+        self.state_root = _next_root(b"\x00" * 32, writes)
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def committed_receipt(self, charger_id: str, seq: int) -> str | None:
+        return self.receipts.get((charger_id, seq))
+
+    def latest_tariff(self, tariff_id: str) -> Tariff | None:
+        versions = [v for (tid, v) in self.tariffs if tid == tariff_id]
+        return self.tariffs[(tariff_id, max(versions))] if versions else None
+
+    # ---- executing a block ---------------------------------------------------------------
+
+    def execute(self, txs: list[bytes], verified: frozenset[bytes] | set[bytes] = frozenset()) -> Execution:
+        """Run `txs` in order on top of the current state, without changing it.
+
+        `verified` holds tx hashes whose signatures this node has already checked at ingest, so
+        the proposer does not check them twice; a node validating someone else's block passes
+        nothing and checks every signature.
+        """
+        ex = Execution(txs=[], effects=[], refused=[], state_root=b"")
+        writes: list[str] = []
+        for tx in txs:
+            try:
+                effect = self._execute_one(tx, ex, writes, verified)
+            except (TxError, ReceiptError) as e:
+                charger, seq = _receipt_ids(tx)
+                ex.refused.append(Refusal(tx, e.reason, e.detail, charger, seq))
+                continue
+            ex.txs.append(tx)
+            ex.effects.append(effect)
+        writes.sort()
+        ex.state_root = _next_root(self.state_root, writes)
+        return ex
+
+    def apply(self, ex: Execution, height: int, block_hash: bytes, time_ms: int) -> None:
+        self.wallets.update(ex.wallets)
+        self.chargers.update(ex.chargers)
+        self.cards.update(ex.cards)
+        self.tariffs.update(ex.tariffs)
+        self.receipts.update(ex.receipts)
+        self.operator_txs |= ex.operator_txs
+        self.state_root = ex.state_root
+        self.height = height
+        self.last_hash = block_hash
+        self.last_time_ms = time_ms
+
+    def _wallet(self, ex: Execution, wallet_id: str) -> Wallet | None:
+        w = ex.wallets.get(wallet_id)
+        if w is None:
+            base = self.wallets.get(wallet_id)
+            if base is None:
+                return None
+            w = ex.wallets[wallet_id] = Wallet(base.public_key, base.balance)
+        return w
+
+    def _execute_one(self, tx: bytes, ex: Execution, writes: list[str], verified) -> Effect:
+        if not tx or len(tx) > MAX_TX:
+            raise TxError("malformed", "empty or oversized transaction")
+        h = tx_hash(tx)
+        if tx[0] == KIND_RECEIPT:
+            return self._receipt(tx, h, ex, writes, verified)
+        if tx[0] == KIND_OPERATOR:
+            return self._operator(tx, h, ex, writes, verified)
+        raise TxError("malformed", f"unknown transaction kind {tx[0]}")
+
+    def _receipt(self, tx: bytes, h: bytes, ex: Execution, writes: list[str], verified) -> Effect:
+        envelope = tx[1:]
+        r, body, sig = decode_receipt(envelope)
+        key = ex.chargers.get(r.charger_id) or self.chargers.get(r.charger_id)
+        if key is None:
+            raise ReceiptError("unknown_charger", f"charger {r.charger_id} is not enrolled")
+        if h not in verified and not crypto.verify(key, signed_message(body), sig):
+            raise ReceiptError("bad_signature", "signature does not verify with the enrolled key")
+        ident = (r.charger_id, r.seq)
+        rid = receipt_id(envelope)
+        seen = ex.receipts.get(ident) or self.receipts.get(ident)
+        if seen is not None:
+            if seen == rid:
+                raise ReceiptError("duplicate", f"receipt {r.charger_id}#{r.seq} is already committed")
+            raise ReceiptError("seq_reused", f"seq {r.seq} of {r.charger_id} is already used by another receipt")
+        tariff = ex.tariffs.get((r.tariff_id, r.tariff_version)) or self.tariffs.get((r.tariff_id, r.tariff_version))
+        if tariff is None:
+            raise ReceiptError("unknown_tariff", f"tariff {r.tariff_id} v{r.tariff_version} is not published")
+        try:
+            expected = tariff.amount_fen(r.periods)
+        except TariffError as e:
+            raise ReceiptError("wrong_amount", str(e)) from None
+        if expected != r.amount_fen:
+            raise ReceiptError("wrong_amount", f"amount {r.amount_fen} fen, the tariff gives {expected}")
+        wallet = self._wallet(ex, r.wallet_id)
+        if wallet is None:
+            raise ReceiptError("unknown_wallet", f"wallet {r.wallet_id} does not exist")
+        # The energy was delivered: the bill stands even if it takes the wallet below zero.
+        wallet.balance -= r.amount_fen
+        ex.receipts[ident] = rid
+        writes.append(f"r/{r.charger_id}/{r.seq}={rid}")
+        writes.append(f"w/{r.wallet_id}={wallet.balance}")
+        return Effect(h, "receipt", r.wallet_id, -r.amount_fen, wallet.balance, r.charger_id, r.seq, rid,
+                      r.energy_wh)
+
+    def _operator(self, tx: bytes, h: bytes, ex: Execution, writes: list[str], verified) -> Effect:
+        op = decode_operator(tx)
+        key = self.operators.get(op.operator)
+        if key is None:
+            raise TxError("unknown_operator", f"operator {op.operator} is not in the genesis")
+        if h not in verified and not crypto.verify(key, signed_operator_message(op), op.signature):
+            raise TxError("bad_signature", "operator signature does not verify")
+        if h in self.operator_txs or h in ex.operator_txs:
+            raise TxError("duplicate", "this operator action is already committed")
+        args = op.args
+        try:
+            effect = getattr(self, "_op_" + op.action)(args, h, ex, writes)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, (TxError, ReceiptError)):
+                raise
+            raise TxError("malformed", f"bad arguments for {op.action}: {e}") from None
+        ex.operator_txs.add(h)
+        writes.append(f"x/{h.hex()}")
+        return effect
+
+    def _op_enroll_charger(self, args, h, ex, writes) -> Effect:
+        charger_id, key = args["charger_id"], bytes.fromhex(args["public_key"])
+        if not ID_RE.match(charger_id) or len(key) != 32:
+            raise TxError("malformed", "enroll_charger needs a charger id and a 32-byte public key")
+        if charger_id in self.chargers or charger_id in ex.chargers:
+            raise TxError("charger_exists", f"charger {charger_id} is already enrolled")
+        ex.chargers[charger_id] = key
+        writes.append(f"c/{charger_id}={key.hex()}")
+        return Effect(h, "enroll_charger", charger_id=charger_id, detail={"public_key": key.hex()})
+
+    def _op_open_wallet(self, args, h, ex, writes) -> Effect:
+        wallet_id, key = args["wallet_id"], bytes.fromhex(args["public_key"])
+        cards = [str(c) for c in args.get("cards", [])]
+        if not ID_RE.match(wallet_id) or len(key) != 32:
+            raise TxError("malformed", "open_wallet needs a wallet id and the driver's 32-byte public key")
+        if self._wallet(ex, wallet_id) is not None:
+            raise TxError("wallet_exists", f"wallet {wallet_id} already exists")
+        for card in cards:
+            if not ID_RE.match(card):
+                raise TxError("malformed", f"card uid {card!r} is not valid")
+            if card in self.cards or card in ex.cards:
+                raise TxError("card_in_use", f"card {card} belongs to another wallet")
+        ex.wallets[wallet_id] = Wallet(key, 0)
+        for card in cards:
+            ex.cards[card] = wallet_id
+            writes.append(f"k/{card}={wallet_id}")
+        writes.append(f"w/{wallet_id}=0:{key.hex()}")
+        return Effect(h, "open_wallet", wallet_id, 0, 0, detail={"cards": cards})
+
+    def _op_top_up(self, args, h, ex, writes) -> Effect:
+        wallet_id, amount = args["wallet_id"], args["amount_fen"]
+        if not isinstance(amount, int) or not 0 < amount <= MAX_TOP_UP_FEN:
+            raise TxError("malformed", f"top_up amount must be 1..{MAX_TOP_UP_FEN} fen")
+        wallet = self._wallet(ex, wallet_id)
+        if wallet is None:
+            raise TxError("unknown_wallet", f"wallet {wallet_id} does not exist")
+        wallet.balance += amount
+        writes.append(f"w/{wallet_id}={wallet.balance}")
+        return Effect(h, "top_up", wallet_id, amount, wallet.balance, detail={"reference": str(args.get("reference", ""))})
+
+    def _op_publish_tariff(self, args, h, ex, writes) -> Effect:
+        try:
+            tariff = Tariff.from_doc(args["tariff"])
+        except TariffError as e:
+            raise TxError("malformed", str(e)) from None
+        ident = (tariff.tariff_id, tariff.version)
+        if ident in self.tariffs or ident in ex.tariffs:
+            raise TxError("tariff_exists", f"tariff {tariff.tariff_id} v{tariff.version} is already published")
+        ex.tariffs[ident] = tariff
+        writes.append(f"t/{tariff.tariff_id}/{tariff.version}={_tariff_digest(tariff)}")
+        return Effect(h, "publish_tariff", detail=tariff.to_doc())
+
+
+def _tariff_digest(t: Tariff) -> str:
+    from .canonical import dumps
+    return hashlib.sha256(dumps(t.to_doc())).hexdigest()
+
+
+def _next_root(prev: bytes, writes: list[str]) -> bytes:
+    digest = hashlib.sha256("\n".join(writes).encode()).digest()
+    return hashlib.sha256(STATE_TAG + prev + digest).digest()
+
+
+def _receipt_ids(tx: bytes) -> tuple[str | None, int | None]:
+    """Best-effort charger id and seq of a refused receipt, for the reply to the charger."""
+    if not tx or tx[0] != KIND_RECEIPT:
+        return None, None
+    body = tx[1:]
+    try:
+        n = body[1]
+        charger = body[2:2 + n].decode("ascii")
+        seq = int.from_bytes(body[2 + n:6 + n], "big")
+        return charger, seq
+    except (IndexError, UnicodeDecodeError):
+        return None, None

@@ -1,0 +1,94 @@
+"""Ledger transactions: a kind byte, then the payload.
+
+kind 1: a charging receipt envelope (docs/receipt-v1.md), exactly as the charger signed it.
+kind 2: an operator action: u16 length, canonical JSON, 64-byte Ed25519 signature by an
+        operator key named in the genesis; see docs/ledger.md for the actions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import time
+import secrets
+from dataclasses import dataclass
+
+from . import canonical
+
+KIND_RECEIPT = 1
+KIND_OPERATOR = 2
+MAX_TX = 4096
+OPERATOR_TAG = b"EV-OPERATOR/v1".ljust(16, b"\x00")
+ACTIONS = frozenset({"enroll_charger", "open_wallet", "top_up", "publish_tariff"})
+ID_RE = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
+
+
+class TxError(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def tx_hash(tx: bytes) -> bytes:
+    return hashlib.sha256(tx).digest()
+
+
+def receipt_tx(envelope: bytes) -> bytes:
+    return bytes([KIND_RECEIPT]) + envelope
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    doc: dict
+    raw: bytes
+    signature: bytes
+
+    @property
+    def action(self) -> str:
+        return self.doc["action"]
+
+    @property
+    def args(self) -> dict:
+        return self.doc["args"]
+
+    @property
+    def operator(self) -> str:
+        return self.doc["operator"]
+
+
+def operator_action(signing_key, operator: str, action: str, args: dict, *, now: int | None = None,
+                    nonce: str | None = None) -> bytes:
+    """Build and sign an operator action transaction (CLI, demo and tests)."""
+    doc = {"v": 1, "action": action, "operator": operator, "args": args,
+           "nonce": nonce or secrets.token_hex(16), "time": int(time.time() if now is None else now)}
+    raw = canonical.dumps(doc)
+    sig = signing_key.sign(OPERATOR_TAG + raw).signature
+    return bytes([KIND_OPERATOR]) + struct.pack(">H", len(raw)) + raw + sig
+
+
+def decode_operator(tx: bytes) -> OperatorAction:
+    if len(tx) < 3 + 64:
+        raise TxError("malformed", "operator action too short")
+    (n,) = struct.unpack(">H", tx[1:3])
+    if len(tx) != 3 + n + 64:
+        raise TxError("malformed", "operator action length does not match")
+    raw, sig = tx[3:3 + n], tx[3 + n:]
+    try:
+        doc = canonical.loads_canonical(raw)
+    except ValueError as e:
+        raise TxError("malformed", str(e)) from None
+    if not isinstance(doc, dict) or doc.get("v") != 1:
+        raise TxError("unsupported_version", "operator action must have v = 1")
+    if doc.get("action") not in ACTIONS:
+        raise TxError("malformed", f"unknown action {doc.get('action')!r}")
+    if not isinstance(doc.get("args"), dict) or not isinstance(doc.get("operator"), str):
+        raise TxError("malformed", "operator action needs operator and args")
+    if not isinstance(doc.get("nonce"), str) or not 16 <= len(doc["nonce"]) <= 64:
+        raise TxError("malformed", "operator action needs a nonce of 16-64 characters")
+    return OperatorAction(doc, raw, sig)
+
+
+def signed_operator_message(action: OperatorAction) -> bytes:
+    return OPERATOR_TAG + action.raw

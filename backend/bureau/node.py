@@ -1,0 +1,59 @@
+"""One bureau node wired together: storage, chain, mempool, MQTT ingest, block production."""
+
+from __future__ import annotations
+
+import logging
+
+from .chain import Chain
+from .config import Settings
+from .consensus.solo import SoloProducer
+from .crypto import load_or_create_key
+from .api.auth import ReplayGuard
+from .ingest.mempool import Mempool
+from .ingest.mqtt import MqttIngest
+from .ledger.genesis import Genesis
+from .ledger.state import Refusal
+from .ledger.tx import KIND_OPERATOR, tx_hash
+from .metrics import Metrics
+from .storage import Repository
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.genesis = Genesis.load(settings.genesis)
+        self.key = load_or_create_key(settings.node_key_file)
+        me = self.genesis.validator(settings.node_id)
+        if me.public_key != self.key.verify_key.encode():
+            raise RuntimeError(f"{settings.node_key_file} is not the key the genesis names for {settings.node_id}")
+        self.repo = Repository(settings.database_url)
+        self.chain = Chain(self.genesis, self.repo)
+        self.mempool = Mempool(settings.mempool_limit)
+        self.metrics = Metrics()
+        self.replay_guard = ReplayGuard(settings.auth_window_s)
+        self.refused_ops: dict[bytes, tuple[str, str]] = {}
+        self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, host=settings.mqtt_host,
+                                 port=settings.mqtt_port, client_id=f"bureau-{settings.node_id}",
+                                 username=settings.mqtt_username, password=settings.mqtt_password)
+        self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,
+                                     max_txs=settings.max_block_txs, interval_s=settings.block_interval_ms / 1000,
+                                     on_refused=self._on_refused)
+
+    def _on_refused(self, refusals: list[Refusal]) -> None:
+        self.ingest.on_refused(refusals)
+        for r in refusals:
+            if r.tx and r.tx[0] == KIND_OPERATOR:
+                self.refused_ops[tx_hash(r.tx)] = (r.reason, r.detail)
+
+    def start(self) -> None:
+        self.ingest.start()
+        self.producer.start()
+        log.info("node %s up at height %d", self.settings.node_id, self.chain.height)
+
+    def stop(self) -> None:
+        self.producer.stop()
+        self.ingest.stop()
+        self.repo.close()

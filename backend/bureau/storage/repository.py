@@ -1,0 +1,168 @@
+"""Writes a committed block and the state it produces in one database transaction, and
+rebuilds the in-memory ledger state from the database at start."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from ..ledger.block import Block, Header
+from ..ledger.canonical import dumps
+from ..ledger.state import Execution, LedgerState, Wallet
+from ..ledger.tariff import Tariff
+from ..ledger.tx import KIND_RECEIPT
+from . import tables as t
+
+
+def make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # an acked receipt must survive a power cut
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+class Repository:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        t.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def commit_block(self, block: Block, certificate: bytes, ex: Execution, state: LedgerState) -> None:
+        """Persist `block`, its certificate and everything `ex` changed, atomically.
+
+        Call before `state.apply(ex, ...)`: `state` still tells which wallets are new.
+        """
+        h = block.header
+        rows_tx, rows_receipts, rows_entries = [], [], []
+        for idx, (tx, eff) in enumerate(zip(block.txs, ex.effects)):
+            rows_tx.append({"height": h.height, "idx": idx, "tx_hash": eff.tx_hash, "kind": eff.kind, "data": tx})
+            if eff.kind == "receipt":
+                rows_receipts.append({"charger_id": eff.charger_id, "seq": eff.seq, "receipt_id": eff.receipt_id,
+                                      "wallet_id": eff.wallet_id, "amount_fen": -eff.delta_fen,
+                                      "energy_wh": eff.energy_wh, "height": h.height, "idx": idx})
+            if eff.wallet_id is not None and eff.balance_after is not None:
+                rows_entries.append({"wallet_id": eff.wallet_id, "height": h.height, "idx": idx, "kind": eff.kind,
+                                     "delta_fen": eff.delta_fen, "balance_after": eff.balance_after,
+                                     "tx_hash": eff.tx_hash, "charger_id": eff.charger_id, "seq": eff.seq,
+                                     "energy_wh": eff.energy_wh, "time_ms": h.time_ms})
+        new_wallets = [{"wallet_id": w, "public_key": v.public_key, "balance_fen": v.balance, "updated_height": h.height}
+                       for w, v in ex.wallets.items() if w not in state.wallets]
+        old_wallets = [{"w": w, "b": v.balance, "h": h.height} for w, v in ex.wallets.items() if w in state.wallets]
+        with self.engine.begin() as conn:
+            conn.execute(t.blocks.insert(), {
+                "height": h.height, "hash": h.hash, "prev_hash": h.prev_hash, "time_ms": h.time_ms,
+                "tx_root": h.tx_root, "state_root": h.state_root, "proposer": h.proposer, "tx_count": h.tx_count,
+                "header": h.encode(), "certificate": certificate})
+            if rows_tx:
+                conn.execute(t.txs.insert(), rows_tx)
+            if rows_receipts:
+                conn.execute(t.receipts.insert(), rows_receipts)
+            if rows_entries:
+                conn.execute(t.wallet_entries.insert(), rows_entries)
+            if new_wallets:
+                conn.execute(t.wallets.insert(), new_wallets)
+            if old_wallets:
+                conn.execute(t.wallets.update().where(t.wallets.c.wallet_id == sa.bindparam("w"))
+                             .values(balance_fen=sa.bindparam("b"), updated_height=sa.bindparam("h")), old_wallets)
+            if ex.chargers:
+                conn.execute(t.chargers.insert(), [{"charger_id": c, "public_key": k, "enrolled_height": h.height}
+                                                   for c, k in ex.chargers.items()])
+            if ex.cards:
+                conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w} for c, w in ex.cards.items()])
+            if ex.tariffs:
+                conn.execute(t.tariffs.insert(), [{"tariff_id": tid, "version": v, "doc": dumps(tf.to_doc()).decode(),
+                                                   "height": h.height} for (tid, v), tf in ex.tariffs.items()])
+            if ex.operator_txs:
+                conn.execute(t.operator_txs.insert(), [{"tx_hash": x, "height": h.height} for x in ex.operator_txs])
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def load_state(self, state: LedgerState) -> None:
+        """Fill a genesis-fresh `state` with what the database holds."""
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
+                state.chargers[row.charger_id] = bytes(row.public_key)
+            for row in conn.execute(sa.select(t.wallets)):
+                state.wallets[row.wallet_id] = Wallet(bytes(row.public_key), row.balance_fen)
+            for row in conn.execute(sa.select(t.cards)):
+                state.cards[row.uid] = row.wallet_id
+            for row in conn.execute(sa.select(t.tariffs)):
+                state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
+            for row in conn.execute(sa.select(t.receipts.c.charger_id, t.receipts.c.seq, t.receipts.c.receipt_id)):
+                state.receipts[(row.charger_id, row.seq)] = row.receipt_id
+            for row in conn.execute(sa.select(t.operator_txs.c.tx_hash)):
+                state.operator_txs.add(bytes(row.tx_hash))
+            last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()
+        if last is not None:
+            state.height = last.height
+            state.last_hash = bytes(last.hash)
+            state.state_root = bytes(last.state_root)
+            state.last_time_ms = last.time_ms
+
+    def head_height(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.blocks.c.height), 0))).scalar_one()
+
+    def header(self, height: int) -> tuple[Header, bytes] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.blocks.c.header, t.blocks.c.certificate)
+                               .where(t.blocks.c.height == height)).first()
+        return (Header.decode(bytes(row.header)), bytes(row.certificate)) if row else None
+
+    def block(self, height: int) -> tuple[Block, bytes] | None:
+        found = self.header(height)
+        if found is None:
+            return None
+        header, cert = found
+        with self.engine.connect() as conn:
+            data = [bytes(r.data) for r in conn.execute(sa.select(t.txs.c.data).where(t.txs.c.height == height)
+                                                         .order_by(t.txs.c.idx))]
+        return Block(header, tuple(data)), cert
+
+    def blocks(self, start: int = 1, end: int | None = None):
+        """Every stored block from `start` on, in order, with its certificate."""
+        height = start
+        while end is None or height <= end:
+            found = self.block(height)
+            if found is None:
+                return
+            yield found
+            height += 1
+
+    def receipt_location(self, charger_id: str, seq: int):
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.receipts).where(t.receipts.c.charger_id == charger_id,
+                                                            t.receipts.c.seq == seq)).first()
+
+    def wallet_history(self, wallet_id: str, limit: int = 50, before_id: int | None = None) -> list:
+        q = sa.select(t.wallet_entries).where(t.wallet_entries.c.wallet_id == wallet_id)
+        if before_id is not None:
+            q = q.where(t.wallet_entries.c.id < before_id)
+        q = q.order_by(t.wallet_entries.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q))
+
+    def receipt_envelope(self, height: int, idx: int) -> bytes | None:
+        with self.engine.connect() as conn:
+            data = conn.execute(sa.select(t.txs.c.data).where(t.txs.c.height == height, t.txs.c.idx == idx)).scalar()
+        if data is None or data[0] != KIND_RECEIPT:
+            return None
+        return bytes(data[1:])
+
+    def count_receipts(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(t.receipts)).scalar_one()

@@ -1,0 +1,144 @@
+"""One bureau node end to end through a real mosquitto: enroll, top up, publish a receipt,
+commit, ack, balance; and every kind of bad receipt refused with its reason."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from bureau.ledger.audit import audit_chain
+from bureau.ledger.tariff import Tariff
+from bureau.receipts.codec import decode, receipt_id, seal
+from tests.support.bureau import ReplyListener, TestBureau
+from tests.vectors.generate import TARIFF_DOC, base_receipt
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+
+
+@pytest.fixture
+def bureau(tmp_path, mosquitto):
+    b = TestBureau(tmp_path, mosquitto.port)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def replies(mosquitto):
+    r = ReplyListener(mosquitto.port)
+    yield r
+    r.close()
+
+
+def _setup(bureau, charger_key, driver_key, top_up=100_000):
+    assert bureau.operator("enroll_charger", {"charger_id": "GZ-TH-0001",
+                                              "public_key": charger_key.verify_key.encode().hex()})["status"] == "committed"
+    assert bureau.operator("open_wallet", {"wallet_id": "W-1001", "public_key": driver_key.verify_key.encode().hex(),
+                                           "cards": ["04A1B2C3D4E5F6"]})["status"] == "committed"
+    assert bureau.operator("top_up", {"wallet_id": "W-1001", "amount_fen": top_up, "reference": "bank:1"})["status"] == "committed"
+
+
+def _receipt(seq=1, **changes):
+    r = replace(base_receipt(), seq=seq, **changes)
+    return replace(r, amount_fen=Tariff.from_doc(TARIFF_DOC).amount_fen(r.periods))
+
+
+def test_publish_commit_ack_balance_history_proof(bureau, replies):
+    charger, driver = SigningKey.generate(), SigningKey.generate()
+    _setup(bureau, charger, driver)
+    env = seal(_receipt(1), charger)
+    replies.publish("ev/v1/charger/GZ-TH-0001/receipt", env)
+    topic, ack = replies.next()
+    assert topic == "ev/v1/charger/GZ-TH-0001/reply"
+    assert ack["type"] == "ack" and ack["seq"] == 1 and ack["receipt"] == receipt_id(env) and ack["height"] >= 1
+
+    resp = bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["balance_fen"] == 100_000 - 910
+
+    hist = bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001/history?limit=10").json()["entries"]
+    assert [e["kind"] for e in hist] == ["receipt", "top_up", "open_wallet"]
+    assert hist[0]["delta_fen"] == -910 and hist[0]["energy_wh"] == 7000
+
+    proof = bureau.driver_get(driver, "W-1001", "/v1/receipts/GZ-TH-0001/1/proof").json()
+    from bureau.ledger import merkle
+    from bureau.ledger.tx import receipt_tx
+    leaf = merkle.leaf_hash(receipt_tx(bytes.fromhex(proof["receipt"]["envelope"])))
+    assert merkle.verify_inclusion(leaf, proof["leaf_index"], proof["tree_size"],
+                                   [bytes.fromhex(p) for p in proof["audit_path"]],
+                                   bytes.fromhex(proof["header"]["tx_root"]))
+
+    # a resend after commit is acked again and never counted twice
+    replies.publish("ev/v1/charger/GZ-TH-0001/receipt", env)
+    _, again = replies.next()
+    assert again["type"] == "ack" and again["receipt"] == ack["receipt"]
+    assert bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001").json()["balance_fen"] == 100_000 - 910
+    report = audit_chain(bureau.node.genesis, bureau.node.repo)
+    assert report["chain_valid"] and report["receipts"] == 1
+
+
+def test_bad_receipts_are_refused_with_reasons_and_change_nothing(bureau, replies):
+    bad = json.loads((VECTORS / "receipts-bad.json").read_text())
+    charger = SigningKey(bytes.fromhex(json.loads((VECTORS / "receipts.json").read_text())[0]["seed"]))
+    driver = SigningKey.generate()
+    _setup(bureau, charger, driver)
+    height = bureau.node.chain.height
+    for vec in bad:
+        replies.publish("ev/v1/charger/GZ-TH-0001/receipt", bytes.fromhex(vec["envelope"]))
+        _, reply = replies.next()
+        assert reply["type"] == "reject", vec["label"]
+        assert reply["reason"] == vec["reason"], (vec["label"], reply)
+    stranger = SigningKey.generate()
+    cases = [
+        ("ev/v1/charger/NOPE-1/receipt", seal(_receipt(5, charger_id="NOPE-1"), stranger), "unknown_charger"),
+        ("ev/v1/charger/OTHER/receipt", seal(_receipt(5), charger), "wrong_topic"),
+        ("ev/v1/charger/GZ-TH-0001/receipt", seal(_receipt(6, wallet_id="W-404"), charger), "unknown_wallet"),
+        ("ev/v1/charger/GZ-TH-0001/receipt", seal(_receipt(7, tariff_version=9), charger), "unknown_tariff"),
+    ]
+    for topic, env, reason in cases:
+        replies.publish(topic, env)
+        _, reply = replies.next()
+        assert reply["type"] == "reject" and reply["reason"] == reason, (reason, reply)
+    assert bureau.node.chain.height == height
+    assert bureau.node.metrics.total("rejected") == len(bad) + len(cases)
+
+    # seq reuse: commit seq 8, then a different receipt with seq 8
+    replies.publish("ev/v1/charger/GZ-TH-0001/receipt", seal(_receipt(8), charger))
+    assert replies.next()[1]["type"] == "ack"
+    replies.publish("ev/v1/charger/GZ-TH-0001/receipt", seal(_receipt(8, stop_reason="R"), charger))
+    assert replies.next()[1]["reason"] == "seq_reused"
+    # and the node still works
+    replies.publish("ev/v1/charger/GZ-TH-0001/receipt", seal(_receipt(9), charger))
+    assert replies.next()[1]["type"] == "ack"
+    assert bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001").json()["balance_fen"] == 100_000 - 2 * 910
+
+
+def test_driver_reads_only_own_wallet_and_cannot_replay(bureau):
+    charger, driver, other = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    _setup(bureau, charger, driver)
+    assert bureau.operator("open_wallet", {"wallet_id": "W-2002", "public_key": other.verify_key.encode().hex()})["status"] == "committed"
+    assert bureau.client.get("/v1/wallets/W-1001").json()["error"] == "missing_auth"
+    r = bureau.driver_get(other, "W-2002", "/v1/wallets/W-1001")
+    assert r.status_code == 403 and r.json()["error"] == "not_your_wallet"
+    r = bureau.driver_get(other, "W-1001", "/v1/wallets/W-1001")  # claims W-1001 with the wrong key
+    assert r.status_code == 401 and r.json()["error"] == "bad_signature"
+    from bureau.api.auth import authorization_header
+    hdr = authorization_header(driver, "W-1001", "GET", "/v1/wallets/W-1001")
+    assert bureau.client.get("/v1/wallets/W-1001", headers={"Authorization": hdr}).status_code == 200
+    r = bureau.client.get("/v1/wallets/W-1001", headers={"Authorization": hdr})
+    assert r.status_code == 401 and r.json()["error"] == "replayed"
+    old = authorization_header(driver, "W-1001", "GET", "/v1/wallets/W-1001", ts=1_000_000)
+    assert bureau.client.get("/v1/wallets/W-1001", headers={"Authorization": old}).json()["error"] == "stale_request"
+
+
+def test_operator_actions_are_checked(bureau):
+    from bureau.ledger.tx import operator_action
+    forged = operator_action(SigningKey.generate(), "operator-1", "top_up", {"wallet_id": "W-1", "amount_fen": 5})
+    r = bureau.client.post("/v1/operator/actions", json={"tx": forged.hex()})
+    assert r.status_code == 400 and r.json()["error"] == "bad_signature"
+    r = bureau.client.post("/v1/operator/actions", json={"tx": "zz"})
+    assert r.status_code == 400 and r.json()["error"] == "malformed"
+    status = bureau.operator("top_up", {"wallet_id": "W-none", "amount_fen": 5})
+    assert status["status"] == "refused" and status["reason"] == "unknown_wallet"
+    assert bureau.client.get("/schema/openapi.json").status_code == 200

@@ -1,0 +1,80 @@
+"""An in-process bureau node for integration tests, with its API behind Litestar's TestClient."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from litestar.testing import TestClient
+from nacl.signing import SigningKey
+
+from bureau.api.app import create_app
+from bureau.api.auth import authorization_header
+from bureau.config import Settings
+from bureau.crypto import load_or_create_key
+from bureau.ledger.tx import operator_action
+from bureau.node import Node
+from bureau.tools.network import init_network
+
+
+class TestBureau:
+    __test__ = False
+
+    def __init__(self, tmp: Path, mqtt_port: int, db_url: str | None = None) -> None:
+        net = tmp / "net"
+        init_network(net, 1)
+        self.operator_key = load_or_create_key(net / "operator.key")
+        self.settings = Settings(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
+                                 db_url=db_url or "", mqtt_port=mqtt_port, block_interval_ms=50)
+        self.node = Node(self.settings)
+        self.node.start()
+        self.client = TestClient(create_app(self.node))
+        self.client.__enter__()
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+        self.node.stop()
+
+    def operator(self, action: str, args: dict, timeout: float = 10.0) -> dict:
+        tx = operator_action(self.operator_key, "operator-1", action, args)
+        resp = self.client.post("/v1/operator/actions", json={"tx": tx.hex()})
+        assert resp.status_code == 202, resp.text
+        h = resp.json()["tx_hash"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.client.get(f"/v1/operator/actions/{h}").json()
+            if status["status"] != "pending":
+                return status
+            time.sleep(0.02)
+        raise TimeoutError(f"{action} not committed in {timeout}s")
+
+    def driver_get(self, key: SigningKey, wallet_id: str, path: str):
+        return self.client.get(path, headers={"Authorization": authorization_header(key, wallet_id, "GET", path)})
+
+
+class ReplyListener:
+    """Subscribes to chargers' reply topics and collects the JSON replies."""
+
+    def __init__(self, port: int, topic: str = "ev/v1/charger/+/reply") -> None:
+        self.messages: queue.Queue = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-listener")
+        subscribed = queue.Queue()
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload)))
+        self.client.on_subscribe = lambda *a: subscribed.put(True)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(topic, qos=1)
+        subscribed.get(timeout=5)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def next(self, timeout: float = 10.0) -> tuple[str, dict]:
+        return self.messages.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
