@@ -1,0 +1,242 @@
+# The charger application core: sessions, the sequence counter, signing, the outbox, and the
+# replies from the bureau. No I/O of its own: flash, meter, clock, randomness and the signer
+# are handed in, so the same object runs on the ESP32 and in host simulations and tests.
+#
+# Power-cut safety, in the order things reach flash when a session ends:
+#   1. seq file := n + 1                   (n is never handed out twice; a cut here loses n)
+#   2. session.json := session + closing n (the receipt is now fully determined)
+#   3. outbox/n := signed receipt          (Ed25519 is deterministic: redoing 3 gives the same bytes)
+#   4. remove session.json
+# At boot, a session.json without `closing` was cut off mid-charge: it is closed with stop
+# reason P at the meter's reading now. One with `closing` resumes at step 3.
+import json
+
+import receipt
+from meter import MeterError
+from outbox import Outbox, RETRYABLE
+from session import Session
+from tariff import Tariff
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+SESSION_FILE = "session.json"
+SEQ_FILE = "seq"
+KEY_FILE = "key.seed"
+TARIFF_FILE = "tariff.json"
+CHECKPOINT_S = const(15)  # session state reaches flash at least this often while charging
+RESEND_MS = const(20000)  # an unacknowledged receipt goes out again after this
+WINDOW = const(16)  # receipts in flight at once
+LOST_AFTER = const(3)  # consecutive failed meter reads before the session is stopped
+
+STATUS_ROLLBACK = const(1)
+STATUS_LOST = const(4)
+
+
+class ChargerError(Exception):
+    pass
+
+
+class Charger:
+    def __init__(self, charger_id, flash, meter, clock, signer, urandom, firmware_version, meter_serial,
+                 default_tariff=None):
+        self.charger_id = charger_id
+        self.flash = flash
+        self.meter = meter
+        self.clock = clock  # .now() -> Unix s (UTC), .synced() -> bool
+        self.signer = signer  # .sign(seed, msg), .public_key(seed): the ed25519 module
+        self.urandom = urandom
+        self.firmware_version = firmware_version
+        self.meter_serial = meter_serial
+        self.default_tariff = default_tariff
+        self.outbox = Outbox(flash)
+        self.session = None
+        self.tariff = None
+        self.seed = None
+        self.next_seq = 1
+        self.meter_failures = 0
+        self.last_checkpoint = 0
+        self.sent_at = {}  # seq -> ms of the last send on this connection
+        self.events = []  # (name, detail) for the display and logs
+        self.receipt_topic = "ev/v1/charger/%s/receipt" % charger_id
+        self.reply_topic = "ev/v1/charger/%s/reply" % charger_id
+
+    # ---- boot --------------------------------------------------------------------------
+
+    def boot(self):
+        self.seed = self.flash.read(KEY_FILE)
+        if self.seed is None or len(self.seed) != 32:
+            # First boot: the key is made here and never leaves the device.
+            self.seed = self.urandom(32)
+            self.flash.write_atomic(KEY_FILE, self.seed)
+        doc = self.flash.read(TARIFF_FILE)
+        self.tariff = Tariff(json.loads(doc)) if doc else (Tariff(self.default_tariff) if self.default_tariff else None)
+        raw = self.flash.read(SEQ_FILE)
+        n = int(raw) if raw else 1
+        pending = self.outbox.pending()
+        if pending:
+            n = max(n, pending[-1] + 1)
+        self.next_seq = n
+        raw = self.flash.read(SESSION_FILE)
+        if raw:
+            s = Session(json.loads(raw))
+            if s.d["closing"] is None:
+                self.session = s
+                self._read_meter()
+                self.events.append(("power_failure_closed", s.d["session_id"]))
+                self.stop(receipt.STOP_POWER)
+            else:
+                self.next_seq = max(self.next_seq, s.d["closing"]["seq"] + 1)
+                self._issue(s)
+
+    def public_key(self):
+        return self.signer.public_key(self.seed)
+
+    def set_tariff(self, doc):
+        """A tariff pushed by the bureau (its signature is checked by the caller)."""
+        t = Tariff(doc)
+        self.flash.write_atomic(TARIFF_FILE, json.dumps(doc).encode())
+        self.tariff = t
+
+    # ---- sessions ----------------------------------------------------------------------
+
+    def start(self, method, id_token, wallet_id, authorized_fen, auth_ref):
+        if self.session is not None:
+            raise ChargerError("a session is running")
+        if self.tariff is None:
+            raise ChargerError("no tariff")
+        start_wh = self.meter.read_wh()  # no session without a real begin reading
+        auth = {"method": method, "id_token": id_token, "wallet_id": wallet_id, "authorized_fen": authorized_fen,
+                "auth_ref": auth_ref}
+        now = self.clock.now()
+        self.session = Session.begin(self.urandom(16), auth, self.tariff, self.meter_serial, start_wh, now,
+                                     self.clock.synced())
+        self.meter_failures = 0
+        self._checkpoint(now)
+        return self.session
+
+    def tick(self):
+        """Read the meter and account for the energy; stops at the prepaid limit or on a lost
+        meter. Returns the stop reason when the session ended, else None."""
+        s = self.session
+        if s is None:
+            return None
+        if not self._read_meter():
+            if self.meter_failures >= LOST_AFTER:
+                s.flag(STATUS_LOST)
+                self.stop(receipt.STOP_FAULT)
+                return receipt.STOP_FAULT
+            return None
+        if s.limit_reached(self.tariff):
+            self.stop(receipt.STOP_LIMIT)
+            return receipt.STOP_LIMIT
+        now = self.clock.now()
+        if now - self.last_checkpoint >= CHECKPOINT_S:
+            self._checkpoint(now)
+        return None
+
+    def _read_meter(self):
+        try:
+            wh = self.meter.read_wh()
+        except MeterError:
+            self.meter_failures += 1
+            return False
+        self.meter_failures = 0
+        if not self.session.sample(self.tariff, wh, self.clock.now()):
+            self.session.flag(STATUS_ROLLBACK)
+        return True
+
+    def stop(self, reason):
+        s = self.session
+        if s is None:
+            return None
+        if reason != receipt.STOP_POWER and reason != receipt.STOP_FAULT:
+            self._read_meter()  # the end reading
+        seq = self._allocate_seq()
+        s.close(seq, self.clock.now(), self.clock.synced(), reason)
+        self._checkpoint(None)
+        return self._issue(s)
+
+    def _allocate_seq(self):
+        n = self.next_seq
+        self.flash.write_atomic(SEQ_FILE, str(n + 1).encode())
+        self.next_seq = n + 1
+        return n
+
+    def _checkpoint(self, now):
+        self.flash.write_atomic(SESSION_FILE, json.dumps(self.session.to_dict()).encode())
+        if now is not None:
+            self.last_checkpoint = now
+
+    def _issue(self, s):
+        seq = s.d["closing"]["seq"]
+        tariff = self.tariff
+        if tariff is None or (tariff.tariff_id, tariff.version) != (s.d["tariff_id"], s.d["tariff_version"]):
+            tariff = self._tariff_of(s)
+        env = receipt.seal(s.receipt(tariff, self.charger_id, self.firmware_version), self.seed, self.signer.sign)
+        if not self.outbox.has(seq):
+            self.outbox.put(seq, env)
+        self.flash.remove(SESSION_FILE)
+        self.session = None
+        self.events.append(("receipt", seq))
+        return env
+
+    def _tariff_of(self, s):
+        # The session keeps the tariff it started with; the stored one may have moved on.
+        for doc in (self.flash.read(TARIFF_FILE), None):
+            if doc:
+                t = Tariff(json.loads(doc))
+            elif self.default_tariff:
+                t = Tariff(self.default_tariff)
+            else:
+                continue
+            if (t.tariff_id, t.version) == (s.d["tariff_id"], s.d["tariff_version"]):
+                return t
+        raise ChargerError("tariff of the session is not on flash")
+
+    # ---- delivery to the bureau --------------------------------------------------------
+
+    def connection_up(self):
+        self.sent_at = {}
+
+    def due(self, now_ms):
+        """(topic, envelope) pairs to publish now: unsent or unacknowledged for RESEND_MS."""
+        out = []
+        for seq in self.outbox.pending():
+            if len(out) >= WINDOW:
+                break
+            t = self.sent_at.get(seq)
+            if t is not None and now_ms - t < RESEND_MS:
+                continue
+            env = self.outbox.get(seq)
+            if env is not None:
+                self.sent_at[seq] = now_ms
+                out.append((self.receipt_topic, env))
+        return out
+
+    def on_reply(self, payload):
+        """A message on the reply topic; returns ("ack"|"reject"|"ignored", seq)."""
+        try:
+            msg = json.loads(payload)
+            if msg.get("v") != 1:
+                return ("ignored", None)
+            kind, seq = msg.get("type"), msg.get("seq")
+        except (ValueError, AttributeError):
+            return ("ignored", None)
+        if kind == "ack" and isinstance(seq, int):
+            if self.outbox.ack(seq, msg.get("receipt", "")):
+                self.sent_at.pop(seq, None)
+                return ("ack", seq)
+            return ("ignored", seq)
+        if kind == "reject" and isinstance(seq, int):
+            reason = str(msg.get("reason", ""))
+            self.events.append(("rejected", (seq, reason)))
+            if reason in RETRYABLE:
+                return ("reject", seq)
+            self.outbox.refuse(seq, reason)
+            self.sent_at.pop(seq, None)
+            return ("reject", seq)
+        return ("ignored", seq)
