@@ -24,6 +24,9 @@ def init_network(directory: Path, nodes: int = 1, chain_id: str = "ev-bureau-dev
                  api_base_port: int = 8080, operator_id: str = "operator-1") -> dict:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    existing = directory / "genesis.json"
+    if existing.exists():  # a network is made once; its genesis never changes
+        return json.loads(existing.read_text())
     validators = []
     for i in range(1, nodes + 1):
         node_id = f"bureau-{i}"

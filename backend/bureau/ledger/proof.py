@@ -1,0 +1,44 @@
+"""Light-client check of a bill: what a driver's phone does with a receipt proof from any node.
+
+1. the receipt's signature verifies with the charger's key;
+2. the header bytes hash to the block hash, and the commit certificate shows more than 2/3
+   of the genesis validators' power precommitted that hash;
+3. the receipt's audit path leads to the header's tx_root (RFC 9162 inclusion).
+Nothing of the answering node is trusted but what these checks prove. The charger's key is
+taken from the proof; a phone that wants that checked too asks a second node for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .. import crypto
+from ..receipts.codec import ReceiptError, decode, signed_message
+from . import certificate, merkle
+from .block import BlockError, Header
+from .genesis import Genesis
+from .tx import receipt_tx
+
+
+def verify_receipt_proof(proof: dict, genesis: Genesis) -> tuple[bool, str]:
+    try:
+        envelope = bytes.fromhex(proof["receipt"]["envelope"])
+        _, body, sig = decode(envelope)
+        if not crypto.verify(bytes.fromhex(proof["charger_public_key"]), signed_message(body), sig):
+            return False, "receipt signature does not verify"
+        header_bytes = bytes.fromhex(proof["header"]["encoded"])
+        header = Header.decode(header_bytes)
+        if header.chain_id != genesis.chain_id:
+            return False, "block of another chain"
+        block_hash = hashlib.sha256(header_bytes).digest()
+        certificate.verify(genesis.validators, genesis.chain_id, header.height, block_hash,
+                           proof["certificate"].encode())
+        leaf = merkle.leaf_hash(receipt_tx(envelope))
+        path = [bytes.fromhex(p) for p in proof["audit_path"]]
+        if proof["tree_size"] != header.tx_count:
+            return False, "tree size differs from the header's transaction count"
+        if not merkle.verify_inclusion(leaf, proof["leaf_index"], header.tx_count, path, header.tx_root):
+            return False, "receipt is not in the block"
+    except (KeyError, TypeError, ValueError, ReceiptError, BlockError) as e:
+        return False, f"proof is malformed or does not verify: {e}"
+    return True, "ok"

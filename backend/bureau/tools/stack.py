@@ -1,0 +1,142 @@
+"""Run a local stack as real processes: a mosquitto broker and bureau node processes on
+loopback ports, each node with its own data directory. Used by `just demo`, `just up`, the
+benchmarks and the multi-process tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ..crypto import load_or_create_key
+from ..ledger.tx import operator_action
+from .mosquitto import Mosquitto, free_port
+from .network import init_network
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    data_dir: Path
+    http_port: int
+    env: dict
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "bureau.cli", "run"], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait_healthy(self, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.node_id} exited with {self.proc.returncode}; log:\n"
+                                   f"{self.log_path.read_text()[-3000:]}")
+            try:
+                return httpx.get(self.url + "/healthz", timeout=1.0).json()
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.node_id} not healthy after {timeout}s")
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush or say goodbye."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Stack:
+    root: Path
+    nodes_count: int = 1
+    broker: Mosquitto | None = None
+    nodes: list[NodeProcess] = field(default_factory=list)
+    db_urls: dict[str, str] = field(default_factory=dict)
+
+    def start(self, extra_env: dict | None = None) -> "Stack":
+        self.root.mkdir(parents=True, exist_ok=True)
+        net = self.root / "net"
+        peer_base = free_port()
+        init_network(net, self.nodes_count, peer_base_port=peer_base)
+        genesis = json.loads((net / "genesis.json").read_text())
+        self.broker = Mosquitto(workdir=self.root / "broker").start()
+        for v in genesis["validators"]:
+            data_dir = net / v["id"]
+            port = free_port()
+            env = dict(os.environ)
+            env.update({
+                "BUREAU_NODE_ID": v["id"], "BUREAU_DATA_DIR": str(data_dir), "BUREAU_GENESIS": str(net / "genesis.json"),
+                "BUREAU_MQTT_PORT": str(self.broker.port), "BUREAU_HTTP_PORT": str(port),
+                "BUREAU_DB_URL": self.db_urls.get(v["id"], ""),
+            })
+            env.update(extra_env or {})
+            node = NodeProcess(v["id"], data_dir, port, env, self.root / f"{v['id']}.log")
+            node.start()
+            self.nodes.append(node)
+        for node in self.nodes:
+            node.wait_healthy()
+        return self
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.root / "net" / "genesis.json"
+
+    @property
+    def operator_key(self):
+        return load_or_create_key(self.root / "net" / "operator.key")
+
+    def submit(self, action: str, args: dict, node: int = 0) -> str:
+        tx = operator_action(self.operator_key, "operator-1", action, args)
+        resp = httpx.post(self.nodes[node].url + "/v1/operator/actions", json={"tx": tx.hex()}, timeout=10)
+        if resp.status_code != 202:
+            raise RuntimeError(f"{action} refused: {resp.text}")
+        return resp.json()["tx_hash"]
+
+    def wait_committed(self, tx_hashes: list[str], node: int = 0, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = list(tx_hashes)
+        while waiting:
+            r = httpx.get(f"{self.nodes[node].url}/v1/operator/actions/{waiting[0]}", timeout=5).json()
+            if r.get("status") == "committed":
+                waiting.pop(0)
+                continue
+            if r.get("status") == "refused":
+                raise RuntimeError(f"operator action refused: {r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"operator actions not committed: {waiting}")
+            time.sleep(0.05)
+
+    def operator(self, actions: list[tuple[str, dict]], node: int = 0) -> None:
+        self.wait_committed([self.submit(a, args, node) for a, args in actions], node)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        if self.broker:
+            self.broker.close()

@@ -1,0 +1,148 @@
+"""Ingest benchmark: receipts/s end to end (MQTT publish -> verified -> committed -> ack) and
+publish->ack latency, beside the PyNaCl signature-verification rate measured in the same run.
+
+Prints a summary and, last, one JSON object. Figures are ratios within one run; the machine
+is shared, so absolute numbers move between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import queue
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+from nacl.signing import SigningKey, VerifyKey
+
+from bureau.ledger.tariff import Tariff
+from bureau.receipts.codec import Receipt, seal, signed_message
+from bureau.tools.network import DEFAULT_TARIFF
+from bureau.tools.stack import Stack
+
+
+def make_receipts(n: int, chargers: int) -> tuple[list[tuple[str, int, bytes]], dict[str, SigningKey]]:
+    tariff = Tariff.from_doc(DEFAULT_TARIFF)
+    keys = {f"BENCH-{i:04d}": SigningKey.generate() for i in range(chargers)}
+    base = Receipt(charger_id="", seq=1, session_id=bytes(16), auth_method=1, id_token="04AA", wallet_id="W-BENCH",
+                   authorized_fen=10**6, auth_ref="bench", start_time=1_793_491_200, end_time=1_793_494_800,
+                   time_flags=3, meter_serial="SDM-BENCH", meter_start_wh=1000, meter_end_wh=8000, meter_status=0,
+                   stop_reason="L", tariff_id="GD-2026-A", tariff_version=1, periods=((2, 3000), (3, 4000)),
+                   amount_fen=0, firmware_version="fw-1.0.0")
+    base = replace(base, amount_fen=tariff.amount_fen(base.periods))
+    out = []
+    ids = list(keys)
+    for i in range(n):
+        cid = ids[i % chargers]
+        seq = i // chargers + 1
+        out.append((cid, seq, seal(replace(base, charger_id=cid, seq=seq, session_id=i.to_bytes(16, "big")), keys[cid])))
+    return out, keys
+
+
+def verify_rate(receipts: list[tuple[str, int, bytes]], keys: dict[str, SigningKey], seconds: float = 2.0) -> float:
+    vks = {c: VerifyKey(k.verify_key.encode()) for c, k in keys.items()}
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for cid, _, env in receipts[:2000]:
+            vks[cid].verify(signed_message(env[:-64]), env[-64:])
+        done += min(2000, len(receipts))
+    return done / (time.perf_counter() - start)
+
+
+def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
+    receipts, keys = make_receipts(n, chargers)
+    verify_per_s = verify_rate(receipts, keys)
+    with tempfile.TemporaryDirectory(prefix="evbench-") as tmp:
+        stack = Stack(Path(tmp), nodes_count=nodes).start()
+        try:
+            actions = [("enroll_charger", {"charger_id": c, "public_key": k.verify_key.encode().hex()}) for c, k in keys.items()]
+            actions += [("open_wallet", {"wallet_id": "W-BENCH", "public_key": SigningKey.generate().verify_key.encode().hex()}),
+                        ("top_up", {"wallet_id": "W-BENCH", "amount_fen": 10**10, "reference": "bench"})]
+            stack.operator(actions)
+            acks: queue.Queue = queue.Queue()
+            sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
+            sub.on_message = lambda c, u, m: acks.put((time.perf_counter(), m.payload))
+            subscribed = threading.Event()
+            sub.on_subscribe = lambda *a: subscribed.set()
+            sub.connect("127.0.0.1", stack.broker.port)
+            sub.loop_start()
+            sub.subscribe("ev/v1/charger/+/reply", qos=1)
+            subscribed.wait(5)
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+            pub.max_inflight_messages_set(1000)
+            pub.max_queued_messages_set(0)
+            pub.connect("127.0.0.1", stack.broker.port)
+            pub.loop_start()
+            ids = [hashlib.sha256(env).hexdigest() for _, _, env in receipts]
+            sent: dict[str, float] = {}
+            t0 = time.perf_counter()
+            for i, (cid, seq, env) in enumerate(receipts):
+                if rate:
+                    delay = t0 + i / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                sent[ids[i]] = time.perf_counter()
+                pub.publish(f"ev/v1/charger/{cid}/receipt", env, qos=1)
+            t_published = time.perf_counter()
+            latencies: list[float] = []
+            rejects: dict[str, int] = {}
+            last = t0
+            deadline = time.monotonic() + 180
+            while len(latencies) + sum(rejects.values()) < n and time.monotonic() < deadline:
+                try:
+                    t, payload = acks.get(timeout=1)
+                except queue.Empty:
+                    continue
+                msg = json.loads(payload)
+                if msg["type"] == "ack" and msg["receipt"] in sent:
+                    latencies.append(t - sent.pop(msg["receipt"]))
+                    last = t
+                elif msg["type"] == "reject":
+                    rejects[msg["reason"]] = rejects.get(msg["reason"], 0) + 1
+            sub.loop_stop()
+            pub.loop_stop()
+            heights = [httpx.get(node.url + "/v1/chain/head", timeout=5).json()["height"] for node in stack.nodes]
+        finally:
+            stack.stop()
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1) if latencies else None
+
+    committed_per_s = len(latencies) / (last - t0) if latencies else 0.0
+    return {"bench": "ingest", "nodes": nodes, "receipts": n, "chargers": chargers, "committed": len(latencies),
+            "rejected": rejects, "lost": n - len(latencies) - sum(rejects.values()),
+            "publish_per_s": round(n / (t_published - t0)), "committed_per_s": round(committed_per_s),
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+            "verify_per_s_one_core": round(verify_per_s),
+            "ratio_to_verify_limit": round(committed_per_s / verify_per_s, 3), "heights": heights}
+
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--receipts", type=int, default=20000)
+    p.add_argument("--chargers", type=int, default=200)
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--rate", type=int, default=0, help="publish rate per second (0 = as fast as possible)")
+    args = p.parse_args()
+    result = run(args.receipts, args.chargers, args.nodes, args.rate)
+    print(f"ingest, {result['nodes']} node(s): {result['committed']}/{result['receipts']} receipts committed and acked, "
+          f"{result['committed_per_s']}/s end to end (publisher {result['publish_per_s']}/s); "
+          f"publish->ack p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
+          f"PyNaCl verify limit {result['verify_per_s_one_core']}/s on one core "
+          f"(ratio {result['ratio_to_verify_limit']})")
+    print(json.dumps(result))
+    return 0 if result["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
