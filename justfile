@@ -3,10 +3,32 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 py := ".venv/bin/python"
 
-# install the Python environment, npm packages and Debian packages the project needs
+# install the Python environment, npm packages and Debian packages (mosquitto, PostgreSQL, Chromium)
 setup:
     bash scripts/setup.sh --full
 
-# run the whole test suite (unit, firmware under MicroPython, integration with real mosquitto and PostgreSQL)
+# run the whole test suite: unit, firmware under real MicroPython, integration (mosquitto, PostgreSQL, processes)
 test *ARGS: setup
     {{py}} -m pytest -q {{ARGS}}
+
+# bureau node(s), mosquitto and three simulated chargers running the firmware; prints a summary and a JSON line
+demo NODES="1": setup
+    {{py}} scripts/demo.py --nodes {{NODES}}
+
+# run mosquitto and the bureau node(s) until Ctrl-C (data in var/up)
+up NODES="1": setup
+    {{py}} scripts/up.py --nodes {{NODES}}
+
+# benchmarks: end-to-end ingest beside the verification limit; firmware signing under MicroPython
+bench: setup
+    {{py}} bench/ingest.py --receipts 20000 --chargers 200 --nodes 1
+    {{py}} bench/ingest.py --receipts 6000 --chargers 200 --nodes 1 --rate 1500
+    {{py}} bench/firmware_sign.py
+
+# compile the firmware with mpy-cross and report each module's size
+firmware-build: setup
+    {{py}} scripts/firmware_build.py
+
+# re-verify a stored chain from genesis (every certificate, Merkle root, signature, state replay)
+verify-chain GENESIS DB: setup
+    {{py}} -m bureau.cli verify-chain --genesis {{GENESIS}} --db-url {{DB}}

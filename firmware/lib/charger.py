@@ -130,7 +130,7 @@ class Charger:
                 self.stop(receipt.STOP_FAULT)
                 return receipt.STOP_FAULT
             return None
-        if s.limit_reached(self.tariff):
+        if s.limit_reached(self.tariff, self.clock.now()):
             self.stop(receipt.STOP_LIMIT)
             return receipt.STOP_LIMIT
         now = self.clock.now()

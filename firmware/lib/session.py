@@ -50,12 +50,26 @@ class Session:
         delta = wh - d["last_wh"]
         if delta:
             d["energy"][tariff.kind_at(now)] += delta
+        d["last_delta"] = delta
         d["last_wh"] = wh
         d["last_time"] = now
         return True
 
-    def limit_reached(self, tariff):
-        return self.amount_fen(tariff) >= self.d["auth"]["authorized_fen"]
+    def limit_reached(self, tariff, now):
+        """True when one more interval like the last would cost more than was authorized: the
+        contactor opens before the bill can pass the prepaid amount."""
+        limit = self.d["auth"]["authorized_fen"]
+        energy = self.d["energy"]
+        if tariff.amount_fen(energy) >= limit:
+            return True
+        step = self.d.get("last_delta", 0)
+        if not step:
+            return False
+        kind = tariff.kind_at(now)
+        energy[kind] += step
+        over = tariff.amount_fen(energy) > limit
+        energy[kind] -= step
+        return over
 
     def flag(self, status_bits):
         self.d["meter_status"] |= status_bits
