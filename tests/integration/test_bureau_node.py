@@ -142,3 +142,33 @@ def test_operator_actions_are_checked(bureau):
     status = bureau.operator("top_up", {"wallet_id": "W-none", "amount_fen": 5})
     assert status["status"] == "refused" and status["reason"] == "unknown_wallet"
     assert bureau.client.get("/schema/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_restart_from_storage_keeps_state_and_reacks(tmp_path, mosquitto, replies, backend, request):
+    db_url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    charger, driver = SigningKey.generate(), SigningKey.generate()
+    b = TestBureau(tmp_path, mosquitto.port, db_url)
+    try:
+        _setup(b, charger, driver)
+        envs = [seal(_receipt(seq), charger) for seq in (1, 2, 3)]
+        for env in envs:
+            replies.publish("ev/v1/charger/GZ-TH-0001/receipt", env)
+        assert sorted(replies.next()[1]["seq"] for _ in envs) == [1, 2, 3]
+        height, root = b.node.chain.height, b.node.chain.state.state_root
+    finally:
+        b.close()
+    b = TestBureau(tmp_path, mosquitto.port, db_url)  # same data dir, same database
+    try:
+        assert b.node.chain.height == height and b.node.chain.state.state_root == root
+        assert b.driver_get(driver, "W-1001", "/v1/wallets/W-1001").json()["balance_fen"] == 100_000 - 3 * 910
+        replies.publish("ev/v1/charger/GZ-TH-0001/receipt", envs[1])  # ack lost, charger resends
+        _, reply = replies.next()
+        assert reply["type"] == "ack" and reply["seq"] == 2
+        replies.publish("ev/v1/charger/GZ-TH-0001/receipt", seal(_receipt(4), charger))
+        assert replies.next()[1]["seq"] == 4
+        report = audit_chain(b.node.genesis, b.node.repo)
+        assert report["chain_valid"] and report["receipts"] == 4
+        assert report["balances_fen"] == 100_000 - 4 * 910
+    finally:
+        b.close()
