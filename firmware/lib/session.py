@@ -39,7 +39,7 @@ class Session:
         return self.d["last_wh"] - self.d["start_wh"]
 
     def amount_fen(self, tariff):
-        return tariff.amount_fen(self.d["energy"])
+        return tariff.amount_fen(periods_of(self.d["energy"]))
 
     def sample(self, tariff, wh, now):
         """A new meter reading. Energy since the last one goes to the period in force now.
@@ -60,14 +60,14 @@ class Session:
         contactor opens before the bill can pass the prepaid amount."""
         limit = self.d["auth"]["authorized_fen"]
         energy = self.d["energy"]
-        if tariff.amount_fen(energy) >= limit:
+        if tariff.amount_fen(periods_of(energy)) >= limit:
             return True
         step = self.d.get("last_delta", 0)
         if not step:
             return False
         kind = tariff.kind_at(now)
         energy[kind] += step
-        over = tariff.amount_fen(energy) > limit
+        over = tariff.amount_fen(periods_of(energy)) > limit
         energy[kind] -= step
         return over
 

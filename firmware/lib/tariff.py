@@ -68,14 +68,10 @@ class Tariff:
                 return day + start * 60 - LOCAL_OFFSET_S
         return day + 86400 - LOCAL_OFFSET_S
 
-    def amount_fen(self, energy_by_kind):
-        """Cost in fen of energy (Wh) per kind: a list of KINDS integers, or (kind, wh) pairs."""
+    def amount_fen(self, periods):
+        """Cost in fen of (kind, wh) pairs, e.g. a receipt's periods or `periods_of(energy)`."""
         exact = 0
-        if energy_by_kind and isinstance(energy_by_kind[0], tuple):
-            pairs = energy_by_kind
-        else:
-            pairs = [(k, energy_by_kind[k]) for k in range(KINDS)]
-        for kind, wh in pairs:
+        for kind, wh in periods:
             if wh:
                 rate = self.rate[kind]
                 if rate is None:

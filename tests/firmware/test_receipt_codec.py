@@ -76,7 +76,7 @@ def test_period_boundaries_and_running_cost():
     assert tf.next_boundary(day) == day + 480 * 60
     assert tf.next_boundary(day + 1380 * 60) == day + 86400
     assert fw_tariff.periods_of([0, 0, 3000, 4000]) == [(2, 3000), (3, 4000)]
-    assert tf.amount_fen([0, 0, 3000, 4000]) == 910
+    assert tf.amount_fen(fw_tariff.periods_of([0, 0, 3000, 4000])) == 910
 
 
 def test_firmware_refuses_bad_tariff():
