@@ -50,7 +50,7 @@ class Mosquitto:
             "log_type warning",
             "max_queued_messages 100000",
             "max_inflight_messages 1000",
-            "message_size_limit 65536",
+            "max_packet_size 65536",
         ]
         if self.password_file:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
