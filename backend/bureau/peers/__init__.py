@@ -1,0 +1,1 @@
+"""Authenticated links between bureau nodes: framing, handshake and the TCP shell."""
