@@ -11,10 +11,10 @@ from litestar.params import FromPath, JSONBody, Parameter
 from ..ledger import merkle
 from ..ledger.block import Header
 from ..ledger.state import LedgerState
-from ..ledger.tx import KIND_OPERATOR, TxError, decode_operator, signed_operator_message, tx_hash
+from ..ingest.admission import admit_operator
+from ..ledger.tx import KIND_OPERATOR, TxError, decode_operator, tx_hash
 from ..ingest.mempool import MempoolFull
 from ..receipts.codec import decode as decode_receipt
-from .. import crypto
 from . import auth
 from .errors import ApiError, Busy, Conflict, Forbidden, NotFound
 
@@ -158,15 +158,12 @@ class OperatorController(Controller):
         if not tx or tx[0] != KIND_OPERATOR:
             raise ApiError("malformed", "tx is not an operator action")
         try:
-            op = decode_operator(tx)
+            h = admit_operator(tx, node.chain.state)
         except TxError as e:
             raise ApiError(e.reason, e.detail) from None
-        key = node.chain.state.operators.get(op.operator)
-        if key is None or not crypto.verify(key, signed_operator_message(op), op.signature):
-            raise ApiError("bad_signature", "not signed by an operator of this chain")
-        h = tx_hash(tx)
         if h in node.chain.state.operator_txs:
             raise Conflict("duplicate", "this action is already committed")
+        op = decode_operator(tx)
         try:
             node.mempool.add(h, tx, verified=True)
         except MempoolFull as e:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .. import crypto
 from ..ledger.state import LedgerState
-from ..ledger.tx import receipt_tx, tx_hash
+from ..ledger.tx import TxError, decode_operator, receipt_tx, signed_operator_message, tx_hash
 from ..receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, signed_message
 
 TOPIC_PREFIX = "ev/v1/charger/"
@@ -46,16 +46,27 @@ def charger_of_topic(topic: str) -> str | None:
 
 
 def admit(topic: str, payload: bytes, state: LedgerState) -> Admitted | AlreadyCommitted | Refused:
+    """A receipt published by a charger on its own topic."""
     charger = charger_of_topic(topic)
     if charger is None:
         return Refused(None, None, "malformed", f"not a receipt topic: {topic}")
+    return admit_receipt(payload, state, charger)
+
+
+def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None = None
+                  ) -> Admitted | AlreadyCommitted | Refused:
+    """The checks of a receipt envelope before it may wait for a block: from a charger's topic
+    (`topic_charger` set) or relayed by another bureau (None)."""
+    charger = topic_charger
     if len(payload) > MAX_ENVELOPE:
         return Refused(charger, None, "oversized", f"{len(payload)} bytes, limit {MAX_ENVELOPE}")
     try:
         r, body, sig = decode(payload)
     except ReceiptError as e:
         return Refused(charger, None, e.reason, e.detail)
-    if r.charger_id != charger:
+    if charger is None:
+        charger = r.charger_id
+    elif r.charger_id != charger:
         # The broker's ACL lets a charger publish only on its own topic; the receipt must agree.
         return Refused(charger, r.seq, "wrong_topic", f"receipt of {r.charger_id} on the topic of {charger}")
     key = state.chargers.get(charger)
@@ -71,3 +82,12 @@ def admit(topic: str, payload: bytes, state: LedgerState) -> Admitted | AlreadyC
         return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt")
     tx = receipt_tx(payload)
     return Admitted(tx, tx_hash(tx), charger, r.seq, rid)
+
+
+def admit_operator(tx: bytes, state: LedgerState) -> bytes:
+    """Hash of a well-formed operator action signed by an operator of the genesis; raises TxError."""
+    op = decode_operator(tx)
+    key = state.operators.get(op.operator)
+    if key is None or not crypto.verify(key, signed_operator_message(op), op.signature):
+        raise TxError("bad_signature", "not signed by an operator of this chain")
+    return tx_hash(tx)
