@@ -9,6 +9,7 @@ from .config import Settings
 from .consensus.solo import SoloProducer
 from .crypto import load_or_create_key
 from .api.auth import ReplayGuard
+from .authz import Authz
 from .ingest.mempool import Mempool
 from .ingest.mqtt import MqttIngest
 from .ledger.genesis import Genesis
@@ -41,6 +42,7 @@ class Node:
         self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,
                                      max_txs=settings.max_block_txs, interval_s=settings.block_interval_ms / 1000,
                                      on_refused=self._on_refused)
+        self.authz = Authz(self)
 
     def _on_refused(self, refusals: list[Refusal]) -> None:
         self.ingest.on_refused(refusals)
@@ -51,9 +53,11 @@ class Node:
     def start(self) -> None:
         self.ingest.start()
         self.producer.start()
+        self.authz.start()
         log.info("node %s up at height %d", self.settings.node_id, self.chain.height)
 
     def stop(self) -> None:
+        self.authz.stop()
         self.producer.stop()
         self.ingest.stop()
         self.repo.close()

@@ -27,6 +27,7 @@ SESSION_FILE = "session.json"
 SEQ_FILE = "seq"
 KEY_FILE = "key.seed"
 TARIFF_FILE = "tariff.json"
+PENDING_TARIFF_FILE = "tariff.next"  # a tariff pushed during a session, applied when it ends
 CHECKPOINT_S = const(15)  # session state reaches flash at least this often while charging
 RESEND_MS = const(20000)  # an unacknowledged receipt goes out again after this
 WINDOW = const(16)  # receipts in flight at once
@@ -61,6 +62,7 @@ class Charger:
         self.last_checkpoint = 0
         self.sent_at = {}  # seq -> ms of the last send on this connection
         self.events = []  # (name, detail) for the display and logs
+        self.authz = None  # authz.Authz when the shell attaches one: offline spend tracking
         self.receipt_topic = "ev/v1/charger/%s/receipt" % charger_id
         self.reply_topic = "ev/v1/charger/%s/reply" % charger_id
 
@@ -91,6 +93,8 @@ class Charger:
             else:
                 self.next_seq = max(self.next_seq, s.d["closing"]["seq"] + 1)
                 self._issue(s)
+        if self.session is None:
+            self._apply_pending_tariff()
 
     def public_key(self):
         return self.signer.public_key(self.seed)
@@ -101,11 +105,44 @@ class Charger:
         self.flash.write_atomic(TARIFF_FILE, json.dumps(doc).encode())
         self.tariff = t
 
+    def offer_tariff(self, doc):
+        """A verified tariff from the bureau: applied now when idle, else when the running
+        session ends (a session is billed by the tariff it started with). Returns "applied",
+        "pending" or "unchanged"."""
+        t = Tariff(doc)
+        cur = self.tariff
+        if cur is not None and (cur.tariff_id, cur.version) == (t.tariff_id, t.version):
+            self.flash.remove(PENDING_TARIFF_FILE)
+            return "unchanged"
+        if self.session is not None:
+            self.flash.write_atomic(PENDING_TARIFF_FILE, json.dumps(doc).encode())
+            return "pending"
+        self.set_tariff(doc)
+        return "applied"
+
+    def on_signed_tariff(self, payload, authz):
+        """A message on the tariff topic: verified by `authz` against the bureau keys this
+        charger was provisioned with, then offered. None for an old or repeated push; raises
+        authz.AuthzError for one that must not be used."""
+        found = authz.open_tariff(payload, self.tariff)
+        if found is None:
+            return None
+        result = self.offer_tariff(found[0])
+        authz.tariff_taken(found[1])
+        return result
+
+    def _apply_pending_tariff(self):
+        raw = self.flash.read(PENDING_TARIFF_FILE)
+        if raw:
+            self.set_tariff(json.loads(raw))
+            self.flash.remove(PENDING_TARIFF_FILE)
+
     # ---- sessions ----------------------------------------------------------------------
 
     def start(self, method, id_token, wallet_id, authorized_fen, auth_ref):
         if self.session is not None:
             raise ChargerError("a session is running")
+        self._apply_pending_tariff()
         if self.tariff is None:
             raise ChargerError("no tariff")
         start_wh = self.meter.read_wh()  # no session without a real begin reading
@@ -118,20 +155,26 @@ class Charger:
         self._checkpoint(now)
         return self.session
 
-    def tick(self):
+    def tick(self, stop=True):
         """Read the meter and account for the energy; stops at the prepaid limit or on a lost
-        meter. Returns the stop reason when the session ended, else None."""
+        meter. Returns the stop reason when the session ended, else None.
+
+        With stop=False the session is left open and the reason is only returned, so that the
+        caller can open the contactor before the receipt is signed and written; it must then
+        call stop(reason) itself."""
         s = self.session
         if s is None:
             return None
         if not self._read_meter():
             if self.meter_failures >= LOST_AFTER:
                 s.flag(STATUS_LOST)
-                self.stop(receipt.STOP_FAULT)
+                if stop:
+                    self.stop(receipt.STOP_FAULT)
                 return receipt.STOP_FAULT
             return None
         if s.limit_reached(self.tariff, self.clock.now()):
-            self.stop(receipt.STOP_LIMIT)
+            if stop:
+                self.stop(receipt.STOP_LIMIT)
             return receipt.STOP_LIMIT
         now = self.clock.now()
         if now - self.last_checkpoint >= CHECKPOINT_S:
@@ -149,11 +192,16 @@ class Charger:
             self.session.flag(STATUS_ROLLBACK)
         return True
 
-    def stop(self, reason):
+    def stop(self, reason, read_end=None):
+        """End the session with `reason`; returns the envelope of its receipt. The end reading
+        is taken from the meter except for P and F (the meter may be what failed); read_end
+        True takes it for those too (a pilot fault with a working meter), False never."""
         s = self.session
         if s is None:
             return None
-        if reason != receipt.STOP_POWER and reason != receipt.STOP_FAULT:
+        if read_end is None:
+            read_end = reason != receipt.STOP_POWER and reason != receipt.STOP_FAULT
+        if read_end:
             self._read_meter()  # the end reading
         seq = self._allocate_seq()
         s.close(seq, self.clock.now(), self.clock.synced(), reason)
@@ -182,7 +230,15 @@ class Charger:
         self.flash.remove(SESSION_FILE)
         self.session = None
         self.events.append(("receipt", seq))
+        self._apply_pending_tariff()
         return env
+
+    def start_authorized(self, decision):
+        """Start a session on an accepted decision of authz.Authz (its basis goes into the receipt)."""
+        if decision["decision"] != "accept":
+            raise ChargerError("not authorized: %s" % decision["reason"])
+        return self.start(decision["method"], decision["id_token"], decision["wallet_id"],
+                          decision["authorized_fen"], decision["auth_ref"])
 
     def _tariff_of(self, s):
         # The session keeps the tariff it started with; the stored one may have moved on.
@@ -227,6 +283,8 @@ class Charger:
         except (ValueError, AttributeError):
             return ("ignored", None)
         if kind == "ack" and isinstance(seq, int):
+            if self.authz is not None:
+                self.authz.note_ack(self.outbox.get(seq), msg)
             if self.outbox.ack(seq, msg.get("receipt", "")):
                 self.sent_at.pop(seq, None)
                 return ("ack", seq)

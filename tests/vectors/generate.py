@@ -129,8 +129,86 @@ def tariff_vectors() -> dict:
     return {"tariff": TARIFF_DOC, "amounts": amounts, "kinds": kinds}
 
 
+# ---- authorization: the signed offline list and tariff push (docs/authorization.md) -----------
+
+AUTHZ_CHAIN = "ev-bureau-test"
+AUTHZ_NOW = 1_793_491_200
+
+
+def authz_vectors() -> dict:
+    from bureau.authz import wire
+
+    bureau = SigningKey(seed("bureau-1"))
+    other = SigningKey(seed("not a bureau"))
+    entries = [wire.Entry(uid, wallet, limit) for uid, wallet, limit in (
+        ("04A1B2C3D4E5F6", "W-1001", 2500), ("04A1B2C3D4E5F7", "W-1001", 2500), ("1A2B3C4D", "W-1002", 100),
+        ("5E6F7A8B", "W-2002", 5000), ("80FFEE0011223344", "W-3.b_x", 4294967295), ("DEADBEEF", "W-9", 777),
+        ("E0E1E2E3E4E5E6", "W-1001", 1))]
+    pages = wire.paginate(entries, max_bytes=70)  # small pages, so the vectors span several
+    manifest = wire.Manifest(AUTHZ_CHAIN, "bureau-1", 42, AUTHZ_NOW - 60, AUTHZ_NOW + 86_400, len(entries),
+                             tuple((first, wire.page_hash(p)) for p, first, _ in pages))
+    env = wire.sign_manifest(manifest, bureau)
+    lookups = [{"uid": e.uid, "wallet_id": e.wallet_id, "limit_fen": e.limit_fen} for e in entries]
+    lookups += [{"uid": uid, "wallet_id": None, "limit_fen": None}
+                for uid in ("0000", "04A1B2C3D4E5F5", "04A1B2C3D4E5F8", "5E6F7A8C", "FFFFFFFF", "DEADBEEE")]
+    push = wire.TariffPush(AUTHZ_CHAIN, "bureau-1", AUTHZ_NOW - 30, TARIFF_DOC)
+    tariff_env = wire.sign_tariff(push, bureau)
+
+    def resign(body: bytes, tag: bytes, key=bureau) -> bytes:
+        return body + key.sign(tag + body).signature
+
+    body = wire.manifest_body(manifest)
+    flipped = bytearray(env)
+    flipped[-wire.SIG_LEN - 1] ^= 1  # in the last page's hash
+    m = manifest
+    bad_manifests = [
+        ("signed by a key that is not a bureau's", resign(body, wire.LIST_TAG, other), "bad_signature"),
+        ("one bit of a page hash changed", bytes(flipped), "bad_signature"),
+        ("signed as a tariff push", resign(body, wire.TARIFF_TAG), "bad_signature"),
+        ("another chain", wire.sign_manifest(replace(m, chain_id="ev-bureau-prod"), bureau), "wrong_chain"),
+        ("a signer the charger does not know", wire.sign_manifest(replace(m, signer="bureau-9"), bureau),
+         "unknown_signer"),
+        ("expired", wire.sign_manifest(replace(m, issued_at=AUTHZ_NOW - 200, expires_at=AUTHZ_NOW - 100), bureau),
+         "expired"),
+        ("format 2", resign(b"\x02" + body[1:], wire.LIST_TAG), "unsupported_version"),
+        ("trailing byte", resign(body + b"\x00", wire.LIST_TAG), "malformed"),
+        ("truncated", env[:30], "malformed"),
+        ("oversized", env + bytes(wire.MAX_MESSAGE + 1 - len(env)), "oversized"),
+    ]
+    tbody = wire.tariff_body(push)
+    bad_tariffs = [
+        ("signed by a key that is not a bureau's", resign(tbody, wire.TARIFF_TAG, other), "bad_signature"),
+        ("signed as a list", resign(tbody, wire.LIST_TAG), "bad_signature"),
+        ("price changed after signing", tariff_env.replace(b"13500", b"13499"), "bad_signature"),
+        ("another chain", wire.sign_tariff(replace(push, chain_id="x"), bureau), "wrong_chain"),
+        ("not a tariff document", wire.sign_tariff(replace(push, doc={"v": 1, "tariff_id": "X"}), bureau),
+         "malformed"),
+        ("truncated", tariff_env[:-70], "malformed"),
+    ]
+    return {
+        "chain_id": AUTHZ_CHAIN, "now": AUTHZ_NOW, "bureau_seed": seed("bureau-1").hex(),
+        "genesis": {"chain_id": AUTHZ_CHAIN, "validators": [
+            {"id": "bureau-1", "public_key": bureau.verify_key.encode().hex(), "power": 1},
+            {"id": "bureau-2", "public_key": SigningKey(seed("bureau-2")).verify_key.encode().hex(), "power": 1}]},
+        "list": {
+            "entries": [[e.uid, e.wallet_id, e.limit_fen] for e in entries],
+            "pages": [{"bytes": p.hex(), "sha256": wire.page_hash(p).hex(), "first_uid": first, "count": n}
+                      for p, first, n in pages],
+            "manifest": {"chain_id": m.chain_id, "signer": m.signer, "list_version": m.list_version,
+                         "issued_at": m.issued_at, "expires_at": m.expires_at, "entries": m.entries},
+            "signed_message": (wire.LIST_TAG + body).hex(), "envelope": env.hex(),
+        },
+        "lookups": lookups,
+        "tariff": {"issued_at": push.issued_at, "doc": TARIFF_DOC, "signed_message": (wire.TARIFF_TAG + tbody).hex(),
+                   "envelope": tariff_env.hex()},
+        "bad_manifests": [{"label": lb, "envelope": e.hex(), "reason": r} for lb, e, r in bad_manifests],
+        "bad_tariffs": [{"label": lb, "envelope": e.hex(), "reason": r} for lb, e, r in bad_tariffs],
+    }
+
+
 def main() -> None:
-    files = {"receipts.json": receipts(), "receipts-bad.json": bad_receipts(), "tariff.json": tariff_vectors()}
+    files = {"receipts.json": receipts(), "receipts-bad.json": bad_receipts(), "tariff.json": tariff_vectors(),
+             "authz.json": authz_vectors()}
     for name, data in files.items():
         (HERE / name).write_text(json.dumps(data, indent=1) + "\n")
     print("wrote", ", ".join(files))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Litestar, MediaType, Request, get
 from litestar.openapi import OpenAPIConfig
 
+from ..authz.api import AuthzController
 from .errors import HANDLERS
 from .routes import ChainController, OperatorController, ReceiptController, WalletController
 
@@ -23,7 +24,8 @@ async def healthz(request: Request) -> dict:
 
 def create_app(node) -> Litestar:
     app = Litestar(
-        route_handlers=[ChainController, WalletController, ReceiptController, OperatorController, metrics, healthz],
+        route_handlers=[ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
+                        metrics, healthz],
         exception_handlers=HANDLERS,
         openapi_config=OpenAPIConfig(title="Bureau node API", version="1.0.0", path="/schema"),
         debug=False,

@@ -1,0 +1,187 @@
+"""MQTT shell of authorization: answers chargers' requests and publishes the signed offline list
+and tariff (retained).
+
+It has its own broker connection (clean session, so requests made while the node was down are
+not answered minutes late) and its own threads, so a charger waiting at a card tap is never
+queued behind a flood of receipts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from ..ledger.tx import ID_RE
+from . import wire
+from .service import AuthzService, reply_topic
+
+log = logging.getLogger(__name__)
+
+AUTH_TOPICS = "ev/v1/charger/+/auth"
+LIST_MANIFEST_TOPIC = "ev/v1/bureau/authlist/manifest"
+LIST_PAGE_TOPIC = "ev/v1/bureau/authlist/page/%d"
+TARIFF_TOPIC = "ev/v1/bureau/tariff"
+_PREFIX, _SUFFIX = "ev/v1/charger/", "/auth"
+
+
+def charger_of_auth_topic(topic: str) -> str | None:
+    if not topic.startswith(_PREFIX) or not topic.endswith(_SUFFIX):
+        return None
+    charger = topic[len(_PREFIX):-len(_SUFFIX)]
+    return charger if ID_RE.match(charger) else None
+
+
+class AuthzMqtt:
+    def __init__(self, service: AuthzService, metrics, *, host: str, port: int, client_id: str,
+                 username: str | None = None, password: str | None = None) -> None:
+        self.service, self.metrics = service, metrics
+        self.host, self.port = host, port
+        self._queue: queue.Queue = queue.Queue(maxsize=10_000)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._republish = threading.Event()  # after (re)connect: the broker may have lost retained messages
+        self._threads = [threading.Thread(target=self._work, name="authz-requests", daemon=True),
+                         threading.Thread(target=self._publisher, name="authz-publisher", daemon=True)]
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv311, clean_session=True)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(0.2, 5)
+        self.connected = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_message = self._on_message
+        self.published_pages: int | None = None  # page topics in use on the broker; None: unknown
+        self._last_list_key: tuple | None = None
+        self._last_list_at = 0.0
+        self._last_tariff: tuple[str, int] | None = None
+        self.last_manifest: wire.Manifest | None = None  # the one last published
+
+    # ---- paho callbacks (network thread) -------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the authorization connection: %s", reason_code)
+            return
+        client.subscribe(AUTH_TOPICS, qos=1)
+        self.connected.set()
+        self._republish.set()
+        self._wake.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        charger = charger_of_auth_topic(msg.topic)
+        if charger is None:
+            self.metrics.inc("auth_rejected", "bad_topic")
+            return
+        try:
+            self._queue.put_nowait((charger, bytes(msg.payload)))
+        except queue.Full:
+            self.metrics.inc("auth_rejected", "busy")
+            self.publish_json(charger, {"v": 1, "type": "auth", "req": None, "decision": "reject",
+                                        "wallet_id": None, "authorized_fen": 0, "auth_ref": None,
+                                        "reason": "busy", "detail": "too many requests waiting; try again"})
+
+    # ---- requests (worker thread) ------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                charger, payload = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                reply = self.service.handle(charger, payload)
+            except Exception as e:  # the database failed under us: say so, never promise
+                log.exception("authorization request of %s failed", charger)
+                self.metrics.inc("auth_rejected", "internal_error")
+                reply = {"v": 1, "type": "auth", "req": None, "decision": "reject", "wallet_id": None,
+                         "authorized_fen": 0, "auth_ref": None, "reason": "internal_error", "detail": str(e)[:200]}
+            self.publish_json(charger, reply)
+
+    def publish_json(self, charger_id: str, msg: dict) -> bool:
+        info = self.client.publish(reply_topic(charger_id), json.dumps(msg, separators=(",", ":")).encode(), qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def send_start(self, charger_id: str, command: dict) -> bool:
+        """The phone start command to a charger; False when the broker is not reachable now."""
+        return self.connected.is_set() and self.publish_json(charger_id, command)
+
+    # ---- retained documents (publisher thread) -------------------------------------------
+
+    def _publisher(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if not self.connected.is_set():
+                continue
+            try:
+                self.service.sweep()
+                force = self._republish.is_set()
+                self._republish.clear()
+                self._publish_list(force)
+                self._publish_tariff(force)
+            except Exception:
+                log.exception("publishing the authorization list or tariff failed")
+
+    def _publish_list(self, force: bool) -> None:
+        s = self.service.settings
+        now = time.monotonic()
+        refresh = self.last_manifest is not None and \
+            self.service.now() >= self.last_manifest.issued_at + s.list_ttl_s // 4
+        changed = self.service.list_dirty.is_set() and now - self._last_list_at >= s.list_min_interval_s
+        if not (force or refresh or changed):
+            return
+        self.service.list_dirty.clear()
+        env, pages, manifest = self.service.build_list()
+        key = tuple(h for _, h in manifest.pages)
+        if not (force or refresh) and key == self._last_list_key:
+            return  # the same limits as the list the chargers have
+        for i, page in enumerate(pages):  # pages first: a charger that sees the manifest finds them
+            self.client.publish(LIST_PAGE_TOPIC % i, page, qos=1, retain=True)
+        self.client.publish(LIST_MANIFEST_TOPIC, env, qos=1, retain=True)
+        stale_to = self.published_pages if self.published_pages is not None else wire.MAX_PAGES
+        for i in range(len(pages), stale_to):  # an empty retained message removes the old page
+            self.client.publish(LIST_PAGE_TOPIC % i, b"", qos=1, retain=True)
+        self.published_pages = len(pages)
+        self._last_list_key, self._last_list_at, self.last_manifest = key, now, manifest
+        self.metrics.inc("authz_list_published")
+        log.info("offline list v%d published: %d cards in %d pages", manifest.list_version, manifest.entries,
+                 len(pages))
+
+    def _publish_tariff(self, force: bool) -> None:
+        if not (force or self.service.tariff_dirty.is_set()):
+            return
+        self.service.tariff_dirty.clear()
+        found = self.service.tariff_push()
+        if found is None:
+            log.warning("no tariff %s on the chain to push", self.service.tariff_id)
+            return
+        ident, env = found
+        if not force and ident == self._last_tariff:
+            return
+        self.client.publish(TARIFF_TOPIC, env, qos=1, retain=True)
+        self._last_tariff = ident
+        self.metrics.inc("authz_tariff_published")
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        for t in self._threads:
+            t.start()
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            raise RuntimeError(f"authorization could not connect to the MQTT broker at {self.host}:{self.port}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+        for t in self._threads:
+            t.join(2)

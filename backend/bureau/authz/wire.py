@@ -1,0 +1,298 @@
+"""Byte formats the bureau signs for chargers (docs/authorization.md), backend side.
+
+* the offline authorization list: a signed manifest plus unsigned pages bound to it by
+  SHA-256, so that each MQTT message stays within the charger's 4 KB packet limit;
+* the tariff push: the current tariff document, signed.
+
+Integers are unsigned big-endian; `str` is a 1-byte length and that many printable ASCII bytes,
+as in the receipt (docs/receipt-v1.md). Every structure has exactly one encoding: fields in a
+fixed order, no optional fields, nothing after the last one. The signature is Ed25519 (PyNaCl)
+over a 16-byte domain tag followed by the body, by a bureau validator key named in the genesis.
+
+The firmware's `authz.py` decodes and verifies the same bytes under MicroPython;
+tests/vectors/authz.json holds the two together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from dataclasses import dataclass
+
+from .. import crypto
+from ..ledger import canonical
+
+FORMAT = 1
+SIG_LEN = 64
+MAX_MESSAGE = 4000  # the charger's MQTT client takes packets of up to 4096 bytes, topic included
+MAX_PAGES = 60
+MAX_LIMIT_FEN = 2**32 - 1
+LIST_TAG = b"EV-AUTHLIST/v1".ljust(16, b"\x00")
+TARIFF_TAG = b"EV-TARIFF/v1".ljust(16, b"\x00")
+_ID = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*\Z")
+_U64 = 2**64 - 1
+
+
+class WireError(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    uid: str  # card UID, upper-case hex as the reader gives it
+    wallet_id: str
+    limit_fen: int  # what the charger may authorize offline for this card
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    chain_id: str
+    signer: str  # validator id (genesis) whose key signs
+    list_version: int  # chain height whose committed balances the limits come from
+    issued_at: int  # Unix s
+    expires_at: int  # Unix s; the list is not used from this moment on
+    entries: int  # total entries over all pages
+    pages: tuple[tuple[str, bytes], ...]  # (first uid of the page, SHA-256 of the page bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class TariffPush:
+    chain_id: str
+    signer: str
+    issued_at: int
+    doc: dict  # tariff document v1 (docs/tariff.md)
+
+
+# ---- primitives ------------------------------------------------------------------------------
+
+def _put_str(out: bytearray, s: str, what: str, lo: int = 0, hi: int = 255) -> None:
+    if not _PRINTABLE.match(s) or not lo <= len(s) <= hi:
+        raise WireError("malformed", f"{what} must be {lo}-{hi} printable ASCII characters")
+    out.append(len(s))
+    out += s.encode("ascii")
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.i = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.i + n > len(self.data):
+            raise WireError("malformed", "message ends early")
+        b = self.data[self.i:self.i + n]
+        self.i += n
+        return b
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return struct.unpack(">H", self.take(2))[0]
+
+    def u32(self) -> int:
+        return struct.unpack(">I", self.take(4))[0]
+
+    def u64(self) -> int:
+        return struct.unpack(">Q", self.take(8))[0]
+
+    def str(self) -> str:
+        raw = self.take(self.u8())
+        try:
+            s = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise WireError("malformed", "text is not ASCII") from None
+        if not _PRINTABLE.match(s):
+            raise WireError("malformed", "text is not printable ASCII")
+        return s
+
+    def end(self) -> None:
+        if self.i != len(self.data):
+            raise WireError("malformed", f"{len(self.data) - self.i} bytes after the last field")
+
+
+def _split(envelope: bytes) -> tuple[bytes, bytes]:
+    if len(envelope) > MAX_MESSAGE:
+        raise WireError("oversized", f"{len(envelope)} bytes, limit {MAX_MESSAGE}")
+    if len(envelope) < 1 + SIG_LEN:
+        raise WireError("malformed", "too short")
+    body = envelope[:-SIG_LEN]
+    if body[0] != FORMAT:
+        raise WireError("unsupported_version", f"format {body[0]}")
+    return body, envelope[-SIG_LEN:]
+
+
+# ---- list pages ------------------------------------------------------------------------------
+
+def encode_page(entries: list[Entry]) -> bytes:
+    if not entries or len(entries) > 0xFFFF:
+        raise WireError("malformed", "a page holds 1-65535 entries")
+    out = bytearray([FORMAT])
+    out += struct.pack(">H", len(entries))
+    last = None
+    for e in entries:
+        if not _ID.match(e.uid) or not _ID.match(e.wallet_id):
+            raise WireError("malformed", f"entry {e.uid!r} -> {e.wallet_id!r} is not a valid card uid / wallet id")
+        if not 0 < e.limit_fen <= MAX_LIMIT_FEN:
+            raise WireError("malformed", f"limit of {e.uid} out of range")
+        if last is not None and e.uid <= last:
+            raise WireError("malformed", "entries must ascend strictly by uid")
+        last = e.uid
+        _put_str(out, e.uid, "uid", 1, 32)
+        _put_str(out, e.wallet_id, "wallet id", 1, 32)
+        out += struct.pack(">I", e.limit_fen)
+    return bytes(out)
+
+
+def decode_page(page: bytes) -> list[Entry]:
+    if len(page) > MAX_MESSAGE:
+        raise WireError("oversized", f"page of {len(page)} bytes")
+    r = _Reader(page)
+    if r.u8() != FORMAT:
+        raise WireError("unsupported_version", "page format")
+    n = r.u16()
+    out: list[Entry] = []
+    for _ in range(n):
+        uid, wallet, limit = r.str(), r.str(), r.u32()
+        if out and uid <= out[-1].uid:
+            raise WireError("malformed", "page entries do not ascend")
+        out.append(Entry(uid, wallet, limit))
+    r.end()
+    if not out:
+        raise WireError("malformed", "empty page")
+    return out
+
+
+def page_hash(page: bytes) -> bytes:
+    return hashlib.sha256(page).digest()
+
+
+def _entry_size(e: Entry) -> int:
+    return 2 + len(e.uid) + len(e.wallet_id) + 4
+
+
+def paginate(entries: list[Entry], max_bytes: int = MAX_MESSAGE) -> list[tuple[bytes, str, int]]:
+    """Entries (ascending by uid) cut into pages of at most `max_bytes`, in order:
+    (page bytes, first uid, entry count) each."""
+    pages: list[tuple[bytes, str, int]] = []
+    cur: list[Entry] = []
+    size = 3
+    for e in entries:
+        n = _entry_size(e)
+        if cur and size + n > max_bytes:
+            pages.append((encode_page(cur), cur[0].uid, len(cur)))
+            cur, size = [], 3
+        cur.append(e)
+        size += n
+    if cur:
+        pages.append((encode_page(cur), cur[0].uid, len(cur)))
+    return pages
+
+
+# ---- the signed manifest ---------------------------------------------------------------------
+
+def manifest_body(m: Manifest) -> bytes:
+    if not 0 <= m.issued_at < m.expires_at <= _U64 or not 0 <= m.list_version <= _U64:
+        raise WireError("malformed", "times or version out of range (issued_at < expires_at)")
+    if len(m.pages) > MAX_PAGES:
+        raise WireError("malformed", f"at most {MAX_PAGES} pages")
+    out = bytearray([FORMAT])
+    _put_str(out, m.chain_id, "chain id", 1, 64)
+    _put_str(out, m.signer, "signer", 1, 32)
+    out += struct.pack(">QQQI", m.list_version, m.issued_at, m.expires_at, m.entries)
+    out.append(len(m.pages))
+    last = None
+    for first_uid, digest in m.pages:
+        if len(digest) != 32:
+            raise WireError("malformed", "page hash must be 32 bytes")
+        if last is not None and first_uid <= last:
+            raise WireError("malformed", "pages must ascend by first uid")
+        last = first_uid
+        _put_str(out, first_uid, "first uid", 1, 32)
+        out += digest
+    return bytes(out)
+
+
+def sign_manifest(m: Manifest, signing_key) -> bytes:
+    body = manifest_body(m)
+    env = body + signing_key.sign(LIST_TAG + body).signature
+    if len(env) > MAX_MESSAGE:
+        raise WireError("oversized", f"manifest of {len(env)} bytes")
+    return env
+
+
+def decode_manifest(envelope: bytes) -> tuple[Manifest, bytes, bytes]:
+    body, sig = _split(envelope)
+    r = _Reader(body)
+    r.u8()
+    chain_id, signer = r.str(), r.str()
+    version, issued, expires, entries = r.u64(), r.u64(), r.u64(), r.u32()
+    pages = []
+    for _ in range(r.u8()):
+        first = r.str()
+        pages.append((first, r.take(32)))
+    r.end()
+    return Manifest(chain_id, signer, version, issued, expires, entries, tuple(pages)), body, sig
+
+
+def verify_manifest(envelope: bytes, keys: dict[str, bytes], chain_id: str) -> Manifest:
+    m, body, sig = decode_manifest(envelope)
+    _check_signer(m.chain_id, m.signer, keys, chain_id, LIST_TAG + body, sig)
+    return m
+
+
+def _check_signer(doc_chain: str, signer: str, keys: dict[str, bytes], chain_id: str, msg: bytes, sig: bytes) -> None:
+    if doc_chain != chain_id:
+        raise WireError("wrong_chain", f"signed for chain {doc_chain}, not {chain_id}")
+    key = keys.get(signer)
+    if key is None:
+        raise WireError("unknown_signer", f"{signer} is not a bureau validator")
+    if not crypto.verify(key, msg, sig):
+        raise WireError("bad_signature", f"signature does not verify with the key of {signer}")
+
+
+# ---- the tariff push -------------------------------------------------------------------------
+
+def tariff_body(t: TariffPush) -> bytes:
+    doc = canonical.dumps(t.doc)
+    if not 0 <= t.issued_at <= _U64 or len(doc) > 0xFFFF:
+        raise WireError("malformed", "issued_at or document size out of range")
+    out = bytearray([FORMAT])
+    _put_str(out, t.chain_id, "chain id", 1, 64)
+    _put_str(out, t.signer, "signer", 1, 32)
+    out += struct.pack(">QH", t.issued_at, len(doc))
+    out += doc
+    return bytes(out)
+
+
+def sign_tariff(t: TariffPush, signing_key) -> bytes:
+    body = tariff_body(t)
+    env = body + signing_key.sign(TARIFF_TAG + body).signature
+    if len(env) > MAX_MESSAGE:
+        raise WireError("oversized", f"tariff push of {len(env)} bytes")
+    return env
+
+
+def decode_tariff(envelope: bytes) -> tuple[TariffPush, bytes, bytes]:
+    body, sig = _split(envelope)
+    r = _Reader(body)
+    r.u8()
+    chain_id, signer = r.str(), r.str()
+    issued = r.u64()
+    raw = r.take(r.u16())
+    r.end()
+    try:
+        doc = canonical.loads_canonical(raw)
+    except ValueError as e:
+        raise WireError("malformed", f"tariff document: {e}") from None
+    return TariffPush(chain_id, signer, issued, doc), body, sig
+
+
+def verify_tariff(envelope: bytes, keys: dict[str, bytes], chain_id: str) -> TariffPush:
+    t, body, sig = decode_tariff(envelope)
+    _check_signer(t.chain_id, t.signer, keys, chain_id, TARIFF_TAG + body, sig)
+    return t
