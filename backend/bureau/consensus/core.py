@@ -72,23 +72,37 @@ class Config:
     max_round_ahead: int = 64         # messages more rounds ahead than this are dropped
     max_proposals_per_round: int = 4  # kept per round (more than one = an equivocating proposer)
     max_block_bytes: int = MAX_BLOCK_BYTES
+    commit_delay_ms: int = 0          # after a commit is applied, wait this long before round 0 of
+                                      # the next height (lets transactions gather; CometBFT's timeout_commit)
 
     def __post_init__(self) -> None:
         chain_id_bytes(self.chain_id)
         if not 1 <= self.sync_batch <= MAX_SYNC_BATCH:
             raise ValueError(f"sync_batch must be in 1..{MAX_SYNC_BATCH}")
         if min(self.rebroadcast_ms, self.sync_grace_ms, self.sync_retry_ms, self.retain_commits,
-               self.max_round_ahead, self.max_proposals_per_round) < 1:
+               self.max_round_ahead, self.max_proposals_per_round) < 1 or self.commit_delay_ms < 0:
             raise ValueError("intervals and limits must be positive")
 
 
 class _VoteSet:
-    __slots__ = ("votes", "by_hash", "total")
+    """Prevotes or precommits of one round. Algorithm 1 counts messages per value, so a
+    validator that equivocates counts for each value it signed (`for_hash`, `by_hash`), while
+    "+2/3 of anything" (L34, L47) counts each validator once (`first`, `total`)."""
+    __slots__ = ("first", "for_hash", "by_hash", "total", "values")
 
     def __init__(self) -> None:
-        self.votes: dict[int, Vote] = {}
+        self.first: dict[int, Vote] = {}
+        self.for_hash: dict[bytes, dict[int, Vote]] = {}
         self.by_hash: dict[bytes, int] = {}
         self.total = 0
+        self.values: dict[int, int] = {}   # distinct values signed, per validator
+
+    def has(self, idx: int, bh: bytes) -> bool:
+        bucket = self.for_hash.get(bh)
+        return bucket is not None and idx in bucket
+
+    def signatures_for(self, bh: bytes) -> list[tuple[int, bytes]]:
+        return sorted((i, v.signature) for i, v in self.for_hash.get(bh, {}).items())
 
 
 class _Round:
@@ -161,6 +175,7 @@ class Core:
         self._evidence: list[Evidence] = []
         self._outstanding: Ready | None = None
         self._awaiting_apply = False
+        self._start_at: int | None = None     # commit delay: when round 0 of this height starts
         self._timers: list[tuple[int, int, int, int]] = []
         self._next_rebroadcast = now_ms + config.rebroadcast_ms
         self._peer_heights: dict[Any, int] = {}
@@ -209,6 +224,11 @@ class Core:
     def awaiting_apply(self) -> bool:
         return self._awaiting_apply
 
+    @property
+    def started(self) -> bool:
+        """False between a commit and the start of round 0 of the next height."""
+        return not self._awaiting_apply and self._start_at is None
+
     def proposer(self, height: int, round_: int) -> int:
         return self.validators.proposer(height, round_)
 
@@ -224,6 +244,8 @@ class Core:
     def next_deadline(self) -> int:
         """The earliest local time at which tick() has something to do."""
         t = self._next_rebroadcast
+        if self._start_at is not None and self._start_at < t:
+            t = self._start_at
         for d, *_ in self._timers:
             if d < t:
                 t = d
@@ -253,7 +275,10 @@ class Core:
         self._outstanding = None
         if rd.committed and self._awaiting_apply and not self._committed:
             self._awaiting_apply = False
-            self._evaluate(start=True)
+            if self.config.commit_delay_ms:
+                self._start_at = self.now + self.config.commit_delay_ms
+            else:
+                self._evaluate(start=True)
 
     def step(self, msg: Any, peer: Any = None) -> str:
         """Feed one decoded message from `peer` (an opaque, hashable id the shell can answer).
@@ -277,6 +302,9 @@ class Core:
         if now_ms > self.now:
             self.now = now_ms
         now = self.now
+        if self._start_at is not None and now >= self._start_at:
+            self._start_at = None
+            self._evaluate(start=True)
         if self._timers and min(t[0] for t in self._timers) <= now:
             due = sorted(t for t in self._timers if t[0] <= now)
             self._timers = [t for t in self._timers if t[0] > now]
@@ -325,8 +353,9 @@ class Core:
         h = H
         while h in decisions:
             d = decisions[h]
-            if not verify_certificate(self.validators, self.chain_id, h, self._hash(d.block), d.certificate,
-                                      verifier=self.verifier):
+            bh = self._peer_hash(d.block)
+            if bh is None or not verify_certificate(self.validators, self.chain_id, h, bh, d.certificate,
+                                                    verifier=self.verifier):
                 self.stats["wal_bad_decision"] += 1
                 break
             self._committed.append(Committed(h, d.block, d.certificate))
@@ -341,7 +370,7 @@ class Core:
             if isinstance(m, Vote):
                 rs = hs.at(m.round)
                 vset = rs.prevotes if m.kind == PREVOTE else rs.precommits
-                if m.validator not in vset.votes:
+                if not vset.has(m.validator, m.block_hash):
                     self._add_vote(hs, rs, m)
             else:
                 bh = self._hash(m.block)
@@ -360,7 +389,7 @@ class Core:
                 rs = hs.at(hs.valid_round)
                 for idx, sig in lock.valid_pol:
                     v = Vote(PREVOTE, H, hs.valid_round, hs.valid_hash, idx, sig)
-                    if idx < len(self.validators) and idx not in rs.prevotes.votes and self._verify_vote(v):
+                    if idx < len(self.validators) and not rs.prevotes.has(idx, v.block_hash) and self._verify_vote(v):
                         self._add_vote(hs, rs, v)
         hs.persisted_round = max_round
         self._start_round(max_round)
@@ -386,6 +415,13 @@ class Core:
         if not isinstance(bh, bytes) or len(bh) != 32 or bh == NIL:
             raise ValueError("application block_hash must return 32 bytes, not all zero")
         return bh
+
+    def _peer_hash(self, block: bytes) -> bytes | None:
+        """Hash of a block a peer sent; None if the application cannot make sense of it."""
+        try:
+            return self._hash(block)
+        except Exception:
+            return None
 
     def _height_state(self, h: int) -> _Height:
         if h == self.height:
@@ -420,30 +456,41 @@ class Core:
             return "round_too_far"
         rs = hs.at(v.round)
         vset = rs.prevotes if v.kind == PREVOTE else rs.precommits
-        old = vset.votes.get(v.validator)
-        if old is not None:
-            if old.block_hash == v.block_hash:
-                return "duplicate"
-            if not self._verify_vote(v):
-                return "bad_signature"
-            self._evidence.append(Evidence(v.height, v.round, v.kind, v.validator, old, v))
-            return "equivocation"
+        if vset.has(v.validator, v.block_hash):
+            return "duplicate"
+        old = vset.first.get(v.validator)
+        if old is not None and vset.values[v.validator] >= 2 and v.block_hash not in hs.blocks:
+            # an equivocator's third value for a block nobody proposed: not worth memory
+            return "equivocation_dropped"
         if not self._verify_vote(v):
             return "bad_signature"
         self._note_peer(peer, v.height)
         self._add_vote(hs, rs, v)
+        verdict = "ok"
+        if old is not None:
+            self._evidence.append(Evidence(v.height, v.round, v.kind, v.validator, old, v))
+            verdict = "equivocation"
         if v.height == H:
             self._evaluate()
-        return "ok"
+        return verdict
 
     def _add_vote(self, hs: _Height, rs: _Round, v: Vote) -> None:
-        power = self.validators.power(v.validator)
+        idx = v.validator
+        power = self.validators.power(idx)
         vset = rs.prevotes if v.kind == PREVOTE else rs.precommits
-        vset.votes[v.validator] = v
+        if idx not in vset.first:
+            vset.first[idx] = v
+            vset.total += power
+            vset.values[idx] = 1
+            self._note_sender(hs, rs, v.round, idx)
+        else:
+            vset.values[idx] += 1
+        bucket = vset.for_hash.get(v.block_hash)
+        if bucket is None:
+            bucket = vset.for_hash[v.block_hash] = {}
+        bucket[idx] = v
         p = vset.by_hash.get(v.block_hash, 0) + power
         vset.by_hash[v.block_hash] = p
-        vset.total += power
-        self._note_sender(hs, rs, v.round, v.validator)
         if v.kind == PRECOMMIT and v.block_hash != NIL:
             q = self.validators.quorum_power
             if p >= q > p - power:
@@ -469,8 +516,11 @@ class Core:
             return "block_too_large"
         proposer = self.validators.proposer(p.height, p.round)
         if p.height > H + 1:
-            if not self.verifier.verify(self.validators[proposer].public_key,
-                                        p.sign_bytes(self.chain_id, self._hash(p.block)), p.signature):
+            bh = self._peer_hash(p.block)
+            if bh is None:
+                return "bad_block"
+            if not self.verifier.verify(self.validators[proposer].public_key, p.sign_bytes(self.chain_id, bh),
+                                        p.signature):
                 return "bad_signature"
             self._note_peer(peer, p.height)
             return "future_height"
@@ -483,7 +533,9 @@ class Core:
                 return "duplicate"
         if len(rs.proposals) >= self.config.max_proposals_per_round:
             return "too_many_proposals"
-        bh = self._hash(p.block)
+        bh = self._peer_hash(p.block)
+        if bh is None:
+            return "bad_block"
         if not self.verifier.verify(self.validators[proposer].public_key, p.sign_bytes(self.chain_id, bh),
                                     p.signature):
             return "bad_signature"
@@ -497,7 +549,7 @@ class Core:
             vrs = hs.at(p.pol_round)
             n = len(self.validators)
             for idx, sig in p.pol:
-                if idx >= n or idx in vrs.prevotes.votes:
+                if idx >= n or vrs.prevotes.has(idx, bh):
                     continue
                 v = Vote(PREVOTE, p.height, p.pol_round, bh, idx, sig)
                 if self._verify_vote(v):
@@ -544,7 +596,10 @@ class Core:
                 break
             if len(e.block) > self.config.max_block_bytes:
                 return "block_too_large"
-            if not verify_certificate(self.validators, self.chain_id, e.height, self._hash(e.block), e.certificate,
+            bh = self._peer_hash(e.block)
+            if bh is None:
+                return "bad_block"
+            if not verify_certificate(self.validators, self.chain_id, e.height, bh, e.certificate,
                                       verifier=self.verifier):
                 return "bad_certificate"
             self._sync_pending[e.height] = (e.block, e.certificate)
@@ -562,7 +617,7 @@ class Core:
 
     def _on_timeout(self, kind: int, h: int, r: int) -> None:
         hs = self._hs
-        if self._awaiting_apply or h != self.height or r != hs.round:
+        if not self.started or h != self.height or r != hs.round:
             return
         if kind == PROPOSE and hs.step == PROPOSE:        # L57
             self.stats["timeout_propose"] += 1
@@ -578,13 +633,20 @@ class Core:
         self._evaluate()
 
     def _rebroadcast(self) -> None:
-        """Own messages of the current round again, and own precommits for a block from earlier
-        rounds (a commit of an older round needs them); lost messages are what this repairs."""
-        if self._awaiting_apply:
+        """Own messages of the current and the previous round again, and own precommits for a
+        block from any round of the height (a commit of an older round needs them).
+
+        Lost messages are what this repairs. The previous round matters for liveness: a node
+        that entered round r on a precommit timeout did so on +2/3 precommits of round r-1, so at
+        least f+1 correct nodes sit in round r-1 or r and keep repeating their round r-1 votes;
+        a correct node left further behind receives f+1 round r-1 messages and skips (L55), and
+        every correct node ends up with the votes it needs to time out into the same round."""
+        if not self.started:
             return
         hs = self._hs
+        prev = hs.round - 1
         for (r, step), m in hs.own.items():
-            if r == hs.round or (step == PRECOMMIT and m.block_hash != NIL):
+            if r >= prev or (step == PRECOMMIT and m.block_hash != NIL):
                 self._messages.append(Outbound(None, m))
 
     def _maybe_request_sync(self) -> None:
@@ -650,7 +712,7 @@ class Core:
             return
         pol: tuple = ()
         if vr >= 0:
-            pol = tuple(sorted((i, v.signature) for i, v in hs.at(vr).prevotes.votes.items() if v.block_hash == bh))
+            pol = tuple(hs.at(vr).prevotes.signatures_for(bh))
         p = Proposal(h, r, vr, block, sig, pol)
         rs = hs.at(r)
         rs.proposals.append((p, bh))
@@ -683,7 +745,7 @@ class Core:
             return
         v = Vote(kind, h, r, bh, self.index, sig)
         rs = hs.at(r)
-        if self.index not in (rs.prevotes if kind == PREVOTE else rs.precommits).votes:
+        if not (rs.prevotes if kind == PREVOTE else rs.precommits).has(self.index, bh):
             self._add_vote(hs, rs, v)
         hs.own[(r, kind)] = v
         self._persist.append(WalMessage(v))
@@ -712,13 +774,12 @@ class Core:
     def _persist_lock(self, hs: _Height) -> None:
         pol: tuple = ()
         if hs.valid_round >= 0:
-            pol = tuple(sorted((i, v.signature) for i, v in hs.at(hs.valid_round).prevotes.votes.items()
-                               if v.block_hash == hs.valid_hash))
+            pol = tuple(hs.at(hs.valid_round).prevotes.signatures_for(hs.valid_hash))
         self._persist.append(WalLock(hs.height, hs.locked_round, hs.locked_block, hs.valid_round, hs.valid_block, pol))
 
     def _evaluate(self, start: bool = False) -> None:
         """Run the upon-rules of Algorithm 1 until none fires."""
-        if self._awaiting_apply:
+        if self._awaiting_apply or (self._start_at is not None and not start):
             return
         q = self.validators.quorum_power
         if start:
@@ -793,9 +854,8 @@ class Core:
             if not self._valid(hs, bh):
                 self.stats["certified_block_invalid"] += 1
                 continue
-            vset = hs.rounds[r].precommits
             vals = self.validators
-            sigs = tuple(sorted((vals[i].id, v.signature) for i, v in vset.votes.items() if v.block_hash == bh))
+            sigs = tuple(sorted((vals[i].id, sig) for i, sig in hs.rounds[r].precommits.signatures_for(bh)))
             self._decide(block, Certificate(hs.height, r, bh, sigs).encode())
             return True
         return False
