@@ -40,13 +40,13 @@ def verify(validators: tuple[Validator, ...], chain_id: str, height: int, block_
     """Raise CertificateError unless `cert` proves +2/3 of the power precommitted this block."""
     try:
         doc = json.loads(cert)
-        if doc.get("v") != 1:
+        if not isinstance(doc, dict) or doc.get("v") != 1:
             raise CertificateError("certificate version must be 1")
         round_ = int(doc["round"])
         if int(doc["height"]) != height or bytes.fromhex(doc["block_hash"]) != block_hash:
             raise CertificateError("certificate is for another block")
         sigs = [(s["validator"], bytes.fromhex(s["signature"])) for s in doc["signatures"]]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         if isinstance(e, CertificateError):
             raise
         raise CertificateError(f"certificate is malformed: {e}") from None
