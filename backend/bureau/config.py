@@ -20,7 +20,9 @@ class Settings:
     mqtt_password: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    block_interval_ms: int = 200
+    block_interval_ms: int = 200  # gathering time between blocks
+    peer_listen: str = ""  # default: this node's address in the genesis
+    shared_subscription: bool = True  # bureaus sharing one broker split the receipts between them
     max_block_txs: int = 5000
     mempool_limit: int = 200_000
     auth_window_s: int = 120
@@ -42,6 +44,8 @@ class Settings:
                 continue
             if f.type in ("int",):
                 values[f.name] = int(raw)
+            elif f.type == "bool":
+                values[f.name] = raw.lower() in ("1", "true", "yes")
             elif "Path" in str(f.type):
                 values[f.name] = Path(raw)
             else:

@@ -6,6 +6,7 @@ import logging
 
 from .chain import Chain
 from .config import Settings
+from .consensus.replica import BftReplica
 from .consensus.solo import SoloProducer
 from .crypto import load_or_create_key
 from .api.auth import ReplayGuard
@@ -39,9 +40,17 @@ class Node:
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, host=settings.mqtt_host,
                                  port=settings.mqtt_port, client_id=f"bureau-{settings.node_id}",
                                  username=settings.mqtt_username, password=settings.mqtt_password)
-        self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,
-                                     max_txs=settings.max_block_txs, interval_s=settings.block_interval_ms / 1000,
-                                     on_refused=self._on_refused)
+        if len(self.genesis.validators) == 1:
+            self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,
+                                         max_txs=settings.max_block_txs, interval_s=settings.block_interval_ms / 1000,
+                                         on_refused=self._on_refused)
+        else:
+            self.producer = BftReplica(self.chain, self.mempool, self.metrics, settings.node_id, self.key,
+                                       data_dir=settings.data_dir, listen=settings.peer_listen or me.address,
+                                       max_txs=settings.max_block_txs, commit_delay_ms=settings.block_interval_ms,
+                                       on_refused=self._on_refused, relay=self.ingest.submit_relayed)
+            self.mempool.on_local_add.append(lambda tx: self.producer.share([tx]))
+            self.ingest.shared_subscription = settings.shared_subscription
         self.authz = Authz(self)
 
     def _on_refused(self, refusals: list[Refusal]) -> None:

@@ -175,6 +175,10 @@ class Core:
         self._evidence: list[Evidence] = []
         self._outstanding: Ready | None = None
         self._awaiting_apply = False
+        # Set by a shell that has nothing to propose yet: the next height waits (CometBFT's
+        # create_empty_blocks = false); cleared when transactions or the next height's
+        # messages arrive.
+        self.hold_start = False
         self._start_at: int | None = None     # commit delay: when round 0 of this height starts
         self._timers: list[tuple[int, int, int, int]] = []
         self._next_rebroadcast = now_ms + config.rebroadcast_ms
@@ -302,7 +306,7 @@ class Core:
         if now_ms > self.now:
             self.now = now_ms
         now = self.now
-        if self._start_at is not None and now >= self._start_at:
+        if self._start_at is not None and now >= self._start_at and not self.hold_start:
             self._start_at = None
             self._evaluate(start=True)
         if self._timers and min(t[0] for t in self._timers) <= now:

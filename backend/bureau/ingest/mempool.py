@@ -17,6 +17,9 @@ class Mempool:
         self.verified: set[bytes] = set()  # hashes whose signature this node checked
         self._lock = threading.Lock()
         self.not_empty = threading.Event()
+        # Told of every transaction admitted here first (not of those relayed by peers), so
+        # consensus can relay it to the other bureaus.
+        self.on_local_add: list = []
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -24,8 +27,9 @@ class Mempool:
     def __contains__(self, tx_hash: bytes) -> bool:
         return tx_hash in self._txs
 
-    def add(self, tx_hash: bytes, tx: bytes, verified: bool) -> bool:
-        """False when the same transaction already waits; MempoolFull when at the limit."""
+    def add(self, tx_hash: bytes, tx: bytes, verified: bool, local: bool = True) -> bool:
+        """False when the same transaction already waits; MempoolFull when at the limit.
+        `local`: admitted by this node (from a charger or the API), not relayed by a peer."""
         with self._lock:
             if tx_hash in self._txs:
                 return False
@@ -35,7 +39,10 @@ class Mempool:
             if verified:
                 self.verified.add(tx_hash)
             self.not_empty.set()
-            return True
+        if local:
+            for listener in self.on_local_add:
+                listener(tx)
+        return True
 
     def peek(self, n: int) -> list[tuple[bytes, bytes]]:
         with self._lock:

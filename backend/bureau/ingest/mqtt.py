@@ -14,7 +14,8 @@ from ..chain import Chain
 from ..ledger.block import Block
 from ..ledger.state import Execution, Refusal
 from ..metrics import Metrics
-from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit
+from ..ledger.tx import KIND_RECEIPT, TxError, tx_hash
+from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
 from .mempool import Mempool, MempoolFull
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class MqttIngest:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
+        self._origin: set[bytes] = set()  # receipts admitted here from MQTT: this node acks them
+        self.shared_subscription = False
         chain.on_commit(self._on_commit)
 
     # ---- MQTT callbacks (paho's network thread) ------------------------------------------
@@ -59,7 +62,9 @@ class MqttIngest:
         if reason_code.is_failure:
             log.error("broker refused the connection: %s", reason_code)
             return
-        client.subscribe(RECEIPT_TOPICS, qos=1)
+        # With several bureaus on one broker, a shared subscription hands each receipt to one of
+        # them; it reaches the others over the peer links.
+        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + RECEIPT_TOPICS, qos=1)
         self.connected.set()
 
     def _on_message(self, client, userdata, msg) -> None:
@@ -75,7 +80,10 @@ class MqttIngest:
             except queue.Empty:
                 continue
             try:
-                self.handle(topic, payload)
+                if topic is None:
+                    self.handle_relayed(payload)
+                else:
+                    self.handle(topic, payload)
             except Exception:
                 log.exception("ingest failed for a message on %s", topic)
                 self.metrics.inc("rejected", "internal_error")
@@ -84,6 +92,7 @@ class MqttIngest:
         decision = admit(topic, payload, self.chain.state)
         if isinstance(decision, Admitted):
             try:
+                self._origin.add(decision.tx_hash)
                 self.mempool.add(decision.tx_hash, decision.tx, verified=True)
                 self.metrics.inc("admitted")
             except MempoolFull as e:
@@ -94,6 +103,29 @@ class MqttIngest:
                                                           self._height_of(decision.charger_id, decision.seq)))
         else:
             self._reject(decision.charger_id, decision.seq, decision.reason, decision.detail)
+
+    def submit_relayed(self, txs: list[bytes]) -> None:
+        """Transactions another bureau admitted: checked here again before they may wait."""
+        for tx in txs:
+            self._queue.put((None, tx))
+
+    def handle_relayed(self, tx: bytes) -> None:
+        try:
+            if tx and tx[0] == KIND_RECEIPT:
+                decision = admit_receipt(tx[1:], self.chain.state)
+                if not isinstance(decision, Admitted):
+                    if isinstance(decision, Refused):
+                        self.metrics.inc("relayed_rejected", decision.reason)
+                    return
+                h = decision.tx_hash
+            else:
+                h = admit_operator(tx, self.chain.state)
+            self.mempool.add(h, tx, verified=True, local=False)
+            self.metrics.inc("relayed_admitted")
+        except TxError as e:
+            self.metrics.inc("relayed_rejected", e.reason)
+        except MempoolFull:
+            self.metrics.inc("relayed_rejected", "busy")
 
     def _height_of(self, charger_id: str, seq: int) -> int:
         row = self.chain.repo.receipt_location(charger_id, seq)
@@ -108,6 +140,7 @@ class MqttIngest:
     def on_refused(self, refusals: list[Refusal]) -> None:
         """Receipts refused when a block was built (e.g. the wallet vanished meanwhile)."""
         for r in refusals:
+            self._origin.discard(tx_hash(r.tx))
             if r.reason == "duplicate":
                 continue  # the first copy's ack answers it
             self._reject(r.charger_id, r.seq, r.reason, r.detail)
@@ -118,8 +151,10 @@ class MqttIngest:
         n = 0
         for eff in ex.effects:
             if eff.kind == "receipt":
-                self._publish(eff.charger_id, ack_message(eff.seq, eff.receipt_id, block.height))
                 n += 1
+                if eff.tx_hash in self._origin:
+                    self._origin.discard(eff.tx_hash)
+                    self._publish(eff.charger_id, ack_message(eff.seq, eff.receipt_id, block.height))
         self.metrics.inc("committed", n=n)
 
     def _publish(self, charger_id: str, payload: bytes) -> None:

@@ -82,8 +82,7 @@ class Stack:
     def start(self, extra_env: dict | None = None) -> "Stack":
         self.root.mkdir(parents=True, exist_ok=True)
         net = self.root / "net"
-        peer_base = free_port()
-        init_network(net, self.nodes_count, peer_base_port=peer_base)
+        init_network(net, self.nodes_count, peer_ports=[free_port() for _ in range(self.nodes_count)])
         genesis = json.loads((net / "genesis.json").read_text())
         self.broker = Mosquitto(workdir=self.root / "broker").start()
         for v in genesis["validators"]:

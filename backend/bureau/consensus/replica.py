@@ -1,0 +1,314 @@
+"""The shell that runs the consensus core inside a bureau node: the ledger as the core's
+application, a write-ahead log on disk, the peer links, and the order of a Ready:
+persist (fsync) -> send -> commit blocks with their state -> serve sync -> advance.
+
+One thread owns the core. Messages from peers arrive through a bounded inbox (a full inbox
+blocks the link's reader, which slows the sender: back-pressure); transactions relayed by peers
+go to the ingest workers for admission, never through this thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Callable
+
+from ..chain import Chain, ChainError
+from ..ingest.mempool import Mempool
+from ..ledger.block import Block, BlockError
+from ..ledger.state import Execution, Refusal
+from ..metrics import Metrics
+from ..peers.gossip import GossipError, decode_batch, encode_batch
+from ..peers.handshake import CH_CONSENSUS, CH_TXS
+from ..peers.transport import PeerTransport
+from .core import Config, Core, Timeouts
+from .types import (DecodeError, LastSigned, Proposal, SyncEntry, SyncResponse, ValidatorSet, Vote, decode_message,
+                    decode_record, encode_message, encode_record)
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class LedgerApp:
+    """The ledger seen by the core: propose from the mempool, re-validate others' blocks in full."""
+
+    def __init__(self, chain: Chain, mempool: Mempool, node_id: str, max_txs: int,
+                 on_refused: Callable[[list[Refusal]], None]) -> None:
+        self.chain, self.mempool, self.node_id, self.max_txs = chain, mempool, node_id, max_txs
+        self.on_refused = on_refused
+        self._executions: dict[bytes, tuple[Block, Execution]] = {}
+        self.invalid_blocks = 0
+
+    def propose(self, height: int) -> bytes:
+        items = self.mempool.peek(self.max_txs)
+        verified = frozenset(h for h, _ in items if h in self.mempool.verified)
+        block, ex = self.chain.build([tx for _, tx in items], self.node_id, int(time.time() * 1000), verified)
+        if ex.refused:
+            from ..ledger.tx import tx_hash
+            self.mempool.remove(tx_hash(r.tx) for r in ex.refused)
+            self.on_refused(ex.refused)
+        self._remember(block, ex)
+        return block.encode()
+
+    def validate(self, height: int, raw: bytes) -> bool:
+        try:
+            block = Block.decode(raw)
+            if block.height != height:
+                return False
+            known = self._executions.get(block.hash)
+            if known is not None:
+                return True
+            verified = frozenset(h for h in map(_tx_hash, block.txs) if h in self.mempool.verified)
+            ex = self.chain.check(block, verified)
+        except (BlockError, ChainError, ValueError) as e:
+            self.invalid_blocks += 1
+            log.warning("refused block at height %d: %s", height, e)
+            return False
+        self._remember(block, ex)
+        return True
+
+    def block_hash(self, raw: bytes) -> bytes:
+        (n,) = struct.unpack_from(">I", raw, 0)
+        import hashlib
+        return hashlib.sha256(raw[4:4 + n]).digest()
+
+    def execution(self, block: Block) -> Execution:
+        known = self._executions.get(block.hash)
+        if known is not None:
+            return known[1]
+        return self.chain.check(block)  # a block reached by sync: check it in full
+
+    def forget_below(self, height: int) -> None:
+        self._executions = {h: v for h, v in self._executions.items() if v[0].height >= height}
+
+    def _remember(self, block: Block, ex: Execution) -> None:
+        self._executions[block.hash] = (block, ex)
+
+
+def _tx_hash(tx: bytes) -> bytes:
+    import hashlib
+    return hashlib.sha256(tx).digest()
+
+
+class Wal:
+    """Append-only file of consensus records: u32 length | u32 CRC-32 | record. A torn last
+    record (power cut mid-append) is dropped at load. Rewritten smaller once a height is done."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.records = self._load()
+        self._f = open(self.path, "ab")
+
+    def _load(self) -> list:
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        out, i = [], 0
+        while i + 8 <= len(data):
+            n, crc = struct.unpack_from(">II", data, i)
+            body = data[i + 8:i + 8 + n]
+            if len(body) < n or zlib.crc32(body) != crc:
+                break
+            try:
+                out.append(decode_record(body))
+            except DecodeError:
+                break
+            i += 8 + n
+        if i != len(data):
+            log.warning("WAL %s: dropped %d bytes of a torn record", self.path, len(data) - i)
+            with open(self.path, "r+b") as f:
+                f.truncate(i)
+        return out
+
+    def append(self, records: list) -> None:
+        if not records:
+            return
+        buf = bytearray()
+        for rec in records:
+            body = encode_record(rec)
+            buf += struct.pack(">II", len(body), zlib.crc32(body)) + body
+        self._f.write(buf)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.records.extend(records)
+
+    def last_signed(self) -> LastSigned | None:
+        for rec in reversed(self.records):
+            if isinstance(rec, LastSigned):
+                return rec
+        return None
+
+    def compact(self, height: int) -> None:
+        """Keep the newest last-signed record and the records of `height` and above."""
+        last = self.last_signed()
+        keep = [r for r in self.records if not isinstance(r, LastSigned) and getattr(r, "height", height) >= height]
+        if last is not None:
+            keep.insert(0, last)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for rec in keep:
+                body = encode_record(rec)
+                f.write(struct.pack(">II", len(body), zlib.crc32(body)) + body)
+            f.flush()
+            os.fsync(f.fileno())
+        self._f.close()
+        os.replace(tmp, self.path)
+        dirfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+        self.records = keep
+        self._f = open(self.path, "ab")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class BftReplica:
+    """Block production by consensus among the genesis validators; same shape as SoloProducer."""
+
+    def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, node_id: str, signing_key, *,
+                 data_dir: Path, listen: str, max_txs: int = 5000, commit_delay_ms: int = 100,
+                 empty_block_ms: int = 30_000, timeouts: Timeouts | None = None,
+                 on_refused: Callable[[list[Refusal]], None] = lambda r: None,
+                 relay: Callable[[list[bytes]], None] = lambda txs: None) -> None:
+        self.chain, self.mempool, self.metrics, self.node_id = chain, mempool, metrics, node_id
+        self.relay = relay
+        self.empty_block_ms = empty_block_ms
+        self.app = LedgerApp(chain, mempool, node_id, max_txs, on_refused)
+        self.wal = Wal(Path(data_dir) / "consensus.wal")
+        config = Config(chain.genesis.chain_id, timeouts=timeouts or Timeouts(), commit_delay_ms=commit_delay_ms)
+        self.core = Core(config, ValidatorSet.from_genesis(chain.genesis), signing_key, self.app,
+                         height=chain.height + 1, now_ms=_now_ms(), last_signed=self.wal.last_signed(),
+                         wal=self.wal.records)
+        self.inbox: queue.Queue = queue.Queue(maxsize=20_000)
+        self.transport = PeerTransport(chain.genesis, node_id, signing_key, listen, self._on_peer_message)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._outbox_txs: list[bytes] = []
+        self._outbox_lock = threading.Lock()
+        self._next_height_seen = False
+        self._last_commit_ms = _now_ms()
+
+    # ---- peer traffic (link reader threads) ----------------------------------------------
+
+    def _on_peer_message(self, peer: str, channel: int, payload: bytes) -> None:
+        if channel == CH_TXS:
+            try:
+                self.relay(decode_batch(payload))
+            except GossipError as e:
+                self.metrics.inc("peer_rejected", e.args[0][:40])
+            return
+        if channel == CH_CONSENSUS:
+            self.inbox.put((peer, payload))  # blocks when full: back-pressure on that link
+        else:
+            self.metrics.inc("peer_rejected", "unknown_channel")
+
+    def share(self, txs: list[bytes]) -> None:
+        """Transactions this node admitted: relayed to the other bureaus with the next loop."""
+        with self._outbox_lock:
+            self._outbox_txs.extend(txs)
+
+    # ---- the core's thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        core = self.core
+        while not self._stop.is_set():
+            now = _now_ms()
+            wait = min(max(core.next_deadline() - now, 0), 20) / 1000
+            try:
+                item = self.inbox.get(timeout=wait)
+                self._step(*item)
+                for _ in range(500):
+                    self._step(*self.inbox.get_nowait())
+            except queue.Empty:
+                pass
+            self._flush_txs()
+            core.hold_start = not (len(self.mempool) or self._next_height_seen
+                                   or _now_ms() - self._last_commit_ms >= self.empty_block_ms)
+            core.tick(_now_ms())
+            while core.has_ready():
+                self._handle_ready(core.ready())
+                core.advance()
+
+    def _step(self, peer: str, payload: bytes) -> None:
+        try:
+            msg = decode_message(payload)
+        except DecodeError as e:
+            self.metrics.inc("peer_rejected", e.reason)
+            return
+        if isinstance(msg, (Proposal, Vote)) and msg.height == self.core.height:
+            self._next_height_seen = True
+        verdict = self.core.step(msg, peer)
+        if verdict not in ("ok", "duplicate"):
+            self.metrics.inc("consensus_verdict", verdict)
+
+    def _flush_txs(self) -> None:
+        with self._outbox_lock:
+            txs, self._outbox_txs = self._outbox_txs, []
+        for i in range(0, len(txs), 2000):
+            self.transport.broadcast(CH_TXS, encode_batch(txs[i:i + 2000]))
+
+    def _handle_ready(self, rd) -> None:
+        self.wal.append(rd.persist)  # durable before any message of this Ready leaves
+        for out in rd.messages:
+            data = encode_message(out.message)
+            if out.to is None:
+                self.transport.broadcast(CH_CONSENSUS, data)
+            else:
+                self.transport.send(out.to, CH_CONSENSUS, data)
+        for c in rd.committed:
+            self._apply(c.height, c.block, c.certificate)
+        for req in rd.serve:
+            self._serve(req)
+        for ev in rd.evidence:
+            self.metrics.inc("equivocation_evidence")
+            log.warning("validator %d signed two messages at height %d round %d step %d",
+                        ev.validator, ev.height, ev.round, ev.step)
+
+    def _apply(self, height: int, raw: bytes, certificate: bytes) -> None:
+        block = Block.decode(raw)
+        ex = self.app.execution(block)
+        self.chain.commit(block, certificate, ex)  # block and state in one database transaction
+        self.mempool.remove(map(_tx_hash, block.txs))
+        self.app.forget_below(height + 1)
+        self._next_height_seen = False
+        self._last_commit_ms = _now_ms()
+        self.metrics.inc("blocks_committed")
+        if height % 16 == 0:
+            self.wal.compact(height + 1)
+
+    def _serve(self, req) -> None:
+        entries = []
+        for h in range(req.from_height, min(req.from_height + req.max_count, req.below)):
+            found = self.chain.repo.block(h)
+            if found is None:
+                break
+            block, cert = found
+            entries.append(SyncEntry(h, block.encode(), cert))
+        if entries:
+            self.transport.send(req.peer, CH_CONSENSUS, encode_message(SyncResponse(tuple(entries))))
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.transport.start()
+        self._thread = threading.Thread(target=self._run, name="consensus", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        self.transport.stop()
+        self.wal.close()
