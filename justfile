@@ -11,12 +11,12 @@ setup:
 test *ARGS: setup
     {{py}} -m pytest -q {{ARGS}}
 
-# bureau node(s), mosquitto and three simulated chargers running the firmware; prints a summary and a JSON line
-demo NODES="1": setup
+# 4 bureau nodes (one killed and restarted mid-run), mosquitto, three simulated chargers running the firmware; JSON last line
+demo NODES="4": setup
     {{py}} scripts/demo.py --nodes {{NODES}}
 
 # run mosquitto and the bureau node(s) until Ctrl-C (data in var/up)
-up NODES="1": setup
+up NODES="4": setup
     {{py}} scripts/up.py --nodes {{NODES}}
 
 # benchmarks: end-to-end ingest beside the verification limit; firmware signing under MicroPython
@@ -32,3 +32,7 @@ firmware-build: setup
 # re-verify a stored chain from genesis (every certificate, Merkle root, signature, state replay)
 verify-chain GENESIS DB: setup
     {{py}} -m bureau.cli verify-chain --genesis {{GENESIS}} --db-url {{DB}}
+
+# deterministic simulation of the consensus cluster: N seeded schedules of faults and a Byzantine node
+sim SEEDS="1000" NODES="4": setup
+    {{py}} -m bureau.consensus.sim --seeds {{SEEDS}} --nodes {{NODES}}

@@ -45,6 +45,30 @@ def get_signed(url: str, key: SigningKey, wallet: str, path: str) -> dict:
     return r.json()
 
 
+def _wait_heights_agree(stack: Stack, timeout: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        heights = [httpx.get(n.url + "/v1/chain/head", timeout=5).json()["height"] for n in stack.nodes]
+        if len(set(heights)) == 1 or time.monotonic() > deadline:
+            return heights
+        time.sleep(0.2)
+
+
+def _duplicate_sessions(repo: Repository) -> int:
+    """Receipts committed more than once for one charging session (must be 0)."""
+    from bureau.ledger.tx import KIND_RECEIPT
+    from bureau.receipts.codec import decode
+    seen, dup = set(), 0
+    for block, _ in repo.blocks(1):
+        for tx in block.txs:
+            if tx[0] == KIND_RECEIPT:
+                r, _, _ = decode(tx[1:])
+                key = (r.charger_id, r.session_id)
+                dup += key in seen
+                seen.add(key)
+    return dup
+
+
 def run(workdir: Path, nodes: int) -> dict:
     started = time.monotonic()
     stack = Stack(workdir, nodes_count=nodes).start()
@@ -56,7 +80,8 @@ def run(workdir: Path, nodes: int) -> dict:
         day0 = int(time.time()) // 86400 * 86400 - 86400 - 8 * 3600  # a past local midnight (UTC+8)
         for i, hour in enumerate((6, 10, 17)):
             c = SimulatedCharger(f"GZ-TH-000{i + 1}", workdir / "chargers" / f"c{i + 1}", stack.broker.port,
-                                 start_time=day0 + hour * 3600, power_w=(7000, 11000, 3500)[i], tariff=DEFAULT_TARIFF)
+                                 start_time=day0 + hour * 3600, power_w=(7000, 11000, 3500)[i], tariff=DEFAULT_TARIFF,
+                                 resend_ms=3000)
             c.connect()
             chargers.append(c)
             print(f"charger {c.charger_id}: key made on first boot, public key {c.core.public_key().hex()[:16]}…")
@@ -72,7 +97,16 @@ def run(workdir: Path, nodes: int) -> dict:
               + ", ".join(f"{w} {yuan(a)}" for w, _, a in DRIVERS) + " (each action signed and recorded on chain)")
 
         sessions = []
+        victim, killed = (stack.nodes[1] if nodes > 1 else None), None
         for n, (driver, limit, steps) in enumerate(PLAN):
+            if victim is not None and n == len(PLAN) // 3:
+                victim.kill()
+                killed = victim.node_id
+                print(f"kill -9 {killed} mid-run (its receipts in flight are resent by the chargers)")
+            if victim is not None and n == 2 * len(PLAN) // 3:
+                victim.start()
+                victim.wait_healthy()
+                print(f"restarted {killed} from its disk; it catches up from its peers")
             c = chargers[n % len(chargers)]
             wallet, card, _ = DRIVERS[driver]
             c.plug_in_and_start(wallet, limit, id_token=card, method=1, auth_ref=f"demo:{n}")
@@ -92,6 +126,7 @@ def run(workdir: Path, nodes: int) -> dict:
                 c.pump(wait_ms=5)
         pending = sum(len(c.pending()) for c in chargers)
         acked = sum(len(c.acked) for c in chargers)
+        heights = _wait_heights_agree(stack)
 
         print(f"\n{published} charging sessions; each receipt signed by its charger and kept in flash until acked:")
         import receipt as fw_receipt
@@ -139,19 +174,25 @@ def run(workdir: Path, nodes: int) -> dict:
         for c in locals().get("chargers", []):
             c.close()
 
-    reports = []
+    reports, duplicates = [], 0
     for node in stack.nodes:
         repo = Repository(node.env["BUREAU_DB_URL"] or f"sqlite:///{node.data_dir / 'ledger.db'}")
         reports.append(audit_chain(genesis, repo))
+        duplicates = max(duplicates, _duplicate_sessions(repo))
         repo.close()
     chain_valid = all(r["chain_valid"] for r in reports) and len({r["state_root"] for r in reports}) == 1
     print(f"\nchain: height {head['height']}, re-verified from genesis (every certificate, Merkle root, signature, "
           f"state replay): {'valid' if chain_valid else 'INVALID ' + str([r['problem'] for r in reports])}")
+    if nodes > 1:
+        print(f"bureaus: heights {heights}, {'in agreement' if len(set(heights)) == 1 else 'DISAGREE'}; "
+              f"each block carries precommit signatures of 3 or more of the {nodes} bureaus")
     print(f"delivery: {published} receipts published, {reports[0]['receipts']} committed, {acked} acked, "
           f"{pending} left in chargers' flash; {proofs_ok} bill proofs verified like a phone")
-    return {"receipts_published": published, "receipts_committed": reports[0]["receipts"], "acked": acked,
+    return {"nodes": nodes, "killed": killed, "receipts_published": published,
+            "receipts_committed": reports[0]["receipts"], "duplicates": duplicates, "acked": acked,
+            "heights_agree": len(set(heights)) == 1,
             "pending_in_flash": pending, "height": head["height"], "chain_valid": chain_valid,
-            "proofs_verified": proofs_ok, "balances_consistent": bool(balances_ok), "nodes": nodes,
+            "proofs_verified": proofs_ok, "balances_consistent": bool(balances_ok),
             "energy_wh": total_wh, "amount_fen": total_fen, "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -169,8 +210,9 @@ def main() -> int:
         else:
             print(f"work directory kept: {workdir}")
     print(json.dumps(result))
-    ok = (result["chain_valid"] and result["pending_in_flash"] == 0
-          and result["receipts_committed"] == result["receipts_published"] and result["balances_consistent"])
+    ok = (result["chain_valid"] and result["pending_in_flash"] == 0 and result["duplicates"] == 0
+          and result["receipts_committed"] == result["receipts_published"] and result["balances_consistent"]
+          and result["heights_agree"])
     return 0 if ok else 1
 
 

@@ -61,6 +61,7 @@ class Charger:
         self.meter_failures = 0
         self.last_checkpoint = 0
         self.sent_at = {}  # seq -> ms of the last send on this connection
+        self.resend_ms = RESEND_MS
         self.events = []  # (name, detail) for the display and logs
         self.authz = None  # authz.Authz when the shell attaches one: offline spend tracking
         self.receipt_topic = "ev/v1/charger/%s/receipt" % charger_id
@@ -259,13 +260,13 @@ class Charger:
         self.sent_at = {}
 
     def due(self, now_ms):
-        """(topic, envelope) pairs to publish now: unsent or unacknowledged for RESEND_MS."""
+        """(topic, envelope) pairs to publish now: unsent or unacknowledged for resend_ms."""
         out = []
         for seq in self.outbox.pending():
             if len(out) >= WINDOW:
                 break
             t = self.sent_at.get(seq)
-            if t is not None and now_ms - t < RESEND_MS:
+            if t is not None and now_ms - t < self.resend_ms:
                 continue
             env = self.outbox.get(seq)
             if env is not None:

@@ -46,7 +46,7 @@ class SimulatedCharger:
     def __init__(self, charger_id: str, flash_dir: Path, broker_port: int, *, start_time: int | None = None,
                  power_w: float = 7000.0, regmap: str = "eastron_sdm120.json", tariff: dict | None = None,
                  broker_host: str = "127.0.0.1", step_s: int = 30, mqtt_username: str | None = None,
-                 mqtt_password: str | None = None) -> None:
+                 mqtt_password: str | None = None, resend_ms: int = fw_charger.RESEND_MS) -> None:
         self.charger_id = charger_id
         self.clock = SimClock(start_time if start_time is not None else int(time.time()) - 86400)
         self.counter = EnergyCounter(wh=1_000_000 + (hash(charger_id) % 1000) * 1000, power_w=0.0)
@@ -59,6 +59,7 @@ class SimulatedCharger:
         self.core = fw_charger.Charger(charger_id, Flash(str(flash_dir)), self.meter, self.clock, ed25519, os.urandom,
                                        FIRMWARE_VERSION, f"SDM-{charger_id}", default_tariff=tariff)
         self.core.boot()
+        self.core.resend_ms = resend_ms
         self.mqtt = MQTTClient(broker_host, broker_port, client_id=f"charger-{charger_id}", keepalive=30,
                                clean_session=False, username=mqtt_username, password=mqtt_password)
         self.mqtt.subscribe(self.core.reply_topic, 1)
