@@ -22,10 +22,17 @@ class Settings:
     http_port: int = 8080
     block_interval_ms: int = 200  # gathering time between blocks
     peer_listen: str = ""  # default: this node's address in the genesis
+    peer_addresses: str = ""  # "id=host:port,..." to dial instead of the genesis addresses
     shared_subscription: bool = True  # bureaus sharing one broker split the receipts between them
     max_block_txs: int = 5000
     mempool_limit: int = 200_000
     auth_window_s: int = 120
+
+    @property
+    def peer_address_map(self) -> dict[str, str] | None:
+        if not self.peer_addresses:
+            return None
+        return dict(item.split("=", 1) for item in self.peer_addresses.split(",") if item)
 
     @property
     def database_url(self) -> str:

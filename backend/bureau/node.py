@@ -48,7 +48,8 @@ class Node:
             self.producer = BftReplica(self.chain, self.mempool, self.metrics, settings.node_id, self.key,
                                        data_dir=settings.data_dir, listen=settings.peer_listen or me.address,
                                        max_txs=settings.max_block_txs, commit_delay_ms=settings.block_interval_ms,
-                                       on_refused=self._on_refused, relay=self.ingest.submit_relayed)
+                                       on_refused=self._on_refused, relay=self.ingest.submit_relayed,
+                                       peer_addresses=settings.peer_address_map)
             self.mempool.on_local_add.append(lambda tx: self.producer.share([tx]))
             self.ingest.shared_subscription = settings.shared_subscription
         self.authz = Authz(self)

@@ -181,7 +181,8 @@ class BftReplica:
                  data_dir: Path, listen: str, max_txs: int = 5000, commit_delay_ms: int = 100,
                  empty_block_ms: int = 30_000, timeouts: Timeouts | None = None,
                  on_refused: Callable[[list[Refusal]], None] = lambda r: None,
-                 relay: Callable[[list[bytes]], None] = lambda txs: None) -> None:
+                 relay: Callable[[list[bytes]], None] = lambda txs: None,
+                 peer_addresses: dict[str, str] | None = None) -> None:
         self.chain, self.mempool, self.metrics, self.node_id = chain, mempool, metrics, node_id
         self.relay = relay
         self.empty_block_ms = empty_block_ms
@@ -192,7 +193,8 @@ class BftReplica:
                          height=chain.height + 1, now_ms=_now_ms(), last_signed=self.wal.last_signed(),
                          wal=self.wal.records)
         self.inbox: queue.Queue = queue.Queue(maxsize=20_000)
-        self.transport = PeerTransport(chain.genesis, node_id, signing_key, listen, self._on_peer_message)
+        self.transport = PeerTransport(chain.genesis, node_id, signing_key, listen, self._on_peer_message,
+                                       addresses=peer_addresses)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._outbox_txs: list[bytes] = []

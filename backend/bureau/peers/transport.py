@@ -93,6 +93,7 @@ class _Outbound:
                 self.connected = False
                 sock.close()
             self.owner.stopping.wait(backoff)
+            backoff = min(backoff * 2, 2.0)
 
 
 class PeerTransport:

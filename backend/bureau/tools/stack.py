@@ -79,13 +79,23 @@ class Stack:
     nodes: list[NodeProcess] = field(default_factory=list)
     db_urls: dict[str, str] = field(default_factory=dict)
 
-    def start(self, extra_env: dict | None = None) -> "Stack":
+    def start(self, extra_env: dict | None = None, node_env: dict[str, dict] | None = None) -> "Stack":
+        return self.prepare().launch(extra_env, node_env)
+
+    def prepare(self) -> "Stack":
+        """Keys, genesis and the broker; nodes are launched by `launch`."""
         self.root.mkdir(parents=True, exist_ok=True)
-        net = self.root / "net"
-        init_network(net, self.nodes_count, peer_ports=[free_port() for _ in range(self.nodes_count)])
-        genesis = json.loads((net / "genesis.json").read_text())
+        init_network(self.root / "net", self.nodes_count, peer_ports=[free_port() for _ in range(self.nodes_count)])
         self.broker = Mosquitto(workdir=self.root / "broker").start()
-        for v in genesis["validators"]:
+        return self
+
+    @property
+    def genesis(self) -> dict:
+        return json.loads(self.genesis_path.read_text())
+
+    def launch(self, extra_env: dict | None = None, node_env: dict[str, dict] | None = None) -> "Stack":
+        net = self.root / "net"
+        for v in self.genesis["validators"]:
             data_dir = net / v["id"]
             port = free_port()
             env = dict(os.environ)
@@ -95,12 +105,22 @@ class Stack:
                 "BUREAU_DB_URL": self.db_urls.get(v["id"], ""),
             })
             env.update(extra_env or {})
+            env.update((node_env or {}).get(v["id"], {}))
             node = NodeProcess(v["id"], data_dir, port, env, self.root / f"{v['id']}.log")
             node.start()
             self.nodes.append(node)
         for node in self.nodes:
             node.wait_healthy()
         return self
+
+    def heights(self) -> list[int | None]:
+        out = []
+        for n in self.nodes:
+            try:
+                out.append(httpx.get(n.url + "/v1/chain/head", timeout=5).json()["height"] if n.alive else None)
+            except httpx.HTTPError:
+                out.append(None)
+        return out
 
     @property
     def genesis_path(self) -> Path:
