@@ -22,7 +22,8 @@ up NODES="4": setup
 # benchmarks: end-to-end ingest beside the verification limit; firmware signing under MicroPython
 bench: setup
     {{py}} bench/ingest.py --receipts 20000 --chargers 200 --nodes 1
-    {{py}} bench/ingest.py --receipts 6000 --chargers 200 --nodes 1 --rate 1500
+    {{py}} bench/ingest.py --receipts 20000 --chargers 200 --nodes 4
+    {{py}} bench/ingest.py --receipts 8000 --chargers 200 --nodes 4 --rate 800
     {{py}} bench/firmware_sign.py
 
 # compile the firmware with mpy-cross and report each module's size

@@ -227,7 +227,8 @@ class BftReplica:
         core = self.core
         while not self._stop.is_set():
             now = _now_ms()
-            wait = min(max(core.next_deadline() - now, 0), 20) / 1000
+            # at least 2 ms: a deadline that is due but held (no transactions yet) must not spin
+            wait = min(max(core.next_deadline() - now, 2), 20) / 1000
             try:
                 item = self.inbox.get(timeout=wait)
                 self._step(*item)
