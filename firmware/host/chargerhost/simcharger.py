@@ -46,10 +46,12 @@ class SimulatedCharger:
     def __init__(self, charger_id: str, flash_dir: Path, broker_port: int, *, start_time: int | None = None,
                  power_w: float = 7000.0, regmap: str = "eastron_sdm120.json", tariff: dict | None = None,
                  broker_host: str = "127.0.0.1", step_s: int = 30, mqtt_username: str | None = None,
-                 mqtt_password: str | None = None, resend_ms: int = fw_charger.RESEND_MS) -> None:
+                 mqtt_password: str | None = None, resend_ms: int = fw_charger.RESEND_MS,
+                 counter: EnergyCounter | None = None) -> None:
         self.charger_id = charger_id
         self.clock = SimClock(start_time if start_time is not None else int(time.time()) - 86400)
-        self.counter = EnergyCounter(wh=1_000_000 + (hash(charger_id) % 1000) * 1000, power_w=0.0)
+        # the meter outlives the controller: a power cut of the ESP32 passes it a running counter
+        self.counter = counter or EnergyCounter(wh=1_000_000 + sum(charger_id.encode()) * 1000, power_w=0.0)
         regmap_doc = json.loads((REGMAPS / regmap).read_text())
         self.meter_sim = ModbusMeterSim(regmap_doc, counter=self.counter)
         self.meter = fw_meter.ModbusMeter(LoopbackTransport(self.meter_sim), regmap_doc)
@@ -120,6 +122,18 @@ class SimulatedCharger:
 
     def pending(self) -> list[int]:
         return self.core.outbox.pending()
+
+    def deliver(self, timeout: float = 30.0) -> bool:
+        """Pump the network until the outbox is empty (every receipt acked) or `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.pending() and time.monotonic() < deadline:
+            self.pump(wait_ms=20)
+        return not self.pending()
+
+    def power_cut(self) -> None:
+        """The controller loses power: no stop, no goodbye to the broker, RAM gone."""
+        self.mqtt.abort("power_cut")
+        self.counter.set_power(0.0)  # the contactor drops out with the controller
 
     def close(self) -> None:
         self.mqtt.close()
