@@ -28,8 +28,8 @@ from ..peers.gossip import GossipError, decode_batch, encode_batch
 from ..peers.handshake import CH_CONSENSUS, CH_TXS
 from ..peers.transport import PeerTransport
 from .core import Config, Core, Timeouts
-from .types import (DecodeError, LastSigned, Proposal, SyncEntry, SyncResponse, ValidatorSet, Vote, decode_message,
-                    decode_record, encode_message, encode_record)
+from .types import (DecodeError, LastSigned, Proposal, SyncEntry, SyncRequest, SyncResponse, ValidatorSet, Vote,
+                    decode_message, decode_record, encode_message, encode_record)
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ class BftReplica:
         self._outbox_lock = threading.Lock()
         self._next_height_seen = False
         self._last_commit_ms = _now_ms()
+        self._last_poll_ms = 0
+        self.poll_ms = 1000
 
     # ---- peer traffic (link reader threads) ----------------------------------------------
 
@@ -237,6 +239,7 @@ class BftReplica:
             except queue.Empty:
                 pass
             self._flush_txs()
+            self._poll_peers()
             core.hold_start = not (len(self.mempool) or self._next_height_seen
                                    or _now_ms() - self._last_commit_ms >= self.empty_block_ms)
             core.tick(_now_ms())
@@ -253,8 +256,17 @@ class BftReplica:
         if isinstance(msg, (Proposal, Vote)) and msg.height == self.core.height:
             self._next_height_seen = True
         verdict = self.core.step(msg, peer)
-        if verdict not in ("ok", "duplicate"):
+        if verdict not in ("ok", "duplicate", "nothing_to_serve", "nothing_new"):
             self.metrics.inc("consensus_verdict", verdict)
+
+    def _poll_peers(self) -> None:
+        """Ask the peers once a second for blocks from our height on. An idle network sends no
+        consensus messages, so a bureau that missed the last commit would otherwise not learn
+        that it is behind; peers at our height answer nothing."""
+        now = _now_ms()
+        if now - self._last_poll_ms >= self.poll_ms:
+            self._last_poll_ms = now
+            self.transport.broadcast(CH_CONSENSUS, encode_message(SyncRequest(self.core.height, 16)))
 
     def _flush_txs(self) -> None:
         with self._outbox_lock:
