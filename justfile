@@ -23,7 +23,7 @@ up NODES="4": setup
 bench: setup
     {{py}} bench/ingest.py --receipts 20000 --chargers 200 --nodes 1
     {{py}} bench/ingest.py --receipts 20000 --chargers 200 --nodes 4
-    {{py}} bench/ingest.py --receipts 8000 --chargers 200 --nodes 4 --rate 800
+    {{py}} bench/ingest.py --receipts 12000 --chargers 200 --nodes 4 --rate 1200
     {{py}} bench/firmware_sign.py
 
 # compile the firmware with mpy-cross and report each module's size
