@@ -37,3 +37,23 @@ verify-chain GENESIS DB: setup
 # deterministic simulation of the consensus cluster: N seeded schedules of faults and a Byzantine node
 sim SEEDS="1000" NODES="4": setup
     {{py}} -m bureau.consensus.sim --seeds {{SEEDS}} --nodes {{NODES}}
+
+# type-check the firmware against the ESP32 MicroPython stubs (mypy)
+firmware-typecheck: setup
+    {{py}} scripts/firmware_typecheck.py
+
+# write a MicroPython image (from micropython.org, ESP32_GENERIC) to an ESP32 on PORT
+flash-micropython PORT IMAGE: setup
+    .venv/bin/esptool.py --chip esp32 --port {{PORT}} erase_flash
+    .venv/bin/esptool.py --chip esp32 --port {{PORT}} --baud 460800 write_flash -z 0x1000 {{IMAGE}}
+
+# install the charger application on an ESP32 on PORT (CONFIG: WiFi, broker, charger id; see hardware/board/config.example.json)
+flash PORT CONFIG METER="eastron_sdm120": firmware-build
+    .venv/bin/mpremote connect {{PORT}} mkdir :lib || true
+    .venv/bin/mpremote connect {{PORT}} cp build/firmware/lib/*.mpy :lib/
+    .venv/bin/mpremote connect {{PORT}} cp build/firmware/device/board.mpy build/firmware/device/uart_transport.mpy :lib/
+    .venv/bin/mpremote connect {{PORT}} cp firmware/device/main.py :main.py
+    .venv/bin/mpremote connect {{PORT}} cp hardware/board/esp32_devkitc.json :board.json
+    .venv/bin/mpremote connect {{PORT}} cp hardware/meters/{{METER}}.json :meter.json
+    .venv/bin/mpremote connect {{PORT}} cp {{CONFIG}} :config.json
+    .venv/bin/mpremote connect {{PORT}} reset

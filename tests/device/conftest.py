@@ -1,0 +1,34 @@
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.device import fakes
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICE = ROOT / "firmware" / "device"
+LIB = ROOT / "firmware" / "lib"
+
+
+@pytest.fixture
+def device():
+    """Fresh fake machine/network/ntptime in sys.modules, firmware/device importable; the
+    device modules are imported anew for each test and removed afterwards."""
+    machine, network, ntp = fakes.install()
+    added = []
+    for p in (str(DEVICE), str(LIB)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+            added.append(p)
+    for name in ("board", "uart_transport", "main"):
+        sys.modules.pop(name, None)
+    ns = type("Device", (), {})()
+    ns.machine, ns.network, ns.ntp = machine, network, ntp
+    ns.hw = fakes.hardware()
+    ns.board = importlib.import_module("board")
+    ns.uart_transport = importlib.import_module("uart_transport")
+    yield ns
+    fakes.uninstall()
+    for p in added:
+        sys.path.remove(p)
