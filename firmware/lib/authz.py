@@ -20,7 +20,7 @@ import json
 import struct
 
 import receipt
-from mqtt_session import ticks_diff
+from clock import ticks_diff
 from tariff import Tariff, TariffError
 
 try:

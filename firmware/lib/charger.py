@@ -12,6 +12,7 @@
 import json
 
 import receipt
+from clock import ticks_diff
 from meter import MeterError
 from outbox import Outbox, RETRYABLE
 from session import Session
@@ -266,7 +267,7 @@ class Charger:
             if len(out) >= WINDOW:
                 break
             t = self.sent_at.get(seq)
-            if t is not None and now_ms - t < self.resend_ms:
+            if t is not None and ticks_diff(now_ms, t) < self.resend_ms:
                 continue
             env = self.outbox.get(seq)
             if env is not None:

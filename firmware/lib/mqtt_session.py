@@ -39,6 +39,8 @@ from mqtt_codec import (
     encode_publish, encode_subscribe, mark_dup,
 )
 
+from clock import ticks_diff  # one wrap-safe difference for the whole firmware
+
 # Session states.
 DISCONNECTED = const(0)
 CONNECTING = const(1)
@@ -52,19 +54,11 @@ MESSAGE = "message"
 PUBLISHED = "published"
 SUBSCRIBED = "subscribed"
 
-_TICKS_PERIOD = const(1 << 30)
-_TICKS_HALF = const(1 << 29)
-_TICKS_MASK = const((1 << 30) - 1)
 
 # Subscription entry states.
 _SUB_TODO = const(0)     # to be sent at the next CONNACK
 _SUB_SENT = const(1)     # SUBSCRIBE sent, SUBACK awaited
 _SUB_ACKED = const(2)
-
-
-def ticks_diff(a, b):
-    """a - b in ms for counters that wrap at 2**30 (the same rule as time.ticks_diff)."""
-    return ((a - b + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF
 
 
 class Session:
