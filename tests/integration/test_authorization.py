@@ -22,29 +22,15 @@ from bureau.authz import wire
 from bureau.ledger.tariff import Tariff
 from bureau.receipts.codec import decode, seal
 from tests.firmware.test_charger_core import Meter, rng
-from tests.support.bureau import ReplyListener, TestBureau
+from tests.support.bureau import TestBureau
 from tests.vectors.generate import TARIFF_DOC, base_receipt
 
 CARD_A, CARD_B = "04A1B2C3D4E5F6", "04A1B2C3D4E5F7"
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def fast_lists(monkeypatch):
     monkeypatch.setenv("BUREAU_AUTHZ_LIST_MIN_INTERVAL_S", "0")
-
-
-@pytest.fixture
-def bureau(tmp_path, mosquitto, fast_lists):
-    b = TestBureau(tmp_path, mosquitto.port)
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def replies(mosquitto):
-    r = ReplyListener(mosquitto.port)
-    yield r
-    r.close()
 
 
 def enroll(bureau, charger_id, key):

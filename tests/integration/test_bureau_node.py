@@ -11,24 +11,10 @@ from nacl.signing import SigningKey
 from bureau.ledger.audit import audit_chain
 from bureau.ledger.tariff import Tariff
 from bureau.receipts.codec import decode, receipt_id, seal
-from tests.support.bureau import ReplyListener, TestBureau
+from tests.support.bureau import TestBureau
 from tests.vectors.generate import TARIFF_DOC, base_receipt
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-
-
-@pytest.fixture
-def bureau(tmp_path, mosquitto):
-    b = TestBureau(tmp_path, mosquitto.port)
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def replies(mosquitto):
-    r = ReplyListener(mosquitto.port)
-    yield r
-    r.close()
 
 
 def _setup(bureau, charger_key, driver_key, top_up=100_000):

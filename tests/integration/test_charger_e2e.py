@@ -3,22 +3,13 @@ Modbus meter driver against a simulated meter) against a bureau node through a r
 a normal session, a power cut mid-session, a broker outage, a meter fault. Every Wh the meter
 counted during sessions ends up in exactly one committed receipt."""
 
-import pytest
 from nacl.signing import SigningKey
 
 from chargerhost.simcharger import SimulatedCharger
 from bureau.receipts.codec import decode
 from bureau.tools.network import DEFAULT_TARIFF
-from tests.support.bureau import TestBureau
 
 START = 1_793_491_200 - 3 * 3600  # 05:00 local: valley, then flat from 08:00
-
-
-@pytest.fixture
-def bureau(tmp_path, mosquitto):
-    b = TestBureau(tmp_path, mosquitto.port)
-    yield b
-    b.close()
 
 
 def _charge(c: SimulatedCharger, steps: int) -> str | None:
