@@ -16,6 +16,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from ..brokerlink import BrokerLink
 from ..ledger.tx import ID_RE
 from . import wire
 from .service import AuthzService, reply_topic
@@ -36,25 +37,18 @@ def charger_of_auth_topic(topic: str) -> str | None:
     return charger if ID_RE.match(charger) else None
 
 
-class AuthzMqtt:
+class AuthzMqtt(BrokerLink):
     def __init__(self, service: AuthzService, metrics, *, host: str, port: int, client_id: str,
                  username: str | None = None, password: str | None = None) -> None:
         self.service, self.metrics = service, metrics
-        self.host, self.port = host, port
         self._queue: queue.Queue = queue.Queue(maxsize=10_000)
-        self._stop = threading.Event()
         self._wake = threading.Event()
         self._republish = threading.Event()  # after (re)connect: the broker may have lost retained messages
-        self._threads = [threading.Thread(target=self._work, name="authz-requests", daemon=True),
-                         threading.Thread(target=self._publisher, name="authz-publisher", daemon=True)]
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311, clean_session=True)
-        if username:
-            self.client.username_pw_set(username, password)
-        self.client.reconnect_delay_set(0.2, 5)
-        self.connected = threading.Event()
+        super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
+                         clean_session=True, name="authorization",
+                         threads=[threading.Thread(target=self._work, name="authz-requests", daemon=True),
+                                  threading.Thread(target=self._publisher, name="authz-publisher", daemon=True)])
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
         self.published_pages: int | None = None  # page topics in use on the broker; None: unknown
         self._last_list_key: tuple | None = None
@@ -170,18 +164,6 @@ class AuthzMqtt:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> None:
-        for t in self._threads:
-            t.start()
-        self.client.connect_async(self.host, self.port, keepalive=30)
-        self.client.loop_start()
-        if not self.connected.wait(timeout):
-            raise RuntimeError(f"authorization could not connect to the MQTT broker at {self.host}:{self.port}")
-
     def stop(self) -> None:
-        self._stop.set()
         self._wake.set()
-        self.client.disconnect()
-        self.client.loop_stop()
-        for t in self._threads:
-            t.join(2)
+        super().stop()

@@ -8,8 +8,7 @@ import logging
 import queue
 import threading
 
-import paho.mqtt.client as mqtt
-
+from ..brokerlink import BrokerLink
 from ..chain import Chain
 from ..ledger.block import Block
 from ..ledger.state import Execution, Refusal
@@ -34,24 +33,19 @@ def reject_message(seq: int | None, reason: str, detail: str) -> bytes:
     return json.dumps({"v": 1, "type": "reject", "seq": seq, "reason": reason, "detail": detail}).encode()
 
 
-class MqttIngest:
+class MqttIngest(BrokerLink):
     def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, *, host: str, port: int, client_id: str,
                  username: str | None = None, password: str | None = None, workers: int = 2) -> None:
         self.chain, self.mempool, self.metrics = chain, mempool, metrics
-        self.host, self.port = host, port
         self._queue: queue.Queue = queue.Queue(maxsize=100_000)
-        self._stop = threading.Event()
-        self._workers = [threading.Thread(target=self._work, name=f"ingest-{i}", daemon=True) for i in range(workers)]
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311, clean_session=False)
-        if username:
-            self.client.username_pw_set(username, password)
+        super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
+                         clean_session=False, name="ingest",
+                         threads=[threading.Thread(target=self._work, name=f"ingest-{i}", daemon=True)
+                                  for i in range(workers)])
         self.client.max_inflight_messages_set(2000)
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(0.2, 5)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.connected = threading.Event()
         self._origin: set[bytes] = set()  # receipts admitted here from MQTT: this node acks them
         self.shared_subscription = False
         chain.on_commit(self._on_commit)
@@ -160,19 +154,3 @@ class MqttIngest:
     def _publish(self, charger_id: str, payload: bytes) -> None:
         self.client.publish(reply_topic(charger_id), payload, qos=1)
 
-    # ---- lifecycle -----------------------------------------------------------------------
-
-    def start(self, timeout: float = 10.0) -> None:
-        for w in self._workers:
-            w.start()
-        self.client.connect_async(self.host, self.port, keepalive=30)
-        self.client.loop_start()
-        if not self.connected.wait(timeout):
-            raise RuntimeError(f"could not connect to the MQTT broker at {self.host}:{self.port}")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.client.disconnect()
-        self.client.loop_stop()
-        for w in self._workers:
-            w.join(2)

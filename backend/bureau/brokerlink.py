@@ -1,0 +1,38 @@
+"""A node's connection to the MQTT broker: a paho client with the node's settings, the worker
+threads that serve it, and one start/stop path. Ingest and authorization each own one."""
+
+from __future__ import annotations
+
+import threading
+
+import paho.mqtt.client as mqtt
+
+
+class BrokerLink:
+    def __init__(self, *, host: str, port: int, client_id: str, username: str | None, password: str | None,
+                 clean_session: bool, threads: list[threading.Thread], name: str) -> None:
+        self.host, self.port, self.name = host, port, name
+        self._stop = threading.Event()
+        self._threads = threads
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv311, clean_session=clean_session)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(0.2, 5)
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+
+    def start(self, timeout: float = 10.0) -> None:
+        for t in self._threads:
+            t.start()
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            raise RuntimeError(f"{self.name} could not connect to the MQTT broker at {self.host}:{self.port}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+        for t in self._threads:
+            t.join(2)
