@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from ..errors import ReasonedError
 from ..ledger.tx import ID_RE
 from ..receipts.codec import ReceiptError, decode as decode_receipt
 from . import wire
@@ -32,13 +33,8 @@ REPLAY_CACHE = 10_000  # (charger, req) pairs whose reply is resent to a duplica
 REPLAY_KEEP_S = 600
 
 
-class AuthzError(Exception):
+class AuthzError(ReasonedError):
     """A refused API call: reason (machine) and detail (human)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass

@@ -20,6 +20,7 @@ import re
 import struct
 from dataclasses import dataclass
 
+from ..errors import ReasonedError
 from .. import crypto
 from ..ledger import canonical
 
@@ -35,11 +36,8 @@ _PRINTABLE = re.compile(r"[\x20-\x7e]*\Z")
 _U64 = 2**64 - 1
 
 
-class WireError(ValueError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class WireError(ReasonedError):
+    """Refused: see `reason`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from functools import lru_cache
 from math import gcd
 from typing import Any, Iterable, Protocol, Union
 
+from ..errors import ReasonedError
 from ..ledger import canonical
 from ..ledger import certificate as ledger_certificate
 
@@ -60,13 +61,8 @@ class MsgType(IntEnum):
     SYNC_RESPONSE = 5
 
 
-class DecodeError(ValueError):
+class DecodeError(ReasonedError):
     """Malformed bytes. `reason` is a short machine word, the message says what and where."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 # --------------------------------------------------------------------------- validator set

@@ -14,6 +14,7 @@ import time
 import secrets
 from dataclasses import dataclass
 
+from ..errors import ReasonedError
 from . import canonical
 
 KIND_RECEIPT = 1
@@ -24,11 +25,8 @@ ACTIONS = frozenset({"enroll_charger", "open_wallet", "top_up", "publish_tariff"
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 
 
-class TxError(ValueError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class TxError(ReasonedError):
+    """Refused: see `reason`."""
 
 
 def tx_hash(tx: bytes) -> bytes:

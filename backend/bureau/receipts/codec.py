@@ -11,6 +11,8 @@ import re
 import struct
 from dataclasses import dataclass
 
+from ..errors import ReasonedError
+
 VERSION = 1
 MAX_ENVELOPE = 1024
 SIG_LEN = 64
@@ -24,13 +26,8 @@ _U32 = 2**32 - 1
 _U64 = 2**64 - 1
 
 
-class ReceiptError(ValueError):
+class ReceiptError(ReasonedError):
     """A receipt was refused; `reason` is one of the codes of docs/receipt-v1.md."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
