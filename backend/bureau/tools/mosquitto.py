@@ -28,6 +28,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+CHARGER_ACL = """\
+# Bureau nodes: every charger topic (receipts, requests, replies, signed lists and tariffs).
+user {bureau_user}
+topic readwrite ev/v1/#
+
+# Chargers log in with their charger id as user name and reach only their own topics.
+pattern write ev/v1/charger/%u/receipt
+pattern write ev/v1/charger/%u/auth
+pattern write ev/v1/charger/%u/status
+pattern write ev/v1/charger/%u/enroll
+pattern read ev/v1/charger/%u/reply
+pattern read ev/v1/charger/%u/cmd
+pattern read ev/v1/bureau/#
+"""
+
+
+def write_broker_access(directory: Path, users: dict[str, str], bureau_user: str = "bureau") -> tuple[Path, Path]:
+    """A password file (hashed with mosquitto_passwd) and the charger ACL, readable by the broker
+    even when it drops root privileges to its own user."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    passwd, acl = directory / "passwd", directory / "acl"
+    passwd.write_text("")
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    for user, password in users.items():
+        subprocess.run([tool, "-b", str(passwd), user, password], check=True, capture_output=True)
+    acl.write_text(CHARGER_ACL.format(bureau_user=bureau_user))
+    if os.geteuid() == 0:
+        import pwd
+        try:
+            pw = pwd.getpwnam("mosquitto")
+        except KeyError:
+            pw = None
+        if pw is not None:
+            for f in (passwd, acl):
+                os.chown(f, pw.pw_uid, pw.pw_gid)
+                os.chmod(f, 0o600)
+            # every folder up to the files must let the broker's user pass
+            for d in [directory, *directory.parents]:
+                if d == Path("/"):
+                    break
+                os.chmod(d, os.stat(d).st_mode | 0o001)
+    return passwd, acl
+
+
 class Mosquitto:
     """A broker process. `password_file`/`acl_file` switch off anonymous access."""
 
