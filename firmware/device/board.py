@@ -8,6 +8,7 @@
 #   Contactor.feedback()        the auxiliary contact, True when it reports closed (None: none)
 #   Button.pressed(now_ms)      True once per debounced press
 #   Board.rs485(serial)         uart_transport.UartTransport for the meter drivers
+#   Board.card_reader()         rc522.RC522 on the card reader's SPI bus (None: no reader fitted)
 import json
 
 import machine
@@ -218,6 +219,19 @@ class Board:
         cs = machine.Pin(d["cs_pin"], machine.Pin.OUT, value=1)
         rst = machine.Pin(d["rst_pin"], machine.Pin.OUT, value=1)
         return spi, cs, rst
+
+    def card_reader(self):
+        """The card reader board.json names (not yet initialised: RC522.init() talks to it), or
+        None when the board has none. Only the RC522 is driven so far."""
+        d = self.desc.get("card_reader")
+        if not d:
+            return None
+        chip = d.get("chip", "RC522")
+        if chip != "RC522":
+            raise ValueError("card reader chip %s is not supported (RC522 only)" % chip)
+        import rc522
+        spi, cs, rst = self.spi()
+        return rc522.RC522(spi, cs, rst)
 
     def i2c(self):
         d = self.desc["display"]

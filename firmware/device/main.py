@@ -6,7 +6,9 @@
 #                  "password"}, "mqtt": {"host", "port", "username", "password"},
 #                  "ntp_host", "max_current_ma", "ventilation", "tariff"}
 #   /meter.json    the meter's register map (hardware/meters/*.json)
-#   /data/         the charger's own files: key, sequence counter, session, outbox, tariff
+#   /data/         the charger's own files: key, sequence counter, session, outbox, tariff;
+#                  bureau.json (the bureau's chain id and validator keys, written at provisioning
+#                  by authz.provision from GET /v1/genesis), the offline list under authz/
 #
 # asyncio tasks (MicroPython asyncio: get_event_loop / create_task / run_forever):
 #   control    every PILOT_MS: pilot sample, contactor feedback, stop button; every second the
@@ -18,6 +20,10 @@
 #              the clock counts as synced for a day after a sync
 #   mqtt       uplink.Uplink over mqtt_client.MQTTClient: receipts and acks, retained status,
 #              last will, enrollment of the public key, remote stop
+#   card       the RC522 card reader (polled every CARD_MS; (re)initialised only while the
+#              contactor is open) and authflow.AuthFlow: online authorization over MQTT, the
+#              signed offline list on timeout or without a connection, phone starts, the signed
+#              offline list and tariff push (docs/authorization.md)
 #   display    the OLED (or the LEDs)
 import gc
 import json
@@ -33,6 +39,8 @@ except ImportError:  # MicroPython before 1.21
 import network
 import ntptime
 
+import authflow
+import authz as authz_mod
 import board as board_mod
 import charger as charger_mod
 import clock
@@ -46,6 +54,7 @@ import uplink as uplink_mod
 from clock import ticks_add, ticks_diff
 from flash import Flash
 from mqtt_client import MQTTClient
+import rc522
 
 try:
     from micropython import const
@@ -64,6 +73,7 @@ NTP_MS = const(1000)
 NTP_EVERY_MS = const(3600000)
 MQTT_MS = const(50)
 DISPLAY_MS = const(500)
+CARD_MS = const(150)  # card reader poll (an empty field costs the RC522's 5 ms timer)
 GC_EVERY_MS = const(10000)
 
 try:
@@ -164,8 +174,22 @@ class App:
         self._dns_next = None
         self.dns_backoff = supervisor.Backoff(2000, 120000, rand8)
         prov = status.Provisioning(self.flash, cid, self.charger.public_key(), serial, FIRMWARE_VERSION)
-        self.uplink = uplink_mod.Uplink(self.mqtt, self.charger, self.ctl, prov, self.clock, FIRMWARE_VERSION,
-                                        on_stop=self._remote_stop)
+
+        # driver authorization: card reader, bureau requests, the signed offline list and tariff
+        import ed25519
+        self.authz = authz_mod.Authz(cid, self.flash, ed25519.verify, urandom or os.urandom)
+        self.authz.load()
+        if not self.authz.provisioned:
+            self.log("authz: no bureau.json: offline list and tariff push cannot be verified")
+        self.charger.authz = self.authz
+        self.flow = authflow.AuthFlow(self.authz, self.charger, self.ctl, self.mqtt, self.ticks_ms, self.log)
+        self.reader: "rc522.RC522 | None" = None
+        self.reader_up = False
+        self._reader_fitted = True
+        self._reader_next = None
+        self.reader_backoff = supervisor.Backoff(1000, 60000, rand8)
+        self.uplink = uplink_mod.Uplink(self.flow.client, self.charger, self.ctl, prov, self.clock,
+                                        FIRMWARE_VERSION, on_stop=self._remote_stop)
         self._gc_at = now
 
     @classmethod
@@ -331,6 +355,44 @@ class App:
         self.mqtt.host = info[-1][0]
         return True
 
+    def card_step(self, now):
+        """Authorization timeouts; the card reader: (re)initialised with backoff while the
+        contactor is open, polled, a new card handed to the authorization flow."""
+        self.flow.poll(now)
+        if not self._reader_fitted:
+            return
+        if not self.reader_up:
+            if self.ctl.closed:
+                return  # init blocks ~0.1 s: never while energy flows
+            if self._reader_next is not None and ticks_diff(now, self._reader_next) < 0:
+                return
+            self._reader_next = ticks_add(now, self.reader_backoff.delay())  # before: any error waits
+            if self.reader is None:
+                self.reader = self.hw.card_reader()
+                if self.reader is None:
+                    self._reader_fitted = False
+                    self.log("no card reader in board.json: phone starts only")
+                    return
+            try:
+                self.reader.init()
+            except rc522.RC522Error as e:
+                self.log("card reader: %s" % (e,))
+                return
+            self.reader_up = True
+            self.reader_backoff.reset()
+            self.log("card reader: RC522 version 0x%02X" % self.reader.version)
+        reader = self.reader
+        if reader is None:
+            return
+        try:
+            uid = reader.poll()
+        except rc522.RC522Error as e:
+            self.reader_up = False  # initialised again (the chip may have browned out)
+            self.log("card reader: %s" % (e,))
+            return
+        if uid is not None:
+            self.flow.card(uid, now)
+
     def _remote_stop(self, session_id):
         self.ctl.stop_request("R", self.ticks_ms(), session_id)
 
@@ -368,6 +430,7 @@ class App:
         loop.create_task(self.every("ntp", NTP_MS, self.ntp_step))
         loop.create_task(self.every("mqtt", MQTT_MS, self.mqtt_step))
         loop.create_task(self.every("display", DISPLAY_MS, self.display_step))
+        loop.create_task(self.every("card", CARD_MS, self.card_step))
         return loop
 
 

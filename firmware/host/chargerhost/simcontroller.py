@@ -8,6 +8,13 @@ firmware's MQTT client. The hardware side comes from hardware/hwsim: the pilot c
 in-process transport), the card reader (`CardReaderSim`), plus a vehicle model and a contactor
 whose position decides whether energy flows into the meter's register.
 
+Card authorization comes in two kinds. By default a tap is answered by the simulation itself
+from `wallets` after `auth_delay_ms` (no bureau needed). After `enable_authz(genesis)` (before
+`attach_mqtt`) the firmware's own path runs: the RC522 driver (`rc522.RC522`) polls an emulated
+MFRC522 (`Rc522Sim`) every `card_poll_ms`, a tap holds the card in its field for `tap_ms`, and
+`authflow.AuthFlow` with `authz.Authz` asks the bureau over MQTT, falls back to the signed
+offline list, takes phone starts, the list and the tariff push - the glue the device runs.
+
 Time is simulated: `run(ms)` advances in steps of `step_ms` (the device's pilot period), with
 a meter tick every second like the device's control loop. The controller's millisecond ticks
 start just below the 2**30 wrap (by default), so every run crosses it.
@@ -26,17 +33,20 @@ from pathlib import Path
 
 from . import FIRMWARE_LIB  # noqa: F401  (puts firmware/lib on sys.path)
 
+import authflow as fw_authflow  # noqa: E402
+import authz as fw_authz  # noqa: E402
 import charger as fw_charger  # noqa: E402
 import controller as fw_controller  # noqa: E402
 import ed25519  # noqa: E402
 import meter as fw_meter  # noqa: E402
 import pilot as fw_pilot  # noqa: E402
+import rc522 as fw_rc522  # noqa: E402
 import receipt as fw_receipt  # noqa: E402
 import status as fw_status  # noqa: E402
 import uplink as fw_uplink  # noqa: E402
 from flash import Flash  # noqa: E402
 
-from hwsim.cardreader import CardReaderSim  # noqa: E402
+from hwsim.cardreader import CardReaderSim, Rc522Sim  # noqa: E402
 from hwsim.meters import Dlt645MeterSim, EnergyCounter, LoopbackTransport, ModbusMeterSim  # noqa: E402
 from hwsim.pilot import PilotSim  # noqa: E402
 
@@ -169,6 +179,14 @@ class ControllerSim:
         self.uplink: fw_uplink.Uplink | None = None
         self.client = None
         self.energy_delivered_wh = 0.0  # into the vehicle while the contactor was closed
+        self.authz: fw_authz.Authz | None = None
+        self.flow: fw_authflow.AuthFlow | None = None
+        self.rc522_sim: Rc522Sim | None = None
+        self.reader: fw_rc522.RC522 | None = None
+        self.card_poll_ms = 100
+        self.flow_log: list[str] = []
+        self._card_away_at: int | None = None
+        self._urandom = urandom
 
     # ---- the simulated world ---------------------------------------------------------------
 
@@ -206,8 +224,15 @@ class ControllerSim:
         self.vehicle.diode = True
         self.vehicle.glitch_v = None
 
-    def tap(self, uid: str) -> None:
-        self.cards.tap(uid)
+    def tap(self, uid: str, tap_ms: int = 600) -> None:
+        """A card at the reader: queued for the simulated answer, or (with enable_authz) held in
+        the emulated RC522's field for `tap_ms` of simulated time."""
+        if self.rc522_sim is None:
+            self.cards.tap(uid)
+            return
+        self.rc522_sim.remove()
+        self.rc522_sim.present(uid)
+        self._card_away_at = self.t_ms + tap_ms
 
     def press_stop(self) -> None:
         self._commands.append(("L", None))
@@ -260,7 +285,11 @@ class ControllerSim:
         while self._commands:
             reason, sid = self._commands.pop(0)
             ctl.stop_request(reason, now, sid)
-        uid = self.cards.poll_hex()
+        if self.flow is not None:
+            self._card_step(now)
+            uid = None
+        else:
+            uid = self.cards.poll_hex()
         if uid is not None:
             ctl.authorizing(now)
             self._auth_pending = (self.t_ms + self.auth_delay_ms, uid)
@@ -277,6 +306,17 @@ class ControllerSim:
         if self.t_ms >= self._next_meter:
             self._next_meter += 1000
             ctl.meter_tick(now)
+
+    def _card_step(self, now: int) -> None:
+        assert self.flow is not None and self.reader is not None and self.rc522_sim is not None
+        if self._card_away_at is not None and self.t_ms >= self._card_away_at:
+            self.rc522_sim.remove()
+            self._card_away_at = None
+        if self.t_ms % self.card_poll_ms == 0:
+            uid = self.reader.poll()
+            if uid is not None:
+                self.flow.card(uid, now)
+        self.flow.poll(now)
 
     def run(self, ms: int) -> None:
         """Advance `ms` of simulated time (and pump the network after each simulated second
@@ -306,6 +346,21 @@ class ControllerSim:
 
     # ---- network (optional): the firmware's uplink over its own MQTT client ----------------
 
+    def enable_authz(self, genesis: dict | None = None) -> None:
+        """Card and phone authorization through the firmware (see the module docstring). With
+        `genesis` the charger is provisioned with the bureau's keys (bureau.json), as the
+        technician's tool does; without, what is on flash is used."""
+        if self.uplink is not None:
+            raise RuntimeError("enable_authz before attach_mqtt")
+        if genesis is not None:
+            fw_authz.provision(self.flash, genesis)
+        self.authz = fw_authz.Authz(self.charger.charger_id, self.flash, ed25519.verify, self._urandom)
+        self.authz.load()
+        self.charger.authz = self.authz
+        self.rc522_sim = Rc522Sim()
+        self.reader = fw_rc522.RC522(self.rc522_sim.spi, self.rc522_sim.cs, self.rc522_sim.rst)
+        self.reader.init()
+
     def attach_mqtt(self, host: str, port: int, **client_options) -> None:
         from mqtt_client import MQTTClient
 
@@ -315,7 +370,12 @@ class ControllerSim:
                                  **client_options)
         prov = fw_status.Provisioning(self.flash, cid, self.charger.public_key(), self.charger.meter_serial,
                                       self.firmware_version)
-        self.uplink = fw_uplink.Uplink(self.client, self.charger, self.ctl, prov, self.clock, self.firmware_version,
+        client = self.client
+        if self.authz is not None:
+            self.flow = fw_authflow.AuthFlow(self.authz, self.charger, self.ctl, self.client,
+                                             lambda: self.now_ms, self.flow_log.append)
+            client = self.flow.client
+        self.uplink = fw_uplink.Uplink(client, self.charger, self.ctl, prov, self.clock, self.firmware_version,
                                        on_stop=self.remote_stop)
         self.client.connect()
 

@@ -1,0 +1,165 @@
+"""Card authorization end to end: a simulated charge point (controller, pilot, meter, and the
+firmware's RC522 driver reading an emulated MFRC522) runs the firmware's authflow + authz glue
+against an in-process bureau node through a real mosquitto. A card tap is accepted online
+(the node's hold), the session's receipt names it; with the broker down the signed offline list
+decides and the receipt names the list; after the broker is back that receipt commits; an
+unknown card is denied and the contactor never closes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from bureau.receipts.codec import decode
+from chargerhost.simcontroller import ControllerSim
+from tests.support.bureau import TestBureau
+
+TARIFF = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "tariff.json").read_text())["tariff"]
+CARD = "04A1B2C3D4E5F6"  # 7-byte UID: two cascade levels at the reader
+UNKNOWN = "DEADBEEF"
+
+
+class NaclSigner:
+    @staticmethod
+    def sign(seed, msg):
+        return SigningKey(seed).sign(msg).signature
+
+    @staticmethod
+    def public_key(seed):
+        return SigningKey(seed).verify_key.encode()
+
+
+def pump_until(sim, pred, timeout=15.0, what="condition"):
+    """Network work only (simulated time stands still)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sim.pump()
+        if pred():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}; outbox {sim.charger.outbox.pending()}, log {sim.flow_log}")
+
+
+def live(sim, pred, timeout=10.0, what="condition"):
+    """Simulated time at about the pace of real time, with the network pumped every step (the
+    authorization's timeouts run on the charger's clock, the bureau answers in real time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sim.step()
+        sim.pump()
+        if pred():
+            return
+        time.sleep(0.015)
+    raise AssertionError(f"timed out waiting for {what}; state {sim.ctl.display_state()} {sim.ctl.error}, "
+                         f"log {sim.flow_log}")
+
+
+@pytest.fixture
+def fast_lists(monkeypatch):
+    monkeypatch.setenv("BUREAU_AUTHZ_LIST_MIN_INTERVAL_S", "0")
+
+
+def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitto, fast_lists):
+    bureau = TestBureau(tmp_path / "bureau", mosquitto.port)
+    genesis = bureau.client.get("/v1/genesis").json()
+    sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0002", tariff=TARIFF, start_time=int(time.time()),
+                        signer=NaclSigner)
+    sim.charger.resend_ms = 1000
+    driver = SigningKey.generate()
+    try:
+        sim.enable_authz(genesis)
+        sim.attach_mqtt("127.0.0.1", mosquitto.port, reconnect_min_ms=50, reconnect_max_ms=400)
+        assert bureau.operator("enroll_charger", {"charger_id": "GZ-TH-0002",
+                                                  "public_key": sim.charger.public_key().hex()})["status"] == "committed"
+        assert bureau.operator("open_wallet", {"wallet_id": "W-1", "public_key": driver.verify_key.encode().hex(),
+                                               "cards": [CARD]})["status"] == "committed"
+        assert bureau.operator("top_up", {"wallet_id": "W-1", "amount_fen": 20_000,
+                                          "reference": "bank:1"})["status"] == "committed"
+        # the signed list (with the card, from the topped-up balance) arrives and is installed
+        pump_until(sim, lambda: sim.authz.lookup(CARD) == ("W-1", 5_000), what="the offline list")
+        first_version = sim.authz.manifest["list_version"]
+        sim.run(2000)
+        assert sim.ctl.state == "available" and not sim.outputs.closed
+
+        # ---- online: tap, the node accepts and holds; plug in, charge, unplug ----------------
+        sim.tap(CARD)
+        live(sim, lambda: sim.flow.decisions == 1, what="the online decision")
+        d = sim.flow.last
+        assert (d["decision"], d["method"], d["id_token"], d["wallet_id"]) == ("accept", 1, CARD, "W-1")
+        assert d["authorized_fen"] == 20_000 and d["auth_ref"].startswith("auth:")
+        online_ref = d["auth_ref"]
+        assert sim.ctl.display_state() == "plug_in" and sim.ctl.auth[4] == online_ref
+        assert sim.reader.errors == 0 and sim.client.connected
+        sim.run(2000)  # the card stays a moment longer in the field: reported once only
+        assert sim.flow.decisions == 1
+        sim.plug_in()
+        sim.run(300_000)
+        assert sim.outputs.closed and sim.ctl.state == "charging"
+        sim.unplug()
+        sim.run(1000)
+        assert sim.charger.outbox.pending() == [1] and not sim.outputs.closed
+        env1 = sim.charger.outbox.get(1)
+        pump_until(sim, lambda: sim.charger.outbox.pending() == [], what="the first ack")
+        r1 = decode(env1)[0]
+        assert (r1.auth_method, r1.id_token, r1.wallet_id, r1.auth_ref, r1.authorized_fen) == \
+            (1, CARD, "W-1", online_ref, 20_000)
+        assert r1.stop_reason == "U" and r1.energy_wh > 250 and 0 < r1.amount_fen < 20_000
+        # the receipt ended the hold (the card's offline limit stays at the 5000 fen cap)
+        pump_until(sim, lambda: bureau.driver_get(driver, "W-1", "/v1/wallets/W-1/authorizations").json()["held_fen"]
+                   == 0, what="the hold to end")
+        version = sim.authz.manifest["list_version"]
+        assert version >= first_version and sim.authz.lookup(CARD) == ("W-1", 5_000)
+
+        # ---- offline: the broker is gone; the signed list decides ----------------------------
+        mosquitto.stop()
+        pump_until(sim, lambda: not sim.client.connected, what="the connection to drop")
+        sim.tap(CARD)
+        sim.run(1000)
+        assert sim.flow.decisions == 2
+        d = sim.flow.last
+        assert (d["decision"], d["method"], d["auth_ref"], d["authorized_fen"]) == ("accept", 2, f"offline:{version}",
+                                                                                    5_000)
+        sim.plug_in()
+        sim.run(120_000)
+        assert sim.outputs.closed
+        sim.unplug()
+        sim.run(1000)
+        assert sim.charger.outbox.pending() == [2]
+        env2 = sim.charger.outbox.get(2)
+        r2 = decode(env2)[0]
+        assert (r2.auth_method, r2.id_token, r2.wallet_id, r2.auth_ref) == (2, CARD, "W-1", f"offline:{version}")
+        assert r2.authorized_fen == 5_000 and 0 < r2.amount_fen <= 5_000
+        # while offline an unknown card is refused by the list
+        sim.tap(UNKNOWN, tap_ms=300)
+        sim.run(1000)
+        assert sim.flow.last["reason"] == "not_on_list" and sim.ctl.error == "denied:not_on_list"
+
+        # ---- the broker is back: the offline receipt commits ---------------------------------
+        mosquitto.start()
+        pump_until(sim, lambda: sim.charger.outbox.pending() == [], timeout=30, what="the offline receipt's ack")
+        balance = bureau.driver_get(driver, "W-1", "/v1/wallets/W-1").json()["balance_fen"]
+        assert balance == 20_000 - r1.amount_fen - r2.amount_fen
+        proof = bureau.driver_get(driver, "W-1", "/v1/receipts/GZ-TH-0002/2/proof").json()
+        assert decode(bytes.fromhex(proof["receipt"]["envelope"]))[0].auth_ref == f"offline:{version}"
+
+        # ---- online, an unknown card: denied, the contactor never closes ---------------------
+        closures = sim.outputs.closures
+        decided = sim.flow.decisions
+        sim.tap(UNKNOWN)
+        live(sim, lambda: sim.flow.decisions > decided, what="the unknown card's decision")
+        assert sim.flow.last["decision"] == "reject" and sim.flow.last["reason"] == "unknown_card"
+        assert sim.flow.last["method"] == 1  # decided online by the node, not by the list
+        assert sim.ctl.error == "denied:unknown_card" and sim.ctl.auth is None
+        sim.plug_in()
+        sim.run(10_000)
+        assert sim.outputs.closures == closures and not sim.outputs.closed
+        assert sim.ctl.display_state() == "tap_card" and sim.charger.session is None
+        assert sim.charger.outbox.pending() == []
+        assert sim.flow.refused == 0 and sim.flow.released == 0
+    finally:
+        sim.close()
+        bureau.close()
