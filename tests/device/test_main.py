@@ -12,26 +12,16 @@ import json
 from pathlib import Path
 
 import pytest
-from nacl.signing import SigningKey
 
 import pilot as fw_pilot
 from bureau.receipts.codec import decode
 from hwsim.meters import EnergyCounter, ModbusMeterSim, load_regmap
 from hwsim.pilot import PilotSim
+from tests.support.signer import NaclSigner
 
 ROOT = Path(__file__).resolve().parents[2]
 BOARD = json.loads((ROOT / "hardware" / "board" / "esp32_devkitc.json").read_text())
 TARIFF = json.loads((ROOT / "tests" / "vectors" / "tariff.json").read_text())["tariff"]
-
-
-class NaclSigner:
-    @staticmethod
-    def sign(seed, msg):
-        return SigningKey(seed).sign(msg).signature
-
-    @staticmethod
-    def public_key(seed):
-        return SigningKey(seed).verify_key.encode()
 
 
 class FakeSocketModule:

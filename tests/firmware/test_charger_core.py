@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import VerifyKey
 
 import charger as fw_charger
 import meter as fw_meter
@@ -15,22 +15,10 @@ import receipt as fw_receipt
 from flash import Flash
 from bureau.receipts.codec import decode, signed_message
 from tests.support.flashsim import CuttableFlash, PowerCut
+from tests.support.signer import NaclSigner
 
 TARIFF = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "tariff.json").read_text())["tariff"]
 START = 1_793_491_200  # 2026-11-01T00:00:00Z: 08:00 local, the flat period begins
-
-
-class NaclSigner:
-    """Same interface as firmware/lib/ed25519.py; the firmware's own signer is checked against
-    the shared vectors elsewhere, here speed matters (hundreds of reboots)."""
-
-    @staticmethod
-    def sign(seed, msg):
-        return SigningKey(seed).sign(msg).signature
-
-    @staticmethod
-    def public_key(seed):
-        return SigningKey(seed).verify_key.encode()
 
 
 class Clock:

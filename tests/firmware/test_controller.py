@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import VerifyKey
 
 import controller as fw_controller
 import meter as fw_meter
@@ -19,6 +19,7 @@ from bureau.receipts.codec import decode, signed_message
 from chargerhost.simcontroller import ControllerSim
 from hwsim.meters import FAULT_FROZEN, FAULT_NO_REPLY
 from tests.support.flashsim import CuttableFlash, PowerCut
+from tests.support.signer import NaclSigner
 
 TARIFF = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "tariff.json").read_text())["tariff"]
 START = 1_793_491_200  # 2026-11-01T00:00:00Z: 08:00 local, flat period
@@ -26,18 +27,6 @@ CARD = "04A1B2C3D4E5F6"
 WALLETS = {CARD: ("W-1001", 100_000), "04DEAD01": ("W-2002", 60)}
 STEP = 25
 DEBOUNCE = 3
-
-
-class NaclSigner:
-    """Same interface as firmware/lib/ed25519.py (checked against the vectors elsewhere)."""
-
-    @staticmethod
-    def sign(seed, msg):
-        return SigningKey(seed).sign(msg).signature
-
-    @staticmethod
-    def public_key(seed):
-        return SigningKey(seed).verify_key.encode()
 
 
 def make_sim(tmp_path, **kw) -> ControllerSim:

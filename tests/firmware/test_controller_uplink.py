@@ -18,19 +18,10 @@ from bureau.receipts.codec import decode
 from chargerhost.simcontroller import ControllerSim
 from hwsim.meters import FAULT_NO_REPLY
 from tests.support.bureau import TestBureau
+from tests.support.signer import NaclSigner
 
 TARIFF = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "tariff.json").read_text())["tariff"]
 CARD = "04A1B2C3D4E5F6"
-
-
-class NaclSigner:
-    @staticmethod
-    def sign(seed, msg):
-        return SigningKey(seed).sign(msg).signature
-
-    @staticmethod
-    def public_key(seed):
-        return SigningKey(seed).verify_key.encode()
 
 
 class Watcher:

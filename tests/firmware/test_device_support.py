@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from tests.support.signer import NaclSigner
+
 import charger as fw_charger
 import clock
 import status
@@ -199,16 +201,6 @@ class RecordingClient:
         pid = self.next_id
         self.next_id += 1
         return pid
-
-
-class NaclSigner:
-    @staticmethod
-    def sign(seed, msg):
-        return SigningKey(seed).sign(msg).signature
-
-    @staticmethod
-    def public_key(seed):
-        return SigningKey(seed).verify_key.encode()
 
 
 def test_uplink_delivers_receipts_status_enrollment_and_commands(tmp_path):

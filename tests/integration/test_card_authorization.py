@@ -17,20 +17,11 @@ from nacl.signing import SigningKey
 from bureau.receipts.codec import decode
 from chargerhost.simcontroller import ControllerSim
 from tests.support.bureau import TestBureau
+from tests.support.signer import NaclSigner
 
 TARIFF = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "tariff.json").read_text())["tariff"]
 CARD = "04A1B2C3D4E5F6"  # 7-byte UID: two cascade levels at the reader
 UNKNOWN = "DEADBEEF"
-
-
-class NaclSigner:
-    @staticmethod
-    def sign(seed, msg):
-        return SigningKey(seed).sign(msg).signature
-
-    @staticmethod
-    def public_key(seed):
-        return SigningKey(seed).verify_key.encode()
 
 
 def pump_until(sim, pred, timeout=15.0, what="condition"):
