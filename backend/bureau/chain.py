@@ -20,7 +20,7 @@ CommitListener = Callable[[Block, Execution], None]
 
 
 class ChainError(ValueError):
-    pass
+    """A block that does not extend the chain or does not validate."""
 
 
 class Chain:

@@ -14,7 +14,7 @@ _FEN = const(100000)
 
 
 class TariffError(ValueError):
-    pass
+    """A tariff document that breaks the rules of docs/tariff.md."""
 
 
 class Tariff:

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 
 class MempoolFull(Exception):
-    pass
+    """The mempool is at its limit; the sender should retry later."""
 
 
 class Mempool:

@@ -20,7 +20,7 @@ MAX_BLOCK_BYTES = 32 * 1024 * 1024
 
 
 class BlockError(ValueError):
-    pass
+    """Block or header bytes that are not a valid version-1 encoding."""
 
 
 def _text(value: str) -> bytes:

@@ -19,7 +19,7 @@ PRECOMMIT_TAG = b"EV-PRECOMMIT/v1".ljust(16, b"\x00")
 
 
 class CertificateError(ValueError):
-    pass
+    """A commit certificate that does not prove +2/3 of the power."""
 
 
 def precommit_bytes(chain_id: str, height: int, round_: int, block_hash: bytes) -> bytes:

@@ -12,7 +12,7 @@ from .tariff import Tariff, TariffError
 
 
 class GenesisError(ValueError):
-    pass
+    """A genesis document that is malformed or inconsistent."""
 
 
 @dataclass(frozen=True)

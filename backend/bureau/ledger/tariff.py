@@ -15,7 +15,7 @@ KIND_NAMES = ("critical_peak", "peak", "flat", "valley")
 
 
 class TariffError(ValueError):
-    pass
+    """A tariff document that breaks the rules of docs/tariff.md."""
 
 
 @dataclass(frozen=True)

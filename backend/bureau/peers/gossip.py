@@ -16,7 +16,7 @@ MAX_BATCH_TXS = 10_000
 
 
 class GossipError(ValueError):
-    pass
+    """A relayed transaction batch that is malformed."""
 
 
 def encode_batch(txs: list[bytes]) -> bytes:

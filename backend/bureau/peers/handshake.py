@@ -21,7 +21,7 @@ CH_HELLO, CH_PROOF, CH_CONSENSUS, CH_TXS = 0, 1, 2, 3
 
 
 class HandshakeError(ValueError):
-    pass
+    """A peer that failed the handshake or broke the framing."""
 
 
 def frame(channel: int, payload: bytes) -> bytes:
