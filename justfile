@@ -3,7 +3,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 py := ".venv/bin/python"
 
-# install the Python environment, npm packages and Debian packages (mosquitto, PostgreSQL, Chromium)
+# install the Python environment, npm packages and Debian packages (mosquitto, PostgreSQL)
 setup:
     bash scripts/setup.sh --full
 

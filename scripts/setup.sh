@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need: Debian packages (mosquitto, PostgreSQL
-# server binaries, Chromium), the Python environment in .venv, and npm packages.
+# server binaries), the Python environment in .venv, and npm packages (MicroPython WebAssembly).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,9 +8,6 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 { command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; } || need_apt+=(postgresql)
-if [ "${1:-}" = "--full" ]; then
-  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2
