@@ -215,12 +215,16 @@ def manifest_body(m: Manifest) -> bytes:
     return bytes(out)
 
 
-def sign_manifest(m: Manifest, signing_key) -> bytes:
-    body = manifest_body(m)
-    env = body + signing_key.sign(LIST_TAG + body).signature
+def _seal(body: bytes, tag: bytes, signing_key, what: str) -> bytes:
+    """body | Ed25519 signature over tag | body, within the charger's message limit."""
+    env = body + signing_key.sign(tag + body).signature
     if len(env) > MAX_MESSAGE:
-        raise WireError("oversized", f"manifest of {len(env)} bytes")
+        raise WireError("oversized", f"{what} of {len(env)} bytes")
     return env
+
+
+def sign_manifest(m: Manifest, signing_key) -> bytes:
+    return _seal(manifest_body(m), LIST_TAG, signing_key, "manifest")
 
 
 def decode_manifest(envelope: bytes) -> tuple[Manifest, bytes, bytes]:
@@ -268,11 +272,7 @@ def tariff_body(t: TariffPush) -> bytes:
 
 
 def sign_tariff(t: TariffPush, signing_key) -> bytes:
-    body = tariff_body(t)
-    env = body + signing_key.sign(TARIFF_TAG + body).signature
-    if len(env) > MAX_MESSAGE:
-        raise WireError("oversized", f"tariff push of {len(env)} bytes")
-    return env
+    return _seal(tariff_body(t), TARIFF_TAG, signing_key, "tariff push")
 
 
 def decode_tariff(envelope: bytes) -> tuple[TariffPush, bytes, bytes]:

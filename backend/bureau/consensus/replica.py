@@ -9,6 +9,7 @@ go to the ingest workers for admission, never through this thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -23,6 +24,7 @@ from ..chain import Chain, ChainError
 from ..ingest.mempool import Mempool
 from ..ledger.block import Block, BlockError
 from ..ledger.state import Execution, Refusal
+from ..ledger.tx import tx_hash
 from ..metrics import Metrics
 from ..peers.gossip import GossipError, decode_batch, encode_batch
 from ..peers.handshake import CH_CONSENSUS, CH_TXS
@@ -49,11 +51,9 @@ class LedgerApp:
         self.invalid_blocks = 0
 
     def propose(self, height: int) -> bytes:
-        items = self.mempool.peek(self.max_txs)
-        verified = frozenset(h for h, _ in items if h in self.mempool.verified)
-        block, ex = self.chain.build([tx for _, tx in items], self.node_id, int(time.time() * 1000), verified)
+        txs, verified = self.mempool.candidates(self.max_txs)
+        block, ex = self.chain.build(txs, self.node_id, int(time.time() * 1000), verified)
         if ex.refused:
-            from ..ledger.tx import tx_hash
             self.mempool.remove(tx_hash(r.tx) for r in ex.refused)
             self.on_refused(ex.refused)
         self._remember(block, ex)
@@ -67,7 +67,7 @@ class LedgerApp:
             known = self._executions.get(block.hash)
             if known is not None:
                 return True
-            verified = frozenset(h for h in map(_tx_hash, block.txs) if h in self.mempool.verified)
+            verified = frozenset(h for h in map(tx_hash, block.txs) if h in self.mempool.verified)
             ex = self.chain.check(block, verified)
         except (BlockError, ChainError, ValueError) as e:
             self.invalid_blocks += 1
@@ -77,8 +77,7 @@ class LedgerApp:
         return True
 
     def block_hash(self, raw: bytes) -> bytes:
-        (n,) = struct.unpack_from(">I", raw, 0)
-        import hashlib
+        (n,) = struct.unpack_from(">I", raw, 0)  # the block hash is the hash of its header bytes
         return hashlib.sha256(raw[4:4 + n]).digest()
 
     def execution(self, block: Block) -> Execution:
@@ -92,11 +91,6 @@ class LedgerApp:
 
     def _remember(self, block: Block, ex: Execution) -> None:
         self._executions[block.hash] = (block, ex)
-
-
-def _tx_hash(tx: bytes) -> bytes:
-    import hashlib
-    return hashlib.sha256(tx).digest()
 
 
 class Wal:
@@ -295,7 +289,7 @@ class BftReplica:
         block = Block.decode(raw)
         ex = self.app.execution(block)
         self.chain.commit(block, certificate, ex)  # block and state in one database transaction
-        self.mempool.remove(map(_tx_hash, block.txs))
+        self.mempool.remove(map(tx_hash, block.txs))
         self.app.forget_below(height + 1)
         self._next_height_seen = False
         self._last_commit_ms = _now_ms()

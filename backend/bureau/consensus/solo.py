@@ -15,6 +15,7 @@ from ..chain import Chain
 from ..ingest.mempool import Mempool
 from ..ledger import certificate
 from ..ledger.state import Refusal
+from ..ledger.tx import tx_hash
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,10 @@ class SoloProducer:
 
     def produce_once(self, now_ms: int) -> int:
         """Commit one block of what waits in the mempool; returns how many txs it held."""
-        items = self.mempool.peek(self.max_txs)
-        if not items:
+        txs, verified = self.mempool.candidates(self.max_txs)
+        if not txs:
             return 0
-        verified = frozenset(h for h, _ in items if h in self.mempool.verified)
-        block, ex = self.chain.build([tx for _, tx in items], self.node_id, now_ms, verified)
+        block, ex = self.chain.build(txs, self.node_id, now_ms, verified)
         if ex.refused:
             self.on_refused(ex.refused)
         if block.txs:
@@ -44,7 +44,7 @@ class SoloProducer:
             sig = certificate.sign_commit(self.key, self.node_id, genesis.chain_id, block.height, 0, block.hash)
             cert = certificate.encode(block.height, 0, block.hash, {self.node_id: sig})
             self.chain.commit(block, cert, ex)
-        self.mempool.remove(h for h, _ in items)
+        self.mempool.remove(map(tx_hash, txs))
         return len(block.txs)
 
     def _run(self) -> None:

@@ -53,6 +53,11 @@ class Mempool:
                     break
             return out
 
+    def candidates(self, n: int) -> tuple[list[bytes], frozenset[bytes]]:
+        """The oldest `n` transactions for a block, and which of them this node already verified."""
+        items = self.peek(n)
+        return [tx for _, tx in items], frozenset(h for h, _ in items if h in self.verified)
+
     def remove(self, hashes) -> None:
         with self._lock:
             for h in hashes:
