@@ -22,10 +22,19 @@ def find_mosquitto() -> str:
     raise RuntimeError("mosquitto is not installed (Debian: apt-get install mosquitto)")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now and never handed out before by this process: ports chosen
+    ahead of their bind (genesis peer addresses, proxies, APIs) cannot collide."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 CHARGER_ACL = """\
