@@ -125,7 +125,7 @@ def run(workdir: Path, nodes: int) -> dict:
             for c in chargers:
                 c.pump(wait_ms=5)
         pending = sum(len(c.pending()) for c in chargers)
-        acked = sum(len(c.acked) for c in chargers)
+        acked = sum(c.acked for c in chargers)
         heights = _wait_heights_agree(stack)
 
         print(f"\n{published} charging sessions; each receipt signed by its charger and kept in flash until acked:")
