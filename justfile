@@ -15,9 +15,9 @@ test *ARGS: setup
 demo NODES="4": setup
     {{py}} scripts/demo.py --nodes {{NODES}}
 
-# run mosquitto and the bureau node(s) until Ctrl-C (data in var/up)
-up NODES="4": setup
-    {{py}} scripts/up.py --nodes {{NODES}}
+# run mosquitto and the bureau node(s) until Ctrl-C (data in var/up); CHARGERS simulated chargers charge in a loop
+up NODES="4" CHARGERS="0": setup
+    {{py}} scripts/up.py --nodes {{NODES}} --chargers {{CHARGERS}}
 
 # benchmarks: end-to-end ingest beside the verification limit; firmware signing under MicroPython
 bench: setup

@@ -150,6 +150,12 @@ class SimulatedCharger:
         return self.sim.uplink
 
     @property
+    def announced(self) -> bool:
+        """The broker acknowledged the retained enrollment message of this key."""
+        prov = self.sim.uplink.provisioning if self.sim.uplink is not None else None
+        return prov is not None and prov.packet_id is None and not prov.needed()
+
+    @property
     def acked(self) -> int:
         """Receipts the bureau acknowledged since this boot."""
         return self.sim.uplink.acked if self.sim.uplink is not None else 0
