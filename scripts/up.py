@@ -163,7 +163,8 @@ def main() -> int:
     tty = sys.stdout.isatty()
     try:
         stack.start()
-        print(f"mosquitto: 127.0.0.1:{stack.broker.port}")
+        print(f"mosquitto: 127.0.0.1:{stack.broker.port}, no anonymous access; logins in "
+              f"{stack.broker.access.credentials_path} (docs/broker.md)")
         for n in stack.nodes:
             print(f"{n.node_id}: API {n.url} (OpenAPI {n.url}/schema), log {n.log_path}")
         print(f"genesis: {stack.genesis_path}; operator key: {root / 'net' / 'operator.key'}")

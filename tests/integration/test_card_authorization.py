@@ -55,7 +55,7 @@ def fast_lists(monkeypatch):
 
 
 def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitto, fast_lists):
-    bureau = TestBureau(tmp_path / "bureau", mosquitto.port)
+    bureau = TestBureau(tmp_path / "bureau", mosquitto)
     genesis = bureau.client.get("/v1/genesis").json()
     sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0002", tariff=TARIFF, start_time=int(time.time()),
                         signer=NaclSigner)
@@ -63,7 +63,9 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
     driver = SigningKey.generate()
     try:
         sim.enable_authz(genesis)
-        sim.attach_mqtt("127.0.0.1", mosquitto.port, reconnect_min_ms=50, reconnect_max_ms=400)
+        user, password = mosquitto.login("GZ-TH-0002")
+        sim.attach_mqtt("127.0.0.1", mosquitto.port, username=user, password=password, reconnect_min_ms=50,
+                        reconnect_max_ms=400)
         assert bureau.operator("enroll_charger", {"charger_id": "GZ-TH-0002",
                                                   "public_key": sim.charger.public_key().hex()})["status"] == "committed"
         assert bureau.operator("open_wallet", {"wallet_id": "W-1", "public_key": driver.verify_key.encode().hex(),
