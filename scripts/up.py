@@ -34,12 +34,6 @@ SESSION_MINUTES = (20, 35, 50)  # charging before the driver stops, by charger
 PROGRESS_S = 1.0
 
 
-def broker_login(stack: Stack, charger_id: str) -> tuple[str | None, str | None]:
-    """The charger's broker user name and password (None, None on a broker without logins)."""
-    login = getattr(stack, "broker_login", None)
-    return login(charger_id) if login is not None else (None, None)
-
-
 class Driver:
     """One simulated charger with its driver's card and wallet, and where its loop stands."""
 
@@ -100,7 +94,7 @@ def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[D
     drivers = []
     for i in range(count):
         cid = f"UP-CP-{i + 1:03d}"
-        username, password = broker_login(stack, cid)
+        username, password = stack.broker_login(cid)
         c = SimulatedCharger(cid, root / "chargers" / cid, stack.broker.port, start_time=start + i * 3600,
                              power_w=(7000, 11000, 3500)[i % 3], tariff=tariff, step_s=60, genesis=genesis,
                              mqtt_username=username, mqtt_password=password, resend_ms=5000)
@@ -114,12 +108,14 @@ def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[D
             raise RuntimeError("the chargers did not announce their keys on the broker")
         for d in drivers:
             d.charger.pump(wait_ms=5)
+    reader = stack.broker_login("up-enroll", role="fleet")  # reads every charger's enroll topic
     actions = []
     for d in drivers:
         cid = d.charger.charger_id
         have = enrolled_key(url, cid)
         if have is None:  # (an enrolled charger does not announce again: the broker kept nothing)
-            msg = read_enrollment("127.0.0.1", stack.broker.port, cid, timeout=10)
+            msg = read_enrollment("127.0.0.1", stack.broker.port, cid, timeout=10, username=reader[0],
+                                  password=reader[1])
             actions.append(("enroll_charger", {"charger_id": cid, "public_key": msg["public_key"]}))
         elif have != d.charger.core.public_key().hex():
             raise RuntimeError(f"{cid} is enrolled with another key: remove {root} for a fresh chain")

@@ -69,7 +69,8 @@ def read_enrollment(host: str, port: int, charger_id: str, *, timeout: float = 6
     """Wait up to `timeout` seconds for the charger's retained enrollment message."""
     got: queue.Queue = queue.Queue()
     failed: list[str] = []
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"enroll-{charger_id}-{time.monotonic_ns()}")
+    # the broker forces the client id to the user name (use_username_as_clientid)
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=username or f"enroll-{charger_id}")
     if username is not None:
         client.username_pw_set(username, password)
 
