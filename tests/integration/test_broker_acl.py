@@ -6,6 +6,7 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from nacl.signing import SigningKey
 
 from bureau.tools.mosquitto import Mosquitto, connack_code
 
@@ -54,6 +55,9 @@ def test_chargers_reach_only_their_own_topics(mosquitto):
     ingest, rc = _client(mosquitto.port, (f"{user}.ingest", password), ingest_inbox)
     assert not rc.is_failure
     _subscribed(ingest, "ev/v1/charger/+/receipt")
+    b_inbox: queue.Queue = queue.Queue()
+    b, _ = _client(mosquitto.port, mosquitto.login("CH-B"), b_inbox)
+    _subscribed(b, "ev/v1/charger/CH-B/reply")
     a_inbox: queue.Queue = queue.Queue()
     a, rc = _client(mosquitto.port, mosquitto.login("CH-A"), a_inbox)
     assert not rc.is_failure
@@ -65,9 +69,10 @@ def test_chargers_reach_only_their_own_topics(mosquitto):
     ingest.publish("ev/v1/charger/CH-B/reply", b"for B", qos=1).wait_for_publish(5)
     ingest.publish("ev/v1/charger/CH-A/reply", b"for A", qos=1).wait_for_publish(5)
     assert a_inbox.get(timeout=5) == ("ev/v1/charger/CH-A/reply", b"for A", False)
+    assert b_inbox.get(timeout=5) == ("ev/v1/charger/CH-B/reply", b"for B", False)
     time.sleep(0.3)
-    assert ingest_inbox.empty() and a_inbox.empty()
-    _close(a, ingest)
+    assert ingest_inbox.empty() and a_inbox.empty() and b_inbox.empty()
+    _close(a, b, ingest)
 
 
 def test_only_the_authorization_link_writes_the_retained_list_and_tariff(mosquitto):
@@ -131,3 +136,97 @@ def test_a_charger_id_must_be_a_valid_id_and_cannot_be_a_bureau_login(mosquitto)
             mosquitto.login(bad)
     with pytest.raises(ValueError, match="already exists as ingest"):
         mosquitto.login("bureau-1.ingest")
+
+
+# ---- a bureau node on the broker -------------------------------------------------------
+
+def _enrolled_receipts(bureau, n):
+    from tests.integration.test_bureau_node import _receipt, _setup
+    from bureau.receipts.codec import seal
+    charger = SigningKey.generate()
+    _setup(bureau, charger, SigningKey.generate())
+    return [seal(_receipt(seq), charger) for seq in range(1, n + 1)]
+
+
+def _acked(replies, env, timeout=10.0):
+    from bureau.receipts.codec import receipt_id
+    replies.publish("ev/v1/charger/GZ-TH-0001/receipt", env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, msg = replies.next(timeout)
+        if msg.get("type") == "ack" and msg["receipt"] == receipt_id(env):
+            return True
+    return False
+
+
+def test_a_bureaus_client_id_cannot_be_taken_over(bureau, replies, mosquitto):
+    envs = _enrolled_receipts(bureau, 4)
+    assert _acked(replies, envs[0])
+    ingest, authz = bureau.node.ingest, bureau.node.authz.shell
+    # a charger's valid login, asking for each of the bureau's client ids (and the old ones)
+    thieves = [_client(mosquitto.port, mosquitto.login("CH-THIEF"), client_id=cid)[0]
+               for cid in ("bureau-1.ingest", "bureau-1.authz", "bureau-bureau-1", "bureau-bureau-1-authz")]
+    c, rc = _client(mosquitto.port, ("bureau-1.ingest", "guessed"))
+    assert rc.is_failure  # and nobody logs in as the bureau without its password
+    _close(c)
+    for env in envs[1:]:
+        assert _acked(replies, env)  # the bureau keeps receiving and committing
+    assert ingest.disconnects == 0 and authz.disconnects == 0
+    assert ingest.connected.is_set() and authz.connected.is_set()
+    assert bureau.node.metrics.get("admitted") == 4
+    _close(*thieves)
+
+
+def _retained_now(broker, login, settle_s=0.5) -> dict:
+    """What the broker holds on the bureau's retained topics, as a newly subscribed charger sees it."""
+    inbox: queue.Queue = queue.Queue()
+    c, _ = _client(broker.port, login, inbox)
+    _subscribed(c, "ev/v1/bureau/#")
+    held = {}
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        try:
+            topic, payload, retained = inbox.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if retained:
+            held[topic] = payload
+    _close(c)
+    return held
+
+
+def _until(pred, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError("condition not reached")
+
+
+def test_the_bureau_restores_its_retained_list_and_tariff(bureau, mosquitto):
+    reader = mosquitto.login("CH-READER")
+    genuine = _until(lambda: (held := _retained_now(mosquitto, reader)).keys() >= {
+        "ev/v1/bureau/tariff", "ev/v1/bureau/authlist/manifest"} and held)
+    # what can still write there: a stolen bureau login, or a broker run without the ACL
+    intruder, _ = _client(mosquitto.port, mosquitto.login("intruder.authz", "authz"))
+    attacks = [("ev/v1/bureau/tariff", b""),  # erased
+               ("ev/v1/bureau/authlist/manifest", b"forged manifest"),  # overwritten
+               ("ev/v1/bureau/authlist/page/7", b"planted page")]  # a page the bureau never published
+    for topic, payload in attacks:
+        intruder.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    _until(lambda: _retained_now(mosquitto, reader) == genuine)
+    metrics = bureau.node.metrics
+    assert {k: metrics.get("authz_retained_restored", k) for k in ("tariff", "manifest", "page")} == \
+        {"tariff": 1, "manifest": 1, "page": 1}
+
+    # overwritten in a loop: put right again each time, at most once a second per topic
+    started = time.monotonic()
+    while time.monotonic() - started < 3:
+        intruder.publish("ev/v1/bureau/tariff", b"forged tariff", qos=1, retain=True).wait_for_publish(5)
+        time.sleep(0.02)
+    _close(intruder)
+    _until(lambda: _retained_now(mosquitto, reader) == genuine)
+    restored = metrics.get("authz_retained_restored", "tariff") - 1
+    assert 1 <= restored <= 5 and metrics.get("authz_retained_wrong", "tariff") > restored
