@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from tests.support import bureau_replies
 from tests.support.signer import NaclSigner
 
 import charger as fw_charger
@@ -205,7 +206,7 @@ class RecordingClient:
 
 def test_uplink_delivers_receipts_status_enrollment_and_commands(tmp_path):
     sim = ControllerSim(tmp_path / "flash", tariff=TARIFF, start_time=1_793_491_200, signer=NaclSigner,
-                        wallets={"04A1B2C3": ("W-1", 100_000)})
+                        wallets={"04A1B2C3": ("W-1", 100_000)}, genesis=bureau_replies.GENESIS)
     for _ in range(2):  # two finished sessions in the outbox
         sim.plug_in()
         sim.tap("04A1B2C3")
@@ -247,10 +248,9 @@ def test_uplink_delivers_receipts_status_enrollment_and_commands(tmp_path):
     up.step(30_300)
     assert not prov.needed()
     # ack of receipt 1 removes it; a reject for 2 moves it aside; garbage is ignored
-    from outbox import receipt_id
     env1 = sim.charger.outbox.get(1)
-    client.events = [(MESSAGE, sim.charger.reply_topic, json.dumps(
-        {"v": 1, "type": "ack", "seq": 1, "receipt": receipt_id(env1), "height": 3}).encode(), 1, False, False),
+    client.events = [(MESSAGE, sim.charger.reply_topic, bureau_replies.ack("SIM-CP-1", 1, env1, height=3), 1, False,
+                      False),
         (MESSAGE, sim.charger.reply_topic, b"garbage", 1, False, False)]
     up.step(30_400)
     assert sim.charger.outbox.pending() == [2] and up.acked == 1
