@@ -2,7 +2,7 @@
 authorization replies from the shared vectors (tests/vectors/replies.json) under CPython and real
 MicroPython with the firmware's own ed25519.verify, the backend's signer and checker against the
 same vectors, and the charger core keeping a receipt in flash through every forged, foreign and
-replayed ack."""
+replayed ack. The vectors also run under the MicroPython unix port (32- and 64-bit)."""
 
 import json
 from pathlib import Path
@@ -17,7 +17,8 @@ from bureau.authz import wire
 from bureau.receipts.ack import AckError, ack_message, verify_ack
 from tests.firmware.test_charger_core import Clock, Meter, TARIFF, rng
 from tests.support.flashsim import CuttableFlash
-from tests.support.micropython import run_micropython
+from tests.support.micropython import FIRMWARE_LIB, run_micropython
+from tests.support.mpunix import require_interpreter, run_unix
 from tests.support.signer import NaclSigner
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
@@ -134,6 +135,14 @@ def test_vectors_under_cpython():
 
 def test_vectors_under_micropython():
     out = run_micropython(_bindings() + CHECK)
+    assert "reply vectors ok %d %d" % _counts() in out
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_vectors_under_the_unix_port(bits):
+    # 2 MB of heap: the vectors' JSON alone is tens of KB, and the firmware's ed25519 builds its
+    # table at import
+    out = run_unix(require_interpreter(bits), _bindings() + CHECK, heap="2M", path=[FIRMWARE_LIB]).stdout
     assert "reply vectors ok %d %d" % _counts() in out
 
 
