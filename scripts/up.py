@@ -136,7 +136,7 @@ def progress(stack: Stack, drivers: list[Driver]) -> str:
     except httpx.HTTPError:
         height = "?"
     sent = sum(d.sent for d in drivers)
-    acked = sum(d.charger.acked for d in drivers)
+    acked = sum(len(d.charger.acked) for d in drivers)
     pending = sum(len(d.charger.pending()) for d in drivers)
     refused = sum(d.refusals for d in drivers)
     line = f"receipts sent {sent}, acked {acked}, pending {pending}; height {height}"

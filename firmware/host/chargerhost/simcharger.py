@@ -36,8 +36,9 @@ class SimulatedCharger:
                  mqtt_password: str | None = None, resend_ms: int = fw_charger.RESEND_MS,
                  counter: EnergyCounter | None = None, genesis: dict | None = None) -> None:
         """`power_w`: what the vehicle draws (the charge point offers that current); `genesis`
-        (GET /v1/genesis) provisions bureau.json and fits the card reader, so `authorize_card`
-        runs the firmware's authorization flow against the bureau."""
+        (GET /v1/genesis) provisions bureau.json as the technician's tool does (acks and replies
+        are checked with its keys) and fits the card reader, so `authorize_card` runs the
+        firmware's authorization flow against the bureau."""
         self.charger_id = charger_id
         self.step_s = step_s
         self.broker = (broker_host, broker_port, mqtt_username, mqtt_password)
@@ -48,16 +49,18 @@ class SimulatedCharger:
         self.sim = ControllerSim(flash_dir, charger_id=charger_id, tariff=tariff,
                                  start_time=start_time if start_time is not None else int(time.time()) - 86400,
                                  regmap=regmap, counter=counter, current_ma=current_ma, voltage=VOLTAGE,
-                                 step_ms=CONTROL_STEP_MS, meter_serial=f"SDM-{charger_id}", ventilation=False)
+                                 step_ms=CONTROL_STEP_MS, meter_serial=f"SDM-{charger_id}", ventilation=False,
+                                 genesis=genesis)
         self.sim.vehicle.max_current_ma = current_ma
         self.sim.charger.resend_ms = resend_ms
         if genesis is not None:
-            self.sim.enable_authz(genesis)
+            self.sim.enable_authz()
         self.core = self.sim.charger
         self.counter = counter
         self.meter_sim = self.sim.meter_sim
         self.meter = self.sim.driver  # reads the register without touching the controller's watch
         self.clock = self.sim.clock
+        self.acked: list[int] = []  # seqs the bureau acknowledged since this boot
 
     # ---- charging --------------------------------------------------------------------------
 
@@ -141,7 +144,10 @@ class SimulatedCharger:
 
     def pump(self, wait_ms: int = 0) -> None:
         """One round of network work: read replies, publish what is due."""
+        before = self.pending()
         self.sim.pump()
+        left = set(self.pending())
+        self.acked += [seq for seq in before if seq not in left]  # only an ack takes a receipt out
         if wait_ms:
             time.sleep(wait_ms / 1000)
 
@@ -154,11 +160,6 @@ class SimulatedCharger:
         """The broker acknowledged the retained enrollment message of this key."""
         prov = self.sim.uplink.provisioning if self.sim.uplink is not None else None
         return prov is not None and prov.packet_id is None and not prov.needed()
-
-    @property
-    def acked(self) -> int:
-        """Receipts the bureau acknowledged since this boot."""
-        return self.sim.uplink.acked if self.sim.uplink is not None else 0
 
     @property
     def rejected(self) -> int:

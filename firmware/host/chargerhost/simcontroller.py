@@ -46,6 +46,7 @@ import ed25519  # noqa: E402
 import pilot as fw_pilot  # noqa: E402
 import rc522 as fw_rc522  # noqa: E402
 import receipt as fw_receipt  # noqa: E402
+import trust as fw_trust  # noqa: E402
 import uplink as fw_uplink  # noqa: E402
 from flash import Flash  # noqa: E402
 
@@ -237,7 +238,7 @@ class ControllerSim:
                  debounce: int = 3, pilot_noise_mv: float = 0.0, seed: int = 0, signer=ed25519,
                  urandom=os.urandom, ticks0: int = TICKS_WRAP - 2500, firmware_version: str = FIRMWARE_VERSION,
                  feedback: bool = True, meter_serial: str | None = None, ventilation: bool = True,
-                 **controller_options) -> None:
+                 genesis: dict | None = None, **controller_options) -> None:
         self.log: list[tuple[int, str, object]] = []
         self.flow_log: list[str] = []
         self.t_ms = 0
@@ -257,6 +258,8 @@ class ControllerSim:
             Path(flash_dir).mkdir(parents=True, exist_ok=True)
             flash = Flash(str(flash_dir))
         self.flash = LoggedFlash(flash, self.log, self)
+        if genesis is not None:  # the bureau keys acks and replies are checked with (bureau.json)
+            fw_trust.provision(self.flash, genesis)
         self.pilot_sim = PilotSim(noise_mv=pilot_noise_mv, seed=seed)
         self.outputs = SimOutputs(self)
         self.button = SimButton()
