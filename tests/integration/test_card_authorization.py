@@ -166,13 +166,13 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
 
 def test_a_forged_accept_does_not_start_charging(tmp_path, mosquitto):
     # An attacker with a leaked broker account that reads every charger's auth topic and publishes
-    # on any reply topic (a "fleet" login): the charger must take only a reply its bureau signed
+    # on any reply topic (an "authz" login): the charger must take only a reply its bureau signed
     # for the request it sent.
     bureau = TestBureau(tmp_path / "bureau", mosquitto)
     sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0003", tariff=TARIFF, start_time=int(time.time()),
                         signer=NaclSigner)
     requests: queue.Queue = queue.Queue()
-    leaked = mosquitto.login("attacker", "fleet")
+    leaked = mosquitto.login("attacker", "authz")
     attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=leaked[0])
     attacker.username_pw_set(*leaked)
     subscribed = threading.Event()
