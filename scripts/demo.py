@@ -86,7 +86,7 @@ def run(workdir: Path, nodes: int) -> dict:
             user, password = stack.broker_login(charger_id)
             c = SimulatedCharger(charger_id, workdir / "chargers" / f"c{i + 1}", stack.broker.port,
                                  start_time=day0 + hour * 3600, power_w=(7000, 11000, 3500)[i], tariff=DEFAULT_TARIFF,
-                                 resend_ms=3000, mqtt_username=user, mqtt_password=password, genesis=genesis)
+                                 resend_ms=3000, genesis=genesis, mqtt_username=user, mqtt_password=password)
             c.connect()
             chargers.append(c)
             print(f"charger {c.charger_id}: key made on first boot, public key {c.core.public_key().hex()[:16]}…")

@@ -39,8 +39,8 @@ class Node:
         self.refused_ops: dict[bytes, tuple[str, str]] = {}
         user, password = settings.mqtt_login("ingest")
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
-                                 signing_key=self.key, host=settings.mqtt_host,
-                                 port=settings.mqtt_port, client_id=user, username=user, password=password)
+                                 signing_key=self.key, host=settings.mqtt_host, port=settings.mqtt_port,
+                                 client_id=user, username=user, password=password)
         if len(self.genesis.validators) == 1:
             self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,
                                          max_txs=settings.max_block_txs, interval_s=settings.block_interval_ms / 1000,

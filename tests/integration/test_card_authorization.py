@@ -108,7 +108,7 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
         # the receipt ended the hold (the card's offline limit stays at the 5000 fen cap)
         pump_until(sim, lambda: bureau.driver_get(driver, "W-1", "/v1/wallets/W-1/authorizations").json()["held_fen"]
                    == 0, what="the hold to end")
-        # the list of the balance after the hold ends is published on the node's next round
+        # a list published during the hold may have left the card off: wait for the one after it
         pump_until(sim, lambda: sim.authz.lookup(CARD) == ("W-1", 5_000), what="the list after the hold")
         version = sim.authz.manifest["list_version"]
         assert version >= first_version
@@ -165,16 +165,16 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
 
 
 def test_a_forged_accept_does_not_start_charging(tmp_path, mosquitto):
-    # An attacker with a leaked broker account that reads every charger's auth topic and publishes
-    # on any reply topic (an "authz" login): the charger must take only a reply its bureau signed
-    # for the request it sent.
+    # The attacker holds a leaked authorization login of the broker, so it reads the charger's
+    # auth topic and publishes on its reply topic, which the ACL otherwise forbids
+    # (docs/broker.md): the charger must take only a reply its bureau signed for its request.
     bureau = TestBureau(tmp_path / "bureau", mosquitto)
     sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0003", tariff=TARIFF, start_time=int(time.time()),
                         signer=NaclSigner)
     requests: queue.Queue = queue.Queue()
-    leaked = mosquitto.login("attacker", "authz")
-    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=leaked[0])
-    attacker.username_pw_set(*leaked)
+    leaked_user, leaked_password = mosquitto.login("leaked.authz", "authz")
+    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=leaked_user)
+    attacker.username_pw_set(leaked_user, leaked_password)
     subscribed = threading.Event()
     attacker.on_message = lambda c, u, m: requests.put(json.loads(m.payload))
     attacker.on_subscribe = lambda *a: subscribed.set()
