@@ -125,7 +125,7 @@ def test_operator_actions_are_checked(bureau):
     assert r.status_code == 400 and r.json()["error"] == "bad_signature"
     r = bureau.client.post("/v1/operator/actions", json={"tx": "zz"})
     assert r.status_code == 400 and r.json()["error"] == "malformed"
-    status = bureau.operator("top_up", {"wallet_id": "W-none", "amount_fen": 5})
+    status = bureau.operator("top_up", {"wallet_id": "W-none", "amount_fen": 5, "reference": "bank:x"})
     assert status["status"] == "refused" and status["reason"] == "unknown_wallet"
     assert bureau.client.get("/schema/openapi.json").status_code == 200
 
@@ -158,3 +158,52 @@ def test_restart_from_storage_keeps_state_and_reacks(tmp_path, mosquitto, replie
         assert report["balances_fen"] == 100_000 - 4 * 910
     finally:
         b.close()
+
+
+def _submit(bureau, tx: bytes):
+    return bureau.client.post("/v1/operator/actions", json={"tx": tx.hex()})
+
+
+def _wait_decided(bureau, tx_hash_hex: str) -> dict:
+    import time
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = bureau.client.get(f"/v1/operator/actions/{tx_hash_hex}").json()
+        if status["status"] != "pending":
+            return status
+        time.sleep(0.02)
+    raise TimeoutError(tx_hash_hex)
+
+
+def test_a_payment_reference_is_credited_once(bureau):
+    charger, driver = SigningKey.generate(), SigningKey.generate()
+    _setup(bureau, charger, driver, top_up=100_000)  # reference bank:1
+    status = bureau.operator("top_up", {"wallet_id": "W-1001", "amount_fen": 100_000, "reference": "bank:1"})
+    assert status["status"] == "refused" and status["reason"] == "duplicate_payment", status
+    assert bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001").json()["balance_fen"] == 100_000
+
+
+def test_a_refused_operator_action_cannot_commit_when_sent_again(bureau):
+    from bureau.ledger.tx import operator_action
+    driver = SigningKey.generate()
+    early = operator_action(bureau.operator_key, "operator-1", "top_up",
+                            {"wallet_id": "W-7", "amount_fen": 5_000, "reference": "bank:7"})
+    r = _submit(bureau, early)
+    assert r.status_code == 202, r.text
+    assert _wait_decided(bureau, r.json()["tx_hash"])["reason"] == "unknown_wallet"
+    assert bureau.operator("open_wallet", {"wallet_id": "W-7", "public_key": driver.verify_key.encode().hex()})["status"] == "committed"
+    r = _submit(bureau, early)  # the same signed bytes, now that the wallet exists
+    assert r.status_code == 409 and r.json()["error"] == "duplicate", r.text
+    assert bureau.driver_get(driver, "W-7", "/v1/wallets/W-7").json()["balance_fen"] == 0
+
+
+def test_an_operator_action_outside_its_time_window_is_refused(bureau):
+    import time
+    from bureau.ledger.tx import ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, operator_action
+    key = SigningKey.generate().verify_key.encode().hex()
+    for offset, reason in ((-ACTION_MAX_AGE_S - 60, "expired"), (ACTION_MAX_SKEW_S + 60, "too_early")):
+        tx = operator_action(bureau.operator_key, "operator-1", "open_wallet", {"wallet_id": "W-8", "public_key": key},
+                             now=int(time.time()) + offset)
+        r = _submit(bureau, tx)
+        assert r.status_code == 400 and r.json()["error"] == reason, r.text
+    assert "W-8" not in bureau.node.chain.state.wallets

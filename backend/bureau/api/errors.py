@@ -5,6 +5,8 @@ from __future__ import annotations
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from ..errors import ReasonedError
+
 
 class ApiError(Exception):
     status = 400
@@ -33,6 +35,20 @@ class Conflict(ApiError):
 
 class Busy(ApiError):
     status = 503
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+# Domain refusals (`ReasonedError.reason`) that are not plain bad requests.
+_STATUS_OF_REASON = {"duplicate": Conflict, "unknown_wallet": NotFound, "unknown_charger": NotFound,
+                     "unknown_tariff": NotFound, "busy": Busy}
+
+
+def domain_error(e: ReasonedError) -> ApiError:
+    """The one mapping from a domain refusal to its HTTP error: same reason, same detail."""
+    return _STATUS_OF_REASON.get(e.reason, ApiError)(e.reason, e.detail)
 
 
 def api_error_handler(request: Request, exc: ApiError) -> Response:

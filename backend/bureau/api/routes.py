@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, Parameter
@@ -16,7 +16,7 @@ from ..ledger.tx import KIND_OPERATOR, TxError, decode_operator, tx_hash
 from ..ingest.mempool import MempoolFull
 from ..receipts.codec import decode as decode_receipt
 from . import auth
-from .errors import ApiError, Busy, Conflict, Forbidden, NotFound
+from .errors import ApiError, Busy, Forbidden, NotFound, domain_error
 
 
 def _iso(ms: int) -> str:
@@ -160,9 +160,7 @@ class OperatorController(Controller):
         try:
             h = admit_operator(tx, node.chain.state)
         except TxError as e:
-            raise ApiError(e.reason, e.detail) from None
-        if h in node.chain.state.operator_txs:
-            raise Conflict("duplicate", "this action is already committed")
+            raise domain_error(e) from None
         op = decode_operator(tx)
         try:
             node.mempool.add(h, tx, verified=True)
@@ -171,14 +169,14 @@ class OperatorController(Controller):
         return {"tx_hash": h.hex(), "status": "pending", "action": op.action}
 
     @get("/actions/{tx_hex:str}", summary="Whether an operator action is committed, pending or refused")
-    async def status(self, request: Request, tx_hex: FromPath[str]) -> dict[str, Any]:
+    async def status(self, request: Request,
+                     tx_hex: Annotated[str, Parameter(pattern="^[0-9a-f]{64}$")]) -> dict[str, Any]:
         node = request.app.state.node
-        try:
-            h = bytes.fromhex(tx_hex)
-        except ValueError:
-            raise ApiError("malformed", "tx hash must be hex") from None
-        if h in node.chain.state.operator_txs:
-            return {"tx_hash": tx_hex, "status": "committed"}
+        h = bytes.fromhex(tx_hex)
+        decided = node.chain.repo.operator_outcome(h)
+        if decided is not None:
+            status, reason, detail = decided
+            return {"tx_hash": tx_hex, "status": status, **({"reason": reason, "detail": detail} if reason else {})}
         if h in node.mempool:
             return {"tx_hash": tx_hex, "status": "pending"}
         refused = node.refused_ops.get(h)
