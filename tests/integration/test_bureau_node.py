@@ -110,11 +110,11 @@ def test_driver_reads_only_own_wallet_and_cannot_replay(bureau):
     r = bureau.driver_get(other, "W-1001", "/v1/wallets/W-1001")  # claims W-1001 with the wrong key
     assert r.status_code == 401 and r.json()["error"] == "bad_signature"
     from bureau.api.auth import authorization_header
-    hdr = authorization_header(driver, "W-1001", "GET", "/v1/wallets/W-1001")
+    hdr = authorization_header(driver, "W-1001", "GET", "/v1/wallets/W-1001", node_id="bureau-1")
     assert bureau.client.get("/v1/wallets/W-1001", headers={"Authorization": hdr}).status_code == 200
     r = bureau.client.get("/v1/wallets/W-1001", headers={"Authorization": hdr})
     assert r.status_code == 401 and r.json()["error"] == "replayed"
-    old = authorization_header(driver, "W-1001", "GET", "/v1/wallets/W-1001", ts=1_000_000)
+    old = authorization_header(driver, "W-1001", "GET", "/v1/wallets/W-1001", node_id="bureau-1", ts=1_000_000)
     assert bureau.client.get("/v1/wallets/W-1001", headers={"Authorization": old}).json()["error"] == "stale_request"
 
 

@@ -37,7 +37,8 @@ def _driver(request: Request, state: LedgerState) -> str:
     def key_of(wallet_id: str):
         w = state.wallets.get(wallet_id)
         return w.public_key if w else None
-    return auth.check(request.headers.get("authorization"), request.method, path_qs, key_of, node.replay_guard)
+    return auth.check(request.headers.get("authorization"), request.method, path_qs, key_of, node.replay_guard,
+                      node.settings.node_id)
 
 
 def _own_wallet(request: Request, wallet_id: str) -> None:
