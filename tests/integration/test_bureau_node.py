@@ -207,3 +207,30 @@ def test_an_operator_action_outside_its_time_window_is_refused(bureau):
         r = _submit(bureau, tx)
         assert r.status_code == 400 and r.json()["error"] == reason, r.text
     assert "W-8" not in bureau.node.chain.state.wallets
+
+
+def test_hostile_api_input_gets_a_reason_never_a_server_error(bureau):
+    import struct
+    import time
+    from bureau.ledger.tx import KIND_OPERATOR, OPERATOR_TAG
+    driver = SigningKey.generate()
+    assert bureau.operator("open_wallet", {"wallet_id": "W-9", "public_key": driver.verify_key.encode().hex()})["status"] == "committed"
+    big = 2**63
+    for path in (f"/v1/receipts/GZ-TH-0001/{big}/proof", f"/v1/receipts/GZ-TH-0001/{2**32}/proof",
+                 f"/v1/blocks/{big}", f"/v1/blocks/{2**70}", f"/v1/wallets/W-9/history?before={big}"):
+        r = bureau.driver_get(driver, "W-9", path)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request", (path, r.text)
+    # nested deeper than Python's parser can recurse, within a transaction's 4096 bytes: written
+    # by hand as json.dumps cannot recurse that deep either
+    raw = (b'{"action":"publish_tariff","args":{"tariff":' + b"[" * 1500 + b"]" * 1500
+           + b'},"nonce":"00112233445566778899","operator":"operator-1","time":%d,"v":1}' % int(time.time()))
+    tx = (bytes([KIND_OPERATOR]) + struct.pack(">H", len(raw)) + raw
+          + bureau.operator_key.sign(OPERATOR_TAG + raw).signature)
+    r = bureau.client.post("/v1/operator/actions", json={"tx": tx.hex()})
+    assert r.status_code == 400 and r.json()["error"] == "malformed", r.text
+    deep = b'{"tx":' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    r = bureau.client.post("/v1/operator/actions", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == "too_deep", r.text
+    r = bureau.client.post("/v1/operator/actions", json={"tx": "00" * 100_000})
+    assert r.status_code == 413 and r.json()["error"] == "too_large", r.text
+    assert bureau.client.get("/healthz").json()["ok"]

@@ -19,6 +19,12 @@ from . import auth
 from .errors import ApiError, Busy, Forbidden, NotFound, domain_error
 
 
+MAX_I64 = 2**63 - 1  # heights and entry ids are SQL BIGINTs
+MAX_SEQ = 2**32 - 1  # a receipt's seq is a u32 (docs/receipt-v1.md)
+Height = Annotated[int, Parameter(ge=1, le=MAX_I64, description="block height, 1..2^63-1")]
+Seq = Annotated[int, Parameter(ge=1, le=MAX_SEQ, description="receipt seq, 1..2^32-1")]
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -63,7 +69,7 @@ class ChainController(Controller):
         return out
 
     @get("/blocks/{height:int}", summary="A committed block: header, commit certificate, transaction hashes")
-    async def block(self, request: Request, height: FromPath[int]) -> dict[str, Any]:
+    async def block(self, request: Request, height: Height) -> dict[str, Any]:
         found = request.app.state.node.chain.repo.block(height)
         if found is None:
             raise NotFound("no_block", f"no block at height {height}")
@@ -104,7 +110,7 @@ class WalletController(Controller):
     @get("/{wallet_id:str}/history", summary="Entries of the caller's wallet, newest first")
     async def history(self, request: Request, wallet_id: FromPath[str],
                       limit: int = Parameter(default=50, ge=1, le=500),
-                      before: int | None = Parameter(default=None, ge=1)) -> dict[str, Any]:
+                      before: int | None = Parameter(default=None, ge=1, le=MAX_I64)) -> dict[str, Any]:
         _own_wallet(request, wallet_id)
         rows = request.app.state.node.chain.repo.wallet_history(wallet_id, limit, before)
         return {"wallet_id": wallet_id, "entries": [{
@@ -119,7 +125,7 @@ class ReceiptController(Controller):
 
     @get("/{charger_id:str}/{seq:int}/proof",
          summary="A bill with everything a phone needs to check it: receipt, charger key, Merkle path, header, certificate")
-    async def proof(self, request: Request, charger_id: FromPath[str], seq: FromPath[int]) -> dict[str, Any]:
+    async def proof(self, request: Request, charger_id: FromPath[str], seq: Seq) -> dict[str, Any]:
         node = request.app.state.node
         chain = node.chain
         who = _driver(request, chain.state)
