@@ -234,3 +234,31 @@ def test_hostile_api_input_gets_a_reason_never_a_server_error(bureau):
     r = bureau.client.post("/v1/operator/actions", json={"tx": "00" * 100_000})
     assert r.status_code == 413 and r.json()["error"] == "too_large", r.text
     assert bureau.client.get("/healthz").json()["ok"]
+
+
+def test_a_flood_of_bad_receipts_is_counted_and_answered_but_logged_rarely(bureau, replies, caplog):
+    import logging
+    stranger = SigningKey.generate()
+    with caplog.at_level(logging.INFO, logger="bureau.ingest.mqtt"):
+        for seq in range(1, 41):
+            replies.publish("ev/v1/charger/NOPE-1/receipt", seal(_receipt(seq, charger_id="NOPE-1"), stranger))
+        for _ in range(40):
+            assert replies.next()[1]["reason"] == "unknown_charger"
+    assert bureau.node.metrics.get("rejected", "unknown_charger") == 40
+    lines = [r for r in caplog.records if r.name == "bureau.ingest.mqtt" and "rejected receipt" in r.getMessage()]
+    assert 1 <= len(lines) <= 4, len(lines)  # one per 10 s of the flood
+
+
+def test_only_the_bureau_that_took_a_receipt_from_its_charger_answers_a_refusal_in_a_block(bureau):
+    from bureau.ledger.state import Refusal
+    from bureau.ledger.tx import receipt_tx, tx_hash
+    sent = []
+    ingest = bureau.node.ingest
+    ingest._publish = lambda charger_id, payload: sent.append((charger_id, json.loads(payload)))
+    charger = SigningKey.generate()
+    mine, relayed = (receipt_tx(seal(_receipt(seq, wallet_id="W-404"), charger)) for seq in (1, 2))
+    ingest._origin.add(tx_hash(mine))
+    ingest.on_refused([Refusal(mine, "unknown_wallet", "gone", "GZ-TH-0001", 1),
+                       Refusal(relayed, "unknown_wallet", "gone", "GZ-TH-0001", 2)])
+    assert [(c, m["seq"], m["reason"]) for c, m in sent] == [("GZ-TH-0001", 1, "unknown_wallet")]
+    assert bureau.node.metrics.get("relayed_rejected", "unknown_wallet") == 1
