@@ -37,6 +37,11 @@ class Conflict(ApiError):
     status = 409
 
 
+class Misdirected(ApiError):
+    """421: this bureau does not serve the request; the detail names the one that does."""
+    status = 421
+
+
 class Busy(ApiError):
     status = 503
 
