@@ -41,7 +41,8 @@ class Node:
         # Actions this node dropped before any block held them (expired, already decided...), so
         # the status endpoint can say why; refusals recorded in a block are read from storage.
         self.refused_ops: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
-        self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, host=settings.mqtt_host,
+        self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
+                                 signing_key=self.key, host=settings.mqtt_host,
                                  port=settings.mqtt_port, client_id=f"bureau-{settings.node_id}",
                                  username=settings.mqtt_username, password=settings.mqtt_password)
         if len(self.genesis.validators) == 1:
