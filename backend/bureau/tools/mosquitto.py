@@ -48,7 +48,7 @@ def free_port() -> int:
             return port
 
 
-ROLES = ("charger", "ingest", "authz", "fleet")
+ROLES = ("charger", "ingest", "authz", "fleet", "operator")
 
 # Chargers log in with their charger id as user name and reach only their own topics. Patterns
 # apply to every user; each user's block below adds what its role needs.
@@ -74,6 +74,9 @@ ROLE_TOPICS = {
     "fleet": ("write ev/v1/charger/+/receipt", "write ev/v1/charger/+/auth", "write ev/v1/charger/+/status",
               "write ev/v1/charger/+/enroll", "read ev/v1/charger/+/reply", "read ev/v1/charger/+/cmd",
               "read ev/v1/charger/+/status", "read ev/v1/charger/+/enroll"),
+    # an operator's or technician's tool: reads what chargers announce (enrollment, status), sends
+    # nothing
+    "operator": ("read ev/v1/charger/+/enroll", "read ev/v1/charger/+/status"),
 }
 
 
