@@ -23,6 +23,7 @@ import receipt
 import signed_reply
 import trust as trust_mod
 from clock import ticks_diff
+from errors import CodecError
 from tariff import Tariff, TariffError
 from trust import TRUST_FILE, provision, trust_from_genesis  # noqa: F401  (provisioning goes through authz)
 
@@ -61,11 +62,8 @@ _WIRE_METHOD = {"card": 1, "app": 3}
 _TRANSIENT = ("busy", "internal_error", "timeout")
 
 
-class AuthzError(Exception):
-    def __init__(self, reason, detail=""):
-        super().__init__(reason + (": " + detail if detail else ""))
-        self.reason = reason
-        self.detail = detail
+class AuthzError(CodecError):
+    """A signed bureau message or local authorization that must not be used."""
 
 
 def _hex(b):

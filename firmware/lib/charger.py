@@ -15,6 +15,7 @@ import receipt
 import signed_reply
 import trust as trust_mod
 from clock import ticks_diff
+from errors import CodecError
 from meter import MeterError
 from outbox import Outbox, RETRYABLE, receipt_id
 from session import Session
@@ -40,8 +41,8 @@ STATUS_ROLLBACK = const(1)
 STATUS_LOST = const(4)
 
 
-class ChargerError(Exception):
-    pass
+class ChargerError(CodecError):
+    """A request the charger cannot carry out now (a session runs, no tariff, not authorized)."""
 
 
 class Charger:
@@ -148,10 +149,10 @@ class Charger:
 
     def start(self, method, id_token, wallet_id, authorized_fen, auth_ref):
         if self.session is not None:
-            raise ChargerError("a session is running")
+            raise ChargerError("busy", "a session is running")
         self._apply_pending_tariff()
         if self.tariff is None:
-            raise ChargerError("no tariff")
+            raise ChargerError("no_tariff", "no tariff on flash and none by default")
         start_wh = self.meter.read_wh()  # no session without a real begin reading
         auth = {"method": method, "id_token": id_token, "wallet_id": wallet_id, "authorized_fen": authorized_fen,
                 "auth_ref": auth_ref}
@@ -243,7 +244,7 @@ class Charger:
     def start_authorized(self, decision):
         """Start a session on an accepted decision of authz.Authz (its basis goes into the receipt)."""
         if decision["decision"] != "accept":
-            raise ChargerError("not authorized: %s" % decision["reason"])
+            raise ChargerError("not_authorized", decision["reason"])
         return self.start(decision["method"], decision["id_token"], decision["wallet_id"],
                           decision["authorized_fen"], decision["auth_ref"])
 
@@ -258,7 +259,7 @@ class Charger:
                 continue
             if (t.tariff_id, t.version) == (s.d["tariff_id"], s.d["tariff_version"]):
                 return t
-        raise ChargerError("tariff of the session is not on flash")
+        raise ChargerError("no_tariff", "the tariff of the session is not on flash")
 
     # ---- delivery to the bureau --------------------------------------------------------
 

@@ -416,7 +416,7 @@ class Controller:
             except MeterError as e:
                 err = "meter:" + e.reason
             except ChargerError as e:
-                err = "start:" + str(e)
+                err = "start:" + e.reason
         finally:
             self._busy = False
         if err is not None:

@@ -42,6 +42,7 @@ except ImportError:  # CPython
         return x
 
 from binascii import hexlify
+from errors import CodecError
 
 START = const(0x68)
 END = const(0x16)
@@ -76,20 +77,9 @@ ERROR_BITS = (
 )
 
 
-class Dlt645Error(Exception):
-    """A DL/T 645 frame that cannot be used; `reason` is a short machine word, `code` the
-    meter's error status byte of an error reply (else None)."""
-
-    def __init__(self, reason, detail="", code=None):
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-        self.code = code
-
-    def __str__(self):
-        if self.detail:
-            return "%s: %s" % (self.reason, self.detail)
-        return self.reason
+class Dlt645Error(CodecError):
+    """A DL/T 645 frame that cannot be used; `code` is the meter's error status byte of an
+    error reply (else None)."""
 
 
 def describe_error(code):

@@ -55,6 +55,7 @@ except ImportError:  # CPython
 
 import dlt645
 import modbus_rtu
+from errors import CodecError
 
 STATUS_OK = const(0)
 STATUS_ROLLBACK = const(0x01)
@@ -66,20 +67,8 @@ _RX_MAX = const(256)
 _MAX_PREAMBLE = const(8)
 
 
-class MeterError(Exception):
-    """A reading that could not be taken; `reason` is a short machine word, `detail` human
-    text, `code` a protocol error code when the meter sent one."""
-
-    def __init__(self, reason, detail="", code=None):
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-        self.code = code
-
-    def __str__(self):
-        if self.detail:
-            return "%s: %s" % (self.reason, self.detail)
-        return self.reason
+class MeterError(CodecError):
+    """A reading that could not be taken; `code` a protocol error code when the meter sent one."""
 
 
 def _int(value, what):

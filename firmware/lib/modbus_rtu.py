@@ -34,6 +34,8 @@ the Wh integer the meter meant is recovered exactly; above, the result is the Wh
 the meter sent. The map is monotonic, so a rising float never yields a falling Wh count.
 """
 
+from errors import CodecError
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -68,20 +70,9 @@ UNIT_WH = {"Wh": 1, "0.01kWh": 10, "0.1kWh": 100, "kWh": 1000}
 _U64_LIMIT = 1 << 64
 
 
-class ModbusError(Exception):
-    """A Modbus reply that cannot be used; `reason` is a short machine word, `code` the
-    exception code of an exception response (else None)."""
-
-    def __init__(self, reason, detail="", code=None):
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-        self.code = code
-
-    def __str__(self):
-        if self.detail:
-            return "%s: %s" % (self.reason, self.detail)
-        return self.reason
+class ModbusError(CodecError):
+    """A Modbus reply that cannot be used; `code` is the exception code of an exception
+    response (else None)."""
 
 
 def crc16(data, start=0, end=None):

@@ -15,6 +15,8 @@ Encoders return a `bytearray` sized exactly once (no per-byte allocation); the d
 assembles a packet body in one buffer allocated when the decoder is made.
 """
 
+from errors import CodecError
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -61,13 +63,8 @@ _PACKET_NAMES = {
 }
 
 
-class MQTTError(Exception):
-    """An MQTT failure with a short machine `reason` and a human `detail`."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__(reason + ": " + detail if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class MQTTError(CodecError):
+    """An MQTT failure: a packet that cannot be used, or a session that cannot take a request."""
 
 
 class MalformedPacket(MQTTError):

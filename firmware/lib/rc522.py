@@ -22,6 +22,8 @@
 # CRC_A is computed here, not by the chip's coprocessor (one register round trip less).
 import binascii
 
+from errors import CodecError
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -95,11 +97,7 @@ _RESET_POLLS = const(50)
 _KNOWN_VERSIONS = (0x88, 0x90, 0x91, 0x92, 0x12, 0xB2)  # FM17522 clone, v0.0, v1.0, v2.0, clones
 
 
-class RC522Error(Exception):
-    def __init__(self, reason, detail=""):
-        super().__init__(reason + (": " + detail if detail else ""))
-        self.reason = reason
-        self.detail = detail
+RC522Error = CodecError  # the chip stopped answering or answered wrongly
 
 
 def crc_a(data, n):

@@ -2,6 +2,8 @@
 # Runs under MicroPython and CPython. A receipt is a dict with the field names of the doc.
 import struct
 
+from errors import CodecError
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -54,14 +56,13 @@ FIELDS = (
 )
 
 
-class ReceiptError(ValueError):
-    pass
+ReceiptError = CodecError  # a receipt that cannot be encoded or an envelope that cannot be parsed
 
 
 def _put_str(out, value):
     raw = value.encode()
     if len(raw) > 255:
-        raise ReceiptError("string too long")
+        raise ReceiptError("malformed", "string over 255 bytes")
     out.append(len(raw))
     out.extend(raw)
 
@@ -79,7 +80,7 @@ def encode_body(r):
             out.append(ord(v))
         elif kind == "x":
             if len(v) != 16:
-                raise ReceiptError("session_id must be 16 bytes")
+                raise ReceiptError("malformed", "session_id must be 16 bytes")
             out.extend(v)
         elif kind == "p":
             out.append(len(v))
@@ -101,7 +102,7 @@ def seal(r, seed, sign):
     body = encode_body(r)
     envelope = body + sign(seed, signed_message(body))
     if len(envelope) > MAX_ENVELOPE:
-        raise ReceiptError("envelope over 1024 bytes")
+        raise ReceiptError("oversized", "envelope of %d bytes, limit %d" % (len(envelope), MAX_ENVELOPE))
     return envelope
 
 
@@ -109,12 +110,12 @@ def decode_envelope(envelope):
     """Split and parse an envelope; returns (receipt dict, body, signature). Checks the
     encoding only; the bureau node does the full checks."""
     if len(envelope) > MAX_ENVELOPE:
-        raise ReceiptError("oversized")
+        raise ReceiptError("oversized", "%d bytes, limit %d" % (len(envelope), MAX_ENVELOPE))
     if len(envelope) < SIG_LEN + 1:
-        raise ReceiptError("malformed")
+        raise ReceiptError("malformed", "shorter than a signature")
     body = envelope[:-SIG_LEN]
     if body[0] != VERSION:
-        raise ReceiptError("unsupported_version")
+        raise ReceiptError("unsupported_version", "version %d" % body[0])
     r = {}
     i = 0
     try:
@@ -123,7 +124,7 @@ def decode_envelope(envelope):
                 n = body[i]
                 r[name] = bytes(body[i + 1:i + 1 + n]).decode()
                 if len(r[name]) != n:
-                    raise ReceiptError("malformed")
+                    raise ReceiptError("malformed", "text field is not ASCII")
                 i += 1 + n
             elif kind == "b":
                 r[name] = body[i]
@@ -149,9 +150,9 @@ def decode_envelope(envelope):
     except ReceiptError:
         raise
     except Exception:  # short buffer (IndexError, struct.error) or bad text (UnicodeError)
-        raise ReceiptError("malformed")
+        raise ReceiptError("malformed", "receipt ends early or holds bad text")
     if i != len(body):
-        raise ReceiptError("malformed")
+        raise ReceiptError("malformed", "%d bytes after the last field" % (len(body) - i))
     return r, bytes(body), bytes(envelope[-SIG_LEN:])
 
 

@@ -1,6 +1,8 @@
 # Time-of-use tariff arithmetic (docs/tariff.md): which period a moment falls in, and the one
 # rounding rule. Runs under MicroPython and CPython; the backend has its own copy of this
 # arithmetic held to this one by tests/vectors/tariff.json.
+from errors import CodecError
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -13,8 +15,7 @@ _HALF_FEN = const(50000)  # exact unit is 1e-7 CNY; a fen is 1e5 of them
 _FEN = const(100000)
 
 
-class TariffError(ValueError):
-    """A tariff document that breaks the rules of docs/tariff.md."""
+TariffError = CodecError  # a tariff document that breaks the rules of docs/tariff.md
 
 
 class Tariff:
@@ -23,27 +24,27 @@ class Tariff:
 
     def __init__(self, doc):
         if doc.get("v") != 1:
-            raise TariffError("unsupported tariff version")
+            raise TariffError("unsupported_version", "tariff document v %r" % (doc.get("v"),))
         self.tariff_id = doc["tariff_id"]
         self.version = doc["version"]
         self.rate = [None] * KINDS
         last = -1
         for kind, energy, service in doc["prices"]:
             if not (0 <= kind < KINDS) or kind <= last or energy < 0 or service < 0:
-                raise TariffError("bad price row")
+                raise TariffError("malformed", "bad price row")
             self.rate[kind] = energy + service
             last = kind
         starts = []
         kinds = []
         for start, kind in doc["schedule"]:
             if not (0 <= kind < KINDS) or self.rate[kind] is None:
-                raise TariffError("schedule names a period kind without a price")
+                raise TariffError("malformed", "schedule names a period kind without a price")
             if not (0 <= start < 1440) or (starts and start <= starts[-1]):
-                raise TariffError("schedule rows must ascend within 0..1439 minutes")
+                raise TariffError("malformed", "schedule rows must ascend within 0..1439 minutes")
             starts.append(start)
             kinds.append(kind)
         if not starts or starts[0] != 0:
-            raise TariffError("schedule must start at minute 0")
+            raise TariffError("malformed", "schedule must start at minute 0")
         self._starts = starts
         self._kinds = kinds
 
@@ -75,7 +76,7 @@ class Tariff:
             if wh:
                 rate = self.rate[kind]
                 if rate is None:
-                    raise TariffError("no price for period kind %d" % kind)
+                    raise TariffError("no_price", "no price for period kind %d" % kind)
                 exact += wh * rate
         return (exact + _HALF_FEN) // _FEN
 

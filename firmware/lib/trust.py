@@ -5,14 +5,12 @@
 import binascii
 import json
 
+from errors import CodecError
+
 TRUST_FILE = "bureau.json"
 
 
-class TrustError(Exception):
-    def __init__(self, reason, detail=""):
-        super().__init__(reason + (": " + detail if detail else ""))
-        self.reason = reason
-        self.detail = detail
+TrustError = CodecError  # a genesis or trust document that cannot be used
 
 
 def trust_from_genesis(genesis):
