@@ -29,6 +29,7 @@
 import json
 
 import authz as authz_mod
+import topics
 from controller import FAULTED, UNAVAILABLE
 from mqtt_codec import MQTTError
 from mqtt_session import MESSAGE
@@ -40,7 +41,6 @@ except ImportError:  # CPython
         return x
 
 _ONLINE_PREFIX = "auth:"
-_LIST_PREFIX = "ev/v1/bureau/authlist/"
 _PUBLISH_QOS = const(1)
 
 
@@ -134,11 +134,11 @@ class AuthFlow:
                 if len(self.authz.pending) > asked:
                     self.ctl.authorizing(now_ms)  # a phone start is being redeemed
                 self._run(actions, now_ms)
-            elif topic == authz_mod.TARIFF_TOPIC:
+            elif topic == topics.TARIFF_TOPIC:
                 result = self.charger.on_signed_tariff(payload, self.authz)
                 if result is not None:
                     self.log("tariff push: %s" % result)
-            elif topic.startswith(_LIST_PREFIX):
+            elif topic.startswith(topics.LIST_PREFIX):
                 result = self.authz.on_bureau_message(topic, payload, now_s)
                 if result == "installed":
                     self.log("offline list v%d installed" % self.authz.manifest["list_version"])

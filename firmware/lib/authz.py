@@ -21,10 +21,12 @@ import struct
 
 import receipt
 import signed_reply
+import topics
 import trust as trust_mod
 from clock import ticks_diff
 from errors import CodecError
 from tariff import Tariff, TariffError
+from topics import LIST_TOPICS, MANIFEST_TOPIC, PAGE_TOPIC_PREFIX, TARIFF_TOPIC
 from trust import TRUST_FILE, provision, trust_from_genesis  # noqa: F401  (provisioning goes through authz)
 
 try:
@@ -42,10 +44,6 @@ _MAX_USED = const(256)
 
 LIST_TAG = b"EV-AUTHLIST/v1\x00\x00"
 TARIFF_TAG = b"EV-TARIFF/v1\x00\x00\x00\x00"
-LIST_TOPICS = "ev/v1/bureau/authlist/#"
-MANIFEST_TOPIC = "ev/v1/bureau/authlist/manifest"
-PAGE_TOPIC_PREFIX = "ev/v1/bureau/authlist/page/"
-TARIFF_TOPIC = "ev/v1/bureau/tariff"
 
 _DIR = "authz"
 _PAGES = "authz/pg"
@@ -196,8 +194,8 @@ class Authz:
         self.verify = verify  # ed25519.verify(public_key, msg, sig) -> bool
         self.urandom = urandom
         self.timeout_ms = timeout_ms
-        self.auth_topic = "ev/v1/charger/%s/auth" % charger_id
-        self.reply_topic = "ev/v1/charger/%s/reply" % charger_id
+        self.auth_topic = topics.auth(charger_id)
+        self.reply_topic = topics.reply(charger_id)
         self.trust = trust_mod.Trust()  # the bureau keys of bureau.json
         self.refused_replies = {}  # reason -> authorization replies ignored for it (shown in the status)
         self.manifest = None  # installed list (dict of decode_manifest)

@@ -13,6 +13,7 @@ import json
 
 import receipt
 import signed_reply
+import topics
 import trust as trust_mod
 from clock import ticks_diff
 from errors import CodecError
@@ -70,8 +71,8 @@ class Charger:
         self.authz = None  # authz.Authz when the shell attaches one: offline spend tracking
         self.trust = trust_mod.Trust()  # the bureau keys of bureau.json, read at boot
         self.refused_acks = {}  # reason -> acks ignored for it (shown in the status)
-        self.receipt_topic = "ev/v1/charger/%s/receipt" % charger_id
-        self.reply_topic = "ev/v1/charger/%s/reply" % charger_id
+        self.receipt_topic = topics.receipt(charger_id)
+        self.reply_topic = topics.reply(charger_id)
 
     # ---- boot --------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 # replaces the status when the charger drops off, and the enrollment message of first boot.
 # Pure: JSON in UTF-8 bytes, every message versioned with "v": 1.
 #
-# Topics (the broker's ACL lets a charger publish only below its own ev/v1/charger/<id>/):
+# Topics (built by topics.py; the broker's ACL lets a charger publish only below its own
+# ev/v1/charger/<id>/):
 #   ev/v1/charger/<id>/status   retained; {"v":1,"charger_id":..,"state":..,"online":true,
 #                               "meter_wh":..,"firmware":..,"error":..,"time":..,"time_synced":..,
 #                               "session":{"energy_wh":..,"amount_fen":..} or null,
@@ -17,12 +18,10 @@
 import binascii
 import json
 
+import topics
+
 STATE_OFFLINE = "offline"
 ENROLL_FILE = "enrolled"  # flash: the public key (hex) whose enrollment the broker acknowledged
-
-
-def topic(charger_id: str, leaf: str) -> str:
-    return "ev/v1/charger/%s/%s" % (charger_id, leaf)
 
 
 def status_message(charger_id: str, state: str, meter_wh, firmware: str, error=None, now=None,
@@ -89,7 +88,7 @@ class Provisioning:
     def __init__(self, flash, charger_id: str, public_key: bytes, meter_serial: str, firmware: str):
         self.flash = flash
         self.public_key = public_key
-        self.topic = topic(charger_id, "enroll")
+        self.topic = topics.enroll(charger_id)
         self.payload = enroll_message(charger_id, public_key, meter_serial, firmware)
         # The QoS 1 publish waiting for its PUBACK. The MQTT session re-sends an unacknowledged
         # QoS 1 publish after a reconnect under the same packet id, so the id stays valid.

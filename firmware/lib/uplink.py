@@ -14,11 +14,12 @@ from mqtt_codec import MQTTError
 from mqtt_session import CONNECT_FAILED, CONNECTED_EVENT, DISCONNECTED_EVENT, MESSAGE, PUBLISHED
 from clock import ticks_diff
 import status
+import topics
 
 
 def will(charger_id: str, firmware: str):
     """(topic, payload, qos, retain) of the last will, for MQTTClient(will=...)."""
-    return (status.topic(charger_id, "status"), status.offline_message(charger_id, firmware), 1, True)
+    return (topics.status(charger_id), status.offline_message(charger_id, firmware), 1, True)
 
 
 class Uplink:
@@ -33,8 +34,8 @@ class Uplink:
         self.on_stop = on_stop  # on_stop(session_id hex): a remote stop command arrived
         self.status_every_ms = status_every_ms
         cid = charger.charger_id
-        self.status_topic = status.topic(cid, "status")
-        self.cmd_topic = status.topic(cid, "cmd")
+        self.status_topic = topics.status(cid)
+        self.cmd_topic = topics.cmd(cid)
         self.up = False
         self.connections = 0
         self.acked = 0
