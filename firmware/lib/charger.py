@@ -17,7 +17,7 @@ import topics
 import trust as trust_mod
 from clock import ticks_diff
 from errors import CodecError
-from meter import MeterError
+from meter_watch import CARRIED, MeterError, MeterWatch, WatchedMeter
 from outbox import Outbox, RETRYABLE, receipt_id
 from session import Session
 from tariff import Tariff
@@ -36,10 +36,7 @@ PENDING_TARIFF_FILE = "tariff.next"  # a tariff pushed during a session, applied
 CHECKPOINT_S = const(15)  # session state reaches flash at least this often while charging
 RESEND_MS = const(20000)  # an unacknowledged receipt goes out again after this
 WINDOW = const(16)  # receipts in flight at once
-LOST_AFTER = const(3)  # consecutive failed meter reads before the session is stopped
-
-STATUS_ROLLBACK = const(1)
-STATUS_LOST = const(4)
+LOST_AFTER = const(3)  # consecutive failed meter reads before the watch calls the meter lost
 
 
 class ChargerError(CodecError):
@@ -51,7 +48,12 @@ class Charger:
                  default_tariff=None):
         self.charger_id = charger_id
         self.flash = flash
+        # Every read goes through the meter watch, the one judge of readings (meter_watch.py):
+        # the device hands in its WatchedMeter, a bare driver gets a watch of its own.
+        if not isinstance(meter, WatchedMeter):
+            meter = WatchedMeter(meter, MeterWatch(lost_after=LOST_AFTER))
         self.meter = meter
+        self.watch = meter.watch
         self.clock = clock  # .now() -> Unix s (UTC), .synced() -> bool
         self.signer = signer  # .sign(seed, msg), .public_key(seed), .verify(key, msg, sig): the ed25519 module
         self.urandom = urandom
@@ -63,7 +65,6 @@ class Charger:
         self.tariff = None
         self.seed = None
         self.next_seq = 1
-        self.meter_failures = 0
         self.last_checkpoint = 0
         self.sent_at = {}  # seq -> ms of the last send on this connection
         self.resend_ms = RESEND_MS
@@ -154,19 +155,26 @@ class Charger:
         self._apply_pending_tariff()
         if self.tariff is None:
             raise ChargerError("no_tariff", "no tariff on flash and none by default")
-        start_wh = self.meter.read_wh()  # no session without a real begin reading
+        watch = self.watch
+        carried = watch.status & CARRIED
+        watch.start_session()
+        try:
+            start_wh = self.meter.read_wh()  # no session without a real begin reading
+        except MeterError:
+            watch.status |= carried  # still owed to the next session
+            raise
         auth = {"method": method, "id_token": id_token, "wallet_id": wallet_id, "authorized_fen": authorized_fen,
                 "auth_ref": auth_ref}
         now = self.clock.now()
         self.session = Session.begin(self.urandom(16), auth, self.tariff, self.meter_serial, start_wh, now,
                                      self.clock.synced())
-        self.meter_failures = 0
+        self.session.flag(carried | watch.status)
         self._checkpoint(now)
         return self.session
 
     def tick(self, stop=True):
-        """Read the meter and account for the energy; stops at the prepaid limit or on a lost
-        meter. Returns the stop reason when the session ended, else None.
+        """Read the meter and account for the energy; stops at the prepaid limit or on a meter
+        the watch calls lost. Returns the stop reason when the session ended, else None.
 
         With stop=False the session is left open and the reason is only returned, so that the
         caller can open the contactor before the receipt is signed and written; it must then
@@ -175,8 +183,7 @@ class Charger:
         if s is None:
             return None
         if not self._read_meter():
-            if self.meter_failures >= LOST_AFTER:
-                s.flag(STATUS_LOST)
+            if self.watch.lost:
                 if stop:
                     self.stop(receipt.STOP_FAULT)
                 return receipt.STOP_FAULT
@@ -191,14 +198,17 @@ class Charger:
         return None
 
     def _read_meter(self):
+        """One reading into the session; False when the meter gave none. The watch's verdict
+        on it (and on every read before) goes into the session's meter status."""
         try:
             wh = self.meter.read_wh()
         except MeterError:
-            self.meter_failures += 1
+            wh = None
+        s = self.session
+        s.flag(self.watch.status)
+        if wh is None:
             return False
-        self.meter_failures = 0
-        if not self.session.sample(self.tariff, wh, self.clock.now()):
-            self.session.flag(STATUS_ROLLBACK)
+        s.sample(self.tariff, wh, self.clock.now())
         return True
 
     def stop(self, reason, read_end=None):
@@ -212,6 +222,7 @@ class Charger:
             read_end = reason != receipt.STOP_POWER and reason != receipt.STOP_FAULT
         if read_end:
             self._read_meter()  # the end reading
+        s.flag(self.watch.status)
         seq = self._allocate_seq()
         s.close(seq, self.clock.now(), self.clock.synced(), reason)
         self._checkpoint(None)

@@ -40,9 +40,9 @@
 # - A pilot fault leaves the charge point FAULTED until the vehicle is unplugged (A).
 # - Without a meter or a tariff the charge point is UNAVAILABLE and drives state F (-12 V)
 #   until both are back.
-# - Meter status bits seen by meter.MeterWatch (rollback, frozen while current flowed, lost,
-#   replaced) go into the session (receipt field 16); rollback and replacement seen while idle
-#   go into the next session.
+# - Every meter read goes through a WatchedMeter to the MeterWatch, which alone judges the
+#   readings (rollback, frozen while current flowed, lost, replaced); the Charger copies its bits
+#   into the session (receipt field 16). Here only the watch's inputs are set (flow, clock).
 #
 # Re-entrancy: on the device the meter transport samples the pilot while it waits for the
 # meter's reply, so `pilot()` may be called while a Charger call is running. Then it only
@@ -52,7 +52,7 @@
 import receipt
 from charger import ChargerError
 from clock import ticks_add, ticks_diff
-from meter import STATUS_REPLACED, STATUS_ROLLBACK, STATUS_LOST, MeterError
+from meter_watch import MeterError, WatchedMeter
 from pilot import (
     DIODE_FAULT, FULL_SCALE_U16, INVALID, STATE_A, STATE_B, STATE_C, STATE_D, STATE_E, STATE_F,
     duty_u16,
@@ -91,7 +91,6 @@ ERR_AUTH_TIMEOUT = "auth_timeout"
 
 _PILOT_ERRORS = {STATE_E: ERR_PILOT_SHORT, INVALID: ERR_PILOT_INVALID, DIODE_FAULT: ERR_DIODE,
                  STATE_F: ERR_PILOT_LOW}
-_CARRY = STATUS_ROLLBACK | STATUS_REPLACED  # seen while idle: carried into the next session
 
 
 def _asks(p):
@@ -100,34 +99,6 @@ def _asks(p):
 
 def _plugged(p):
     return p == STATE_B or p == STATE_C or p == STATE_D
-
-
-class WatchedMeter:
-    """The charger's meter as Charger sees it (`read_wh()`), feeding every outcome of every
-    read to a meter.MeterWatch. The controller sets `flowing` (contactor closed and the
-    vehicle asking) and `now_ms` (ms since the session began, so the watch's clock never
-    wraps within a session) before it lets the Charger read. `identify`, when given, returns
-    the meter's identity after a good read (e.g. the DL/T 645 address the reply carried)."""
-
-    def __init__(self, driver, watch, identify=None):
-        self.driver = driver
-        self.watch = watch
-        self.identify = identify
-        self.flowing = False
-        self.now_ms = 0
-
-    def read_wh(self) -> int:
-        try:
-            wh = self.driver.read_wh()
-        except MeterError as e:
-            self.watch.feed(e, self.flowing, self.now_ms)
-            raise
-        ident = self.identify() if self.identify is not None else None
-        self.watch.feed(wh, self.flowing, self.now_ms, ident)
-        return wh
-
-    def read_serial(self):
-        return self.driver.read_serial()
 
 
 class Controller:
@@ -219,13 +190,9 @@ class Controller:
             wh = s.energy_wh
             self._busy = True
             try:
-                reason = self.charger.tick(False)
+                reason = self.charger.tick(False)  # F on a meter the watch calls lost
             finally:
                 self._busy = False
-            s.flag(self.watch.status)
-            if reason is None and self.watch.lost:
-                s.flag(STATUS_LOST)
-                reason = receipt.STOP_FAULT
             if reason == receipt.STOP_LIMIT:
                 self._finish(receipt.STOP_LIMIT, now_ms)
             elif reason is not None:
@@ -403,8 +370,6 @@ class Controller:
         if problem is not None:
             self._unavailable(problem, now, False)
             return
-        carry = self.watch.status & _CARRY
-        self.watch.start_session()
         self._wbase = now
         self.meter.now_ms = 0
         self.meter.flowing = False
@@ -421,13 +386,11 @@ class Controller:
             self._busy = False
         if err is not None:
             # no session, contactor open; retried while the vehicle keeps asking
-            self.watch.status |= carry  # still owed to the next session
             self.error = err
             self._retry_at = ticks_add(now, self.retry_ms)
             self._changed()
             self._settle(now)
             return
-        self.charger.session.flag(carry | self.watch.status)
         self.auth = None  # the session holds it now
         self._retry_at = None
         self.error = None
@@ -488,7 +451,6 @@ class Controller:
         """Stop the session on the Charger: end reading, receipt signed into the outbox. The
         contactor is already open."""
         s = self.charger.session
-        s.flag(self.watch.status)
         self.meter.flowing = False
         self.meter.now_ms = ticks_diff(now, self._wbase)
         self._busy = True

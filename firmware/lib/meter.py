@@ -40,11 +40,8 @@ uint32) lets `read_serial()` tell one meter from another. DL/T 645::
      "address": "AAAAAAAAAAAA", "preamble": 4,
      "registers": {"import_energy": {"di": "0x00010000", "bytes": 4, "decimals": 2, "unit": "kWh"}}}
 
-MeterWatch
-----------
-A pure watchdog the session feeds after every read; it keeps the `meter_status` bits of receipt
-field 16 (docs/receipt-v1.md): bit 0 rollback, bit 1 frozen while current flowed, bit 2 meter lost,
-bit 3 meter replaced.
+MeterWatch (meter_watch.py, re-exported here) judges every reading; it keeps the `meter_status`
+bits of receipt field 16.
 """
 
 try:
@@ -55,20 +52,12 @@ except ImportError:  # CPython
 
 import dlt645
 import modbus_rtu
-from errors import CodecError
-
-STATUS_OK = const(0)
-STATUS_ROLLBACK = const(0x01)
-STATUS_FROZEN = const(0x02)
-STATUS_LOST = const(0x04)
-STATUS_REPLACED = const(0x08)
+# the watch and the reading's error are the core's (meter_watch.py); re-exported for the drivers' users
+from meter_watch import (  # noqa: F401
+    STATUS_FROZEN, STATUS_LOST, STATUS_OK, STATUS_REPLACED, STATUS_ROLLBACK, MeterError, MeterWatch, WatchedMeter)
 
 _RX_MAX = const(256)
 _MAX_PREAMBLE = const(8)
-
-
-class MeterError(CodecError):
-    """A reading that could not be taken; `code` a protocol error code when the meter sent one."""
 
 
 def _int(value, what):
@@ -300,80 +289,3 @@ def meter_from_config(transport, regmap, **options):
     if protocol == "dlt645_2007":
         return Dlt645Meter(transport, regmap=regmap, **options)
     raise ValueError("unknown meter protocol %r" % (protocol,))
-
-
-class MeterWatch:
-    """Watches the readings of one meter. Pure: the caller passes every reading in, with
-    whether current flows and a monotonic millisecond clock that does not wrap.
-
-    - lost: `lost_after` consecutive failed reads (bit 2). `lost` tells whether the meter is
-      missing right now; the status bit stays set for the session.
-    - rollback: a reading below the previous one (bit 0), except across a replacement.
-    - frozen: while current flows, the reading has not moved for `frozen_after_ms` (bit 1). The
-      clock starts when current starts flowing or the reading last changed, whichever is later.
-    - replaced: the meter's identity (serial number or address) differs from the one seen
-      before (bit 3).
-
-    `status` collects the bits since `start_session()`; the reference reading and identity
-    carry over between sessions (and can be restored after a reboot through the constructor),
-    so a swap or rollback while idle is flagged in the next session.
-    """
-
-    def __init__(self, lost_after=3, frozen_after_ms=120000, last_wh=None, identity=None):
-        if lost_after < 1 or frozen_after_ms < 1:
-            raise ValueError("lost_after and frozen_after_ms must be positive")
-        self.lost_after = lost_after
-        self.frozen_after_ms = frozen_after_ms
-        self.last_wh = last_wh
-        self.identity = identity
-        self.status = STATUS_OK
-        self.failures = 0
-        self.lost = False
-        self.last_error = None
-        self._changed_ms = None
-        self._flow_since = None
-
-    def start_session(self):
-        """Clear the status bits for a new session (references are kept)."""
-        self.status = STATUS_OK
-        self._changed_ms = None
-        self._flow_since = None
-
-    def feed(self, reading, flowing, now_ms, identity=None):
-        """Record one read: `reading` is the Wh int, or the MeterError (or None) of a failed
-        read. Returns the status bits that became set by this reading (0 when none)."""
-        new = 0
-        if flowing:
-            if self._flow_since is None:
-                self._flow_since = now_ms
-        else:
-            self._flow_since = None
-        if isinstance(reading, int) and not isinstance(reading, bool):
-            self.failures = 0
-            self.lost = False
-            replaced = False
-            if identity is not None:
-                if self.identity is not None and identity != self.identity:
-                    replaced = True
-                    new |= STATUS_REPLACED
-                self.identity = identity
-            if self.last_wh is not None and reading < self.last_wh and not replaced:
-                new |= STATUS_ROLLBACK
-            if self.last_wh is None or reading != self.last_wh or self._changed_ms is None:
-                self._changed_ms = now_ms
-            self.last_wh = reading
-            if flowing:
-                since = self._flow_since
-                if self._changed_ms > since:
-                    since = self._changed_ms
-                if now_ms - since >= self.frozen_after_ms:
-                    new |= STATUS_FROZEN
-        else:
-            self.failures += 1
-            self.last_error = reading
-            if self.failures >= self.lost_after:
-                self.lost = True
-                new |= STATUS_LOST
-        fresh = new & ~self.status
-        self.status |= new
-        return fresh

@@ -43,17 +43,17 @@ class Session:
 
     def sample(self, tariff, wh, now):
         """A new meter reading. Energy since the last one goes to the period in force now.
-        Returns False for a reading below the last (rollback), which is ignored."""
+        Energy is counted forward only (a receipt's energy is its end reading minus its begin
+        reading): a reading below the last adds nothing; the meter watch flags it."""
         d = self.d
         if wh < d["last_wh"]:
-            return False
+            return
         delta = wh - d["last_wh"]
         if delta:
             d["energy"][tariff.kind_at(now)] += delta
         d["last_delta"] = delta
         d["last_wh"] = wh
         d["last_time"] = now
-        return True
 
     def limit_reached(self, tariff, now):
         """True when one more interval like the last would cost more than was authorized: the

@@ -135,6 +135,40 @@ def test_lost_meter_stops_the_session_with_a_fault_and_keeps_the_energy_metered(
     assert r.energy_wh == 100 and r.meter_status & 4
 
 
+def test_a_rollback_is_flagged_by_the_watch_and_counts_no_energy():
+    flash, meter, clock = CuttableFlash(), Meter(), Clock()
+    c = make(flash, meter, clock)
+    c.start(1, "04AA", "W-1", 10**6, "")
+    clock.t += 60; meter.wh += 100; c.tick()
+    clock.t += 60; meter.wh -= 40; c.tick()  # the register went back
+    assert c.watch.status == fw_meter.STATUS_ROLLBACK
+    clock.t += 60; meter.wh += 70; c.tick()  # 30 Wh above the highest reading
+    c.stop("L")
+    (r,) = receipts_of(c)
+    assert r.meter_status == fw_meter.STATUS_ROLLBACK and r.energy_wh == 130
+
+
+class IdentifiedMeter(Meter):
+    def __init__(self):
+        super().__init__()
+        self.serial = "MTR-1"
+
+
+def test_the_core_takes_the_watchs_verdict_a_replaced_meter_is_no_rollback():
+    flash, meter, clock = CuttableFlash(), IdentifiedMeter(), Clock()
+    watched = fw_meter.WatchedMeter(meter, fw_meter.MeterWatch(lost_after=fw_charger.LOST_AFTER),
+                                    lambda: meter.serial)
+    c = make(flash, watched, clock)
+    assert c.watch is watched.watch
+    c.start(1, "04AA", "W-1", 10**6, "")
+    clock.t += 60; meter.wh += 100; c.tick()
+    meter.serial, meter.wh = "MTR-2", 20  # another meter, a lower register
+    clock.t += 60; c.tick()
+    c.stop("L")
+    (r,) = receipts_of(c)
+    assert r.meter_status == fw_meter.STATUS_REPLACED and r.energy_wh == 100
+
+
 def test_first_boot_makes_a_key_that_survives_reboot(tmp_path):
     flash = Flash(str(tmp_path / "flash"))
     c1 = make(flash, Meter(), Clock(), os.urandom)
