@@ -17,6 +17,11 @@ Those handlers are the CPython fallbacks of the MicroPython idioms (`const`, `ua
 because the fallback necessarily differs from the stub it falls back from. The script prints
 how many it set aside.
 
+The layers are checked too, by parsing every module's imports with `ast`: the pure core
+imports no shell and no driver, drivers import no shell (a driver talks to a bus it is handed;
+a shell owns sockets, files, the clock and the glue; the device modules may use everything).
+Each import across the rule is one error line naming the module and the import.
+
 Usage: python scripts/firmware_typecheck.py [-v]     exit status 0 when clean
 """
 
@@ -39,6 +44,18 @@ CHECK_BODIES = [
     "board", "uart_transport", "main",
     "pilot", "meter", "modbus_rtu", "dlt645", "session", "outbox", "flash", "sha512",
 ]
+# The layer of every firmware module (all of them land flat in the device's /lib).
+LAYERS = {
+    "core": ("authz", "charger", "controller", "dlt645", "ed25519", "errors", "meter_watch", "modbus_rtu",
+             "mqtt_codec", "mqtt_session", "outbox", "pilot", "receipt", "session", "sha512", "signed_reply",
+             "status", "tariff", "ticks", "topics", "trust"),
+    "driver": ("display", "meter", "rc522"),
+    "shell": ("authflow", "chargepoint", "clock", "flash", "mqtt_client", "supervisor", "uplink"),
+    "device": ("board", "main", "uart_transport"),
+}
+# what each layer may import besides the platform's own modules
+MAY_IMPORT = {"core": ("core",), "driver": ("core", "driver"), "shell": ("core", "driver", "shell"),
+              "device": ("core", "driver", "shell", "device")}
 STUB_DISTS = ("micropython-esp32-stubs", "micropython-stdlib-stubs")
 _ERROR = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): (?P<kind>error|note): (?P<msg>.*)$")
 
@@ -87,6 +104,34 @@ def fallback_lines(path: Path) -> set[int]:
         if any(isinstance(n, ast.Name) and n.id == "ImportError" for n in names):
             for stmt in node.body:
                 out.update(range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+    return out
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level module name) of every absolute import in a module, wherever it stands."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.extend((node.lineno, a.name.split(".")[0]) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.lineno, node.module.split(".")[0]))
+    return sorted(out)
+
+
+def layer_errors(files: list[Path], root: Path = ROOT, layers: dict | None = None) -> list[str]:
+    """One line per import across the layer rule, and per module that has no layer."""
+    layer_of = {m: layer for layer, mods in (layers or LAYERS).items() for m in mods}
+    out = []
+    for f in files:
+        rel = f.relative_to(root)
+        mine = layer_of.get(f.stem)
+        if mine is None:
+            out.append(f"{rel}:1: error: module {f.stem} has no layer (add it to LAYERS)  [layer]")
+            continue
+        for lineno, name in imports_of(f):
+            theirs = layer_of.get(name)
+            if theirs is not None and theirs not in MAY_IMPORT[mine]:
+                out.append(f"{rel}:{lineno}: error: {mine} module {f.stem} imports {theirs} module {name}  [layer]")
     return out
 
 
@@ -144,6 +189,7 @@ def run(verbose: bool = False, dirs: list[Path] | None = None, root: Path = ROOT
             counted.append(line)
         elif (path, lineno) not in drop_notes_at and counted and counted[-1].startswith(f"{path}:{lineno}:"):
             counted.append(line)
+    counted.extend(layer_errors(files, root))
     errors = [c for c in counted if ": error: " in c]
     return (1 if errors else 0), counted, skipped
 

@@ -23,9 +23,9 @@ import receipt
 import signed_reply
 import topics
 import trust as trust_mod
-from clock import ticks_diff
 from errors import CodecError
 from tariff import Tariff, TariffError
+from ticks import ticks_diff
 from topics import LIST_TOPICS, MANIFEST_TOPIC, PAGE_TOPIC_PREFIX, TARIFF_TOPIC
 from trust import TRUST_FILE, provision, trust_from_genesis  # noqa: F401  (provisioning goes through authz)
 

@@ -15,12 +15,12 @@ import receipt
 import signed_reply
 import topics
 import trust as trust_mod
-from clock import ticks_diff
 from errors import CodecError
 from meter_watch import CARRIED, MeterError, MeterWatch, WatchedMeter
 from outbox import Outbox, RETRYABLE, receipt_id
 from session import Session
 from tariff import Tariff
+from ticks import ticks_diff
 
 try:
     from micropython import const

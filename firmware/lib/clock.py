@@ -10,9 +10,8 @@
 # before `EARLIEST`; a clock that was never set is not synced, and receipts say so (receipt
 # field 12).
 #
-# Millisecond ticks wrap (MicroPython's `time.ticks_ms()` at 2**30 on the ESP32), so
-# differences go through `ticks_diff`, which takes them modulo 2**30 like `time.ticks_diff`.
-# The same rule is used by mqtt_session, so ticks from either module can be compared.
+# Millisecond ticks wrap (MicroPython's `time.ticks_ms()` at 2**30 on the ESP32): their
+# arithmetic is ticks.py's, re-exported here for the shells; `ticks_source()` is the counter.
 
 try:
     from micropython import const
@@ -20,12 +19,13 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+from ticks import ticks_add, ticks_diff  # noqa: F401  (the shells take them from here)
+
 UNIX_2000 = const(946684800)  # 2000-01-01T00:00:00Z in Unix seconds
 EARLIEST = const(1704067200)  # 2024-01-01T00:00:00Z: a clock before this was never set
 DAY_S = const(86400)
 
 _TICKS_MASK = const(0x3FFFFFFF)
-_TICKS_HALF = const(0x20000000)
 
 
 def epoch_offset(epoch_year: int) -> int:
@@ -35,31 +35,6 @@ def epoch_offset(epoch_year: int) -> int:
     if epoch_year == 2000:
         return UNIX_2000
     raise ValueError("unknown time epoch %r" % (epoch_year,))
-
-
-# Both stay within MicroPython's small ints (-2**30 .. 2**30-1) at every step, so they never
-# allocate: 2**30 itself is not a small int on a 32-bit port, hence the two half steps.
-
-def ticks_diff(a: int, b: int) -> int:
-    """a - b in ms for counters that wrap at 2**30 (the rule of time.ticks_diff); a and b
-    are ticks in 0 .. 2**30-1."""
-    d = a - b
-    if d >= _TICKS_HALF:
-        return d - _TICKS_HALF - _TICKS_HALF
-    if d < -_TICKS_HALF:
-        return d + _TICKS_HALF + _TICKS_HALF
-    return d
-
-
-def ticks_add(t: int, delta: int) -> int:
-    """t + delta on the same wrapping counter; |delta| < 2**29."""
-    if delta >= 0:
-        if t >= _TICKS_HALF:
-            t = t - _TICKS_HALF - _TICKS_HALF  # t - 2**30, negative
-        t += delta
-        return t if t >= 0 else t + _TICKS_HALF + _TICKS_HALF
-    t += delta
-    return t if t >= 0 else t + _TICKS_HALF + _TICKS_HALF
 
 
 try:

@@ -51,12 +51,12 @@
 
 import receipt
 from charger import ChargerError
-from clock import ticks_add, ticks_diff
 from meter_watch import MeterError, WatchedMeter
 from pilot import (
     DIODE_FAULT, FULL_SCALE_U16, INVALID, STATE_A, STATE_B, STATE_C, STATE_D, STATE_E, STATE_F,
     duty_u16,
 )
+from ticks import ticks_add, ticks_diff
 
 try:
     from micropython import const

@@ -39,7 +39,7 @@ from mqtt_codec import (
     encode_publish, encode_subscribe, mark_dup,
 )
 
-from clock import ticks_diff  # one wrap-safe difference for the whole firmware
+from ticks import ticks_diff  # one wrap-safe difference for the whole firmware
 
 # Session states.
 DISCONNECTED = const(0)

@@ -62,3 +62,27 @@ def test_fallback_lines_are_the_except_importerror_bodies(tmp_path):
                  "        return x\n\ntry:\n    import foo\nexcept (ValueError, ImportError):\n    foo = None\n"
                  "try:\n    x = 1\nexcept OSError:\n    x = 2\n")
     assert tc.fallback_lines(f) == {4, 5, 10}
+
+
+def test_the_check_finds_imports_across_the_layers(tmp_path):
+    tc = load_script()
+    lib, dev = tmp_path / "firmware" / "lib", tmp_path / "firmware" / "device"
+    shutil.copytree(ROOT / "firmware" / "lib", lib)
+    shutil.copytree(ROOT / "firmware" / "device", dev)
+    assert tc.layer_errors(tc.sources([lib, dev]), tmp_path) == []
+    charger = lib / "charger.py"
+    charger.write_text(charger.read_text().replace("import json\n", "import json\nfrom flash import Flash\n", 1))
+    session = lib / "session.py"
+    session.write_text(session.read_text() + "\n\ndef _driver():\n    import meter\n    return meter\n")
+    meter = lib / "meter.py"
+    meter.write_text(meter.read_text().replace("import dlt645\n", "import dlt645\nimport uplink\n", 1))
+    (lib / "newthing.py").write_text("import json\n")
+    status, lines, _ = tc.run(dirs=[lib, dev], root=tmp_path)
+    layer = [line for line in lines if line.endswith("[layer]")]
+    assert status == 1
+    assert any(line.startswith("firmware/lib/charger.py:") and "core module charger imports shell module flash" in line
+               for line in layer), layer
+    assert any("core module session imports driver module meter" in line for line in layer), layer
+    assert any("driver module meter imports shell module uplink" in line for line in layer), layer
+    assert any("module newthing has no layer" in line for line in layer), layer
+    assert len(layer) == 4, layer
