@@ -104,7 +104,8 @@ def test_no_login_publishes_a_command_to_a_charger(mosquitto):
     user, password = mosquitto.login_bureau("bureau-1")
     ingest, _ = _client(mosquitto.port, (f"{user}.ingest", password))
     others = [_client(mosquitto.port, login)[0] for login in
-              (mosquitto.login("CH-B"), (f"{user}.authz", password), mosquitto.login("sim", "fleet"))]
+              (mosquitto.login("CH-B"), (f"{user}.authz", password), mosquitto.login("sim", "fleet"),
+               mosquitto.login("ops", "operator"))]
     stop = b'{"v":1,"type":"stop","session_id":"00112233445566778899aabbccddeeff"}'
     for c in [charger, ingest, *others]:
         c.publish("ev/v1/charger/CH-A/cmd", stop, qos=1).wait_for_publish(5)
