@@ -1,7 +1,7 @@
 """Benchmark: Ed25519 signing of a receipt-sized message under real MicroPython.
 
 One MicroPython process (the WebAssembly port, tests/support/micropython.py) runs the firmware
-signer (firmware/lib/ed25519.py) and the straightforward double-and-add signer
+signer (firmware/core/ed25519.py) and the straightforward double-and-add signer
 (tests/support/ed25519_naive.py, loaded from its source text) side by side: batches of each are
 interleaved, every batch in its own top-level runPython call (the port reclaims memory only
 between those). Noise on a shared machine only adds time, so each signer's fastest batch is its
@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for extra in (ROOT, ROOT / "firmware" / "lib"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import chargerhost  # noqa: E402,F401  (puts the firmware library on sys.path)
 
 from tests.support.micropython import run_micropython  # noqa: E402
 

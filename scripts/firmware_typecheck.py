@@ -1,4 +1,4 @@
-"""Type-check the firmware (firmware/lib and firmware/device) with mypy against the MicroPython
+"""Type-check the firmware (firmware/core, drivers, shell and device) with mypy against the MicroPython
 ESP32 stubs, i.e. against the modules and signatures the device really has (`machine`,
 `network`, `ntptime`, `time.ticks_ms`, MicroPython's `asyncio`, ...), not CPython's.
 
@@ -17,10 +17,11 @@ Those handlers are the CPython fallbacks of the MicroPython idioms (`const`, `ua
 because the fallback necessarily differs from the stub it falls back from. The script prints
 how many it set aside.
 
-The layers are checked too, by parsing every module's imports with `ast`: the pure core
-imports no shell and no driver, drivers import no shell (a driver talks to a bus it is handed;
-a shell owns sockets, files, the clock and the glue; the device modules may use everything).
-Each import across the rule is one error line naming the module and the import.
+The layers are checked too, by parsing every module's imports with `ast`: a module's layer is
+its directory (core, drivers, shell, device); the pure core imports no shell and no driver,
+drivers import no shell (a driver talks to a bus it is handed; a shell owns sockets, files, the
+clock and the glue; the device modules may use everything). Each import across the rule is one
+error line naming the module and the import.
 
 Usage: python scripts/firmware_typecheck.py [-v]     exit status 0 when clean
 """
@@ -37,25 +38,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+from chargerhost import DEVICE_DIR, LIB_DIRS
+
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [ROOT / "firmware" / "lib", ROOT / "firmware" / "device"]
+SOURCES = [*LIB_DIRS, DEVICE_DIR]
 CHECK_BODIES = [
     "controller", "clock", "supervisor", "status", "uplink", "display",
     "board", "uart_transport", "main",
     "pilot", "meter", "modbus_rtu", "dlt645", "session", "outbox", "flash", "sha512",
 ]
-# The layer of every firmware module (all of them land flat in the device's /lib).
-LAYERS = {
-    "core": ("authz", "charger", "controller", "dlt645", "ed25519", "errors", "meter_watch", "modbus_rtu",
-             "mqtt_codec", "mqtt_session", "outbox", "pilot", "receipt", "session", "sha512", "signed_reply",
-             "status", "tariff", "ticks", "topics", "trust"),
-    "driver": ("display", "meter", "rc522"),
-    "shell": ("authflow", "chargepoint", "clock", "flash", "mqtt_client", "supervisor", "uplink"),
-    "device": ("board", "main", "uart_transport"),
-}
-# what each layer may import besides the platform's own modules
-MAY_IMPORT = {"core": ("core",), "driver": ("core", "driver"), "shell": ("core", "driver", "shell"),
-              "device": ("core", "driver", "shell", "device")}
+# What each layer (a directory of firmware/) may import besides the platform's own modules.
+MAY_IMPORT = {"core": ("core",), "drivers": ("core", "drivers"), "shell": ("core", "drivers", "shell"),
+              "device": ("core", "drivers", "shell", "device")}
+_ONE = {"core": "core", "drivers": "driver", "shell": "shell", "device": "device"}  # for the messages
 STUB_DISTS = ("micropython-esp32-stubs", "micropython-stdlib-stubs")
 _ERROR = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): (?P<kind>error|note): (?P<msg>.*)$")
 
@@ -118,20 +113,26 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def layer_errors(files: list[Path], root: Path = ROOT, layers: dict | None = None) -> list[str]:
-    """One line per import across the layer rule, and per module that has no layer."""
-    layer_of = {m: layer for layer, mods in (layers or LAYERS).items() for m in mods}
+def layer_errors(files: list[Path], root: Path = ROOT) -> list[str]:
+    """One line per import across the layer rule, per module outside the layer directories and
+    per module name found in two of them (the device's /lib is flat)."""
+    layer_of: dict[str, str] = {}
     out = []
     for f in files:
+        layer = f.parent.name
+        if layer not in MAY_IMPORT:
+            out.append(f"{f.relative_to(root)}:1: error: module {f.stem} is in no layer directory ({', '.join(MAY_IMPORT)})  [layer]")
+        elif layer_of.setdefault(f.stem, layer) != layer:
+            out.append(f"{f.relative_to(root)}:1: error: module {f.stem} is also in {layer_of[f.stem]}/  [layer]")
+    for f in files:
         rel = f.relative_to(root)
-        mine = layer_of.get(f.stem)
-        if mine is None:
-            out.append(f"{rel}:1: error: module {f.stem} has no layer (add it to LAYERS)  [layer]")
+        mine = f.parent.name
+        if mine not in MAY_IMPORT:
             continue
         for lineno, name in imports_of(f):
             theirs = layer_of.get(name)
             if theirs is not None and theirs not in MAY_IMPORT[mine]:
-                out.append(f"{rel}:{lineno}: error: {mine} module {f.stem} imports {theirs} module {name}  [layer]")
+                out.append(f"{rel}:{lineno}: error: {_ONE[mine]} module {f.stem} imports {_ONE[theirs]} module {name}  [layer]")
     return out
 
 
@@ -144,6 +145,10 @@ def run(verbose: bool = False, dirs: list[Path] | None = None, root: Path = ROOT
     error lines, errors in CPython fallbacks set aside)."""
     dirs = dirs or SOURCES
     files = sources(dirs)
+    layer = layer_errors(files, root)
+    first: dict[str, Path] = {}
+    for f in files:
+        first.setdefault(f.stem, f)  # mypy refuses a second module of a name; the layer check names it
     with tempfile.TemporaryDirectory(prefix="fw-typecheck-") as tmp:
         typeshed = build_typeshed(Path(tmp) / "typeshed")
         cfg = Path(tmp) / "mypy.ini"
@@ -164,7 +169,7 @@ def run(verbose: bool = False, dirs: list[Path] | None = None, root: Path = ROOT
             "",
         ]))
         proc = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(cfg),
-                               *[str(f.relative_to(root)) for f in files]],
+                               *[str(f.relative_to(root)) for f in first.values()]],
                               cwd=root, capture_output=True, text=True)
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"mypy failed to run:\n{proc.stdout}\n{proc.stderr}")
@@ -189,7 +194,7 @@ def run(verbose: bool = False, dirs: list[Path] | None = None, root: Path = ROOT
             counted.append(line)
         elif (path, lineno) not in drop_notes_at and counted and counted[-1].startswith(f"{path}:{lineno}:"):
             counted.append(line)
-    counted.extend(layer_errors(files, root))
+    counted.extend(layer)
     errors = [c for c in counted if ": error: " in c]
     return (1 if errors else 0), counted, skipped
 

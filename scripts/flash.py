@@ -29,8 +29,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "firmware" / "lib"))
 
+import chargerhost  # noqa: E402,F401  (puts the firmware library on sys.path)
 import authz as fw_authz  # noqa: E402
 from flash import Flash  # noqa: E402
 

@@ -83,7 +83,7 @@ class Driver:
 
 
 def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[Driver]:
-    import chargerhost  # noqa: F401  (firmware/lib on sys.path)
+    import chargerhost  # noqa: F401  (the firmware library on sys.path)
     from chargerhost.simcharger import SimulatedCharger
 
     url = stack.nodes[0].url

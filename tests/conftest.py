@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-for extra in (ROOT / "firmware" / "lib", ROOT):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import chargerhost  # noqa: E402,F401  (puts the firmware's core, drivers and shell on sys.path)
 
 from bureau.tools.mosquitto import Mosquitto  # noqa: E402
 from tests.support.postgres import Postgres  # noqa: E402

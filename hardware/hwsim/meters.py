@@ -6,7 +6,7 @@
   Requests are decoded and replies encoded with pymodbus (its RTU framer and PDU classes), so
   the firmware's own codec is checked against an independent implementation end to end.
 - `Dlt645MeterSim`: a DL/T 645-2007 meter (read data 0x11, replies 0x91 / error 0xD1), written
-  here independently of `firmware/lib/dlt645.py` for the same reason.
+  here independently of `firmware/drivers/dlt645.py` for the same reason.
 - Faults on both: no reply, corrupted reply (bad CRC / checksum), exception / error reply, a
   frozen register, and a rollback of the register.
 - Reaching a simulator: `LoopbackTransport(sim)` in process (the `write`/`read(n, timeout_ms)`

@@ -7,7 +7,7 @@ The model is the physical circuit, not the firmware's calibration turned around:
   C 2.74 kOhm || 1.3 kOhm, D 2.74 kOhm || 270 Ohm; state E is CP shorted to PE; a vehicle whose
   diode is missing (`diode=False`) loads the negative plateau too;
 - the sensing network (R1 from CP to the ADC node, R2 from the node to 3.3 V, R3 to ground; the
-  defaults of firmware/lib/pilot.py) loads the line as well;
+  defaults of firmware/core/pilot.py) loads the line as well;
 - state F is the EVSE's own steady -12 V output (`evse="-12"`).
 
 `read()` returns (positive-plateau ADC mV, negative-plateau ADC mV or None when no PWM runs),

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from chargerhost import LIB_DIRS
 from tests.device import fakes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = ROOT / "firmware" / "device"
-LIB = ROOT / "firmware" / "lib"
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def device():
     device modules are imported anew for each test and removed afterwards."""
     machine, network, ntp = fakes.install()
     added = []
-    for p in (str(DEVICE), str(LIB)):
+    for p in (str(DEVICE), *map(str, LIB_DIRS)):
         if p not in sys.path:
             sys.path.insert(0, p)
             added.append(p)

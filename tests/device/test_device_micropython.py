@@ -7,9 +7,9 @@ button, heartbeat - allocates nothing (the heap is locked while it runs)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
+from chargerhost import DEVICE_DIR, LIB_DIRS
 from tests.support.micropython import run_micropython
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,13 +225,9 @@ print("device ok")
 """
 
 
-def test_device_app_under_micropython(tmp_path):
-    lib = tmp_path / "lib"
-    shutil.copytree(ROOT / "firmware" / "lib", lib)
-    for f in (ROOT / "firmware" / "device").glob("*.py"):
-        shutil.copy(f, lib / f.name)
+def test_device_app_under_micropython():
     script = ("TARIFF_JSON = %r\nREGMAP_JSON = %r\nBOARD_JSON = %r\n" % (json.dumps(TARIFF), REGMAP, BOARD)) + SCRIPT
-    out = run_micropython(script, lib_dir=lib)
+    out = run_micropython(script, lib_dirs=[*LIB_DIRS, DEVICE_DIR])
     got = {line.split(" ", 1)[0]: line.split(" ", 1)[1] if " " in line else "" for line in out.splitlines()}
     assert "ok" in got.get("device", ""), out
     assert got["STATE1"] == "tap_card 65535"

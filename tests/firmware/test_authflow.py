@@ -1,4 +1,4 @@
-"""firmware/lib/authflow.py with the simulated charge point (controller, meter, pilot, the RC522
+"""firmware/shell/authflow.py with the simulated charge point (controller, meter, pilot, the RC522
 driver on an emulated chip) and a scripted MQTT client standing in for the bureau: the paths
 the integration test does not take - a phone start, an unused online hold given back, a late or
 surplus accept released, a request without an answer falling back to the list, a request that

@@ -1,4 +1,4 @@
-"""Firmware authorization (firmware/lib/authz.py): the signed offline list and tariff push from
+"""Firmware authorization (firmware/core/authz.py): the signed offline list and tariff push from
 the shared vectors under CPython and real MicroPython, the backend's codec against the same
 vectors, offline spend accounting with the real charger core, the online request/reply state
 machine, and power cuts while a list is installed."""

@@ -1,4 +1,4 @@
-"""The charge point controller (firmware/lib/controller.py) on a simulated charger: the pilot
+"""The charge point controller (firmware/core/controller.py) on a simulated charger: the pilot
 circuit, a Modbus (or DL/T 645) meter, the card reader and a vehicle from hardware/hwsim, the
 real Charger core writing receipts to a flash directory. Every receipt is decoded by the
 backend's codec and its signature checked; energy is checked against what flowed."""

@@ -1,4 +1,4 @@
-"""firmware/lib/display.py: the screen's text, the LED fallback, and the SSD1306 driver under
+"""firmware/drivers/display.py: the screen's text, the LED fallback, and the SSD1306 driver under
 real MicroPython (its framebuf) with a fake I2C bus that records every byte."""
 
 from __future__ import annotations

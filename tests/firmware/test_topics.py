@@ -1,4 +1,4 @@
-"""The charger's topics (firmware/lib/topics.py) and the bureau's are the same strings for the
+"""The charger's topics (firmware/core/topics.py) and the bureau's are the same strings for the
 same charger id, and the broker's ACL lets a charger use exactly its own."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""The firmware's own MQTT client (firmware/lib/mqtt_client.py) against a real mosquitto,
+"""The firmware's own MQTT client (firmware/shell/mqtt_client.py) against a real mosquitto,
 with paho-mqtt as the other party."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ opinion in the tests. Nothing here is tuned.
 It follows RFC 8032 section 5.1 literally: points in extended coordinates, one complete
 addition formula used for doubling too, scalar multiplication by double-and-add over the bits
 of the scalar, inversion by Fermat (x ** (p - 2)), and the public key recomputed for every
-signature. It uses the firmware's pure-Python SHA-512 (firmware/lib/sha512.py) and runs under
+signature. It uses the firmware's pure-Python SHA-512 (firmware/core/sha512.py) and runs under
 MicroPython as well as CPython (the benchmark runs this file's text under MicroPython).
 """
 

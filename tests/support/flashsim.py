@@ -1,4 +1,4 @@
-"""An in-memory flash with the interface of firmware/lib/flash.py that can lose power at any
+"""An in-memory flash with the interface of firmware/shell/flash.py that can lose power at any
 single step: a write of the temporary file, a rename, or a remove."""
 
 from __future__ import annotations

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Sequence
+
+from chargerhost import LIB_DIRS
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE_LIB = ROOT / "firmware" / "lib"
 RUNNER = Path(__file__).with_name("mpy_run.mjs")
 
 
@@ -23,8 +26,10 @@ def node_binary() -> str:
     return node
 
 
-def run_micropython(*scripts: str, heap_bytes: int = 4 * 1024 * 1024, lib_dir: Path = FIRMWARE_LIB, timeout: float = 240) -> str:
-    """Run each script as one top-level runPython call with `lib_dir` as /lib; return stdout."""
+def run_micropython(*scripts: str, heap_bytes: int = 4 * 1024 * 1024, lib_dirs: Sequence[Path] = LIB_DIRS,
+                    timeout: float = 240) -> str:
+    """Run each script as one top-level runPython call with the modules of `lib_dirs` (default
+    the firmware's core, drivers and shell) flat in /lib, as on the device; return stdout."""
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for i, code in enumerate(scripts):
@@ -32,7 +37,7 @@ def run_micropython(*scripts: str, heap_bytes: int = 4 * 1024 * 1024, lib_dir: P
             f.write_text(code)
             files.append(str(f))
         proc = subprocess.run(
-            [node_binary(), str(RUNNER), str(heap_bytes), str(lib_dir), *files],
+            [node_binary(), str(RUNNER), str(heap_bytes), os.pathsep.join(map(str, lib_dirs)), *files],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -1,4 +1,4 @@
-"""A PyNaCl signer with the interface of firmware/lib/ed25519.py (sign, public_key, verify).
+"""A PyNaCl signer with the interface of firmware/core/ed25519.py (sign, public_key, verify).
 
 The firmware's own signer is checked against the shared vectors in tests/firmware; tests that
 sign hundreds of receipts (reboots, power cuts, sessions) use this one for speed."""

@@ -1,5 +1,5 @@
 """Enrolling a charger from what it announced: its retained enrollment message on the broker
-(ev/v1/charger/<id>/enroll, firmware/lib/status.py) is read and its key enrolled on chain by a
+(ev/v1/charger/<id>/enroll, firmware/core/status.py) is read and its key enrolled on chain by a
 signed operator action (`enroll_charger`) through a bureau node's API. Used by the technician's
 `just flash` (scripts/flash.py) and by `just up` for its simulated chargers."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import FIRMWARE_LIB  # noqa: F401  (puts firmware/lib on sys.path)
+from . import LIB_DIRS  # noqa: F401  (puts the firmware library on sys.path)
 
 import charger as fw_charger  # noqa: E402
 

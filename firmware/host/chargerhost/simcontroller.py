@@ -1,6 +1,6 @@
 """A simulated charge point running the charger's own glue on a host.
 
-The firmware side is `chargepoint.ChargePoint` of firmware/lib, the same object the ESP32's
+The firmware side is `chargepoint.ChargePoint` of firmware/shell, the same object the ESP32's
 main.py runs: the meter driver for the chosen register map under a `meter.MeterWatch`,
 `charger.Charger` (sessions, receipts, flash outbox), `controller.Controller` with a
 `pilot.PilotMonitor`, the RC522 driver and `authflow.AuthFlow` with `authz.Authz`, and
@@ -37,7 +37,7 @@ import os
 import time
 from pathlib import Path
 
-from . import FIRMWARE_LIB  # noqa: F401  (puts firmware/lib on sys.path)
+from . import LIB_DIRS  # noqa: F401  (puts the firmware library on sys.path)
 
 import authz as fw_authz  # noqa: E402
 import chargepoint as fw_chargepoint  # noqa: E402
