@@ -79,9 +79,11 @@ def run(workdir: Path, nodes: int) -> dict:
         # each charger starts its day at a different local hour, so sessions cross tariff periods
         day0 = int(time.time()) // 86400 * 86400 - 86400 - 8 * 3600  # a past local midnight (UTC+8)
         for i, hour in enumerate((6, 10, 17)):
-            c = SimulatedCharger(f"GZ-TH-000{i + 1}", workdir / "chargers" / f"c{i + 1}", stack.broker.port,
+            charger_id = f"GZ-TH-000{i + 1}"
+            user, password = stack.broker_login(charger_id)
+            c = SimulatedCharger(charger_id, workdir / "chargers" / f"c{i + 1}", stack.broker.port,
                                  start_time=day0 + hour * 3600, power_w=(7000, 11000, 3500)[i], tariff=DEFAULT_TARIFF,
-                                 resend_ms=3000)
+                                 resend_ms=3000, mqtt_username=user, mqtt_password=password)
             c.connect()
             chargers.append(c)
             print(f"charger {c.charger_id}: key made on first boot, public key {c.core.public_key().hex()[:16]}…")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need: Debian packages (mosquitto, PostgreSQL
-# server binaries), the Python environment in .venv, and npm packages (MicroPython WebAssembly).
+# server binaries, the 32-bit C runtime and compiler for the MicroPython unix port), the Python
+# environment in .venv, and npm packages (MicroPython WebAssembly).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 { command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; } || need_apt+=(postgresql)
+# the 32-bit MicroPython unix port (the ESP32's word size) runs on libc6-i386; freezing the
+# firmware into it (a custom image, as on the device) compiles with gcc-multilib
+[ -e /usr/lib32/libc.so.6 ] || [ -e /lib32/libc.so.6 ] || need_apt+=(libc6-i386)
+[ -d /usr/lib/gcc/x86_64-linux-gnu/12/32 ] || need_apt+=(gcc-multilib)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2

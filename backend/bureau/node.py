@@ -37,9 +37,9 @@ class Node:
         self.metrics = Metrics()
         self.replay_guard = ReplayGuard(settings.auth_window_s)
         self.refused_ops: dict[bytes, tuple[str, str]] = {}
+        user, password = settings.mqtt_login("ingest")
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, host=settings.mqtt_host,
-                                 port=settings.mqtt_port, client_id=f"bureau-{settings.node_id}",
-                                 username=settings.mqtt_username, password=settings.mqtt_password)
+                                 port=settings.mqtt_port, client_id=user, username=user, password=password)
         if len(self.genesis.validators) == 1:
             self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,
                                          max_txs=settings.max_block_txs, interval_s=settings.block_interval_ms / 1000,

@@ -134,7 +134,7 @@ def test_operator_actions_are_checked(bureau):
 def test_restart_from_storage_keeps_state_and_reacks(tmp_path, mosquitto, replies, backend, request):
     db_url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
     charger, driver = SigningKey.generate(), SigningKey.generate()
-    b = TestBureau(tmp_path, mosquitto.port, db_url)
+    b = TestBureau(tmp_path, mosquitto, db_url)
     try:
         _setup(b, charger, driver)
         envs = [seal(_receipt(seq), charger) for seq in (1, 2, 3)]
@@ -144,7 +144,7 @@ def test_restart_from_storage_keeps_state_and_reacks(tmp_path, mosquitto, replie
         height, root = b.node.chain.height, b.node.chain.state.state_root
     finally:
         b.close()
-    b = TestBureau(tmp_path, mosquitto.port, db_url)  # same data dir, same database
+    b = TestBureau(tmp_path, mosquitto, db_url)  # same data dir, same database
     try:
         assert b.node.chain.height == height and b.node.chain.state.state_root == root
         assert b.driver_get(driver, "W-1001", "/v1/wallets/W-1001").json()["balance_fen"] == 100_000 - 3 * 910

@@ -23,8 +23,9 @@ def _charge(c: SimulatedCharger, steps: int) -> str | None:
 
 def test_sessions_survive_power_cut_broker_outage_and_meter_fault(bureau, mosquitto, tmp_path):
     flash = tmp_path / "flash"
+    user, password = mosquitto.login("CH-E2E")
     c = SimulatedCharger("CH-E2E", flash, mosquitto.port, start_time=START, power_w=7400, tariff=DEFAULT_TARIFF,
-                         step_s=60, resend_ms=1000)
+                         step_s=60, resend_ms=1000, mqtt_username=user, mqtt_password=password)
     driver = SigningKey.generate()
     for action, args in (("enroll_charger", {"charger_id": "CH-E2E", "public_key": c.core.public_key().hex()}),
                          ("open_wallet", {"wallet_id": "W-E2E", "public_key": driver.verify_key.encode().hex(),
@@ -46,7 +47,8 @@ def test_sessions_survive_power_cut_broker_outage_and_meter_fault(bureau, mosqui
     counter = c.counter
     c.power_cut()
     c = SimulatedCharger("CH-E2E", flash, mosquitto.port, start_time=c.clock.t + 120, power_w=7400,
-                         tariff=DEFAULT_TARIFF, step_s=60, resend_ms=1000, counter=counter)
+                         tariff=DEFAULT_TARIFF, step_s=60, resend_ms=1000, counter=counter, mqtt_username=user,
+                         mqtt_password=password)
     assert c.core.session is None and len(c.pending()) == 1
     c.connect()
     assert c.deliver()
