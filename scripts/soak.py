@@ -112,8 +112,8 @@ class Soak:
     def start(self) -> None:
         self.stack = Stack(self.workdir, nodes_count=NODES).prepare()
         self.proxies = LinkProxies(self.stack.genesis)  # peers dial each other through these
-        self.stack.launch(node_env=self.proxies.node_env)
-        login = self.stack.broker_login if hasattr(self.stack, "broker_login") else (lambda cid: (None, None))
+        self.stack.launch(node_env=self.proxies.node_env, healthy_timeout=120)  # the machine may be busy
+        login = self.stack.broker_login
         self.log(f"{NODES} bureaus {', '.join(n.url for n in self.stack.nodes)}; mosquitto on "
                  f"127.0.0.1:{self.stack.broker.port}; work directory {self.workdir}")
         self.chargers = PacedChargers(self.workdir / "chargers", self.stack.broker.port, chargers=self.n_chargers,
@@ -127,13 +127,13 @@ class Soak:
                                            "public_key": rogue_enrolled.verify_key.encode().hex()}))
         actions += [("open_wallet", {"wallet_id": w, "public_key": k.verify_key.encode().hex()}) for w, k in drivers]
         actions += [("top_up", {"wallet_id": w, "amount_fen": TOP_UP_FEN, "reference": f"soak:{w}"}) for w in WALLETS]
-        self.stack.operator(actions)
+        self.stack.wait_committed([self.stack.submit(a, args) for a, args in actions], timeout=120)
         self.top_ups = {w: TOP_UP_FEN for w in WALLETS}
         self.hostile = HostileTraffic(
             random.Random(f"{self.seed}:hostile"), broker_port=self.stack.broker.port, login=login,
             peer_ports=[int(v["address"].rsplit(":", 1)[1]) for v in self.stack.genesis["validators"]],
             api_urls=[n.url for n in self.stack.nodes], victims=self.chargers.snapshot,
-            rogue=("HX-ROGUE", rogue_forger), drivers=drivers, victim_topics=hasattr(self.stack, "broker_login"))
+            rogue=("HX-ROGUE", rogue_forger), drivers=drivers)
         self.rss = RssSampler(self.stack)
         self.log(f"enrolled {self.n_chargers} simulated chargers and HX-ROGUE; {len(WALLETS)} wallets topped up")
 
@@ -216,7 +216,8 @@ class Soak:
             self.rss.start()
             hostile.start()
             planner = FaultPlanner(self.seed, NODES, self.kinds)
-            end = time.monotonic() + self.minutes * 60
+            load_started = time.monotonic()
+            end = load_started + self.minutes * 60
             self.log(f"load {self.rate:g} receipts/s from {self.n_chargers} chargers for {self.minutes:g} min")
             healthy = True
             while time.monotonic() < end or not planner.first_round_done:  # each kind at least once
@@ -227,6 +228,7 @@ class Soak:
                 healthy = self.run_episode(ep) and healthy
             self._hostile_stop.set()
             hostile.join(10)
+            load_s = time.monotonic() - load_started
             drained = self.chargers.drain(self.drain_s)
             heights_agree = self._wait_heights_agree(60)
             self.log(f"drain {'done' if drained else 'NOT done'}: {self.chargers.pending()} receipts still in "
@@ -242,7 +244,7 @@ class Soak:
         recoveries = [f["recovery_s"] for f in self.faults if f["recovery_s"] is not None]
         return {
             "soak_minutes": self.minutes, "seed": self.seed, "nodes": NODES, "chargers": self.n_chargers,
-            "rate_per_s": self.rate, **{k: result[k] for k in ("receipts_sent", "receipts_committed",
+            "rate_per_s": self.rate, "achieved_per_s": round(result["receipts_sent"] / load_s, 1), **{k: result[k] for k in ("receipts_sent", "receipts_committed",
                                                                "receipts_doubled", "receipts_lost")},
             "receipts_acked": acked, "receipts_refused": len(refused), "refused_examples": refused[:5],
             "replays_by_chargers": replayed, "drained": drained, "heights_agree": heights_agree,
@@ -257,7 +259,7 @@ class Soak:
             "recovery_s_by_kind": {k: {"p50": percentile(v, 0.5), "max": max(v)} for k in sorted({f["kind"] for f in self.faults})
                                    if (v := [f["recovery_s"] for f in self.faults if f["kind"] == k and f["recovery_s"] is not None])},
             "hostile": dict(self.hostile.counts), "hostile_http_answers": dict(self.hostile.http_status),
-            "hostile_http_5xx": dict(self.hostile.server_errors),
+            "hostile_http_5xx": dict(self.hostile.server_errors), "hostile_not_done": dict(self.hostile.errors),
             "rss_kib": self.rss.summary(), "seconds": round(time.monotonic() - self.t0, 1),
         }
 
@@ -294,7 +296,8 @@ def passed(r: dict) -> bool:
 
 
 def print_report(r: dict) -> None:
-    print(f"\nreceipts: {r['receipts_sent']} sent, {r['receipts_committed']} committed exactly once on every node, "
+    print(f"\nload: {r['achieved_per_s']} receipts/s of the {r['rate_per_s']:g}/s asked for")
+    print(f"receipts: {r['receipts_sent']} sent, {r['receipts_committed']} committed exactly once on every node, "
           f"{r['receipts_doubled']} doubled, {r['receipts_lost']} lost ({r['receipts_refused']} refused by a bureau, "
           f"{r['replays_by_chargers']} duplicated deliveries)")
     print(f"wallets: {r['wallets_checked']} checked (balance = top-ups - committed bills, every wallet on every node): "

@@ -15,9 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(900)
 def test_one_minute_soak_loses_and_doubles_nothing():
+    # about two minutes on a quiet machine; the bound is for a machine shared with other work
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--minutes", "1"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=420)
+                         capture_output=True, text=True, timeout=840)
     tail = run.stdout[-4000:] + run.stderr[-3000:]
     assert run.stdout.strip(), tail
     result = json.loads(run.stdout.strip().splitlines()[-1])

@@ -13,7 +13,7 @@ from typing import Callable
 from .simcharger import SimulatedCharger
 from mqtt_client import MQTTError  # noqa: E402  (firmware/lib, on sys.path via the package)
 
-Login = Callable[[str], tuple[str | None, str | None]]
+Login = Callable[[str], tuple[str, str]]  # charger id -> broker (username, password)
 
 
 class PacedChargers:
