@@ -118,7 +118,8 @@ class Soak:
                  f"127.0.0.1:{self.stack.broker.port}; work directory {self.workdir}")
         self.chargers = PacedChargers(self.workdir / "chargers", self.stack.broker.port, chargers=self.n_chargers,
                                       rate=self.rate, wallets=WALLETS, tariff=DEFAULT_TARIFF,
-                                      rng=random.Random(f"{self.seed}:load"), login=login)
+                                      rng=random.Random(f"{self.seed}:load"), login=login,
+                                      genesis=self.stack.genesis)
         drivers = [(w, SigningKey.generate()) for w in WALLETS]
         rogue_enrolled, rogue_forger = SigningKey.generate(), SigningKey.generate()
         actions = [("enroll_charger", {"charger_id": c.charger_id, "public_key": c.core.public_key().hex()})

@@ -38,7 +38,8 @@ class Node:
         self.replay_guard = ReplayGuard(settings.auth_window_s)
         self.refused_ops: dict[bytes, tuple[str, str]] = {}
         user, password = settings.mqtt_login("ingest")
-        self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, host=settings.mqtt_host,
+        self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
+                                 signing_key=self.key, host=settings.mqtt_host,
                                  port=settings.mqtt_port, client_id=user, username=user, password=password)
         if len(self.genesis.validators) == 1:
             self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,

@@ -18,7 +18,8 @@ Login = Callable[[str], tuple[str, str]]  # charger id -> broker (username, pass
 
 class PacedChargers:
     def __init__(self, root: Path, broker_port: int, *, chargers: int, rate: float, wallets: list[str],
-                 tariff: dict, rng: random.Random, login: Login, resend_ms: int = 5000) -> None:
+                 tariff: dict, rng: random.Random, login: Login, genesis: dict, resend_ms: int = 5000) -> None:
+        """`genesis` provisions each charger with the bureau keys its acks must be signed by."""
         self.rate, self.wallets, self.rng = rate, wallets, rng
         self.chargers = []
         for i in range(chargers):
@@ -26,7 +27,8 @@ class PacedChargers:
             user, password = login(cid)
             self.chargers.append(SimulatedCharger(
                 cid, root / cid, broker_port, start_time=1_793_491_200 + i * 3_600, power_w=rng.choice((3500, 7000, 11000)),
-                tariff=tariff, resend_ms=resend_ms, mqtt_username=user, mqtt_password=password))
+                tariff=tariff, resend_ms=resend_ms, mqtt_username=user, mqtt_password=password,
+                genesis=genesis))
         self.issued: list[tuple[str, int, bytes]] = []  # (charger, seq, envelope) in issue order
         self.replayed = 0
         self.client_errors = 0
