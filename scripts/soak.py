@@ -319,7 +319,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=None, help="fault schedule and load choices (default: random)")
-    p.add_argument("--rate", type=float, default=20.0, help="receipts per second from all chargers")
+    # each session writes its flash checkpoints with the firmware's sync, about 50 ms of one core
+    p.add_argument("--rate", type=float, default=10.0, help="receipts per second from all chargers")
     p.add_argument("--chargers", type=int, default=16)
     p.add_argument("--drain-s", type=float, default=120.0, help="deadline for the last receipts to be acked")
     p.add_argument("--faults", default=",".join(KINDS), help=f"fault kinds to draw from (of {', '.join(KINDS)})")
