@@ -43,7 +43,7 @@ def open_wallet(bureau, wallet_id, driver, cards, fen):
                                            "cards": cards})["status"] == "committed"
     if fen:
         assert bureau.operator("top_up", {"wallet_id": wallet_id, "amount_fen": fen,
-                                          "reference": "bank:1"})["status"] == "committed"
+                                          "reference": f"bank:{wallet_id}"})["status"] == "committed"
 
 
 _req = iter(range(1, 10**6))
@@ -192,7 +192,8 @@ def test_phone_start_issues_a_one_time_token_the_charger_redeems(bureau, replies
 
     def start(key, wallet, query, signed_query=None):
         path = f"/v1/wallets/{wallet}/start"
-        hdr = authorization_header(key, wallet, "POST", f"{path}?{signed_query or query}")
+        hdr = authorization_header(key, wallet, "POST", f"{path}?{signed_query or query}",
+                                   node_id=bureau.settings.node_id)
         return bureau.client.post(f"{path}?{query}", headers={"Authorization": hdr})
 
     r = start(driver, "W-1", "charger_id=CH-A&cap_fen=3000")
@@ -230,7 +231,7 @@ def test_phone_start_issues_a_one_time_token_the_charger_redeems(bureau, replies
     r = bureau.client.post("/v1/wallets/W-2/start?charger_id=CH-A&cap_fen=500")
     assert r.status_code == 401 and r.json()["error"] == "missing_auth"
     path = "/v1/wallets/W-1/authorizations"
-    r = bureau.client.get(path, headers={"Authorization": authorization_header(stranger, "W-2", "GET", path)})
+    r = bureau.client.get(path, headers={"Authorization": authorization_header(stranger, "W-2", "GET", path, node_id=bureau.settings.node_id)})
     assert r.status_code == 403 and r.json()["error"] == "not_your_wallet"
 
 

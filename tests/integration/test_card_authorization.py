@@ -165,15 +165,16 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
 
 
 def test_a_forged_accept_does_not_start_charging(tmp_path, mosquitto):
-    # The attacker holds a leaked bureau authorization account, so it can read the charger's auth
-    # topic and publish on its reply topic, which the broker's ACL forbids everyone else
-    # (docs/broker.md): the charger must take only a reply its bureau signed for the request it sent.
+    # The attacker holds a leaked authorization login of the broker, so it reads the charger's
+    # auth topic and publishes on its reply topic, which the ACL otherwise forbids
+    # (docs/broker.md): the charger must take only a reply its bureau signed for its request.
     bureau = TestBureau(tmp_path / "bureau", mosquitto)
     sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0003", tariff=TARIFF, start_time=int(time.time()),
                         signer=NaclSigner)
     requests: queue.Queue = queue.Queue()
-    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="leaked.authz")
-    attacker.username_pw_set(*mosquitto.login("leaked.authz", role="authz"))
+    leaked_user, leaked_password = mosquitto.login("leaked.authz", "authz")
+    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=leaked_user)
+    attacker.username_pw_set(leaked_user, leaked_password)
     subscribed = threading.Event()
     attacker.on_message = lambda c, u, m: requests.put(json.loads(m.payload))
     attacker.on_subscribe = lambda *a: subscribed.set()
