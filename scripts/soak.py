@@ -133,7 +133,7 @@ class Soak:
         self.hostile = HostileTraffic(
             random.Random(f"{self.seed}:hostile"), broker_port=self.stack.broker.port, login=login,
             peer_ports=[int(v["address"].rsplit(":", 1)[1]) for v in self.stack.genesis["validators"]],
-            api_urls=[n.url for n in self.stack.nodes], victims=self.chargers.snapshot,
+            apis=[(n.node_id, n.url) for n in self.stack.nodes], victims=self.chargers.snapshot,
             rogue=("HX-ROGUE", rogue_forger), drivers=drivers)
         self.rss = RssSampler(self.stack)
         self.log(f"enrolled {self.n_chargers} simulated chargers and HX-ROGUE; {len(WALLETS)} wallets topped up")
@@ -319,8 +319,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=None, help="fault schedule and load choices (default: random)")
-    # each session writes its flash checkpoints with the firmware's sync, about 50 ms of one core
-    p.add_argument("--rate", type=float, default=10.0, help="receipts per second from all chargers")
+    # each session runs the device's control loop for a minute or two of simulated time, about
+    # 0.1 s of one core: the load thread keeps up with a few per second
+    p.add_argument("--rate", type=float, default=5.0, help="receipts per second from all chargers")
     p.add_argument("--chargers", type=int, default=16)
     p.add_argument("--drain-s", type=float, default=120.0, help="deadline for the last receipts to be acked")
     p.add_argument("--faults", default=",".join(KINDS), help=f"fault kinds to draw from (of {', '.join(KINDS)})")

@@ -61,13 +61,14 @@ class _Intruder:
 
 class HostileTraffic:
     def __init__(self, rng: random.Random, *, broker_port: int, login: Login, peer_ports: list[int],
-                 api_urls: list[str], victims: Callable[[], list[tuple[str, int, bytes]]], rogue: tuple[str, object],
-                 drivers: list[tuple[str, object]]) -> None:
-        """`login(charger id)` gives broker credentials; `victims()` gives (charger id, seq,
-        envelope) of receipts the real chargers issued; `rogue` is an enrolled charger id with a
-        key that is NOT its enrolled one; `drivers` are (wallet, key) pairs of real wallets."""
+                 apis: list[tuple[str, str]], victims: Callable[[], list[tuple[str, int, bytes]]],
+                 rogue: tuple[str, object], drivers: list[tuple[str, object]]) -> None:
+        """`apis` are (node id, API URL) of the bureaus; `login(charger id)` gives broker
+        credentials; `victims()` gives (charger id, seq, envelope) of receipts the real chargers
+        issued; `rogue` is an enrolled charger id with a key that is NOT its enrolled one;
+        `drivers` are (wallet, key) pairs of real wallets."""
         self.rng, self.broker_port = rng, broker_port
-        self.peer_ports, self.api_urls, self.victims = peer_ports, api_urls, victims
+        self.peer_ports, self.apis, self.victims = peer_ports, apis, victims
         self.rogue_id, self.rogue_key = rogue
         self.drivers = drivers
         self.intruder = _Intruder(broker_port, "HX-INTRUDER", login)
@@ -170,7 +171,7 @@ class HostileTraffic:
     # ---- HTTP ------------------------------------------------------------------------------
 
     def http_malformed(self) -> None:
-        url = self.rng.choice(self.api_urls)
+        _, url = self.rng.choice(self.apis)
         port = int(url.rsplit(":", 1)[1])
         raw = self.rng.choice([
             b"GARBAGE\r\n\r\n", os.urandom(512),
@@ -194,17 +195,20 @@ class HostileTraffic:
             self._http(method, url + path, content=body, headers={"content-type": "application/json"})
 
     def http_bad_signatures(self) -> None:
-        url = self.rng.choice(self.api_urls)
+        """Requests signed with the project's own driver signing: for a wallet not the signer's,
+        replayed, replayed at another bureau, and stale; and one with a garbage header."""
+        (node, url), (other_node, other_url) = self.rng.sample(self.apis, 2)
         (wallet, key), (other, _) = self.rng.sample(self.drivers, 2)
         path = f"/v1/wallets/{other}"
         self._http("GET", url + path, headers={"Authorization": "EV-Sig wallet=x,ts=1,nonce=00,sig=zz"})
-        self._http("GET", url + path, headers={"Authorization": authorization_header(key, wallet, "GET", path)})
+        self._http("GET", url + path, headers={"Authorization": authorization_header(key, wallet, "GET", path,
+                                                                                    node_id=node)})
         own = f"/v1/wallets/{wallet}"
-        signed = authorization_header(key, wallet, "GET", own)
-        for _ in range(2):  # the second is a replay
-            self._http("GET", url + own, headers={"Authorization": signed})
-        self._http("GET", url + own, headers={"Authorization": authorization_header(key, wallet, "GET", own,
-                                                                                   ts=int(time.time()) - 86400)})
+        signed = authorization_header(key, wallet, "GET", own, node_id=node)
+        for target in (url, url, other_url):  # the second and third are replays
+            self._http("GET", target + own, headers={"Authorization": signed})
+        self._http("GET", url + own, headers={"Authorization": authorization_header(
+            key, wallet, "GET", own, node_id=node, ts=int(time.time()) - 86400)})
 
     def _http(self, method: str, url: str, **kw) -> None:
         try:
