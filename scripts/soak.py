@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from nacl.signing import SigningKey
 
-import chargerhost  # noqa: F401  (firmware/lib on sys.path)
+import chargerhost  # noqa: F401  (the firmware library on sys.path)
 from chargerhost.pacedload import PacedChargers
 from bureau.ledger.genesis import Genesis
 from bureau.tools.faults import KINDS, NODE_FAULTS, Episode, FaultPlanner, percentile

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .simcharger import SimulatedCharger
-from mqtt_client import MQTTError  # noqa: E402  (firmware/lib, on sys.path via the package)
+from mqtt_client import MQTTError  # noqa: E402  (firmware/shell, on sys.path via the package)
 
 Login = Callable[[str], tuple[str, str]]  # charger id -> broker (username, password)
 
