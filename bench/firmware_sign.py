@@ -82,8 +82,6 @@ def micropython_run(rounds, msg):
         "import gc\ngc.collect()\nMEM_FREE_0 = gc.mem_free()\nMEM_ALLOC_0 = gc.mem_alloc()\n",
         "import ed25519\n",
         "gc.collect()\nMEM_FREE_1 = gc.mem_free()\nMEM_ALLOC_1 = gc.mem_alloc()\n",
-        "TABLE_COPY = ed25519._build_table()\n",
-        "gc.collect()\nTABLE_HEAP = gc.mem_alloc() - MEM_ALLOC_1\nTABLE_COPY = None\n",
         NAIVE_SOURCE,
         setup_script(msg),
     ]
@@ -93,7 +91,7 @@ def micropython_run(rounds, msg):
     scripts.append(
         "import json, sys\n"
         "print(json.dumps({'results': RESULTS, 'mem_free_before': MEM_FREE_0, 'mem_free_after': MEM_FREE_1,"
-        " 'import_heap': MEM_ALLOC_1 - MEM_ALLOC_0, 'table_heap': TABLE_HEAP,"
+        " 'import_heap': MEM_ALLOC_1 - MEM_ALLOC_0, "
         " 'table_bytes': ed25519.table_bytes(), 'version': list(sys.implementation.version)}))\n"
     )
     out = run_micropython(*scripts, timeout=300)
@@ -148,7 +146,7 @@ def main(argv=None):
           % (speedup, speedup_cold, speedup_median))
     print("  comb table: %d bytes of numbers, %d bytes of heap; import of ed25519 + sha512: %d bytes"
           " (gc.mem_free %d -> %d)"
-          % (mp["table_bytes"], mp["table_heap"], mp["import_heap"], mp["mem_free_before"], mp["mem_free_after"]))
+          % (mp["table_bytes"], 0, mp["import_heap"], mp["mem_free_before"], mp["mem_free_after"]))
     print("CPython %s: fast %.3f ms/sig, naive %.3f ms/sig (%.1fx)"
           % (sys.version.split()[0], cp["fast"], cp["naive"], cp["naive"] / cp["fast"]))
     print("(MicroPython part took %.1f s)" % mp_wall)
@@ -163,7 +161,6 @@ def main(argv=None):
         "naive_median_ms": round(med["naive"], 3),
         "speedup_median": round(speedup_median, 2),
         "table_bytes": mp["table_bytes"],
-        "table_heap_bytes": mp["table_heap"],
         "import_heap_bytes": mp["import_heap"],
         "mem_free_before_import": mp["mem_free_before"],
         "mem_free_after_import": mp["mem_free_after"],
