@@ -79,8 +79,11 @@ def require_interpreter(bits: int = 64) -> str:
 
 
 def _build_script() -> Path | None:
-    script = SHARED / "build.sh"
-    return script if script.exists() else None
+    """build.sh beside the shared interpreters, or beside the ones the environment names."""
+    for d in (SHARED, *(Path(os.environ[v]).parent for v in _ENV.values() if os.environ.get(v))):
+        if (d / "build.sh").exists():
+            return d / "build.sh"
+    return None
 
 
 def _manifest_inputs(manifest: Path) -> list[Path]:
