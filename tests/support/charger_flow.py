@@ -5,9 +5,12 @@ Used by tests/firmware/test_heap_budget.py and bench/firmware_heap.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import sys
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from tests.support.mpunix import ROOT, run_unix
@@ -33,12 +36,47 @@ def signing_vectors() -> list[tuple[str, str]]:
     return out
 
 
+def _provision(flash_dir: Path) -> None:
+    """The charger's flash as provisioned: its key and the bureau's genesis keys (bureau.json)."""
+    from flash import Flash
+    from trust import provision
+
+    from tests.support.bureau_replies import GENESIS
+
+    flash = Flash(str(flash_dir))
+    flash.write_atomic("key.seed", FLOW_SEED)
+    provision(flash, GENESIS)
+
+
+def _spec(tmp: Path, ack: str | None) -> dict:
+    flash = tmp / "flash"
+    _provision(flash)
+    return {"flash": str(flash), "tariff": TARIFF, "start": START, "ack": ack, "vectors": signing_vectors()}
+
+
+@lru_cache(maxsize=1)
+def expected_ack() -> str:
+    """The flow run under CPython (the same firmware modules, the same deterministic inputs)
+    gives the receipt; the bureau's signed ack of it is what the MicroPython run must accept."""
+    from tests.support.bureau_replies import ack
+
+    for d in map(str, SOURCE_PATH):
+        if d not in sys.path:
+            sys.path.append(d)
+    spec_ = importlib.util.spec_from_file_location("charger_flow_mp", FLOW_SCRIPT)
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    with tempfile.TemporaryDirectory(prefix="charger-flow-") as tmp:
+        out = mod.run(_spec(Path(tmp), None))
+    return ack(out["charger_id"], out["seq"], bytes.fromhex(out["envelope"])).decode()
+
+
 def run_flow(interpreter: str, heap: str | None, *, path: list[Path] = (), check: bool = True):
     """Run the flow once in a fresh flash dir; (figures dict or None, CompletedProcess)."""
+    ack = expected_ack()
     with tempfile.TemporaryDirectory(prefix="charger-flow-") as tmp:
         spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({"flash": str(Path(tmp) / "flash"), "seed": FLOW_SEED.hex(), "tariff": TARIFF,
-                                    "start": START, "vectors": signing_vectors()}))
+        spec.write_text(json.dumps(_spec(Path(tmp), ack)))
         proc = run_unix(interpreter, FLOW_SCRIPT, heap=heap, path=list(path), args=[str(spec)], check=check,
                         cwd=Path(tmp))
     if proc.returncode != 0:
