@@ -26,6 +26,10 @@ and ~0.1-0.2 us of dispatch, so the cost is the number of Python-level operation
 * The expansion of the last seed (clamped scalar, nonce prefix and public key) is kept, so a
   charger that signs with its one key pays for it once: SHA-512 of the seed and a*B.
   `forget_key()` drops it.
+* Per signature nothing but big-integer temporaries is allocated: one SHA-512 object (reset
+  between hashes; its compression is viper machine code where the port has it, see sha512.py)
+  and the comb's digit buffers are reused. Signing is not reentrant, which MicroPython's
+  single-threaded asyncio never asks of it.
 
 Verification is cofactorless ([S]B == R + [k]A, compared as encodings) and strict: S must be
 below L; A must be the canonical encoding (y < p, no "negative zero" x) of a curve point that is
