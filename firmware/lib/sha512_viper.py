@@ -44,7 +44,7 @@ _K = (
     b"\x43\x1d\x67\xc4\x9c\x10\x0d\x4c\x4c\xc5\xd4\xbe\xcb\x3e\x42\xb6\x59\x7f\x29\x9c\xfc\x65\x7e\x2a"
     b"\x5f\xcb\x6f\xab\x3a\xd6\xfa\xec\x6c\x44\x19\x8c\x4a\x47\x58\x17"
 )
-_W = bytearray(640)  # the message schedule, 80 words (reused: one compression at a time)
+_W = bytearray(128)  # the message schedule's window of 16 words (reused: one compression at a time)
 
 
 @micropython.viper
@@ -79,34 +79,6 @@ def compress(state, buf, off: int):
     for i in range(32):
         j = off + 4 * i
         w[i] = (b[j] << 24) | (b[j + 1] << 16) | (b[j + 2] << 8) | b[j + 3]
-    for t in range(16, 80):
-        xh = uint(w[2 * t - 30])  # w[t-15]
-        xl = uint(w[2 * t - 29])
-        s0h = ((xh >> 1) | (xl << 31)) ^ ((xh >> 8) | (xl << 24)) ^ (xh >> 7)
-        s0l = ((xl >> 1) | (xh << 31)) ^ ((xl >> 8) | (xh << 24)) ^ ((xl >> 7) | (xh << 25))
-        xh = uint(w[2 * t - 4])  # w[t-2]
-        xl = uint(w[2 * t - 3])
-        s1h = ((xh >> 19) | (xl << 13)) ^ ((xl >> 29) | (xh << 3)) ^ (xh >> 6)
-        s1l = ((xl >> 19) | (xh << 13)) ^ ((xh >> 29) | (xl << 3)) ^ ((xl >> 6) | (xh << 26))
-        s0h &= M
-        s0l &= M
-        s1h &= M
-        s1l &= M
-        ah = uint(w[2 * t - 32])  # w[t-16]
-        al = uint(w[2 * t - 31])
-        lo = (al + s0l) & M
-        ah = (ah + s0h + ((((al & s0l) | ((al | s0l) & ~lo)) >> 31) & 1)) & M
-        al = lo
-        xh = uint(w[2 * t - 14])  # w[t-7]
-        xl = uint(w[2 * t - 13])
-        lo = (al + xl) & M
-        ah = (ah + xh + ((((al & xl) | ((al | xl) & ~lo)) >> 31) & 1)) & M
-        al = lo
-        lo = (al + s1l) & M
-        ah = (ah + s1h + ((((al & s1l) | ((al | s1l) & ~lo)) >> 31) & 1)) & M
-        al = lo
-        w[2 * t] = ah
-        w[2 * t + 1] = al
     ah = uint(s[0])
     al = uint(s[1])
     bh = uint(s[2])
@@ -124,6 +96,38 @@ def compress(state, buf, off: int):
     hh = uint(s[14])
     hl = uint(s[15])
     for t in range(80):
+        i = 2 * (t & 15)  # the schedule is a window of 16 words: w[t] replaces w[t-16]
+        if t >= 16:
+            j1 = 2 * ((t + 1) & 15)
+            j9 = 2 * ((t + 9) & 15)
+            j14 = 2 * ((t + 14) & 15)
+            xh = uint(w[j1])  # w[t-15], slot (t+1) & 15
+            xl = uint(w[j1 + 1])
+            s0h = ((xh >> 1) | (xl << 31)) ^ ((xh >> 8) | (xl << 24)) ^ (xh >> 7)
+            s0l = ((xl >> 1) | (xh << 31)) ^ ((xl >> 8) | (xh << 24)) ^ ((xl >> 7) | (xh << 25))
+            xh = uint(w[j14])  # w[t-2]
+            xl = uint(w[j14 + 1])
+            s1h = ((xh >> 19) | (xl << 13)) ^ ((xl >> 29) | (xh << 3)) ^ (xh >> 6)
+            s1l = ((xl >> 19) | (xh << 13)) ^ ((xh >> 29) | (xl << 3)) ^ ((xl >> 6) | (xh << 26))
+            s0h &= M
+            s0l &= M
+            s1h &= M
+            s1l &= M
+            ph = uint(w[i])  # w[t-16]: the slot w[t] takes
+            pl = uint(w[i + 1])
+            lo = (pl + s0l) & M
+            ph = (ph + s0h + ((((pl & s0l) | ((pl | s0l) & ~lo)) >> 31) & 1)) & M
+            pl = lo
+            xh = uint(w[j9])  # w[t-7]
+            xl = uint(w[j9 + 1])
+            lo = (pl + xl) & M
+            ph = (ph + xh + ((((pl & xl) | ((pl | xl) & ~lo)) >> 31) & 1)) & M
+            pl = lo
+            lo = (pl + s1l) & M
+            ph = (ph + s1h + ((((pl & s1l) | ((pl | s1l) & ~lo)) >> 31) & 1)) & M
+            pl = lo
+            w[i] = ph
+            w[i + 1] = pl
         # t1 = h + Sigma1(e) + Ch(e, f, g) + K[t] + W[t]; 41 = 32 + 9 swaps the halves
         xh = ((eh >> 14) | (el << 18)) ^ ((eh >> 18) | (el << 14)) ^ ((el >> 9) | (eh << 23))
         xl = ((el >> 14) | (eh << 18)) ^ ((el >> 18) | (eh << 14)) ^ ((eh >> 9) | (el << 23))
@@ -143,8 +147,8 @@ def compress(state, buf, off: int):
         lo = (t1l + xl) & M
         t1h = (t1h + xh + ((((t1l & xl) | ((t1l | xl) & ~lo)) >> 31) & 1)) & M
         t1l = lo
-        xh = uint(w[2 * t])
-        xl = uint(w[2 * t + 1])
+        xh = uint(w[i])
+        xl = uint(w[i + 1])
         lo = (t1l + xl) & M
         t1h = (t1h + xh + ((((t1l & xl) | ((t1l | xl) & ~lo)) >> 31) & 1)) & M
         t1l = lo
