@@ -419,12 +419,12 @@ def _table_entry(off):
 
 
 def test_comb_table_entries_are_the_signed_tooth_sums():
-    assert len(ed25519_table.TABLE) == 96 * 128 == ed25519.table_bytes()
-    teeth, blocks, cols = 6, 4, 11
+    assert len(ed25519_table.TABLE) == 96 * 256 == ed25519.table_bytes()
+    teeth, blocks, cols = 8, 2, 16
     span = blocks * cols
     d = naive.D
     for b in range(blocks):
-        for u in (0, 1, 17, 31):
+        for u in (0, 1, 17, 31, 64, 127):
             k = 2 ** ((teeth - 1) * span)
             for i in range(teeth - 1):
                 k += (1 if (u >> i) & 1 else -1) * 2 ** (i * span)
@@ -432,7 +432,7 @@ def test_comb_table_entries_are_the_signed_tooth_sums():
             x, y, z, _ = naive.point_mul(k % L, naive.BASE)
             zi = pow(z, P - 2, P)
             x, y = x * zi % P, y * zi % P
-            assert _table_entry(96 * (32 * b + u)) == [(y + x) % P, (y - x) % P, 2 * d * x * y % P]
+            assert _table_entry(96 * (128 * b + u)) == [(y + x) % P, (y - x) % P, 2 * d * x * y % P]
 
 
 def test_checked_in_table_is_a_fresh_generation():
