@@ -6,7 +6,7 @@ mpy-cross rejects syntax the device cannot run, so this is also the firmware's s
 table must be what scripts/gen_ed25519_table.py writes now.
 
 On a stock MicroPython image the .mpy files go to /lib (`just flash`), and their constants,
-the 12 KB Ed25519 table among them, are loaded into the heap. A custom image with
+the 24 KB Ed25519 table among them, are loaded into the heap. A custom image with
 firmware/manifest.py frozen in keeps bytecode and constants in flash instead, which is what the
 board's ~110 KB of heap is budgeted for (tests/firmware/test_heap_budget.py)."""
 
