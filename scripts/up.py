@@ -49,10 +49,10 @@ class Driver:
         self.sent = 0
         self._pace = (time.monotonic(), charger.clock.t)
 
-    def wallet_exists(self, url: str) -> bool:
+    def wallet_exists(self, node) -> bool:
         path = f"/v1/wallets/{self.wallet}"
-        r = httpx.get(url + path, headers={"Authorization": authorization_header(self.key, self.wallet, "GET", path)},
-                      timeout=10)
+        auth = authorization_header(self.key, self.wallet, "GET", path, node_id=node.node_id)
+        r = httpx.get(node.url + path, headers={"Authorization": auth}, timeout=10)
         return r.status_code == 200
 
     def ahead(self) -> bool:
@@ -108,7 +108,7 @@ def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[D
             raise RuntimeError("the chargers did not announce their keys on the broker")
         for d in drivers:
             d.charger.pump(wait_ms=5)
-    reader = stack.broker_login("up-enroll", role="fleet")  # reads every charger's enroll topic
+    reader = stack.broker_login("up-enroll", role="operator")  # reads every charger's enroll topic
     actions = []
     for d in drivers:
         cid = d.charger.charger_id
@@ -119,7 +119,7 @@ def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[D
             actions.append(("enroll_charger", {"charger_id": cid, "public_key": msg["public_key"]}))
         elif have != d.charger.core.public_key().hex():
             raise RuntimeError(f"{cid} is enrolled with another key: remove {root} for a fresh chain")
-        if not d.wallet_exists(url):
+        if not d.wallet_exists(stack.nodes[0]):
             actions.append(("open_wallet", {"wallet_id": d.wallet, "public_key": d.key.verify_key.encode().hex(),
                                             "cards": [d.card]}))
         actions.append(("top_up", {"wallet_id": d.wallet, "amount_fen": TOP_UP_FEN,

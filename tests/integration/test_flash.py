@@ -91,7 +91,7 @@ def test_enrollment_read_from_the_broker_reaches_the_ledger(tmp_path):
         cfg.update(charger_id=cid, meter_serial=f"SDM-{cid}")
         (tmp_path / "config.json").write_text(json.dumps(cfg))
         assert httpx.get(f"{url}/v1/chargers/{cid}", timeout=10).status_code == 404
-        tech = stack.broker_login("technician", role="fleet")
+        tech = stack.broker_login("technician", role="operator")
         args = ("/dev/null", tmp_path / "config.json", "--node", url, "--operator-key",
                 stack.root / "net" / "operator.key", "--broker", f"127.0.0.1:{stack.broker.port}",
                 "--mqtt-username", tech[0], "--mqtt-password", tech[1], "--enroll-only", "--enroll-timeout", "20")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import queue
 import re
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import paho.mqtt.client as paho
 from nacl.signing import SigningKey
 
 from ..ledger.tx import operator_action
+from .actions import ActionRefused, submit_action, wait_committed
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -134,20 +134,12 @@ def enroll_charger(node_url: str, key: SigningKey, charger_id: str, public_key: 
     genesis = httpx.get(f"{node_url}/v1/genesis", timeout=10).json()
     tx = operator_action(key, operator_id_of(genesis, key), "enroll_charger",
                          {"charger_id": charger_id, "public_key": public_key})
-    r = httpx.post(f"{node_url}/v1/operator/actions", json={"tx": tx.hex()}, timeout=10)
-    if r.status_code != 202:
-        raise EnrollError("refused", f"the node refused enroll_charger: {r.text[:300]}")
-    tx_hash = r.json()["tx_hash"]
-    deadline = time.monotonic() + timeout
-    while True:
-        st = httpx.get(f"{node_url}/v1/operator/actions/{tx_hash}", timeout=10).json()
-        if st.get("status") == "committed":
-            break
-        if st.get("status") == "refused":
-            raise EnrollError("refused", f"enroll_charger refused on chain: {st}")
-        if time.monotonic() > deadline:
-            raise EnrollError("not_committed", f"enroll_charger {tx_hash} not committed within {timeout:.0f} s")
-        time.sleep(0.1)
+    try:
+        wait_committed(node_url, [submit_action(node_url, tx)], timeout)
+    except ActionRefused as e:
+        raise EnrollError("refused", f"enroll_charger refused: {e}") from None
+    except TimeoutError:
+        raise EnrollError("not_committed", f"enroll_charger not committed within {timeout:.0f} s") from None
     if enrolled_key(node_url, charger_id) != public_key:
         raise EnrollError("not_enrolled", f"the node does not show {charger_id} with the enrolled key")
     return "enrolled"
