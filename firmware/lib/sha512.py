@@ -55,7 +55,7 @@ def _pairs(k):
 
 
 
-_IV = None if NATIVE else (  # the pure state's initial words (the native one uses _IV_BE)
+_IV = () if NATIVE else (  # the pure state's initial words (the native one uses _IV_BE)
     0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
     0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179,
 )
@@ -300,7 +300,7 @@ def _compress(st, buf, off):
 
 
 # the round constants of the pure compression (sha512_viper.py has its own, in flash)
-_KP = None if NATIVE else _pairs((
+_KP = () if NATIVE else _pairs((
     0x428A2F98D728AE22, 0x7137449123EF65CD, 0xB5C0FBCFEC4D3B2F, 0xE9B5DBA58189DBBC,
     0x3956C25BF348B538, 0x59F111F1B605D019, 0x923F82A4AF194F9B, 0xAB1C5ED5DA6D8118,
     0xD807AA98A3030242, 0x12835B0145706FBE, 0x243185BE4EE4B28C, 0x550C7DC3D5FFB4E2,
@@ -334,7 +334,8 @@ if _native is None:
     def _copy_state(st):
         return list(st)
 
-    _scratch_state = _copy_state
+    def _scratch_state(st):
+        return list(st)
 
     def _reset_state(st):
         st[:] = _IV
