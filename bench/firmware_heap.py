@@ -22,11 +22,13 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for extra in (ROOT, ROOT / "firmware" / "lib"):  # the device harness provisions with the firmware's modules
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
 
 from tests.support.charger_flow import (  # noqa: E402
     MANIFEST, SOURCE_PATH, flow_succeeds, run_flow, smallest_heap_kb,
@@ -61,9 +63,17 @@ def measure_app(interpreter):
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="firmware-heap-") as tmp:
-        rig = ChargerRig(Path(tmp))
+        rig = None
         try:
+            rig = ChargerRig(Path(tmp))
             at96 = rig.session(interpreter, "96K")
+        except Exception as e:  # the harness itself did not get through a session: no figure
+            if rig is not None:
+                rig.close()
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            return {"app_min_kb": None, "error": "%s %s in %s (%s:%d)" % (
+                type(e).__name__, str(e).strip()[-300:], where.name, Path(where.filename).name, where.lineno)}
+        try:
             smallest = smallest_heap_kb(app_succeeds(rig, interpreter), lo=16, hi=96)
         finally:
             rig.close()
@@ -109,7 +119,10 @@ def main(argv=None):
         if plain is None:
             raise SystemExit(why)
         result["source"] = measure(plain, SOURCE_PATH)
-    if "app" in result:
+    if "app" in result and result["app"].get("error"):
+        print("app    whole application not measured: the session did not complete in a 96 KB heap (%s)"
+              % result["app"]["error"])
+    elif "app" in result:
         a = result["app"]
         print("app    smallest heap for the whole application (frozen, 32-bit): %s KB (goal 64); lowest free"
               " heap it logged in 96 KB: %s bytes" % (a["app_min_kb"], a["app_heap_free_min_at_96k"]))
