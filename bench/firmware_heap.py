@@ -70,7 +70,8 @@ def measure_app(interpreter):
         except Exception as e:  # the harness itself did not get through a session: no figure
             if rig is not None:
                 rig.close()
-            where = traceback.extract_tb(e.__traceback__)[-1]
+            frames = traceback.extract_tb(e.__traceback__)
+            where = ([f for f in frames if f.filename.startswith(str(ROOT))] or frames)[-1]  # the innermost of ours
             return {"app_min_kb": None, "error": "%s %s in %s (%s:%d)" % (
                 type(e).__name__, str(e).strip()[-300:], where.name, Path(where.filename).name, where.lineno)}
         try:
