@@ -139,7 +139,14 @@ def test_card_decisions_and_every_bad_request_get_a_clear_reply(bureau, replies)
     # release: only by the charger that holds it, once
     assert ask(replies, "CH-B", {"v": 1, "type": "release", "req": "r1", "auth_ref": first["auth_ref"]})["reason"] == "not_your_hold"
     rel = ask(replies, "CH-A", {"v": 1, "type": "release", "req": "r2", "auth_ref": first["auth_ref"]})
-    assert rel["released"] is True
+    assert rel["released"] is True and rel["v"] == 2
+    # signed for this charger and this release request
+    assert wire.verify_release_reply(rel, keys, bureau.node.genesis.chain_id, "CH-A")["bureau"] == "bureau-1"
+    for forged in ({**rel, "req": "r1"}, {**rel, "released": False}):
+        with pytest.raises(wire.WireError) as e:
+            wire.verify_release_reply(forged, keys, bureau.node.genesis.chain_id, "CH-A")
+        assert e.value.reason == "bad_signature"
+    assert ask(replies, "CH-A", {"v": 1, "type": "release", "req": "r4", "auth_ref": 7})["reason"] == "unknown_auth_ref"
     assert ask(replies, "CH-A", {"v": 1, "type": "release", "req": "r3", "auth_ref": first["auth_ref"]})["reason"] == "unknown_auth_ref"
     assert view(bureau, driver, "W-1")["available_fen"] == 30_000
     m = bureau.node.metrics

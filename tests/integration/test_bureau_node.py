@@ -11,7 +11,8 @@ from nacl.signing import SigningKey
 from bureau.ledger.audit import audit_chain
 from bureau.ledger.tariff import Tariff
 from bureau.receipts.ack import verify_ack
-from bureau.receipts.codec import decode, receipt_id, seal
+from bureau.receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, seal
+from bureau.receipts.reject import verify_reject
 from tests.support.bureau import TestBureau
 from tests.vectors.generate import TARIFF_DOC, base_receipt
 
@@ -79,11 +80,27 @@ def test_bad_receipts_are_refused_with_reasons_and_change_nothing(bureau, replie
     driver = SigningKey.generate()
     _setup(bureau, charger, driver)
     height = bureau.node.chain.height
+    keys = {v.id: v.public_key for v in bureau.node.genesis.validators}
+
+    def signed_reject(reply: dict, charger_id: str, envelope: bytes) -> None:
+        # signed by the node for the charger of the topic, naming the receipt when it could be read
+        verify_reject(json.dumps(reply).encode(), bureau.node.genesis.chain_id, keys)
+        assert reply["charger"] == charger_id and reply["bureau"] == "bureau-1"
+        try:
+            if len(envelope) > MAX_ENVELOPE:
+                raise ReceiptError("oversized", "not read")
+            seq = decode(envelope)[0].seq
+        except ReceiptError:
+            assert (reply["seq"], reply["receipt"]) == (None, None), reply
+        else:
+            assert (reply["seq"], reply["receipt"]) == (seq, receipt_id(envelope)), reply
+
     for vec in bad:
         replies.publish("ev/v1/charger/GZ-TH-0001/receipt", bytes.fromhex(vec["envelope"]))
         _, reply = replies.next()
         assert reply["type"] == "reject", vec["label"]
         assert reply["reason"] == vec["reason"], (vec["label"], reply)
+        signed_reject(reply, "GZ-TH-0001", bytes.fromhex(vec["envelope"]))
     stranger = SigningKey.generate()
     cases = [
         ("ev/v1/charger/NOPE-1/receipt", seal(_receipt(5, charger_id="NOPE-1"), stranger), "unknown_charger"),
@@ -95,6 +112,7 @@ def test_bad_receipts_are_refused_with_reasons_and_change_nothing(bureau, replie
         replies.publish(topic, env)
         _, reply = replies.next()
         assert reply["type"] == "reject" and reply["reason"] == reason, (reason, reply)
+        signed_reject(reply, topic.split("/")[3], env)
     assert bureau.node.chain.height == height
     assert bureau.node.metrics.total("rejected") == len(bad) + len(cases)
 

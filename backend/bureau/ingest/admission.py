@@ -37,6 +37,7 @@ class Refused:
     seq: int | None
     reason: str
     detail: str
+    receipt_id: str | None = None  # of the envelope, when it could be read (the reject names it)
 
 
 def charger_of_topic(topic: str) -> str | None:
@@ -65,22 +66,22 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
         r, body, sig = decode(payload)
     except ReceiptError as e:
         return Refused(charger, None, e.reason, e.detail)
+    rid = receipt_id(payload)
     if charger is None:
         charger = r.charger_id
     elif r.charger_id != charger:
         # The broker's ACL lets a charger publish only on its own topic; the receipt must agree.
-        return Refused(charger, r.seq, "wrong_topic", f"receipt of {r.charger_id} on the topic of {charger}")
+        return Refused(charger, r.seq, "wrong_topic", f"receipt of {r.charger_id} on the topic of {charger}", rid)
     key = state.chargers.get(charger)
     if key is None:
-        return Refused(charger, r.seq, "unknown_charger", f"charger {charger} is not enrolled")
+        return Refused(charger, r.seq, "unknown_charger", f"charger {charger} is not enrolled", rid)
     if not crypto.verify(key, signed_message(body), sig):
-        return Refused(charger, r.seq, "bad_signature", "signature does not verify with the enrolled key")
-    rid = receipt_id(payload)
+        return Refused(charger, r.seq, "bad_signature", "signature does not verify with the enrolled key", rid)
     committed = state.committed_receipt(charger, r.seq)
     if committed == rid:
         return AlreadyCommitted(charger, r.seq, rid)
     if committed is not None:
-        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt")
+        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt", rid)
     tx = receipt_tx(payload)
     return Admitted(tx, tx_hash(tx), charger, r.seq, rid)
 
