@@ -78,10 +78,13 @@ def run(workdir: Path, nodes: int) -> dict:
         chargers = []
         # each charger starts its day at a different local hour, so sessions cross tariff periods
         day0 = int(time.time()) // 86400 * 86400 - 86400 - 8 * 3600  # a past local midnight (UTC+8)
+        # provisioned as a technician does: the bureau keys of GET /v1/genesis go to bureau.json, and
+        # the chargers take only acks those keys signed
+        genesis = httpx.get(stack.nodes[0].url + "/v1/genesis", timeout=10).json()
         for i, hour in enumerate((6, 10, 17)):
             c = SimulatedCharger(f"GZ-TH-000{i + 1}", workdir / "chargers" / f"c{i + 1}", stack.broker.port,
                                  start_time=day0 + hour * 3600, power_w=(7000, 11000, 3500)[i], tariff=DEFAULT_TARIFF,
-                                 resend_ms=3000)
+                                 resend_ms=3000, genesis=genesis)
             c.connect()
             chargers.append(c)
             print(f"charger {c.charger_id}: key made on first boot, public key {c.core.public_key().hex()[:16]}…")

@@ -37,7 +37,8 @@ class Node:
         self.metrics = Metrics()
         self.replay_guard = ReplayGuard(settings.auth_window_s)
         self.refused_ops: dict[bytes, tuple[str, str]] = {}
-        self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, host=settings.mqtt_host,
+        self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
+                                 signing_key=self.key, host=settings.mqtt_host,
                                  port=settings.mqtt_port, client_id=f"bureau-{settings.node_id}",
                                  username=settings.mqtt_username, password=settings.mqtt_password)
         if len(self.genesis.validators) == 1:

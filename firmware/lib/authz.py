@@ -5,8 +5,8 @@
 # ("publish", topic, payload) actions, decisions as ("decision", dict).
 #
 # Trust: at provisioning the technician writes bureau.json from the chain's genesis (the chain id
-# and the validators' public keys, see `provision`). A list or tariff counts only if one of those
-# keys signed it for that chain.
+# and the validators' public keys, see `trust.provision`). A list, tariff or online reply counts
+# only if one of those keys signed it for that chain (and a reply, for the request it answers).
 #
 # Offline list on flash (content-addressed, so a power cut never leaves a half list in use):
 #   authz/list        the installed manifest (signed envelope)
@@ -20,8 +20,11 @@ import json
 import struct
 
 import receipt
+import signed_reply
+import trust as trust_mod
 from clock import ticks_diff
 from tariff import Tariff, TariffError
+from trust import TRUST_FILE, provision, trust_from_genesis  # noqa: F401  (provisioning goes through authz)
 
 try:
     from micropython import const
@@ -43,7 +46,6 @@ MANIFEST_TOPIC = "ev/v1/bureau/authlist/manifest"
 PAGE_TOPIC_PREFIX = "ev/v1/bureau/authlist/page/"
 TARIFF_TOPIC = "ev/v1/bureau/tariff"
 
-TRUST_FILE = "bureau.json"
 _DIR = "authz"
 _PAGES = "authz/pg"
 LIST_FILE = "authz/list"
@@ -187,28 +189,6 @@ def _page_name(digest):
     return _PAGES + "/" + _hex(digest)[:20]
 
 
-# ---- provisioning ------------------------------------------------------------------------------
-
-def trust_from_genesis(genesis):
-    """The trust document a charger keeps: the chain id and the bureau validators' keys."""
-    keys = {}
-    for v in genesis["validators"]:
-        key = binascii.unhexlify(v["public_key"])
-        if len(key) != 32:
-            raise AuthzError("malformed", "validator key of %s" % v["id"])
-        keys[v["id"]] = v["public_key"]
-    if not keys:
-        raise AuthzError("malformed", "genesis names no validators")
-    return {"v": 1, "chain_id": genesis["chain_id"], "keys": keys}
-
-
-def provision(flash, genesis):
-    """Write bureau.json at provisioning (the technician's tool has fetched GET /v1/genesis)."""
-    doc = trust_from_genesis(genesis)
-    flash.write_atomic(TRUST_FILE, json.dumps(doc).encode())
-    return doc
-
-
 # ---- the authorizer ----------------------------------------------------------------------------
 
 class Authz:
@@ -220,8 +200,8 @@ class Authz:
         self.timeout_ms = timeout_ms
         self.auth_topic = "ev/v1/charger/%s/auth" % charger_id
         self.reply_topic = "ev/v1/charger/%s/reply" % charger_id
-        self.chain_id = None
-        self.keys = {}  # validator id -> 32-byte public key
+        self.trust = trust_mod.Trust()  # the bureau keys of bureau.json
+        self.refused_replies = {}  # reason -> authorization replies ignored for it (shown in the status)
         self.manifest = None  # installed list (dict of decode_manifest)
         self.next = None  # staged list, waiting for pages
         self.used = {}  # str(seq) -> [uid, fen, commit height] of acked offline receipts
@@ -230,13 +210,7 @@ class Authz:
         flash.mkdir(_PAGES)
 
     def load(self):
-        raw = self.flash.read(TRUST_FILE)
-        if raw:
-            doc = json.loads(raw)
-            self.chain_id = doc["chain_id"]
-            self.keys = {}
-            for name in doc["keys"]:
-                self.keys[name] = binascii.unhexlify(doc["keys"][name])
+        self.trust = trust_mod.load(self.flash)
         raw = self.flash.read(LIST_FILE)
         self.manifest = decode_manifest(raw)[0] if raw else None
         raw = self.flash.read(NEXT_FILE)
@@ -256,7 +230,7 @@ class Authz:
 
     @property
     def provisioned(self):
-        return self.chain_id is not None and bool(self.keys)
+        return self.trust.provisioned
 
     # ---- online ------------------------------------------------------------------------
 
@@ -292,16 +266,17 @@ class Authz:
 
     def on_reply(self, payload, now_s, now_ms, charger):
         """A message on the reply topic. Acks and rejects of receipts are the charger's
-        (`Charger.on_reply`); this takes "auth", "start" and "release". Returns actions."""
+        (`Charger.on_reply`); this takes "auth" (signed, v 2), "start" and "release" (v 1).
+        Returns actions."""
         try:
             msg = json.loads(payload)
             kind = msg.get("type")
         except (ValueError, AttributeError):
             return []
-        if not isinstance(msg, dict) or msg.get("v") != 1:
-            return []
         if kind == "auth":
             return self._on_auth(msg, now_s, charger)
+        if msg.get("v") != 1:
+            return []
         if kind == "start":
             token = msg.get("token")
             if not isinstance(token, str) or not token.startswith("app:"):
@@ -315,13 +290,20 @@ class Authz:
 
     def _on_auth(self, msg, now_s, charger):
         req = msg.get("req")
-        p = self.pending.pop(req, None) if isinstance(req, str) else None
+        p = self.pending.get(req) if isinstance(req, str) else None
         accept = msg.get("decision") == "accept"
+        if p is None and not (accept and isinstance(msg.get("auth_ref"), str)):
+            return []  # a late or foreign reject: nothing to do, no signature to check
+        reason = self._check_reply(msg)
+        if reason is not None:
+            # forged, replayed onto another request, or unsigned: as if no answer came, so the
+            # request runs into its timeout and a card falls back to the offline list
+            self.refused_replies[reason] = self.refused_replies.get(reason, 0) + 1
+            return [("event", ("auth_reply_refused", req, reason))]
         if p is None:
             # Late (the charger already decided offline) or not ours: free what it holds.
-            if accept and isinstance(msg.get("auth_ref"), str):
-                return [self.release(msg["auth_ref"])]
-            return []
+            return [self.release(msg["auth_ref"])]
+        del self.pending[req]
         method, token = p[0], p[1]
         if accept:
             amount, wallet, ref = msg.get("authorized_fen"), msg.get("wallet_id"), msg.get("auth_ref")
@@ -335,6 +317,14 @@ class Authz:
         if method == "card" and reason in _TRANSIENT:
             return [("decision", self.offline(token, now_s, charger))]
         return [("decision", _reject(method, token, reason, str(msg.get("detail") or "")))]
+
+    def _check_reply(self, msg):
+        if msg.get("v") != signed_reply.AUTH_REPLY_VERSION:
+            return "unsigned"  # v1 replies carried no signature
+        if not self.trust.provisioned:
+            self.trust = trust_mod.load(self.flash)  # provisioned after load
+        return signed_reply.check(self.trust, self.verify,
+                                  signed_reply.auth_reply_bytes(self.trust.chain_id, self.charger_id, msg), msg)
 
     def poll(self, now_s, now_ms, charger):
         """Requests without a reply in time: a card falls back to the offline list."""
@@ -462,15 +452,15 @@ class Authz:
         return than is None or (m["list_version"], m["issued_at"]) > (than["list_version"], than["issued_at"])
 
     def _check_signed(self, doc_chain, signer, tag, body, sig):
-        if not self.provisioned:
-            raise AuthzError("not_provisioned", "no bureau keys on this charger")
-        if doc_chain != self.chain_id:
+        if self.trust.provisioned and doc_chain != self.trust.chain_id:
             raise AuthzError("wrong_chain", "signed for chain " + doc_chain)
-        key = self.keys.get(signer)
-        if key is None:
-            raise AuthzError("unknown_signer", signer + " is not a bureau this charger trusts")
-        if not self.verify(key, tag + body, sig):
-            raise AuthzError("bad_signature", "not signed by " + signer)
+        reason = self.trust.check(self.verify, signer, tag + body, sig)
+        if reason == "not_provisioned":
+            raise AuthzError(reason, "no bureau keys on this charger")
+        if reason == "unknown_signer":
+            raise AuthzError(reason, signer + " is not a bureau this charger trusts")
+        if reason is not None:
+            raise AuthzError(reason, "not signed by " + signer)
 
     def _on_manifest(self, env, now_s):
         m, body, sig = decode_manifest(env)

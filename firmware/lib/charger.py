@@ -12,9 +12,11 @@
 import json
 
 import receipt
+import signed_reply
+import trust as trust_mod
 from clock import ticks_diff
 from meter import MeterError
-from outbox import Outbox, RETRYABLE
+from outbox import Outbox, RETRYABLE, receipt_id
 from session import Session
 from tariff import Tariff
 
@@ -49,7 +51,7 @@ class Charger:
         self.flash = flash
         self.meter = meter
         self.clock = clock  # .now() -> Unix s (UTC), .synced() -> bool
-        self.signer = signer  # .sign(seed, msg), .public_key(seed): the ed25519 module
+        self.signer = signer  # .sign(seed, msg), .public_key(seed), .verify(key, msg, sig): the ed25519 module
         self.urandom = urandom
         self.firmware_version = firmware_version
         self.meter_serial = meter_serial
@@ -65,12 +67,15 @@ class Charger:
         self.resend_ms = RESEND_MS
         self.events = []  # (name, detail) for the display and logs
         self.authz = None  # authz.Authz when the shell attaches one: offline spend tracking
+        self.trust = trust_mod.Trust()  # the bureau keys of bureau.json, read at boot
+        self.refused_acks = {}  # reason -> acks ignored for it (shown in the status)
         self.receipt_topic = "ev/v1/charger/%s/receipt" % charger_id
         self.reply_topic = "ev/v1/charger/%s/reply" % charger_id
 
     # ---- boot --------------------------------------------------------------------------
 
     def boot(self):
+        self.trust = trust_mod.load(self.flash)
         self.seed = self.flash.read(KEY_FILE)
         if self.seed is None or len(self.seed) != 32:
             # First boot: the key is made here and never leaves the device.
@@ -276,22 +281,27 @@ class Charger:
         return out
 
     def on_reply(self, payload):
-        """A message on the reply topic; returns ("ack"|"reject"|"ignored", seq)."""
+        """A message on the reply topic; returns ("ack"|"reject"|"ignored", seq). An ack removes
+        its receipt only when it is signed by a bureau validator for this chain, this charger
+        and the seq and receipt id in the outbox; any other is ignored and counted in
+        `refused_acks` by reason."""
         try:
             msg = json.loads(payload)
-            if msg.get("v") != 1:
-                return ("ignored", None)
             kind, seq = msg.get("type"), msg.get("seq")
         except (ValueError, AttributeError):
             return ("ignored", None)
-        if kind == "ack" and isinstance(seq, int):
+        if kind == "ack":
+            reason = self._check_ack(msg)
+            if reason is not None:
+                self.refused_acks[reason] = self.refused_acks.get(reason, 0) + 1
+                self.events.append(("ack_refused", (seq, reason)))
+                return ("ignored", seq if isinstance(seq, int) else None)
             if self.authz is not None:
                 self.authz.note_ack(self.outbox.get(seq), msg)
-            if self.outbox.ack(seq, msg.get("receipt", "")):
-                self.sent_at.pop(seq, None)
-                return ("ack", seq)
-            return ("ignored", seq)
-        if kind == "reject" and isinstance(seq, int):
+            self.outbox.ack(seq, msg["receipt"])
+            self.sent_at.pop(seq, None)
+            return ("ack", seq)
+        if kind == "reject" and msg.get("v") == 1 and isinstance(seq, int):
             reason = str(msg.get("reason", ""))
             self.events.append(("rejected", (seq, reason)))
             if reason in RETRYABLE:
@@ -299,4 +309,24 @@ class Charger:
             self.outbox.refuse(seq, reason)
             self.sent_at.pop(seq, None)
             return ("reject", seq)
-        return ("ignored", seq)
+        return ("ignored", seq if isinstance(seq, int) else None)
+
+    def _check_ack(self, msg):
+        # the cheap checks first: the signature is verified only for an ack that would remove a
+        # receipt, so a flood of junk costs no Ed25519 work
+        if msg.get("v") != signed_reply.ACK_VERSION:
+            return "unsigned"  # v1 acks carried no signature
+        seq = msg.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return "malformed"
+        if msg.get("charger") != self.charger_id:
+            return "wrong_charger"
+        env = self.outbox.get(seq)
+        if env is None:
+            return "not_pending"  # acked before (a repeat), or never issued
+        if msg.get("receipt") != receipt_id(env):
+            return "wrong_receipt"
+        if not self.trust.provisioned:
+            self.trust = trust_mod.load(self.flash)  # provisioned after boot
+        return signed_reply.check(self.trust, self.signer.verify,
+                                  signed_reply.ack_bytes(self.trust.chain_id, self.charger_id, msg), msg)

@@ -109,8 +109,10 @@ class Uplink:
     def status_payload(self) -> bytes:
         ctl = self.controller
         s = self.charger.session
+        a = self.charger.authz
         return status.status_message(
             self.charger.charger_id, ctl.display_state(), ctl.watch.last_wh, self.firmware, ctl.error,
             self.clock.now(), self.clock.synced(),
             s.energy_wh if s is not None else None,
-            s.amount_fen(self.charger.tariff) if s is not None else None)
+            s.amount_fen(self.charger.tariff) if s is not None else None,
+            self.charger.refused_acks, a.refused_replies if a is not None else None)

@@ -10,16 +10,15 @@ import json
 import time
 from pathlib import Path
 
-from nacl.signing import SigningKey
-
 import authflow
 from chargerhost.simcontroller import ControllerSim
 from mqtt_codec import MQTTError
 from mqtt_session import MESSAGE
+from tests.support import bureau_replies
 
 TARIFF = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "tariff.json").read_text())["tariff"]
 CARD = "04A1B2C3D4E5F6"
-GENESIS = {"chain_id": "ev-test", "validators": [{"id": "bureau-1", "public_key": SigningKey.generate().verify_key.encode().hex()}]}
+GENESIS = bureau_replies.GENESIS
 
 
 class ScriptedClient:
@@ -54,7 +53,12 @@ def make(tmp_path, **kw):
 
 
 def reply(sim, client, msg):
-    client.inbox.append((sim.authz.reply_topic, json.dumps(dict({"v": 1}, **msg)).encode()))
+    """A message of the bureau on the reply topic: authorization replies signed as a node signs them."""
+    if msg["type"] == "auth":
+        payload = bureau_replies.auth_reply(sim.charger.charger_id, msg)
+    else:
+        payload = json.dumps(dict({"v": 1}, **msg)).encode()
+    client.inbox.append((sim.authz.reply_topic, payload))
     sim.flow.client.poll()
 
 

@@ -19,6 +19,7 @@ from bureau.receipts.codec import decode
 from tests.support.flashsim import CuttableFlash, PowerCut
 from tests.support.micropython import run_micropython
 from tests.firmware.test_charger_core import Clock, Meter, NaclSigner, TARIFF, rng
+from tests.support import bureau_replies
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 AZ = json.loads((VECTORS / "authz.json").read_text())
@@ -27,7 +28,7 @@ H = bytes.fromhex
 # Runs under both interpreters with AUTHZ_JSON bound first and the firmware's own ed25519.verify.
 CHECK = r"""
 import json, binascii
-import authz, ed25519
+import authz, ed25519, signed_reply
 
 V = json.loads(AUTHZ_JSON)
 U = binascii.unhexlify
@@ -150,8 +151,15 @@ act = a.card_tap('04a1b2c3d4e5f6', NOW, 1000, True, Idle())
 assert act[0][0] == 'publish' and act[0][1] == 'ev/v1/charger/CH-1/auth'
 req = json.loads(act[0][2])
 assert req['method'] == 'card' and req['token'] == '04A1B2C3D4E5F6' and req['time'] == NOW
-reply = json.dumps({'v': 1, 'type': 'auth', 'req': req['req'], 'decision': 'accept', 'wallet_id': 'W-1001',
-                    'authorized_fen': 4000, 'auth_ref': 'auth:1'}).encode()
+# signed as bureau-1 signs: tests/firmware/test_signed_replies.py holds the bytes to the backend's
+reply = {'v': 2, 'type': 'auth', 'req': req['req'], 'decision': 'accept', 'wallet_id': 'W-1001',
+         'authorized_fen': 4000, 'auth_ref': 'auth:1', 'bureau': 'bureau-1'}
+reply['sig'] = binascii.hexlify(ed25519.sign(U(V['bureau_seed']), signed_reply.auth_reply_bytes(
+    V['chain_id'], 'CH-1', reply))).decode()
+unsigned = dict(reply)
+del unsigned['sig']
+assert a.on_reply(json.dumps(unsigned).encode(), NOW, 1050, Idle()) == [('event', ('auth_reply_refused', req['req'], 'malformed'))]
+reply = json.dumps(reply).encode()
 d = a.on_reply(reply, NOW, 1100, Idle())[0][1]
 assert (d['decision'], d['method'], d['authorized_fen'], d['auth_ref']) == ('accept', 1, 4000, 'auth:1'), d
 assert json.loads(a.on_reply(reply, NOW, 1200, Idle())[0][2])['type'] == 'release'
@@ -286,9 +294,7 @@ def test_offline_spend_is_counted_until_a_list_includes_it():
     assert 0 < spent <= 300
     assert a.offline("CARD1", clock.t, c)["authorized_fen"] == 300 - spent  # unacked receipt counts
     # acked at height 12: still counted, the list was taken at height 10
-    from bureau.receipts.codec import receipt_id
-    env = c.outbox.get(seq)
-    ack = json.dumps({"v": 1, "type": "ack", "seq": seq, "receipt": receipt_id(env), "height": 12}).encode()
+    ack = bureau_replies.ack("CH-1", seq, c.outbox.get(seq), height=12)
     assert c.on_reply(ack) == ("ack", seq)
     assert c.outbox.pending() == []
     assert a.offline("CARD1", clock.t, c)["authorized_fen"] == 300 - spent
@@ -340,12 +346,13 @@ def test_online_request_reply_timeout_fallback_and_late_release():
     assert topic == "ev/v1/charger/CH-1/auth" and req["method"] == "card" and req["token"] == "CARD1"
     assert req["v"] == 1 and req["time"] == clock.t and isinstance(req["req"], str)
     assert a.card_tap("CARD1", clock.t, 1100, True, c) == []  # already asking
-    reply = {"v": 1, "type": "auth", "req": req["req"], "decision": "accept", "wallet_id": "W-1",
-             "authorized_fen": 4000, "auth_ref": "auth:abc", "reason": None}
-    (kind, d), = a.on_reply(json.dumps(reply).encode(), clock.t, 1200, c)
+    reply = bureau_replies.auth_reply("CH-1", {"type": "auth", "req": req["req"], "decision": "accept",
+                                              "wallet_id": "W-1", "authorized_fen": 4000, "auth_ref": "auth:abc",
+                                              "reason": None})
+    (kind, d), = a.on_reply(reply, clock.t, 1200, c)
     assert kind == "decision" and (d["method"], d["authorized_fen"], d["auth_ref"]) == (1, 4000, "auth:abc")
     # the same reply again (MQTT may deliver twice) is not a second decision: the hold is given back
-    (kind, topic, payload), = a.on_reply(json.dumps(reply).encode(), clock.t, 1300, c)
+    (kind, topic, payload), = a.on_reply(reply, clock.t, 1300, c)
     assert kind == "publish" and json.loads(payload)["type"] == "release" and json.loads(payload)["auth_ref"] == "auth:abc"
 
     # no answer in time: the offline list decides
@@ -356,8 +363,8 @@ def test_online_request_reply_timeout_fallback_and_late_release():
     # a transient refusal also falls back; a refusal about the card does not
     for reason, want in (("busy", "accept"), ("insufficient_balance", "reject"), ("unknown_card", "reject")):
         (_, _, payload), = a.card_tap("CARD1", clock.t, 3000, True, c)
-        rej = {"v": 1, "type": "auth", "req": json.loads(payload)["req"], "decision": "reject", "reason": reason}
-        (_, d), = a.on_reply(json.dumps(rej).encode(), clock.t, 3100, c)
+        rej = {"type": "auth", "req": json.loads(payload)["req"], "decision": "reject", "reason": reason}
+        (_, d), = a.on_reply(bureau_replies.auth_reply("CH-1", rej), clock.t, 3100, c)
         assert d["decision"] == want, reason
         if want == "reject":
             assert d["reason"] == reason and d["method"] == 1
@@ -376,9 +383,9 @@ def test_phone_start_command_becomes_an_app_request():
     (kind, topic, payload), = a.on_reply(json.dumps(cmd).encode(), clock.t, 10, c)
     req = json.loads(payload)
     assert (req["method"], req["token"]) == ("app", "app:0123456789abcdef")
-    reply = {"v": 1, "type": "auth", "req": req["req"], "decision": "accept", "wallet_id": "W-1",
+    reply = {"type": "auth", "req": req["req"], "decision": "accept", "wallet_id": "W-1",
              "authorized_fen": 800, "auth_ref": "auth:ff"}
-    (_, d), = a.on_reply(json.dumps(reply).encode(), clock.t, 20, c)
+    (_, d), = a.on_reply(bureau_replies.auth_reply("CH-1", reply), clock.t, 20, c)
     assert (d["method"], d["id_token"], d["authorized_fen"]) == (3, "app:0123456789abcdef", 800)
     c.start_authorized(d)
     # while a session runs another start is not taken up
@@ -413,8 +420,10 @@ def test_signed_tariff_applied_when_idle_deferred_during_a_session_and_never_rol
     r, _, _ = decode(c.outbox.get(c.outbox.pending()[-1]))
     assert r.tariff_version == 2 and r.amount_fen == Tariff.from_doc(v2).amount_fen(r.periods)
     assert c.tariff.version == 3
-    c2, _, _, _ = make(c.flash)  # and after a reboot
+    c2, a2, _, _ = make(c.flash)  # and after a reboot
     assert c2.tariff.version == 3
+    # a recorded older push replayed after the reboot is not taken: issued_at is kept on flash
+    assert c2.on_signed_tariff(signed_tariff(v2, 101), a2) is None and c2.tariff.version == 3
 
 
 def test_tariff_pushed_mid_session_survives_a_power_cut():

@@ -12,8 +12,10 @@ from nacl.signing import VerifyKey
 import charger as fw_charger
 import meter as fw_meter
 import receipt as fw_receipt
+import trust as fw_trust
 from flash import Flash
 from bureau.receipts.codec import decode, signed_message
+from tests.support import bureau_replies
 from tests.support.flashsim import CuttableFlash, PowerCut
 from tests.support.signer import NaclSigner
 
@@ -102,6 +104,7 @@ def test_energy_split_across_a_period_boundary():
 
 def test_ack_removes_only_the_matching_receipt_and_rejects_are_kept_aside():
     flash, meter, clock = CuttableFlash(), Meter(), Clock()
+    fw_trust.provision(flash, bureau_replies.GENESIS)
     c = make(flash, meter, clock)
     for i in range(3):
         c.start(1, "04AA", "W-1", 10**6, "")
@@ -111,9 +114,8 @@ def test_ack_removes_only_the_matching_receipt_and_rejects_are_kept_aside():
     assert [fw_receipt.decode_envelope(e)[0]["seq"] for _, e in due] == [1, 2, 3]
     assert c.due(1000) == []  # nothing resent before RESEND_MS
     assert len(c.due(fw_charger.RESEND_MS + 1)) == 3
-    rid1 = fw_receipt.receipt_id(c.outbox.get(1))
-    assert c.on_reply(json.dumps({"v": 1, "type": "ack", "seq": 1, "receipt": "00" * 32})) == ("ignored", 1)
-    assert c.on_reply(json.dumps({"v": 1, "type": "ack", "seq": 1, "receipt": rid1})) == ("ack", 1)
+    assert c.on_reply(bureau_replies.ack("CH-1", 1, c.outbox.get(2))) == ("ignored", 1)  # receipt 2's id
+    assert c.on_reply(bureau_replies.ack("CH-1", 1, c.outbox.get(1))) == ("ack", 1)
     assert c.on_reply(json.dumps({"v": 1, "type": "reject", "seq": 2, "reason": "busy"})) == ("reject", 2)
     assert c.outbox.pending() == [2, 3]
     assert c.on_reply(json.dumps({"v": 1, "type": "reject", "seq": 3, "reason": "unknown_wallet"})) == ("reject", 3)

@@ -67,7 +67,7 @@ def test_sessions_reach_the_ledger_through_mosquitto_including_a_broker_outage(t
     bureau = TestBureau(tmp_path / "bureau", mosquitto.port)
     watcher = Watcher(mosquitto.port)
     sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0001", tariff=TARIFF, start_time=1_793_491_200,
-                        signer=NaclSigner, wallets={CARD: ("W-1001", 50_000)})
+                        signer=NaclSigner, wallets={CARD: ("W-1001", 50_000)}, genesis=bureau.genesis)
     # a receipt published while the bureau's own client is still reconnecting reaches nobody
     # and goes out again after resend_ms (20 s on the device); 1 s keeps the test short
     sim.charger.resend_ms = 1000

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from tests.support import bureau_replies
 from tests.support.signer import NaclSigner
 
 import charger as fw_charger
@@ -137,7 +138,10 @@ def test_status_and_last_will_messages():
                                            812, 122))
     assert msg == {"v": 1, "charger_id": "GZ-1", "state": "charging", "online": True, "meter_wh": 1_234_567,
                    "firmware": "fw-1", "error": None, "time": 1_793_491_200, "time_synced": True,
-                   "session": {"energy_wh": 812, "amount_fen": 122}}
+                   "session": {"energy_wh": 812, "amount_fen": 122}, "refused": {"acks": {}, "auth_replies": {}}}
+    shown = json.loads(status.status_message("GZ-1", "available", 1, "fw-1", refused_acks={"bad_signature": 2},
+                                             refused_auth_replies={"unsigned": 1}))
+    assert shown["refused"] == {"acks": {"bad_signature": 2}, "auth_replies": {"unsigned": 1}}
     will = json.loads(status.offline_message("GZ-1", "fw-1"))
     assert will["v"] == 1 and will["state"] == "offline" and will["online"] is False and will["session"] is None
     topic, payload, qos, retain = uplink.will("GZ-1", "fw-1")
@@ -205,7 +209,7 @@ class RecordingClient:
 
 def test_uplink_delivers_receipts_status_enrollment_and_commands(tmp_path):
     sim = ControllerSim(tmp_path / "flash", tariff=TARIFF, start_time=1_793_491_200, signer=NaclSigner,
-                        wallets={"04A1B2C3": ("W-1", 100_000)})
+                        wallets={"04A1B2C3": ("W-1", 100_000)}, genesis=bureau_replies.GENESIS)
     for _ in range(2):  # two finished sessions in the outbox
         sim.plug_in()
         sim.tap("04A1B2C3")
@@ -246,14 +250,17 @@ def test_uplink_delivers_receipts_status_enrollment_and_commands(tmp_path):
     client.events = [(PUBLISHED, 1)]
     up.step(30_300)
     assert not prov.needed()
-    # ack of receipt 1 removes it; a reject for 2 moves it aside; garbage is ignored
+    # the signed ack of receipt 1 removes it; an unsigned one for 2 is ignored and shown in the status;
+    # garbage is ignored
     from outbox import receipt_id
     env1 = sim.charger.outbox.get(1)
-    client.events = [(MESSAGE, sim.charger.reply_topic, json.dumps(
-        {"v": 1, "type": "ack", "seq": 1, "receipt": receipt_id(env1), "height": 3}).encode(), 1, False, False),
+    unsigned = json.dumps({"v": 1, "type": "ack", "seq": 2, "receipt": receipt_id(sim.charger.outbox.get(2))})
+    client.events = [(MESSAGE, sim.charger.reply_topic, bureau_replies.ack("SIM-CP-1", 1, env1, height=3), 1, False,
+                      False), (MESSAGE, sim.charger.reply_topic, unsigned.encode(), 1, False, False),
         (MESSAGE, sim.charger.reply_topic, b"garbage", 1, False, False)]
     up.step(30_400)
     assert sim.charger.outbox.pending() == [2] and up.acked == 1
+    assert json.loads(up.status_payload())["refused"] == {"acks": {"unsigned": 1}, "auth_replies": {}}
     # a remote stop command reaches on_stop; an unknown one does not
     sid = "cd" * 16
     client.events = [(MESSAGE, "ev/v1/charger/SIM-CP-1/cmd", json.dumps({"v": 1, "type": "stop", "session_id": sid}),

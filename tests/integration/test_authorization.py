@@ -96,6 +96,12 @@ def test_card_decisions_and_every_bad_request_get_a_clear_reply(bureau, replies)
     ok = ask(replies, "CH-A", token=CARD_A)
     assert ok["decision"] == "accept" and ok["wallet_id"] == "W-1" and ok["authorized_fen"] == 30_000
     assert ok["auth_ref"].startswith("auth:") and ok["reason"] is None and ok["expires"] > time.time()
+    # signed by the deciding bureau for this charger and this request (v 2)
+    keys = {v.id: v.public_key for v in bureau.node.genesis.validators}
+    assert wire.verify_auth_reply(ok, keys, bureau.node.genesis.chain_id, "CH-A")["bureau"] == "bureau-1"
+    with pytest.raises(wire.WireError) as e:
+        wire.verify_auth_reply({**ok, "req": "another-request"}, keys, bureau.node.genesis.chain_id, "CH-A")
+    assert e.value.reason == "bad_signature"
 
     cases = [
         ({"token": "0BADCAFE"}, "unknown_card"),

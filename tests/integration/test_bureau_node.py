@@ -10,6 +10,7 @@ from nacl.signing import SigningKey
 
 from bureau.ledger.audit import audit_chain
 from bureau.ledger.tariff import Tariff
+from bureau.receipts.ack import verify_ack
 from bureau.receipts.codec import decode, receipt_id, seal
 from tests.support.bureau import TestBureau
 from tests.vectors.generate import TARIFF_DOC, base_receipt
@@ -38,6 +39,11 @@ def test_publish_commit_ack_balance_history_proof(bureau, replies):
     topic, ack = replies.next()
     assert topic == "ev/v1/charger/GZ-TH-0001/reply"
     assert ack["type"] == "ack" and ack["seq"] == 1 and ack["receipt"] == receipt_id(env) and ack["height"] >= 1
+    # signed by the admitting bureau for this chain and charger, naming the block that holds it
+    keys = {v.id: v.public_key for v in bureau.node.genesis.validators}
+    raw_ack = json.dumps(ack).encode()
+    assert verify_ack(raw_ack, bureau.node.genesis.chain_id, keys)["bureau"] == "bureau-1"
+    assert ack["charger"] == "GZ-TH-0001" and ack["block"] == bureau.node.repo.block(ack["height"])[0].hash.hex()
 
     resp = bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001")
     assert resp.status_code == 200, resp.text
@@ -59,6 +65,9 @@ def test_publish_commit_ack_balance_history_proof(bureau, replies):
     replies.publish("ev/v1/charger/GZ-TH-0001/receipt", env)
     _, again = replies.next()
     assert again["type"] == "ack" and again["receipt"] == ack["receipt"]
+    # the re-ack is signed too and names the same block, fetched from storage
+    verify_ack(json.dumps(again).encode(), bureau.node.genesis.chain_id, keys)
+    assert (again["height"], again["block"]) == (ack["height"], ack["block"])
     assert bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001").json()["balance_fen"] == 100_000 - 910
     report = audit_chain(bureau.node.genesis, bureau.node.repo)
     assert report["chain_valid"] and report["receipts"] == 1

@@ -3,17 +3,21 @@ firmware's RC522 driver reading an emulated MFRC522) runs the firmware's authflo
 against an in-process bureau node through a real mosquitto. A card tap is accepted online
 (the node's hold), the session's receipt names it; with the broker down the signed offline list
 decides and the receipt names the list; after the broker is back that receipt commits; an
-unknown card is denied and the contactor never closes."""
+unknown card is denied and the contactor never closes. A forged accept does not start charging."""
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 from nacl.signing import SigningKey
 
+from bureau.authz import wire
 from bureau.receipts.codec import decode
 from chargerhost.simcontroller import ControllerSim
 from tests.support.bureau import TestBureau
@@ -102,8 +106,10 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
         # the receipt ended the hold (the card's offline limit stays at the 5000 fen cap)
         pump_until(sim, lambda: bureau.driver_get(driver, "W-1", "/v1/wallets/W-1/authorizations").json()["held_fen"]
                    == 0, what="the hold to end")
+        # the list of the balance after the hold ends is published on the node's next round
+        pump_until(sim, lambda: sim.authz.lookup(CARD) == ("W-1", 5_000), what="the list after the hold")
         version = sim.authz.manifest["list_version"]
-        assert version >= first_version and sim.authz.lookup(CARD) == ("W-1", 5_000)
+        assert version >= first_version
 
         # ---- offline: the broker is gone; the signed list decides ----------------------------
         mosquitto.stop()
@@ -154,3 +160,59 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
     finally:
         sim.close()
         bureau.close()
+
+
+def test_a_forged_accept_does_not_start_charging(tmp_path, mosquitto):
+    # The test's broker takes anonymous clients, so an attacker can read the charger's auth topic
+    # and publish on its reply topic. In production the broker's ACL forbids both
+    # (docs/authorization.md); this is the case where it failed or a broker account leaked: the
+    # charger must take only a reply its bureau signed for the request it sent.
+    bureau = TestBureau(tmp_path / "bureau", mosquitto.port)
+    sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0003", tariff=TARIFF, start_time=int(time.time()),
+                        signer=NaclSigner)
+    requests: queue.Queue = queue.Queue()
+    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="attacker")
+    subscribed = threading.Event()
+    attacker.on_message = lambda c, u, m: requests.put(json.loads(m.payload))
+    attacker.on_subscribe = lambda *a: subscribed.set()
+    try:
+        sim.enable_authz(bureau.genesis)
+        sim.attach_mqtt("127.0.0.1", mosquitto.port, reconnect_min_ms=50, reconnect_max_ms=400)
+        assert bureau.operator("enroll_charger", {"charger_id": "GZ-TH-0003",
+                                                  "public_key": sim.charger.public_key().hex()})["status"] == "committed"
+        pump_until(sim, lambda: sim.client.connected, what="the charger's connection")
+        bureau.node.authz.stop()  # the node that answers is gone: only the attacker answers
+        attacker.connect("127.0.0.1", mosquitto.port)
+        attacker.loop_start()
+        attacker.subscribe("ev/v1/charger/GZ-TH-0003/auth", qos=1)
+        assert subscribed.wait(10)
+
+        sim.tap(UNKNOWN)
+        live(sim, lambda: not requests.empty(), what="the authorization request")
+        req = requests.get()["req"]
+        accept = {"type": "auth", "req": req, "decision": "accept", "wallet_id": "W-X", "authorized_fen": 50_000,
+                  "auth_ref": "auth:0123456789abcdef", "reason": None, "detail": None, "method": "card",
+                  "token": UNKNOWN, "expires": int(time.time()) + 3600}
+        chain = bureau.genesis["chain_id"]
+        forged = [{"v": 1, **accept},  # the old, unsigned format
+                  wire.sign_auth_reply(accept, chain, "bureau-1", "GZ-TH-0003", SigningKey.generate()),
+                  # the bureau's real signature, on a reply to another charger
+                  wire.sign_auth_reply(accept, chain, "bureau-1", "GZ-TH-0002", bureau.node.key)]
+        for msg in forged:
+            attacker.publish("ev/v1/charger/GZ-TH-0003/reply", json.dumps(msg).encode(), qos=1).wait_for_publish(5)
+        live(sim, lambda: sim.ctl.auth is not None or sum(sim.authz.refused_replies.values()) == len(forged),
+             what="the forged replies")
+        assert sim.ctl.auth is None and sim.flow.decisions == 0
+        assert sim.authz.refused_replies == {"unsigned": 1, "bad_signature": 2}
+        # no answer it can trust: the request runs into its timeout and the offline list decides
+        live(sim, lambda: sim.flow.decisions == 1, what="the offline fallback")
+        assert sim.flow.last["decision"] == "reject" and sim.flow.last["method"] == 2
+        sim.plug_in()
+        sim.run(10_000)
+        assert sim.outputs.closures == 0 and not sim.outputs.closed and sim.charger.session is None
+    finally:
+        attacker.loop_stop()
+        attacker.disconnect()
+        sim.close()
+        bureau.close()
+

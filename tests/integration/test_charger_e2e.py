@@ -1,12 +1,20 @@
 """A simulated charger running the firmware (charger core, flash outbox, its own MQTT client,
 Modbus meter driver against a simulated meter) against a bureau node through a real mosquitto:
 a normal session, a power cut mid-session, a broker outage, a meter fault. Every Wh the meter
-counted during sessions ends up in exactly one committed receipt."""
+counted during sessions ends up in exactly one committed receipt. Forged acks of a stolen
+receipt leave it in flash until the node's signed ack."""
 
+import json
+import queue
+import threading
+import time
+
+import paho.mqtt.client as paho
 from nacl.signing import SigningKey
 
 from chargerhost.simcharger import SimulatedCharger
-from bureau.receipts.codec import decode
+from bureau.receipts.ack import ack_message
+from bureau.receipts.codec import decode, receipt_id
 from bureau.tools.network import DEFAULT_TARIFF
 
 START = 1_793_491_200 - 3 * 3600  # 05:00 local: valley, then flat from 08:00
@@ -24,7 +32,7 @@ def _charge(c: SimulatedCharger, steps: int) -> str | None:
 def test_sessions_survive_power_cut_broker_outage_and_meter_fault(bureau, mosquitto, tmp_path):
     flash = tmp_path / "flash"
     c = SimulatedCharger("CH-E2E", flash, mosquitto.port, start_time=START, power_w=7400, tariff=DEFAULT_TARIFF,
-                         step_s=60, resend_ms=1000)
+                         step_s=60, resend_ms=1000, genesis=bureau.genesis)
     driver = SigningKey.generate()
     for action, args in (("enroll_charger", {"charger_id": "CH-E2E", "public_key": c.core.public_key().hex()}),
                          ("open_wallet", {"wallet_id": "W-E2E", "public_key": driver.verify_key.encode().hex(),
@@ -94,3 +102,62 @@ def test_sessions_survive_power_cut_broker_outage_and_meter_fault(bureau, mosqui
         == meter_end - meter_start
     balance = bureau.driver_get(driver, "W-E2E", "/v1/wallets/W-E2E").json()["balance_fen"]
     assert balance == 500_000 - sum(r.amount_fen for r in committed)
+
+
+def test_forged_acks_leave_the_receipt_in_flash_until_the_signed_ack(bureau, mosquitto, tmp_path):
+    # The test's broker takes anonymous clients, so an attacker can read the receipt topic and
+    # publish on the charger's reply topic. In production the broker's ACL forbids both
+    # (docs/authorization.md); this is the case where it failed or a broker account leaked, and
+    # only the signature of the ack stands between a forged ack and a receipt lost for good.
+    c = SimulatedCharger("CH-ATK", tmp_path / "flash", mosquitto.port, start_time=START, power_w=7400,
+                         tariff=DEFAULT_TARIFF, step_s=60, resend_ms=1000, genesis=bureau.genesis)
+    driver = SigningKey.generate()
+    for action, args in (("enroll_charger", {"charger_id": "CH-ATK", "public_key": c.core.public_key().hex()}),
+                         ("open_wallet", {"wallet_id": "W-ATK", "public_key": driver.verify_key.encode().hex(),
+                                          "cards": ["04A7A7A7A7A7A7"]}),
+                         ("top_up", {"wallet_id": "W-ATK", "amount_fen": 100_000, "reference": "bank:atk"})):
+        assert bureau.operator(action, args)["status"] == "committed"
+    stolen: queue.Queue = queue.Queue()
+    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="attacker")
+    subscribed = threading.Event()
+    attacker.on_message = lambda cl, u, m: stolen.put(bytes(m.payload))
+    attacker.on_subscribe = lambda *a: subscribed.set()
+    attacker.connect("127.0.0.1", mosquitto.port)
+    attacker.loop_start()
+    attacker.subscribe("ev/v1/charger/CH-ATK/receipt", qos=1)
+    assert subscribed.wait(10)
+    bureau.node.producer.stop()  # blocks are held back: the receipt is admitted, not yet committed
+    try:
+        c.connect()
+        c.plug_in_and_start("W-ATK", 100_000, id_token="04A7A7A7A7A7A7", auth_ref="atk:1")
+        _charge(c, 10)
+        c.stop("L")
+        (seq,) = c.pending()
+        deadline = time.monotonic() + 30
+        while stolen.empty() and time.monotonic() < deadline:
+            c.pump(wait_ms=20)
+        env = stolen.get(timeout=1)
+        assert env == c.core.outbox.get(seq)
+        rid = receipt_id(env)
+        outsider = SigningKey.generate()
+        block = bytes(32)
+        forged = [
+            json.dumps({"v": 1, "type": "ack", "seq": seq, "receipt": rid, "height": 1}).encode(),  # the old format
+            ack_message(bureau.node.genesis.chain_id, "bureau-1", outsider, "CH-ATK", seq, rid, 1, block),
+            ack_message(bureau.node.genesis.chain_id, "bureau-x", outsider, "CH-ATK", seq, rid, 1, block),
+        ]
+        for payload in forged:
+            attacker.publish(c.core.reply_topic, payload, qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 30
+        while c.pending() and sum(c.core.refused_acks.values()) < len(forged) and time.monotonic() < deadline:
+            c.pump(wait_ms=20)
+        assert c.pending() == [seq] and c.acked == []
+        assert c.core.refused_acks == {"unsigned": 1, "bad_signature": 1, "unknown_signer": 1}
+        # the node commits the block: its signed ack removes the receipt
+        assert bureau.node.producer.produce_once(int(time.time() * 1000)) >= 1
+        assert c.deliver()
+        assert c.acked == [seq]
+    finally:
+        attacker.loop_stop()
+        attacker.disconnect()
+        c.close()

@@ -9,8 +9,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from bureau.ledger.genesis import Genesis
-from bureau.peers.handshake import (CH_CONSENSUS, CH_HELLO, FrameReader, HandshakeError, MAX_FRAME, frame,
-                                    hello)
+from bureau.peers.handshake import (CH_CONSENSUS, CH_HELLO, CH_PROOF, MAX_FRAME, ROLE_INITIATOR, FrameReader,
+                                    HandshakeError, Hello, frame)
 from bureau.peers.transport import PeerTransport
 from bureau.tools.mosquitto import free_port
 
@@ -60,8 +60,8 @@ def test_impostor_without_the_key_is_refused(net):
     genesis, keys, ports, ts, inbox = net
     _wait_links(ts)
     s = socket.create_connection(("127.0.0.1", ports[0]))
-    s.sendall(frame(CH_HELLO, hello("test-chain", "n1", bytes(32))))  # claims to be n1
-    s.sendall(frame(1, bytes(64)))  # a proof it cannot make
+    s.sendall(frame(CH_HELLO, Hello(ROLE_INITIATOR, "test-chain", "n1", "n0", bytes(32)).encode()))  # claims n1
+    s.sendall(frame(CH_PROOF, bytes(64)))  # a proof it cannot make
     s.settimeout(5)
     data = b""
     try:
@@ -74,6 +74,7 @@ def test_impostor_without_the_key_is_refused(net):
         pass
     s.close()
     assert inbox.empty()
+    assert [ch for ch, _ in FrameReader().feed(data)] == [CH_HELLO]  # n0 signed nothing for it
 
 
 def test_a_restarted_peer_is_reconnected(net):
@@ -105,3 +106,70 @@ def test_frame_reader_refuses_oversized_and_splits_stream():
     assert r.feed(data[3:]) == [(2, b"abc"), (3, b"")]
     with pytest.raises(HandshakeError):
         FrameReader().feed((MAX_FRAME + 1).to_bytes(4, "big") + b"\x02")
+
+
+def _relay(addr_a, addr_b, first_a=b"", first_b=b"", forged=b"", timeout=8.0):
+    """A caller with no key between two bureaus: connects to both, pipes each one's bytes to the
+    other and, once both sides passed a login's worth of frames (hello and proof each way),
+    sends `forged` to both as the peer it relayed. Returns the frames it saw each way."""
+    a, b = socket.create_connection(addr_a), socket.create_connection(addr_b)
+    a.sendall(first_a)
+    b.sendall(first_b)
+    seen = {a: 0, b: 0}
+    readers = {a: FrameReader(), b: FrameReader()}
+    other = {a: b, b: a}
+    deadline = time.monotonic() + timeout
+    injected = False
+    try:
+        import select
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([a, b], [], [], 0.1)
+            for s in ready:
+                data = s.recv(65536)
+                if not data:
+                    return seen
+                seen[s] += len(readers[s].feed(data))
+                other[s].sendall(data)
+            if not injected and min(seen.values()) >= 2:
+                a.sendall(frame(CH_CONSENSUS, forged))
+                b.sendall(frame(CH_CONSENSUS, forged))
+                injected = True
+    except OSError:
+        pass
+    finally:
+        a.close()
+        b.close()
+    return seen
+
+
+def _inbox_has(inbox, payload, wait):
+    deadline = time.monotonic() + wait
+    found = False
+    while time.monotonic() < deadline:
+        try:
+            if inbox.get(timeout=0.1)[3] == payload:
+                found = True
+        except queue.Empty:
+            pass
+    return found
+
+
+def test_reflection_relay_between_two_bureaus_does_not_log_in(net):
+    """The caller connects to n0 claiming nothing and to n1, and lets each answer the other:
+    with proofs both sides made over the same bytes this logged in as n1 at n0 and as n0 at n1."""
+    _, _, ports, ts, inbox = net
+    _wait_links(ts)
+    forged = b"forged by a relay"
+    seen = _relay(("127.0.0.1", ports[0]), ("127.0.0.1", ports[1]), forged=forged)
+    assert not _inbox_has(inbox, forged, wait=1.0), f"relay logged in (frames seen {list(seen.values())})"
+
+
+def test_relay_posing_as_initiator_to_both_does_not_log_in(net):
+    _, _, ports, ts, inbox = net
+    _wait_links(ts)
+    forged = b"forged by a relay"
+    to_n0 = frame(CH_HELLO, Hello(ROLE_INITIATOR, "test-chain", "n1", "n0", bytes(32)).encode())
+    to_n1 = frame(CH_HELLO, Hello(ROLE_INITIATOR, "test-chain", "n0", "n1", bytes(range(32))).encode())
+    _relay(("127.0.0.1", ports[0]), ("127.0.0.1", ports[1]), to_n0, to_n1, forged=forged)
+    assert not _inbox_has(inbox, forged, wait=1.0)
+    assert sorted(ts[0].inbound_peers()) == ["n1", "n2"]  # the honest links stay up

@@ -34,6 +34,11 @@ class TestBureau:
         self.client = TestClient(create_app(self.node))
         self.client.__enter__()
 
+    @property
+    def genesis(self) -> dict:
+        """The genesis document (GET /v1/genesis): what a charger is provisioned from."""
+        return self.node.chain.genesis.doc
+
     def close(self) -> None:
         self.client.__exit__(None, None, None)
         self.node.stop()

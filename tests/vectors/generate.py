@@ -1,4 +1,5 @@
-"""Writes the shared test vectors (receipts, bad receipts, tariff amounts).
+"""Writes the shared test vectors (receipts, bad receipts, tariff amounts, the signed offline list
+and tariff push, signed acks and authorization replies).
 
 Deterministic: keys come from fixed seeds, so a rerun writes identical files and
 tests/unit/test_vectors.py checks that the committed files are what this script makes.
@@ -206,9 +207,90 @@ def authz_vectors() -> dict:
     }
 
 
+# ---- signed replies to the charger: receipt acks and authorization replies --------------------
+
+def reply_vectors() -> dict:
+    """Acks of receipt vector 0 and authorization replies to one request, the bytes each signature
+    covers, and forged, foreign and replayed ones with the reason a charger ignores each for.
+    Bad acks are checked against an outbox holding receipt vector 0 under its seq."""
+    from bureau.authz import wire
+    from bureau.receipts.ack import ack_message, signed_bytes
+
+    bureau, other = SigningKey(seed("bureau-1")), SigningKey(seed("not a bureau"))
+    rv = receipts()[0]
+    charger, seq, rid = rv["fields"]["charger_id"], rv["fields"]["seq"], rv["receipt_id"]
+    height, block = 7, hashlib.sha256(b"block 7").digest()
+
+    def ack(chain=AUTHZ_CHAIN, name="bureau-1", key=bureau, charger_id=charger, s=seq, r=rid, h=height, b=block):
+        return ack_message(chain, name, key, charger_id, s, r, h, b).decode()
+
+    def edit(payload: str, **fields) -> str:
+        return json.dumps({**json.loads(payload), **fields}, separators=(",", ":"))
+
+    good = ack()
+    other_rid = hashlib.sha256(b"another receipt").hexdigest()
+    bad_acks = [
+        ("signed by a key that is not a bureau's", ack(key=other), "bad_signature"),
+        ("a signer the charger does not know", ack(name="bureau-9", key=other), "unknown_signer"),
+        ("signed for another chain", ack(chain="ev-bureau-prod"), "bad_signature"),
+        ("height changed after signing", edit(good, height=height + 1), "bad_signature"),
+        ("block hash changed after signing", edit(good, block=hashlib.sha256(b"x").hexdigest()), "bad_signature"),
+        ("another charger's ack, relabelled", edit(ack(charger_id="GZ-TH-0002"), charger=charger), "bad_signature"),
+        ("another charger's ack", ack(charger_id="GZ-TH-0002"), "wrong_charger"),
+        ("ack of another receipt under this seq", ack(r=other_rid), "wrong_receipt"),
+        ("ack of another seq replayed", ack(s=seq + 1), "not_pending"),
+        ("unsigned v1 ack", json.dumps({"v": 1, "type": "ack", "seq": seq, "receipt": rid, "height": height}),
+         "unsigned"),
+        ("signature not hex", edit(good, sig="zz" * 64), "malformed"),
+        ("signature missing", json.dumps({k: v for k, v in json.loads(good).items() if k != "sig"}), "malformed"),
+    ]
+
+    req, other_req = "9f2c61d0a4b3e871", "5b0e77aa12cd34ef"
+    accept = {"type": "auth", "req": req, "decision": "accept", "wallet_id": "W-1001", "authorized_fen": 5000,
+              "auth_ref": "auth:3f9e0c1d2b4a5968", "reason": None, "detail": None, "method": "card",
+              "token": "04A1B2C3D4E5F6", "expires": AUTHZ_NOW + 43_200}
+    reject = {"type": "auth", "req": req, "decision": "reject", "wallet_id": "W-1001", "authorized_fen": 0,
+              "auth_ref": None, "reason": "insufficient_balance",
+              "detail": "balance 80 fen, 0 fen held by open authorizations; at least 100 fen must be available"}
+
+    def signed(reply, charger_id=charger, name="bureau-1", key=bureau, chain=AUTHZ_CHAIN) -> dict:
+        return wire.sign_auth_reply(reply, chain, name, charger_id, key)
+
+    def dump(reply: dict) -> str:
+        return json.dumps(reply, separators=(",", ":"))
+
+    good_replies = []
+    for label, reply in (("accept", accept), ("reject", reject)):
+        msg = signed(reply)
+        good_replies.append({"label": label, "payload": dump(msg),
+                             "signed_message": wire.auth_reply_bytes(AUTHZ_CHAIN, "bureau-1", charger, msg).hex()})
+    bad_replies = [
+        ("an accept for another request replayed", dump({**signed({**accept, "req": other_req}), "req": req}),
+         "bad_signature"),
+        ("an accept for another charger", dump(signed(accept, charger_id="GZ-TH-0002")), "bad_signature"),
+        ("signed by a key that is not a bureau's", dump(signed(accept, key=other)), "bad_signature"),
+        ("a signer the charger does not know", dump(signed(accept, name="bureau-9", key=other)), "unknown_signer"),
+        ("signed for another chain", dump(signed(accept, chain="ev-bureau-prod")), "bad_signature"),
+        ("amount raised after signing", dump({**signed(accept), "authorized_fen": 50_000}), "bad_signature"),
+        ("a reject turned into an accept", dump({**signed(reject), "decision": "accept", "authorized_fen": 5000,
+                                                 "auth_ref": "auth:0000000000000000"}), "bad_signature"),
+        ("unsigned v1 accept", dump({"v": 1, **accept}), "unsigned"),
+        ("signature missing", dump({k: v for k, v in signed(accept).items() if k != "sig"}), "malformed"),
+    ]
+    return {
+        "chain_id": AUTHZ_CHAIN, "now": AUTHZ_NOW, "genesis": authz_vectors()["genesis"],
+        "ack": {"charger_id": charger, "seq": seq, "receipt_id": rid, "receipt_envelope": rv["envelope"],
+                "height": height, "block_hash": block.hex(), "payload": good,
+                "signed_message": signed_bytes(AUTHZ_CHAIN, "bureau-1", charger, seq, rid, height, block).hex()},
+        "bad_acks": [{"label": lb, "payload": p, "reason": r} for lb, p, r in bad_acks],
+        "auth": {"charger_id": charger, "req": req, "token": accept["token"], "replies": good_replies},
+        "bad_auth_replies": [{"label": lb, "payload": p, "reason": r} for lb, p, r in bad_replies],
+    }
+
+
 def main() -> None:
     files = {"receipts.json": receipts(), "receipts-bad.json": bad_receipts(), "tariff.json": tariff_vectors(),
-             "authz.json": authz_vectors()}
+             "authz.json": authz_vectors(), "replies.json": reply_vectors()}
     for name, data in files.items():
         (HERE / name).write_text(json.dumps(data, indent=1) + "\n")
     print("wrote", ", ".join(files))

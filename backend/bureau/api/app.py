@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Litestar, MediaType, Request, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 
 from ..authz.api import AuthzController
@@ -16,10 +16,15 @@ async def metrics(request: Request) -> str:
     return node.metrics.prometheus({"height": node.chain.height, "mempool": len(node.mempool)})
 
 
-@get("/healthz", summary="Liveness and the node's head")
-async def healthz(request: Request) -> dict:
+@get("/healthz", summary="Liveness, the node's head and whether consensus makes progress")
+async def healthz(request: Request) -> Response[dict]:
     node = request.app.state.node
-    return {"ok": True, "node_id": node.settings.node_id, "height": node.chain.height}
+    body = {"ok": True, "node_id": node.settings.node_id, "height": node.chain.height}
+    health = getattr(node.producer, "health", None)  # a consensus replica says whether it progresses
+    if health is not None:
+        body.update(health())
+        body["ok"] = body["consensus"] == "ok"
+    return Response(body, status_code=200 if body["ok"] else 503)
 
 
 def create_app(node) -> Litestar:

@@ -1,5 +1,5 @@
-"""MQTT shell of authorization: answers chargers' requests and publishes the signed offline list
-and tariff (retained).
+"""MQTT shell of authorization: answers chargers' requests (authorization replies signed by this
+node) and publishes the signed offline list and tariff (retained).
 
 It has its own broker connection (clean session, so requests made while the node was down are
 not answered minutes late) and its own threads, so a charger waiting at a card tap is never
@@ -76,9 +76,9 @@ class AuthzMqtt(BrokerLink):
             self._queue.put_nowait((charger, bytes(msg.payload)))
         except queue.Full:
             self.metrics.inc("auth_rejected", "busy")
-            self.publish_json(charger, {"v": 1, "type": "auth", "req": None, "decision": "reject",
-                                        "wallet_id": None, "authorized_fen": 0, "auth_ref": None,
-                                        "reason": "busy", "detail": "too many requests waiting; try again"})
+            self.reply(charger, {"type": "auth", "req": None, "decision": "reject", "wallet_id": None,
+                                 "authorized_fen": 0, "auth_ref": None, "reason": "busy",
+                                 "detail": "too many requests waiting; try again"})
 
     # ---- requests (worker thread) ------------------------------------------------------
 
@@ -93,9 +93,19 @@ class AuthzMqtt(BrokerLink):
             except Exception as e:  # the database failed under us: say so, never promise
                 log.exception("authorization request of %s failed", charger)
                 self.metrics.inc("auth_rejected", "internal_error")
-                reply = {"v": 1, "type": "auth", "req": None, "decision": "reject", "wallet_id": None,
+                reply = {"type": "auth", "req": None, "decision": "reject", "wallet_id": None,
                          "authorized_fen": 0, "auth_ref": None, "reason": "internal_error", "detail": str(e)[:200]}
-            self.publish_json(charger, reply)
+            try:
+                self.reply(charger, reply)
+            except wire.WireError:  # a reply that cannot be signed is not sent: the charger times out
+                log.exception("reply to %s could not be signed", charger)
+                self.metrics.inc("auth_rejected", "unsignable_reply")
+
+    def reply(self, charger_id: str, msg: dict) -> bool:
+        """A reply to a charger's request; authorization decisions go out signed."""
+        if msg.get("type") == "auth":
+            msg = self.service.signed(charger_id, msg)
+        return self.publish_json(charger_id, msg)
 
     def publish_json(self, charger_id: str, msg: dict) -> bool:
         info = self.client.publish(reply_topic(charger_id), json.dumps(msg, separators=(",", ":")).encode(), qos=1)

@@ -56,7 +56,7 @@ def reply_topic(charger_id: str) -> str:
 
 
 def _reject(req, reason: str, detail: str, wallet_id: str | None = None) -> dict:
-    return {"v": 1, "type": "auth", "req": req, "decision": "reject", "wallet_id": wallet_id, "authorized_fen": 0,
+    return {"v": wire.AUTH_REPLY_VERSION, "type": "auth", "req": req, "decision": "reject", "wallet_id": wallet_id, "authorized_fen": 0,
             "auth_ref": None, "reason": reason, "detail": detail}
 
 
@@ -93,6 +93,11 @@ class AuthzService:
         if reply["type"] == "auth" and not reply.get("repeated"):
             self.metrics.inc("auth_" + reply["decision"], reply["reason"] or "")
         return {k: v for k, v in reply.items() if k != "repeated"}
+
+    def signed(self, charger_id: str, reply: dict) -> dict:
+        """An authorization reply as it goes to the charger: signed with this node's key, bound
+        to the chain, the charger and the request's `req` (wire.sign_auth_reply)."""
+        return wire.sign_auth_reply(reply, self.chain.genesis.chain_id, self.node_id, charger_id, self.key)
 
     def _handle(self, charger_id: str, payload: bytes) -> dict:
         if len(payload) > self.settings.max_request_bytes:
@@ -174,7 +179,7 @@ class AuthzService:
         if method == "app":
             self.starts[token].used = True
         self.list_dirty.set()
-        return {"v": 1, "type": "auth", "req": req, "decision": "accept", "wallet_id": wallet_id,
+        return {"v": wire.AUTH_REPLY_VERSION, "type": "auth", "req": req, "decision": "accept", "wallet_id": wallet_id,
                 "authorized_fen": amount, "auth_ref": hold.auth_ref, "reason": None, "detail": None,
                 "method": method, "token": token, "expires": hold.expires_s}
 

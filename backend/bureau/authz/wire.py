@@ -2,7 +2,9 @@
 
 * the offline authorization list: a signed manifest plus unsigned pages bound to it by
   SHA-256, so that each MQTT message stays within the charger's 4 KB packet limit;
-* the tariff push: the current tariff document, signed.
+* the tariff push: the current tariff document, signed;
+* the online authorization reply (JSON on the charger's reply topic) and the bytes its signature
+  covers, bound to the charger and to the request it answers.
 
 Integers are unsigned big-endian; `str` is a 1-byte length and that many printable ASCII bytes,
 as in the receipt (docs/receipt-v1.md). Every structure has exactly one encoding: fields in a
@@ -31,6 +33,8 @@ MAX_PAGES = 60
 MAX_LIMIT_FEN = 2**32 - 1
 LIST_TAG = b"EV-AUTHLIST/v1".ljust(16, b"\x00")
 TARIFF_TAG = b"EV-TARIFF/v1".ljust(16, b"\x00")
+AUTH_REPLY_TAG = b"EV-AUTHREPLY/v2".ljust(16, b"\x00")
+AUTH_REPLY_VERSION = 2
 _ID = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*\Z")
 _U64 = 2**64 - 1
@@ -294,3 +298,76 @@ def verify_tariff(envelope: bytes, keys: dict[str, bytes], chain_id: str) -> Tar
     t, body, sig = decode_tariff(envelope)
     _check_signer(t.chain_id, t.signer, keys, chain_id, TARIFF_TAG + body, sig)
     return t
+
+
+# ---- the online authorization reply ----------------------------------------------------------
+
+def _printable(text) -> str:
+    """A human detail as the signature covers it: printable ASCII, at most 255 characters."""
+    return re.sub(r"[^\x20-\x7e]", "?", str(text or ""))[:255]
+
+
+def auth_reply_bytes(chain_id: str, bureau: str, charger_id: str, reply: dict) -> bytes:
+    """What the bureau signs for an authorization reply (docs/authorization.md):
+    AUTH_REPLY_TAG | chain_id str | bureau str | charger_id str | req | decision u8 |
+    method str | token str | wallet_id str | authorized_fen u64 | auth_ref str | expires u64 |
+    reason str | detail str; `req` is u8 0 (null), u8 1 and u64 (integer) or u8 2 and str (text);
+    a null or absent field is the empty str, or 0."""
+    out = bytearray(AUTH_REPLY_TAG)
+    _put_str(out, chain_id, "chain id", 1, 64)
+    _put_str(out, bureau, "bureau", 1, 32)
+    _put_str(out, charger_id, "charger id", 1, 32)
+    req = reply.get("req")
+    if req is None:
+        out.append(0)
+    elif isinstance(req, int) and not isinstance(req, bool) and 0 <= req <= _U64:
+        out.append(1)
+        out += struct.pack(">Q", req)
+    elif isinstance(req, str):
+        out.append(2)
+        _put_str(out, req, "req", 1, 64)
+    else:
+        raise WireError("malformed", "req must be null, an integer or text")
+    decision = reply.get("decision")
+    if decision not in ("accept", "reject"):
+        raise WireError("malformed", "decision must be accept or reject")
+    out.append(1 if decision == "accept" else 0)
+    for name in ("method", "token", "wallet_id"):
+        _put_str(out, reply.get(name) or "", name)
+    fen, expires = reply.get("authorized_fen") or 0, reply.get("expires") or 0
+    if not (0 <= fen <= _U64 and 0 <= expires <= _U64):
+        raise WireError("malformed", "authorized_fen or expires out of range")
+    out += struct.pack(">Q", fen)
+    _put_str(out, reply.get("auth_ref") or "", "auth_ref")
+    out += struct.pack(">Q", expires)
+    _put_str(out, reply.get("reason") or "", "reason")
+    _put_str(out, reply.get("detail") or "", "detail")
+    return bytes(out)
+
+
+def sign_auth_reply(reply: dict, chain_id: str, bureau: str, charger_id: str, signing_key) -> dict:
+    """The reply as sent: version 2, the deciding bureau's id and its signature (hex)."""
+    out = {**reply, "v": AUTH_REPLY_VERSION, "bureau": bureau}
+    if out.get("detail") is not None:
+        out["detail"] = _printable(out["detail"])
+    out["sig"] = signing_key.sign(auth_reply_bytes(chain_id, bureau, charger_id, out)).signature.hex()
+    return out
+
+
+def verify_auth_reply(reply: dict, keys: dict[str, bytes], chain_id: str, charger_id: str) -> dict:
+    """`reply` when a validator in `keys` signed it for this chain and charger; raises WireError."""
+    if reply.get("v") != AUTH_REPLY_VERSION:
+        raise WireError("unsigned", f"reply version {reply.get('v')!r}; signed replies are v {AUTH_REPLY_VERSION}")
+    bureau = reply.get("bureau")
+    try:
+        sig = bytes.fromhex(reply["sig"])
+    except (KeyError, TypeError, ValueError):
+        raise WireError("malformed", "sig must be hex") from None
+    if not isinstance(bureau, str):
+        raise WireError("malformed", "bureau must name a validator")
+    key = keys.get(bureau)
+    if key is None:
+        raise WireError("unknown_signer", f"{bureau} is not a bureau validator")
+    if not crypto.verify(key, auth_reply_bytes(chain_id, bureau, charger_id, reply), sig):
+        raise WireError("bad_signature", f"signature does not verify with the key of {bureau}")
+    return reply

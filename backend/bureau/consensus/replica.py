@@ -2,9 +2,12 @@
 application, a write-ahead log on disk, the peer links, and the order of a Ready:
 persist (fsync) -> send -> commit blocks with their state -> serve sync -> advance.
 
-One thread owns the core. Messages from peers arrive through a bounded inbox (a full inbox
-blocks the link's reader, which slows the sender: back-pressure); transactions relayed by peers
-go to the ingest workers for admission, never through this thread.
+One thread owns the core. Consensus messages from peers wait in a per-peer inbox taken
+round-robin; a peer whose queue is full loses the excess (counted), never blocking a link's
+reader. Sync requests skip the core: a `SyncServer` thread answers them from the block store,
+rate-limited per peer. A peer that keeps overflowing its limits is disconnected
+(`peer_disconnected{reason=flood}`) and refused for a while. Transactions relayed by peers go
+to the ingest workers for admission, never through this thread.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import struct
 import threading
 import time
@@ -28,10 +30,16 @@ from ..ledger.tx import tx_hash
 from ..metrics import Metrics
 from ..peers.gossip import GossipError, decode_batch, encode_batch
 from ..peers.handshake import CH_CONSENSUS, CH_TXS
+from ..peers.inbox import PeerInbox
+from ..peers.limits import FloodMeter
 from ..peers.transport import PeerTransport
 from .core import Config, Core, Timeouts
-from .types import (DecodeError, LastSigned, Proposal, SyncEntry, SyncRequest, SyncResponse, ValidatorSet, Vote,
-                    decode_message, decode_record, encode_message, encode_record)
+from .sync_server import SyncServer
+from .types import (PROTOCOL_VERSION, WIRE_MAGIC, DecodeError, LastSigned, MsgType, Proposal, SyncRequest,
+                    SyncResponse, ValidatorSet, Vote, decode_message, decode_record, encode_message, encode_record)
+
+SYNC_REQUEST_PREFIX = WIRE_MAGIC + bytes([PROTOCOL_VERSION, MsgType.SYNC_REQUEST])
+FLOOD_BAN_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +184,7 @@ class BftReplica:
                  empty_block_ms: int = 30_000, timeouts: Timeouts | None = None,
                  on_refused: Callable[[list[Refusal]], None] = lambda r: None,
                  relay: Callable[[list[bytes]], None] = lambda txs: None,
-                 peer_addresses: dict[str, str] | None = None) -> None:
+                 peer_addresses: dict[str, str] | None = None, stall_ms: int = 20_000) -> None:
         self.chain, self.mempool, self.metrics, self.node_id = chain, mempool, metrics, node_id
         self.relay = relay
         self.empty_block_ms = empty_block_ms
@@ -186,9 +194,13 @@ class BftReplica:
         self.core = Core(config, ValidatorSet.from_genesis(chain.genesis), signing_key, self.app,
                          height=chain.height + 1, now_ms=_now_ms(), last_signed=self.wal.last_signed(),
                          wal=self.wal.records)
-        self.inbox: queue.Queue = queue.Queue(maxsize=20_000)
+        self.inbox = PeerInbox()
+        self.flood = FloodMeter()
         self.transport = PeerTransport(chain.genesis, node_id, signing_key, listen, self._on_peer_message,
-                                       addresses=peer_addresses)
+                                       addresses=peer_addresses, metrics=metrics)
+        self.sync_server = SyncServer(chain.repo, lambda peer, data: self.transport.send(peer, CH_CONSENSUS, data),
+                                      metrics, batch=config.sync_batch, on_refused=self._note_excess)
+        self.stall_ms = stall_ms
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._outbox_txs: list[bytes] = []
@@ -196,6 +208,7 @@ class BftReplica:
         self._next_height_seen = False
         self._last_commit_ms = _now_ms()
         self._last_poll_ms = 0
+        self._loop_ms = _now_ms()
         self.poll_ms = 1000
 
     # ---- peer traffic (link reader threads) ----------------------------------------------
@@ -207,10 +220,25 @@ class BftReplica:
             except GossipError as e:
                 self.metrics.inc("peer_rejected", e.args[0][:40])
             return
-        if channel == CH_CONSENSUS:
-            self.inbox.put((peer, payload))  # blocks when full: back-pressure on that link
-        else:
+        if channel != CH_CONSENSUS:
             self.metrics.inc("peer_rejected", "unknown_channel")
+        elif payload.startswith(SYNC_REQUEST_PREFIX):
+            try:
+                req = decode_message(payload)
+            except DecodeError as e:
+                self.metrics.inc("peer_rejected", e.reason)
+                return
+            self.sync_server.submit(peer, req)
+        elif not self.inbox.put(peer, payload):
+            self.metrics.inc("peer_dropped", "inbox_full")
+            self._note_excess(peer)
+
+    def _note_excess(self, peer: str) -> None:
+        """A message of `peer` refused by a limit; too many in a window and it is cut off."""
+        if self.flood.note(peer, _now_ms()):
+            log.warning("disconnecting %s for flooding", peer)
+            self.metrics.inc("peer_disconnected", "flood")
+            self.transport.disconnect(peer, ban_s=FLOOD_BAN_S)
 
     def share(self, txs: list[bytes]) -> None:
         """Transactions this node admitted: relayed to the other bureaus with the next loop."""
@@ -222,19 +250,21 @@ class BftReplica:
     def _run(self) -> None:
         core = self.core
         while not self._stop.is_set():
-            now = _now_ms()
+            now = self._loop_ms = _now_ms()
             # at least 2 ms: a deadline that is due but held (no transactions yet) must not spin
             wait = min(max(core.next_deadline() - now, 2), 20) / 1000
-            try:
-                item = self.inbox.get(timeout=wait)
+            item = self.inbox.get(timeout=wait)
+            for _ in range(500):
+                if item is None:
+                    break
                 self._step(*item)
-                for _ in range(500):
-                    self._step(*self.inbox.get_nowait())
-            except queue.Empty:
-                pass
+                item = self.inbox.get()
             self._flush_txs()
             self._poll_peers()
-            core.hold_start = not (len(self.mempool) or self._next_height_seen
+            sync = core.sync_status()
+            # a height whose block came by sync is not held for transactions: a node behind catches up at once
+            core.hold_start = not (len(self.mempool) or self._next_height_seen or sync["lagging"]
+                                   or core.height in sync["pending_blocks"]
                                    or _now_ms() - self._last_commit_ms >= self.empty_block_ms)
             core.tick(_now_ms())
             while core.has_ready():
@@ -252,6 +282,16 @@ class BftReplica:
         verdict = self.core.step(msg, peer)
         if verdict not in ("ok", "duplicate", "nothing_to_serve", "nothing_new"):
             self.metrics.inc("consensus_verdict", verdict)
+        if isinstance(msg, SyncResponse) and verdict == "ok":
+            self._request_more(peer, msg)
+
+    def _request_more(self, peer: str, resp: SyncResponse) -> None:
+        """A full batch came: ask the same peer for the next one right away, as far as the
+        core's window of blocks it accepts ahead of its height."""
+        nxt = resp.entries[-1].height + 1
+        batch = self.core.config.sync_batch
+        if len(resp.entries) >= batch and nxt + batch <= self.core.height + 4 * batch:
+            self.transport.send(peer, CH_CONSENSUS, encode_message(SyncRequest(nxt, batch)))
 
     def _poll_peers(self) -> None:
         """Ask the peers once a second for blocks from our height on. An idle network sends no
@@ -298,19 +338,24 @@ class BftReplica:
             self.wal.compact(height + 1)
 
     def _serve(self, req) -> None:
-        entries = []
-        for h in range(req.from_height, min(req.from_height + req.max_count, req.below)):
-            found = self.chain.repo.block(h)
-            if found is None:
-                break
-            block, cert = found
-            entries.append(SyncEntry(h, block.encode(), cert))
-        if entries:
-            self.transport.send(req.peer, CH_CONSENSUS, encode_message(SyncResponse(tuple(entries))))
+        self.sync_server.submit(req.peer, SyncRequest(req.from_height, min(req.max_count, req.below - req.from_height)))
+
+    def health(self) -> dict:
+        """What /healthz reports: "stalled" when the consensus thread stopped looping, or when
+        there is work (transactions waiting, peers ahead) and nothing committed for `stall_ms`."""
+        now = _now_ms()
+        loop_age, commit_age = now - self._loop_ms, now - self._last_commit_ms
+        sync = self.core.sync_status()
+        work = len(self.mempool) > 0 or sync["lagging"]
+        stalled = loop_age > 5000 or (work and commit_age > self.stall_ms)
+        return {"consensus": "stalled" if stalled else "ok", "consensus_height": sync["height"],
+                "loop_age_ms": loop_age, "last_commit_age_ms": commit_age,
+                "peers_out": self.transport.connected_peers(), "peers_in": self.transport.inbound_peers()}
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.sync_server.start()
         self.transport.start()
         self._thread = threading.Thread(target=self._run, name="consensus", daemon=True)
         self._thread.start()
@@ -320,4 +365,5 @@ class BftReplica:
         if self._thread:
             self._thread.join(5)
         self.transport.stop()
+        self.sync_server.stop()
         self.wal.close()

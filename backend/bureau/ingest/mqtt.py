@@ -1,5 +1,6 @@
 """MQTT shell of ingest: subscribes to every charger's receipt topic, admits receipts into the
-mempool, and answers on the charger's reply topic (acks only after commit)."""
+mempool, and answers on the charger's reply topic (acks only after commit, signed with this
+node's key: receipts/ack.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..ledger.block import Block
 from ..ledger.state import Execution, Refusal
 from ..metrics import Metrics
 from ..ledger.tx import KIND_RECEIPT, TxError, tx_hash
+from ..receipts.ack import ack_message
 from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
 from .mempool import Mempool, MempoolFull
 
@@ -25,18 +27,16 @@ def reply_topic(charger_id: str) -> str:
     return f"{TOPIC_PREFIX}{charger_id}/reply"
 
 
-def ack_message(seq: int, receipt_id: str, height: int) -> bytes:
-    return json.dumps({"v": 1, "type": "ack", "seq": seq, "receipt": receipt_id, "height": height}).encode()
-
-
 def reject_message(seq: int | None, reason: str, detail: str) -> bytes:
     return json.dumps({"v": 1, "type": "reject", "seq": seq, "reason": reason, "detail": detail}).encode()
 
 
 class MqttIngest(BrokerLink):
-    def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, *, host: str, port: int, client_id: str,
-                 username: str | None = None, password: str | None = None, workers: int = 2) -> None:
+    def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, *, node_id: str, signing_key, host: str,
+                 port: int, client_id: str, username: str | None = None, password: str | None = None,
+                 workers: int = 2) -> None:
         self.chain, self.mempool, self.metrics = chain, mempool, metrics
+        self.node_id, self._key = node_id, signing_key  # acks are signed with this node's key
         self._queue: queue.Queue = queue.Queue(maxsize=100_000)
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
                          clean_session=False, name="ingest",
@@ -92,9 +92,13 @@ class MqttIngest(BrokerLink):
             except MempoolFull as e:
                 self._reject(decision.charger_id, decision.seq, "busy", str(e))
         elif isinstance(decision, AlreadyCommitted):
+            found = self._block_of(decision.charger_id, decision.seq)
+            if found is None:
+                # committed in the state but not yet readable from storage: the charger resends
+                self.metrics.inc("resent_acks_deferred")
+                return
             self.metrics.inc("resent_acks")
-            self._publish(decision.charger_id, ack_message(decision.seq, decision.receipt_id,
-                                                          self._height_of(decision.charger_id, decision.seq)))
+            self._ack(decision.charger_id, decision.seq, decision.receipt_id, *found)
         else:
             self._reject(decision.charger_id, decision.seq, decision.reason, decision.detail)
 
@@ -121,9 +125,9 @@ class MqttIngest(BrokerLink):
         except MempoolFull:
             self.metrics.inc("relayed_rejected", "busy")
 
-    def _height_of(self, charger_id: str, seq: int) -> int:
-        row = self.chain.repo.receipt_location(charger_id, seq)
-        return row.height if row else self.chain.height
+    def _block_of(self, charger_id: str, seq: int) -> tuple[int, bytes] | None:
+        """(height, block hash) of the block that holds a committed receipt."""
+        return self.chain.repo.receipt_block(charger_id, seq)
 
     def _reject(self, charger_id: str | None, seq: int | None, reason: str, detail: str) -> None:
         self.metrics.inc("rejected", reason)
@@ -148,8 +152,12 @@ class MqttIngest(BrokerLink):
                 n += 1
                 if eff.tx_hash in self._origin:
                     self._origin.discard(eff.tx_hash)
-                    self._publish(eff.charger_id, ack_message(eff.seq, eff.receipt_id, block.height))
+                    self._ack(eff.charger_id, eff.seq, eff.receipt_id, block.height, block.hash)
         self.metrics.inc("committed", n=n)
+
+    def _ack(self, charger_id: str, seq: int, receipt_id: str, height: int, block_hash: bytes) -> None:
+        self._publish(charger_id, ack_message(self.chain.genesis.chain_id, self.node_id, self._key, charger_id, seq,
+                                              receipt_id, height, block_hash))
 
     def _publish(self, charger_id: str, payload: bytes) -> None:
         self.client.publish(reply_topic(charger_id), payload, qos=1)

@@ -1,17 +1,22 @@
 """TCP shell of the peer links: one outbound link to every other bureau (it only sends) and the
 inbound links they open to us (we only read). Frames and handshake are in `handshake`.
 
-Back-pressure: inbound frames are handed to `on_message`, which may block (a full consensus
-inbox then slows the sender's TCP stream); outbound frames wait in a queue bounded in bytes,
-and a frame that would overflow it is dropped and counted — consensus recovers lost messages
-by its own re-sending and sync, and a dropped transaction batch still waits in its origin's
-mempool.
+Inbound frames are handed to `on_message`, which must not block (the node's per-peer inbox
+drops and counts instead); outbound frames wait in a queue bounded in bytes, and a frame that
+would overflow it is dropped and counted — consensus recovers lost messages by its own
+re-sending and sync, and a dropped transaction batch still waits in its origin's mempool.
+
+What an unauthenticated caller can hold: at most `max_pending` connections in the handshake
+(the oldest is closed to make room for a new one), each for at most `handshake_timeout_s`, with
+frames of at most MAX_HANDSHAKE_FRAME bytes. After login there is one inbound link per peer id:
+a new login of the same id replaces the old link (only the key holder can log in, and a peer
+that restarted must not wait for its half-open predecessor to time out). `disconnect` closes a
+peer's inbound link and refuses its logins for a while.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
@@ -19,8 +24,9 @@ from collections import deque
 from typing import Callable
 
 from ..ledger.genesis import Genesis
-from .handshake import (CH_HELLO, CH_PROOF, FrameReader, HandshakeError, check_proof, frame, hello, parse_hello,
-                        proof_message)
+from ..metrics import Metrics
+from .handshake import (CH_HELLO, CH_PROOF, MAX_FRAME, MAX_HANDSHAKE_FRAME, FrameReader, HandshakeError, Initiator,
+                        Responder, frame)
 
 log = logging.getLogger(__name__)
 OnMessage = Callable[[str, int, bytes], None]
@@ -29,6 +35,41 @@ OnMessage = Callable[[str, int, bytes], None]
 def _split_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host, int(port)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv() on it
+    except OSError:
+        pass
+    sock.close()
+
+
+class _Frames:
+    """Whole frames off a socket before a deadline (the handshake)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock, self.deadline = sock, deadline
+        self.reader = FrameReader(MAX_HANDSHAKE_FRAME)
+        self.pending: list[tuple[int, bytes]] = []
+
+    def expect(self, channel: int) -> bytes:
+        while not self.pending:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise HandshakeError("handshake timed out")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                raise HandshakeError("handshake timed out") from None
+            if not data:
+                raise HandshakeError("peer closed during handshake")
+            self.pending.extend(self.reader.feed(data))
+        ch, payload = self.pending.pop(0)
+        if ch != channel:
+            raise HandshakeError(f"expected channel {channel}, got {ch}")
+        return payload
 
 
 class _Outbound:
@@ -59,6 +100,14 @@ class _Outbound:
             self.queued_bytes -= len(data)
             return data
 
+    def _login(self, sock: socket.socket) -> None:
+        o = self.owner
+        hs = Initiator(o.genesis.chain_id, o.node_id, self.peer_id, o.key, o.keys)
+        frames = _Frames(sock, time.monotonic() + o.handshake_timeout_s)
+        sock.sendall(frame(CH_HELLO, hs.hello()))
+        sock.sendall(frame(CH_PROOF, hs.on_hello(frames.expect(CH_HELLO))))
+        hs.on_proof(frames.expect(CH_PROOF))
+
     def _run(self) -> None:
         backoff = 0.05
         while not self.owner.stopping.is_set():
@@ -69,8 +118,7 @@ class _Outbound:
                 backoff = min(backoff * 2, 2.0)
                 continue
             try:
-                sock.settimeout(5.0)
-                self.owner._handshake(sock, expect=self.peer_id)
+                self._login(sock)
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.connected = True
@@ -98,10 +146,13 @@ class _Outbound:
 
 class PeerTransport:
     def __init__(self, genesis: Genesis, node_id: str, signing_key, listen: str, on_message: OnMessage,
-                 *, max_queue_bytes: int = 64 * 1024 * 1024, addresses: dict[str, str] | None = None) -> None:
+                 *, max_queue_bytes: int = 64 * 1024 * 1024, addresses: dict[str, str] | None = None,
+                 metrics: Metrics | None = None, max_pending: int = 16, handshake_timeout_s: float = 5.0) -> None:
         self.genesis, self.node_id, self.key = genesis, node_id, signing_key
         self.on_message = on_message
         self.max_queue_bytes = max_queue_bytes
+        self.metrics = metrics or Metrics()
+        self.max_pending, self.handshake_timeout_s = max_pending, handshake_timeout_s
         self.stopping = threading.Event()
         self.keys = {v.id: v.public_key for v in genesis.validators}
         addresses = addresses or {v.id: v.address for v in genesis.validators}
@@ -109,7 +160,10 @@ class PeerTransport:
         self.out = {pid: _Outbound(self, pid, addr) for pid, addr in addresses.items() if pid != node_id}
         self.dropped = 0
         self._server: socket.socket | None = None
-        self._inbound: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._pending: dict[socket.socket, float] = {}  # in the handshake, by accept time
+        self._inbound: dict[str, socket.socket] = {}    # one authenticated link per peer id
+        self._banned_until: dict[str, float] = {}
 
     # ---- public ------------------------------------------------------------------------
 
@@ -139,7 +193,26 @@ class PeerTransport:
                 self.dropped += 1
 
     def connected_peers(self) -> list[str]:
+        """Peers our outbound links are logged in to."""
         return [pid for pid, o in self.out.items() if o.connected]
+
+    def inbound_peers(self) -> list[str]:
+        """Peers logged in on an inbound link."""
+        with self._lock:
+            return sorted(self._inbound)
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def disconnect(self, peer_id: str, ban_s: float = 0.0) -> None:
+        """Close `peer_id`'s inbound link; refuse its logins for `ban_s` seconds."""
+        with self._lock:
+            if ban_s > 0:
+                self._banned_until[peer_id] = time.monotonic() + ban_s
+            sock = self._inbound.pop(peer_id, None)
+        if sock is not None:
+            _close(sock)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -149,11 +222,10 @@ class PeerTransport:
             except OSError:
                 pass
             self._server.close()
-        for s in list(self._inbound):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        with self._lock:
+            socks = list(self._pending) + list(self._inbound.values())
+        for s in socks:
+            _close(s)
         for o in self.out.values():
             with o.cond:
                 o.cond.notify_all()
@@ -166,14 +238,47 @@ class PeerTransport:
                 sock, _ = self._server.accept()
             except OSError:
                 return
+            with self._lock:
+                evict = None
+                if len(self._pending) >= self.max_pending:
+                    evict = min(self._pending, key=self._pending.get)
+                    del self._pending[evict]
+                self._pending[sock] = time.monotonic()
+            if evict is not None:
+                self.metrics.inc("peer_refused", "pending_full")
+                _close(evict)
             threading.Thread(target=self._serve, args=(sock,), name="peer-in", daemon=True).start()
 
+    def _login(self, sock: socket.socket) -> tuple[str, FrameReader, list[tuple[int, bytes]]]:
+        hs = Responder(self.genesis.chain_id, self.node_id, self.key, self.keys)
+        frames = _Frames(sock, time.monotonic() + self.handshake_timeout_s)
+        reply = hs.on_hello(frames.expect(CH_HELLO))
+        if self._banned_until.get(hs.claimed, 0) > time.monotonic():
+            raise HandshakeError(f"{hs.claimed} is disconnected for flooding")
+        sock.sendall(frame(CH_HELLO, reply))
+        sock.sendall(frame(CH_PROOF, hs.on_proof(frames.expect(CH_PROOF))))
+        return hs.peer, frames.reader, frames.pending
+
     def _serve(self, sock: socket.socket) -> None:
-        self._inbound.add(sock)
+        peer_id = None
         try:
-            sock.settimeout(5.0)
-            peer_id, reader = self._handshake(sock, expect=None)
+            try:
+                peer_id, reader, early = self._login(sock)
+            except HandshakeError as e:
+                self.metrics.inc("peer_refused", "handshake")
+                raise e
+            with self._lock:
+                if self._pending.pop(sock, None) is None:
+                    raise HandshakeError("evicted during the handshake")
+                old = self._inbound.get(peer_id)
+                self._inbound[peer_id] = sock
+            if old is not None:
+                self.metrics.inc("peer_disconnected", "replaced")
+                _close(old)
+            reader.max_frame = MAX_FRAME
             sock.settimeout(None)
+            for channel, payload in early:  # frames that came in right behind the proof
+                self.on_message(peer_id, channel, payload)
             while not self.stopping.is_set():
                 data = sock.recv(1 << 16)
                 if not data:
@@ -181,46 +286,10 @@ class PeerTransport:
                 for channel, payload in reader.feed(data):
                     self.on_message(peer_id, channel, payload)
         except (OSError, HandshakeError) as e:
-            log.info("inbound peer link closed: %s", e)
+            log.info("inbound peer link %s closed: %s", peer_id or "(not logged in)", e)
         finally:
-            self._inbound.discard(sock)
+            with self._lock:
+                self._pending.pop(sock, None)
+                if peer_id is not None and self._inbound.get(peer_id) is sock:
+                    del self._inbound[peer_id]
             sock.close()
-
-    # ---- handshake (both directions) ---------------------------------------------------
-
-    def _handshake(self, sock: socket.socket, expect: str | None) -> tuple[str, FrameReader]:
-        chain_id = self.genesis.chain_id
-        my_nonce = os.urandom(32)
-        sock.sendall(frame(CH_HELLO, hello(chain_id, self.node_id, my_nonce)))
-        reader = FrameReader()
-        frames: list[tuple[int, bytes]] = []
-
-        def next_frame() -> tuple[int, bytes]:
-            deadline = time.monotonic() + 5
-            while not frames:
-                if time.monotonic() > deadline:
-                    raise HandshakeError("handshake timed out")
-                data = sock.recv(4096)
-                if not data:
-                    raise HandshakeError("peer closed during handshake")
-                frames.extend(reader.feed(data))
-            return frames.pop(0)
-
-        ch, payload = next_frame()
-        if ch != CH_HELLO:
-            raise HandshakeError("expected hello")
-        their_chain, peer_id, their_nonce = parse_hello(payload)
-        if their_chain != chain_id:
-            raise HandshakeError(f"peer is on chain {their_chain!r}")
-        if peer_id not in self.keys or peer_id == self.node_id or (expect and peer_id != expect):
-            raise HandshakeError(f"unexpected peer {peer_id!r}")
-        sig = self.key.sign(proof_message(chain_id, self.node_id, peer_id, my_nonce, their_nonce)).signature
-        sock.sendall(frame(CH_PROOF, sig))
-        ch, payload = next_frame()
-        if ch != CH_PROOF:
-            raise HandshakeError("expected proof")
-        check_proof(self.keys[peer_id], payload, chain_id, peer_id, self.node_id, their_nonce, my_nonce)
-        if frames:  # data that came in right behind the proof
-            for channel, data in frames:
-                self.on_message(peer_id, channel, data)
-        return peer_id, reader

@@ -148,6 +148,14 @@ class Repository:
             return conn.execute(sa.select(t.receipts).where(t.receipts.c.charger_id == charger_id,
                                                             t.receipts.c.seq == seq)).first()
 
+    def receipt_block(self, charger_id: str, seq: int) -> tuple[int, bytes] | None:
+        """(height, block hash) of the block holding the committed receipt (charger_id, seq)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.receipts.c.height, t.blocks.c.hash)
+                               .join(t.blocks, t.blocks.c.height == t.receipts.c.height)
+                               .where(t.receipts.c.charger_id == charger_id, t.receipts.c.seq == seq)).first()
+        return (row.height, bytes(row.hash)) if row else None
+
     def wallet_history(self, wallet_id: str, limit: int = 50, before_id: int | None = None) -> list:
         q = sa.select(t.wallet_entries).where(t.wallet_entries.c.wallet_id == wallet_id)
         if before_id is not None:

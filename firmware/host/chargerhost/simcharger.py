@@ -18,6 +18,7 @@ from . import FIRMWARE_LIB  # noqa: F401  (puts firmware/lib on sys.path)
 import charger as fw_charger  # noqa: E402
 import ed25519  # noqa: E402
 import meter as fw_meter  # noqa: E402
+import trust as fw_trust  # noqa: E402
 from flash import Flash  # noqa: E402
 from mqtt_client import MQTTClient  # noqa: E402
 import mqtt_session  # noqa: E402
@@ -47,7 +48,7 @@ class SimulatedCharger:
                  power_w: float = 7000.0, regmap: str = "eastron_sdm120.json", tariff: dict | None = None,
                  broker_host: str = "127.0.0.1", step_s: int = 30, mqtt_username: str | None = None,
                  mqtt_password: str | None = None, resend_ms: int = fw_charger.RESEND_MS,
-                 counter: EnergyCounter | None = None) -> None:
+                 counter: EnergyCounter | None = None, genesis: dict | None = None) -> None:
         self.charger_id = charger_id
         self.clock = SimClock(start_time if start_time is not None else int(time.time()) - 86400)
         # the meter outlives the controller: a power cut of the ESP32 passes it a running counter
@@ -58,7 +59,10 @@ class SimulatedCharger:
         self.power_w = power_w
         self.step_s = step_s
         Path(flash_dir).mkdir(parents=True, exist_ok=True)
-        self.core = fw_charger.Charger(charger_id, Flash(str(flash_dir)), self.meter, self.clock, ed25519, os.urandom,
+        flash = Flash(str(flash_dir))
+        if genesis is not None:  # provisioned as the technician's tool does: acks are checked with these keys
+            fw_trust.provision(flash, genesis)
+        self.core = fw_charger.Charger(charger_id, flash, self.meter, self.clock, ed25519, os.urandom,
                                        FIRMWARE_VERSION, f"SDM-{charger_id}", default_tariff=tariff)
         self.core.boot()
         self.core.resend_ms = resend_ms

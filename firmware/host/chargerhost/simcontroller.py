@@ -43,6 +43,7 @@ import pilot as fw_pilot  # noqa: E402
 import rc522 as fw_rc522  # noqa: E402
 import receipt as fw_receipt  # noqa: E402
 import status as fw_status  # noqa: E402
+import trust as fw_trust  # noqa: E402
 import uplink as fw_uplink  # noqa: E402
 from flash import Flash  # noqa: E402
 
@@ -133,7 +134,8 @@ class ControllerSim:
                  wallets: dict | None = None, auth_delay_ms: int = 300, current_ma: int = 16000,
                  voltage: float = 230.0, step_ms: int = 25, debounce: int = 3, pilot_noise_mv: float = 0.0,
                  seed: int = 0, signer=ed25519, urandom=os.urandom, ticks0: int = TICKS_WRAP - 2500,
-                 firmware_version: str = FIRMWARE_VERSION, feedback: bool = True, **controller_options) -> None:
+                 firmware_version: str = FIRMWARE_VERSION, feedback: bool = True, genesis: dict | None = None,
+                 **controller_options) -> None:
         self.log: list[tuple[int, str, object]] = []
         self.t_ms = 0
         self.ticks0 = ticks0
@@ -157,6 +159,8 @@ class ControllerSim:
             Path(flash_dir).mkdir(parents=True, exist_ok=True)
             flash = Flash(str(flash_dir))
         self.flash = LoggedFlash(flash, self.log, self)
+        if genesis is not None:  # the bureau keys acks and replies are checked with (bureau.json)
+            fw_trust.provision(self.flash, genesis)
         self.charger = fw_charger.Charger(charger_id, self.flash, self.meter, self.clock, signer, urandom,
                                           firmware_version, "MTR-" + charger_id, default_tariff=tariff)
         self.charger.boot()

@@ -1,0 +1,249 @@
+"""Signed replies to the charger (firmware/lib/signed_reply.py): receipt acks and online
+authorization replies from the shared vectors (tests/vectors/replies.json) under CPython and real
+MicroPython with the firmware's own ed25519.verify, the backend's signer and checker against the
+same vectors, and the charger core keeping a receipt in flash through every forged, foreign and
+replayed ack. The vectors also run under the MicroPython unix port (32- and 64-bit)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+import authz as fw_authz
+import charger as fw_charger
+import trust as fw_trust
+from bureau.authz import wire
+from bureau.receipts.ack import AckError, ack_message, verify_ack
+from tests.firmware.test_charger_core import Clock, Meter, TARIFF, rng
+from tests.support.flashsim import CuttableFlash
+from tests.support.micropython import FIRMWARE_LIB, run_micropython
+from tests.support.mpunix import require_interpreter, run_unix
+from tests.support.signer import NaclSigner
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+RV = json.loads((VECTORS / "replies.json").read_text())
+H = bytes.fromhex
+
+# Runs under both interpreters with REPLIES_JSON bound first: the charger core and the authorizer
+# as on the device, over an in-memory flash.
+CHECK = r"""
+import json, binascii
+import authz, charger, ed25519, signed_reply, trust
+from outbox import receipt_id
+
+V = json.loads(REPLIES_JSON)
+U = binascii.unhexlify
+
+
+class MemFlash:
+    def __init__(self):
+        self.files = {}
+
+    def mkdir(self, name):
+        pass
+
+    def read(self, name):
+        return self.files.get(name)
+
+    def write_atomic(self, name, data):
+        self.files[name] = bytes(data)
+
+    def remove(self, name):
+        self.files.pop(name, None)
+
+    def rename(self, old, new):
+        self.files[new] = self.files.pop(old)
+
+    def listdir(self, name):
+        p = name + '/'
+        return [k[len(p):] for k in self.files if k.startswith(p)]
+
+
+class Meter:
+    def read_wh(self):
+        return 1000
+
+
+class Clock:
+    def now(self):
+        return V['now']
+
+    def synced(self):
+        return True
+
+
+A = V['ack']
+f = MemFlash()
+trust.provision(f, V['genesis'])
+ch = charger.Charger(A['charger_id'], f, Meter(), Clock(), ed25519, lambda n: b'\x07' * n, 'fw-v', 'MTR-V')
+ch.outbox.put(A['seq'], U(A['receipt_envelope']))
+ch.boot()
+assert receipt_id(ch.outbox.get(A['seq'])) == A['receipt_id']
+good = json.loads(A['payload'])
+assert signed_reply.ack_bytes(V['chain_id'], A['charger_id'], good) == U(A['signed_message'])
+for case in V['bad_acks']:
+    assert ch.on_reply(case['payload'].encode())[0] == 'ignored', case['label']
+    assert ch.outbox.pending() == [A['seq']], case['label']
+    assert ch.events[-1] == ('ack_refused', (json.loads(case['payload']).get('seq'), case['reason'])), \
+        (case['label'], ch.events[-1])
+assert sum(ch.refused_acks.values()) == len(V['bad_acks'])
+assert ch.on_reply(A['payload'].encode()) == ('ack', A['seq'])
+assert ch.outbox.pending() == []
+assert ch.on_reply(A['payload'].encode()) == ('ignored', A['seq'])  # a repeat finds nothing to remove
+acks = len(V['bad_acks'])
+
+AU = V['auth']
+replies = 0
+for vec in AU['replies'] + V['bad_auth_replies']:
+    f = MemFlash()
+    trust.provision(f, V['genesis'])
+    a = authz.Authz(AU['charger_id'], f, ed25519.verify, lambda n: U(AU['req'])[:n])
+    a.load()
+    req = json.loads(a.request('card', AU['token'], V['now'], 0)[2])['req']
+    assert req == AU['req']
+    out = a.on_reply(vec['payload'].encode(), V['now'], 10, ch)
+    msg = json.loads(vec['payload'])
+    if 'reason' in vec:
+        assert out == [('event', ('auth_reply_refused', req, vec['reason']))], (vec['label'], out)
+        assert req in a.pending and a.refused_replies == {vec['reason']: 1}, vec['label']
+    else:
+        assert signed_reply.auth_reply_bytes(V['chain_id'], AU['charger_id'], msg) == U(vec['signed_message'])
+        assert len(out) == 1 and out[0][0] == 'decision', (vec['label'], out)
+        d = out[0][1]
+        assert d['decision'] == msg['decision'] and a.pending == {}, vec['label']
+        if msg['decision'] == 'accept':
+            assert (d['wallet_id'], d['authorized_fen'], d['auth_ref']) == (msg['wallet_id'], msg['authorized_fen'], msg['auth_ref'])
+    replies += 1
+print('reply vectors ok', acks, replies)
+"""
+
+
+def _bindings() -> str:
+    return f"REPLIES_JSON = {json.dumps(json.dumps(RV))}\n"
+
+
+def _counts() -> tuple[int, int]:
+    return len(RV["bad_acks"]), len(RV["auth"]["replies"]) + len(RV["bad_auth_replies"])
+
+
+def test_vectors_under_cpython():
+    scope: dict = {}
+    exec(_bindings() + CHECK, scope)
+    assert (scope["acks"], scope["replies"]) == _counts()
+
+
+def test_vectors_under_micropython():
+    out = run_micropython(_bindings() + CHECK)
+    assert "reply vectors ok %d %d" % _counts() in out
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_vectors_under_the_unix_port(bits):
+    # 2 MB of heap: the vectors' JSON alone is tens of KB, and the firmware's ed25519 builds its
+    # table at import
+    out = run_unix(require_interpreter(bits), _bindings() + CHECK, heap="2M", path=[FIRMWARE_LIB]).stdout
+    assert "reply vectors ok %d %d" % _counts() in out
+
+
+def test_backend_signer_and_checker_match_the_vectors():
+    from tests.vectors.generate import reply_vectors
+    assert json.loads(json.dumps(reply_vectors())) == RV  # the committed file is what the generator makes
+    keys = {v["id"]: H(v["public_key"]) for v in RV["genesis"]["validators"]}
+    a = RV["ack"]
+    msg = verify_ack(a["payload"].encode(), RV["chain_id"], keys)
+    assert (msg["seq"], msg["receipt"], msg["height"], msg["block"]) == (a["seq"], a["receipt_id"], a["height"],
+                                                                          a["block_hash"])
+    for case in RV["bad_acks"]:
+        if case["reason"] in ("wrong_charger", "wrong_receipt", "not_pending"):
+            verify_ack(case["payload"].encode(), RV["chain_id"], keys)  # signed: the charger's own checks refuse it
+            continue
+        with pytest.raises(AckError) as e:
+            verify_ack(case["payload"].encode(), RV["chain_id"], keys)
+        assert e.value.reason == case["reason"], case["label"]
+    charger = RV["auth"]["charger_id"]
+    for vec in RV["auth"]["replies"]:
+        reply = json.loads(vec["payload"])
+        wire.verify_auth_reply(reply, keys, RV["chain_id"], charger)
+        assert wire.auth_reply_bytes(RV["chain_id"], "bureau-1", charger, reply) == H(vec["signed_message"])
+    for case in RV["bad_auth_replies"]:
+        with pytest.raises(wire.WireError) as e:
+            wire.verify_auth_reply(json.loads(case["payload"]), keys, RV["chain_id"], charger)
+        assert e.value.reason == case["reason"], case["label"]
+
+
+# ---- the charger core's ack check (CPython, PyNaCl for speed) ----------------------------------
+
+BUREAU = SigningKey(H(json.loads((VECTORS / "authz.json").read_text())["bureau_seed"]))
+OUTSIDER = SigningKey(b"\x05" * 32)
+BLOCK = bytes(range(32))
+
+
+def charger_with_receipts(n=2, provisioned=True):
+    flash = CuttableFlash()
+    if provisioned:
+        fw_trust.provision(flash, RV["genesis"])
+    meter, clock = Meter(), Clock()
+    c = fw_charger.Charger("CH-1", flash, meter, clock, NaclSigner, rng(), "fw-test", "MTR-1", default_tariff=TARIFF)
+    c.boot()
+    for _ in range(n):
+        c.start(1, "04AA", "W-1", 10**6, "")
+        meter.wh += 100
+        clock.t += 60
+        c.tick()
+        c.stop("L")
+    return c
+
+
+def ack_for(c, seq, *, key=BUREAU, bureau="bureau-1", charger_id="CH-1", chain=None, rid=None, of_seq=None):
+    from outbox import receipt_id
+    env = c.outbox.get(seq if of_seq is None else of_seq)
+    return ack_message(chain or RV["chain_id"], bureau, key, charger_id, seq, rid or receipt_id(env), 9, BLOCK)
+
+
+def test_charger_removes_a_receipt_only_on_its_signed_ack():
+    c = charger_with_receipts()
+    s1, s2 = c.outbox.pending()
+    refused = [
+        (ack_for(c, s1, key=OUTSIDER), "bad_signature"),  # forged signature
+        (ack_for(c, s1, bureau="bureau-9", key=OUTSIDER), "unknown_signer"),  # signer not in genesis
+        (ack_for(c, s1, bureau="bureau-2"), "bad_signature"),  # bureau-1's key under bureau-2's name
+        (ack_for(c, s1, chain="ev-bureau-prod"), "bad_signature"),  # for another chain
+        (ack_for(c, s1, of_seq=s2), "wrong_receipt"),  # wrong seq: seq 1 with receipt 2's id
+        (ack_for(c, s1, rid="ab" * 32), "wrong_receipt"),  # wrong receipt id
+        (ack_for(c, s1, charger_id="CH-2"), "wrong_charger"),  # another charger's ack
+        (ack_for(c, 99, of_seq=s1), "not_pending"),  # ack of a seq the outbox does not hold
+        (json.dumps({**json.loads(ack_for(c, s2)), "seq": s1}).encode(), "wrong_receipt"),  # replayed onto seq 1
+        (json.dumps({**json.loads(ack_for(c, s1)), "height": 10}).encode(), "bad_signature"),
+        (json.dumps({"v": 1, "type": "ack", "seq": s1, "receipt": json.loads(ack_for(c, s1))["receipt"],
+                     "height": 9}).encode(), "unsigned"),  # what the bureau sent before acks were signed
+    ]
+    for payload, reason in refused:
+        assert c.on_reply(payload)[0] == "ignored", reason
+        assert c.outbox.pending() == [s1, s2], reason
+        assert c.events[-1][0] == "ack_refused" and c.events[-1][1][1] == reason
+    assert sum(c.refused_acks.values()) == len(refused) and c.refused_acks["wrong_receipt"] == 3
+    assert c.on_reply(ack_for(c, s2)) == ("ack", s2)
+    assert c.outbox.pending() == [s1]
+    replayed = ack_for(c, s1)
+    assert c.on_reply(replayed) == ("ack", s1) and c.outbox.pending() == []
+    assert c.on_reply(replayed) == ("ignored", s1) and c.refused_acks["not_pending"] == 2
+
+
+def test_unprovisioned_charger_keeps_every_receipt_until_bureau_json_is_written():
+    c = charger_with_receipts(1, provisioned=False)
+    (seq,) = c.outbox.pending()
+    assert c.on_reply(ack_for(c, seq)) == ("ignored", seq) and c.refused_acks == {"not_provisioned": 1}
+    fw_trust.provision(c.flash, RV["genesis"])  # the technician provisions it later
+    assert c.on_reply(ack_for(c, seq)) == ("ack", seq) and c.outbox.pending() == []
+
+
+def test_signed_ack_survives_a_reboot_check_with_the_trust_from_flash():
+    c = charger_with_receipts(1)
+    (seq,) = c.outbox.pending()
+    again = fw_charger.Charger("CH-1", c.flash, Meter(), Clock(), NaclSigner, rng(), "fw-test", "MTR-1",
+                               default_tariff=TARIFF)
+    again.boot()
+    assert again.trust.chain_id == RV["chain_id"] and set(again.trust.keys) == {"bureau-1", "bureau-2"}
+    assert again.on_reply(ack_for(again, seq)) == ("ack", seq)
+    assert fw_authz.provision is fw_trust.provision  # one writer of bureau.json
