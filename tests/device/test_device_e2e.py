@@ -1,5 +1,6 @@
 """The charger's device application (firmware/device/main.py, unchanged) under the real
-MicroPython unix port, with fake machine/network/ntptime reaching the hardware bench, real
+MicroPython unix port (32-bit, firmware/manifest.py frozen in, 96 KB heap: the ESP32's word
+size and about its heap), with fake machine/network/ntptime reaching the hardware bench, real
 sockets to a real mosquitto and real bureau node processes: a card tap is authorized online,
 the session is metered and its signed receipt committed and acked; a power cut (kill -9)
 mid-session and its receipt (reason P) delivered after the reboot; the broker down at boot and
@@ -9,21 +10,23 @@ the keepalive. After each, the ledger holds every receipt exactly once."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from bureau.api.auth import authorization_header
 from tests.support.device_run import ChargerRig
-from tests.support.mpunix import require_interpreter
+from tests.support.mpunix import require_frozen_interpreter
 from tests.support.netproxy import Proxy
 
-HEAP = "2M"  # the 64-bit port until the firmware fits the ESP32's heap
+HEAP = "96K"
+MANIFEST = Path(__file__).resolve().parents[2] / "firmware" / "manifest.py"
 
 
 @pytest.fixture
 def interpreter():
-    return require_interpreter(64)
+    return require_frozen_interpreter(MANIFEST)
 
 
 @pytest.fixture
