@@ -71,7 +71,10 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
                         ("top_up", {"wallet_id": "W-BENCH", "amount_fen": 10**10, "reference": "bench"})]
             stack.operator(actions)
             acks: queue.Queue = queue.Queue()
+            # the bench speaks for all its chargers: two fleet logins (one per connection; a
+            # client id is its user name)
             sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
+            sub.username_pw_set(*stack.broker_login("bench-sub", role="fleet"))
             sub.on_message = lambda c, u, m: acks.put((time.perf_counter(), m.payload))
             subscribed = threading.Event()
             sub.on_subscribe = lambda *a: subscribed.set()
@@ -80,6 +83,7 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
             sub.subscribe("ev/v1/charger/+/reply", qos=1)
             subscribed.wait(5)
             pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+            pub.username_pw_set(*stack.broker_login("bench-pub", role="fleet"))
             pub.max_inflight_messages_set(1000)
             pub.max_queued_messages_set(0)
             pub.connect("127.0.0.1", stack.broker.port)

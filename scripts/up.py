@@ -23,7 +23,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
     try:
         stack.start()
-        print(f"mosquitto: 127.0.0.1:{stack.broker.port}")
+        print(f"mosquitto: 127.0.0.1:{stack.broker.port}, no anonymous access; logins in "
+              f"{stack.broker.access.credentials_path} (docs/broker.md)")
         for n in stack.nodes:
             print(f"{n.node_id}: API {n.url} (OpenAPI {n.url}/schema), log {n.log_path}")
         print(f"genesis: {stack.genesis_path}; operator key: {Path(args.dir) / 'net' / 'operator.key'}")

@@ -14,7 +14,7 @@ from tests.support.postgres import Postgres  # noqa: E402
 
 @pytest.fixture
 def mosquitto(tmp_path):
-    """A real broker on a free loopback port, anonymous access."""
+    """A real broker on a free loopback port; clients log in with `mosquitto.login(...)`."""
     with Mosquitto(workdir=tmp_path / "broker") as broker:
         yield broker
 

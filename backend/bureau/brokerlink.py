@@ -3,9 +3,12 @@ threads that serve it, and one start/stop path. Ingest and authorization each ow
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import paho.mqtt.client as mqtt
+
+log = logging.getLogger(__name__)
 
 
 class BrokerLink:
@@ -20,7 +23,14 @@ class BrokerLink:
         if username:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(0.2, 5)
-        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
+        self.disconnects = 0  # connections lost since start (broker restart, network, takeover)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            self.disconnects += 1
+            log.warning("%s lost its broker connection (%s); reconnecting", self.name, reason_code)
 
     def start(self, timeout: float = 10.0) -> None:
         for t in self._threads:

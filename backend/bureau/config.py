@@ -6,6 +6,11 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+# A node's connections to the MQTT broker. Each logs in as `<mqtt_username>.<link>`: with
+# use_username_as_clientid on the broker that name is also its client id, so the links never
+# take over each other's connection, and the ACL gives each only its own topics (docs/broker.md).
+BROKER_LINKS = ("ingest", "authz")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -16,8 +21,8 @@ class Settings:
     db_url: str = ""  # default: SQLite file in data_dir
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
-    mqtt_username: str | None = None
-    mqtt_password: str | None = None
+    mqtt_username: str = ""  # the node's broker login; default: the node id (see BROKER_LINKS)
+    mqtt_password: str | None = None  # one password for all of the node's links; None: no password
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     block_interval_ms: int = 200  # gathering time between blocks
@@ -33,6 +38,12 @@ class Settings:
         if not self.peer_addresses:
             return None
         return dict(item.split("=", 1) for item in self.peer_addresses.split(",") if item)
+
+    def mqtt_login(self, link: str) -> tuple[str, str | None]:
+        """(user name, password) of one of the node's broker links; the user name is its client id."""
+        if link not in BROKER_LINKS:
+            raise ValueError(f"unknown broker link {link!r}; links are {', '.join(BROKER_LINKS)}")
+        return f"{self.mqtt_username or self.node_id}.{link}", self.mqtt_password
 
     @property
     def database_url(self) -> str:

@@ -27,11 +27,13 @@ CARD = "04A1B2C3D4E5F6"
 class Watcher:
     """paho subscriber to the charger's retained topics."""
 
-    def __init__(self, port):
+    def __init__(self, broker):
         self.messages = queue.Queue()
-        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="watcher")
+        user, password = broker.login("watcher", "fleet")
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=user)
+        self.c.username_pw_set(user, password)
         self.c.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload), m.retain))
-        self.c.connect("127.0.0.1", port)
+        self.c.connect("127.0.0.1", broker.port)
         self.c.loop_start()
         self.c.subscribe("ev/v1/charger/+/enroll", qos=1)
         self.c.subscribe("ev/v1/charger/+/status", qos=1)
@@ -64,15 +66,17 @@ def pump_until(sim, pred, timeout=15.0):
 
 
 def test_sessions_reach_the_ledger_through_mosquitto_including_a_broker_outage(tmp_path, mosquitto):
-    bureau = TestBureau(tmp_path / "bureau", mosquitto.port)
-    watcher = Watcher(mosquitto.port)
+    bureau = TestBureau(tmp_path / "bureau", mosquitto)
+    watcher = Watcher(mosquitto)
     sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0001", tariff=TARIFF, start_time=1_793_491_200,
                         signer=NaclSigner, wallets={CARD: ("W-1001", 50_000)}, genesis=bureau.genesis)
     # a receipt published while the bureau's own client is still reconnecting reaches nobody
     # and goes out again after resend_ms (20 s on the device); 1 s keeps the test short
     sim.charger.resend_ms = 1000
     try:
-        sim.attach_mqtt("127.0.0.1", mosquitto.port, reconnect_min_ms=50, reconnect_max_ms=400)
+        user, password = mosquitto.login("GZ-TH-0001")
+        sim.attach_mqtt("127.0.0.1", mosquitto.port, username=user, password=password, reconnect_min_ms=50,
+                        reconnect_max_ms=400)
         # first boot: the charger announces its key; the operator enrolls what it announced
         _, enroll, retained = watcher.wait(lambda m: m[0].endswith("/enroll"), sim)
         assert enroll["charger_id"] == "GZ-TH-0001" and enroll["v"] == 1

@@ -22,7 +22,7 @@ from bureau.authz import wire
 from bureau.ledger.tariff import Tariff
 from bureau.receipts.codec import decode, seal
 from tests.firmware.test_charger_core import Meter, rng
-from tests.support.bureau import TestBureau
+from tests.support.bureau import ReplyListener, TestBureau
 from tests.vectors.generate import TARIFF_DOC, base_receipt
 
 CARD_A, CARD_B = "04A1B2C3D4E5F6", "04A1B2C3D4E5F7"
@@ -43,7 +43,7 @@ def open_wallet(bureau, wallet_id, driver, cards, fen):
                                            "cards": cards})["status"] == "committed"
     if fen:
         assert bureau.operator("top_up", {"wallet_id": wallet_id, "amount_fen": fen,
-                                          "reference": "bank:1"})["status"] == "committed"
+                                          "reference": f"bank:{wallet_id}"})["status"] == "committed"
 
 
 _req = iter(range(1, 10**6))
@@ -192,7 +192,8 @@ def test_phone_start_issues_a_one_time_token_the_charger_redeems(bureau, replies
 
     def start(key, wallet, query, signed_query=None):
         path = f"/v1/wallets/{wallet}/start"
-        hdr = authorization_header(key, wallet, "POST", f"{path}?{signed_query or query}")
+        hdr = authorization_header(key, wallet, "POST", f"{path}?{signed_query or query}",
+                                   node_id=bureau.settings.node_id)
         return bureau.client.post(f"{path}?{query}", headers={"Authorization": hdr})
 
     r = start(driver, "W-1", "charger_id=CH-A&cap_fen=3000")
@@ -230,21 +231,21 @@ def test_phone_start_issues_a_one_time_token_the_charger_redeems(bureau, replies
     r = bureau.client.post("/v1/wallets/W-2/start?charger_id=CH-A&cap_fen=500")
     assert r.status_code == 401 and r.json()["error"] == "missing_auth"
     path = "/v1/wallets/W-1/authorizations"
-    r = bureau.client.get(path, headers={"Authorization": authorization_header(stranger, "W-2", "GET", path)})
+    r = bureau.client.get(path, headers={"Authorization": authorization_header(stranger, "W-2", "GET", path, node_id=bureau.settings.node_id)})
     assert r.status_code == 403 and r.json()["error"] == "not_your_wallet"
 
 
 def test_holds_survive_a_restart_and_expire(tmp_path, mosquitto, replies, monkeypatch):
     monkeypatch.setenv("BUREAU_AUTHZ_HOLD_TTL_S", "3")
     ch, driver = SigningKey.generate(), SigningKey.generate()
-    b = TestBureau(tmp_path, mosquitto.port)
+    b = TestBureau(tmp_path, mosquitto)
     try:
         enroll(b, "CH-A", ch)
         open_wallet(b, "W-1", driver, [CARD_A], 1_000)
         assert ask(replies, "CH-A", token=CARD_A)["authorized_fen"] == 1_000
     finally:
         b.close()
-    b = TestBureau(tmp_path, mosquitto.port)
+    b = TestBureau(tmp_path, mosquitto)
     try:
         assert ask(replies, "CH-A", token=CARD_A)["reason"] == "insufficient_balance"  # the promise was kept
         (old,) = view(b, driver, "W-1")["holds"]
@@ -279,7 +280,7 @@ class WallClock:
 class FirmwareCharger:
     """The real firmware modules on a host: charger core, authz, and the firmware's MQTT client."""
 
-    def __init__(self, charger_id, port, flash, genesis):
+    def __init__(self, charger_id, port, flash, genesis, login):
         self.clock, self.meter = WallClock(), Meter()
         self.core = fw_charger.Charger(charger_id, flash, self.meter, self.clock, fw_ed25519, rng(charger_id.encode()),
                                        "fw-test", "MTR-" + charger_id, default_tariff=TARIFF_DOC)
@@ -288,7 +289,8 @@ class FirmwareCharger:
         self.authz = fw_authz.Authz(charger_id, flash, fw_ed25519.verify, rng(b"req" + charger_id.encode()))
         self.authz.load()
         self.core.authz = self.authz
-        self.mqtt = MQTTClient("127.0.0.1", port, client_id="charger-" + charger_id, keepalive=30)
+        self.mqtt = MQTTClient("127.0.0.1", port, client_id="charger-" + charger_id, keepalive=30,
+                               username=login[0], password=login[1])
         self.mqtt.subscribe(self.core.reply_topic, 1)
         for topic, qos in self.authz.subscriptions():
             self.mqtt.subscribe(topic, qos)
@@ -353,7 +355,7 @@ def test_firmware_online_offline_list_forged_list_and_tariff_push(bureau, replie
     from tests.support.flashsim import CuttableFlash
     genesis = bureau.client.get("/v1/genesis").json()  # what the technician's tool fetches
     driver = SigningKey.generate()
-    fw = FirmwareCharger("CH-F", mosquitto.port, CuttableFlash(), genesis)
+    fw = FirmwareCharger("CH-F", mosquitto.port, CuttableFlash(), genesis, mosquitto.login("CH-F"))
     try:
         assert bureau.operator("enroll_charger", {"charger_id": "CH-F", "public_key": fw.core.public_key().hex()})["status"] == "committed"
         open_wallet(bureau, "W-1", driver, [CARD_A, CARD_B], 3_000)
@@ -386,8 +388,12 @@ def test_firmware_online_offline_list_forged_list_and_tariff_push(bureau, replie
         forged = wire.sign_manifest(wire.Manifest(genesis["chain_id"], "bureau-1", 10**9, int(time.time()),
                                                   int(time.time()) + 3600, 1,
                                                   ((CARD_A, wire.page_hash(forged_pages[0][0])),)), SigningKey.generate())
-        replies.client.publish(fw_authz.PAGE_TOPIC_PREFIX + "0", forged_pages[0][0], qos=1)
-        replies.client.publish(fw_authz.MANIFEST_TOPIC, forged, qos=1)
+        # only a bureau's login may publish a list: a stolen one (or a rogue broker) still cannot
+        # make the firmware take a list the genesis keys did not sign
+        forger = ReplyListener(mosquitto, topic="ev/v1/charger/+/auth", user="stolen.authz", role="authz")
+        forger.publish(fw_authz.PAGE_TOPIC_PREFIX + "0", forged_pages[0][0])
+        forger.publish(fw_authz.MANIFEST_TOPIC, forged)
+        forger.close()
         fw.pump(lambda: (fw_authz.MANIFEST_TOPIC, "bad_signature") in fw.errors)
         assert fw.authz.manifest["list_version"] == version and fw.authz.lookup(CARD_A) == ("W-1", balance // 2)
 

@@ -1,20 +1,25 @@
-"""Broker credentials and ACL: a charger may publish only on its own topics, and read only its
-own replies; the bureau reads them all."""
+"""The broker every stack starts: no anonymous client, a client id is its user name (so nobody
+takes over another's connection), and the ACL lets each login reach only its own topics."""
 
 import queue
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from nacl.signing import SigningKey
 
-from bureau.tools.mosquitto import Mosquitto, write_broker_access
+from bureau.tools.mosquitto import Mosquitto, connack_code
+
+ACCEPTED = 0
 
 
-def _client(port, user, password, inbox=None):
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{user}")
-    c.username_pw_set(user, password)
+def _client(port, login, inbox=None, client_id=None):
+    """A paho client logged in as `login` (None: anonymous); returns it and its CONNACK."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or (login[0] if login else "anon"))
+    if login:
+        c.username_pw_set(*login)
     if inbox is not None:
-        c.on_message = lambda cl, u, m: inbox.put((m.topic, m.payload))
+        c.on_message = lambda cl, u, m: inbox.put((m.topic, m.payload, m.retain))
     result: queue.Queue = queue.Queue()
     c.on_connect = lambda cl, u, f, rc, p: result.put(rc)
     c.connect("127.0.0.1", port)
@@ -22,34 +27,206 @@ def _client(port, user, password, inbox=None):
     return c, result.get(timeout=5)
 
 
-@pytest.fixture
-def broker(tmp_path):
-    passwd, acl = write_broker_access(tmp_path / "access", {"bureau": "b-secret", "CH-A": "a-secret",
-                                                             "CH-B": "b2-secret"})
-    with Mosquitto(workdir=tmp_path / "broker", password_file=passwd, acl_file=acl) as m:
-        yield m
+def _subscribed(c, topic):
+    done: queue.Queue = queue.Queue()
+    c.on_subscribe = lambda *a: done.put(True)
+    c.subscribe(topic, qos=1)
+    done.get(timeout=5)
 
 
-def test_chargers_reach_only_their_own_topics(broker):
-    bureau_inbox: queue.Queue = queue.Queue()
-    bureau, rc = _client(broker.port, "bureau", "b-secret", bureau_inbox)
-    assert not rc.is_failure
-    bureau.subscribe("ev/v1/charger/+/receipt", qos=1)
-    a_inbox: queue.Queue = queue.Queue()
-    a, rc = _client(broker.port, "CH-A", "a-secret", a_inbox)
-    assert not rc.is_failure
-    a.subscribe("ev/v1/charger/+/reply", qos=1)  # wants everyone's replies; gets only its own
-    time.sleep(0.3)
-    a.publish("ev/v1/charger/CH-B/receipt", b"forged as B", qos=1).wait_for_publish(5)
-    a.publish("ev/v1/charger/CH-A/receipt", b"own", qos=1).wait_for_publish(5)
-    assert bureau_inbox.get(timeout=5) == ("ev/v1/charger/CH-A/receipt", b"own")
-    bureau.publish("ev/v1/charger/CH-B/reply", b"for B", qos=1).wait_for_publish(5)
-    bureau.publish("ev/v1/charger/CH-A/reply", b"for A", qos=1).wait_for_publish(5)
-    assert a_inbox.get(timeout=5) == ("ev/v1/charger/CH-A/reply", b"for A")
-    time.sleep(0.3)
-    assert bureau_inbox.empty() and a_inbox.empty()
-    _, rc = _client(broker.port, "CH-A", "wrong")
-    assert rc.is_failure
-    for c in (a, bureau):
+def _close(*clients):
+    for c in clients:
         c.loop_stop()
         c.disconnect()
+
+
+def test_anonymous_and_wrong_password_are_refused(mosquitto):
+    c, rc = _client(mosquitto.port, None)
+    _close(c)
+    assert rc.is_failure
+    user, password = mosquitto.login("CH-A")
+    assert connack_code(mosquitto.port, user, "wrong") != ACCEPTED
+    assert connack_code(mosquitto.port, user, password) == ACCEPTED
+
+
+def test_chargers_reach_only_their_own_topics(mosquitto):
+    ingest_inbox: queue.Queue = queue.Queue()
+    user, password = mosquitto.login_bureau("bureau-1")
+    ingest, rc = _client(mosquitto.port, (f"{user}.ingest", password), ingest_inbox)
+    assert not rc.is_failure
+    _subscribed(ingest, "ev/v1/charger/+/receipt")
+    b_inbox: queue.Queue = queue.Queue()
+    b, _ = _client(mosquitto.port, mosquitto.login("CH-B"), b_inbox)
+    _subscribed(b, "ev/v1/charger/CH-B/reply")
+    a_inbox: queue.Queue = queue.Queue()
+    a, rc = _client(mosquitto.port, mosquitto.login("CH-A"), a_inbox)
+    assert not rc.is_failure
+    _subscribed(a, "ev/v1/charger/+/reply")  # wants everyone's replies; gets only its own
+    a.publish("ev/v1/charger/CH-B/receipt", b"forged as B", qos=1).wait_for_publish(5)
+    a.publish("ev/v1/charger/CH-B/reply", b"forged ack for B", qos=1).wait_for_publish(5)
+    a.publish("ev/v1/charger/CH-A/receipt", b"own", qos=1).wait_for_publish(5)
+    assert ingest_inbox.get(timeout=5) == ("ev/v1/charger/CH-A/receipt", b"own", False)
+    ingest.publish("ev/v1/charger/CH-B/reply", b"for B", qos=1).wait_for_publish(5)
+    ingest.publish("ev/v1/charger/CH-A/reply", b"for A", qos=1).wait_for_publish(5)
+    assert a_inbox.get(timeout=5) == ("ev/v1/charger/CH-A/reply", b"for A", False)
+    assert b_inbox.get(timeout=5) == ("ev/v1/charger/CH-B/reply", b"for B", False)
+    time.sleep(0.3)
+    assert ingest_inbox.empty() and a_inbox.empty() and b_inbox.empty()
+    _close(a, b, ingest)
+
+
+def test_only_the_authorization_link_writes_the_retained_list_and_tariff(mosquitto):
+    user, password = mosquitto.login_bureau("bureau-1")
+    authz, _ = _client(mosquitto.port, (f"{user}.authz", password))
+    authz.publish("ev/v1/bureau/tariff", b"signed tariff", qos=1, retain=True).wait_for_publish(5)
+    authz.publish("ev/v1/bureau/authlist/manifest", b"signed manifest", qos=1, retain=True).wait_for_publish(5)
+    attackers = [_client(mosquitto.port, login)[0] for login in
+                 (mosquitto.login("CH-A"), (f"{user}.ingest", password), mosquitto.login("sim", "fleet"))]
+    for c in attackers:
+        c.publish("ev/v1/bureau/tariff", b"", qos=1, retain=True).wait_for_publish(5)
+        c.publish("ev/v1/bureau/authlist/manifest", b"forged", qos=1, retain=True).wait_for_publish(5)
+    inbox: queue.Queue = queue.Queue()
+    reader, _ = _client(mosquitto.port, mosquitto.login("CH-B"), inbox)
+    _subscribed(reader, "ev/v1/bureau/#")
+    got = {inbox.get(timeout=5)[:2] for _ in range(2)}
+    assert got == {("ev/v1/bureau/tariff", b"signed tariff"), ("ev/v1/bureau/authlist/manifest", b"signed manifest")}
+    _close(reader, authz, *attackers)
+
+
+def test_a_client_id_cannot_be_taken_over(mosquitto):
+    """Connecting with a bureau's client id under another login gets that login's own id: the
+    bureau's connection stays up."""
+    user, password = mosquitto.login_bureau("bureau-1")
+    inbox: queue.Queue = queue.Queue()
+    ingest, _ = _client(mosquitto.port, (f"{user}.ingest", password), inbox)
+    _subscribed(ingest, "ev/v1/charger/+/receipt")
+    dropped: queue.Queue = queue.Queue()
+    ingest.on_disconnect = lambda *a: dropped.put(True)
+    thief, rc = _client(mosquitto.port, mosquitto.login("CH-A"), client_id=f"{user}.ingest")
+    assert not rc.is_failure
+    thief.publish("ev/v1/charger/CH-A/receipt", b"still here", qos=1).wait_for_publish(5)
+    assert inbox.get(timeout=5)[:2] == ("ev/v1/charger/CH-A/receipt", b"still here")
+    assert dropped.empty() and ingest.is_connected()
+    _close(thief, ingest)
+
+
+def test_a_login_made_while_the_broker_runs_works_without_a_restart(mosquitto):
+    pid = mosquitto.proc.pid
+    user, password = mosquitto.login("CH-LATE")  # written, then SIGHUP; returns once accepted
+    c, rc = _client(mosquitto.port, (user, password))
+    assert not rc.is_failure and mosquitto.proc.pid == pid
+    _close(c)
+
+
+def test_logins_survive_a_restart_of_the_stack_directory(tmp_path):
+    with Mosquitto(workdir=tmp_path / "broker") as first:
+        login = first.login("CH-A")
+        bureau = first.login_bureau("bureau-1")
+    with Mosquitto(workdir=tmp_path / "broker") as again:
+        assert again.login("CH-A") == login and again.login_bureau("bureau-1") == bureau
+        assert connack_code(again.port, *login) == ACCEPTED
+    for f in ("passwd", "acl", "credentials.json"):
+        assert (tmp_path / "broker" / "access" / f).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_charger_id_must_be_a_valid_id_and_cannot_be_a_bureau_login(mosquitto):
+    mosquitto.login_bureau("bureau-1")
+    for bad in ("CH/A", "CH+", "#", "", "x" * 33):
+        with pytest.raises(ValueError):
+            mosquitto.login(bad)
+    with pytest.raises(ValueError, match="already exists as ingest"):
+        mosquitto.login("bureau-1.ingest")
+
+
+# ---- a bureau node on the broker -------------------------------------------------------
+
+def _enrolled_receipts(bureau, n):
+    from tests.integration.test_bureau_node import _receipt, _setup
+    from bureau.receipts.codec import seal
+    charger = SigningKey.generate()
+    _setup(bureau, charger, SigningKey.generate())
+    return [seal(_receipt(seq), charger) for seq in range(1, n + 1)]
+
+
+def _acked(replies, env, timeout=10.0):
+    from bureau.receipts.codec import receipt_id
+    replies.publish("ev/v1/charger/GZ-TH-0001/receipt", env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, msg = replies.next(timeout)
+        if msg.get("type") == "ack" and msg["receipt"] == receipt_id(env):
+            return True
+    return False
+
+
+def test_a_bureaus_client_id_cannot_be_taken_over(bureau, replies, mosquitto):
+    envs = _enrolled_receipts(bureau, 4)
+    assert _acked(replies, envs[0])
+    ingest, authz = bureau.node.ingest, bureau.node.authz.shell
+    # a charger's valid login, asking for each of the bureau's client ids (and the old ones)
+    thieves = [_client(mosquitto.port, mosquitto.login("CH-THIEF"), client_id=cid)[0]
+               for cid in ("bureau-1.ingest", "bureau-1.authz", "bureau-bureau-1", "bureau-bureau-1-authz")]
+    c, rc = _client(mosquitto.port, ("bureau-1.ingest", "guessed"))
+    assert rc.is_failure  # and nobody logs in as the bureau without its password
+    _close(c)
+    for env in envs[1:]:
+        assert _acked(replies, env)  # the bureau keeps receiving and committing
+    assert ingest.disconnects == 0 and authz.disconnects == 0
+    assert ingest.connected.is_set() and authz.connected.is_set()
+    assert bureau.node.metrics.get("admitted") == 4
+    _close(*thieves)
+
+
+def _retained_now(broker, login, settle_s=0.5) -> dict:
+    """What the broker holds on the bureau's retained topics, as a newly subscribed charger sees it."""
+    inbox: queue.Queue = queue.Queue()
+    c, _ = _client(broker.port, login, inbox)
+    _subscribed(c, "ev/v1/bureau/#")
+    held = {}
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        try:
+            topic, payload, retained = inbox.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if retained:
+            held[topic] = payload
+    _close(c)
+    return held
+
+
+def _until(pred, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError("condition not reached")
+
+
+def test_the_bureau_restores_its_retained_list_and_tariff(bureau, mosquitto):
+    reader = mosquitto.login("CH-READER")
+    genuine = _until(lambda: (held := _retained_now(mosquitto, reader)).keys() >= {
+        "ev/v1/bureau/tariff", "ev/v1/bureau/authlist/manifest"} and held)
+    # what can still write there: a stolen bureau login, or a broker run without the ACL
+    intruder, _ = _client(mosquitto.port, mosquitto.login("intruder.authz", "authz"))
+    attacks = [("ev/v1/bureau/tariff", b""),  # erased
+               ("ev/v1/bureau/authlist/manifest", b"forged manifest"),  # overwritten
+               ("ev/v1/bureau/authlist/page/7", b"planted page")]  # a page the bureau never published
+    for topic, payload in attacks:
+        intruder.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    _until(lambda: _retained_now(mosquitto, reader) == genuine)
+    metrics = bureau.node.metrics
+    assert {k: metrics.get("authz_retained_restored", k) for k in ("tariff", "manifest", "page")} == \
+        {"tariff": 1, "manifest": 1, "page": 1}
+
+    # overwritten in a loop: put right again each time, at most once a second per topic
+    started = time.monotonic()
+    while time.monotonic() - started < 3:
+        intruder.publish("ev/v1/bureau/tariff", b"forged tariff", qos=1, retain=True).wait_for_publish(5)
+        time.sleep(0.02)
+    _close(intruder)
+    _until(lambda: _retained_now(mosquitto, reader) == genuine)
+    restored = metrics.get("authz_retained_restored", "tariff") - 1
+    assert 1 <= restored <= 5 and metrics.get("authz_retained_wrong", "tariff") > restored

@@ -59,7 +59,7 @@ def fast_lists(monkeypatch):
 
 
 def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitto, fast_lists):
-    bureau = TestBureau(tmp_path / "bureau", mosquitto.port)
+    bureau = TestBureau(tmp_path / "bureau", mosquitto)
     genesis = bureau.client.get("/v1/genesis").json()
     sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0002", tariff=TARIFF, start_time=int(time.time()),
                         signer=NaclSigner)
@@ -67,7 +67,9 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
     driver = SigningKey.generate()
     try:
         sim.enable_authz(genesis)
-        sim.attach_mqtt("127.0.0.1", mosquitto.port, reconnect_min_ms=50, reconnect_max_ms=400)
+        user, password = mosquitto.login("GZ-TH-0002")
+        sim.attach_mqtt("127.0.0.1", mosquitto.port, username=user, password=password, reconnect_min_ms=50,
+                        reconnect_max_ms=400)
         assert bureau.operator("enroll_charger", {"charger_id": "GZ-TH-0002",
                                                   "public_key": sim.charger.public_key().hex()})["status"] == "committed"
         assert bureau.operator("open_wallet", {"wallet_id": "W-1", "public_key": driver.verify_key.encode().hex(),
@@ -106,7 +108,7 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
         # the receipt ended the hold (the card's offline limit stays at the 5000 fen cap)
         pump_until(sim, lambda: bureau.driver_get(driver, "W-1", "/v1/wallets/W-1/authorizations").json()["held_fen"]
                    == 0, what="the hold to end")
-        # the list of the balance after the hold ends is published on the node's next round
+        # a list published during the hold may have left the card off: wait for the one after it
         pump_until(sim, lambda: sim.authz.lookup(CARD) == ("W-1", 5_000), what="the list after the hold")
         version = sim.authz.manifest["list_version"]
         assert version >= first_version
@@ -163,21 +165,24 @@ def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitt
 
 
 def test_a_forged_accept_does_not_start_charging(tmp_path, mosquitto):
-    # The test's broker takes anonymous clients, so an attacker can read the charger's auth topic
-    # and publish on its reply topic. In production the broker's ACL forbids both
-    # (docs/authorization.md); this is the case where it failed or a broker account leaked: the
-    # charger must take only a reply its bureau signed for the request it sent.
-    bureau = TestBureau(tmp_path / "bureau", mosquitto.port)
+    # The attacker holds a leaked authorization login of the broker, so it reads the charger's
+    # auth topic and publishes on its reply topic, which the ACL otherwise forbids
+    # (docs/broker.md): the charger must take only a reply its bureau signed for its request.
+    bureau = TestBureau(tmp_path / "bureau", mosquitto)
     sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0003", tariff=TARIFF, start_time=int(time.time()),
                         signer=NaclSigner)
     requests: queue.Queue = queue.Queue()
-    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="attacker")
+    leaked_user, leaked_password = mosquitto.login("leaked.authz", "authz")
+    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=leaked_user)
+    attacker.username_pw_set(leaked_user, leaked_password)
     subscribed = threading.Event()
     attacker.on_message = lambda c, u, m: requests.put(json.loads(m.payload))
     attacker.on_subscribe = lambda *a: subscribed.set()
     try:
         sim.enable_authz(bureau.genesis)
-        sim.attach_mqtt("127.0.0.1", mosquitto.port, reconnect_min_ms=50, reconnect_max_ms=400)
+        user, password = mosquitto.login("GZ-TH-0003")
+        sim.attach_mqtt("127.0.0.1", mosquitto.port, username=user, password=password, reconnect_min_ms=50,
+                        reconnect_max_ms=400)
         assert bureau.operator("enroll_charger", {"charger_id": "GZ-TH-0003",
                                                   "public_key": sim.charger.public_key().hex()})["status"] == "committed"
         pump_until(sim, lambda: sim.client.connected, what="the charger's connection")

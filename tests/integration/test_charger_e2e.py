@@ -31,8 +31,10 @@ def _charge(c: SimulatedCharger, steps: int) -> str | None:
 
 def test_sessions_survive_power_cut_broker_outage_and_meter_fault(bureau, mosquitto, tmp_path):
     flash = tmp_path / "flash"
+    user, password = mosquitto.login("CH-E2E")
     c = SimulatedCharger("CH-E2E", flash, mosquitto.port, start_time=START, power_w=7400, tariff=DEFAULT_TARIFF,
-                         step_s=60, resend_ms=1000, genesis=bureau.genesis)
+                         step_s=60, resend_ms=1000, genesis=bureau.genesis, mqtt_username=user,
+                         mqtt_password=password)
     driver = SigningKey.generate()
     for action, args in (("enroll_charger", {"charger_id": "CH-E2E", "public_key": c.core.public_key().hex()}),
                          ("open_wallet", {"wallet_id": "W-E2E", "public_key": driver.verify_key.encode().hex(),
@@ -54,7 +56,8 @@ def test_sessions_survive_power_cut_broker_outage_and_meter_fault(bureau, mosqui
     counter = c.counter
     c.power_cut()
     c = SimulatedCharger("CH-E2E", flash, mosquitto.port, start_time=c.clock.t + 120, power_w=7400,
-                         tariff=DEFAULT_TARIFF, step_s=60, resend_ms=1000, counter=counter)
+                         tariff=DEFAULT_TARIFF, step_s=60, resend_ms=1000, counter=counter, mqtt_username=user,
+                         mqtt_password=password)
     assert c.core.session is None and len(c.pending()) == 1
     c.connect()
     assert c.deliver()
@@ -105,12 +108,13 @@ def test_sessions_survive_power_cut_broker_outage_and_meter_fault(bureau, mosqui
 
 
 def test_forged_acks_leave_the_receipt_in_flash_until_the_signed_ack(bureau, mosquitto, tmp_path):
-    # The test's broker takes anonymous clients, so an attacker can read the receipt topic and
-    # publish on the charger's reply topic. In production the broker's ACL forbids both
-    # (docs/authorization.md); this is the case where it failed or a broker account leaked, and
+    # The attacker holds a leaked ingest login of the broker, so it reads the receipt topic and
+    # publishes on the charger's reply topic, which the ACL otherwise forbids (docs/broker.md):
     # only the signature of the ack stands between a forged ack and a receipt lost for good.
+    user, password = mosquitto.login("CH-ATK")
     c = SimulatedCharger("CH-ATK", tmp_path / "flash", mosquitto.port, start_time=START, power_w=7400,
-                         tariff=DEFAULT_TARIFF, step_s=60, resend_ms=1000, genesis=bureau.genesis)
+                         tariff=DEFAULT_TARIFF, step_s=60, resend_ms=1000, genesis=bureau.genesis,
+                         mqtt_username=user, mqtt_password=password)
     driver = SigningKey.generate()
     for action, args in (("enroll_charger", {"charger_id": "CH-ATK", "public_key": c.core.public_key().hex()}),
                          ("open_wallet", {"wallet_id": "W-ATK", "public_key": driver.verify_key.encode().hex(),
@@ -118,7 +122,9 @@ def test_forged_acks_leave_the_receipt_in_flash_until_the_signed_ack(bureau, mos
                          ("top_up", {"wallet_id": "W-ATK", "amount_fen": 100_000, "reference": "bank:atk"})):
         assert bureau.operator(action, args)["status"] == "committed"
     stolen: queue.Queue = queue.Queue()
-    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="attacker")
+    leaked_user, leaked_password = mosquitto.login("leaked.ingest", "ingest")
+    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=leaked_user)
+    attacker.username_pw_set(leaked_user, leaked_password)
     subscribed = threading.Event()
     attacker.on_message = lambda cl, u, m: stolen.put(bytes(m.payload))
     attacker.on_subscribe = lambda *a: subscribed.set()

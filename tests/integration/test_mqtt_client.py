@@ -4,16 +4,11 @@ with paho-mqtt as the other party."""
 from __future__ import annotations
 
 import os
-import pwd
 import queue
-import shutil
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -117,6 +112,14 @@ def peers():
     yield make
     for p in made:
         p.close()
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """Anonymous on purpose: these tests are of the MQTT client itself, on free topic names
+    that no charger ACL covers (logins are tested in test_credentials_and_refusal)."""
+    with Mosquitto(workdir=tmp_path / "broker", anonymous=True) as broker:
+        yield broker
 
 
 @pytest.fixture
@@ -325,32 +328,13 @@ def test_ping_timeout_detects_a_frozen_broker(mosquitto, clients):
     pump(c, has((CONNECTED_EVENT,)), timeout=5)
 
 
-@pytest.fixture
-def password_file():
-    """A mosquitto password file the broker can read after it drops root to user mosquitto
-    (pytest's tmp_path is 0700 and so out of its reach)."""
-    folder = Path(tempfile.mkdtemp(prefix="mqtt-pw-"))
-    folder.chmod(0o711)
-    path = folder / "passwd"
-    path.write_text("")
-    subprocess.run(["mosquitto_passwd", "-b", str(path), "charger-7", "s3cret"], check=True,
-                   capture_output=True)
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("mosquitto")
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-        except KeyError:
-            path.chmod(0o644)
-    yield path
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def test_credentials_and_refusal(tmp_path, password_file, clients):
-    with Mosquitto(workdir=tmp_path / "broker", password_file=password_file) as broker:
-        good = clients(broker.port, "charger-7", username="charger-7", password=b"s3cret")
+def test_credentials_and_refusal(tmp_path, clients):
+    with Mosquitto(workdir=tmp_path / "broker") as broker:
+        user, password = broker.login("charger-7")
+        good = clients(broker.port, "charger-7", username=user, password=password.encode())
         good.connect()
         pump(good, has((CONNECTED_EVENT,)))
-        bad = clients(broker.port, "charger-8", username="charger-7", password=b"wrong",
+        bad = clients(broker.port, "charger-8", username=user, password=b"wrong",
                       reconnect_min_ms=5000, reconnect_max_ms=5000)
         bad.connect()
         events = pump(bad, lambda ev: ev)

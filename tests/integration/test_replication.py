@@ -76,7 +76,7 @@ def test_kill_proposer_and_follower_under_load(tmp_path):
     fleet = None
     try:
         stack.operator(setup_actions(keys))
-        fleet = Fleet(stack.broker.port, receipts)
+        fleet = Fleet(stack.broker, receipts)
         fleet.pump(limit=300)
         time.sleep(1.0)
         victim = stack.nodes[_proposer_of_next_height(stack)]
@@ -124,7 +124,7 @@ def test_partition_and_heal(tmp_path):
     try:
         stack.launch(node_env=node_env)
         stack.operator(setup_actions(keys))
-        fleet = Fleet(stack.broker.port, receipts)
+        fleet = Fleet(stack.broker, receipts)
         fleet.pump(limit=200)
         _wait(lambda: fleet.acks >= 150, 60, "the first receipts to commit")
         isolated = ids[3]

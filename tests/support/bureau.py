@@ -17,18 +17,21 @@ from bureau.config import Settings
 from bureau.crypto import load_or_create_key
 from bureau.ledger.tx import operator_action
 from bureau.node import Node
+from bureau.tools.mosquitto import Mosquitto
 from bureau.tools.network import init_network
 
 
 class TestBureau:
     __test__ = False
 
-    def __init__(self, tmp: Path, mqtt_port: int, db_url: str | None = None) -> None:
+    def __init__(self, tmp: Path, broker: Mosquitto, db_url: str | None = None) -> None:
         net = tmp / "net"
         init_network(net, 1)
         self.operator_key = load_or_create_key(net / "operator.key")
+        user, password = broker.login_bureau("bureau-1")
         self.settings = Settings(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
-                                 db_url=db_url or "", mqtt_port=mqtt_port, block_interval_ms=50)
+                                 db_url=db_url or "", mqtt_port=broker.port, mqtt_username=user,
+                                 mqtt_password=password, block_interval_ms=50)
         self.node = Node(self.settings)
         self.node.start()
         self.client = TestClient(create_app(self.node))
@@ -57,19 +60,23 @@ class TestBureau:
         raise TimeoutError(f"{action} not committed in {timeout}s")
 
     def driver_get(self, key: SigningKey, wallet_id: str, path: str):
-        return self.client.get(path, headers={"Authorization": authorization_header(key, wallet_id, "GET", path)})
+        return self.client.get(path, headers={"Authorization": authorization_header(key, wallet_id, "GET", path, node_id=self.settings.node_id)})
 
 
 class ReplyListener:
-    """Subscribes to chargers' reply topics and collects the JSON replies."""
+    """Subscribes to chargers' reply topics and collects the JSON replies; publishes as any
+    charger would (a fleet login)."""
 
-    def __init__(self, port: int, topic: str = "ev/v1/charger/+/reply") -> None:
+    def __init__(self, broker: Mosquitto, topic: str = "ev/v1/charger/+/reply", user: str = "test-listener",
+                 role: str = "fleet") -> None:
         self.messages: queue.Queue = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-listener")
+        user, password = broker.login(user, role)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=user)
+        self.client.username_pw_set(user, password)
         subscribed = queue.Queue()
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload)))
         self.client.on_subscribe = lambda *a: subscribed.put(True)
-        self.client.connect("127.0.0.1", port)
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         self.client.subscribe(topic, qos=1)
         subscribed.get(timeout=5)

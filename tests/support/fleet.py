@@ -14,6 +14,7 @@ from nacl.signing import SigningKey
 
 from bureau.ledger.tariff import Tariff
 from bureau.receipts.codec import Receipt, seal
+from bureau.tools.mosquitto import Mosquitto
 from bureau.tools.network import DEFAULT_TARIFF
 
 WALLET = "W-FLEET"
@@ -47,7 +48,8 @@ def setup_actions(keys: dict[str, SigningKey]) -> list[tuple[str, dict]]:
 
 
 class Fleet:
-    def __init__(self, port: int, receipts: list[tuple[str, bytes]], resend_s: float = 3.0) -> None:
+    def __init__(self, broker: Mosquitto, receipts: list[tuple[str, bytes]], resend_s: float = 3.0,
+                 name: str = "fleet-1") -> None:
         self.receipts = {hashlib.sha256(env).hexdigest(): (cid, env) for cid, env in receipts}
         self.unacked = dict(self.receipts)
         self.sent_at: dict[str, float] = {}
@@ -55,11 +57,13 @@ class Fleet:
         self.rejects: list[dict] = []
         self.resend_s = resend_s
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fleet-{id(self)}")
+        user, password = broker.login(name, "fleet")  # speaks for every charger of the fleet
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=user)
+        self.client.username_pw_set(user, password)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         self.client.subscribe("ev/v1/charger/+/reply", qos=1)
         time.sleep(0.2)

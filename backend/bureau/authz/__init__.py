@@ -20,9 +20,9 @@ class Authz:
         tariff_id = self.settings.tariff_id or (tariffs[0].tariff_id if tariffs else "")
         self.service = AuthzService(node.settings.node_id, node.chain, node.key, node.metrics, self.settings,
                                     node.repo.engine, tariff_id)
+        user, password = node.settings.mqtt_login("authz")
         self.shell = AuthzMqtt(self.service, node.metrics, host=node.settings.mqtt_host, port=node.settings.mqtt_port,
-                               client_id=f"bureau-{node.settings.node_id}-authz", username=node.settings.mqtt_username,
-                               password=node.settings.mqtt_password) if self.enabled else None
+                               client_id=user, username=user, password=password) if self.enabled else None
 
     def start(self) -> None:
         if self.shell:

@@ -1,5 +1,6 @@
 """MQTT shell of authorization: answers chargers' requests (authorization replies signed by this
-node) and publishes the signed offline list and tariff (retained).
+node) and publishes the signed offline list and tariff (retained). It reads its retained topics
+back and writes again whatever it finds changed or erased there (RetainedGuard).
 
 It has its own broker connection (clean session, so requests made while the node was down are
 not answered minutes late) and its own threads, so a charger waiting at a card tap is never
@@ -19,6 +20,7 @@ import paho.mqtt.client as mqtt
 from ..brokerlink import BrokerLink
 from ..ledger.tx import ID_RE
 from . import wire
+from .retained import RetainedGuard
 from .service import AuthzService, reply_topic
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 AUTH_TOPICS = "ev/v1/charger/+/auth"
 LIST_MANIFEST_TOPIC = "ev/v1/bureau/authlist/manifest"
 LIST_PAGE_TOPIC = "ev/v1/bureau/authlist/page/%d"
+LIST_TOPICS = "ev/v1/bureau/authlist/#"
+LIST_PREFIX = "ev/v1/bureau/authlist/"
 TARIFF_TOPIC = "ev/v1/bureau/tariff"
 _PREFIX, _SUFFIX = "ev/v1/charger/", "/auth"
 
@@ -55,6 +59,7 @@ class AuthzMqtt(BrokerLink):
         self._last_list_at = 0.0
         self._last_tariff: tuple[str, int] | None = None
         self.last_manifest: wire.Manifest | None = None  # the one last published
+        self.retained = RetainedGuard()
 
     # ---- paho callbacks (network thread) -------------------------------------------------
 
@@ -62,12 +67,17 @@ class AuthzMqtt(BrokerLink):
         if reason_code.is_failure:
             log.error("broker refused the authorization connection: %s", reason_code)
             return
-        client.subscribe(AUTH_TOPICS, qos=1)
+        client.subscribe([(AUTH_TOPICS, 1), (LIST_TOPICS, 1), (TARIFF_TOPIC, 1)])
         self.connected.set()
         self._republish.set()
         self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic == TARIFF_TOPIC or msg.topic.startswith(LIST_PREFIX):
+            if self.retained.seen(msg.topic, bytes(msg.payload)):
+                self.metrics.inc("authz_retained_wrong", _retained_kind(msg.topic))
+                self._wake.set()
+            return
         charger = charger_of_auth_topic(msg.topic)
         if charger is None:
             self.metrics.inc("auth_rejected", "bad_topic")
@@ -129,6 +139,7 @@ class AuthzMqtt(BrokerLink):
                 self._republish.clear()
                 self._publish_list(force)
                 self._publish_tariff(force)
+                self._restore_retained()
             except Exception:
                 log.exception("publishing the authorization list or tariff failed")
 
@@ -146,12 +157,13 @@ class AuthzMqtt(BrokerLink):
         if not (force or refresh) and key == self._last_list_key:
             return  # the same limits as the list the chargers have
         for i, page in enumerate(pages):  # pages first: a charger that sees the manifest finds them
-            self.client.publish(LIST_PAGE_TOPIC % i, page, qos=1, retain=True)
-        self.client.publish(LIST_MANIFEST_TOPIC, env, qos=1, retain=True)
+            self._retain(LIST_PAGE_TOPIC % i, page)
+        self._retain(LIST_MANIFEST_TOPIC, env)
         stale_to = self.published_pages if self.published_pages is not None else wire.MAX_PAGES
         for i in range(len(pages), stale_to):  # an empty retained message removes the old page
-            self.client.publish(LIST_PAGE_TOPIC % i, b"", qos=1, retain=True)
+            self._retain(LIST_PAGE_TOPIC % i, b"")
         self.published_pages = len(pages)
+        self.retained.own_family(LIST_PREFIX)  # any other topic there was not put by this bureau
         self._last_list_key, self._last_list_at, self.last_manifest = key, now, manifest
         self.metrics.inc("authz_list_published")
         log.info("offline list v%d published: %d cards in %d pages", manifest.list_version, manifest.entries,
@@ -168,12 +180,29 @@ class AuthzMqtt(BrokerLink):
         ident, env = found
         if not force and ident == self._last_tariff:
             return
-        self.client.publish(TARIFF_TOPIC, env, qos=1, retain=True)
+        self._retain(TARIFF_TOPIC, env)
         self._last_tariff = ident
         self.metrics.inc("authz_tariff_published")
+
+    def _retain(self, topic: str, payload: bytes) -> None:
+        self.retained.published(topic, payload)
+        self.client.publish(topic, payload, qos=1, retain=True)
+
+    def _restore_retained(self) -> None:
+        """What the broker holds on our retained topics but we did not publish: written again."""
+        for topic, payload in self.retained.due(time.monotonic()):
+            self.client.publish(topic, payload, qos=1, retain=True)
+            self.metrics.inc("authz_retained_restored", _retained_kind(topic))
+            log.warning("retained %s on the broker was changed or erased; published again", topic)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
     def stop(self) -> None:
         self._wake.set()
         super().stop()
+
+
+def _retained_kind(topic: str) -> str:
+    if topic == TARIFF_TOPIC:
+        return "tariff"
+    return "manifest" if topic == LIST_MANIFEST_TOPIC else "page"

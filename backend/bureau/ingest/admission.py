@@ -3,11 +3,12 @@ receipt may wait for a block. Pure: it reads the ledger state and returns a deci
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .. import crypto
 from ..ledger.state import LedgerState
-from ..ledger.tx import TxError, decode_operator, receipt_tx, signed_operator_message, tx_hash
+from ..ledger.tx import TxError, action_time_error, decode_operator, receipt_tx, signed_operator_message, tx_hash
 from ..receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, signed_message
 
 TOPIC_PREFIX = "ev/v1/charger/"
@@ -84,10 +85,17 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
     return Admitted(tx, tx_hash(tx), charger, r.seq, rid)
 
 
-def admit_operator(tx: bytes, state: LedgerState) -> bytes:
-    """Hash of a well-formed operator action signed by an operator of the genesis; raises TxError."""
+def admit_operator(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:
+    """Hash of a well-formed operator action signed by an operator of the genesis, inside its time
+    window by this node's clock (`now_s`) and not decided yet; raises TxError."""
     op = decode_operator(tx)
     key = state.operators.get(op.operator)
     if key is None or not crypto.verify(key, signed_operator_message(op), op.signature):
         raise TxError("bad_signature", "not signed by an operator of this chain")
-    return tx_hash(tx)
+    late = action_time_error(op.time, int(time.time()) if now_s is None else now_s)
+    if late is not None:
+        raise late
+    h = tx_hash(tx)
+    if h in state.operator_txs:
+        raise TxError("duplicate", "this action is already decided on the chain (committed or refused)")
+    return h

@@ -13,6 +13,7 @@ from ..brokerlink import BrokerLink
 from ..chain import Chain
 from ..ledger.block import Block
 from ..ledger.state import Execution, Refusal
+from ..lograte import ThrottledLog
 from ..metrics import Metrics
 from ..ledger.tx import KIND_RECEIPT, TxError, tx_hash
 from ..receipts.ack import ack_message
@@ -47,6 +48,7 @@ class MqttIngest(BrokerLink):
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._origin: set[bytes] = set()  # receipts admitted here from MQTT: this node acks them
+        self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
         chain.on_commit(self._on_commit)
 
@@ -131,14 +133,19 @@ class MqttIngest(BrokerLink):
 
     def _reject(self, charger_id: str | None, seq: int | None, reason: str, detail: str) -> None:
         self.metrics.inc("rejected", reason)
-        log.info("rejected receipt %s#%s: %s: %s", charger_id, seq, reason, detail)
+        self._reject_log.info(reason, "rejected receipt %s#%s: %s: %s", charger_id, seq, reason, detail)
         if charger_id:
             self._publish(charger_id, reject_message(seq, reason, detail))
 
     def on_refused(self, refusals: list[Refusal]) -> None:
-        """Receipts refused when a block was built (e.g. the wallet vanished meanwhile)."""
+        """Receipts refused when a block was built (e.g. the wallet vanished meanwhile). Only the
+        bureau that took the receipt from its charger answers, so the charger gets one reply."""
         for r in refusals:
-            self._origin.discard(tx_hash(r.tx))
+            h = tx_hash(r.tx)
+            if h not in self._origin:
+                self.metrics.inc("relayed_rejected", r.reason)
+                continue
+            self._origin.discard(h)
             if r.reason == "duplicate":
                 continue  # the first copy's ack answers it
             self._reject(r.charger_id, r.seq, r.reason, r.detail)

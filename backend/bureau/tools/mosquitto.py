@@ -1,18 +1,28 @@
 """Start a private mosquitto broker on a loopback port, with a config file we write.
 
 Used by `just demo`, `just up`, the benchmarks and the integration tests; the broker listens on
-127.0.0.1 only and stores nothing on disk.
+127.0.0.1 only and keeps no messages on disk. Nobody is anonymous: every client logs in with its
+own user name, which is also its client id (`use_username_as_clientid`), and the ACL says what
+each may read and write (docs/broker.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+from ..config import BROKER_LINKS
+from ..ledger.tx import ID_RE
 
 
 def find_mosquitto() -> str:
@@ -37,67 +47,192 @@ def free_port() -> int:
             return port
 
 
-CHARGER_ACL = """\
-# Bureau nodes: every charger topic (receipts, requests, replies, signed lists and tariffs).
-user {bureau_user}
-topic readwrite ev/v1/#
+ROLES = ("charger", "ingest", "authz", "fleet")
 
-# Chargers log in with their charger id as user name and reach only their own topics.
+# Chargers log in with their charger id as user name and reach only their own topics. Patterns
+# apply to every user; each user's block below adds what its role needs.
+CHARGER_PATTERNS = """\
 pattern write ev/v1/charger/%u/receipt
 pattern write ev/v1/charger/%u/auth
 pattern write ev/v1/charger/%u/status
 pattern write ev/v1/charger/%u/enroll
 pattern read ev/v1/charger/%u/reply
 pattern read ev/v1/charger/%u/cmd
-pattern read ev/v1/bureau/#
 """
 
+ROLE_TOPICS = {
+    # a charger: the bureau's signed list and tariff, besides its own topics (the patterns)
+    "charger": ("read ev/v1/bureau/#",),
+    # a bureau's ingest link: every charger's receipts in, acks and rejects out
+    "ingest": ("read ev/v1/charger/+/receipt", "write ev/v1/charger/+/reply"),
+    # a bureau's authorization link: requests in, replies out, and the retained signed list and
+    # tariff, which it reads back to restore them when they are changed or erased
+    "authz": ("read ev/v1/charger/+/auth", "write ev/v1/charger/+/reply",
+              "readwrite ev/v1/bureau/authlist/#", "readwrite ev/v1/bureau/tariff"),
+    # a load generator or test harness speaking for many simulated chargers on one connection
+    "fleet": ("write ev/v1/charger/+/receipt", "write ev/v1/charger/+/auth", "write ev/v1/charger/+/status",
+              "write ev/v1/charger/+/enroll", "read ev/v1/charger/+/reply", "read ev/v1/charger/+/cmd",
+              "read ev/v1/charger/+/status", "read ev/v1/charger/+/enroll"),
+}
 
-def write_broker_access(directory: Path, users: dict[str, str], bureau_user: str = "bureau") -> tuple[Path, Path]:
-    """A password file (hashed with mosquitto_passwd) and the charger ACL, readable by the broker
-    even when it drops root privileges to its own user."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    passwd, acl = directory / "passwd", directory / "acl"
-    passwd.write_text("")
-    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    for user, password in users.items():
-        subprocess.run([tool, "-b", str(passwd), user, password], check=True, capture_output=True)
-    acl.write_text(CHARGER_ACL.format(bureau_user=bureau_user))
-    if os.geteuid() == 0:
-        import pwd
-        try:
-            pw = pwd.getpwnam("mosquitto")
-        except KeyError:
-            pw = None
-        if pw is not None:
-            for f in (passwd, acl):
-                os.chown(f, pw.pw_uid, pw.pw_gid)
-                os.chmod(f, 0o600)
-            # every folder up to the files must let the broker's user pass
-            for d in [directory, *directory.parents]:
-                if d == Path("/"):
-                    break
-                os.chmod(d, os.stat(d).st_mode | 0o001)
-    return passwd, acl
+
+def bureau_username(node_id: str, link: str) -> str:
+    """The user name of one of a bureau's broker links: `<node id>.<link>` (docs/broker.md)."""
+    if link not in BROKER_LINKS:
+        raise ValueError(f"unknown broker link {link!r}; links are {', '.join(BROKER_LINKS)}")
+    return f"{node_id}.{link}"
+
+
+class BrokerAccess:
+    """Who may log in to a broker and what each may do: the password file (hashed by
+    mosquitto_passwd), the ACL, and the handed-out credentials (credentials.json) so a stack
+    restarted on the same directory gives everyone the same login. All three files are 0600;
+    the first two belong to the broker's user when we run as root."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.passwd_path = self.directory / "passwd"
+        self.acl_path = self.directory / "acl"
+        self.credentials_path = self.directory / "credentials.json"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.users: dict[str, dict[str, str]] = {}  # user -> {"role": ..., "password": ...}
+        if self.credentials_path.exists():
+            self.users = json.loads(self.credentials_path.read_text())
+        self._lock = threading.Lock()
+        self.write()
+
+    def add(self, user: str, role: str, password: str | None = None) -> tuple[tuple[str, str], bool]:
+        """(user, password) of `user` in `role`, made now (with a random password unless one is
+        given) when unknown; the flag says whether the files changed."""
+        if role not in ROLES:
+            raise ValueError(f"unknown broker role {role!r}; roles are {', '.join(ROLES)}")
+        if role == "charger" and not ID_RE.match(user):
+            raise ValueError(f"charger id {user!r} is not 1-32 of A-Z a-z 0-9 . _ - (MQTT topics and ACL "
+                             "patterns use it as is)")
+        if not USERNAME_RE.match(user):
+            raise ValueError(f"broker user name {user!r} is not 1-64 of A-Z a-z 0-9 . _ -")
+        with self._lock:
+            known = self.users.get(user)
+            if known is not None:
+                if known["role"] != role:
+                    raise ValueError(f"broker user {user!r} already exists as {known['role']}, not {role}")
+                if password is not None and known["password"] != password:
+                    raise ValueError(f"broker user {user!r} already exists with another password")
+                return (user, known["password"]), False
+            self.users[user] = {"role": role, "password": password or secrets.token_urlsafe(24)}
+            self.write()
+            return (user, self.users[user]["password"]), True
+
+    def write(self) -> None:
+        _write_private(self.credentials_path, json.dumps(self.users, indent=1, sort_keys=True))
+        plain = self.directory / "passwd.new"
+        _write_private(plain, "".join(f"{u}:{v['password']}\n" for u, v in sorted(self.users.items())))
+        if self.users:  # mosquitto_passwd -U hashes a file of user:password lines in place
+            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+            subprocess.run([tool, "-U", str(plain)], check=True, capture_output=True)
+        acl = self.directory / "acl.new"
+        _write_private(acl, self.acl_text())
+        for made, final in ((plain, self.passwd_path), (acl, self.acl_path)):
+            _give_to_broker(made)
+            os.replace(made, final)
+        _let_broker_pass(self.directory)
+
+    def acl_text(self) -> str:
+        blocks = [f"# Written by bureau.tools.mosquitto from {self.credentials_path.name}; see docs/broker.md.\n",
+                  CHARGER_PATTERNS]
+        for user, v in sorted(self.users.items()):
+            blocks.append(f"\nuser {user}\n" + "".join(f"topic {t}\n" for t in ROLE_TOPICS[v["role"]]))
+        return "".join(blocks)
+
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def _broker_user():
+    """The user mosquitto drops to when started as root, if we are root."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+    try:
+        return pwd.getpwnam("mosquitto")
+    except KeyError:
+        return None
+
+
+def _give_to_broker(path: Path) -> None:
+    pw = _broker_user()
+    if pw is not None:
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def _let_broker_pass(directory: Path) -> None:
+    """Every folder up to the files must let the broker's user pass (it re-reads them on SIGHUP
+    after dropping root)."""
+    if _broker_user() is None:
+        return
+    for d in [directory, *directory.parents]:
+        if d == Path("/"):
+            break
+        os.chmod(d, os.stat(d).st_mode | 0o001)
+
+
+def connack_code(port: int, user: str, password: str, timeout: float = 2.0) -> int:
+    """The CONNACK return code the broker gives this login (0: accepted); a bare MQTT 3.1.1
+    CONNECT on a socket, closed at once. Only for a user nobody is connected as: with
+    use_username_as_clientid it would take over that user's connection."""
+    def field(b: bytes) -> bytes:
+        return len(b).to_bytes(2, "big") + b
+    body = field(b"MQTT") + bytes([4, 0xC2]) + (10).to_bytes(2, "big") + field(user.encode()) \
+        + field(user.encode()) + field(password.encode())
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(bytes([0x10]) + _remaining_length(len(body)) + body)
+        ack = b""
+        while len(ack) < 4:
+            chunk = s.recv(4 - len(ack))
+            if not chunk:
+                raise ConnectionError("broker closed the connection before CONNACK")
+            ack += chunk
+        s.sendall(b"\xe0\x00")
+    if ack[0] != 0x20:
+        raise ConnectionError(f"broker answered CONNECT with packet type {ack[0] >> 4}")
+    return ack[3]
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = n // 128, n % 128
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 class Mosquitto:
-    """A broker process. `password_file`/`acl_file` switch off anonymous access."""
+    """A broker process. Its logins live in `<workdir>/access` (see BrokerAccess); `anonymous`
+    turns them off, for tests of MQTT itself that use free topic names and need no ACL."""
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None,
-                 password_file: Path | None = None, acl_file: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, workdir: Path | None = None, *, anonymous: bool = False) -> None:
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mosquitto-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.password_file = password_file
-        self.acl_file = acl_file
+        self.access = None if anonymous else BrokerAccess(self.workdir / "access")
         self.proc: subprocess.Popen | None = None
 
     def config_text(self) -> str:
-        lines = [
-            f"listener {self.port} 127.0.0.1",
+        lines = [f"listener {self.port} 127.0.0.1"]
+        if self.access:
+            # a client's id is its user name: nobody can connect under another's id and so take
+            # over its connection and its share of the messages
+            lines.append("use_username_as_clientid true")
+        lines += [
             "persistence false",
             "log_dest stderr",
             "log_type error",
@@ -106,13 +241,46 @@ class Mosquitto:
             "max_inflight_messages 1000",
             "max_packet_size 65536",
         ]
-        if self.password_file:
-            lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        if self.access:
+            lines += ["allow_anonymous false", f"password_file {self.access.passwd_path}",
+                      f"acl_file {self.access.acl_path}"]
         else:
             lines.append("allow_anonymous true")
-        if self.acl_file:
-            lines.append(f"acl_file {self.acl_file}")
         return "\n".join(lines) + "\n"
+
+    def login(self, user: str, role: str = "charger", password: str | None = None) -> tuple[str, str]:
+        """(username, password) for `user` in `role` (see ROLES), made now when unknown; a running
+        broker takes a new login at once, without a restart."""
+        if self.access is None:
+            raise RuntimeError("this broker is anonymous: it has no logins")
+        login, changed = self.access.add(user, role, password)
+        if changed and self.running:
+            self.reload(login)
+        return login
+
+    def login_bureau(self, node_id: str) -> tuple[str, str]:
+        """Logins for each of a bureau's broker links (`<node id>.<link>`, one password); returns
+        (node id, password) as the node's BUREAU_MQTT_USERNAME and BUREAU_MQTT_PASSWORD."""
+        (_, password) = self.login(bureau_username(node_id, BROKER_LINKS[0]), BROKER_LINKS[0])
+        for link in BROKER_LINKS[1:]:
+            self.login(bureau_username(node_id, link), link, password)
+        return node_id, password
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def reload(self, probe: tuple[str, str] | None = None, timeout: float = 10.0) -> None:
+        """SIGHUP: mosquitto re-reads its password file and ACL. With `probe`, a login nobody
+        uses yet, wait until the broker accepts it."""
+        self.proc.send_signal(signal.SIGHUP)
+        if probe is None:
+            return
+        deadline = time.monotonic() + timeout
+        while (code := connack_code(self.port, *probe)) != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mosquitto still refuses {probe[0]} (CONNACK {code}) after a reload")
+            time.sleep(0.05)
 
     def start(self, timeout: float = 10.0) -> "Mosquitto":
         conf = self.workdir / "mosquitto.conf"

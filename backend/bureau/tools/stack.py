@@ -89,6 +89,13 @@ class Stack:
         self.broker = Mosquitto(workdir=self.root / "broker").start()
         return self
 
+    def broker_login(self, client_id: str, *, role: str = "charger") -> tuple[str, str]:
+        """(username, password) for a charger (its charger id is its user name and client id),
+        or with `role="fleet"` for a load generator speaking for many chargers. Made on first
+        call and kept under the stack's root, so a restarted stack hands out the same; the
+        running broker takes a new login without a restart."""
+        return self.broker.login(client_id, role)
+
     @property
     def genesis(self) -> dict:
         return json.loads(self.genesis_path.read_text())
@@ -98,10 +105,12 @@ class Stack:
         for v in self.genesis["validators"]:
             data_dir = net / v["id"]
             port = free_port()
+            mqtt_user, mqtt_password = self.broker.login_bureau(v["id"])
             env = dict(os.environ)
             env.update({
                 "BUREAU_NODE_ID": v["id"], "BUREAU_DATA_DIR": str(data_dir), "BUREAU_GENESIS": str(net / "genesis.json"),
-                "BUREAU_MQTT_PORT": str(self.broker.port), "BUREAU_HTTP_PORT": str(port),
+                "BUREAU_MQTT_PORT": str(self.broker.port), "BUREAU_MQTT_USERNAME": mqtt_user,
+                "BUREAU_MQTT_PASSWORD": mqtt_password, "BUREAU_HTTP_PORT": str(port),
                 "BUREAU_DB_URL": self.db_urls.get(v["id"], ""),
             })
             env.update(extra_env or {})
