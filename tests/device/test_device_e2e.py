@@ -39,7 +39,8 @@ def rig(tmp_path):
 def stop_reason(rig: ChargerRig, seq: int) -> str:
     path = f"/v1/receipts/{rig.charger_id}/{seq}/proof"
     r = httpx.get(rig.stack.nodes[0].url + path, timeout=10,
-                  headers={"Authorization": authorization_header(rig.driver, rig.wallet, "GET", path)})
+                  headers={"Authorization": authorization_header(rig.driver, rig.wallet, "GET", path,
+                                                                node_id=rig.stack.nodes[0].node_id)})
     r.raise_for_status()
     return r.json()["receipt"]["stop_reason"]
 
@@ -145,7 +146,7 @@ def test_broker_name_that_does_not_resolve_then_does(tmp_path, interpreter):
 
 
 def test_half_open_connection_is_caught_by_the_keepalive(tmp_path, interpreter):
-    rig = ChargerRig(tmp_path, mqtt={"keepalive_s": 2})
+    rig = ChargerRig(tmp_path, mqtt={"keepalive_s": 4})  # short, yet not tripped by a loaded machine
     proxy = Proxy(rig.broker.port)
     try:
         flash = rig.new_flash("flash-proxy", port=proxy.port)

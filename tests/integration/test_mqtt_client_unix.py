@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from bureau.tools.mosquitto import Mosquitto, write_broker_access
+from bureau.tools.mosquitto import Mosquitto
 from tests.support.mpunix import require_interpreter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,31 +46,34 @@ class Lines:
                 return line
 
 
-def bureau_client(port: int) -> tuple[mqtt.Client, queue.Queue]:
-    got: queue.Queue = queue.Queue()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bureau-test")
-    c.username_pw_set("bureau", "bureau-pw")
-    c.on_message = lambda cl, u, m: got.put((m.topic, m.payload, m.retain))
-    c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe(f"ev/v1/charger/{USER}/status", 1)
+def paho(port: int, login: tuple[str, str], subscribe: str | None = None, got: queue.Queue | None = None):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=login[0])
+    c.username_pw_set(*login)
+    if subscribe:
+        c.on_message = lambda cl, u, m: got.put((m.topic, m.payload, m.retain))
+        c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe(subscribe, 1)
     c.connect("127.0.0.1", port)
     c.loop_start()
-    return c, got
+    return c
 
 
 def test_client_under_micropython_against_mosquitto(tmp_path):
     mp = require_interpreter(32)
-    passwd, acl = write_broker_access(tmp_path / "access", {USER: "charger-pw", "bureau": "bureau-pw"})
-    broker = Mosquitto(workdir=tmp_path / "broker", password_file=passwd, acl_file=acl).start()
+    broker = Mosquitto(workdir=tmp_path / "broker").start()
+    broker.login(USER, "charger", "charger-pw")
     env = dict(os.environ, MICROPYPATH=":".join([".frozen", str(ROOT / "firmware" / "lib")]))
     proc = subprocess.Popen([mp, "-X", "heapsize=96K", str(SCRIPT), str(broker.port), USER, "charger-pw"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    bureau = None
+    bureau = observer = None
     try:
         out = Lines(proc)
         out.expect("connected")
         out.expect("subscribed ev/v1/charger/GZ-MQ-1/reply")
         out.expect("puback")
-        bureau, got = bureau_client(broker.port)
+        got: queue.Queue = queue.Queue()
+        # the status as the fleet sees it; replies as a bureau's ingest link sends them
+        observer = paho(broker.port, broker.login("observer", "fleet"), f"ev/v1/charger/{USER}/status", got)
+        bureau = paho(broker.port, broker.login("bureau-1.ingest", "ingest"))
         topic, payload, retain = got.get(timeout=10)  # the retained status, as a late subscriber sees it
         assert (topic, payload, retain) == (f"ev/v1/charger/{USER}/status", b"online", True)
         bureau.publish(f"ev/v1/charger/{USER}/reply", b"ack-1", qos=1).wait_for_publish(5)
@@ -99,16 +102,17 @@ def test_client_under_micropython_against_mosquitto(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if bureau is not None:
-            bureau.loop_stop()
-            bureau.disconnect()
+        for c in (bureau, observer):
+            if c is not None:
+                c.loop_stop()
+                c.disconnect()
         broker.close()
 
 
 def test_wrong_password_is_refused_under_micropython(tmp_path):
     mp = require_interpreter(32)
-    passwd, acl = write_broker_access(tmp_path / "access", {USER: "charger-pw"})
-    with Mosquitto(workdir=tmp_path / "broker", password_file=passwd, acl_file=acl) as broker:
+    with Mosquitto(workdir=tmp_path / "broker") as broker:
+        broker.login(USER, "charger", "charger-pw")
         code = ("import sys\nfrom mqtt_client import MQTTClient, CONNECT_FAILED\n"
                 f"c = MQTTClient('127.0.0.1', {broker.port}, client_id='{USER}', username='{USER}', "
                 "password='wrong', auto_reconnect=False)\nc.connect()\n"
