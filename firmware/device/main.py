@@ -80,6 +80,14 @@ except ImportError:  # CPython (tests)
         return asyncio.sleep(ms / 1000)
 
 
+def _ip_of(sockaddr):
+    """The address of getaddrinfo's sockaddr: ("ip", port) on the ESP32, a raw sockaddr_in
+    (family, port, four address bytes) on the unix port."""
+    if isinstance(sockaddr, tuple):
+        return sockaddr[0]
+    return "%d.%d.%d.%d" % (sockaddr[4], sockaddr[5], sockaddr[6], sockaddr[7])
+
+
 class App(chargepoint.ChargePoint):
     """The charge point of chargepoint.py with the device's connectivity around it."""
 
@@ -208,7 +216,7 @@ class App(chargepoint.ChargePoint):
             self.link.resolve_failed(e.args[0] if e.args else e, now)
             self.log("dns %s: %s" % (self.link.host, e))
             return
-        self.link.resolved(info[-1][0])
+        self.link.resolved(_ip_of(info[-1]))
 
     def ntp_step(self, now):
         if not self.link.on_network or self.ctl.closed:

@@ -154,7 +154,7 @@ def read_retained(port: int, topic: str, timeout: float = 30.0, username: str | 
     import paho.mqtt.client as mqtt
 
     got: queue.Queue = queue.Queue()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-retained-{os.getpid()}-{time.monotonic_ns()}")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=username or f"test-retained-{os.getpid()}")
     if username:
         c.username_pw_set(username, password)
     c.on_message = lambda cl, u, m: got.put(m.payload)
@@ -200,9 +200,8 @@ class ChargerRig:
     def broker(self):
         return self.stack.broker
 
-    def broker_login(self) -> tuple[str | None, str | None]:
-        login = getattr(self.stack, "broker_login", None)
-        return login(self.charger_id) if login else (None, None)
+    def broker_login(self) -> tuple[str, str]:
+        return self.stack.broker_login(self.charger_id)
 
     def new_flash(self, name: str, host: str = "127.0.0.1", port: int | None = None) -> Path:
         user, password = self.broker_login()
@@ -213,8 +212,12 @@ class ChargerRig:
         return Device(interpreter, flash or self.flash, self.bench, heap)
 
     def public_key(self) -> str:
-        """The key the charger made at first boot, from its retained enroll message."""
-        return json.loads(read_retained(self.broker.port, f"ev/v1/charger/{self.charger_id}/enroll"))["public_key"]
+        """The key the charger made at first boot, from its retained enroll message (read with
+        a fleet login, which may read every charger's enrollment)."""
+        user, password = self.stack.broker_login("device-rig", role="fleet")
+        raw = read_retained(self.broker.port, f"ev/v1/charger/{self.charger_id}/enroll", username=user,
+                            password=password)
+        return json.loads(raw)["public_key"]
 
     def enroll(self) -> None:
         self.stack.operator([
@@ -233,7 +236,8 @@ class ChargerRig:
 
         path = f"/v1/wallets/{self.wallet}/history?limit=500"
         r = httpx.get(self.stack.nodes[node].url + path, timeout=10,
-                      headers={"Authorization": authorization_header(self.driver, self.wallet, "GET", path)})
+                      headers={"Authorization": authorization_header(self.driver, self.wallet, "GET", path,
+                                                                           node_id=self.stack.nodes[node].node_id)})
         r.raise_for_status()
         return r.json()["entries"]
 
