@@ -39,6 +39,10 @@ verify-chain GENESIS DB: setup
 sim SEEDS="1000" NODES="4": setup
     {{py}} -m bureau.consensus.sim --seeds {{SEEDS}} --nodes {{NODES}}
 
+# MINUTES of simulated chargers against 4 bureau processes and mosquitto under seeded faults and hostile traffic; JSON last line
+soak MINUTES="10": setup
+    {{py}} scripts/soak.py --minutes {{MINUTES}}
+
 # type-check the firmware against the ESP32 MicroPython stubs (mypy)
 firmware-typecheck: setup
     {{py}} scripts/firmware_typecheck.py

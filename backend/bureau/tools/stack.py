@@ -101,7 +101,8 @@ class Stack:
     def genesis(self) -> dict:
         return json.loads(self.genesis_path.read_text())
 
-    def launch(self, extra_env: dict | None = None, node_env: dict[str, dict] | None = None) -> "Stack":
+    def launch(self, extra_env: dict | None = None, node_env: dict[str, dict] | None = None,
+               healthy_timeout: float = 30.0) -> "Stack":
         net = self.root / "net"
         for v in self.genesis["validators"]:
             data_dir = net / v["id"]
@@ -120,7 +121,7 @@ class Stack:
             node.start()
             self.nodes.append(node)
         for node in self.nodes:
-            node.wait_healthy()
+            node.wait_healthy(healthy_timeout)
         return self
 
     def heights(self) -> list[int | None]:
