@@ -1,8 +1,8 @@
 # Pure helpers of the device's supervisor loops: retry backoff, the connectivity supervisor
 # (Wi-Fi, the broker's address and the broker session as one path) and the control-loop
-# heartbeat that gates the hardware watchdog. Times are millisecond ticks (see clock.ticks_diff).
+# heartbeat that gates the hardware watchdog. Times are millisecond ticks (see ticks.ticks_diff).
 
-from clock import ticks_add, ticks_diff
+from ticks import ticks_add, ticks_diff
 
 try:
     from micropython import const
