@@ -10,8 +10,9 @@ import pytest
 from nacl.signing import SigningKey, VerifyKey
 
 from bureau.receipts.codec import decode, signed_message
+from chargerhost import LIB_DIRS
 from tests.support.charger_flow import FLOW_SEED, MANIFEST, SOURCE_PATH, run_flow, signing_vectors
-from tests.support.mpunix import require_frozen_interpreter, require_interpreter
+from tests.support.mpunix import require_frozen_interpreter, require_interpreter, run_unix
 
 # A heap of 96 KB leaves room for Wi-Fi and TLS buffers beside the ~110 KB the board has; the
 # flow must leave this much free after the imports for the MQTT client, TLS and the outbox.
@@ -47,6 +48,15 @@ def test_frozen_charger_flow_runs_in_96k(frozen32):
     _check_flow(figures)
     assert figures["free_after_import"] >= FREE_AFTER_IMPORT_MIN, figures
     assert figures["sign_alloc_bytes"] > 0 and figures["verify_alloc_bytes"] > 0
+
+
+def test_frozen_image_holds_every_library_module(frozen32, tmp_path):
+    """Every module of core, drivers and shell is frozen under its bare name (as in the device's
+    /lib): each imports with nothing but the frozen modules on the path."""
+    names = sorted(p.stem for d in LIB_DIRS for p in d.glob("*.py"))
+    script = "for n in %r:\n    __import__(n)\nprint('ok', len(%r))\n" % (names, names)
+    out = run_unix(frozen32, script, heap="2M", cwd=tmp_path)
+    assert out.stdout.split() == ["ok", str(len(names))]
 
 
 def test_frozen_flow_fails_cleanly_when_the_heap_is_too_small(frozen32):
