@@ -1,5 +1,6 @@
-# Freeze manifest of the charger firmware: every module of lib/ plus the device's board.py and
-# uart_transport.py. main.py stays a file on the device (what a technician edits and replaces).
+# Freeze manifest of the charger firmware: every module of lib/ plus the device's board.py,
+# uart_transport.py and app.py (the application). main.py stays a file on the device (what a
+# technician edits and replaces): two lines that import app and run it.
 #
 # Frozen modules keep their bytecode and constant bytes/str in flash, so the heap holds only
 # what runs at import; the Ed25519 comb table (lib/ed25519_table.py) is such a constant.
@@ -9,3 +10,4 @@
 freeze("lib")
 module("board.py", base_path="device")
 module("uart_transport.py", base_path="device")
+module("app.py", base_path="device")

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "firmware" / "lib", ROOT / "firmware" / "device"]
 CHECK_BODIES = [
     "controller", "clock", "supervisor", "status", "uplink", "display",
-    "board", "uart_transport", "main",
+    "board", "uart_transport", "app", "main",
     "pilot", "meter", "modbus_rtu", "dlt645", "session", "outbox", "flash", "sha512",
 ]
 STUB_DISTS = ("micropython-esp32-stubs", "micropython-stdlib-stubs")

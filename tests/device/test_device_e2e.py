@@ -1,4 +1,4 @@
-"""The charger's device application (firmware/device/main.py, unchanged) under the real
+"""The charger's device application (firmware/device/app.py, unchanged) under the real
 MicroPython unix port (32-bit, firmware/manifest.py frozen in, 96 KB heap: the ESP32's word
 size and about its heap), with fake machine/network/ntptime reaching the hardware bench, real
 sockets to a real mosquitto and real bureau node processes: a card tap is authorized online,
