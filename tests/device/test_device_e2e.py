@@ -18,7 +18,7 @@ import pytest
 from bureau.api.auth import authorization_header
 from tests.support.device_run import ChargerRig
 from tests.support.mpunix import require_frozen_interpreter
-from tests.support.netproxy import Proxy
+from bureau.tools.netproxy import Proxy
 
 HEAP = "96K"
 MANIFEST = Path(__file__).resolve().parents[2] / "firmware" / "manifest.py"
