@@ -39,7 +39,10 @@ class NodeProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "bureau.cli", "run"], env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    def wait_healthy(self, timeout: float = 30.0) -> dict:
+    def wait_healthy(self, timeout: float = 120.0) -> dict:
+        """The first /healthz answer. Ends at once when the process exits; the deadline is
+        generous because a node starting beside busy peers on a loaded machine gets a small
+        share of the CPU (about 1 s of CPU to start, 3 s idle, over 15 s seen under load)."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc and self.proc.poll() is not None:
