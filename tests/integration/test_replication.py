@@ -12,7 +12,7 @@ from bureau.ledger.genesis import Genesis
 from bureau.storage import Repository
 from bureau.tools.stack import Stack
 from tests.support.fleet import WALLET, Fleet, fleet_receipts, setup_actions
-from tests.support.netproxy import Proxy
+from tests.support.netproxy import LinkProxies
 
 pytestmark = pytest.mark.slow
 
@@ -128,23 +128,15 @@ def test_kill_proposer_and_follower_under_load(tmp_path):
 def test_partition_and_heal(tmp_path):
     keys, receipts, total = fleet_receipts(chargers=30, per_charger=20)
     stack = Stack(tmp_path, nodes_count=4).prepare()
-    ids = [v["id"] for v in stack.genesis["validators"]]
-    ports = {v["id"]: int(v["address"].rsplit(":", 1)[1]) for v in stack.genesis["validators"]}
-    # one proxy per directed link, so a node can be cut off in both directions
-    proxies = {(a, b): Proxy(ports[b]) for a in ids for b in ids if a != b}
-    node_env = {a: {"BUREAU_PEER_ADDRESSES": ",".join(f"{b}=127.0.0.1:{proxies[(a, b)].port}" for b in ids if b != a)}
-                for a in ids}
+    links = LinkProxies(stack.genesis)  # so a node can be cut off in both directions
     fleet = None
     try:
-        stack.launch(node_env=node_env)
+        stack.launch(node_env=links.node_env())
         stack.operator(setup_actions(keys))
         fleet = Fleet(stack.broker, receipts)
         fleet.pump(limit=200)
         _wait(lambda: fleet.acks >= 150, 60, "the first receipts to commit")
-        isolated = ids[3]
-        for (a, b), p in proxies.items():
-            if isolated in (a, b):
-                p.cut()
+        links.isolate(stack.nodes[3].node_id)
         before, acks_before = stack.heights(), fleet.acks
         fleet.pump(limit=200)
         # chargers resend what is not acked: receipts that reached the cut-off bureau go again
@@ -152,13 +144,11 @@ def test_partition_and_heal(tmp_path):
               "the majority side to keep committing")
         _wait(lambda: min(stack.heights()[:3]) > max(before[:3]), 30, "all three connected bureaus to move on")
         assert stack.heights()[3] <= before[3] + 1, "the isolated bureau committed without a quorum"
-        for p in proxies.values():
-            p.heal()
+        links.heal()
         assert fleet.drain(90), f"{len(fleet.unacked)} receipts never acked"
         _check_ledgers(stack, len(receipts), total)
     finally:
         if fleet:
             fleet.close()
         stack.stop()
-        for p in proxies.values():
-            p.close()
+        links.close()

@@ -37,6 +37,7 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # the connect timeout only: a link may be quiet one way for long
             with self._lock:
                 self._conns.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
@@ -83,3 +84,32 @@ class Proxy:
         except OSError:
             pass
         self._server.close()
+
+
+class LinkProxies:
+    """One cuttable proxy per directed peer link of a stack: the proxy (a, b) carries the link
+    a dials to b. Launch the nodes with `node_env()` so they dial through the proxies."""
+
+    def __init__(self, genesis: dict) -> None:
+        self.ids = [v["id"] for v in genesis["validators"]]
+        ports = {v["id"]: int(v["address"].rsplit(":", 1)[1]) for v in genesis["validators"]}
+        self.links = {(a, b): Proxy(ports[b]) for a in self.ids for b in self.ids if a != b}
+
+    def node_env(self) -> dict[str, dict]:
+        return {a: {"BUREAU_PEER_ADDRESSES": ",".join(f"{b}=127.0.0.1:{self.links[(a, b)].port}"
+                                                       for b in self.ids if b != a)}
+                for a in self.ids}
+
+    def isolate(self, node_id: str) -> None:
+        """Cut every link from and to `node_id`, in both directions."""
+        for (a, b), proxy in self.links.items():
+            if node_id in (a, b):
+                proxy.cut()
+
+    def heal(self) -> None:
+        for proxy in self.links.values():
+            proxy.heal()
+
+    def close(self) -> None:
+        for proxy in self.links.values():
+            proxy.close()

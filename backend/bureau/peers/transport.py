@@ -5,6 +5,10 @@ Inbound frames are handed to `on_message`, which must not block (the node's per-
 drops and counts instead); outbound frames wait in a queue bounded in bytes, and a frame that
 would overflow it is dropped and counted — consensus recovers lost messages by its own
 re-sending and sync, and a dropped transaction batch still waits in its origin's mempool.
+Frames for a link that is down are dropped, not kept (`peer_send_dropped{reason=link_down}`): a
+peer back after a partition should hear the current round first, not a backlog of stale votes
+and batches of transactions committed meanwhile, which would fill the queue and push out what
+is current.
 
 What an unauthenticated caller can hold: at most `max_pending` connections in the handshake
 (the oldest is closed to make room for a new one), each for at most `handshake_timeout_s`, with
@@ -81,14 +85,25 @@ class _Outbound:
         self.connected = False
         self.thread = threading.Thread(target=self._run, name=f"peer-out-{peer_id}", daemon=True)
 
-    def put(self, data: bytes) -> bool:
+    def put(self, data: bytes) -> str | None:
+        """None when queued, else why the frame was dropped."""
         with self.cond:
+            if not self.connected:
+                return "link_down"
             if self.queued_bytes + len(data) > self.owner.max_queue_bytes:
-                return False
+                return "queue_full"
             self.queue.append(data)
             self.queued_bytes += len(data)
             self.cond.notify()
-            return True
+            return None
+
+    def _set_connected(self, up: bool) -> None:
+        """A link that goes down forgets what waits for it: see the module's docstring."""
+        with self.cond:
+            self.connected = up
+            if not up:
+                self.queue.clear()
+                self.queued_bytes = 0
 
     def _take(self) -> bytes | None:
         with self.cond:
@@ -121,7 +136,7 @@ class _Outbound:
                 self._login(sock)
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.connected = True
+                self._set_connected(True)
                 backoff = 0.05
                 while not self.owner.stopping.is_set():
                     data = self._take()
@@ -138,7 +153,7 @@ class _Outbound:
             except (OSError, HandshakeError) as e:
                 log.info("link to %s lost: %s", self.peer_id, e)
             finally:
-                self.connected = False
+                self._set_connected(False)
                 sock.close()
             self.owner.stopping.wait(backoff)
             backoff = min(backoff * 2, 2.0)
@@ -181,16 +196,19 @@ class PeerTransport:
         link = self.out.get(peer_id)
         if link is None:
             return False
-        ok = link.put(frame(channel, payload))
-        if not ok:
-            self.dropped += 1
-        return ok
+        return self._put(link, frame(channel, payload))
 
     def broadcast(self, channel: int, payload: bytes) -> None:
         data = frame(channel, payload)
         for link in self.out.values():
-            if not link.put(data):
-                self.dropped += 1
+            self._put(link, data)
+
+    def _put(self, link: "_Outbound", data: bytes) -> bool:
+        dropped = link.put(data)
+        if dropped is not None:
+            self.dropped += 1
+            self.metrics.inc("peer_send_dropped", dropped)
+        return dropped is None
 
     def connected_peers(self) -> list[str]:
         """Peers our outbound links are logged in to."""
