@@ -15,9 +15,9 @@ test *ARGS: setup
 demo NODES="4": setup
     {{py}} scripts/demo.py --nodes {{NODES}}
 
-# run mosquitto and the bureau node(s) until Ctrl-C (data in var/up)
-up NODES="4": setup
-    {{py}} scripts/up.py --nodes {{NODES}}
+# run mosquitto and the bureau node(s) until Ctrl-C (data in var/up); CHARGERS simulated chargers charge in a loop
+up NODES="4" CHARGERS="0": setup
+    {{py}} scripts/up.py --nodes {{NODES}} --chargers {{CHARGERS}}
 
 # benchmarks: end-to-end ingest beside the verification limit; firmware signing under MicroPython
 bench: setup
@@ -38,6 +38,10 @@ verify-chain GENESIS DB: setup
 sim SEEDS="1000" NODES="4": setup
     {{py}} -m bureau.consensus.sim --seeds {{SEEDS}} --nodes {{NODES}}
 
+# MINUTES of simulated chargers against 4 bureau processes and mosquitto under seeded faults and hostile traffic; JSON last line
+soak MINUTES="10": setup
+    {{py}} scripts/soak.py --minutes {{MINUTES}}
+
 # type-check the firmware against the ESP32 MicroPython stubs (mypy)
 firmware-typecheck: setup
     {{py}} scripts/firmware_typecheck.py
@@ -47,13 +51,6 @@ flash-micropython PORT IMAGE: setup
     .venv/bin/esptool.py --chip esp32 --port {{PORT}} erase_flash
     .venv/bin/esptool.py --chip esp32 --port {{PORT}} --baud 460800 write_flash -z 0x1000 {{IMAGE}}
 
-# install the charger application on an ESP32 on PORT (CONFIG: WiFi, broker, charger id; see hardware/board/config.example.json)
-flash PORT CONFIG METER="eastron_sdm120": firmware-build
-    .venv/bin/mpremote connect {{PORT}} mkdir :lib || true
-    .venv/bin/mpremote connect {{PORT}} cp build/firmware/lib/*.mpy :lib/
-    .venv/bin/mpremote connect {{PORT}} cp build/firmware/device/board.mpy build/firmware/device/uart_transport.mpy :lib/
-    .venv/bin/mpremote connect {{PORT}} cp firmware/device/main.py :main.py
-    .venv/bin/mpremote connect {{PORT}} cp hardware/board/esp32_devkitc.json :board.json
-    .venv/bin/mpremote connect {{PORT}} cp hardware/meters/{{METER}}.json :meter.json
-    .venv/bin/mpremote connect {{PORT}} cp {{CONFIG}} :config.json
-    .venv/bin/mpremote connect {{PORT}} reset
+# install, provision and enroll a charger on PORT (CONFIG: hardware/board/config.example.json); ARGS: --node URL --operator-key FILE ... (scripts/flash.py --help); DRY_RUN=1 prints what it would do
+flash PORT CONFIG *ARGS: firmware-build
+    {{py}} scripts/flash.py {{PORT}} {{CONFIG}} {{ARGS}}

@@ -24,7 +24,7 @@ from bureau.ledger.genesis import Genesis
 from bureau.ledger.proof import verify_receipt_proof
 from bureau.storage import Repository
 from bureau.tools.network import DEFAULT_TARIFF
-from bureau.tools.stack import Stack
+from bureau.tools.stack import NodeProcess, Stack
 
 STOP_NAMES = {"L": "driver stopped", "Q": "prepaid limit", "U": "unplugged", "F": "fault", "P": "power failure",
               "R": "remote stop", "T": "time limit"}
@@ -39,8 +39,10 @@ def yuan(fen: int) -> str:
     return f"¥{fen / 100:,.2f}"
 
 
-def get_signed(url: str, key: SigningKey, wallet: str, path: str) -> dict:
-    r = httpx.get(url + path, headers={"Authorization": authorization_header(key, wallet, "GET", path)}, timeout=10)
+def get_signed(node: NodeProcess, key: SigningKey, wallet: str, path: str) -> dict:
+    """A driver's signed request, bound to the bureau it is sent to."""
+    hdr = authorization_header(key, wallet, "GET", path, node_id=node.node_id)
+    r = httpx.get(node.url + path, headers={"Authorization": hdr}, timeout=10)
     r.raise_for_status()
     return r.json()
 
@@ -145,7 +147,7 @@ def run(workdir: Path, nodes: int) -> dict:
             proof = None
             for w, key in drivers.items():
                 try:
-                    proof = get_signed(node0.url, key, w, f"/v1/receipts/{c.charger_id}/{seq}/proof")
+                    proof = get_signed(node0, key, w, f"/v1/receipts/{c.charger_id}/{seq}/proof")
                     wallet_key = w
                     break
                 except httpx.HTTPStatusError:
@@ -167,8 +169,8 @@ def run(workdir: Path, nodes: int) -> dict:
         print("\nwallets, read by each driver with a signed request (a driver can read only their own):")
         balances_ok = True
         for w, _, top_up in DRIVERS:
-            bal = get_signed(node0.url, drivers[w], w, f"/v1/wallets/{w}")["balance_fen"]
-            hist = get_signed(node0.url, drivers[w], w, f"/v1/wallets/{w}/history?limit=100")["entries"]
+            bal = get_signed(node0, drivers[w], w, f"/v1/wallets/{w}")["balance_fen"]
+            hist = get_signed(node0, drivers[w], w, f"/v1/wallets/{w}/history?limit=100")["entries"]
             spent = -sum(e["delta_fen"] for e in hist if e["kind"] == "receipt")
             balances_ok &= bal == top_up - spent
             print(f"  {w}: topped up {yuan(top_up)}, {sum(1 for e in hist if e['kind'] == 'receipt')} bills "

@@ -1,6 +1,17 @@
-"""`just up`: run mosquitto and the bureau node(s) on loopback until interrupted (Ctrl-C).
+"""`just up`: run mosquitto and the bureau node(s) on loopback until interrupted (Ctrl-C or
+SIGTERM), optionally with simulated chargers that run the charger firmware's own glue.
 
-Data stays in var/up/ between runs; remove that folder for a fresh chain."""
+With `--chargers N`, N simulated chargers (firmware/host/chargerhost) boot with bureau.json
+made from GET /v1/genesis and the tariff in force, announce their keys on the broker and are
+enrolled from what they announced, by operator actions; each gets a driver with a card and a
+wallet (opened and topped up by operator actions). Then every charger runs sessions in a loop:
+the card is tapped and authorized online by the bureau through the firmware's authorization
+flow, the vehicle charges for a while in simulated time, the driver presses stop, the receipt
+goes out. A progress line shows receipts sent, acked and pending and the chain's height.
+
+Simulated time runs at most `--speed` times real time and starts a week back, so receipts never
+carry times ahead of the real clock. Data stays in var/up/ between runs; remove that folder for
+a fresh chain."""
 
 from __future__ import annotations
 
@@ -10,34 +21,173 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
+from bureau.api.auth import authorization_header
+from bureau.crypto import load_or_create_key
+from bureau.tools.enroll import enrolled_key, read_enrollment
 from bureau.tools.stack import Stack
+
+WEEK_S = 7 * 86400
+TOP_UP_FEN = 10_000_000  # 100 000 CNY a run: the loop never runs a wallet dry
+SESSION_MINUTES = (20, 35, 50)  # charging before the driver stops, by charger
+PROGRESS_S = 1.0
+
+
+class Driver:
+    """One simulated charger with its driver's card and wallet, and where its loop stands."""
+
+    def __init__(self, charger, index: int, root: Path, speed: float) -> None:
+        self.charger = charger
+        self.wallet = f"W-{charger.charger_id}"
+        self.card = f"04{index + 1:012X}"
+        self.key = load_or_create_key(root / "drivers" / f"{self.wallet}.key")  # the driver's phone key
+        self.minutes = SESSION_MINUTES[index % len(SESSION_MINUTES)]
+        self.speed = speed
+        self.steps = 0
+        self.refusals = 0
+        self.sent = 0
+        self._pace = (time.monotonic(), charger.clock.t)
+
+    def wallet_exists(self, node) -> bool:
+        path = f"/v1/wallets/{self.wallet}"
+        auth = authorization_header(self.key, self.wallet, "GET", path, node_id=node.node_id)
+        r = httpx.get(node.url + path, headers={"Authorization": auth}, timeout=10)
+        return r.status_code == 200
+
+    def ahead(self) -> bool:
+        """Simulated time may not outrun `speed` times real time, nor the real clock."""
+        real0, sim0 = self._pace
+        allowed = sim0 + (time.monotonic() - real0) * self.speed
+        return self.charger.clock.t > min(allowed, time.time() - 3600)
+
+    def turn(self) -> None:
+        """One move of the loop: start a session, or charge a simulated minute, or stop."""
+        c = self.charger
+        if self.ahead():
+            return
+        if not c.charging:
+            decision = c.authorize_card(self.card)
+            if decision.get("decision") != "accept":
+                self.refusals += 1
+                c.step()  # the driver walks off; try again a simulated minute later
+            self.steps = 0
+            return
+        ended = c.step()
+        self.steps += 1
+        if ended is None and self.steps >= self.minutes:
+            c.stop("L")
+            ended = "L"
+        if ended is not None:
+            self.sent += 1
+
+
+def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[Driver]:
+    import chargerhost  # noqa: F401  (firmware/lib on sys.path)
+    from chargerhost.simcharger import SimulatedCharger
+
+    url = stack.nodes[0].url
+    genesis = httpx.get(url + "/v1/genesis", timeout=10).json()
+    tariff_id = genesis["tariffs"][0]["tariff_id"]
+    tariff = httpx.get(f"{url}/v1/tariffs/{tariff_id}", timeout=10).json()
+    start = int(time.time()) - WEEK_S
+    drivers = []
+    for i in range(count):
+        cid = f"UP-CP-{i + 1:03d}"
+        username, password = stack.broker_login(cid)
+        c = SimulatedCharger(cid, root / "chargers" / cid, stack.broker.port, start_time=start + i * 3600,
+                             power_w=(7000, 11000, 3500)[i % 3], tariff=tariff, step_s=60, genesis=genesis,
+                             mqtt_username=username, mqtt_password=password, resend_ms=5000)
+        c.connect()
+        drivers.append(Driver(c, i, root, speed))
+
+    # each charger announces its key, retained; the operator enrolls what the broker holds
+    deadline = time.monotonic() + 30
+    while any(not d.charger.announced for d in drivers):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the chargers did not announce their keys on the broker")
+        for d in drivers:
+            d.charger.pump(wait_ms=5)
+    reader = stack.broker_login("up-enroll", role="operator")  # reads every charger's enroll topic
+    actions = []
+    for d in drivers:
+        cid = d.charger.charger_id
+        have = enrolled_key(url, cid)
+        if have is None:  # (an enrolled charger does not announce again: the broker kept nothing)
+            msg = read_enrollment("127.0.0.1", stack.broker.port, cid, timeout=10, username=reader[0],
+                                  password=reader[1])
+            actions.append(("enroll_charger", {"charger_id": cid, "public_key": msg["public_key"]}))
+        elif have != d.charger.core.public_key().hex():
+            raise RuntimeError(f"{cid} is enrolled with another key: remove {root} for a fresh chain")
+        if not d.wallet_exists(stack.nodes[0]):
+            actions.append(("open_wallet", {"wallet_id": d.wallet, "public_key": d.key.verify_key.encode().hex(),
+                                            "cards": [d.card]}))
+        actions.append(("top_up", {"wallet_id": d.wallet, "amount_fen": TOP_UP_FEN,
+                                   "reference": f"up:{d.wallet}:{time.time_ns()}"}))
+    stack.operator(actions)
+    print(f"chargers: {', '.join(d.charger.charger_id for d in drivers)} enrolled from their announced keys; "
+          f"wallets {', '.join(d.wallet for d in drivers)} topped up")
+    return drivers
+
+
+def progress(stack: Stack, drivers: list[Driver]) -> str:
+    try:
+        height = httpx.get(stack.nodes[0].url + "/v1/chain/head", timeout=2).json()["height"]
+    except httpx.HTTPError:
+        height = "?"
+    sent = sum(d.sent for d in drivers)
+    acked = sum(len(d.charger.acked) for d in drivers)
+    pending = sum(len(d.charger.pending()) for d in drivers)
+    refused = sum(d.refusals for d in drivers)
+    line = f"receipts sent {sent}, acked {acked}, pending {pending}; height {height}"
+    return line + (f"; authorizations refused {refused}" if refused else "")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--chargers", type=int, default=0, help="simulated chargers running sessions in a loop")
+    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second, at most")
     p.add_argument("--dir", default="var/up")
     args = p.parse_args()
-    stack = Stack(Path(args.dir), nodes_count=args.nodes)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
+    root = Path(args.dir)
+    stack = Stack(root, nodes_count=args.nodes)
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *a: stopping.append(signal.SIGTERM))
+    signal.signal(signal.SIGINT, lambda *a: stopping.append(signal.SIGINT))
+    drivers: list[Driver] = []
+    tty = sys.stdout.isatty()
     try:
         stack.start()
         print(f"mosquitto: 127.0.0.1:{stack.broker.port}, no anonymous access; logins in "
               f"{stack.broker.access.credentials_path} (docs/broker.md)")
         for n in stack.nodes:
             print(f"{n.node_id}: API {n.url} (OpenAPI {n.url}/schema), log {n.log_path}")
-        print(f"genesis: {stack.genesis_path}; operator key: {Path(args.dir) / 'net' / 'operator.key'}")
-        print("running; Ctrl-C stops")
+        print(f"genesis: {stack.genesis_path}; operator key: {root / 'net' / 'operator.key'}")
+        if args.chargers and not stopping:
+            drivers = start_chargers(stack, root, args.chargers, args.speed)
+        print("running; Ctrl-C stops", flush=True)
+        shown = 0.0
         while not stopping:
             for n in stack.nodes:
                 if not n.alive:
-                    print(f"{n.node_id} exited; see {n.log_path}", file=sys.stderr)
+                    print(f"\n{n.node_id} exited; see {n.log_path}", file=sys.stderr)
                     return 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+            for d in drivers:
+                d.turn()
+                d.charger.pump()
+                if stopping:
+                    break
+            if drivers and time.monotonic() - shown >= PROGRESS_S:
+                shown = time.monotonic()
+                line = progress(stack, drivers)
+                print(("\r" + line + "   ") if tty else line, end="" if tty else "\n", flush=True)
+            time.sleep(0.005 if drivers else 0.5)
     finally:
+        if drivers:
+            print(("\n" if tty else "") + "stopping: " + progress(stack, drivers), flush=True)
+        for d in drivers:
+            d.charger.close()
         stack.stop()
     return 0
 

@@ -42,8 +42,8 @@ class Chain:
     def build(self, txs: list[bytes], proposer: str, time_ms: int, verified=frozenset()) -> tuple[Block, Execution]:
         """A block on top of the head holding those of `txs` that are valid, in order."""
         with self.lock:
-            ex = self.state.execute(txs, verified)
             time_ms = max(time_ms, self.state.last_time_ms + 1)
+            ex = self.state.execute(txs, time_ms, verified)
             header = Header(self.genesis.chain_id, self.state.height + 1, self.state.last_hash, time_ms,
                             merkle.root(ex.txs), ex.state_root, proposer, len(ex.txs))
             return Block(header, tuple(ex.txs)), ex
@@ -60,7 +60,7 @@ class Chain:
                 raise ChainError("block time does not advance")
             if h.tx_count != len(block.txs) or not block.check_tx_root():
                 raise ChainError("Merkle root does not match the transactions")
-            ex = self.state.execute(list(block.txs), verified)
+            ex = self.state.execute(list(block.txs), h.time_ms, verified)
             if ex.refused:
                 bad = ex.refused[0]
                 raise ChainError(f"block holds an invalid transaction: {bad.reason}: {bad.detail}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 from .chain import Chain
 from .config import Settings
@@ -20,6 +21,7 @@ from .metrics import Metrics
 from .storage import Repository
 
 log = logging.getLogger(__name__)
+REFUSED_OPS_KEPT = 10_000
 
 
 class Node:
@@ -36,7 +38,9 @@ class Node:
         self.mempool = Mempool(settings.mempool_limit)
         self.metrics = Metrics()
         self.replay_guard = ReplayGuard(settings.auth_window_s)
-        self.refused_ops: dict[bytes, tuple[str, str]] = {}
+        # Actions this node dropped before any block held them (expired, already decided...), so
+        # the status endpoint can say why; refusals recorded in a block are read from storage.
+        self.refused_ops: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         user, password = settings.mqtt_login("ingest")
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
                                  signing_key=self.key, host=settings.mqtt_host, port=settings.mqtt_port,
@@ -60,6 +64,8 @@ class Node:
         for r in refusals:
             if r.tx and r.tx[0] == KIND_OPERATOR:
                 self.refused_ops[tx_hash(r.tx)] = (r.reason, r.detail)
+                while len(self.refused_ops) > REFUSED_OPS_KEPT:
+                    self.refused_ops.popitem(last=False)
 
     def start(self) -> None:
         self.ingest.start()

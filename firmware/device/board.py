@@ -13,6 +13,7 @@ import json
 
 import machine
 
+from chargepoint import Outputs  # noqa: F401 (the controller's outputs, shared with host simulations)
 from clock import ticks_diff
 from uart_transport import UartTransport
 
@@ -110,25 +111,6 @@ class Contactor:
         if self.fb is None:
             return None
         return self.fb.value() == self.fb_closed
-
-
-class Outputs:
-    """What the controller drives (see controller.py)."""
-
-    def __init__(self, pilot, contactor):
-        self._pilot = pilot
-        self._contactor = contactor
-
-    def pilot(self, duty_u16):
-        self._pilot.pilot(duty_u16)
-
-    def contactor(self, closed):
-        self._contactor.contactor(closed)
-
-    def safe(self):
-        """After a crash: contactor open, pilot at -12 V (state F: EVSE unavailable)."""
-        self._contactor.contactor(False)
-        self._pilot.pilot(0)
 
 
 class Button:

@@ -10,7 +10,9 @@
 #                  bureau.json (the bureau's chain id and validator keys, written at provisioning
 #                  by authz.provision from GET /v1/genesis), the offline list under authz/
 #
-# asyncio tasks (MicroPython asyncio: get_event_loop / create_task / run_forever):
+# asyncio tasks (MicroPython asyncio: get_event_loop / create_task / run_forever); the control,
+# card and display steps and what they drive are chargepoint.ChargePoint's, shared with the host
+# simulator:
 #   control    every PILOT_MS: pilot sample, contactor feedback, stop button; every second the
 #              meter and the session (Charger.tick); beats the heartbeat. Everything else
 #              yields to it: nothing below blocks while the contactor is closed.
@@ -39,22 +41,15 @@ except ImportError:  # MicroPython before 1.21
 import network
 import ntptime
 
-import authflow
-import authz as authz_mod
 import board as board_mod
-import charger as charger_mod
+import chargepoint
 import clock
-import controller as controller_mod
-import display as display_mod
-import meter as meter_mod
-import pilot as pilot_mod
-import status
 import supervisor
 import uplink as uplink_mod
+from chargepoint import CARD_MS, DISPLAY_MS, HEARTBEAT_STALE_MS, PILOT_MS  # noqa: F401 (tests read them here)
 from clock import ticks_add, ticks_diff
 from flash import Flash
 from mqtt_client import MQTTClient
-import rc522
 
 try:
     from micropython import const
@@ -63,17 +58,12 @@ except ImportError:  # CPython
         return x
 
 FIRMWARE_VERSION = "fw-1.1.0"
-PILOT_MS = const(25)  # pilot sample period: with a debounce of 3, a change acts within 100 ms
-METER_MS = const(1000)
 WATCHDOG_MS = const(1000)  # feed period (the WDT itself times out after board.json's timeout)
-HEARTBEAT_STALE_MS = const(3000)  # control loop silent this long: stop feeding, let it reset
 WIFI_MS = const(500)
 WIFI_CONNECT_MS = const(15000)  # one association attempt may take this long
 NTP_MS = const(1000)
 NTP_EVERY_MS = const(3600000)
 MQTT_MS = const(50)
-DISPLAY_MS = const(500)
-CARD_MS = const(150)  # card reader poll (an empty field costs the RC522's 5 ms timer)
 GC_EVERY_MS = const(10000)
 
 try:
@@ -93,14 +83,13 @@ def _is_ip(host):
     return True
 
 
-class App:
+class App(chargepoint.ChargePoint):
+    """The charge point of chargepoint.py with the device's connectivity around it."""
+
     def __init__(self, cfg, regmap, hw, flash_root="/data", ticks_ms=None, rand8=None, signer=None,
                  urandom=None, socket_mod=None):
-        self.cfg = cfg
-        self.hw = hw
-        self.ticks_ms = ticks_ms or clock.ticks_source()
-        self.logs = []
-        now = self.ticks_ms()
+        ticks_ms = ticks_ms or clock.ticks_source()
+        now = ticks_ms()
         self._uptime_ms = 0
         self._uptime_at = now
         if signer is None:
@@ -108,47 +97,10 @@ class App:
         self._socket = socket_mod
 
         # clock: the port's epoch converted to Unix time here, once
-        self.clock = clock.Clock(time.time, clock.epoch_offset(time.gmtime(0)[0]), mono_s_fn=self.uptime_s)
-
-        # meter on RS-485; the transport samples the pilot while it waits for a reply
-        serial = cfg.get("meter_serial")
-        if not serial:
-            raise ValueError("config.json must name the meter's serial number (meter_serial)")
-        self.transport = hw.rs485(regmap.get("serial", {}))
-        driver = meter_mod.meter_from_config(self.transport, regmap)
-        identify = None
-        if regmap.get("protocol") == "dlt645_2007":
-            def identify():
-                return driver.meter_address
-        self.watch = meter_mod.MeterWatch(lost_after=charger_mod.LOST_AFTER,
-                                          frozen_after_ms=cfg.get("frozen_after_ms", 300000))
-        self.meter = controller_mod.WatchedMeter(driver, self.watch, identify)
-
-        # the charger core on flash
-        self.flash = Flash(flash_root)
-        self.charger = charger_mod.Charger(cfg["charger_id"], self.flash, self.meter, self.clock, signer,
-                                           urandom or os.urandom, FIRMWARE_VERSION, serial,
-                                           default_tariff=cfg.get("tariff"))
-        self.charger.boot()
-
-        # pilot, contactor and the controller
-        self.pilot_hw = hw.pilot()
-        self.contactor_hw = hw.contactor()
-        self.outputs = board_mod.Outputs(self.pilot_hw, self.contactor_hw)
-        monitor = pilot_mod.PilotMonitor(debounce=cfg.get("pilot_debounce", 3),
-                                         calibration=self.pilot_hw.calibration())
-        self.ctl = controller_mod.Controller(self.charger, monitor, self.watch, self.meter, self.outputs,
-                                             current_ma=cfg.get("max_current_ma", 16000),
-                                             ventilation=cfg.get("ventilation", False))
-        self.button = hw.stop_button()
-        self.transport.idle = self._pilot_idle
-        self._last_pilot = now
-        self._next_meter = ticks_add(now, METER_MS)
-        self.heartbeat = supervisor.Heartbeat(HEARTBEAT_STALE_MS)
+        clk = clock.Clock(time.time, clock.epoch_offset(time.gmtime(0)[0]), mono_s_fn=self.uptime_s)
+        chargepoint.ChargePoint.__init__(self, cfg, regmap, hw, Flash(flash_root), clk, ticks_ms, signer,
+                                         urandom or os.urandom, FIRMWARE_VERSION, rand8)
         self.wdt = None
-
-        # the screen, or the LEDs when there is none (or it does not answer)
-        self.display = self._make_display()
 
         # network
         self.wlan = network.WLAN(network.STA_IF)
@@ -173,23 +125,7 @@ class App:
         self.mqtt_armed = False
         self._dns_next = None
         self.dns_backoff = supervisor.Backoff(2000, 120000, rand8)
-        prov = status.Provisioning(self.flash, cid, self.charger.public_key(), serial, FIRMWARE_VERSION)
-
-        # driver authorization: card reader, bureau requests, the signed offline list and tariff
-        import ed25519
-        self.authz = authz_mod.Authz(cid, self.flash, ed25519.verify, urandom or os.urandom)
-        self.authz.load()
-        if not self.authz.provisioned:
-            self.log("authz: no bureau.json: offline list and tariff push cannot be verified")
-        self.charger.authz = self.authz
-        self.flow = authflow.AuthFlow(self.authz, self.charger, self.ctl, self.mqtt, self.ticks_ms, self.log)
-        self.reader: "rc522.RC522 | None" = None
-        self.reader_up = False
-        self._reader_fitted = True
-        self._reader_next = None
-        self.reader_backoff = supervisor.Backoff(1000, 60000, rand8)
-        self.uplink = uplink_mod.Uplink(self.flow.client, self.charger, self.ctl, prov, self.clock,
-                                        FIRMWARE_VERSION, on_stop=self._remote_stop)
+        self.attach(self.mqtt)
         self._gc_at = now
 
     @classmethod
@@ -199,51 +135,10 @@ class App:
         hw = board_mod.Board.from_file(root + "board.json")
         return cls(cfg, regmap, hw, flash_root=root + "data")
 
-    def log(self, msg):
-        self.logs.append(msg)
-        if len(self.logs) > 32:
-            self.logs.pop(0)
-        print(msg)
-
-    def _make_display(self):
-        d = self.hw.display_config()
-        if d and d.get("chip") == "SSD1306":
-            try:
-                ssd = display_mod.Ssd1306(self.hw.i2c(), d.get("addr", 0x3C), d.get("width", 128),
-                                          d.get("height", 64))
-                return display_mod.OledDisplay(ssd)
-            except (OSError, ImportError) as e:  # no display on the bus, or no framebuf
-                self.log("display: %s, using LEDs" % (e,))
-        green, red = self.hw.leds()
-        return display_mod.LedDisplay(green, red)
-
     def uptime_s(self):
         return self._uptime_ms // 1000
 
     # ---- steps (each task calls one; tests call them with chosen times) ---------------------
-
-    def pilot_step(self, now):
-        self._last_pilot = now
-        p = self.pilot_hw
-        p.sample()
-        self.ctl.pilot(p.pos_mv, p.neg_mv, now)
-
-    def _pilot_idle(self):
-        now = self.ticks_ms()
-        if ticks_diff(now, self._last_pilot) >= PILOT_MS:
-            self.pilot_step(now)
-
-    def control_step(self, now):
-        self.pilot_step(now)
-        fb = self.contactor_hw.feedback()
-        if fb is not None:
-            self.ctl.feedback(fb, now)
-        if self.button.pressed(now):
-            self.ctl.stop_request("L", now)
-        if ticks_diff(now, self._next_meter) >= 0:
-            self._next_meter = ticks_add(now, METER_MS)
-            self.ctl.meter_tick(now)
-        self.heartbeat.beat(now)
 
     def fail(self, exc):
         """The control loop raised: make the hardware safe and let the watchdog reset us; at
@@ -354,51 +249,6 @@ class App:
         self.dns_backoff.reset()
         self.mqtt.host = info[-1][0]
         return True
-
-    def card_step(self, now):
-        """Authorization timeouts; the card reader: (re)initialised with backoff while the
-        contactor is open, polled, a new card handed to the authorization flow."""
-        self.flow.poll(now)
-        if not self._reader_fitted:
-            return
-        if not self.reader_up:
-            if self.ctl.closed:
-                return  # init blocks ~0.1 s: never while energy flows
-            if self._reader_next is not None and ticks_diff(now, self._reader_next) < 0:
-                return
-            self._reader_next = ticks_add(now, self.reader_backoff.delay())  # before: any error waits
-            if self.reader is None:
-                self.reader = self.hw.card_reader()
-                if self.reader is None:
-                    self._reader_fitted = False
-                    self.log("no card reader in board.json: phone starts only")
-                    return
-            try:
-                self.reader.init()
-            except rc522.RC522Error as e:
-                self.log("card reader: %s" % (e,))
-                return
-            self.reader_up = True
-            self.reader_backoff.reset()
-            self.log("card reader: RC522 version 0x%02X" % self.reader.version)
-        reader = self.reader
-        if reader is None:
-            return
-        try:
-            uid = reader.poll()
-        except rc522.RC522Error as e:
-            self.reader_up = False  # initialised again (the chip may have browned out)
-            self.log("card reader: %s" % (e,))
-            return
-        if uid is not None:
-            self.flow.card(uid, now)
-
-    def _remote_stop(self, session_id):
-        self.ctl.stop_request("R", self.ticks_ms(), session_id)
-
-    def display_step(self, now):
-        c = self.ctl
-        self.display.show(c.display_state(), c.energy_wh(), c.cost_fen(), c.remaining_fen(), c.error)
 
     # ---- tasks ------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ MAX_MESSAGE = const(4000)
 ONLINE_TIMEOUT_MS = const(5000)  # no reply by then: a card falls back to the offline list
 _MAX_ORPHANS = const(64)  # pages kept that no manifest names (yet)
 _MAX_USED = const(256)
+_MAX_RELEASING = const(8)  # release requests awaiting their reply
 
 LIST_TAG = b"EV-AUTHLIST/v1\x00\x00"
 TARIFF_TAG = b"EV-TARIFF/v1\x00\x00\x00\x00"
@@ -206,6 +207,7 @@ class Authz:
         self.next = None  # staged list, waiting for pages
         self.used = {}  # str(seq) -> [uid, fen, commit height] of acked offline receipts
         self.pending = {}  # req -> [method, token, sent at (ms counter)]
+        self.releasing = []  # (req, auth_ref) of release requests without a signed reply yet
         flash.mkdir(_DIR)
         flash.mkdir(_PAGES)
 
@@ -245,7 +247,11 @@ class Authz:
     def release(self, auth_ref):
         """Give back an online authorization that no session used (the session did not start,
         or the accept came after the charger had moved on)."""
-        msg = {"v": 1, "type": "release", "req": _hex(self.urandom(8)), "auth_ref": auth_ref}
+        req = _hex(self.urandom(8))
+        self.releasing.append((req, auth_ref))  # its signed reply must name both
+        if len(self.releasing) > _MAX_RELEASING:
+            self.releasing.pop(0)  # no reply came (offline): its hold expires at the bureau
+        msg = {"v": 1, "type": "release", "req": req, "auth_ref": auth_ref}
         return ("publish", self.auth_topic, json.dumps(msg).encode())
 
     def card_tap(self, uid, now_s, now_ms, online, charger):
@@ -266,8 +272,9 @@ class Authz:
 
     def on_reply(self, payload, now_s, now_ms, charger):
         """A message on the reply topic. Acks and rejects of receipts are the charger's
-        (`Charger.on_reply`); this takes "auth" (signed, v 2), "start" and "release" (v 1).
-        Returns actions."""
+        (`Charger.on_reply`); this takes "auth" and "release" (signed, v 2) and "start" (v 1:
+        its token is redeemed at the bureau, which refuses one it did not issue). Returns
+        actions."""
         try:
             msg = json.loads(payload)
             kind = msg.get("type")
@@ -275,6 +282,8 @@ class Authz:
             return []
         if kind == "auth":
             return self._on_auth(msg, now_s, charger)
+        if kind == "release":
+            return self._on_release(msg)
         if msg.get("v") != 1:
             return []
         if kind == "start":
@@ -284,9 +293,22 @@ class Authz:
             if charger.session is not None or self.pending_for("app", token) is not None:
                 return [("event", ("start_ignored", token))]  # busy: the token expires unused
             return [self.request("app", token, now_s, now_ms)]
-        if kind == "release":
-            return [("event", ("released", msg.get("auth_ref"), bool(msg.get("released"))))]
         return []
+
+    def _on_release(self, msg):
+        req, ref = msg.get("req"), msg.get("auth_ref")
+        asked = (req, ref) in self.releasing if isinstance(req, str) and isinstance(ref, str) else False
+        if msg.get("v") != signed_reply.RELEASE_VERSION:
+            reason = "unsigned"  # v1 release replies carried no signature
+        elif not asked:
+            reason = "not_pending"  # answered before (a replay), or never asked
+        else:
+            reason = self._check_signed_reply(msg, signed_reply.release_bytes)
+        if reason is not None:
+            self.refused_replies[reason] = self.refused_replies.get(reason, 0) + 1
+            return [("event", ("release_reply_refused", req, reason))]
+        self.releasing.remove((req, ref))
+        return [("event", ("released", ref, msg["released"]))]
 
     def _on_auth(self, msg, now_s, charger):
         req = msg.get("req")
@@ -321,10 +343,13 @@ class Authz:
     def _check_reply(self, msg):
         if msg.get("v") != signed_reply.AUTH_REPLY_VERSION:
             return "unsigned"  # v1 replies carried no signature
+        return self._check_signed_reply(msg, signed_reply.auth_reply_bytes)
+
+    def _check_signed_reply(self, msg, signed_bytes):
         if not self.trust.provisioned:
             self.trust = trust_mod.load(self.flash)  # provisioned after load
         return signed_reply.check(self.trust, self.verify,
-                                  signed_reply.auth_reply_bytes(self.trust.chain_id, self.charger_id, msg), msg)
+                                  signed_bytes(self.trust.chain_id, self.charger_id, msg), msg)
 
     def poll(self, now_s, now_ms, charger):
         """Requests without a reply in time: a card falls back to the offline list."""

@@ -69,6 +69,7 @@ class Charger:
         self.authz = None  # authz.Authz when the shell attaches one: offline spend tracking
         self.trust = trust_mod.Trust()  # the bureau keys of bureau.json, read at boot
         self.refused_acks = {}  # reason -> acks ignored for it (shown in the status)
+        self.refused_rejects = {}  # reason -> rejects ignored for it (shown in the status)
         self.receipt_topic = "ev/v1/charger/%s/receipt" % charger_id
         self.reply_topic = "ev/v1/charger/%s/reply" % charger_id
 
@@ -282,9 +283,9 @@ class Charger:
 
     def on_reply(self, payload):
         """A message on the reply topic; returns ("ack"|"reject"|"ignored", seq). An ack removes
-        its receipt only when it is signed by a bureau validator for this chain, this charger
-        and the seq and receipt id in the outbox; any other is ignored and counted in
-        `refused_acks` by reason."""
+        its receipt, and a reject moves it to refused/, only when it is signed by a bureau
+        validator for this chain, this charger and the seq and receipt id in the outbox; any
+        other is ignored and counted in `refused_acks` or `refused_rejects` by reason."""
         try:
             msg = json.loads(payload)
             kind, seq = msg.get("type"), msg.get("seq")
@@ -301,8 +302,15 @@ class Charger:
             self.outbox.ack(seq, msg["receipt"])
             self.sent_at.pop(seq, None)
             return ("ack", seq)
-        if kind == "reject" and msg.get("v") == 1 and isinstance(seq, int):
-            reason = str(msg.get("reason", ""))
+        if kind == "reject":
+            if seq is None and msg.get("receipt") is None:
+                return ("ignored", None)  # the bureau could not read the envelope: names nothing
+            reason = self._check_reply(msg, signed_reply.REJECT_VERSION, signed_reply.reject_bytes)
+            if reason is not None:
+                self.refused_rejects[reason] = self.refused_rejects.get(reason, 0) + 1
+                self.events.append(("reject_refused", (seq, reason)))
+                return ("ignored", seq if isinstance(seq, int) else None)
+            reason = msg.get("reason") or ""
             self.events.append(("rejected", (seq, reason)))
             if reason in RETRYABLE:
                 return ("reject", seq)
@@ -312,10 +320,13 @@ class Charger:
         return ("ignored", seq if isinstance(seq, int) else None)
 
     def _check_ack(self, msg):
-        # the cheap checks first: the signature is verified only for an ack that would remove a
-        # receipt, so a flood of junk costs no Ed25519 work
-        if msg.get("v") != signed_reply.ACK_VERSION:
-            return "unsigned"  # v1 acks carried no signature
+        return self._check_reply(msg, signed_reply.ACK_VERSION, signed_reply.ack_bytes)
+
+    def _check_reply(self, msg, version, signed_bytes):
+        # An ack or reject about one receipt in the outbox. The cheap checks first: the signature
+        # is verified only for a reply that would act on a receipt, so junk costs no Ed25519 work.
+        if msg.get("v") != version:
+            return "unsigned"  # v1 acks and rejects carried no signature
         seq = msg.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool):
             return "malformed"
@@ -323,10 +334,10 @@ class Charger:
             return "wrong_charger"
         env = self.outbox.get(seq)
         if env is None:
-            return "not_pending"  # acked before (a repeat), or never issued
+            return "not_pending"  # answered before (a repeat), or never issued
         if msg.get("receipt") != receipt_id(env):
             return "wrong_receipt"
         if not self.trust.provisioned:
             self.trust = trust_mod.load(self.flash)  # provisioned after boot
         return signed_reply.check(self.trust, self.signer.verify,
-                                  signed_reply.ack_bytes(self.trust.chain_id, self.charger_id, msg), msg)
+                                  signed_bytes(self.trust.chain_id, self.charger_id, msg), msg)

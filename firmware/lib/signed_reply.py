@@ -1,7 +1,8 @@
 # The bureau's signed replies on ev/v1/charger/<id>/reply (docs/receipt-v1.md "Replies to the
-# charger", docs/authorization.md "Online: request and reply"): the bytes each Ed25519 signature
-# covers, built from the JSON the charger received and the facts it knows itself (chain id, its
-# own id). The backend's receipts/ack.py and authz/wire.py write the same bytes;
+# charger", docs/authorization.md "Online: request and reply"): receipt acks and rejects,
+# authorization and release replies. The bytes each Ed25519 signature covers, built from the
+# JSON the charger received and the facts it knows itself (chain id, its own id). The backend's
+# receipts/ack.py, receipts/reject.py and authz/wire.py write the same bytes;
 # tests/vectors/replies.json holds the two together.
 #
 # Signed bytes: a 16-byte domain tag, then fields; integers unsigned big-endian, `str` a 1-byte
@@ -11,9 +12,13 @@ import binascii
 import struct
 
 ACK_VERSION = 2
+REJECT_VERSION = 2
 AUTH_REPLY_VERSION = 2
+RELEASE_VERSION = 2
 ACK_TAG = b"EV-ACK/v2\x00\x00\x00\x00\x00\x00\x00"
+REJECT_TAG = b"EV-REJECT/v2\x00\x00\x00\x00"
 AUTH_REPLY_TAG = b"EV-AUTHREPLY/v2\x00"
+RELEASE_TAG = b"EV-RELEASE/v2\x00\x00\x00"
 SIG_LEN = 64
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
@@ -68,6 +73,28 @@ def ack_bytes(chain_id, charger_id, msg):
     return _join((ACK_TAG, _str(chain_id), _str(msg.get("bureau")), _str(charger_id),
                   _uint(msg.get("seq"), ">I", _U32), _hex(msg.get("receipt"), 32),
                   _uint(msg.get("height"), ">Q", _U64), _hex(msg.get("block"), 32)))
+
+
+def reject_bytes(chain_id, charger_id, msg):
+    """What the bureau signed for a v2 reject `msg` that names a receipt (one that names none
+    moves nothing, so the charger never checks it):
+    REJECT_TAG | chain_id str | bureau str | charger_id str | u8 1 | seq u32 |
+    receipt id 32 bytes | reason str | detail str."""
+    return _join((REJECT_TAG, _str(chain_id), _str(msg.get("bureau")), _str(charger_id), b"\x01",
+                  _uint(msg.get("seq"), ">I", _U32), _hex(msg.get("receipt"), 32),
+                  _str(msg.get("reason")), _str(msg.get("detail"))))
+
+
+def release_bytes(chain_id, charger_id, msg):
+    """What the bureau signed for a v2 reply to a release request with a text `req`:
+    RELEASE_TAG | chain_id str | bureau str | charger_id str | req (u8 2, str) | auth_ref str |
+    released u8 (1 released, 0 not) | reason str."""
+    req, released = msg.get("req"), msg.get("released")
+    if not isinstance(req, str) or (released is not True and released is not False):
+        return None
+    return _join((RELEASE_TAG, _str(chain_id), _str(msg.get("bureau")), _str(charger_id),
+                  bytes([_REQ_TEXT]), _str(req), _str(msg.get("auth_ref")),
+                  bytes([1 if released else 0]), _str(msg.get("reason"))))
 
 
 def auth_reply_bytes(chain_id, charger_id, msg):

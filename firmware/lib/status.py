@@ -6,14 +6,18 @@
 #   ev/v1/charger/<id>/status   retained; {"v":1,"charger_id":..,"state":..,"online":true,
 #                               "meter_wh":..,"firmware":..,"error":..,"time":..,"time_synced":..,
 #                               "session":{"energy_wh":..,"amount_fen":..} or null,
-#                               "refused":{"acks":{reason:n},"auth_replies":{reason:n}}}
+#                               "refused":{"acks":{reason:n},"rejects":{reason:n},
+#                                          "auth_replies":{reason:n}}}
 #                               ("refused": replies ignored since boot: unsigned, forged, foreign,
-#                               replayed; see docs/receipt-v1.md and docs/authorization.md)
+#                               replayed; auth_replies counts release replies too; see
+#                               docs/receipt-v1.md and docs/authorization.md)
 #                               the last will is the same topic with "state":"offline"
 #   ev/v1/charger/<id>/enroll   retained; {"v":1,"charger_id":..,"public_key":<64 hex>,
 #                               "meter_serial":..,"firmware":..}
 #   ev/v1/charger/<id>/cmd      commands to the charger; {"v":1,"type":"stop","session_id":<hex>}
-#                               stops that session (remote stop, reason R)
+#                               stops that session (remote stop, reason R). Unsigned: no broker
+#                               login may publish here (docs/broker.md, "Commands"); the bureau
+#                               sends none
 import binascii
 import json
 
@@ -27,7 +31,7 @@ def topic(charger_id: str, leaf: str) -> str:
 
 def status_message(charger_id: str, state: str, meter_wh, firmware: str, error=None, now=None,
                    synced: bool = False, energy_wh=None, amount_fen=None, refused_acks=None,
-                   refused_auth_replies=None) -> bytes:
+                   refused_auth_replies=None, refused_rejects=None) -> bytes:
     """The retained status: state of the charge point, the meter's import register (Wh, None
     when it has not been read), the firmware version, the current error, the charger's clock."""
     session = None
@@ -44,7 +48,8 @@ def status_message(charger_id: str, state: str, meter_wh, firmware: str, error=N
         "time": now,
         "time_synced": bool(synced),
         "session": session,
-        "refused": {"acks": refused_acks or {}, "auth_replies": refused_auth_replies or {}},
+        "refused": {"acks": refused_acks or {}, "rejects": refused_rejects or {},
+                    "auth_replies": refused_auth_replies or {}},
     }).encode()
 
 

@@ -115,4 +115,4 @@ class Uplink:
             self.clock.now(), self.clock.synced(),
             s.energy_wh if s is not None else None,
             s.amount_fen(self.charger.tariff) if s is not None else None,
-            self.charger.refused_acks, a.refused_replies if a is not None else None)
+            self.charger.refused_acks, a.refused_replies if a is not None else None, self.charger.refused_rejects)

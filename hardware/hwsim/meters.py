@@ -22,6 +22,7 @@ import struct
 import threading
 import time
 import tty
+from collections import deque
 
 import serial
 from pymodbus.framer import FramerRTU
@@ -352,7 +353,7 @@ class LoopbackTransport:
     def __init__(self, sim):
         self.sim = sim
         self._rx = bytearray()
-        self.sent: list[bytes] = []
+        self.sent: deque[bytes] = deque(maxlen=256)  # the latest frames (a long simulation keeps no more)
 
     def write(self, data) -> int:
         frame = bytes(data)

@@ -116,9 +116,9 @@ def test_ack_removes_only_the_matching_receipt_and_rejects_are_kept_aside():
     assert len(c.due(fw_charger.RESEND_MS + 1)) == 3
     assert c.on_reply(bureau_replies.ack("CH-1", 1, c.outbox.get(2))) == ("ignored", 1)  # receipt 2's id
     assert c.on_reply(bureau_replies.ack("CH-1", 1, c.outbox.get(1))) == ("ack", 1)
-    assert c.on_reply(json.dumps({"v": 1, "type": "reject", "seq": 2, "reason": "busy"})) == ("reject", 2)
+    assert c.on_reply(bureau_replies.reject("CH-1", 2, c.outbox.get(2), "busy")) == ("reject", 2)
     assert c.outbox.pending() == [2, 3]
-    assert c.on_reply(json.dumps({"v": 1, "type": "reject", "seq": 3, "reason": "unknown_wallet"})) == ("reject", 3)
+    assert c.on_reply(bureau_replies.reject("CH-1", 3, c.outbox.get(3), "unknown_wallet")) == ("reject", 3)
     assert c.outbox.pending() == [2] and c.outbox.refused() == ["0000000003.unknown_wallet"]
     assert c.on_reply(b"not json") == ("ignored", None)
 

@@ -138,10 +138,12 @@ def test_status_and_last_will_messages():
                                            812, 122))
     assert msg == {"v": 1, "charger_id": "GZ-1", "state": "charging", "online": True, "meter_wh": 1_234_567,
                    "firmware": "fw-1", "error": None, "time": 1_793_491_200, "time_synced": True,
-                   "session": {"energy_wh": 812, "amount_fen": 122}, "refused": {"acks": {}, "auth_replies": {}}}
+                   "session": {"energy_wh": 812, "amount_fen": 122},
+                   "refused": {"acks": {}, "rejects": {}, "auth_replies": {}}}
     shown = json.loads(status.status_message("GZ-1", "available", 1, "fw-1", refused_acks={"bad_signature": 2},
-                                             refused_auth_replies={"unsigned": 1}))
-    assert shown["refused"] == {"acks": {"bad_signature": 2}, "auth_replies": {"unsigned": 1}}
+                                             refused_auth_replies={"unsigned": 1}, refused_rejects={"not_pending": 3}))
+    assert shown["refused"] == {"acks": {"bad_signature": 2}, "rejects": {"not_pending": 3},
+                                "auth_replies": {"unsigned": 1}}
     will = json.loads(status.offline_message("GZ-1", "fw-1"))
     assert will["v"] == 1 and will["state"] == "offline" and will["online"] is False and will["session"] is None
     topic, payload, qos, retain = uplink.will("GZ-1", "fw-1")
@@ -260,7 +262,7 @@ def test_uplink_delivers_receipts_status_enrollment_and_commands(tmp_path):
         (MESSAGE, sim.charger.reply_topic, b"garbage", 1, False, False)]
     up.step(30_400)
     assert sim.charger.outbox.pending() == [2] and up.acked == 1
-    assert json.loads(up.status_payload())["refused"] == {"acks": {"unsigned": 1}, "auth_replies": {}}
+    assert json.loads(up.status_payload())["refused"] == {"acks": {"unsigned": 1}, "rejects": {}, "auth_replies": {}}
     # a remote stop command reaches on_stop; an unknown one does not
     sid = "cd" * 16
     client.events = [(MESSAGE, "ev/v1/charger/SIM-CP-1/cmd", json.dumps({"v": 1, "type": "stop", "session_id": sid}),

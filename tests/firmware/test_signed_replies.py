@@ -1,8 +1,9 @@
-"""Signed replies to the charger (firmware/lib/signed_reply.py): receipt acks and online
-authorization replies from the shared vectors (tests/vectors/replies.json) under CPython and real
-MicroPython with the firmware's own ed25519.verify, the backend's signer and checker against the
-same vectors, and the charger core keeping a receipt in flash through every forged, foreign and
-replayed ack. The vectors also run under the MicroPython unix port (32- and 64-bit)."""
+"""Signed replies to the charger (firmware/lib/signed_reply.py): receipt acks and rejects, online
+authorization replies and release replies from the shared vectors (tests/vectors/replies.json)
+under CPython and real MicroPython with the firmware's own ed25519.verify, the backend's signer
+and checker against the same vectors, and the charger core keeping a receipt pending in flash
+through every forged, foreign and replayed ack or reject. The vectors also run under the
+MicroPython unix port (32- and 64-bit)."""
 
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ import charger as fw_charger
 import trust as fw_trust
 from bureau.authz import wire
 from bureau.receipts.ack import AckError, ack_message, verify_ack
+from bureau.receipts.reject import RejectError, reject_message, verify_reject
 from tests.firmware.test_charger_core import Clock, Meter, TARIFF, rng
 from tests.support.flashsim import CuttableFlash
 from tests.support.micropython import FIRMWARE_LIB, run_micropython
@@ -74,12 +76,19 @@ class Clock:
 
 
 A = V['ack']
-f = MemFlash()
-trust.provision(f, V['genesis'])
-ch = charger.Charger(A['charger_id'], f, Meter(), Clock(), ed25519, lambda n: b'\x07' * n, 'fw-v', 'MTR-V')
-ch.outbox.put(A['seq'], U(A['receipt_envelope']))
-ch.boot()
-assert receipt_id(ch.outbox.get(A['seq'])) == A['receipt_id']
+
+
+def charger_holding_the_receipt():
+    f = MemFlash()
+    trust.provision(f, V['genesis'])
+    c = charger.Charger(A['charger_id'], f, Meter(), Clock(), ed25519, lambda n: b'\x07' * n, 'fw-v', 'MTR-V')
+    c.outbox.put(A['seq'], U(A['receipt_envelope']))
+    c.boot()
+    assert receipt_id(c.outbox.get(A['seq'])) == A['receipt_id']
+    return c
+
+
+ch = charger_holding_the_receipt()
 good = json.loads(A['payload'])
 assert signed_reply.ack_bytes(V['chain_id'], A['charger_id'], good) == U(A['signed_message'])
 for case in V['bad_acks']:
@@ -92,6 +101,21 @@ assert ch.on_reply(A['payload'].encode()) == ('ack', A['seq'])
 assert ch.outbox.pending() == []
 assert ch.on_reply(A['payload'].encode()) == ('ignored', A['seq'])  # a repeat finds nothing to remove
 acks = len(V['bad_acks'])
+
+R = V['reject']
+ch = charger_holding_the_receipt()
+assert signed_reply.reject_bytes(V['chain_id'], A['charger_id'], json.loads(R['payload'])) == U(R['signed_message'])
+assert ch.on_reply(R['unnamed'].encode()) == ('ignored', None) and ch.refused_rejects == {}
+for case in V['bad_rejects']:
+    assert ch.on_reply(case['payload'].encode())[0] == 'ignored', case['label']
+    assert ch.outbox.pending() == [A['seq']] and ch.outbox.refused() == [], case['label']
+    assert ch.events[-1] == ('reject_refused', (json.loads(case['payload']).get('seq'), case['reason'])), \
+        (case['label'], ch.events[-1])
+assert sum(ch.refused_rejects.values()) == len(V['bad_rejects'])
+assert ch.on_reply(R['payload'].encode()) == ('reject', A['seq'])
+assert ch.outbox.pending() == [] and ch.outbox.refused() == ['%010d.unknown_wallet' % A['seq']]
+assert ch.on_reply(R['payload'].encode()) == ('ignored', A['seq'])  # a repeat finds nothing to move
+rejects = len(V['bad_rejects'])
 
 AU = V['auth']
 replies = 0
@@ -115,7 +139,24 @@ for vec in AU['replies'] + V['bad_auth_replies']:
         if msg['decision'] == 'accept':
             assert (d['wallet_id'], d['authorized_fen'], d['auth_ref']) == (msg['wallet_id'], msg['authorized_fen'], msg['auth_ref'])
     replies += 1
-print('reply vectors ok', acks, replies)
+
+RL = V['release']
+a = authz.Authz(AU['charger_id'], f, ed25519.verify, lambda n: U(RL['req'])[:n])
+a.load()
+assert json.loads(a.release(RL['auth_ref'])[2])['req'] == RL['req']
+good = json.loads(RL['payload'])
+assert signed_reply.release_bytes(V['chain_id'], AU['charger_id'], good) == U(RL['signed_message'])
+for case in V['bad_releases']:
+    out = a.on_reply(case['payload'].encode(), V['now'], 10, ch)
+    assert out == [('event', ('release_reply_refused', json.loads(case['payload']).get('req'), case['reason']))], \
+        (case['label'], out)
+    assert a.releasing == [(RL['req'], RL['auth_ref'])], case['label']
+assert sum(a.refused_replies.values()) == len(V['bad_releases'])
+assert a.on_reply(RL['payload'].encode(), V['now'], 10, ch) == [('event', ('released', RL['auth_ref'], True))]
+assert a.releasing == []
+assert a.on_reply(RL['payload'].encode(), V['now'], 10, ch)[0][1][2] == 'not_pending'  # replayed
+releases = len(V['bad_releases'])
+print('reply vectors ok', acks, rejects, replies, releases)
 """
 
 
@@ -123,19 +164,20 @@ def _bindings() -> str:
     return f"REPLIES_JSON = {json.dumps(json.dumps(RV))}\n"
 
 
-def _counts() -> tuple[int, int]:
-    return len(RV["bad_acks"]), len(RV["auth"]["replies"]) + len(RV["bad_auth_replies"])
+def _counts() -> tuple[int, int, int, int]:
+    return (len(RV["bad_acks"]), len(RV["bad_rejects"]), len(RV["auth"]["replies"]) + len(RV["bad_auth_replies"]),
+            len(RV["bad_releases"]))
 
 
 def test_vectors_under_cpython():
     scope: dict = {}
     exec(_bindings() + CHECK, scope)
-    assert (scope["acks"], scope["replies"]) == _counts()
+    assert (scope["acks"], scope["rejects"], scope["replies"], scope["releases"]) == _counts()
 
 
 def test_vectors_under_micropython():
     out = run_micropython(_bindings() + CHECK)
-    assert "reply vectors ok %d %d" % _counts() in out
+    assert "reply vectors ok %d %d %d %d" % _counts() in out
 
 
 @pytest.mark.parametrize("bits", [32, 64])
@@ -143,7 +185,7 @@ def test_vectors_under_the_unix_port(bits):
     # 2 MB of heap: the vectors' JSON alone is tens of KB, and the firmware's ed25519 builds its
     # table at import
     out = run_unix(require_interpreter(bits), _bindings() + CHECK, heap="2M", path=[FIRMWARE_LIB]).stdout
-    assert "reply vectors ok %d %d" % _counts() in out
+    assert "reply vectors ok %d %d %d %d" % _counts() in out
 
 
 def test_backend_signer_and_checker_match_the_vectors():
@@ -169,6 +211,27 @@ def test_backend_signer_and_checker_match_the_vectors():
     for case in RV["bad_auth_replies"]:
         with pytest.raises(wire.WireError) as e:
             wire.verify_auth_reply(json.loads(case["payload"]), keys, RV["chain_id"], charger)
+        assert e.value.reason == case["reason"], case["label"]
+    msg = verify_reject(RV["reject"]["payload"].encode(), RV["chain_id"], keys)
+    assert (msg["seq"], msg["receipt"]) == (a["seq"], a["receipt_id"])
+    unnamed = verify_reject(RV["reject"]["unnamed"].encode(), RV["chain_id"], keys)
+    assert (unnamed["seq"], unnamed["receipt"]) == (None, None)
+    for case in RV["bad_rejects"]:
+        if case["reason"] in ("wrong_charger", "wrong_receipt", "not_pending"):
+            verify_reject(case["payload"].encode(), RV["chain_id"], keys)  # signed: the charger refuses it
+            continue
+        with pytest.raises(RejectError) as e:
+            verify_reject(case["payload"].encode(), RV["chain_id"], keys)
+        assert e.value.reason == case["reason"], case["label"]
+    rel = json.loads(RV["release"]["payload"])
+    wire.verify_release_reply(rel, keys, RV["chain_id"], charger)
+    assert wire.release_reply_bytes(RV["chain_id"], "bureau-1", charger, rel) == H(RV["release"]["signed_message"])
+    for case in RV["bad_releases"]:
+        if case["reason"] == "not_pending":
+            wire.verify_release_reply(json.loads(case["payload"]), keys, RV["chain_id"], charger)
+            continue
+        with pytest.raises(wire.WireError) as e:
+            wire.verify_release_reply(json.loads(case["payload"]), keys, RV["chain_id"], charger)
         assert e.value.reason == case["reason"], case["label"]
 
 
@@ -247,3 +310,78 @@ def test_signed_ack_survives_a_reboot_check_with_the_trust_from_flash():
     assert again.trust.chain_id == RV["chain_id"] and set(again.trust.keys) == {"bureau-1", "bureau-2"}
     assert again.on_reply(ack_for(again, seq)) == ("ack", seq)
     assert fw_authz.provision is fw_trust.provision  # one writer of bureau.json
+
+
+def reject_for(c, seq, reason="unknown_wallet", *, key=BUREAU, bureau="bureau-1", charger_id="CH-1", chain=None,
+               rid=None, of_seq=None):
+    from outbox import receipt_id
+    env = c.outbox.get(seq if of_seq is None else of_seq)
+    return reject_message(chain or RV["chain_id"], bureau, key, charger_id, seq, rid or receipt_id(env), reason,
+                          "refused by the ledger")
+
+
+def test_charger_sets_a_receipt_aside_only_on_its_signed_reject():
+    c = charger_with_receipts()
+    s1, s2 = c.outbox.pending()
+    refused = [
+        (reject_for(c, s1, key=OUTSIDER), "bad_signature"),  # forged signature
+        (reject_for(c, s1, bureau="bureau-9", key=OUTSIDER), "unknown_signer"),  # signer not in genesis
+        (reject_for(c, s1, bureau="bureau-2"), "bad_signature"),  # bureau-1's key under bureau-2's name
+        (reject_for(c, s1, chain="ev-bureau-prod"), "bad_signature"),  # for another chain
+        (reject_for(c, s1, charger_id="CH-2"), "wrong_charger"),  # another charger's reject
+        (json.dumps({**json.loads(reject_for(c, s1, charger_id="CH-2")), "charger": "CH-1"}).encode(),
+         "bad_signature"),  # another charger's, relabelled
+        (reject_for(c, s1, of_seq=s2), "wrong_receipt"),  # seq 1 with receipt 2's id
+        (json.dumps({**json.loads(reject_for(c, s2)), "seq": s1}).encode(), "wrong_receipt"),  # replayed onto seq 1
+        (json.dumps({**json.loads(reject_for(c, s2)), "seq": s1, "receipt": json.loads(reject_for(c, s1))["receipt"]})
+         .encode(), "bad_signature"),  # replayed onto seq 1 with its receipt id
+        (json.dumps({**json.loads(reject_for(c, s1, "busy")), "reason": "unknown_wallet"}).encode(),
+         "bad_signature"),  # a retryable reject made final
+        (reject_for(c, 99, of_seq=s1), "not_pending"),
+        (json.dumps({"v": 1, "type": "reject", "seq": s1, "reason": "unknown_wallet", "detail": ""}).encode(),
+         "unsigned"),  # what the bureau sent before rejects were signed
+    ]
+    for payload, reason in refused:
+        assert c.on_reply(payload)[0] == "ignored", reason
+        assert c.outbox.pending() == [s1, s2] and c.outbox.refused() == [], reason
+        assert c.events[-1] == ("reject_refused", (json.loads(payload)["seq"], reason))
+    assert sum(c.refused_rejects.values()) == len(refused) and c.refused_acks == {}
+    # a reject of an envelope the bureau could not read names no receipt and moves nothing
+    unnamed = reject_message(RV["chain_id"], "bureau-1", OUTSIDER, "CH-1", None, None, "malformed", "too short")
+    assert c.on_reply(unnamed) == ("ignored", None) and c.outbox.pending() == [s1, s2]
+    assert c.on_reply(reject_for(c, s1, "busy")) == ("reject", s1) and c.outbox.pending() == [s1, s2]  # retryable
+    genuine = reject_for(c, s2)
+    assert c.on_reply(genuine) == ("reject", s2)
+    assert c.outbox.pending() == [s1] and c.outbox.refused() == ["%010d.unknown_wallet" % s2]
+    assert c.on_reply(genuine) == ("ignored", s2) and c.refused_rejects["not_pending"] == 2  # a repeat
+    assert c.on_reply(ack_for(c, s1)) == ("ack", s1) and c.outbox.pending() == []
+
+
+def test_release_reply_is_taken_only_signed_for_a_release_the_charger_asked_for():
+    flash = CuttableFlash()
+    fw_trust.provision(flash, RV["genesis"])
+    a = fw_authz.Authz("CH-1", flash, NaclSigner.verify, rng())
+    a.load()
+    req = json.loads(a.release("auth:00000000000000aa")[2])["req"]
+    base = {"type": "release", "req": req, "auth_ref": "auth:00000000000000aa", "released": True, "reason": None}
+
+    def reply(msg=base, key=BUREAU, bureau="bureau-1", charger_id="CH-1", **edits):
+        return json.dumps({**wire.sign_release_reply(msg, RV["chain_id"], bureau, charger_id, key), **edits}).encode()
+
+    refused = [
+        (reply(key=OUTSIDER), "bad_signature"),
+        (reply(bureau="bureau-9", key=OUTSIDER), "unknown_signer"),
+        (reply(charger_id="CH-2"), "bad_signature"),
+        (reply({**base, "req": "0011223344556677"}, req=req), "bad_signature"),  # another request's, moved onto it
+        (reply({**base, "req": "0011223344556677"}), "not_pending"),  # a release the charger never asked for
+        (reply({**base, "released": False, "reason": "unknown_auth_ref"}, released=True, reason=None),
+         "bad_signature"),
+        (json.dumps({"v": 1, **base}).encode(), "unsigned"),
+    ]
+    for payload, reason in refused:
+        out = a.on_reply(payload, 0, 0, None)
+        assert out == [("event", ("release_reply_refused", json.loads(payload)["req"], reason))], reason
+        assert a.releasing == [(req, "auth:00000000000000aa")]
+    assert sum(a.refused_replies.values()) == len(refused)
+    assert a.on_reply(reply(), 0, 0, None) == [("event", ("released", "auth:00000000000000aa", True))]
+    assert a.on_reply(reply(), 0, 0, None)[0][1][2] == "not_pending" and a.releasing == []  # replayed

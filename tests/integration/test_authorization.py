@@ -43,7 +43,7 @@ def open_wallet(bureau, wallet_id, driver, cards, fen):
                                            "cards": cards})["status"] == "committed"
     if fen:
         assert bureau.operator("top_up", {"wallet_id": wallet_id, "amount_fen": fen,
-                                          "reference": "bank:1"})["status"] == "committed"
+                                          "reference": f"bank:{wallet_id}"})["status"] == "committed"
 
 
 _req = iter(range(1, 10**6))
@@ -139,7 +139,14 @@ def test_card_decisions_and_every_bad_request_get_a_clear_reply(bureau, replies)
     # release: only by the charger that holds it, once
     assert ask(replies, "CH-B", {"v": 1, "type": "release", "req": "r1", "auth_ref": first["auth_ref"]})["reason"] == "not_your_hold"
     rel = ask(replies, "CH-A", {"v": 1, "type": "release", "req": "r2", "auth_ref": first["auth_ref"]})
-    assert rel["released"] is True
+    assert rel["released"] is True and rel["v"] == 2
+    # signed for this charger and this release request
+    assert wire.verify_release_reply(rel, keys, bureau.node.genesis.chain_id, "CH-A")["bureau"] == "bureau-1"
+    for forged in ({**rel, "req": "r1"}, {**rel, "released": False}):
+        with pytest.raises(wire.WireError) as e:
+            wire.verify_release_reply(forged, keys, bureau.node.genesis.chain_id, "CH-A")
+        assert e.value.reason == "bad_signature"
+    assert ask(replies, "CH-A", {"v": 1, "type": "release", "req": "r4", "auth_ref": 7})["reason"] == "unknown_auth_ref"
     assert ask(replies, "CH-A", {"v": 1, "type": "release", "req": "r3", "auth_ref": first["auth_ref"]})["reason"] == "unknown_auth_ref"
     assert view(bureau, driver, "W-1")["available_fen"] == 30_000
     m = bureau.node.metrics
@@ -192,7 +199,8 @@ def test_phone_start_issues_a_one_time_token_the_charger_redeems(bureau, replies
 
     def start(key, wallet, query, signed_query=None):
         path = f"/v1/wallets/{wallet}/start"
-        hdr = authorization_header(key, wallet, "POST", f"{path}?{signed_query or query}")
+        hdr = authorization_header(key, wallet, "POST", f"{path}?{signed_query or query}",
+                                   node_id=bureau.settings.node_id)
         return bureau.client.post(f"{path}?{query}", headers={"Authorization": hdr})
 
     r = start(driver, "W-1", "charger_id=CH-A&cap_fen=3000")
@@ -230,7 +238,7 @@ def test_phone_start_issues_a_one_time_token_the_charger_redeems(bureau, replies
     r = bureau.client.post("/v1/wallets/W-2/start?charger_id=CH-A&cap_fen=500")
     assert r.status_code == 401 and r.json()["error"] == "missing_auth"
     path = "/v1/wallets/W-1/authorizations"
-    r = bureau.client.get(path, headers={"Authorization": authorization_header(stranger, "W-2", "GET", path)})
+    r = bureau.client.get(path, headers={"Authorization": authorization_header(stranger, "W-2", "GET", path, node_id=bureau.settings.node_id)})
     assert r.status_code == 403 and r.json()["error"] == "not_your_wallet"
 
 

@@ -93,6 +93,29 @@ def test_only_the_authorization_link_writes_the_retained_list_and_tariff(mosquit
     _close(reader, authz, *attackers)
 
 
+def test_no_login_publishes_a_command_to_a_charger(mosquitto):
+    # remote stops are unsigned because nobody may send them (docs/broker.md, "Commands")
+    inbox: queue.Queue = queue.Queue()
+    charger, _ = _client(mosquitto.port, mosquitto.login("CH-A"), inbox)
+    granted: queue.Queue = queue.Queue()
+    charger.on_subscribe = lambda cl, u, mid, codes, p: granted.put([c.is_failure for c in codes])
+    charger.subscribe([("ev/v1/charger/CH-A/cmd", 1), ("ev/v1/charger/CH-A/reply", 1)])
+    assert granted.get(timeout=5) == [False, False]
+    user, password = mosquitto.login_bureau("bureau-1")
+    ingest, _ = _client(mosquitto.port, (f"{user}.ingest", password))
+    others = [_client(mosquitto.port, login)[0] for login in
+              (mosquitto.login("CH-B"), (f"{user}.authz", password), mosquitto.login("sim", "fleet"),
+               mosquitto.login("ops", "operator"))]
+    stop = b'{"v":1,"type":"stop","session_id":"00112233445566778899aabbccddeeff"}'
+    for c in [charger, ingest, *others]:
+        c.publish("ev/v1/charger/CH-A/cmd", stop, qos=1).wait_for_publish(5)
+    ingest.publish("ev/v1/charger/CH-A/reply", b"after the stops", qos=1).wait_for_publish(5)
+    assert inbox.get(timeout=5)[:2] == ("ev/v1/charger/CH-A/reply", b"after the stops")
+    time.sleep(0.3)
+    assert inbox.empty()
+    _close(charger, ingest, *others)
+
+
 def test_a_client_id_cannot_be_taken_over(mosquitto):
     """Connecting with a bureau's client id under another login gets that login's own id: the
     bureau's connection stays up."""

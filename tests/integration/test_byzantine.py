@@ -47,7 +47,7 @@ def test_three_honest_bureaus_outlast_a_byzantine_fourth(tmp_path):
             [sys.executable, "-m", "tests.support.byzantine", "--net", str(stack.root / "net"), "--id", liar.node_id,
              "--forged-tx", _forged_receipt_tx(keys, receipts).hex(), "--run-s", "20", "--flood-at", "8",
              "--flood-s", "3"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        fleet = Fleet(stack.broker.port, receipts)
+        fleet = Fleet(stack.broker, receipts)
         while attacker.poll() is None:  # honest traffic all along: a block at nearly every height
             fleet.pump(limit=10)
             stack.submit("top_up", {"wallet_id": "W-FLEET", "amount_fen": 1, "reference": f"t{time.monotonic()}"})

@@ -1,8 +1,8 @@
 """A simulated charger running the firmware (charger core, flash outbox, its own MQTT client,
 Modbus meter driver against a simulated meter) against a bureau node through a real mosquitto:
 a normal session, a power cut mid-session, a broker outage, a meter fault. Every Wh the meter
-counted during sessions ends up in exactly one committed receipt. Forged acks of a stolen
-receipt leave it in flash until the node's signed ack."""
+counted during sessions ends up in exactly one committed receipt. Forged acks and rejects of a
+stolen receipt leave it pending in flash until the node's signed ack."""
 
 import json
 import queue
@@ -14,6 +14,7 @@ from nacl.signing import SigningKey
 
 from chargerhost.simcharger import SimulatedCharger
 from bureau.receipts.ack import ack_message
+from bureau.receipts.reject import reject_message
 from bureau.receipts.codec import decode, receipt_id
 from bureau.tools.network import DEFAULT_TARIFF
 
@@ -107,10 +108,11 @@ def test_sessions_survive_power_cut_broker_outage_and_meter_fault(bureau, mosqui
     assert balance == 500_000 - sum(r.amount_fen for r in committed)
 
 
-def test_forged_acks_leave_the_receipt_in_flash_until_the_signed_ack(bureau, mosquitto, tmp_path):
+def test_forged_acks_and_rejects_leave_the_receipt_pending_until_the_signed_ack(bureau, mosquitto, tmp_path):
     # The attacker holds a leaked ingest login of the broker, so it reads the receipt topic and
     # publishes on the charger's reply topic, which the ACL otherwise forbids (docs/broker.md):
-    # only the signature of the ack stands between a forged ack and a receipt lost for good.
+    # only the signature stands between a forged ack (or a forged final reject, which would set
+    # the receipt aside, never resent) and a receipt that never reaches the ledger.
     user, password = mosquitto.login("CH-ATK")
     c = SimulatedCharger("CH-ATK", tmp_path / "flash", mosquitto.port, start_time=START, power_w=7400,
                          tariff=DEFAULT_TARIFF, step_s=60, resend_ms=1000, genesis=bureau.genesis,
@@ -152,17 +154,29 @@ def test_forged_acks_leave_the_receipt_in_flash_until_the_signed_ack(bureau, mos
             ack_message(bureau.node.genesis.chain_id, "bureau-1", outsider, "CH-ATK", seq, rid, 1, block),
             ack_message(bureau.node.genesis.chain_id, "bureau-x", outsider, "CH-ATK", seq, rid, 1, block),
         ]
-        for payload in forged:
+        chain = bureau.node.genesis.chain_id
+        final = ("unknown_wallet", "wallet W-ATK does not exist")  # not retryable: would set it aside
+        forged_rejects = [
+            json.dumps({"v": 1, "type": "reject", "seq": seq, "reason": final[0], "detail": final[1]}).encode(),
+            reject_message(chain, "bureau-1", outsider, "CH-ATK", seq, rid, *final),
+            reject_message(chain, "bureau-x", outsider, "CH-ATK", seq, rid, *final),
+            reject_message(chain, "bureau-1", outsider, "CH-OTHER", seq, rid, *final),
+        ]
+        for payload in forged + forged_rejects:
             attacker.publish(c.core.reply_topic, payload, qos=1).wait_for_publish(5)
         deadline = time.monotonic() + 30
-        while c.pending() and sum(c.core.refused_acks.values()) < len(forged) and time.monotonic() < deadline:
+        while c.pending() and sum(c.core.refused_acks.values()) + sum(c.core.refused_rejects.values()) \
+                < len(forged) + len(forged_rejects) and time.monotonic() < deadline:
             c.pump(wait_ms=20)
-        assert c.pending() == [seq] and c.acked == []
+        assert c.pending() == [seq] and c.acked == [] and c.rejected == 0 and c.core.outbox.refused() == []
         assert c.core.refused_acks == {"unsigned": 1, "bad_signature": 1, "unknown_signer": 1}
+        assert c.core.refused_rejects == {"unsigned": 1, "bad_signature": 1, "unknown_signer": 1,
+                                          "wrong_charger": 1}
         # the node commits the block: its signed ack removes the receipt
         assert bureau.node.producer.produce_once(int(time.time() * 1000)) >= 1
         assert c.deliver()
-        assert c.acked == [seq]
+        assert c.acked == [seq] and c.uplink.acked == 1 and c.core.outbox.refused() == []
+        assert bureau.node.repo.receipt_block("CH-ATK", seq) is not None
     finally:
         attacker.loop_stop()
         attacker.disconnect()

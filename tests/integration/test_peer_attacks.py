@@ -13,7 +13,7 @@ from bureau.crypto import load_or_create_key
 from bureau.ledger.genesis import Genesis
 from bureau.tools.stack import Stack
 from tests.support.byzantine import ByzantineBureau
-from tests.support.netproxy import LinkProxies
+from bureau.tools.netproxy import LinkProxies
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def links_and_stack(tmp_path_factory):
     s = Stack(tmp_path_factory.mktemp("attacks"), nodes_count=4).prepare()
     links = LinkProxies(s.genesis)  # the nodes dial each other through cuttable proxies
     try:
-        s.launch(node_env=links.node_env())
+        s.launch(node_env=links.node_env)
         s.operator([("open_wallet", {"wallet_id": "W-ATT", "public_key": SigningKey.generate().verify_key.encode().hex()})])
         yield links, s
     finally:

@@ -12,7 +12,7 @@ from bureau.ledger.genesis import Genesis
 from bureau.storage import Repository
 from bureau.tools.stack import Stack
 from tests.support.fleet import WALLET, Fleet, fleet_receipts, setup_actions
-from tests.support.netproxy import LinkProxies
+from bureau.tools.netproxy import LinkProxies
 
 pytestmark = pytest.mark.slow
 
@@ -128,15 +128,15 @@ def test_kill_proposer_and_follower_under_load(tmp_path):
 def test_partition_and_heal(tmp_path):
     keys, receipts, total = fleet_receipts(chargers=30, per_charger=20)
     stack = Stack(tmp_path, nodes_count=4).prepare()
-    links = LinkProxies(stack.genesis)  # so a node can be cut off in both directions
+    proxies = LinkProxies(stack.genesis)
     fleet = None
     try:
-        stack.launch(node_env=links.node_env())
+        stack.launch(node_env=proxies.node_env)
         stack.operator(setup_actions(keys))
         fleet = Fleet(stack.broker, receipts)
         fleet.pump(limit=200)
         _wait(lambda: fleet.acks >= 150, 60, "the first receipts to commit")
-        links.isolate(stack.nodes[3].node_id)
+        proxies.isolate(proxies.ids[3])
         before, acks_before = stack.heights(), fleet.acks
         fleet.pump(limit=200)
         # chargers resend what is not acked: receipts that reached the cut-off bureau go again
@@ -144,11 +144,11 @@ def test_partition_and_heal(tmp_path):
               "the majority side to keep committing")
         _wait(lambda: min(stack.heights()[:3]) > max(before[:3]), 30, "all three connected bureaus to move on")
         assert stack.heights()[3] <= before[3] + 1, "the isolated bureau committed without a quorum"
-        links.heal()
+        proxies.heal()
         assert fleet.drain(90), f"{len(fleet.unacked)} receipts never acked"
         _check_ledgers(stack, len(receipts), total)
     finally:
         if fleet:
             fleet.close()
         stack.stop()
-        links.close()
+        proxies.close()

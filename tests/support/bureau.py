@@ -60,7 +60,7 @@ class TestBureau:
         raise TimeoutError(f"{action} not committed in {timeout}s")
 
     def driver_get(self, key: SigningKey, wallet_id: str, path: str):
-        return self.client.get(path, headers={"Authorization": authorization_header(key, wallet_id, "GET", path)})
+        return self.client.get(path, headers={"Authorization": authorization_header(key, wallet_id, "GET", path, node_id=self.settings.node_id)})
 
 
 class ReplyListener:

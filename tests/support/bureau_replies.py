@@ -1,5 +1,5 @@
 """A bureau's replies as a node sends them, for tests that play the bureau: receipt acks and
-authorization replies signed with bureau-1's key of the shared vectors, whose genesis
+rejects, authorization and release replies signed with bureau-1's key of the shared vectors, whose genesis
 (`GENESIS`, tests/vectors/authz.json) the charger under test is provisioned with."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from nacl.signing import SigningKey
 from bureau.authz import wire
 from bureau.receipts.ack import ack_message
 from bureau.receipts.codec import receipt_id
+from bureau.receipts.reject import reject_message
 
 _AZ = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "authz.json").read_text())
 GENESIS = _AZ["genesis"]
@@ -30,3 +31,13 @@ def ack(charger_id: str, seq: int, envelope: bytes, height: int = 1) -> bytes:
 def auth_reply(charger_id: str, reply: dict) -> bytes:
     """An authorization reply (without "v"), signed for `charger_id`."""
     return json.dumps(wire.sign_auth_reply(reply, CHAIN_ID, BUREAU, charger_id, KEY)).encode()
+
+
+def reject(charger_id: str, seq: int, envelope: bytes, reason: str, detail: str = "") -> bytes:
+    """The signed reject of the receipt `envelope`."""
+    return reject_message(CHAIN_ID, BUREAU, KEY, charger_id, seq, receipt_id(bytes(envelope)), reason, detail)
+
+
+def release_reply(charger_id: str, reply: dict) -> bytes:
+    """A reply to a release request (without "v"), signed for `charger_id`."""
+    return json.dumps(wire.sign_release_reply(reply, CHAIN_ID, BUREAU, charger_id, KEY)).encode()

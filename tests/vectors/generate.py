@@ -1,5 +1,5 @@
 """Writes the shared test vectors (receipts, bad receipts, tariff amounts, the signed offline list
-and tariff push, signed acks and authorization replies).
+and tariff push, signed acks, rejects, authorization and release replies).
 
 Deterministic: keys come from fixed seeds, so a rerun writes identical files and
 tests/unit/test_vectors.py checks that the committed files are what this script makes.
@@ -210,10 +210,12 @@ def authz_vectors() -> dict:
 # ---- signed replies to the charger: receipt acks and authorization replies --------------------
 
 def reply_vectors() -> dict:
-    """Acks of receipt vector 0 and authorization replies to one request, the bytes each signature
-    covers, and forged, foreign and replayed ones with the reason a charger ignores each for.
-    Bad acks are checked against an outbox holding receipt vector 0 under its seq."""
+    """Acks and rejects of receipt vector 0, authorization replies to one request and the reply to
+    one release request, the bytes each signature covers, and forged, foreign and replayed ones
+    with the reason a charger ignores each for. Bad acks and rejects are checked against an
+    outbox holding receipt vector 0 under its seq."""
     from bureau.authz import wire
+    from bureau.receipts import reject as rj
     from bureau.receipts.ack import ack_message, signed_bytes
 
     bureau, other = SigningKey(seed("bureau-1")), SigningKey(seed("not a bureau"))
@@ -243,6 +245,31 @@ def reply_vectors() -> dict:
          "unsigned"),
         ("signature not hex", edit(good, sig="zz" * 64), "malformed"),
         ("signature missing", json.dumps({k: v for k, v in json.loads(good).items() if k != "sig"}), "malformed"),
+    ]
+
+    def receipt_reject(chain=AUTHZ_CHAIN, name="bureau-1", key=bureau, charger_id=charger, s=seq, r=rid,
+               reason="unknown_wallet", detail="wallet W-404 does not exist") -> str:
+        return rj.reject_message(chain, name, key, charger_id, s, r, reason, detail).decode()
+
+    good_reject = receipt_reject()
+    bad_rejects = [
+        ("signed by a key that is not a bureau's", receipt_reject(key=other), "bad_signature"),
+        ("a signer the charger does not know", receipt_reject(name="bureau-9", key=other), "unknown_signer"),
+        ("signed for another chain", receipt_reject(chain="ev-bureau-prod"), "bad_signature"),
+        ("a retryable reject made final", edit(receipt_reject(reason="busy"), reason="unknown_wallet"),
+         "bad_signature"),
+        ("another charger's reject, relabelled", edit(receipt_reject(charger_id="GZ-TH-0002"), charger=charger),
+         "bad_signature"),
+        ("another charger's reject", receipt_reject(charger_id="GZ-TH-0002"), "wrong_charger"),
+        ("reject of another receipt under this seq", receipt_reject(r=other_rid), "wrong_receipt"),
+        ("another seq's reject moved onto this receipt",
+         edit(receipt_reject(s=seq + 1, r=other_rid), seq=seq, receipt=rid), "bad_signature"),
+        ("reject of another seq replayed", receipt_reject(s=seq + 1, r=other_rid), "not_pending"),
+        ("unsigned v1 reject", json.dumps({"v": 1, "type": "reject", "seq": seq, "reason": "unknown_wallet",
+                                           "detail": "wallet W-404 does not exist"}), "unsigned"),
+        ("seq not an integer", edit(good_reject, seq=str(seq)), "malformed"),
+        ("signature missing", json.dumps({k: v for k, v in json.loads(good_reject).items() if k != "sig"}),
+         "malformed"),
     ]
 
     req, other_req = "9f2c61d0a4b3e871", "5b0e77aa12cd34ef"
@@ -277,6 +304,29 @@ def reply_vectors() -> dict:
         ("unsigned v1 accept", dump({"v": 1, **accept}), "unsigned"),
         ("signature missing", dump({k: v for k, v in signed(accept).items() if k != "sig"}), "malformed"),
     ]
+    rel_req, ref = "c41d07e9a25b3f86", accept["auth_ref"]
+    release = {"type": "release", "req": rel_req, "auth_ref": ref, "released": True, "reason": None}
+
+    def released(reply=release, charger_id=charger, name="bureau-1", key=bureau, chain=AUTHZ_CHAIN) -> dict:
+        return wire.sign_release_reply(reply, chain, name, charger_id, key)
+
+    good_release = released()
+    bad_releases = [
+        ("signed by a key that is not a bureau's", dump(released(key=other)), "bad_signature"),
+        ("a signer the charger does not know", dump(released(name="bureau-9", key=other)), "unknown_signer"),
+        ("signed for another chain", dump(released(chain="ev-bureau-prod")), "bad_signature"),
+        ("another charger's reply", dump(released(charger_id="GZ-TH-0002")), "bad_signature"),
+        ("a refusal turned into a release", dump({**released({**release, "released": False,
+                                                              "reason": "unknown_auth_ref"}),
+                                                   "released": True, "reason": None}), "bad_signature"),
+        ("another request's reply moved onto this one", dump({**released({**release, "req": other_req}),
+                                                              "req": rel_req}), "bad_signature"),
+        ("a reply to another request", dump(released({**release, "req": other_req})), "not_pending"),
+        ("a reply for another hold", dump(released({**release, "auth_ref": "auth:0000000000000000"})),
+         "not_pending"),
+        ("unsigned v1 reply", dump({"v": 1, **release}), "unsigned"),
+        ("signature missing", dump({k: v for k, v in good_release.items() if k != "sig"}), "malformed"),
+    ]
     return {
         "chain_id": AUTHZ_CHAIN, "now": AUTHZ_NOW, "genesis": authz_vectors()["genesis"],
         "ack": {"charger_id": charger, "seq": seq, "receipt_id": rid, "receipt_envelope": rv["envelope"],
@@ -285,6 +335,14 @@ def reply_vectors() -> dict:
         "bad_acks": [{"label": lb, "payload": p, "reason": r} for lb, p, r in bad_acks],
         "auth": {"charger_id": charger, "req": req, "token": accept["token"], "replies": good_replies},
         "bad_auth_replies": [{"label": lb, "payload": p, "reason": r} for lb, p, r in bad_replies],
+        "reject": {"payload": good_reject,
+                   "signed_message": rj.signed_bytes(AUTHZ_CHAIN, "bureau-1", charger, seq, rid, "unknown_wallet",
+                                                     "wallet W-404 does not exist").hex(),
+                   "unnamed": receipt_reject(s=None, r=None, reason="malformed", detail="envelope ends early")},
+        "bad_rejects": [{"label": lb, "payload": p, "reason": r} for lb, p, r in bad_rejects],
+        "release": {"req": rel_req, "auth_ref": ref, "payload": dump(good_release),
+                    "signed_message": wire.release_reply_bytes(AUTHZ_CHAIN, "bureau-1", charger, good_release).hex()},
+        "bad_releases": [{"label": lb, "payload": p, "reason": r} for lb, p, r in bad_releases],
     }
 
 

@@ -6,7 +6,8 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 
 from ..authz.api import AuthzController
-from .errors import HANDLERS
+from ..ledger.canonical import MAX_DEPTH, nesting_depth
+from .errors import HANDLERS, ApiError
 from .routes import ChainController, OperatorController, ReceiptController, WalletController
 
 
@@ -27,11 +28,24 @@ async def healthz(request: Request) -> Response[dict]:
     return Response(body, status_code=200 if body["ok"] else 503)
 
 
+MAX_BODY = 64 * 1024  # far above any operator action (4096 bytes of tx, hex-encoded)
+
+
+async def refuse_deep_json(request: Request) -> None:
+    """Bodies nested deeper than any of ours are refused before a parser recurses into them."""
+    if request.method in ("POST", "PUT", "PATCH"):
+        body = await request.body()  # cached: the handler reads the same bytes
+        if nesting_depth(body, MAX_DEPTH) > MAX_DEPTH:
+            raise ApiError("too_deep", f"JSON nests deeper than {MAX_DEPTH} levels")
+
+
 def create_app(node) -> Litestar:
     app = Litestar(
         route_handlers=[ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
                         metrics, healthz],
         exception_handlers=HANDLERS,
+        before_request=refuse_deep_json,
+        request_max_body_size=MAX_BODY,
         openapi_config=OpenAPIConfig(title="Bureau node API", version="1.0.0", path="/schema"),
         debug=False,
     )

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+
+from ..errors import ReasonedError
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -31,20 +37,50 @@ class Conflict(ApiError):
     status = 409
 
 
+class Misdirected(ApiError):
+    """421: this bureau does not serve the request; the detail names the one that does."""
+    status = 421
+
+
 class Busy(ApiError):
     status = 503
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+# Domain refusals (`ReasonedError.reason`) that are not plain bad requests.
+_STATUS_OF_REASON = {"duplicate": Conflict, "unknown_wallet": NotFound, "unknown_charger": NotFound,
+                     "unknown_tariff": NotFound, "busy": Busy}
+
+
+def domain_error(e: ReasonedError) -> ApiError:
+    """The one mapping from a domain refusal to its HTTP error: same reason, same detail."""
+    return _STATUS_OF_REASON.get(e.reason, ApiError)(e.reason, e.detail)
 
 
 def api_error_handler(request: Request, exc: ApiError) -> Response:
     return Response({"error": exc.reason, "detail": exc.detail}, status_code=exc.status)
 
 
+_REASON_OF_STATUS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
 def http_error_handler(request: Request, exc: HTTPException) -> Response:
-    reason = "invalid_request" if isinstance(exc, ValidationException) else "http_error"
+    if isinstance(exc, ValidationException):
+        reason = "invalid_request"
+    else:
+        reason = _REASON_OF_STATUS.get(exc.status_code, "http_error")
     detail = exc.detail
     if isinstance(exc, ValidationException) and exc.extra:
         detail = f"{exc.detail}: {exc.extra}"
     return Response({"error": reason, "detail": str(detail)}, status_code=exc.status_code)
 
 
-HANDLERS = {ApiError: api_error_handler, HTTPException: http_error_handler}
+def internal_error_handler(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return Response({"error": "internal_error", "detail": "the node failed to answer; it is logged"}, status_code=500)
+
+
+HANDLERS = {ApiError: api_error_handler, HTTPException: http_error_handler, Exception: internal_error_handler}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, Parameter
@@ -16,7 +16,13 @@ from ..ledger.tx import KIND_OPERATOR, TxError, decode_operator, tx_hash
 from ..ingest.mempool import MempoolFull
 from ..receipts.codec import decode as decode_receipt
 from . import auth
-from .errors import ApiError, Busy, Conflict, Forbidden, NotFound
+from .errors import ApiError, Busy, Forbidden, NotFound, domain_error
+
+
+MAX_I64 = 2**63 - 1  # heights and entry ids are SQL BIGINTs
+MAX_SEQ = 2**32 - 1  # a receipt's seq is a u32 (docs/receipt-v1.md)
+Height = Annotated[int, Parameter(ge=1, le=MAX_I64, description="block height, 1..2^63-1")]
+Seq = Annotated[int, Parameter(ge=1, le=MAX_SEQ, description="receipt seq, 1..2^32-1")]
 
 
 def _iso(ms: int) -> str:
@@ -37,7 +43,8 @@ def _driver(request: Request, state: LedgerState) -> str:
     def key_of(wallet_id: str):
         w = state.wallets.get(wallet_id)
         return w.public_key if w else None
-    return auth.check(request.headers.get("authorization"), request.method, path_qs, key_of, node.replay_guard)
+    return auth.check(request.headers.get("authorization"), request.method, path_qs, key_of, node.replay_guard,
+                      node.settings.node_id)
 
 
 def _own_wallet(request: Request, wallet_id: str) -> None:
@@ -62,7 +69,7 @@ class ChainController(Controller):
         return out
 
     @get("/blocks/{height:int}", summary="A committed block: header, commit certificate, transaction hashes")
-    async def block(self, request: Request, height: FromPath[int]) -> dict[str, Any]:
+    async def block(self, request: Request, height: Height) -> dict[str, Any]:
         found = request.app.state.node.chain.repo.block(height)
         if found is None:
             raise NotFound("no_block", f"no block at height {height}")
@@ -103,7 +110,7 @@ class WalletController(Controller):
     @get("/{wallet_id:str}/history", summary="Entries of the caller's wallet, newest first")
     async def history(self, request: Request, wallet_id: FromPath[str],
                       limit: int = Parameter(default=50, ge=1, le=500),
-                      before: int | None = Parameter(default=None, ge=1)) -> dict[str, Any]:
+                      before: int | None = Parameter(default=None, ge=1, le=MAX_I64)) -> dict[str, Any]:
         _own_wallet(request, wallet_id)
         rows = request.app.state.node.chain.repo.wallet_history(wallet_id, limit, before)
         return {"wallet_id": wallet_id, "entries": [{
@@ -118,7 +125,7 @@ class ReceiptController(Controller):
 
     @get("/{charger_id:str}/{seq:int}/proof",
          summary="A bill with everything a phone needs to check it: receipt, charger key, Merkle path, header, certificate")
-    async def proof(self, request: Request, charger_id: FromPath[str], seq: FromPath[int]) -> dict[str, Any]:
+    async def proof(self, request: Request, charger_id: FromPath[str], seq: Seq) -> dict[str, Any]:
         node = request.app.state.node
         chain = node.chain
         who = _driver(request, chain.state)
@@ -160,9 +167,7 @@ class OperatorController(Controller):
         try:
             h = admit_operator(tx, node.chain.state)
         except TxError as e:
-            raise ApiError(e.reason, e.detail) from None
-        if h in node.chain.state.operator_txs:
-            raise Conflict("duplicate", "this action is already committed")
+            raise domain_error(e) from None
         op = decode_operator(tx)
         try:
             node.mempool.add(h, tx, verified=True)
@@ -171,14 +176,14 @@ class OperatorController(Controller):
         return {"tx_hash": h.hex(), "status": "pending", "action": op.action}
 
     @get("/actions/{tx_hex:str}", summary="Whether an operator action is committed, pending or refused")
-    async def status(self, request: Request, tx_hex: FromPath[str]) -> dict[str, Any]:
+    async def status(self, request: Request,
+                     tx_hex: Annotated[str, Parameter(pattern="^[0-9a-f]{64}$")]) -> dict[str, Any]:
         node = request.app.state.node
-        try:
-            h = bytes.fromhex(tx_hex)
-        except ValueError:
-            raise ApiError("malformed", "tx hash must be hex") from None
-        if h in node.chain.state.operator_txs:
-            return {"tx_hash": tx_hex, "status": "committed"}
+        h = bytes.fromhex(tx_hex)
+        decided = node.chain.repo.operator_outcome(h)
+        if decided is not None:
+            status, reason, detail = decided
+            return {"tx_hash": tx_hex, "status": status, **({"reason": reason, "detail": detail} if reason else {})}
         if h in node.mempool:
             return {"tx_hash": tx_hex, "status": "pending"}
         refused = node.refused_ops.get(h)

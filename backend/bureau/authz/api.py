@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, QueryParameter
 
-from ..api.errors import ApiError, Busy, Conflict, NotFound
+from ..api.errors import ApiError, Busy, Conflict, Misdirected, NotFound
 from ..api.routes import _own_wallet
 from .service import AuthzError
 
@@ -21,7 +21,7 @@ _STATUS = {"unknown_charger": NotFound, "insufficient_balance": Conflict}
 def _authz(request: Request):
     authz = request.app.state.node.authz
     if not authz.enabled:
-        raise Busy("not_served_here", f"chargers are authorized by {authz.served_by}; ask that node")
+        raise Misdirected("not_served_here", f"chargers are authorized by {authz.served_by}; ask that node")
     return authz
 
 

@@ -112,8 +112,9 @@ class AuthzMqtt(BrokerLink):
                 self.metrics.inc("auth_rejected", "unsignable_reply")
 
     def reply(self, charger_id: str, msg: dict) -> bool:
-        """A reply to a charger's request; authorization decisions go out signed."""
-        if msg.get("type") == "auth":
+        """A reply to a charger's request: authorization decisions and release replies go out
+        signed."""
+        if msg.get("type") in ("auth", "release"):
             msg = self.service.signed(charger_id, msg)
         return self.publish_json(charger_id, msg)
 

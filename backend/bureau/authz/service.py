@@ -95,9 +95,11 @@ class AuthzService:
         return {k: v for k, v in reply.items() if k != "repeated"}
 
     def signed(self, charger_id: str, reply: dict) -> dict:
-        """An authorization reply as it goes to the charger: signed with this node's key, bound
-        to the chain, the charger and the request's `req` (wire.sign_auth_reply)."""
-        return wire.sign_auth_reply(reply, self.chain.genesis.chain_id, self.node_id, charger_id, self.key)
+        """An authorization or release reply as it goes to the charger: signed with this node's
+        key, bound to the chain, the charger and the request's `req` (wire.sign_auth_reply,
+        wire.sign_release_reply)."""
+        sign = wire.sign_release_reply if reply["type"] == "release" else wire.sign_auth_reply
+        return sign(reply, self.chain.genesis.chain_id, self.node_id, charger_id, self.key)
 
     def _handle(self, charger_id: str, payload: bytes) -> dict:
         if len(payload) > self.settings.max_request_bytes:
@@ -184,8 +186,10 @@ class AuthzService:
                 "method": method, "token": token, "expires": hold.expires_s}
 
     def _release(self, charger_id: str, req, auth_ref) -> dict:
-        out = {"v": 1, "type": "release", "req": req, "auth_ref": auth_ref, "released": False, "reason": None}
-        hold = self.holds.get(auth_ref) if isinstance(auth_ref, str) else None
+        if not isinstance(auth_ref, str):
+            auth_ref = None  # echoed back under the signature, which covers text only
+        out = {"type": "release", "req": req, "auth_ref": auth_ref, "released": False, "reason": None}
+        hold = self.holds.get(auth_ref) if auth_ref is not None else None
         if hold is None:
             out["reason"] = "unknown_auth_ref"
         elif hold.charger_id != charger_id:

@@ -3,8 +3,8 @@
 * the offline authorization list: a signed manifest plus unsigned pages bound to it by
   SHA-256, so that each MQTT message stays within the charger's 4 KB packet limit;
 * the tariff push: the current tariff document, signed;
-* the online authorization reply (JSON on the charger's reply topic) and the bytes its signature
-  covers, bound to the charger and to the request it answers.
+* the online authorization reply and the reply to a release (JSON on the charger's reply topic)
+  and the bytes their signatures cover, bound to the charger and to the request they answer.
 
 Integers are unsigned big-endian; `str` is a 1-byte length and that many printable ASCII bytes,
 as in the receipt (docs/receipt-v1.md). Every structure has exactly one encoding: fields in a
@@ -22,7 +22,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from ..errors import ReasonedError
+from ..errors import ReasonedError, printable_detail
 from .. import crypto
 from ..ledger import canonical
 
@@ -35,6 +35,8 @@ LIST_TAG = b"EV-AUTHLIST/v1".ljust(16, b"\x00")
 TARIFF_TAG = b"EV-TARIFF/v1".ljust(16, b"\x00")
 AUTH_REPLY_TAG = b"EV-AUTHREPLY/v2".ljust(16, b"\x00")
 AUTH_REPLY_VERSION = 2
+RELEASE_TAG = b"EV-RELEASE/v2".ljust(16, b"\x00")
+RELEASE_REPLY_VERSION = 2
 _ID = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*\Z")
 _U64 = 2**64 - 1
@@ -302,9 +304,35 @@ def verify_tariff(envelope: bytes, keys: dict[str, bytes], chain_id: str) -> Tar
 
 # ---- the online authorization reply ----------------------------------------------------------
 
-def _printable(text) -> str:
-    """A human detail as the signature covers it: printable ASCII, at most 255 characters."""
-    return re.sub(r"[^\x20-\x7e]", "?", str(text or ""))[:255]
+def _put_req(out: bytearray, req) -> None:
+    """The request a reply answers: u8 0 (null) | u8 1, u64 (integer) | u8 2, str (text)."""
+    if req is None:
+        out.append(0)
+    elif isinstance(req, int) and not isinstance(req, bool) and 0 <= req <= _U64:
+        out.append(1)
+        out += struct.pack(">Q", req)
+    elif isinstance(req, str):
+        out.append(2)
+        _put_str(out, req, "req", 1, 64)
+    else:
+        raise WireError("malformed", "req must be null, an integer or text")
+
+
+def _signer_key(reply: dict, version: int, what: str, keys: dict[str, bytes]) -> tuple[str, bytes, bytes]:
+    """(bureau, its key, signature) of a signed reply; raises WireError."""
+    if reply.get("v") != version:
+        raise WireError("unsigned", f"{what} version {reply.get('v')!r}; signed ones are v {version}")
+    bureau = reply.get("bureau")
+    try:
+        sig = bytes.fromhex(reply["sig"])
+    except (KeyError, TypeError, ValueError):
+        raise WireError("malformed", "sig must be hex") from None
+    if not isinstance(bureau, str):
+        raise WireError("malformed", "bureau must name a validator")
+    key = keys.get(bureau)
+    if key is None:
+        raise WireError("unknown_signer", f"{bureau} is not a bureau validator")
+    return bureau, key, sig
 
 
 def auth_reply_bytes(chain_id: str, bureau: str, charger_id: str, reply: dict) -> bytes:
@@ -317,17 +345,7 @@ def auth_reply_bytes(chain_id: str, bureau: str, charger_id: str, reply: dict) -
     _put_str(out, chain_id, "chain id", 1, 64)
     _put_str(out, bureau, "bureau", 1, 32)
     _put_str(out, charger_id, "charger id", 1, 32)
-    req = reply.get("req")
-    if req is None:
-        out.append(0)
-    elif isinstance(req, int) and not isinstance(req, bool) and 0 <= req <= _U64:
-        out.append(1)
-        out += struct.pack(">Q", req)
-    elif isinstance(req, str):
-        out.append(2)
-        _put_str(out, req, "req", 1, 64)
-    else:
-        raise WireError("malformed", "req must be null, an integer or text")
+    _put_req(out, reply.get("req"))
     decision = reply.get("decision")
     if decision not in ("accept", "reject"):
         raise WireError("malformed", "decision must be accept or reject")
@@ -349,25 +367,49 @@ def sign_auth_reply(reply: dict, chain_id: str, bureau: str, charger_id: str, si
     """The reply as sent: version 2, the deciding bureau's id and its signature (hex)."""
     out = {**reply, "v": AUTH_REPLY_VERSION, "bureau": bureau}
     if out.get("detail") is not None:
-        out["detail"] = _printable(out["detail"])
+        out["detail"] = printable_detail(out["detail"])
     out["sig"] = signing_key.sign(auth_reply_bytes(chain_id, bureau, charger_id, out)).signature.hex()
     return out
 
 
 def verify_auth_reply(reply: dict, keys: dict[str, bytes], chain_id: str, charger_id: str) -> dict:
     """`reply` when a validator in `keys` signed it for this chain and charger; raises WireError."""
-    if reply.get("v") != AUTH_REPLY_VERSION:
-        raise WireError("unsigned", f"reply version {reply.get('v')!r}; signed replies are v {AUTH_REPLY_VERSION}")
-    bureau = reply.get("bureau")
-    try:
-        sig = bytes.fromhex(reply["sig"])
-    except (KeyError, TypeError, ValueError):
-        raise WireError("malformed", "sig must be hex") from None
-    if not isinstance(bureau, str):
-        raise WireError("malformed", "bureau must name a validator")
-    key = keys.get(bureau)
-    if key is None:
-        raise WireError("unknown_signer", f"{bureau} is not a bureau validator")
+    bureau, key, sig = _signer_key(reply, AUTH_REPLY_VERSION, "reply", keys)
     if not crypto.verify(key, auth_reply_bytes(chain_id, bureau, charger_id, reply), sig):
+        raise WireError("bad_signature", f"signature does not verify with the key of {bureau}")
+    return reply
+
+
+# ---- the release reply -----------------------------------------------------------------------
+
+def release_reply_bytes(chain_id: str, bureau: str, charger_id: str, reply: dict) -> bytes:
+    """What the bureau signs for the reply to a release request (docs/authorization.md):
+    RELEASE_TAG | chain_id str | bureau str | charger_id str | req (as in the auth reply) |
+    auth_ref str | released u8 (1 released, 0 not) | reason str; null is the empty str."""
+    out = bytearray(RELEASE_TAG)
+    _put_str(out, chain_id, "chain id", 1, 64)
+    _put_str(out, bureau, "bureau", 1, 32)
+    _put_str(out, charger_id, "charger id", 1, 32)
+    _put_req(out, reply.get("req"))
+    ref, released = reply.get("auth_ref"), reply.get("released")
+    if not (ref is None or isinstance(ref, str)) or not isinstance(released, bool):
+        raise WireError("malformed", "auth_ref must be text or null, released true or false")
+    _put_str(out, ref or "", "auth_ref")
+    out.append(1 if released else 0)
+    _put_str(out, reply.get("reason") or "", "reason")
+    return bytes(out)
+
+
+def sign_release_reply(reply: dict, chain_id: str, bureau: str, charger_id: str, signing_key) -> dict:
+    """The release reply as sent: version 2, the bureau's id and its signature (hex)."""
+    out = {**reply, "v": RELEASE_REPLY_VERSION, "bureau": bureau}
+    out["sig"] = signing_key.sign(release_reply_bytes(chain_id, bureau, charger_id, out)).signature.hex()
+    return out
+
+
+def verify_release_reply(reply: dict, keys: dict[str, bytes], chain_id: str, charger_id: str) -> dict:
+    """`reply` when a validator in `keys` signed it for this chain and charger; raises WireError."""
+    bureau, key, sig = _signer_key(reply, RELEASE_REPLY_VERSION, "release reply", keys)
+    if not crypto.verify(key, release_reply_bytes(chain_id, bureau, charger_id, reply), sig):
         raise WireError("bad_signature", f"signature does not verify with the key of {bureau}")
     return reply

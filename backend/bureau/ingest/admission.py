@@ -3,11 +3,12 @@ receipt may wait for a block. Pure: it reads the ledger state and returns a deci
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .. import crypto
 from ..ledger.state import LedgerState
-from ..ledger.tx import TxError, decode_operator, receipt_tx, signed_operator_message, tx_hash
+from ..ledger.tx import TxError, action_time_error, decode_operator, receipt_tx, signed_operator_message, tx_hash
 from ..receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, signed_message
 
 TOPIC_PREFIX = "ev/v1/charger/"
@@ -36,6 +37,7 @@ class Refused:
     seq: int | None
     reason: str
     detail: str
+    receipt_id: str | None = None  # of the envelope, when it could be read (the reject names it)
 
 
 def charger_of_topic(topic: str) -> str | None:
@@ -64,30 +66,37 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
         r, body, sig = decode(payload)
     except ReceiptError as e:
         return Refused(charger, None, e.reason, e.detail)
+    rid = receipt_id(payload)
     if charger is None:
         charger = r.charger_id
     elif r.charger_id != charger:
         # The broker's ACL lets a charger publish only on its own topic; the receipt must agree.
-        return Refused(charger, r.seq, "wrong_topic", f"receipt of {r.charger_id} on the topic of {charger}")
+        return Refused(charger, r.seq, "wrong_topic", f"receipt of {r.charger_id} on the topic of {charger}", rid)
     key = state.chargers.get(charger)
     if key is None:
-        return Refused(charger, r.seq, "unknown_charger", f"charger {charger} is not enrolled")
+        return Refused(charger, r.seq, "unknown_charger", f"charger {charger} is not enrolled", rid)
     if not crypto.verify(key, signed_message(body), sig):
-        return Refused(charger, r.seq, "bad_signature", "signature does not verify with the enrolled key")
-    rid = receipt_id(payload)
+        return Refused(charger, r.seq, "bad_signature", "signature does not verify with the enrolled key", rid)
     committed = state.committed_receipt(charger, r.seq)
     if committed == rid:
         return AlreadyCommitted(charger, r.seq, rid)
     if committed is not None:
-        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt")
+        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt", rid)
     tx = receipt_tx(payload)
     return Admitted(tx, tx_hash(tx), charger, r.seq, rid)
 
 
-def admit_operator(tx: bytes, state: LedgerState) -> bytes:
-    """Hash of a well-formed operator action signed by an operator of the genesis; raises TxError."""
+def admit_operator(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:
+    """Hash of a well-formed operator action signed by an operator of the genesis, inside its time
+    window by this node's clock (`now_s`) and not decided yet; raises TxError."""
     op = decode_operator(tx)
     key = state.operators.get(op.operator)
     if key is None or not crypto.verify(key, signed_operator_message(op), op.signature):
         raise TxError("bad_signature", "not signed by an operator of this chain")
-    return tx_hash(tx)
+    late = action_time_error(op.time, int(time.time()) if now_s is None else now_s)
+    if late is not None:
+        raise late
+    h = tx_hash(tx)
+    if h in state.operator_txs:
+        raise TxError("duplicate", "this action is already decided on the chain (committed or refused)")
+    return h

@@ -1,10 +1,9 @@
 """MQTT shell of ingest: subscribes to every charger's receipt topic, admits receipts into the
-mempool, and answers on the charger's reply topic (acks only after commit, signed with this
-node's key: receipts/ack.py)."""
+mempool, and answers on the charger's reply topic: acks only after commit, and rejects, both
+signed with this node's key (receipts/ack.py, receipts/reject.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -13,9 +12,12 @@ from ..brokerlink import BrokerLink
 from ..chain import Chain
 from ..ledger.block import Block
 from ..ledger.state import Execution, Refusal
+from ..lograte import ThrottledLog
 from ..metrics import Metrics
 from ..ledger.tx import KIND_RECEIPT, TxError, tx_hash
 from ..receipts.ack import ack_message
+from ..receipts.codec import receipt_id
+from ..receipts.reject import reject_message
 from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
 from .mempool import Mempool, MempoolFull
 
@@ -27,16 +29,12 @@ def reply_topic(charger_id: str) -> str:
     return f"{TOPIC_PREFIX}{charger_id}/reply"
 
 
-def reject_message(seq: int | None, reason: str, detail: str) -> bytes:
-    return json.dumps({"v": 1, "type": "reject", "seq": seq, "reason": reason, "detail": detail}).encode()
-
-
 class MqttIngest(BrokerLink):
     def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, *, node_id: str, signing_key, host: str,
                  port: int, client_id: str, username: str | None = None, password: str | None = None,
                  workers: int = 2) -> None:
         self.chain, self.mempool, self.metrics = chain, mempool, metrics
-        self.node_id, self._key = node_id, signing_key  # acks are signed with this node's key
+        self.node_id, self._key = node_id, signing_key  # acks and rejects are signed with this node's key
         self._queue: queue.Queue = queue.Queue(maxsize=100_000)
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
                          clean_session=False, name="ingest",
@@ -47,6 +45,7 @@ class MqttIngest(BrokerLink):
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._origin: set[bytes] = set()  # receipts admitted here from MQTT: this node acks them
+        self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
         chain.on_commit(self._on_commit)
 
@@ -90,7 +89,7 @@ class MqttIngest(BrokerLink):
                 self.mempool.add(decision.tx_hash, decision.tx, verified=True)
                 self.metrics.inc("admitted")
             except MempoolFull as e:
-                self._reject(decision.charger_id, decision.seq, "busy", str(e))
+                self._reject(decision.charger_id, decision.seq, decision.receipt_id, "busy", str(e))
         elif isinstance(decision, AlreadyCommitted):
             found = self._block_of(decision.charger_id, decision.seq)
             if found is None:
@@ -100,7 +99,7 @@ class MqttIngest(BrokerLink):
             self.metrics.inc("resent_acks")
             self._ack(decision.charger_id, decision.seq, decision.receipt_id, *found)
         else:
-            self._reject(decision.charger_id, decision.seq, decision.reason, decision.detail)
+            self._reject(decision.charger_id, decision.seq, decision.receipt_id, decision.reason, decision.detail)
 
     def submit_relayed(self, txs: list[bytes]) -> None:
         """Transactions another bureau admitted: checked here again before they may wait."""
@@ -129,19 +128,25 @@ class MqttIngest(BrokerLink):
         """(height, block hash) of the block that holds a committed receipt."""
         return self.chain.repo.receipt_block(charger_id, seq)
 
-    def _reject(self, charger_id: str | None, seq: int | None, reason: str, detail: str) -> None:
+    def _reject(self, charger_id: str | None, seq: int | None, rid: str | None, reason: str, detail: str) -> None:
         self.metrics.inc("rejected", reason)
-        log.info("rejected receipt %s#%s: %s: %s", charger_id, seq, reason, detail)
+        self._reject_log.info(reason, "rejected receipt %s#%s: %s: %s", charger_id, seq, reason, detail)
         if charger_id:
-            self._publish(charger_id, reject_message(seq, reason, detail))
+            self._publish(charger_id, reject_message(self.chain.genesis.chain_id, self.node_id, self._key, charger_id,
+                                                     seq, rid, reason, detail))
 
     def on_refused(self, refusals: list[Refusal]) -> None:
-        """Receipts refused when a block was built (e.g. the wallet vanished meanwhile)."""
+        """Receipts refused when a block was built (e.g. the wallet vanished meanwhile). Only the
+        bureau that took the receipt from its charger answers, so the charger gets one reply."""
         for r in refusals:
-            self._origin.discard(tx_hash(r.tx))
+            h = tx_hash(r.tx)
+            if h not in self._origin:
+                self.metrics.inc("relayed_rejected", r.reason)
+                continue
+            self._origin.discard(h)
             if r.reason == "duplicate":
                 continue  # the first copy's ack answers it
-            self._reject(r.charger_id, r.seq, r.reason, r.detail)
+            self._reject(r.charger_id, r.seq, receipt_id(r.tx[1:]), r.reason, r.detail)
 
     # ---- acks after commit ---------------------------------------------------------------
 

@@ -22,7 +22,7 @@ def audit_chain(genesis: Genesis, repo, to_height: int | None = None) -> dict:
             certificate.verify(genesis.validators, genesis.chain_id, h.height, h.hash, cert)
             if not block.check_tx_root():
                 raise ValueError("Merkle root does not match the transactions")
-            ex = state.execute(list(block.txs))  # every signature checked again
+            ex = state.execute(list(block.txs), h.time_ms)  # every signature checked again
             if ex.refused:
                 raise ValueError(f"invalid transaction: {ex.refused[0].reason}: {ex.refused[0].detail}")
             if ex.state_root != h.state_root:

@@ -1,9 +1,16 @@
 """The deterministic ledger state machine.
 
-`LedgerState.execute(txs)` runs a block's transactions against the current state without
-changing it and returns what they would do (`Execution`): effects per accepted transaction, the
-refused ones with their reasons, and the new state root. `apply(execution)` makes it current.
-Every bureau node runs the same code over the same blocks, so all reach the same state root.
+`LedgerState.execute(txs, block_time_ms)` runs a block's transactions against the current state
+without changing it and returns what they would do (`Execution`): effects per accepted
+transaction, the refused ones with their reasons, and the new state root. `apply(execution)`
+makes it current. Every bureau node runs the same code over the same blocks, so all reach the
+same state root.
+
+An operator action that is signed, fresh and new but cannot take effect (a top-up of a wallet not
+yet opened, a payment reference already credited) is still written into the block, as a final
+refusal: its hash is remembered with the committed ones, so the same signed bytes can never
+commit later at any node. Hashes are forgotten once the action's time window has passed
+(`ACTION_MAX_AGE_S`), after which the window alone refuses it.
 
 State root v1: SHA-256("EV-STATE/v1" || previous root || SHA-256(sorted write lines)), each
 write line naming one key and its new value (docs/ledger.md). It chains every state change.
@@ -18,11 +25,16 @@ from .. import crypto
 from ..receipts.codec import ReceiptError, decode as decode_receipt, receipt_id, signed_message
 from .genesis import Genesis
 from .tariff import Tariff, TariffError
-from .tx import (ID_RE, KIND_OPERATOR, KIND_RECEIPT, MAX_TX, TxError, decode_operator,
-                 signed_operator_message, tx_hash)
+from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_OPERATOR, KIND_RECEIPT, MAX_TX,
+                 PAYMENT_REF_RE, TxError, action_time_error, decode_operator, signed_operator_message, tx_hash)
 
 STATE_TAG = b"EV-STATE/v1"
 MAX_TOP_UP_FEN = 10**10
+MAX_TARIFF_VERSION = 2**32 - 1  # the u32 a receipt names it with
+# A decided action's hash must outlive every block time in which the action could still commit:
+# its time is at most the recording block's time + skew, and it expires max-age after that
+# (+ 1 s as block times are compared in whole seconds).
+DECIDED_KEPT_MS = (ACTION_MAX_AGE_S + ACTION_MAX_SKEW_S + 1) * 1000
 
 
 @dataclass
@@ -35,7 +47,7 @@ class Wallet:
 class Effect:
     """What one accepted transaction did; storage indexes these for history and proofs."""
     tx_hash: bytes
-    kind: str  # receipt | enroll_charger | open_wallet | top_up | publish_tariff
+    kind: str  # receipt | enroll_charger | open_wallet | top_up | publish_tariff | refused_action
     wallet_id: str | None = None
     delta_fen: int = 0
     balance_after: int | None = None
@@ -66,11 +78,14 @@ class Execution:
     cards: dict[str, str] = field(default_factory=dict)
     tariffs: dict[tuple[str, int], Tariff] = field(default_factory=dict)
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
-    operator_txs: set[bytes] = field(default_factory=set)
+    operator_txs: set[bytes] = field(default_factory=set)  # decided here: committed or refused in the block
+    payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
+    time_ms: int = 0
 
 
 class LedgerState:
-    """Chargers, wallets, cards, tariffs and committed receipt ids, held in memory.
+    """Chargers, wallets, cards, tariffs, committed receipt ids, credited payment references and
+    the operator actions decided within their window, held in memory.
 
     Balances are read in O(1); storage persists the same data and rebuilds this at start.
     """
@@ -83,7 +98,9 @@ class LedgerState:
         self.cards: dict[str, str] = {}
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
         self.receipts: dict[tuple[str, int], str] = {}
-        self.operator_txs: set[bytes] = set()
+        # hash -> time (ms) of the block that decided it; pruned as the window passes
+        self.operator_txs: dict[bytes, int] = {}
+        self.payments: dict[str, str] = {}
         self.height = 0
         self.last_hash = genesis.hash
         self.last_time_ms = genesis.time_ms
@@ -102,14 +119,16 @@ class LedgerState:
 
     # ---- executing a block ---------------------------------------------------------------
 
-    def execute(self, txs: list[bytes], verified: frozenset[bytes] | set[bytes] = frozenset()) -> Execution:
-        """Run `txs` in order on top of the current state, without changing it.
+    def execute(self, txs: list[bytes], block_time_ms: int,
+                verified: frozenset[bytes] | set[bytes] = frozenset()) -> Execution:
+        """Run `txs` in order on top of the current state, without changing it, as a block of
+        time `block_time_ms` (UTC ms; operator actions are checked against it).
 
         `verified` holds tx hashes whose signatures this node has already checked at ingest, so
         the proposer does not check them twice; a node validating someone else's block passes
         nothing and checks every signature.
         """
-        ex = Execution(txs=[], effects=[], refused=[], state_root=b"")
+        ex = Execution(txs=[], effects=[], refused=[], state_root=b"", time_ms=block_time_ms)
         writes: list[str] = []
         for tx in txs:
             try:
@@ -130,11 +149,19 @@ class LedgerState:
         self.cards.update(ex.cards)
         self.tariffs.update(ex.tariffs)
         self.receipts.update(ex.receipts)
-        self.operator_txs |= ex.operator_txs
+        self.payments.update(ex.payments)
+        self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
+        self.forget_decided_before(time_ms)
         self.state_root = ex.state_root
         self.height = height
         self.last_hash = block_hash
         self.last_time_ms = time_ms
+
+    def forget_decided_before(self, time_ms: int) -> None:
+        """Drop the hashes of actions that a block of `time_ms` or later refuses by time alone."""
+        horizon = time_ms - DECIDED_KEPT_MS
+        if any(t < horizon for t in self.operator_txs.values()):
+            self.operator_txs = {h: t for h, t in self.operator_txs.items() if t >= horizon}
 
     def _wallet(self, ex: Execution, wallet_id: str) -> Wallet | None:
         w = ex.wallets.get(wallet_id)
@@ -198,17 +225,33 @@ class LedgerState:
         if h not in verified and not crypto.verify(key, signed_operator_message(op), op.signature):
             raise TxError("bad_signature", "operator signature does not verify")
         if h in self.operator_txs or h in ex.operator_txs:
-            raise TxError("duplicate", "this operator action is already committed")
-        args = op.args
+            raise TxError("duplicate", "this operator action is already decided (committed or refused)")
+        block_time_s = ex.time_ms // 1000
+        late = action_time_error(op.time, block_time_s)
+        if late is not None and late.reason == "expired":
+            raise late  # refused by time alone, now and at every later block: nothing to record
+        # From here on the decision is final: the action goes into the block, committed or refused.
+        ex.operator_txs.add(h)
+        writes.append(f"x/{h.hex()}")
+        action_writes: list[str] = []
         try:
-            effect = getattr(self, "_op_" + op.action)(args, h, ex, writes)
-        except (KeyError, TypeError, ValueError) as e:
+            if late is not None:
+                raise late
+            effect = self._run_action(op, h, ex, action_writes)
+        except TxError as e:
+            writes.append(f"x/{h.hex()}/refused={e.reason}")
+            return Effect(h, "refused_action", detail={"action": op.action, "reason": e.reason, "detail": e.detail})
+        writes.extend(action_writes)
+        return effect
+
+    def _run_action(self, op, h: bytes, ex: Execution, writes: list[str]) -> Effect:
+        """The action's own effect; on TxError, `ex` must be as it was (checks come before changes)."""
+        try:
+            return getattr(self, "_op_" + op.action)(op.args, h, ex, writes)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             if isinstance(e, (TxError, ReceiptError)):
                 raise
             raise TxError("malformed", f"bad arguments for {op.action}: {e}") from None
-        ex.operator_txs.add(h)
-        writes.append(f"x/{h.hex()}")
-        return effect
 
     def _op_enroll_charger(self, args, h, ex, writes) -> Effect:
         charger_id, key = args["charger_id"], bytes.fromhex(args["public_key"])
@@ -225,7 +268,7 @@ class LedgerState:
         cards = [str(c) for c in args.get("cards", [])]
         if not ID_RE.match(wallet_id) or len(key) != 32:
             raise TxError("malformed", "open_wallet needs a wallet id and the driver's 32-byte public key")
-        if self._wallet(ex, wallet_id) is not None:
+        if wallet_id in ex.wallets or wallet_id in self.wallets:
             raise TxError("wallet_exists", f"wallet {wallet_id} already exists")
         for card in cards:
             if not ID_RE.match(card):
@@ -240,21 +283,30 @@ class LedgerState:
         return Effect(h, "open_wallet", wallet_id, 0, 0, detail={"cards": cards})
 
     def _op_top_up(self, args, h, ex, writes) -> Effect:
-        wallet_id, amount = args["wallet_id"], args["amount_fen"]
-        if not isinstance(amount, int) or not 0 < amount <= MAX_TOP_UP_FEN:
+        wallet_id, amount, reference = args["wallet_id"], args["amount_fen"], args.get("reference")
+        if type(amount) is not int or not 0 < amount <= MAX_TOP_UP_FEN:
             raise TxError("malformed", f"top_up amount must be 1..{MAX_TOP_UP_FEN} fen")
-        wallet = self._wallet(ex, wallet_id)
-        if wallet is None:
+        if not isinstance(reference, str) or not PAYMENT_REF_RE.match(reference):
+            raise TxError("malformed", "top_up needs the payment's reference: 1-64 of A-Z a-z 0-9 . _ : @ / -")
+        credited = ex.payments.get(reference) or self.payments.get(reference)
+        if credited is not None:
+            raise TxError("duplicate_payment", f"payment {reference} is already credited to wallet {credited}")
+        if self.wallets.get(wallet_id) is None and wallet_id not in ex.wallets:
             raise TxError("unknown_wallet", f"wallet {wallet_id} does not exist")
+        wallet = self._wallet(ex, wallet_id)
         wallet.balance += amount
+        ex.payments[reference] = wallet_id
+        writes.append(f"p/{reference}={wallet_id}")
         writes.append(f"w/{wallet_id}={wallet.balance}")
-        return Effect(h, "top_up", wallet_id, amount, wallet.balance, detail={"reference": str(args.get("reference", ""))})
+        return Effect(h, "top_up", wallet_id, amount, wallet.balance, detail={"reference": reference})
 
     def _op_publish_tariff(self, args, h, ex, writes) -> Effect:
         try:
             tariff = Tariff.from_doc(args["tariff"])
         except TariffError as e:
             raise TxError("malformed", str(e)) from None
+        if not ID_RE.match(tariff.tariff_id) or not tariff.version <= MAX_TARIFF_VERSION:
+            raise TxError("malformed", f"a tariff needs an id of 1-32 characters and a version 1..{MAX_TARIFF_VERSION}")
         ident = (tariff.tariff_id, tariff.version)
         if ident in self.tariffs or ident in ex.tariffs:
             raise TxError("tariff_exists", f"tariff {tariff.tariff_id} v{tariff.version} is already published")

@@ -2,7 +2,8 @@
 
 kind 1: a charging receipt envelope (docs/receipt-v1.md), exactly as the charger signed it.
 kind 2: an operator action: u16 length, canonical JSON, 64-byte Ed25519 signature by an
-        operator key named in the genesis; see docs/ledger.md for the actions.
+        operator key named in the genesis; see docs/ledger.md for the actions and the window of
+        block times in which an action may commit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ MAX_TX = 4096
 OPERATOR_TAG = b"EV-OPERATOR/v1".ljust(16, b"\x00")
 ACTIONS = frozenset({"enroll_charger", "open_wallet", "top_up", "publish_tariff"})
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
+PAYMENT_REF_RE = re.compile(r"[A-Za-z0-9._:@/-]{1,64}\Z")
+# An operator action may commit only in a block whose time B (UTC s) has
+# B - ACTION_MAX_AGE_S <= action time <= B + ACTION_MAX_SKEW_S: so the ledger needs to remember
+# only the hashes of actions decided within that window to keep every decision final.
+ACTION_MAX_AGE_S = 3600
+ACTION_MAX_SKEW_S = 300
+MAX_ACTION_TIME = 2**40
 
 
 class TxError(ReasonedError):
@@ -55,6 +63,21 @@ class OperatorAction:
     def operator(self) -> str:
         return self.doc["operator"]
 
+    @property
+    def time(self) -> int:
+        return self.doc["time"]
+
+
+def action_time_error(action_time: int, block_time_s: int) -> TxError | None:
+    """Why an action signed at `action_time` may not commit in a block of `block_time_s`, if so."""
+    if action_time < block_time_s - ACTION_MAX_AGE_S:
+        return TxError("expired", f"action time {action_time} is more than {ACTION_MAX_AGE_S} s before the "
+                                  f"block time {block_time_s}; sign it again")
+    if action_time > block_time_s + ACTION_MAX_SKEW_S:
+        return TxError("too_early", f"action time {action_time} is more than {ACTION_MAX_SKEW_S} s after the "
+                                    f"block time {block_time_s}; check the operator's clock")
+    return None
+
 
 def operator_action(signing_key, operator: str, action: str, args: dict, *, now: int | None = None,
                     nonce: str | None = None) -> bytes:
@@ -85,6 +108,9 @@ def decode_operator(tx: bytes) -> OperatorAction:
         raise TxError("malformed", "operator action needs operator and args")
     if not isinstance(doc.get("nonce"), str) or not 16 <= len(doc["nonce"]) <= 64:
         raise TxError("malformed", "operator action needs a nonce of 16-64 characters")
+    t = doc.get("time")
+    if type(t) is not int or not 0 <= t < MAX_ACTION_TIME:
+        raise TxError("malformed", "operator action needs its time as integer UTC seconds")
     return OperatorAction(doc, raw, sig)
 
 

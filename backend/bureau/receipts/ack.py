@@ -31,9 +31,10 @@ class AckError(ReasonedError):
     """An ack that must not remove a receipt: see `reason`."""
 
 
-def _str(s: str, what: str) -> bytes:
+def text(s: str, what: str, error=AckError) -> bytes:
+    """A signed `str`: a 1-byte length and 1-255 printable ASCII bytes."""
     if not isinstance(s, str) or not _PRINTABLE.match(s):
-        raise AckError("malformed", f"{what} must be 1-255 printable ASCII characters")
+        raise error("malformed", f"{what} must be 1-255 printable ASCII characters")
     return bytes([len(s)]) + s.encode("ascii")
 
 
@@ -43,7 +44,7 @@ def signed_bytes(chain_id: str, bureau: str, charger_id: str, seq: int, receipt_
         raise AckError("malformed", "receipt id must be 64 lower-case hex digits, block hash 32 bytes")
     if not 1 <= seq <= 2**32 - 1 or not 0 <= height <= 2**64 - 1:
         raise AckError("malformed", "seq or height out of range")
-    return (ACK_TAG + _str(chain_id, "chain id") + _str(bureau, "bureau") + _str(charger_id, "charger id")
+    return (ACK_TAG + text(chain_id, "chain id") + text(bureau, "bureau") + text(charger_id, "charger id")
             + struct.pack(">I", seq) + bytes.fromhex(receipt_id) + struct.pack(">Q", height) + block_hash)
 
 

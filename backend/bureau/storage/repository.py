@@ -10,7 +10,7 @@ from sqlalchemy import event
 
 from ..ledger.block import Block, Header
 from ..ledger.canonical import dumps
-from ..ledger.state import Execution, LedgerState, Wallet
+from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, Wallet
 from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
 from . import tables as t
@@ -88,6 +88,13 @@ class Repository:
                                                    "height": h.height} for (tid, v), tf in ex.tariffs.items()])
             if ex.operator_txs:
                 conn.execute(t.operator_txs.insert(), [{"tx_hash": x, "height": h.height} for x in ex.operator_txs])
+            refusals = [{"tx_hash": e.tx_hash, "height": h.height, "reason": e.detail["reason"],
+                         "detail": e.detail["detail"]} for e in ex.effects if e.kind == "refused_action"]
+            if refusals:
+                conn.execute(t.operator_refusals.insert(), refusals)
+            if ex.payments:
+                conn.execute(t.payments.insert(), [{"reference": ref, "wallet_id": w, "height": h.height}
+                                                   for ref, w in ex.payments.items()])
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -104,9 +111,16 @@ class Repository:
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
             for row in conn.execute(sa.select(t.receipts.c.charger_id, t.receipts.c.seq, t.receipts.c.receipt_id)):
                 state.receipts[(row.charger_id, row.seq)] = row.receipt_id
-            for row in conn.execute(sa.select(t.operator_txs.c.tx_hash)):
-                state.operator_txs.add(bytes(row.tx_hash))
+            for row in conn.execute(sa.select(t.payments.c.reference, t.payments.c.wallet_id)):
+                state.payments[row.reference] = row.wallet_id
             last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()
+            if last is not None:
+                # only the actions still inside their window: the same set a running node keeps
+                decided = (sa.select(t.operator_txs.c.tx_hash, t.blocks.c.time_ms)
+                           .join(t.blocks, t.blocks.c.height == t.operator_txs.c.height)
+                           .where(t.blocks.c.time_ms >= last.time_ms - DECIDED_KEPT_MS))
+                for row in conn.execute(decided):
+                    state.operator_txs[bytes(row.tx_hash)] = row.time_ms
         if last is not None:
             state.height = last.height
             state.last_hash = bytes(last.hash)
@@ -170,6 +184,15 @@ class Repository:
         if data is None or data[0] != KIND_RECEIPT:
             return None
         return bytes(data[1:])
+
+    def operator_outcome(self, tx_hash: bytes) -> tuple[str, str, str] | None:
+        """("committed", "", "") or ("refused", reason, detail) for an action decided on the chain."""
+        with self.engine.connect() as conn:
+            refused = conn.execute(sa.select(t.operator_refusals).where(t.operator_refusals.c.tx_hash == tx_hash)).first()
+            if refused is not None:
+                return "refused", refused.reason, refused.detail
+            decided = conn.execute(sa.select(t.operator_txs.c.height).where(t.operator_txs.c.tx_hash == tx_hash)).first()
+        return ("committed", "", "") if decided is not None else None
 
     def count_receipts(self) -> int:
         with self.engine.connect() as conn:

@@ -85,8 +85,23 @@ tariffs = Table(
     Column("height", BigInteger, nullable=False),
 )
 
-operator_txs = Table(
+operator_txs = Table(  # every decided operator action: committed, or refused in its block
     "operator_txs", metadata,
     Column("tx_hash", LargeBinary(32), primary_key=True),
+    Column("height", BigInteger, nullable=False),
+)
+
+operator_refusals = Table(  # the decided actions that were refused, with the reason
+    "operator_refusals", metadata,
+    Column("tx_hash", LargeBinary(32), primary_key=True),
+    Column("height", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+)
+
+payments = Table(  # payment references credited by top-ups: each one once
+    "payments", metadata,
+    Column("reference", String(64), primary_key=True),
+    Column("wallet_id", String(32), nullable=False),
     Column("height", BigInteger, nullable=False),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -47,7 +48,7 @@ def free_port() -> int:
             return port
 
 
-ROLES = ("charger", "ingest", "authz", "fleet")
+ROLES = ("charger", "ingest", "authz", "fleet", "operator")
 
 # Chargers log in with their charger id as user name and reach only their own topics. Patterns
 # apply to every user; each user's block below adds what its role needs.
@@ -73,6 +74,9 @@ ROLE_TOPICS = {
     "fleet": ("write ev/v1/charger/+/receipt", "write ev/v1/charger/+/auth", "write ev/v1/charger/+/status",
               "write ev/v1/charger/+/enroll", "read ev/v1/charger/+/reply", "read ev/v1/charger/+/cmd",
               "read ev/v1/charger/+/status", "read ev/v1/charger/+/enroll"),
+    # an operator's or technician's tool: reads what chargers announce (enrollment, status), sends
+    # nothing
+    "operator": ("read ev/v1/charger/+/enroll", "read ev/v1/charger/+/status"),
 }
 
 
@@ -133,9 +137,7 @@ class BrokerAccess:
         acl = self.directory / "acl.new"
         _write_private(acl, self.acl_text())
         for made, final in ((plain, self.passwd_path), (acl, self.acl_path)):
-            _give_to_broker(made)
             os.replace(made, final)
-        _let_broker_pass(self.directory)
 
     def acl_text(self) -> str:
         blocks = [f"# Written by bureau.tools.mosquitto from {self.credentials_path.name}; see docs/broker.md.\n",
@@ -153,34 +155,6 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.chmod(path, 0o600)
-
-
-def _broker_user():
-    """The user mosquitto drops to when started as root, if we are root."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
-    try:
-        return pwd.getpwnam("mosquitto")
-    except KeyError:
-        return None
-
-
-def _give_to_broker(path: Path) -> None:
-    pw = _broker_user()
-    if pw is not None:
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-
-
-def _let_broker_pass(directory: Path) -> None:
-    """Every folder up to the files must let the broker's user pass (it re-reads them on SIGHUP
-    after dropping root)."""
-    if _broker_user() is None:
-        return
-    for d in [directory, *directory.parents]:
-        if d == Path("/"):
-            break
-        os.chmod(d, os.stat(d).st_mode | 0o001)
 
 
 def connack_code(port: int, user: str, password: str, timeout: float = 2.0) -> int:
@@ -233,6 +207,10 @@ class Mosquitto:
             # over its connection and its share of the messages
             lines.append("use_username_as_clientid true")
         lines += [
+            # The broker runs as whoever starts the stack, even root, so it reads its 0600 files
+            # where they are; mosquitto would otherwise drop root for its own user, which then
+            # cannot re-read them on SIGHUP inside a private folder.
+            "user " + pwd.getpwuid(os.geteuid()).pw_name,
             "persistence false",
             "log_dest stderr",
             "log_type error",

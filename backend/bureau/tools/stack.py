@@ -17,6 +17,7 @@ import httpx
 
 from ..crypto import load_or_create_key
 from ..ledger.tx import operator_action
+from .actions import submit_action, wait_committed
 from .mosquitto import Mosquitto, free_port
 from .network import init_network
 
@@ -103,7 +104,8 @@ class Stack:
     def genesis(self) -> dict:
         return json.loads(self.genesis_path.read_text())
 
-    def launch(self, extra_env: dict | None = None, node_env: dict[str, dict] | None = None) -> "Stack":
+    def launch(self, extra_env: dict | None = None, node_env: dict[str, dict] | None = None,
+               healthy_timeout: float = 120.0) -> "Stack":
         net = self.root / "net"
         for v in self.genesis["validators"]:
             data_dir = net / v["id"]
@@ -122,7 +124,7 @@ class Stack:
             node.start()
             self.nodes.append(node)
         for node in self.nodes:
-            node.wait_healthy()
+            node.wait_healthy(healthy_timeout)
         return self
 
     def heights(self) -> list[int | None]:
@@ -143,25 +145,10 @@ class Stack:
         return load_or_create_key(self.root / "net" / "operator.key")
 
     def submit(self, action: str, args: dict, node: int = 0) -> str:
-        tx = operator_action(self.operator_key, "operator-1", action, args)
-        resp = httpx.post(self.nodes[node].url + "/v1/operator/actions", json={"tx": tx.hex()}, timeout=10)
-        if resp.status_code != 202:
-            raise RuntimeError(f"{action} refused: {resp.text}")
-        return resp.json()["tx_hash"]
+        return submit_action(self.nodes[node].url, operator_action(self.operator_key, "operator-1", action, args))
 
     def wait_committed(self, tx_hashes: list[str], node: int = 0, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        waiting = list(tx_hashes)
-        while waiting:
-            r = httpx.get(f"{self.nodes[node].url}/v1/operator/actions/{waiting[0]}", timeout=5).json()
-            if r.get("status") == "committed":
-                waiting.pop(0)
-                continue
-            if r.get("status") == "refused":
-                raise RuntimeError(f"operator action refused: {r}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"operator actions not committed: {waiting}")
-            time.sleep(0.05)
+        wait_committed(self.nodes[node].url, tx_hashes, timeout)
 
     def operator(self, actions: list[tuple[str, dict]], node: int = 0) -> None:
         self.wait_committed([self.submit(a, args, node) for a, args in actions], node)

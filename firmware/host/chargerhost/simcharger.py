@@ -1,46 +1,32 @@
-"""A simulated charger: the real firmware core (`charger.Charger`), the firmware's own MQTT
-client and a simulated Modbus meter from hardware/, driven on a host.
+"""A simulated charger for the demo, `just up` and the end-to-end tests: a `ControllerSim` (the
+device's own glue, `chargepoint.ChargePoint`, on hwsim hardware) with a vehicle that plugs in
+and charges, attached to a broker with the firmware's MQTT client.
 
 Time is simulated so that an hour of charging passes in a fraction of a second: each `step()`
-advances the charger's clock and the meter's energy counter by `step_s` seconds.
+runs `step_s` seconds of the device's control, display and card steps. The network runs on
+real time (`pump()`), and so does an online card authorization (`authorize_card`), because the
+bureau answering it does.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 import time
 from pathlib import Path
 
 from . import FIRMWARE_LIB  # noqa: F401  (puts firmware/lib on sys.path)
 
 import charger as fw_charger  # noqa: E402
-import ed25519  # noqa: E402
-import meter as fw_meter  # noqa: E402
-import trust as fw_trust  # noqa: E402
-from flash import Flash  # noqa: E402
-from mqtt_client import MQTTClient  # noqa: E402
-import mqtt_session  # noqa: E402
 
-from hwsim.meters import EnergyCounter, LoopbackTransport, ModbusMeterSim  # noqa: E402
+from hwsim.meters import EnergyCounter  # noqa: E402
 
-REGMAPS = Path(__file__).resolve().parents[3] / "hardware" / "meters"
-FIRMWARE_VERSION = "fw-1.0.0"
+from .simcontroller import FIRMWARE_VERSION, ControllerSim, SimClock  # noqa: E402,F401 (SimClock: callers' import)
 
-
-class SimClock:
-    """Charger clock: Unix seconds that advance only when the simulation steps."""
-
-    def __init__(self, start: int, synced: bool = True) -> None:
-        self.t = start
-        self.is_synced = synced
-
-    def now(self) -> int:
-        return self.t
-
-    def synced(self) -> bool:
-        return self.is_synced
+VOLTAGE = 230.0
+# The device samples the pilot every 25 ms (chargepoint.PILOT_MS); a simulated hour at that rate
+# costs seconds of CPU, so these chargers take coarser steps of the same code (the meter and
+# the session still every second, the debounced pilot within 0.3 s).
+CONTROL_STEP_MS = 100
+START_LIMIT_MS = 10_000  # from the authorization to the contactor closing
 
 
 class SimulatedCharger:
@@ -49,80 +35,135 @@ class SimulatedCharger:
                  broker_host: str = "127.0.0.1", step_s: int = 30, mqtt_username: str | None = None,
                  mqtt_password: str | None = None, resend_ms: int = fw_charger.RESEND_MS,
                  counter: EnergyCounter | None = None, genesis: dict | None = None) -> None:
+        """`power_w`: what the vehicle draws (the charge point offers that current); `genesis`
+        (GET /v1/genesis) provisions bureau.json as the technician's tool does (acks and replies
+        are checked with its keys) and fits the card reader, so `authorize_card` runs the
+        firmware's authorization flow against the bureau."""
         self.charger_id = charger_id
-        self.clock = SimClock(start_time if start_time is not None else int(time.time()) - 86400)
-        # the meter outlives the controller: a power cut of the ESP32 passes it a running counter
-        self.counter = counter or EnergyCounter(wh=1_000_000 + sum(charger_id.encode()) * 1000, power_w=0.0)
-        regmap_doc = json.loads((REGMAPS / regmap).read_text())
-        self.meter_sim = ModbusMeterSim(regmap_doc, counter=self.counter)
-        self.meter = fw_meter.ModbusMeter(LoopbackTransport(self.meter_sim), regmap_doc)
-        self.power_w = power_w
         self.step_s = step_s
+        self.broker = (broker_host, broker_port, mqtt_username, mqtt_password)
         Path(flash_dir).mkdir(parents=True, exist_ok=True)
-        flash = Flash(str(flash_dir))
-        if genesis is not None:  # provisioned as the technician's tool does: acks are checked with these keys
-            fw_trust.provision(flash, genesis)
-        self.core = fw_charger.Charger(charger_id, flash, self.meter, self.clock, ed25519, os.urandom,
-                                       FIRMWARE_VERSION, f"SDM-{charger_id}", default_tariff=tariff)
-        self.core.boot()
-        self.core.resend_ms = resend_ms
-        self.mqtt = MQTTClient(broker_host, broker_port, client_id=f"charger-{charger_id}", keepalive=30,
-                               clean_session=False, username=mqtt_username, password=mqtt_password)
-        self.mqtt.subscribe(self.core.reply_topic, 1)
-        self.acked: list[int] = []
-        self.rejected: list[tuple[int, str]] = []
-        self._lock = threading.RLock()
+        # the meter outlives the controller: a power cut of the ESP32 passes on a running counter
+        counter = counter or EnergyCounter(wh=1_000_000 + sum(charger_id.encode()) * 1000, power_w=0.0)
+        current_ma = min(80_000, max(6_000, round(power_w / VOLTAGE * 1000)))
+        self.sim = ControllerSim(flash_dir, charger_id=charger_id, tariff=tariff,
+                                 start_time=start_time if start_time is not None else int(time.time()) - 86400,
+                                 regmap=regmap, counter=counter, current_ma=current_ma, voltage=VOLTAGE,
+                                 step_ms=CONTROL_STEP_MS, meter_serial=f"SDM-{charger_id}", ventilation=False,
+                                 genesis=genesis)
+        self.sim.vehicle.max_current_ma = current_ma
+        self.sim.charger.resend_ms = resend_ms
+        if genesis is not None:
+            self.sim.enable_authz()
+        self.core = self.sim.charger
+        self.counter = counter
+        self.meter_sim = self.sim.meter_sim
+        self.meter = self.sim.driver  # reads the register without touching the controller's watch
+        self.clock = self.sim.clock
+        self.acked: list[int] = []  # seqs the bureau acknowledged since this boot
 
     # ---- charging --------------------------------------------------------------------------
 
+    def _run_ms(self, ms: int) -> None:
+        for _ in range(ms // CONTROL_STEP_MS):
+            self.sim.step()
+
+    def _plug_and_wait(self) -> None:
+        sim = self.sim
+        sim.plug_in()
+        if not sim.run_until(lambda: sim.ctl.state == "charging", START_LIMIT_MS):
+            raise RuntimeError(f"{self.charger_id}: no session started ({sim.ctl.display_state()}, "
+                               f"error {sim.ctl.error})")
+
+    def _ready(self) -> None:
+        """A vehicle still at the connector from the last session drives off first."""
+        if self.sim.vehicle.plugged:
+            self.sim.unplug()
+            self._run_ms(1000)
+
     def plug_in_and_start(self, wallet_id: str, authorized_fen: int, id_token: str = "", method: int = 1,
                           auth_ref: str = "") -> None:
-        with self._lock:
-            self.core.start(method, id_token, wallet_id, authorized_fen, auth_ref)
-            self.counter.set_power(self.power_w)
+        """A session authorized with this decision (what the authorization flow hands the
+        controller on an accept); the vehicle plugs in and the contactor closes."""
+        self._ready()
+        sim = self.sim
+        if not sim.ctl.authorize(method, id_token, wallet_id, authorized_fen, auth_ref, sim.now_ms):
+            raise RuntimeError(f"{self.charger_id}: authorization not taken ({sim.ctl.display_state()})")
+        self._plug_and_wait()
+
+    def authorize_card(self, uid: str, timeout: float = 15.0) -> dict:
+        """Tap `uid` at the reader: the firmware's flow asks the bureau (simulated time at the
+        pace of real time meanwhile, so the flow's timeouts mean what they mean on a device).
+        Returns the flow's decision; on an accept the vehicle plugs in and charging starts."""
+        sim = self.sim
+        if sim.flow is None or sim.rc522_sim is None:
+            raise RuntimeError("authorize_card needs genesis= and connect()")
+        self._ready()
+        decided = sim.flow.decisions
+        sim.tap(uid)
+        deadline = time.monotonic() + timeout
+        while sim.flow.decisions == decided:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.charger_id}: no decision on card {uid}; log {sim.flow_log[-5:]}")
+            sim.step()
+            self.pump()
+            time.sleep(CONTROL_STEP_MS / 1000)
+        decision = dict(sim.flow.last)
+        if decision.get("decision") == "accept":
+            self._plug_and_wait()
+        return decision
 
     def step(self) -> str | None:
-        """Advance simulated time by step_s while charging; returns the stop reason if it ended."""
-        with self._lock:
-            if self.core.session is None:
-                return None
-            self.clock.t += self.step_s
-            self.counter.advance(self.step_s)
-            reason = self.core.tick()
-            if reason is not None:
-                self.counter.set_power(0.0)
-            return reason
+        """Advance simulated time by step_s; returns the stop reason if a session ended."""
+        ended = self.sim.ctl.sessions
+        self._run_ms(self.step_s * 1000)
+        if self.sim.ctl.sessions != ended:
+            return self.sim.ctl.last[2]
+        return None
 
     def stop(self, reason: str = "L") -> None:
-        with self._lock:
-            self.core.stop(reason)
-            self.counter.set_power(0.0)
+        """The driver presses the stop button ("L") or a remote stop arrives ("R")."""
+        sim = self.sim
+        ended = sim.ctl.sessions
+        if reason == "L":
+            sim.press_stop()
+        else:
+            sim.remote_stop()
+        if not sim.run_until(lambda: sim.ctl.sessions != ended, START_LIMIT_MS):
+            raise RuntimeError(f"{self.charger_id}: the session did not stop ({sim.ctl.display_state()})")
+
+    @property
+    def charging(self) -> bool:
+        return self.core.session is not None
 
     # ---- network ---------------------------------------------------------------------------
 
     def connect(self) -> None:
-        self.mqtt.connect()
+        host, port, username, password = self.broker
+        self.sim.attach_mqtt(host, port, clean_session=False, username=username, password=password)
 
     def pump(self, wait_ms: int = 0) -> None:
         """One round of network work: read replies, publish what is due."""
-        now = int(time.monotonic() * 1000)
-        for event in self.mqtt.poll(wait_ms=wait_ms):
-            kind = event[0]
-            if kind == mqtt_session.CONNECTED_EVENT:
-                with self._lock:
-                    self.core.connection_up()
-            elif kind == mqtt_session.MESSAGE and event[1] == self.core.reply_topic:
-                with self._lock:
-                    result, seq = self.core.on_reply(event[2])
-                if result == "ack":
-                    self.acked.append(seq)
-                elif result == "reject":
-                    self.rejected.append((seq, json.loads(event[2]).get("reason", "")))
-        if self.mqtt.connected:
-            with self._lock:
-                due = self.core.due(now)
-            for topic, env in due:
-                self.mqtt.publish(topic, env, qos=1)
+        before = self.pending()
+        self.sim.pump()
+        left = set(self.pending())
+        self.acked += [seq for seq in before if seq not in left]  # only an ack takes a receipt out
+        if wait_ms:
+            time.sleep(wait_ms / 1000)
+
+    @property
+    def uplink(self):
+        return self.sim.uplink
+
+    @property
+    def announced(self) -> bool:
+        """The broker acknowledged the retained enrollment message of this key."""
+        prov = self.sim.uplink.provisioning if self.sim.uplink is not None else None
+        return prov is not None and prov.packet_id is None and not prov.needed()
+
+    @property
+    def rejected(self) -> int:
+        return self.sim.uplink.rejected if self.sim.uplink is not None else 0
 
     def pending(self) -> list[int]:
         return self.core.outbox.pending()
@@ -135,9 +176,12 @@ class SimulatedCharger:
         return not self.pending()
 
     def power_cut(self) -> None:
-        """The controller loses power: no stop, no goodbye to the broker, RAM gone."""
-        self.mqtt.abort("power_cut")
-        self.counter.set_power(0.0)  # the contactor drops out with the controller
+        """The controller loses power: no stop, no goodbye to the broker, RAM gone (the
+        contactor drops out with it: a new SimulatedCharger on the same flash and counter is
+        the reboot)."""
+        if self.sim.client is not None:
+            self.sim.client.abort("power_cut")
+        self.counter.set_power(0.0)
 
     def close(self) -> None:
-        self.mqtt.close()
+        self.sim.close()

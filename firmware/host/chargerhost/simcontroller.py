@@ -1,23 +1,28 @@
-"""A simulated charge point running the firmware's controller on a host.
+"""A simulated charge point running the charger's own glue on a host.
 
-The firmware side is the real code of firmware/lib: `controller.Controller` with a
-`pilot.PilotMonitor`, a `meter.MeterWatch`, the meter driver for the chosen register map and
-`charger.Charger` (sessions, receipts, flash outbox), and optionally `uplink.Uplink` over the
-firmware's MQTT client. The hardware side comes from hardware/hwsim: the pilot circuit
-(`PilotSim`), a Modbus RTU or DL/T 645 meter (`ModbusMeterSim` / `Dlt645MeterSim` over the
-in-process transport), the card reader (`CardReaderSim`), plus a vehicle model and a contactor
-whose position decides whether energy flows into the meter's register.
+The firmware side is `chargepoint.ChargePoint` of firmware/lib, the same object the ESP32's
+main.py runs: the meter driver for the chosen register map under a `meter.MeterWatch`,
+`charger.Charger` (sessions, receipts, flash outbox), `controller.Controller` with a
+`pilot.PilotMonitor`, the RC522 driver and `authflow.AuthFlow` with `authz.Authz`, and
+`uplink.Uplink` over the firmware's MQTT client. `SimBoard` gives it the hardware of
+hardware/hwsim in place of firmware/device/board.py: the pilot circuit (`PilotSim`), a Modbus
+RTU or DL/T 645 meter (`ModbusMeterSim` / `Dlt645MeterSim` over the in-process transport), an
+emulated MFRC522 (`Rc522Sim`), a stop button, LEDs, plus a vehicle model and a contactor whose
+position decides whether energy flows into the meter's register.
+
+Time is simulated: `run(ms)` advances in steps of `step_ms` (the device's pilot period) and runs
+the device's steps in the order of its tasks: the control step every step (the meter and the
+session every second inside it), then the display every DISPLAY_MS and the card reader with
+the authorization flow every CARD_MS. The controller's millisecond ticks start just below the
+2**30 wrap (by default), so every run crosses it. The uplink (`pump()`) runs on real time: the
+broker and the bureau on the other side of it do.
 
 Card authorization comes in two kinds. By default a tap is answered by the simulation itself
 from `wallets` after `auth_delay_ms` (no bureau needed). After `enable_authz(genesis)` (before
-`attach_mqtt`) the firmware's own path runs: the RC522 driver (`rc522.RC522`) polls an emulated
-MFRC522 (`Rc522Sim`) every `card_poll_ms`, a tap holds the card in its field for `tap_ms`, and
-`authflow.AuthFlow` with `authz.Authz` asks the bureau over MQTT, falls back to the signed
-offline list, takes phone starts, the list and the tariff push - the glue the device runs.
-
-Time is simulated: `run(ms)` advances in steps of `step_ms` (the device's pilot period), with
-a meter tick every second like the device's control loop. The controller's millisecond ticks
-start just below the 2**30 wrap (by default), so every run crosses it.
+`attach_mqtt`) the firmware's own path runs: the charge point's card step polls the emulated
+MFRC522 through `rc522.RC522`, a tap holds the card in its field for `tap_ms`, and the flow
+asks the bureau over MQTT, falls back to the signed offline list, takes phone starts, the list
+and the tariff push.
 
 The vehicle behaves like a J1772/IEC 61851 vehicle: plugged in it shows B, and it asks for
 energy (C, or D with `ventilation`) only while the EVSE offers current with PWM and it still
@@ -29,20 +34,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from . import FIRMWARE_LIB  # noqa: F401  (puts firmware/lib on sys.path)
 
-import authflow as fw_authflow  # noqa: E402
 import authz as fw_authz  # noqa: E402
-import charger as fw_charger  # noqa: E402
+import chargepoint as fw_chargepoint  # noqa: E402
 import controller as fw_controller  # noqa: E402
 import ed25519  # noqa: E402
-import meter as fw_meter  # noqa: E402
 import pilot as fw_pilot  # noqa: E402
 import rc522 as fw_rc522  # noqa: E402
 import receipt as fw_receipt  # noqa: E402
-import status as fw_status  # noqa: E402
 import trust as fw_trust  # noqa: E402
 import uplink as fw_uplink  # noqa: E402
 from flash import Flash  # noqa: E402
@@ -51,22 +54,38 @@ from hwsim.cardreader import CardReaderSim, Rc522Sim  # noqa: E402
 from hwsim.meters import Dlt645MeterSim, EnergyCounter, LoopbackTransport, ModbusMeterSim  # noqa: E402
 from hwsim.pilot import PilotSim  # noqa: E402
 
-from .simcharger import SimClock  # noqa: E402
-
 REGMAPS = Path(__file__).resolve().parents[3] / "hardware" / "meters"
 FIRMWARE_VERSION = "fw-1.1.0"
 TICKS_WRAP = 1 << 30
 
 
+class SimClock:
+    """Charger clock: Unix seconds that advance only when the simulation steps."""
+
+    def __init__(self, start: int, synced: bool = True) -> None:
+        self.t = start
+        self.is_synced = synced
+
+    def now(self) -> int:
+        return self.t
+
+    def synced(self) -> bool:
+        return self.is_synced
+
+
 class SimOutputs:
-    """The controller's outputs on simulated hardware: the pilot driver and the contactor.
-    `log` records (sim ms, what, value) in order, shared with the flash log."""
+    """The pilot stage and the contactor of the simulated board, in the roles board.py's
+    PilotDriver and Contactor play on the device: the PWM the controller sets, the pilot's
+    plateaus sampled from the circuit model with the vehicle's state, the relay and its aux
+    contact. `log` records (sim ms, what, value) in order, shared with the flash log."""
 
     def __init__(self, sim: "ControllerSim") -> None:
         self.sim = sim
         self.duty: int | None = None
         self.closed = False
         self.closures = 0
+        self.pos_mv = 0
+        self.neg_mv = 0
 
     def pilot(self, duty_u16: int) -> None:
         self.duty = duty_u16
@@ -79,11 +98,94 @@ class SimOutputs:
             ps.set_evse("pwm")
         self.sim.log.append((self.sim.t_ms, "pilot", duty_u16))
 
+    def sample(self) -> None:
+        sim = self.sim
+        sim.pilot_sim.set_vehicle(sim.vehicle_state(), sim.vehicle.diode)
+        pos, neg = sim.pilot_sim.read()
+        if sim.vehicle.glitch_v is not None:
+            pos = round(sim.pilot_sim.adc_volts(sim.vehicle.glitch_v) * 1000)
+        self.pos_mv = pos
+        self.neg_mv = neg if neg is not None else pos  # steady +-12 V: both plateaus alike
+
+    def calibration(self):
+        return fw_pilot.PilotCalibration()
+
     def contactor(self, closed: bool) -> None:
         self.closed = bool(closed)
         if closed:
             self.closures += 1
         self.sim.log.append((self.sim.t_ms, "contactor", self.closed))
+
+    def feedback(self):
+        if not self.sim.feedback:
+            return None
+        return self.closed or self.sim.welded
+
+
+class SimButton:
+    """The driver's stop button: `press()` is one debounced press."""
+
+    def __init__(self) -> None:
+        self.presses = 0
+
+    def press(self) -> None:
+        self.presses += 1
+
+    def pressed(self, now_ms: int) -> bool:
+        if not self.presses:
+            return False
+        self.presses -= 1
+        return True
+
+
+class SimLed:
+    def __init__(self) -> None:
+        self.on = 0
+
+    def value(self, v) -> None:
+        self.on = 1 if v else 0
+
+
+class SimBoard:
+    """What chargepoint.ChargePoint asks of its board (see firmware/device/board.py), made of
+    hwsim parts."""
+
+    def __init__(self, sim: "ControllerSim") -> None:
+        self.sim = sim
+        self.green = SimLed()
+        self.red = SimLed()
+
+    def rs485(self, serial: dict) -> LoopbackTransport:
+        return LoopbackTransport(self.sim.meter_sim)
+
+    def pilot(self) -> SimOutputs:
+        return self.sim.outputs
+
+    def contactor(self) -> SimOutputs:
+        return self.sim.outputs
+
+    def stop_button(self) -> SimButton:
+        return self.sim.button
+
+    def card_reader(self):
+        return self.sim.reader  # None until enable_authz fits the RC522
+
+    def display_config(self):
+        return None
+
+    def leds(self):
+        return self.green, self.red
+
+
+class SimChargePoint(fw_chargepoint.ChargePoint):
+    """The charge point with its log kept in the simulation instead of printed."""
+
+    def __init__(self, sim: "ControllerSim", *args, **kwargs) -> None:
+        self.sim = sim
+        super().__init__(*args, **kwargs)
+
+    def log(self, msg):
+        self.sim.flow_log.append(msg)
 
 
 class LoggedFlash:
@@ -129,14 +231,16 @@ class Vehicle:
 
 
 class ControllerSim:
-    def __init__(self, flash_dir: Path | str | None = None, *, charger_id: str = "SIM-CP-1", tariff: dict,
+    def __init__(self, flash_dir: Path | str | None = None, *, charger_id: str = "SIM-CP-1", tariff: dict | None,
                  start_time: int, flash=None, regmap: str = "eastron_sdm120.json", meter_wh: int = 2_000_000,
-                 wallets: dict | None = None, auth_delay_ms: int = 300, current_ma: int = 16000,
-                 voltage: float = 230.0, step_ms: int = 25, debounce: int = 3, pilot_noise_mv: float = 0.0,
-                 seed: int = 0, signer=ed25519, urandom=os.urandom, ticks0: int = TICKS_WRAP - 2500,
-                 firmware_version: str = FIRMWARE_VERSION, feedback: bool = True, genesis: dict | None = None,
-                 **controller_options) -> None:
+                 counter: EnergyCounter | None = None, wallets: dict | None = None, auth_delay_ms: int = 300,
+                 current_ma: int = 16000, voltage: float = 230.0, step_ms: int = fw_chargepoint.PILOT_MS,
+                 debounce: int = 3, pilot_noise_mv: float = 0.0, seed: int = 0, signer=ed25519,
+                 urandom=os.urandom, ticks0: int = TICKS_WRAP - 2500, firmware_version: str = FIRMWARE_VERSION,
+                 feedback: bool = True, meter_serial: str | None = None, ventilation: bool = True,
+                 genesis: dict | None = None, **controller_options) -> None:
         self.log: list[tuple[int, str, object]] = []
+        self.flow_log: list[str] = []
         self.t_ms = 0
         self.ticks0 = ticks0
         self.step_ms = step_ms
@@ -144,53 +248,50 @@ class ControllerSim:
         self.clock = SimClock(start_time)
         self.voltage = voltage
         regmap_doc = json.loads((REGMAPS / regmap).read_text())
-        self.counter = EnergyCounter(wh=meter_wh)
-        identify = None
+        # the meter outlives the controller: a power cut of the ESP32 passes on a running counter
+        self.counter = counter or EnergyCounter(wh=meter_wh)
         if regmap_doc["protocol"] == "dlt645_2007":
             self.meter_sim = Dlt645MeterSim(counter=self.counter)
-            self.driver = fw_meter.Dlt645Meter(LoopbackTransport(self.meter_sim), regmap=regmap_doc)
-            identify = self._dlt_address
         else:
             self.meter_sim = ModbusMeterSim(regmap_doc, counter=self.counter)
-            self.driver = fw_meter.ModbusMeter(LoopbackTransport(self.meter_sim), regmap_doc)
-        self.watch = fw_meter.MeterWatch(lost_after=fw_charger.LOST_AFTER)
-        self.meter = fw_controller.WatchedMeter(self.driver, self.watch, identify)
         if flash is None:
             Path(flash_dir).mkdir(parents=True, exist_ok=True)
             flash = Flash(str(flash_dir))
         self.flash = LoggedFlash(flash, self.log, self)
         if genesis is not None:  # the bureau keys acks and replies are checked with (bureau.json)
             fw_trust.provision(self.flash, genesis)
-        self.charger = fw_charger.Charger(charger_id, self.flash, self.meter, self.clock, signer, urandom,
-                                          firmware_version, "MTR-" + charger_id, default_tariff=tariff)
-        self.charger.boot()
         self.pilot_sim = PilotSim(noise_mv=pilot_noise_mv, seed=seed)
         self.outputs = SimOutputs(self)
-        self.monitor = fw_pilot.PilotMonitor(debounce=debounce)
-        self.ctl = fw_controller.Controller(self.charger, self.monitor, self.watch, self.meter, self.outputs,
-                                            current_ma=current_ma, **controller_options)
+        self.button = SimButton()
         self.vehicle = Vehicle()
+        self.feedback = feedback
+        self.welded = False  # the contactor's contacts stick closed
+        self.rc522_sim: Rc522Sim | None = None
+        self.reader: fw_rc522.RC522 | None = None
+        self.board = SimBoard(self)
+        # config.json as a technician writes it for the device
+        cfg = {"charger_id": charger_id, "meter_serial": meter_serial or "MTR-" + charger_id, "tariff": tariff,
+               "max_current_ma": current_ma, "ventilation": ventilation, "pilot_debounce": debounce,
+               "controller": controller_options}
+        self.point = SimChargePoint(self, cfg, regmap_doc, self.board, self.flash, self.clock, self._ticks, signer,
+                                    urandom, firmware_version)
+        self.charger = self.point.charger
+        self.ctl = self.point.ctl
+        self.watch = self.point.watch
+        self.meter = self.point.meter
+        self.driver = self.point.driver
+        self.authz: fw_authz.Authz | None = None
         self.cards = CardReaderSim()
         self.wallets = dict(wallets or {})  # card UID hex -> (wallet_id, authorized_fen): the backend's answers
         self.auth_delay_ms = auth_delay_ms
-        self.feedback = feedback
-        self.welded = False  # the contactor's contacts stick closed
         self._auth_pending: tuple[int, str] | None = None
         self._auth_count = 0
-        self._next_meter = 1000
-        self._commands: list[tuple[str, str | None]] = []
+        self._next_card = fw_chargepoint.CARD_MS
+        self._next_display = fw_chargepoint.DISPLAY_MS
         self.firmware_version = firmware_version
-        self.uplink: fw_uplink.Uplink | None = None
         self.client = None
         self.energy_delivered_wh = 0.0  # into the vehicle while the contactor was closed
-        self.authz: fw_authz.Authz | None = None
-        self.flow: fw_authflow.AuthFlow | None = None
-        self.rc522_sim: Rc522Sim | None = None
-        self.reader: fw_rc522.RC522 | None = None
-        self.card_poll_ms = 100
-        self.flow_log: list[str] = []
         self._card_away_at: int | None = None
-        self._urandom = urandom
 
     # ---- the simulated world ---------------------------------------------------------------
 
@@ -198,8 +299,21 @@ class ControllerSim:
     def now_ms(self) -> int:
         return (self.ticks0 + self.t_ms) % TICKS_WRAP
 
-    def _dlt_address(self):
-        return self.driver.meter_address
+    def _ticks(self) -> int:
+        return self.now_ms
+
+    @property
+    def uplink(self) -> fw_uplink.Uplink | None:
+        return self.point.uplink
+
+    @property
+    def flow(self):
+        return self.point.flow
+
+    @flow.setter
+    def flow(self, flow) -> None:
+        """An authorization flow over a client of the caller's (a scripted one in tests)."""
+        self.point.flow = flow
 
     def plug_in(self, wants: bool = True) -> None:
         self.vehicle.plugged = True
@@ -239,10 +353,11 @@ class ControllerSim:
         self._card_away_at = self.t_ms + tap_ms
 
     def press_stop(self) -> None:
-        self._commands.append(("L", None))
+        self.button.press()
 
     def remote_stop(self, session_id: str | None = None) -> None:
-        self._commands.append(("R", session_id))
+        """A stop command, as the uplink hands it to the charge point."""
+        self.point.remote_stop(session_id)
 
     def vehicle_state(self) -> str:
         v = self.vehicle
@@ -269,7 +384,7 @@ class ControllerSim:
         return amps * self.voltage
 
     def step(self) -> None:
-        """One pilot period of simulated time."""
+        """One pilot period of simulated time: energy flows, then the device's steps run."""
         dt = self.step_ms
         power = self.power_w()
         self.counter.set_power(power)
@@ -278,22 +393,25 @@ class ControllerSim:
         self.t_ms += dt
         self.clock.t = self.start_time + self.t_ms // 1000
         now = self.now_ms
-        self.pilot_sim.set_vehicle(self.vehicle_state(), self.vehicle.diode)
-        pos, neg = self.pilot_sim.read()
-        if self.vehicle.glitch_v is not None:
-            pos = round(self.pilot_sim.adc_volts(self.vehicle.glitch_v) * 1000)
+        point = self.point
+        point.control_step(now)
+        if self.t_ms >= self._next_display:
+            self._next_display += fw_chargepoint.DISPLAY_MS
+            point.display_step(now)
+        if self.authz is not None and point.flow is not None:
+            if self._card_away_at is not None and self.t_ms >= self._card_away_at:
+                self.rc522_sim.remove()
+                self._card_away_at = None
+            if self.t_ms >= self._next_card:
+                self._next_card += fw_chargepoint.CARD_MS
+                point.card_step(now)
+        else:  # no card reader fitted: the simulation plays the bureau's part
+            self._simulated_answer(now)
+
+    def _simulated_answer(self, now: int) -> None:
+        """Without the authorization flow: the simulation plays the bureau, from `wallets`."""
         ctl = self.ctl
-        ctl.pilot(pos, neg if neg is not None else pos, now)
-        if self.feedback:
-            ctl.feedback(self.outputs.closed or self.welded, now)
-        while self._commands:
-            reason, sid = self._commands.pop(0)
-            ctl.stop_request(reason, now, sid)
-        if self.flow is not None:
-            self._card_step(now)
-            uid = None
-        else:
-            uid = self.cards.poll_hex()
+        uid = self.cards.poll_hex()
         if uid is not None:
             ctl.authorizing(now)
             self._auth_pending = (self.t_ms + self.auth_delay_ms, uid)
@@ -307,20 +425,6 @@ class ControllerSim:
                 self._auth_count += 1
                 ctl.authorize(fw_receipt.AUTH_CARD_ONLINE, uid, answer[0], answer[1],
                               "sim-auth-%d" % self._auth_count, now)
-        if self.t_ms >= self._next_meter:
-            self._next_meter += 1000
-            ctl.meter_tick(now)
-
-    def _card_step(self, now: int) -> None:
-        assert self.flow is not None and self.reader is not None and self.rc522_sim is not None
-        if self._card_away_at is not None and self.t_ms >= self._card_away_at:
-            self.rc522_sim.remove()
-            self._card_away_at = None
-        if self.t_ms % self.card_poll_ms == 0:
-            uid = self.reader.poll()
-            if uid is not None:
-                self.flow.card(uid, now)
-        self.flow.poll(now)
 
     def run(self, ms: int) -> None:
         """Advance `ms` of simulated time (and pump the network after each simulated second
@@ -358,35 +462,26 @@ class ControllerSim:
             raise RuntimeError("enable_authz before attach_mqtt")
         if genesis is not None:
             fw_authz.provision(self.flash, genesis)
-        self.authz = fw_authz.Authz(self.charger.charger_id, self.flash, ed25519.verify, self._urandom)
-        self.authz.load()
-        self.charger.authz = self.authz
+            self.point.authz.load()
+        self.authz = self.point.authz
         self.rc522_sim = Rc522Sim()
         self.reader = fw_rc522.RC522(self.rc522_sim.spi, self.rc522_sim.cs, self.rc522_sim.rst)
-        self.reader.init()
 
     def attach_mqtt(self, host: str, port: int, **client_options) -> None:
+        """The firmware's MQTT client with the device's last will, attached to the charge point
+        (which makes the authorization flow and the uplink over it), then connected."""
         from mqtt_client import MQTTClient
 
         cid = self.charger.charger_id
-        self.client = MQTTClient(host, port, client_id="charger-" + cid, keepalive=30,
-                                 will=fw_uplink.will(cid, self.firmware_version), max_inflight=24,
-                                 **client_options)
-        prov = fw_status.Provisioning(self.flash, cid, self.charger.public_key(), self.charger.meter_serial,
-                                      self.firmware_version)
-        client = self.client
-        if self.authz is not None:
-            self.flow = fw_authflow.AuthFlow(self.authz, self.charger, self.ctl, self.client,
-                                             lambda: self.now_ms, self.flow_log.append)
-            client = self.flow.client
-        self.uplink = fw_uplink.Uplink(client, self.charger, self.ctl, prov, self.clock, self.firmware_version,
-                                       on_stop=self.remote_stop)
+        options = {"keepalive": 30, "max_inflight": 24}
+        options.update(client_options)
+        self.client = MQTTClient(host, port, client_id="charger-" + cid,
+                                 will=fw_uplink.will(cid, self.firmware_version), **options)
+        self.point.attach(self.client)
         self.client.connect()
 
     def pump(self) -> None:
         """One round of network work on real time (the broker runs on real time)."""
-        import time
-
         assert self.uplink is not None
         self.uplink.step(int(time.monotonic() * 1000) % TICKS_WRAP)
 

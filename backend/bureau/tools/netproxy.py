@@ -1,12 +1,12 @@
-"""A TCP forwarder on loopback that a test can cut and heal: a network partition between two
-real processes without touching the machine's network."""
+"""TCP forwarders on loopback that can be cut and healed: a network partition between real
+processes without touching the machine's network. Used by the multi-process tests and the soak."""
 
 from __future__ import annotations
 
 import socket
 import threading
 
-from .ports import free_port
+from .mosquitto import free_port
 
 
 class Proxy:
@@ -37,7 +37,7 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
-            upstream.settimeout(None)  # the connect timeout only: a link may be quiet one way for long
+            upstream.settimeout(None)  # the connect timeout must not end an idle link
             with self._lock:
                 self._conns.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
@@ -87,21 +87,20 @@ class Proxy:
 
 
 class LinkProxies:
-    """One cuttable proxy per directed peer link of a stack: the proxy (a, b) carries the link
-    a dials to b. Launch the nodes with `node_env()` so they dial through the proxies."""
+    """One proxy per directed peer link of a network, so any bureau can be cut off from all its
+    peers in both directions. Launch the nodes with `node_env` so they dial through the proxies."""
 
     def __init__(self, genesis: dict) -> None:
         self.ids = [v["id"] for v in genesis["validators"]]
         ports = {v["id"]: int(v["address"].rsplit(":", 1)[1]) for v in genesis["validators"]}
         self.links = {(a, b): Proxy(ports[b]) for a in self.ids for b in self.ids if a != b}
 
+    @property
     def node_env(self) -> dict[str, dict]:
         return {a: {"BUREAU_PEER_ADDRESSES": ",".join(f"{b}=127.0.0.1:{self.links[(a, b)].port}"
-                                                       for b in self.ids if b != a)}
-                for a in self.ids}
+                                                      for b in self.ids if b != a)} for a in self.ids}
 
     def isolate(self, node_id: str) -> None:
-        """Cut every link from and to `node_id`, in both directions."""
         for (a, b), proxy in self.links.items():
             if node_id in (a, b):
                 proxy.cut()

@@ -1,0 +1,45 @@
+"""A signed operator action sent to a bureau node's API, and the wait for its outcome on chain.
+Used by the local stack (`Stack.operator`), the technician's enrollment and the tests."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+
+class ActionRefused(RuntimeError):
+    """The node refused the action, at the API or in a block: a machine reason and a detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def submit_action(node_url: str, tx: bytes) -> str:
+    """POST the signed action; its tx hash (hex) once the node has taken it for a block."""
+    resp = httpx.post(f"{node_url.rstrip('/')}/v1/operator/actions", json={"tx": tx.hex()}, timeout=10)
+    if resp.status_code != 202:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        raise ActionRefused(str(body.get("reason", resp.status_code)), str(body.get("detail", resp.text[:300])))
+    return resp.json()["tx_hash"]
+
+
+def wait_committed(node_url: str, tx_hashes: list[str], timeout: float = 30.0) -> None:
+    """Return once every action is committed; ActionRefused for one refused on chain,
+    TimeoutError for those still waiting at the deadline."""
+    deadline = time.monotonic() + timeout
+    waiting = list(tx_hashes)
+    while waiting:
+        st = httpx.get(f"{node_url.rstrip('/')}/v1/operator/actions/{waiting[0]}", timeout=5).json()
+        if st.get("status") == "committed":
+            waiting.pop(0)
+            continue
+        if st.get("status") == "refused":
+            raise ActionRefused(str(st.get("reason")), str(st.get("detail")))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"operator actions not committed within {timeout:.0f} s: {waiting}")
+        time.sleep(0.05)

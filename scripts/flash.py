@@ -1,0 +1,298 @@
+"""`just flash PORT CONFIG`: install, provision and enroll one charger (hardware/README.md).
+
+1. checks that PORT exists and that no other program has it open;
+2. fetches from a bureau node the genesis (GET /v1/genesis) and the tariff in force
+   (GET /v1/tariffs/<id>, the genesis tariff unless --tariff-id names another);
+3. writes the application: the frozen MicroPython image when one is built (build/micropython/
+   firmware.bin, or --image), else the .mpy bundle of `just firmware-build`; then main.py, the
+   pin map, the meter's register map, config.json (CONFIG with the tariff in force) and
+   data/bureau.json (chain id and validator keys, in authz.provision's format and through its
+   code; the validators' keys also check the signed offline list and tariff push);
+4. resets the board, reads the public key the charger made at first boot from its retained
+   enrollment message (ev/v1/charger/<id>/enroll) on the broker, and enrolls it on chain with a
+   signed operator action `enroll_charger` (the operator key file must exist: a new key would be
+   one the chain does not know).
+
+--dry-run (or DRY_RUN=1) prints every command, request and file instead, and touches neither
+the device, the node nor the broker. --enroll-only does step 4 without writing the device.
+Errors are one line, `error: <reason>: <detail>`, and exit status 1 (2 for bad arguments)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "firmware" / "lib"))
+
+import authz as fw_authz  # noqa: E402
+from flash import Flash  # noqa: E402
+
+BUNDLE = ROOT / "build" / "firmware"
+FROZEN_IMAGE = ROOT / "build" / "micropython" / "firmware.bin"
+BOARD = ROOT / "hardware" / "board" / "esp32_devkitc.json"
+METERS = ROOT / "hardware" / "meters"
+DEVICE_LIB = ("board", "uart_transport")  # firmware/device modules that go to /lib
+
+
+class FlashError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def tool(name: str) -> str:
+    exe = Path(sys.executable).with_name(name)
+    return str(exe) if exe.exists() else name
+
+
+# ---- checks ---------------------------------------------------------------------------------
+
+def port_holders(port: str) -> list[str]:
+    """Other processes with `port` open ("pid (name)"), from /proc."""
+    target = os.path.realpath(port)
+    me = os.getpid()
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    name = Path(f"/proc/{pid}/comm").read_text().strip()
+                    found.append(f"{pid} ({name})")
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def check_port(port: str, dry_run: bool) -> None:
+    if not os.path.exists(port):
+        raise FlashError("no_port", f"{port} does not exist (is the board plugged in? see ls /dev/ttyUSB* /dev/ttyACM*)")
+    holders = port_holders(port)
+    if holders:
+        raise FlashError("port_busy", f"{port} is open in {', '.join(holders)}; close it (screen, minicom, "
+                                      "mpremote repl) and try again")
+    if dry_run:
+        return
+    import serial
+
+    try:
+        serial.Serial(port, exclusive=True).close()
+    except (serial.SerialException, OSError) as e:
+        raise FlashError("port_busy", f"{port} cannot be opened: {e}") from None
+
+
+def load_config(path: Path) -> dict:
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise FlashError("no_config", f"{path}: {e.strerror}") from None
+    except ValueError as e:
+        raise FlashError("bad_config", f"{path} is not JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise FlashError("bad_config", f"{path} must hold a JSON object")
+    for key in ("charger_id", "meter_serial", "wifi", "mqtt"):
+        if not cfg.get(key):
+            raise FlashError("bad_config", f"{path} must set {key} (see hardware/board/config.example.json)")
+    if not cfg["mqtt"].get("host"):
+        raise FlashError("bad_config", f"{path} must set mqtt.host")
+    return cfg
+
+
+# ---- what goes onto the device --------------------------------------------------------------
+
+def fetch_bureau(node: str, tariff_id: str | None) -> tuple[dict, dict]:
+    """(genesis, tariff in force) from a bureau node's API."""
+    import httpx
+
+    try:
+        genesis = httpx.get(f"{node}/v1/genesis", timeout=10).raise_for_status().json()
+        if tariff_id is None:
+            if not genesis.get("tariffs"):
+                raise FlashError("no_tariff", "the genesis names no tariff; pass --tariff-id")
+            tariff_id = genesis["tariffs"][0]["tariff_id"]
+        r = httpx.get(f"{node}/v1/tariffs/{tariff_id}", timeout=10)
+        if r.status_code == 404:
+            raise FlashError("unknown_tariff", f"the bureau has no tariff {tariff_id}")
+        return genesis, r.raise_for_status().json()
+    except httpx.HTTPError as e:
+        raise FlashError("node_unreachable", f"{node}: {e}") from None
+
+
+def stage_files(cfg: dict, meter: str, genesis: dict, tariff: dict, staging: Path) -> list[tuple[Path, str]]:
+    """The files for the device's filesystem, written under `staging`: (local, device path)."""
+    regmap = METERS / f"{meter}.json"
+    if not regmap.exists():
+        raise FlashError("unknown_meter", f"no register map {regmap.relative_to(ROOT)}")
+    device_cfg = dict(cfg, meter="meter.json", tariff=tariff)
+    (staging / "config.json").write_text(json.dumps(device_cfg, indent=1) + "\n")
+    (staging / "data").mkdir(exist_ok=True)
+    fw_authz.provision(Flash(str(staging / "data")), genesis)
+    return [(ROOT / "firmware" / "device" / "main.py", "main.py"), (BOARD, "board.json"), (regmap, "meter.json"),
+            (staging / "config.json", "config.json"), (staging / "data" / fw_authz.TRUST_FILE, "data/bureau.json")]
+
+
+def application(image: Path | None) -> tuple[str, list[Path]]:
+    """("image", [the frozen image]) or ("bundle", [the .mpy files for /lib])."""
+    if image is not None:
+        if not image.exists():
+            raise FlashError("no_image", f"{image} does not exist")
+        return "image", [image]
+    if FROZEN_IMAGE.exists():
+        return "image", [FROZEN_IMAGE]
+    mpys = sorted((BUNDLE / "lib").glob("*.mpy")) + [BUNDLE / "device" / f"{m}.mpy" for m in DEVICE_LIB]
+    if not (BUNDLE / "lib").is_dir() or not all(p.exists() for p in mpys):
+        raise FlashError("not_built", "no firmware build in build/: run `just firmware-build` first")
+    return "bundle", mpys
+
+
+def device_commands(port: str, kind: str, app: list[Path], files: list[tuple[Path, str]]) -> list[list[str]]:
+    mp = [tool("mpremote"), "connect", port]
+    cmds = []
+    if kind == "image":  # MicroPython with the firmware frozen in; the filesystem (the key) stays
+        cmds.append([tool("esptool.py"), "--chip", "esp32", "--port", port, "--baud", "460800", "write_flash", "-z",
+                     "0x1000", str(app[0])])
+    cmds.append(mp + ["exec", "import os; [os.mkdir(d) for d in ('lib', 'data') if d not in os.listdir()]"])
+    if kind == "bundle":
+        cmds.append(mp + ["cp"] + [str(p) for p in app] + [":lib/"])
+    for local, remote in files:
+        cmds.append(mp + ["cp", str(local), ":" + remote])
+    cmds.append(mp + ["reset"])
+    return cmds
+
+
+def run(cmd: list[str]) -> None:
+    print("$ " + shlex.join(cmd), flush=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise FlashError("no_tool", f"{cmd[0]} is not installed (just setup)") from None
+    if proc.returncode != 0:
+        last = (proc.stderr or proc.stdout).strip().splitlines()
+        raise FlashError("device_failed", f"{Path(cmd[0]).name} exited with {proc.returncode}: "
+                                          f"{last[-1] if last else 'no output'}")
+
+
+# ---- enrollment -----------------------------------------------------------------------------
+
+def enroll(cfg: dict, args, key) -> None:
+    from bureau.tools.enroll import enroll_charger, read_enrollment
+
+    cid = cfg["charger_id"]
+    host, port = broker_address(cfg, args.broker)
+    print(f"waiting for {cid}'s enrollment message on {host}:{port} (up to {args.enroll_timeout:.0f} s)", flush=True)
+    msg = read_enrollment(host, port, cid, timeout=args.enroll_timeout, username=args.mqtt_username,
+                          password=args.mqtt_password)
+    if msg.get("meter_serial") != cfg["meter_serial"]:
+        raise FlashError("wrong_meter", f"{cid} reports meter {msg.get('meter_serial')!r}, "
+                                        f"the config says {cfg['meter_serial']!r}")
+    result = enroll_charger(args.node, key, cid, msg["public_key"])
+    print(f"{cid}: {result.replace('_', ' ')} with public key {msg['public_key']} (firmware {msg.get('firmware')})")
+
+
+def broker_address(cfg: dict, override: str | None) -> tuple[str, int]:
+    if override:
+        host, _, port = override.rpartition(":")
+        if not host or not port.isdigit():
+            raise FlashError("bad_broker", f"--broker must be HOST:PORT, not {override!r}")
+        return host, int(port)
+    return cfg["mqtt"]["host"], int(cfg["mqtt"].get("port", 1883))
+
+
+def dry_run(cfg: dict, args, kind: str | None, app: list[Path]) -> None:
+    """What a run would do; `kind` None: the enrollment only."""
+    node = args.node
+    if kind is not None:
+        print_device_plan(cfg, args, kind, app)
+    host, port = broker_address(cfg, args.broker)
+    print(f"subscribe {host}:{port} ev/v1/charger/{cfg['charger_id']}/enroll (retained, up to {args.enroll_timeout:.0f} s)")
+    print(f"POST {node}/v1/operator/actions enroll_charger {{\"charger_id\": \"{cfg['charger_id']}\", "
+          f"\"public_key\": <from the enrollment message>}} signed with {args.operator_key}")
+    print(f"GET {node}/v1/chargers/{cfg['charger_id']}")
+
+
+def print_device_plan(cfg: dict, args, kind: str, app: list[Path]) -> None:
+    node = args.node
+    regmap = METERS / f"{args.meter}.json"
+    if not regmap.exists():
+        raise FlashError("unknown_meter", f"no register map {regmap.relative_to(ROOT)}")
+    print(f"check {args.port}: exists, not open in another program")
+    print(f"GET {node}/v1/genesis")
+    print(f"GET {node}/v1/tariffs/{args.tariff_id or '<the genesis tariff>'}")
+    staged = Path("<staging>")
+    files = [(ROOT / "firmware" / "device" / "main.py", "main.py"), (BOARD, "board.json"),
+             (regmap, "meter.json"), (staged / "config.json", "config.json"),
+             (staged / "data" / fw_authz.TRUST_FILE, "data/bureau.json")]
+    print(f"write {staged / 'config.json'}: {args.config} with \"meter\": \"meter.json\" and \"tariff\": the tariff in force")
+    print(f"write {staged / 'data' / fw_authz.TRUST_FILE}: authz.provision of the genesis "
+          "({\"v\": 1, \"chain_id\", \"keys\": validator id -> public key})")
+    for cmd in device_commands(args.port, kind, app, files):
+        print("$ " + shlex.join(cmd))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("port", help="the ESP32's serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("config", type=Path, help="the charger's config.json (hardware/board/config.example.json)")
+    p.add_argument("--meter", default="eastron_sdm120", help="register map in hardware/meters/ (without .json)")
+    p.add_argument("--node", required=True, help="a bureau node's API, e.g. http://10.10.0.2:8080")
+    p.add_argument("--operator-key", required=True, type=Path, help="the operator's key file (hex seed)")
+    p.add_argument("--tariff-id", help="the tariff to install (default: the genesis tariff)")
+    p.add_argument("--image", type=Path, help=f"a frozen MicroPython image (default {FROZEN_IMAGE.relative_to(ROOT)} "
+                                              "when built)")
+    p.add_argument("--broker", help="HOST:PORT of the broker as this computer reaches it (default: config's mqtt)")
+    p.add_argument("--mqtt-username", default=os.environ.get("MQTT_USERNAME"),
+                   help="broker login allowed to read the charger's enroll topic (or MQTT_USERNAME)")
+    p.add_argument("--mqtt-password", default=os.environ.get("MQTT_PASSWORD"), help="(or MQTT_PASSWORD)")
+    p.add_argument("--enroll-timeout", type=float, default=120.0, help="seconds to wait for the charger's key")
+    p.add_argument("--enroll-only", action="store_true", help="the device is written: read its key and enroll it")
+    p.add_argument("--dry-run", action="store_true", default=os.environ.get("DRY_RUN") == "1",
+                   help="print what would be run and written (also DRY_RUN=1)")
+    args = p.parse_args(argv)
+    args.node = args.node.rstrip("/")
+    from bureau.tools.enroll import EnrollError, load_operator_key
+
+    try:
+        cfg = load_config(args.config)
+        key = load_operator_key(args.operator_key)
+        if args.enroll_only:
+            if args.dry_run:
+                dry_run(cfg, args, None, [])
+            else:
+                enroll(cfg, args, key)
+            return 0
+        check_port(args.port, args.dry_run)
+        kind, app = application(args.image)
+        if args.dry_run:
+            dry_run(cfg, args, kind, app)
+            return 0
+        genesis, tariff = fetch_bureau(args.node, args.tariff_id)
+        with tempfile.TemporaryDirectory(prefix="flash-") as staging:
+            files = stage_files(cfg, args.meter, genesis, tariff, Path(staging))
+            for cmd in device_commands(args.port, kind, app, files):
+                run(cmd)
+        enroll(cfg, args, key)
+        return 0
+    except (FlashError, EnrollError) as e:
+        print(f"error: {e.reason}: {e.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

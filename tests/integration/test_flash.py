@@ -1,0 +1,111 @@
+"""scripts/flash.py, the technician's `just flash`: the dry run names every command and file, a
+missing or busy port and a missing operator key are one-line errors (no key is made), and the
+enrollment step reads a freshly booted charger's retained key from a real mosquitto and enrolls
+it on a real bureau node."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bureau.crypto import load_or_create_key
+
+ROOT = Path(__file__).resolve().parents[2]
+FLASH = [sys.executable, str(ROOT / "scripts" / "flash.py")]
+EXAMPLE = ROOT / "hardware" / "board" / "config.example.json"
+
+
+def flash(*args, env=None):
+    return subprocess.run(FLASH + [str(a) for a in args], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, **(env or {})), timeout=120)
+
+
+def _built() -> None:
+    if not (ROOT / "build" / "firmware" / "device" / "board.mpy").exists():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "firmware_build.py")], check=True, capture_output=True)
+
+
+def test_dry_run_prints_every_command_and_file(tmp_path):
+    _built()
+    port = tmp_path / "ttyUSB0"
+    port.write_text("")
+    key = tmp_path / "operator.key"
+    load_or_create_key(key)
+    args = (port, EXAMPLE, "--node", "http://127.0.0.1:9", "--operator-key", key)
+    for run in (flash(*args, "--dry-run"), flash(*args, env={"DRY_RUN": "1"})):
+        assert run.returncode == 0, run.stderr
+        out = run.stdout
+        for want in ("GET http://127.0.0.1:9/v1/genesis", "GET http://127.0.0.1:9/v1/tariffs/", ":lib/", ":main.py",
+                     ":board.json", ":meter.json", ":config.json", ":data/bureau.json", f"connect {port} reset",
+                     "ev/v1/charger/GZ-TH-0001/enroll", "enroll_charger", "GET http://127.0.0.1:9/v1/chargers/GZ-TH-0001"):
+            assert want in out, (want, out)
+        assert "chargepoint.mpy" in out and "board.mpy" in out and "uart_transport.mpy" in out
+        assert out.index(":data/bureau.json") < out.index(" reset") < out.index("/enroll")
+
+
+def test_port_and_key_errors_are_one_line(tmp_path):
+    port = tmp_path / "ttyUSB0"
+    port.write_text("")
+    key = tmp_path / "operator.key"
+    load_or_create_key(key)
+    missing = flash(tmp_path / "ttyUSB9", EXAMPLE, "--node", "http://127.0.0.1:9", "--operator-key", key, "--dry-run")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: no_port: ")
+    assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
+
+    with open(port) as held:  # another program has the port open
+        busy = flash(port, EXAMPLE, "--node", "http://127.0.0.1:9", "--operator-key", key, "--dry-run")
+    assert held.closed and busy.returncode == 1 and busy.stderr.startswith("error: port_busy: ")
+    assert str(os.getpid()) in busy.stderr and len(busy.stderr.strip().splitlines()) == 1
+
+    nokey = tmp_path / "no" / "operator.key"
+    r = flash(port, EXAMPLE, "--node", "http://127.0.0.1:9", "--operator-key", nokey, "--dry-run")
+    assert r.returncode == 1 and r.stderr.startswith("error: no_operator_key: ") and not nokey.exists()
+
+
+def test_enrollment_read_from_the_broker_reaches_the_ledger(tmp_path):
+    from chargerhost.simcharger import SimulatedCharger
+    from bureau.tools.stack import Stack
+
+    stack = Stack(tmp_path / "stack", nodes_count=1).start()
+    charger = None
+    try:
+        url = stack.nodes[0].url
+        genesis = httpx.get(url + "/v1/genesis", timeout=10).json()
+        cid = "GZ-FL-0007"
+        # the freshly flashed charger boots: makes its key, announces it (retained) and stays on
+        user, password = stack.broker_login(cid)
+        charger = SimulatedCharger(cid, tmp_path / "flash", stack.broker.port, genesis=genesis,
+                                   mqtt_username=user, mqtt_password=password)
+        charger.connect()
+        deadline = time.monotonic() + 30
+        while not charger.announced:
+            assert time.monotonic() < deadline, "the charger did not announce its key"
+            charger.pump(wait_ms=10)
+        cfg = json.loads(EXAMPLE.read_text())
+        cfg.update(charger_id=cid, meter_serial=f"SDM-{cid}")
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        assert httpx.get(f"{url}/v1/chargers/{cid}", timeout=10).status_code == 404
+        tech = stack.broker_login("technician", role="operator")
+        args = ("/dev/null", tmp_path / "config.json", "--node", url, "--operator-key",
+                stack.root / "net" / "operator.key", "--broker", f"127.0.0.1:{stack.broker.port}",
+                "--mqtt-username", tech[0], "--mqtt-password", tech[1], "--enroll-only", "--enroll-timeout", "20")
+        r = flash(*args)
+        assert r.returncode == 0, r.stderr
+        public = charger.core.public_key().hex()
+        assert f"{cid}: enrolled with public key {public}" in r.stdout
+        got = httpx.get(f"{url}/v1/chargers/{cid}", timeout=10).json()
+        assert got == {"charger_id": cid, "public_key": public}
+        again = flash(*args)  # a second run finds it enrolled with the same key
+        assert again.returncode == 0 and "already enrolled" in again.stdout
+        wrong = flash(*args[:-5], "--mqtt-password", "wrong", "--enroll-only", "--enroll-timeout", "5")
+        assert wrong.returncode == 1 and wrong.stderr.startswith("error: broker_refused: "), wrong.stderr
+    finally:
+        if charger is not None:
+            charger.close()
+        stack.stop()

@@ -1,0 +1,94 @@
+"""`just up` with simulated chargers (scripts/up.py as a process, with its own mosquitto and
+bureau node): the chargers are enrolled from their announced keys, sessions run in a loop,
+receipts reach the chain, and the script stops cleanly on SIGINT and on SIGTERM; a second run on
+the same data finds its chargers and wallets already there and carries on."""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from bureau.api.auth import authorization_header
+from bureau.crypto import load_or_create_key
+
+ROOT = Path(__file__).resolve().parents[2]
+API = re.compile(r"bureau-1: API (http://127\.0\.0\.1:\d+)")
+PROGRESS = re.compile(r"receipts sent (\d+), acked (\d+), pending (\d+); height (\d+)")
+
+
+def _bills(url: str, data: Path) -> int:
+    """Receipts in the wallets' histories, read by their drivers through the API."""
+    bills = 0
+    node_id = httpx.get(url + "/healthz", timeout=10).json()["node_id"]  # requests are signed for one bureau
+    for key_file in sorted((data / "drivers").glob("*.key")):
+        wallet = key_file.stem
+        key = load_or_create_key(key_file)
+        path = f"/v1/wallets/{wallet}/history?limit=100"
+        r = httpx.get(url + path, headers={"Authorization": authorization_header(key, wallet, "GET", path, node_id=node_id)},
+                      timeout=10)
+        r.raise_for_status()
+        bills += sum(1 for e in r.json()["entries"] if e["kind"] == "receipt")
+    return bills
+
+
+def _run_until_acked(data: Path, sig: int) -> tuple[list[str], int, int]:
+    """Run up.py until a receipt is acked; count the committed bills; stop it with `sig`."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "up.py"), "--nodes", "1", "--chargers", "2",
+                             "--speed", "5000", "--dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    seen: list[str] = []
+    url = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "no acked receipt in time:\n" + "".join(seen[-30:])
+            assert proc.poll() is None, "up.py exited early:\n" + "".join(seen[-30:])
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            api = API.search(line)
+            if api:
+                url = api.group(1)
+            m = PROGRESS.search(line)
+            if m and int(m.group(2)) >= 1:
+                break
+        bills = _bills(url, data)
+        proc.send_signal(sig)
+        rc = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.2)
+    while not lines.empty():
+        seen.append(lines.get())
+    return seen, rc, bills
+
+
+def test_up_with_chargers_commits_receipts_and_stops_on_sigint_and_sigterm(tmp_path):
+    data = tmp_path / "up"
+    out, rc, bills = _run_until_acked(data, signal.SIGINT)
+    assert rc == 0, "".join(out[-20:])
+    assert bills >= 1  # acked means committed: the driver sees the bill
+    assert any("enrolled from their announced keys" in x for x in out)
+    assert any(x.startswith("stopping: ") for x in out)
+    assert "Traceback" not in "".join(out)
+
+    # again on the same data: enrolled chargers and open wallets are found, sessions go on
+    out2, rc2, bills2 = _run_until_acked(data, signal.SIGTERM)
+    assert rc2 == 0, "".join(out2[-20:])
+    assert "Traceback" not in "".join(out2)
+    assert len(list((data / "drivers").glob("*.key"))) == 2
+    assert bills2 > bills

@@ -1,0 +1,45 @@
+"""Driver request signatures: bound to one bureau, accepted once in the whole network."""
+
+import pytest
+from nacl.signing import SigningKey
+
+from bureau.api.auth import ReplayGuard, authorization_header, check
+from bureau.api.errors import Unauthorized
+
+DRIVER = SigningKey(b"\x05" * 32)
+NOW = 1_760_000_000
+PATH = "/v1/wallets/W-1"
+
+
+def _key_of(wallet_id):
+    return DRIVER.verify_key.encode() if wallet_id == "W-1" else None
+
+
+def _reason(header, node_id, guard):
+    with pytest.raises(Unauthorized) as e:
+        check(header, "GET", PATH, _key_of, guard, node_id, now=NOW)
+    return e.value.reason
+
+
+def test_a_request_is_accepted_once_and_only_by_the_bureau_it_names():
+    guards = {n: ReplayGuard(120) for n in ("bureau-1", "bureau-2", "bureau-3", "bureau-4")}
+    hdr = authorization_header(DRIVER, "W-1", "GET", PATH, node_id="bureau-1", ts=NOW)
+    assert check(hdr, "GET", PATH, _key_of, guards["bureau-1"], "bureau-1", now=NOW) == "W-1"
+    assert _reason(hdr, "bureau-1", guards["bureau-1"]) == "replayed"
+    for other in ("bureau-2", "bureau-3", "bureau-4"):  # each with its own memory of nonces
+        assert _reason(hdr, other, guards[other]) == "wrong_node"
+
+
+def test_the_bureau_named_is_covered_by_the_signature():
+    hdr = authorization_header(DRIVER, "W-1", "GET", PATH, node_id="bureau-1", ts=NOW)
+    moved = hdr.replace("node=bureau-1", "node=bureau-2")
+    assert _reason(moved, "bureau-2", ReplayGuard(120)) == "bad_signature"
+
+
+def test_headers_without_a_bureau_or_of_the_old_form_are_refused():
+    guard = ReplayGuard(120)
+    hdr = authorization_header(DRIVER, "W-1", "GET", PATH, node_id="bureau-1", ts=NOW)
+    assert _reason(hdr.replace("node=bureau-1,", ""), "bureau-1", guard) == "bad_auth"
+    assert _reason(None, "bureau-1", guard) == "missing_auth"
+    stale = authorization_header(DRIVER, "W-1", "GET", PATH, node_id="bureau-1", ts=NOW - 121)
+    assert _reason(stale, "bureau-1", guard) == "stale_request"
