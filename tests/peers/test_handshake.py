@@ -110,40 +110,40 @@ def _wire(sealed: bytes) -> bytes:
 def test_sealed_frames_open_in_order_on_the_other_side_only():
     i, r = _sessions()
     assert i.peer == "b" and r.peer == "a"
-    frames = [i.out.seal(CH_CONSENSUS, b"vote"), i.out.seal(CH_TXS, b""), i.out.seal(CH_CONSENSUS, bytes(70_000))]
+    frames = [i.outgoing.seal(CH_CONSENSUS, b"vote"), i.outgoing.seal(CH_TXS, b""), i.outgoing.seal(CH_CONSENSUS, bytes(70_000))]
     assert b"vote" not in frames[0]  # encrypted, not only authenticated
-    assert [r.in_.open(_wire(f)) for f in frames] == [(CH_CONSENSUS, b"vote"), (CH_TXS, b""),
+    assert [r.incoming.open(_wire(f)) for f in frames] == [(CH_CONSENSUS, b"vote"), (CH_TXS, b""),
                                                        (CH_CONSENSUS, bytes(70_000))]
-    back = r.out.seal(CH_CONSENSUS, b"vote")
-    assert i.in_.open(_wire(back)) == (CH_CONSENSUS, b"vote")
+    back = r.outgoing.seal(CH_CONSENSUS, b"vote")
+    assert i.incoming.open(_wire(back)) == (CH_CONSENSUS, b"vote")
     assert back != frames[0]  # a key per direction
 
 
 @pytest.mark.parametrize("tamper", ["flip", "replay", "reorder", "forge", "plain", "short", "reflect"])
 def test_a_frame_altered_or_made_on_the_path_does_not_open(tamper):
     i, r = _sessions()
-    a, b = i.out.seal(CH_CONSENSUS, b"first"), i.out.seal(CH_CONSENSUS, b"second")
+    a, b = i.outgoing.seal(CH_CONSENSUS, b"first"), i.outgoing.seal(CH_CONSENSUS, b"second")
     if tamper == "flip":
         body = bytearray(_wire(a))
         body[0] ^= 1
         bodies = [bytes(body)]
     elif tamper == "replay":
-        assert r.in_.open(_wire(a)) == (CH_CONSENSUS, b"first")
+        assert r.incoming.open(_wire(a)) == (CH_CONSENSUS, b"first")
         bodies = [_wire(a)]
     elif tamper == "reorder":
         bodies = [_wire(b)]
     elif tamper == "forge":  # sealed by a caller with a key of its own
         other, _ = _sessions()
-        bodies = [_wire(other.out.seal(CH_CONSENSUS, b"first"))]
+        bodies = [_wire(other.outgoing.seal(CH_CONSENSUS, b"first"))]
     elif tamper == "plain":  # a frame as it was before login, e.g. a SyncRequest
         bodies = [_wire(frame(CH_CONSENSUS, b"EVC1 sync request"))]
     elif tamper == "short":
         bodies = [bytes(5)]
     else:  # the receiver's own frame sent back to it
-        bodies = [_wire(r.out.seal(CH_CONSENSUS, b"first"))]
+        bodies = [_wire(r.outgoing.seal(CH_CONSENSUS, b"first"))]
     with pytest.raises(FrameAuthError):
         for body in bodies:
-            r.in_.open(body)
+            r.incoming.open(body)
 
 
 def test_a_relay_that_swaps_in_its_own_ephemeral_key_breaks_the_proof():

@@ -208,10 +208,11 @@ def _check_proof(public_key: bytes, role: int, th: bytes, signature: bytes, who:
 
 @dataclass
 class Session:
-    """A logged-in link: what this side sends is sealed by `out`, what it receives opened by `in_`."""
+    """A logged-in link: what this side sends is sealed by `outgoing`, what it receives is opened
+    by `incoming`."""
     peer: str
-    out: FrameSealer
-    in_: FrameSealer
+    outgoing: FrameSealer
+    incoming: FrameSealer
 
 
 class Initiator:

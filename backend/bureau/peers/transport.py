@@ -148,7 +148,7 @@ class _Outbound:
                 backoff = min(backoff * 2, 2.0)
                 continue
             try:
-                sealer = self._login(sock).out
+                sealer = self._login(sock).outgoing
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._set_connected(True)
@@ -294,7 +294,7 @@ class PeerTransport:
             except HandshakeError as e:
                 self.metrics.inc("peer_refused", "handshake")
                 raise e
-            peer_id, opener = session.peer, session.in_
+            peer_id, opener = session.peer, session.incoming
             with self._lock:
                 if self._pending.pop(sock, None) is None:
                     raise HandshakeError("evicted during the handshake")
