@@ -3,7 +3,8 @@
 # Files on the device's flash (see hardware/README.md for how a technician puts them there):
 #   /board.json    pin map (hardware/board/esp32_devkitc.json)
 #   /config.json   {"charger_id", "meter_serial", "meter": "/meter.json", "wifi": {"ssid",
-#                  "password"}, "mqtt": {"host", "port", "username", "password"},
+#                  "password"}, "mqtt": {"host", "port", "username", "password",
+#                  "keepalive_s"},
 #                  "ntp_host", "max_current_ma", "ventilation", "tariff"}
 #   /meter.json    the meter's register map (hardware/meters/*.json)
 #   /data/         the charger's own files: key, sequence counter, session, outbox, tariff;
@@ -17,11 +18,15 @@
 #              meter and the session (Charger.tick); beats the heartbeat. Everything else
 #              yields to it: nothing below blocks while the contactor is closed.
 #   watchdog   feeds the hardware WDT only while the control loop's heartbeat is fresh
-#   wifi       connect and reconnect with exponential backoff
-#   ntp        sets the RTC from NTP (only while the contactor is open: a blocking UDP query);
-#              the clock counts as synced for a day after a sync
-#   mqtt       uplink.Uplink over mqtt_client.MQTTClient: receipts and acks, retained status,
-#              last will, enrollment of the public key, remote stop
+#   link       supervisor.Link: Wi-Fi, the broker's address and the broker session as one path
+#              with one backoff (reset only once the broker session is up) and one "ensure up"
+#              step; a name is resolved (blocking) only while the contactor is open; a half-open
+#              connection ends by the MQTT keepalive (config mqtt.keepalive_s) and is walked up
+#              again. Then uplink.Uplink over mqtt_client.MQTTClient (which never reconnects by
+#              itself here): receipts and acks, retained status, last will, enrollment of the
+#              public key, remote stop
+#   ntp        sets the RTC from NTP while on the network (only while the contactor is open: a
+#              blocking UDP query); the clock counts as synced for a day after a sync
 #   card       the RC522 card reader (polled every CARD_MS; (re)initialised only while the
 #              contactor is open) and authflow.AuthFlow: online authorization over MQTT, the
 #              signed offline list on timeout or without a connection, phone starts, the signed
@@ -50,6 +55,7 @@ from chargepoint import CARD_MS, DISPLAY_MS, HEARTBEAT_STALE_MS, PILOT_MS  # noq
 from clock import ticks_add, ticks_diff
 from flash import Flash
 from mqtt_client import MQTTClient
+from mqtt_session import CONNECTED as MQTT_CONNECTED, CONNECTING as MQTT_CONNECTING
 
 try:
     from micropython import const
@@ -59,11 +65,12 @@ except ImportError:  # CPython
 
 FIRMWARE_VERSION = "fw-1.1.0"
 WATCHDOG_MS = const(1000)  # feed period (the WDT itself times out after board.json's timeout)
-WIFI_MS = const(500)
+LINK_MS = const(50)  # the connectivity supervisor and the uplink
 WIFI_CONNECT_MS = const(15000)  # one association attempt may take this long
+LINK_MIN_MS = const(1000)  # backoff of the whole path (Wi-Fi, DNS, broker) after a failure
+LINK_MAX_MS = const(120000)
 NTP_MS = const(1000)
 NTP_EVERY_MS = const(3600000)
-MQTT_MS = const(50)
 GC_EVERY_MS = const(10000)
 
 try:
@@ -73,14 +80,12 @@ except ImportError:  # CPython (tests)
         return asyncio.sleep(ms / 1000)
 
 
-def _is_ip(host):
-    parts = host.split(".")
-    if len(parts) != 4:
-        return False
-    for p in parts:
-        if not p.isdigit() or int(p) > 255:
-            return False
-    return True
+def _ip_of(sockaddr):
+    """The address of getaddrinfo's sockaddr: ("ip", port) on the ESP32, a raw sockaddr_in
+    (family, port, four address bytes) on the unix port."""
+    if isinstance(sockaddr, tuple):
+        return sockaddr[0]
+    return "%d.%d.%d.%d" % (sockaddr[4], sockaddr[5], sockaddr[6], sockaddr[7])
 
 
 class App(chargepoint.ChargePoint):
@@ -102,38 +107,33 @@ class App(chargepoint.ChargePoint):
                                          urandom or os.urandom, FIRMWARE_VERSION, rand8)
         self.wdt = None
 
-        # network
+        # network: one supervisor for Wi-Fi, the broker's address and the broker session
         self.wlan = network.WLAN(network.STA_IF)
         self.wlan.active(True)
-        self.wifi_up = False
-        self.wifi_attempts = 0
-        self._wifi_attempt = None
-        self._wifi_next = None
-        self.wifi_backoff = supervisor.Backoff(1000, 300000, rand8)
+        m = cfg["mqtt"]
+        cid = cfg["charger_id"]
+        self.link = supervisor.Link(m["host"], supervisor.Backoff(LINK_MIN_MS, LINK_MAX_MS, rand8),
+                                    join_ms=WIFI_CONNECT_MS)
         ntp_host = cfg.get("ntp_host")
         if ntp_host:
             ntptime.host = ntp_host
         self.ntp_backoff = supervisor.Backoff(5000, NTP_EVERY_MS, rand8)
         self._ntp_next = None
-        m = cfg["mqtt"]
-        cid = cfg["charger_id"]
-        self.mqtt_host = m["host"]
-        self.mqtt = MQTTClient(m["host"], m.get("port", 1883), client_id="charger-" + cid, keepalive=60,
-                               clean_session=False, username=m.get("username"), password=m.get("password"),
+        self.mqtt = MQTTClient(m["host"], m.get("port", 1883), client_id="charger-" + cid,
+                               keepalive=m.get("keepalive_s", 60), clean_session=False,
+                               username=m.get("username"), password=m.get("password"),
                                will=uplink_mod.will(cid, FIRMWARE_VERSION), max_inflight=24,
-                               reconnect_min_ms=2000, reconnect_max_ms=120000, net=socket_mod)
-        self.mqtt_armed = False
-        self._dns_next = None
-        self.dns_backoff = supervisor.Backoff(2000, 120000, rand8)
+                               net=socket_mod, auto_reconnect=False)
+        self._logged_reason = None
         self.attach(self.mqtt)
         self._gc_at = now
 
     @classmethod
-    def from_files(cls, root="/"):
+    def from_files(cls, root="/", socket_mod=None):
         cfg = board_mod.load(root + "config.json")
         regmap = board_mod.load(root + cfg.get("meter", "meter.json").lstrip("/"))
         hw = board_mod.Board.from_file(root + "board.json")
-        return cls(cfg, regmap, hw, flash_root=root + "data")
+        return cls(cfg, regmap, hw, flash_root=root + "data", socket_mod=socket_mod)
 
     def uptime_s(self):
         return self._uptime_ms // 1000
@@ -157,36 +157,44 @@ class App(chargepoint.ChargePoint):
         if ticks_diff(now, self._gc_at) >= GC_EVERY_MS:
             self._gc_at = now
             gc.collect()
+            mem_free = getattr(gc, "mem_free", None)  # MicroPython's
+            if mem_free is not None:
+                self.log("heap free %d" % mem_free())
         if self.heartbeat.alive(now):
             if self.wdt is not None:
                 self.wdt.feed()
             return True
         return False
 
-    def wifi_step(self, now):
+    def link_step(self, now):
+        """The connectivity supervisor's one step (supervisor.Link decides, this does the I/O),
+        then the uplink over the broker session."""
+        link = self.link
+        mqtt = self.mqtt
+        state = mqtt.state
+        action = link.step(now, self.wlan.isconnected(), state == MQTT_CONNECTING, state == MQTT_CONNECTED,
+                           may_block=not self.ctl.closed)
+        if action == supervisor.JOIN:
+            self._join()
+        elif action == supervisor.RESOLVE:
+            self._resolve(now)
+        elif action == supervisor.CONNECT:
+            mqtt.host = link.ip
+            mqtt.connect(now)
+        elif action == supervisor.DROP:
+            mqtt.abort(link.reason or "wifi_down", now)
+        for ev in link.take_events():
+            if ev[0] == "up":
+                self.log("link: up (broker %s:%d)" % (link.ip, mqtt.port))
+            else:
+                self.log("link: down (%s)" % ev[1])
+        if self.uplink.last_reason != self._logged_reason and self.uplink.last_reason is not None:
+            self._logged_reason = self.uplink.last_reason
+            self.log("mqtt: %s" % self._logged_reason)
+        self.uplink.step(now)
+
+    def _join(self):
         w = self.wlan
-        if w.isconnected():
-            if not self.wifi_up:
-                self.wifi_up = True
-                self.wifi_backoff.reset()
-                self._wifi_attempt = None
-                self.log("wifi up")
-            return
-        if self.wifi_up:
-            self.wifi_up = False
-            self.mqtt_armed = self.mqtt_armed and _is_ip(self.mqtt_host)
-            self.mqtt.abort("wifi_down", now)
-            self._wifi_next = None  # try again at once
-            self.log("wifi down")
-        if self._wifi_attempt is not None:
-            if ticks_diff(now, self._wifi_attempt) < WIFI_CONNECT_MS:
-                return  # association running
-            self._wifi_attempt = None
-            self._wifi_next = ticks_add(now, self.wifi_backoff.delay())
-            self.log("wifi failed (status %s)" % (w.status(),))
-            return
-        if self._wifi_next is not None and ticks_diff(now, self._wifi_next) < 0:
-            return
         wifi = self.cfg["wifi"]
         try:
             w.disconnect()
@@ -195,14 +203,23 @@ class App(chargepoint.ChargePoint):
         try:
             w.connect(wifi["ssid"], wifi.get("password", ""))
         except OSError as e:
-            self.log("wifi connect: %s" % (e,))
-            self._wifi_next = ticks_add(now, self.wifi_backoff.delay())
+            self.log("wifi connect: %s" % (e,))  # the join times out and is retried with backoff
+
+    def _resolve(self, now):
+        """The broker's address (blocking: the Link asks only while the contactor is open)."""
+        sock = self._socket
+        if sock is None:
+            import socket as sock
+        try:
+            info = sock.getaddrinfo(self.link.host, self.mqtt.port, 0, sock.SOCK_STREAM)[0]
+        except OSError as e:
+            self.link.resolve_failed(e.args[0] if e.args else e, now)
+            self.log("dns %s: %s" % (self.link.host, e))
             return
-        self._wifi_attempt = now
-        self.wifi_attempts += 1
+        self.link.resolved(_ip_of(info[-1]))
 
     def ntp_step(self, now):
-        if not self.wifi_up or self.ctl.closed:
+        if not self.link.on_network or self.ctl.closed:
             return False  # ntptime blocks up to a second: never while energy flows
         if self._ntp_next is not None and ticks_diff(now, self._ntp_next) < 0:
             return False
@@ -215,39 +232,6 @@ class App(chargepoint.ChargePoint):
         self.clock.mark_synced()
         self.ntp_backoff.reset()
         self._ntp_next = ticks_add(now, NTP_EVERY_MS)
-        return True
-
-    def mqtt_step(self, now):
-        if not self.wifi_up:
-            return
-        if not self.mqtt_armed:
-            if not self._resolve(now):
-                return
-            self.mqtt.connect(now)
-            self.mqtt_armed = True
-        self.uplink.step(now)
-
-    def _resolve(self, now):
-        """The broker's address. A name is looked up (blocking) only while the contactor is
-        open; an IP address needs no lookup."""
-        if _is_ip(self.mqtt_host):
-            self.mqtt.host = self.mqtt_host
-            return True
-        if self.ctl.closed:
-            return False
-        if self._dns_next is not None and ticks_diff(now, self._dns_next) < 0:
-            return False
-        sock = self._socket
-        if sock is None:
-            import socket as sock
-        try:
-            info = sock.getaddrinfo(self.mqtt_host, self.mqtt.port, 0, sock.SOCK_STREAM)[0]
-        except OSError as e:
-            self._dns_next = ticks_add(now, self.dns_backoff.delay())
-            self.log("dns %s: %s" % (self.mqtt_host, e))
-            return False
-        self.dns_backoff.reset()
-        self.mqtt.host = info[-1][0]
         return True
 
     # ---- tasks ------------------------------------------------------------------------------
@@ -276,9 +260,8 @@ class App(chargepoint.ChargePoint):
             loop = asyncio.get_event_loop()
         loop.create_task(self.control_task())
         loop.create_task(self.every("watchdog", WATCHDOG_MS, self.watchdog_step))
-        loop.create_task(self.every("wifi", WIFI_MS, self.wifi_step))
+        loop.create_task(self.every("link", LINK_MS, self.link_step))
         loop.create_task(self.every("ntp", NTP_MS, self.ntp_step))
-        loop.create_task(self.every("mqtt", MQTT_MS, self.mqtt_step))
         loop.create_task(self.every("display", DISPLAY_MS, self.display_step))
         loop.create_task(self.every("card", CARD_MS, self.card_step))
         return loop

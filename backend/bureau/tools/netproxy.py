@@ -14,6 +14,7 @@ class Proxy:
         self.target_port = target_port
         self.port = free_port()
         self.blocked = False
+        self.stalled = False  # connections stay open but nothing gets through (a half-open path)
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._server = socket.socket()
@@ -49,7 +50,8 @@ class Proxy:
                 data = src.recv(65536)
                 if not data or self.blocked:
                     break
-                dst.sendall(data)
+                if not self.stalled:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -73,8 +75,13 @@ class Proxy:
             except OSError:
                 pass
 
+    def stall(self) -> None:
+        """Stop forwarding without closing anything: both ends think the connection is up."""
+        self.stalled = True
+
     def heal(self) -> None:
         self.blocked = False
+        self.stalled = False
 
     def close(self) -> None:
         self._closed = True
