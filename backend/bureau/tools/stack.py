@@ -123,8 +123,12 @@ class Stack:
             node = NodeProcess(v["id"], data_dir, port, env, self.root / f"{v['id']}.log")
             node.start()
             self.nodes.append(node)
-        for node in self.nodes:
-            node.wait_healthy(healthy_timeout)
+        try:
+            for node in self.nodes:
+                node.wait_healthy(healthy_timeout)
+        except BaseException:  # the caller gets no stack to stop: leave no process behind
+            self.stop()
+            raise
         return self
 
     def heights(self) -> list[int | None]:
