@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [*LIB_DIRS, DEVICE_DIR]
 CHECK_BODIES = [
     "controller", "clock", "supervisor", "status", "uplink", "display",
-    "board", "uart_transport", "main",
+    "board", "uart_transport", "app", "main",
     "pilot", "meter", "modbus_rtu", "dlt645", "session", "outbox", "flash", "sha512",
 ]
 # What each layer (a directory of firmware/) may import besides the platform's own modules.

@@ -38,7 +38,7 @@ BUNDLE = ROOT / "build" / "firmware"
 FROZEN_IMAGE = ROOT / "build" / "micropython" / "firmware.bin"
 BOARD = ROOT / "hardware" / "board" / "esp32_devkitc.json"
 METERS = ROOT / "hardware" / "meters"
-DEVICE_LIB = ("board", "uart_transport")  # firmware/device modules that go to /lib
+DEVICE_LIB = ("board", "uart_transport", "app")  # firmware/device modules that go to /lib
 
 
 class FlashError(Exception):

@@ -1,5 +1,5 @@
 # The glue between the card reader, the bureau's MQTT messages, authz.Authz and the charge point
-# controller: the same code on the ESP32 (firmware/device/main.py) and in host simulations
+# controller: the same code on the ESP32 (firmware/device/app.py) and in host simulations
 # (firmware/host/chargerhost/simcontroller.py). No I/O of its own beyond the MQTT client it is
 # given (publish / subscribe / connected / poll) and the controller calls.
 #

@@ -1,6 +1,6 @@
 # The charge point assembled: meter, charger core, pilot, contactor, controller, card reader,
 # authorization flow, uplink and display, and the steps the device's tasks run. One piece of
-# code for the ESP32 (firmware/device/main.py adds WiFi, NTP, DNS, the broker connection and the
+# code for the ESP32 (firmware/device/app.py adds WiFi, NTP, DNS, the broker connection and the
 # hardware watchdog around it) and for host simulations (firmware/host/chargerhost/
 # simcontroller.py hands it simulated hardware and time).
 #

@@ -1,7 +1,10 @@
 """Thin non-blocking socket shell around `mqtt_session.Session` (CPython and ESP32 MicroPython).
 
 Uses only `socket.getaddrinfo`, `socket.socket`, `connect`, `setblocking`/`settimeout`,
-`send`, `recv` and `close`, so the same file runs on the device and on a host. Nothing here
+`send`, `readinto` (MicroPython; `recv_into` on CPython), `recv` and `close`, so the same file
+runs on the device and on a host. Without a wait (the device's poll) bytes arrive in one
+receive buffer allocated with the client (`rx_chunk` bytes) and reused for every read: the
+decoder copies out what a packet keeps. Nothing here
 blocks for long except `getaddrinfo` (name resolution) and `close()` (which gives the
 DISCONNECT up to `close_timeout_ms` to leave).
 
@@ -42,6 +45,12 @@ except ImportError:  # very old MicroPython
     import uerrno as _errno_mod
 
 try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+try:
     from random import getrandbits as _getrandbits
 except ImportError:
     _getrandbits = None
@@ -57,6 +66,11 @@ __all__ = [
     "MQTTClient", "MQTTError", "CONNECTED_EVENT", "CONNECT_FAILED", "DISCONNECTED_EVENT",
     "MESSAGE", "PUBLISHED", "SUBSCRIBED",
 ]
+
+
+# One read takes at most this many bytes; a packet longer than that is gathered by the decoder
+# in its own buffer (mqtt_codec.Decoder).
+RX_CHUNK = const(512)
 
 
 def _code(name, default):
@@ -107,7 +121,8 @@ class MQTTClient:
                  username=None, password=None, will=None, max_packet=DEFAULT_MAX_PACKET,
                  max_inflight=16, connect_timeout_ms=10000, ping_timeout_ms=None,
                  reconnect_min_ms=1000, reconnect_max_ms=60000, read_budget=8192,
-                 max_backlog=16384, close_timeout_ms=1000, net=None, auto_reconnect=True):
+                 max_backlog=16384, close_timeout_ms=1000, net=None, auto_reconnect=True,
+                 rx_chunk=RX_CHUNK):
         """`net` is the socket module to use (getaddrinfo, socket, SOCK_STREAM); tests pass
         a fake one, the default is the real `socket`."""
         if net is None:
@@ -133,6 +148,9 @@ class MQTTClient:
         self._sent_all = False        # the socket took every byte of the CONNECT frame
         self._out = b""               # bytes the socket has not taken yet
         self._out_pos = 0
+        self._rx = bytearray(rx_chunk)  # every read lands here (no allocation per read)
+        self._rx_mv = memoryview(self._rx)
+        self._readinto = None         # the socket's readinto / recv_into
         self._events = []
         self._t = now_ms()            # the latest time given to (or read by) a public call
         self.last_errno = None
@@ -277,6 +295,7 @@ class MQTTClient:
             self._schedule(t)
             return
         self.sock = sock
+        self._readinto = getattr(sock, "readinto", None) or sock.recv_into
         self._out = b""
         self._out_pos = 0
         self._sent_all = False
@@ -323,28 +342,34 @@ class MQTTClient:
                 wait_ms = until
         else:
             wait_ms = 0
+        rx = self._rx
         while budget > 0 and self.sock is not None:
+            want = len(rx) if budget > len(rx) else budget
             try:
-                if wait_ms > 0:
+                if wait_ms > 0:  # a host's poll(wait_ms): recv, as readinto drops bytes on a timeout
                     self.sock.settimeout(wait_ms / 1000)
                     try:
-                        data = self.sock.recv(min(budget, 2048))
+                        data = self.sock.recv(want)
                     finally:
                         if self.sock is not None:
                             self.sock.setblocking(False)
                     wait_ms = 0
+                    got = len(data)
                 else:
-                    data = self.sock.recv(min(budget, 2048))
+                    got = self._readinto(rx, want)
+                    data = self._rx_mv[:got] if got else None
             except OSError as exc:
                 if _is_busy(exc):
                     return
                 self._io_failed(exc)
                 return
-            if not data:
+            if got is None:  # MicroPython's readinto: nothing waiting on a non-blocking socket
+                return
+            if not got:
                 self._events.extend(self.session.connection_lost("peer_closed"))
                 self._drop(t)
                 return
-            budget -= len(data)
+            budget -= got
             self._events.extend(self.session.receive(data, t))
             self._after_session(t)
             self._flush()

@@ -21,7 +21,7 @@ def device():
         if p not in sys.path:
             sys.path.insert(0, p)
             added.append(p)
-    for name in ("board", "uart_transport", "main"):
+    for name in ("board", "uart_transport", "app"):
         sys.modules.pop(name, None)
     ns = type("Device", (), {})()
     ns.machine, ns.network, ns.ntp = machine, network, ntp

@@ -277,7 +277,7 @@ def hardware() -> Hardware:
     return HW
 
 
-DEVICE_MODULES = ("machine", "network", "ntptime", "board", "uart_transport", "main")
+DEVICE_MODULES = ("machine", "network", "ntptime", "board", "uart_transport", "app")
 
 
 def uninstall() -> None:

@@ -1,4 +1,4 @@
-"""The charger's device application (firmware/device/main.py, unchanged) under the real
+"""The charger's device application (firmware/device/app.py, unchanged) under the real
 MicroPython unix port (32-bit, firmware/manifest.py frozen in, 96 KB heap: the ESP32's word
 size and about its heap), with fake machine/network/ntptime reaching the hardware bench, real
 sockets to a real mosquitto and real bureau node processes: a card tap is authorized online,
@@ -18,7 +18,7 @@ import pytest
 from bureau.api.auth import authorization_header
 from tests.support.device_run import ChargerRig
 from tests.support.mpunix import require_frozen_interpreter
-from tests.support.netproxy import Proxy
+from bureau.tools.netproxy import Proxy
 
 HEAP = "96K"
 MANIFEST = Path(__file__).resolve().parents[2] / "firmware" / "manifest.py"

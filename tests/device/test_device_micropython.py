@@ -1,4 +1,4 @@
-"""firmware/device (board.py, uart_transport.py, main.py) under real MicroPython with fake
+"""firmware/device (board.py, uart_transport.py, app.py) under real MicroPython with fake
 `machine`, `network`, `ntptime` and `socket` modules: the application boots, a session runs
 through the pins (pilot ADC and PWM, relay and aux contact, the meter over the UART with its
 direction pin), and a control round - pilot burst, controller, contactor feedback, stop
@@ -149,7 +149,8 @@ sys.modules["machine"] = machine
 sys.modules["network"] = network
 sys.modules["ntptime"] = ntptime
 
-import board, main, pilot
+import app as app_mod
+import board, pilot
 
 _rng = [hashlib.sha256(b"device").digest()]
 def urandom(n):
@@ -158,7 +159,7 @@ def urandom(n):
 
 cfg = {"charger_id": "MP-DEV-1", "meter_serial": "SDM120-7", "wifi": {"ssid": "x", "password": "y"},
        "mqtt": {"host": "10.0.0.9", "port": 1883}, "max_current_ma": 16000, "tariff": json.loads(TARIFF_JSON)}
-app = main.App(cfg, json.loads(REGMAP_JSON), board.Board(json.loads(BOARD_JSON)), flash_root="/data",
+app = app_mod.App(cfg, json.loads(REGMAP_JSON), board.Board(json.loads(BOARD_JSON)), flash_root="/data",
                ticks_ms=time.ticks_ms, urandom=urandom, socket_mod=fsock)
 adc = app.pilot_hw.adc
 relay = Pin.pins[26]

@@ -1,4 +1,4 @@
-"""firmware/device/main.py under CPython with fake machine/network/ntptime: a whole charging
+"""firmware/device/app.py under CPython with fake machine/network/ntptime: a whole charging
 session driven through the board's pins (pilot ADC and PWM, relay and its aux contact, stop
 button, meter on the UART), the watchdog fed only while the control loop lives, WiFi
 reconnects with backoff, NTP only while the contactor is open, DNS likewise, and the asyncio
@@ -65,17 +65,17 @@ def make_app(device, tmp_path, host="10.0.0.5", board=None, **cfg_extra):
            "mqtt": {"host": host, "port": 1883}, "ntp_host": "ntp.bureau.example", "max_current_ma": 16000,
            "tariff": TARIFF}
     cfg.update(cfg_extra)
-    main = importlib.import_module("main")
+    app_mod = importlib.import_module("app")
     ticks = Ticks()
     sock = FakeSocketModule()
-    app = main.App(cfg, regmap, device.board.Board(board or BOARD), flash_root=str(tmp_path / "data"),
+    app = app_mod.App(cfg, regmap, device.board.Board(board or BOARD), flash_root=str(tmp_path / "data"),
                    ticks_ms=ticks, rand8=None, signer=NaclSigner, socket_mod=sock)
     hw.adcs[36].pwm_pin = 25
     hw.uarts[2].de_pin = 4
     app.counter = counter
     app.ticks = ticks
     app.sock = sock
-    return main, app
+    return app_mod, app
 
 
 def run_control(app, hw, ms, vehicle=None, button=None):
@@ -99,7 +99,7 @@ def run_control(app, hw, ms, vehicle=None, button=None):
 
 def test_session_through_the_pins(device, tmp_path):
     hw = device.hw
-    main, app = make_app(device, tmp_path)
+    app_mod, app = make_app(device, tmp_path)
     pwm, relay = hw.pwms[25], hw.pins[26]
     run_control(app, hw, 2000, vehicle="A")
     assert app.ctl.state == "available" and pwm.duty_u16() == 65535 and relay.level == 0
@@ -127,7 +127,7 @@ def test_session_through_the_pins(device, tmp_path):
 
 def test_pilot_is_sampled_while_the_meter_reply_is_awaited(device, tmp_path):
     hw = device.hw
-    main, app = make_app(device, tmp_path)
+    app_mod, app = make_app(device, tmp_path)
     run_control(app, hw, 500, vehicle="B")
     app.ctl.authorize(1, "04A1B2C3", "W-1001", 100_000, "auth-1", app.ticks())
     run_control(app, hw, 500, vehicle="C")
@@ -153,7 +153,7 @@ def test_pilot_is_sampled_while_the_meter_reply_is_awaited(device, tmp_path):
 
 def test_watchdog_is_fed_only_while_the_control_loop_lives(device, tmp_path):
     hw = device.hw
-    main, app = make_app(device, tmp_path)
+    app_mod, app = make_app(device, tmp_path)
     app.wdt = app.hw.watchdog()
     wdt = hw.wdts[-1]
     assert wdt.timeout == 8000
@@ -162,7 +162,7 @@ def test_watchdog_is_fed_only_while_the_control_loop_lives(device, tmp_path):
         run_control(app, hw, 1000, vehicle="A")
         app.watchdog_step(app.ticks())
     assert wdt.feeds == 10
-    app.ticks.advance(main.HEARTBEAT_STALE_MS)  # the control loop hangs
+    app.ticks.advance(app_mod.HEARTBEAT_STALE_MS)  # the control loop hangs
     for _ in range(5):
         app.ticks.advance(1000)
         app.watchdog_step(app.ticks())
@@ -196,7 +196,7 @@ def step_link(app, hw, ms, every=50):
 
 def test_wifi_dns_and_broker_share_one_backoff(device, tmp_path):
     hw = device.hw
-    main, app = make_app(device, tmp_path, host="broker.bureau.example")
+    app_mod, app = make_app(device, tmp_path, host="broker.bureau.example")
     wlan = device.network.WLAN.instances[-1]
     assert wlan.active() is True and wlan.interface == device.network.STA_IF
     wlan.succeed_after = 2  # two associations fail
@@ -218,7 +218,7 @@ def test_wifi_dns_and_broker_share_one_backoff(device, tmp_path):
 
 def test_ntp_sync_marks_the_clock_and_waits_while_charging(device, tmp_path):
     hw = device.hw
-    main, app = make_app(device, tmp_path)
+    app_mod, app = make_app(device, tmp_path)
     ntp = device.ntp
     assert device.machine is not None and __import__("ntptime").host == "ntp.bureau.example"
     assert app.ntp_step(app.ticks()) is False and ntp.calls == 0  # no WiFi
@@ -243,7 +243,7 @@ def test_ntp_sync_marks_the_clock_and_waits_while_charging(device, tmp_path):
     run_control(app, hw, 500, vehicle="B")
     app.ctl.authorize(1, "04A1B2C3", "W-1001", 100_000, "auth-1", app.ticks())
     run_control(app, hw, 500, vehicle="C")
-    app.ticks.advance(main.NTP_EVERY_MS)
+    app.ticks.advance(app_mod.NTP_EVERY_MS)
     calls = ntp.calls
     assert app.ntp_step(app.ticks()) is False and ntp.calls == calls
     run_control(app, hw, 5000)
@@ -254,7 +254,7 @@ def test_ntp_sync_marks_the_clock_and_waits_while_charging(device, tmp_path):
 
 def test_broker_name_is_resolved_only_while_the_contactor_is_open(device, tmp_path):
     hw = device.hw
-    main, app = make_app(device, tmp_path, host="broker.bureau.example")
+    app_mod, app = make_app(device, tmp_path, host="broker.bureau.example")
     device.network.WLAN.instances[-1].connected = True
     run_control(app, hw, 500, vehicle="B")
     app.ctl.authorize(1, "04A1B2C3", "W-1001", 100_000, "auth-1", app.ticks())
@@ -275,7 +275,7 @@ def test_tasks_run_on_an_asyncio_loop(device, tmp_path):
     hw = device.hw
     from clock import ticks_source
 
-    main, app = make_app(device, tmp_path)
+    app_mod, app = make_app(device, tmp_path)
     app.ticks_ms = ticks_source()
     app.transport._ticks_ms = app.ticks_ms
     app._last_pilot = app.ticks_ms()
@@ -313,8 +313,8 @@ def test_app_boots_from_the_reference_files(device, tmp_path):
     (root / "meter.json").write_text((ROOT / "hardware" / "meters" / "eastron_sdm120.json").read_text())
     cfg = json.loads((ROOT / "hardware" / "board" / "config.example.json").read_text())
     (root / "config.json").write_text(json.dumps(cfg))
-    main = importlib.import_module("main")
-    app = main.App.from_files(str(root) + "/")
+    app_mod = importlib.import_module("app")
+    app = app_mod.App.from_files(str(root) + "/")
     assert (root / "data" / "key.seed").stat().st_size == 32
     assert app.charger.charger_id == "GZ-TH-0001" and app.mqtt.host == "10.10.0.2"
     assert app.ctl.current_ma == 32000 and app.ctl.ventilation is False
@@ -329,4 +329,4 @@ def test_app_boots_from_the_reference_files(device, tmp_path):
     del cfg["meter_serial"]
     (root / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="meter_serial"):
-        main.App.from_files(str(root) + "/")
+        app_mod.App.from_files(str(root) + "/")

@@ -611,6 +611,11 @@ class FakeSock:
             item = item[:n]
         return item
 
+    def recv_into(self, buf, n):
+        item = self.recv(n)
+        buf[:len(item)] = item
+        return len(item)
+
     def close(self):
         self.closed = True
 

@@ -18,7 +18,7 @@ from bureau.api.auth import authorization_header
 from bureau.tools.stack import Stack
 
 WALLET = "W-FUZZ"
-EXAMPLES = 6  # per operation, generation mode and node: the module stays about a minute on a loaded machine
+EXAMPLES = 3  # per operation, generation mode and node: the module stays about a minute on a loaded machine
 DRIVER = SigningKey(b"\x11" * 32)
 CHARGER = SigningKey(b"\x12" * 32)
 
@@ -92,14 +92,14 @@ def _fuzz(node, operation, mode, signed: bool, session: requests.Session) -> int
 
 
 def test_no_request_to_any_bureau_gets_a_server_error(stack):
-    """Fuzzes one bureau of each deployment shape: the first, which also answers phone
-    authorizations, and a plain validator; the others serve the same document and code."""
+    """Fuzzes every bureau through the document it serves: the first also answers phone
+    authorizations, the others are plain validators."""
     _wait_wallet(stack)
     documents = [httpx.get(n.url + "/schema/openapi.json", timeout=10).json() for n in stack.nodes]
     assert all(d == documents[0] for d in documents)
     total = 0
     with requests.Session() as session:
-        for node in stack.nodes[:2]:
+        for node in stack.nodes:
             schema = schemathesis.openapi.from_url(node.url + "/schema/openapi.json")
             operations = [result.ok() for result in schema.get_all_operations()]
             assert len(operations) >= 10
@@ -109,4 +109,4 @@ def test_no_request_to_any_bureau_gets_a_server_error(stack):
                     total += _fuzz(node, operation, mode, False, session)
                     if driver_route:
                         total += _fuzz(node, operation, mode, True, session)
-    assert total > 2 * 10 * EXAMPLES
+    assert total > len(stack.nodes) * 10 * EXAMPLES

@@ -27,7 +27,7 @@ def flash(*args, env=None):
 
 
 def _built() -> None:
-    if not (ROOT / "build" / "firmware" / "device" / "board.mpy").exists():
+    if not (ROOT / "build" / "firmware" / "device" / "app.mpy").exists():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "firmware_build.py")], check=True, capture_output=True)
 
 
@@ -45,7 +45,7 @@ def test_dry_run_prints_every_command_and_file(tmp_path):
                      ":board.json", ":meter.json", ":config.json", ":data/bureau.json", f"connect {port} reset",
                      "ev/v1/charger/GZ-TH-0001/enroll", "enroll_charger", "GET http://127.0.0.1:9/v1/chargers/GZ-TH-0001"):
             assert want in out, (want, out)
-        assert "chargepoint.mpy" in out and "board.mpy" in out and "uart_transport.mpy" in out
+        assert "chargepoint.mpy" in out and "board.mpy" in out and "uart_transport.mpy" in out and "app.mpy" in out
         assert out.index(":data/bureau.json") < out.index(" reset") < out.index("/enroll")
 
 

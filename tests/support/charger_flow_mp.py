@@ -6,7 +6,7 @@
 #
 # SPEC.json: {"flash": dir (provisioned: key.seed, bureau.json), "tariff": {...}, "start": unix s,
 # "ack": the bureau's signed ack of the receipt (JSON text) or null, "vectors": [[seed hex, msg
-# hex], ...]}. It imports the modules device/main.py imports (minus the device-only machine,
+# hex], ...]}. It imports the modules device/app.py imports (minus the device-only machine,
 # network, ntptime and board.py, which needs machine), loads the key from the flash dir, runs a
 # metered session through the charger core, signs and writes the receipt to the outbox, takes
 # the bureau's ack (its signature checked with ed25519.verify), and signs the vectors. The last

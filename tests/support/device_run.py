@@ -1,4 +1,4 @@
-"""Run the charger's device application (firmware/device/main.py) as a process under the real
+"""Run the charger's device application (firmware/device/app.py, as main.py boots it) as a process under the real
 MicroPython unix port: fake `machine`/`network`/`ntptime` (tests/device/mpfakes/) talking to a
 hardware bench in this process (tests/device/bench.py), real sockets to a real mosquitto, and a
 temporary directory as the ESP32's flash.

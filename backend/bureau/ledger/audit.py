@@ -8,11 +8,13 @@ from .genesis import Genesis
 from .state import LedgerState
 
 
-def audit_chain(genesis: Genesis, repo) -> dict:
+def audit_chain(genesis: Genesis, repo, to_height: int | None = None) -> dict:
+    """The chain up to `to_height` (default: all of it); a bound lets a live node be audited at a
+    height others are compared at while it keeps committing."""
     state = LedgerState(genesis)
     blocks = receipts = 0
     problem = None
-    for block, cert in repo.blocks(1):
+    for block, cert in repo.blocks(1, to_height):
         h = block.header
         try:
             if h.chain_id != genesis.chain_id or h.height != state.height + 1 or h.prev_hash != state.last_hash:

@@ -1,10 +1,17 @@
 """TCP shell of the peer links: one outbound link to every other bureau (it only sends) and the
-inbound links they open to us (we only read). Frames and handshake are in `handshake`.
+inbound links they open to us (we only read). Frames, handshake and sealing are in `handshake`:
+every frame after login is sealed by the sender's link thread and opened by the receiver's
+reader; one that does not open closes the link (`peer_disconnected{reason=bad_frame}`) without
+a ban, since whoever forged it need not be the peer.
 
 Inbound frames are handed to `on_message`, which must not block (the node's per-peer inbox
 drops and counts instead); outbound frames wait in a queue bounded in bytes, and a frame that
 would overflow it is dropped and counted — consensus recovers lost messages by its own
 re-sending and sync, and a dropped transaction batch still waits in its origin's mempool.
+Frames for a link that is down are dropped, not kept (`peer_send_dropped{reason=link_down}`): a
+peer back after a partition should hear the current round first, not a backlog of stale votes
+and batches of transactions committed meanwhile, which would fill the queue and push out what
+is current.
 
 What an unauthenticated caller can hold: at most `max_pending` connections in the handshake
 (the oldest is closed to make room for a new one), each for at most `handshake_timeout_s`, with
@@ -25,8 +32,8 @@ from typing import Callable
 
 from ..ledger.genesis import Genesis
 from ..metrics import Metrics
-from .handshake import (CH_HELLO, CH_PROOF, MAX_FRAME, MAX_HANDSHAKE_FRAME, FrameReader, HandshakeError, Initiator,
-                        Responder, frame)
+from .handshake import (CH_HELLO, CH_PROOF, MAX_FRAME, MAX_HANDSHAKE_FRAME, SEAL_OVERHEAD, FrameAuthError, FrameReader,
+                        HandshakeError, Initiator, Responder, Session, frame, split_plain)
 
 log = logging.getLogger(__name__)
 OnMessage = Callable[[str, int, bytes], None]
@@ -35,6 +42,11 @@ OnMessage = Callable[[str, int, bytes], None]
 def _split_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host, int(port)
+
+
+def _check_size(payload: bytes) -> None:
+    if len(payload) + SEAL_OVERHEAD > MAX_FRAME:
+        raise ValueError("frame over the size limit")
 
 
 def _close(sock: socket.socket) -> None:
@@ -51,7 +63,7 @@ class _Frames:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock, self.deadline = sock, deadline
         self.reader = FrameReader(MAX_HANDSHAKE_FRAME)
-        self.pending: list[tuple[int, bytes]] = []
+        self.pending: list[bytes] = []  # bodies read but not yet taken
 
     def expect(self, channel: int) -> bytes:
         while not self.pending:
@@ -66,47 +78,65 @@ class _Frames:
             if not data:
                 raise HandshakeError("peer closed during handshake")
             self.pending.extend(self.reader.feed(data))
-        ch, payload = self.pending.pop(0)
+        ch, payload = split_plain(self.pending.pop(0))
         if ch != channel:
             raise HandshakeError(f"expected channel {channel}, got {ch}")
         return payload
 
 
 class _Outbound:
+    """The link we dial to one peer. Frames wait in plain (channel, payload) and are sealed by
+    the link's own thread as they go out: the sender pays no crypto, and a frame broadcast to
+    every peer is queued once per link without a copy."""
+
     def __init__(self, owner: "PeerTransport", peer_id: str, address: str) -> None:
         self.owner, self.peer_id, self.address = owner, peer_id, address
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[tuple[int, bytes]] = deque()
         self.queued_bytes = 0
         self.cond = threading.Condition()
         self.connected = False
         self.thread = threading.Thread(target=self._run, name=f"peer-out-{peer_id}", daemon=True)
 
-    def put(self, data: bytes) -> bool:
+    def put(self, channel: int, payload: bytes) -> str | None:
+        """None when queued, else why the frame was dropped."""
         with self.cond:
-            if self.queued_bytes + len(data) > self.owner.max_queue_bytes:
-                return False
-            self.queue.append(data)
-            self.queued_bytes += len(data)
+            if not self.connected:
+                return "link_down"
+            if self.queued_bytes + len(payload) > self.owner.max_queue_bytes:
+                return "queue_full"
+            self.queue.append((channel, payload))
+            self.queued_bytes += len(payload)
             self.cond.notify()
-            return True
+            return None
 
-    def _take(self) -> bytes | None:
+    def _set_connected(self, up: bool) -> None:
+        """A link that goes down forgets what waits for it: see the module's docstring."""
+        with self.cond:
+            self.connected = up
+            if not up:
+                self.queue.clear()
+                self.queued_bytes = 0
+
+    def _take(self, max_bytes: int) -> list[tuple[int, bytes]]:
+        """What waits, up to about `max_bytes` (at least one frame); empty when stopping."""
         with self.cond:
             while not self.queue and not self.owner.stopping.is_set():
                 self.cond.wait(0.5)
-            if not self.queue:
-                return None
-            data = self.queue.popleft()
-            self.queued_bytes -= len(data)
-            return data
+            out, size = [], 0
+            while self.queue and (not out or size < max_bytes):
+                item = self.queue.popleft()
+                self.queued_bytes -= len(item[1])
+                size += len(item[1])
+                out.append(item)
+            return out
 
-    def _login(self, sock: socket.socket) -> None:
+    def _login(self, sock: socket.socket) -> Session:
         o = self.owner
         hs = Initiator(o.genesis.chain_id, o.node_id, self.peer_id, o.key, o.keys)
         frames = _Frames(sock, time.monotonic() + o.handshake_timeout_s)
         sock.sendall(frame(CH_HELLO, hs.hello()))
         sock.sendall(frame(CH_PROOF, hs.on_hello(frames.expect(CH_HELLO))))
-        hs.on_proof(frames.expect(CH_PROOF))
+        return hs.on_proof(frames.expect(CH_PROOF))
 
     def _run(self) -> None:
         backoff = 0.05
@@ -118,27 +148,20 @@ class _Outbound:
                 backoff = min(backoff * 2, 2.0)
                 continue
             try:
-                self._login(sock)
+                sealer = self._login(sock).outgoing
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.connected = True
+                self._set_connected(True)
                 backoff = 0.05
                 while not self.owner.stopping.is_set():
-                    data = self._take()
-                    if data is None:
-                        continue
-                    # Gather what else waits into one write: fewer syscalls under load.
-                    parts = [data]
-                    with self.cond:
-                        while self.queue and sum(map(len, parts)) < 256 * 1024:
-                            d = self.queue.popleft()
-                            self.queued_bytes -= len(d)
-                            parts.append(d)
-                    sock.sendall(b"".join(parts))
+                    # what else waits goes in the same write: fewer syscalls under load
+                    batch = self._take(256 * 1024)
+                    if batch:
+                        sock.sendall(b"".join(sealer.seal(ch, payload) for ch, payload in batch))
             except (OSError, HandshakeError) as e:
                 log.info("link to %s lost: %s", self.peer_id, e)
             finally:
-                self.connected = False
+                self._set_connected(False)
                 sock.close()
             self.owner.stopping.wait(backoff)
             backoff = min(backoff * 2, 2.0)
@@ -181,16 +204,20 @@ class PeerTransport:
         link = self.out.get(peer_id)
         if link is None:
             return False
-        ok = link.put(frame(channel, payload))
-        if not ok:
-            self.dropped += 1
-        return ok
+        _check_size(payload)
+        return self._put(link, channel, payload)
 
     def broadcast(self, channel: int, payload: bytes) -> None:
-        data = frame(channel, payload)
+        _check_size(payload)
         for link in self.out.values():
-            if not link.put(data):
-                self.dropped += 1
+            self._put(link, channel, payload)
+
+    def _put(self, link: "_Outbound", channel: int, payload: bytes) -> bool:
+        dropped = link.put(channel, payload)
+        if dropped is not None:
+            self.dropped += 1
+            self.metrics.inc("peer_send_dropped", dropped)
+        return dropped is None
 
     def connected_peers(self) -> list[str]:
         """Peers our outbound links are logged in to."""
@@ -249,7 +276,7 @@ class PeerTransport:
                 _close(evict)
             threading.Thread(target=self._serve, args=(sock,), name="peer-in", daemon=True).start()
 
-    def _login(self, sock: socket.socket) -> tuple[str, FrameReader, list[tuple[int, bytes]]]:
+    def _login(self, sock: socket.socket) -> tuple[Session, FrameReader, list[bytes]]:
         hs = Responder(self.genesis.chain_id, self.node_id, self.key, self.keys)
         frames = _Frames(sock, time.monotonic() + self.handshake_timeout_s)
         reply = hs.on_hello(frames.expect(CH_HELLO))
@@ -257,16 +284,17 @@ class PeerTransport:
             raise HandshakeError(f"{hs.claimed} is disconnected for flooding")
         sock.sendall(frame(CH_HELLO, reply))
         sock.sendall(frame(CH_PROOF, hs.on_proof(frames.expect(CH_PROOF))))
-        return hs.peer, frames.reader, frames.pending
+        return hs.session, frames.reader, frames.pending
 
     def _serve(self, sock: socket.socket) -> None:
         peer_id = None
         try:
             try:
-                peer_id, reader, early = self._login(sock)
+                session, reader, early = self._login(sock)
             except HandshakeError as e:
                 self.metrics.inc("peer_refused", "handshake")
                 raise e
+            peer_id, opener = session.peer, session.incoming
             with self._lock:
                 if self._pending.pop(sock, None) is None:
                     raise HandshakeError("evicted during the handshake")
@@ -277,14 +305,17 @@ class PeerTransport:
                 _close(old)
             reader.max_frame = MAX_FRAME
             sock.settimeout(None)
-            for channel, payload in early:  # frames that came in right behind the proof
-                self.on_message(peer_id, channel, payload)
+            for body in early:  # frames that came in right behind the proof
+                self.on_message(peer_id, *opener.open(body))
             while not self.stopping.is_set():
                 data = sock.recv(1 << 16)
                 if not data:
                     return
-                for channel, payload in reader.feed(data):
-                    self.on_message(peer_id, channel, payload)
+                for body in reader.feed(data):
+                    self.on_message(peer_id, *opener.open(body))
+        except FrameAuthError as e:
+            log.warning("inbound peer link %s dropped: %s", peer_id, e)
+            self.metrics.inc("peer_disconnected", "bad_frame")
         except (OSError, HandshakeError) as e:
             log.info("inbound peer link %s closed: %s", peer_id or "(not logged in)", e)
         finally:

@@ -36,16 +36,41 @@ def find_mosquitto() -> str:
 _handed_out: set[int] = set()
 
 
+def _quiet_ports() -> range:
+    """Ports below the kernel's ephemeral range (where it picks the local end of outgoing
+    connections), or an empty range when there is too little room below it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(10_000, low) if low - 10_000 >= 5_000 else range(0)
+
+
+_QUIET_PORTS = _quiet_ports()
+
+
 def free_port() -> int:
     """A loopback port free now and never handed out before by this process: ports chosen
-    ahead of their bind (genesis peer addresses, proxies, APIs) cannot collide."""
+    ahead of their bind (genesis peer addresses, proxies, APIs) cannot collide. Taken below the
+    ephemeral range: there no outgoing connection on the machine takes it as its local port
+    meanwhile (a killed node's API port stays unbound until its restart binds it again)."""
     while True:
+        if _QUIET_PORTS:
+            port = _QUIET_PORTS[secrets.randbelow(len(_QUIET_PORTS))]
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 ROLES = ("charger", "ingest", "authz", "fleet", "operator")

@@ -40,7 +40,10 @@ class NodeProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "bureau.cli", "run"], env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    def wait_healthy(self, timeout: float = 30.0) -> dict:
+    def wait_healthy(self, timeout: float = 120.0) -> dict:
+        """The first /healthz answer. Ends at once when the process exits; the deadline is
+        generous because a node starting beside busy peers on a loaded machine gets a small
+        share of the CPU (about 1 s of CPU to start, 3 s idle, over 15 s seen under load)."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc and self.proc.poll() is not None:
@@ -102,7 +105,7 @@ class Stack:
         return json.loads(self.genesis_path.read_text())
 
     def launch(self, extra_env: dict | None = None, node_env: dict[str, dict] | None = None,
-               healthy_timeout: float = 30.0) -> "Stack":
+               healthy_timeout: float = 120.0) -> "Stack":
         net = self.root / "net"
         for v in self.genesis["validators"]:
             data_dir = net / v["id"]
@@ -120,8 +123,12 @@ class Stack:
             node = NodeProcess(v["id"], data_dir, port, env, self.root / f"{v['id']}.log")
             node.start()
             self.nodes.append(node)
-        for node in self.nodes:
-            node.wait_healthy(healthy_timeout)
+        try:
+            for node in self.nodes:
+                node.wait_healthy(healthy_timeout)
+        except BaseException:  # the caller gets no stack to stop: leave no process behind
+            self.stop()
+            raise
         return self
 
     def heights(self) -> list[int | None]:
