@@ -351,6 +351,8 @@ def test_charger_sets_a_receipt_aside_only_on_its_signed_reject():
     unnamed = reject_message(RV["chain_id"], "bureau-1", OUTSIDER, "CH-1", None, None, "malformed", "too short")
     assert c.on_reply(unnamed) == ("ignored", None) and c.outbox.pending() == [s1, s2]
     assert c.on_reply(reject_for(c, s1, "busy")) == ("reject", s1) and c.outbox.pending() == [s1, s2]  # retryable
+    # the charger's enrollment is not committed yet: the receipt waits to be resent
+    assert c.on_reply(reject_for(c, s1, "unknown_charger")) == ("reject", s1) and c.outbox.pending() == [s1, s2]
     genuine = reject_for(c, s2)
     assert c.on_reply(genuine) == ("reject", s2)
     assert c.outbox.pending() == [s1] and c.outbox.refused() == ["%010d.unknown_wallet" % s2]
