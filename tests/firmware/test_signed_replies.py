@@ -21,6 +21,7 @@ from tests.firmware.test_charger_core import Clock, Meter, TARIFF, rng
 from tests.support.flashsim import CuttableFlash
 from chargerhost import LIB_DIRS
 from tests.support.micropython import run_micropython
+from tests.support.mp_memflash import MEMFLASH
 from tests.support.mpunix import require_interpreter, run_unix
 from tests.support.signer import NaclSigner
 
@@ -30,7 +31,7 @@ H = bytes.fromhex
 
 # Runs under both interpreters with REPLIES_JSON bound first: the charger core and the authorizer
 # as on the device, over an in-memory flash.
-CHECK = r"""
+CHECK = MEMFLASH + r"""
 import json, binascii
 import authz, charger, ed25519, signed_reply, trust
 from outbox import receipt_id
@@ -38,29 +39,6 @@ from outbox import receipt_id
 V = json.loads(REPLIES_JSON)
 U = binascii.unhexlify
 
-
-class MemFlash:
-    def __init__(self):
-        self.files = {}
-
-    def mkdir(self, name):
-        pass
-
-    def read(self, name):
-        return self.files.get(name)
-
-    def write_atomic(self, name, data):
-        self.files[name] = bytes(data)
-
-    def remove(self, name):
-        self.files.pop(name, None)
-
-    def rename(self, old, new):
-        self.files[new] = self.files.pop(old)
-
-    def listdir(self, name):
-        p = name + '/'
-        return [k[len(p):] for k in self.files if k.startswith(p)]
 
 
 class Meter:
