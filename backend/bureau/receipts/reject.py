@@ -16,16 +16,13 @@ firmware's signed_reply.py builds the same bytes; tests/vectors/replies.json hol
 from __future__ import annotations
 
 import json
-import re
 import struct
 
-from .. import crypto
 from ..errors import ReasonedError, printable_detail
-from .ack import text
+from .signed_reply import HEX64, text, verify_signed
 
 REJECT_VERSION = 2
 REJECT_TAG = b"EV-REJECT/v2".ljust(16, b"\x00")
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class RejectError(ReasonedError):
@@ -39,7 +36,7 @@ def signed_bytes(chain_id: str, bureau: str, charger_id: str, seq: int | None, r
     if seq is None and receipt_id is None:
         out += b"\x00"
     else:
-        if not isinstance(receipt_id, str) or not _HEX64.match(receipt_id) \
+        if not isinstance(receipt_id, str) or not HEX64.match(receipt_id) \
                 or not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= 2**32 - 1:
             raise RejectError("malformed", "a reject names both a seq (1..2^32-1) and a receipt id (64 hex), "
                                            "or neither")
@@ -63,25 +60,6 @@ def reject_message(chain_id: str, bureau: str, signing_key, charger_id: str, seq
 
 
 def verify_reject(payload: bytes, chain_id: str, keys: dict[str, bytes]) -> dict:
-    """The reject's JSON when a validator in `keys` signed it for `chain_id`; raises RejectError.
-    What the charger checks besides (its own id, the receipt in its outbox) is left to the caller."""
-    try:
-        msg = json.loads(payload)
-    except ValueError:
-        raise RejectError("malformed", "not JSON") from None
-    if not isinstance(msg, dict) or msg.get("type") != "reject":
-        raise RejectError("malformed", "not a reject")
-    if msg.get("v") != REJECT_VERSION:
-        raise RejectError("unsigned", f"reject version {msg.get('v')!r}; signed rejects are v {REJECT_VERSION}")
-    try:
-        sig = bytes.fromhex(msg["sig"])
-        signed = signed_bytes(chain_id, msg["bureau"], msg["charger"], msg["seq"], msg["receipt"], msg["reason"],
-                              msg["detail"])
-    except (KeyError, TypeError, ValueError):
-        raise RejectError("malformed", "reject fields missing or of the wrong type") from None
-    key = keys.get(msg["bureau"])
-    if key is None:
-        raise RejectError("unknown_signer", f"{msg['bureau']} is not a bureau validator")
-    if not crypto.verify(key, signed, sig):
-        raise RejectError("bad_signature", f"signature does not verify with the key of {msg['bureau']}")
-    return msg
+    """The reject's JSON when a validator in `keys` signed it for `chain_id`; raises RejectError."""
+    return verify_signed(payload, "reject", REJECT_VERSION, keys, RejectError, lambda m: signed_bytes(
+        chain_id, m["bureau"], m["charger"], m["seq"], m["receipt"], m["reason"], m["detail"]))
