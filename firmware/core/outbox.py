@@ -13,8 +13,10 @@ except ImportError:  # CPython
 
 _DIR = "outbox"
 _REFUSED = "refused"
-# Refusals that may pass if the same receipt is sent again later.
-RETRYABLE = ("busy", "internal_error")
+# Refusals that may pass if the same receipt is sent again later: a bureau too busy, or one whose
+# ledger has not yet committed this charger's enrollment (a charger may meter a session on its
+# offline list before then). Energy already delivered is never set aside for those.
+RETRYABLE = ("busy", "internal_error", "unknown_charger")
 
 
 def _name(seq):

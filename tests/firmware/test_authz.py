@@ -18,6 +18,7 @@ from bureau.ledger.tariff import Tariff
 from bureau.receipts.codec import decode
 from tests.support.flashsim import CuttableFlash, PowerCut
 from tests.support.micropython import run_micropython
+from tests.support.mp_memflash import MEMFLASH
 from tests.firmware.test_charger_core import Clock, Meter, NaclSigner, TARIFF, rng
 from tests.support import bureau_replies
 
@@ -26,7 +27,7 @@ AZ = json.loads((VECTORS / "authz.json").read_text())
 H = bytes.fromhex
 
 # Runs under both interpreters with AUTHZ_JSON bound first and the firmware's own ed25519.verify.
-CHECK = r"""
+CHECK = MEMFLASH + r"""
 import json, binascii
 import authz, ed25519, signed_reply
 
@@ -34,29 +35,6 @@ V = json.loads(AUTHZ_JSON)
 U = binascii.unhexlify
 NOW = V['now']
 
-
-class MemFlash:
-    def __init__(self):
-        self.files = {}
-
-    def mkdir(self, name):
-        pass
-
-    def read(self, name):
-        return self.files.get(name)
-
-    def write_atomic(self, name, data):
-        self.files[name] = bytes(data)
-
-    def remove(self, name):
-        self.files.pop(name, None)
-
-    def rename(self, old, new):
-        self.files[new] = self.files.pop(old)
-
-    def listdir(self, name):
-        p = name + '/'
-        return [k[len(p):] for k in self.files if k.startswith(p)]
 
 
 class Outbox:

@@ -21,6 +21,7 @@ from tests.firmware.test_charger_core import Clock, Meter, TARIFF, rng
 from tests.support.flashsim import CuttableFlash
 from chargerhost import LIB_DIRS
 from tests.support.micropython import run_micropython
+from tests.support.mp_memflash import MEMFLASH
 from tests.support.mpunix import require_interpreter, run_unix
 from tests.support.signer import NaclSigner
 
@@ -30,7 +31,7 @@ H = bytes.fromhex
 
 # Runs under both interpreters with REPLIES_JSON bound first: the charger core and the authorizer
 # as on the device, over an in-memory flash.
-CHECK = r"""
+CHECK = MEMFLASH + r"""
 import json, binascii
 import authz, charger, ed25519, signed_reply, trust
 from outbox import receipt_id
@@ -38,29 +39,6 @@ from outbox import receipt_id
 V = json.loads(REPLIES_JSON)
 U = binascii.unhexlify
 
-
-class MemFlash:
-    def __init__(self):
-        self.files = {}
-
-    def mkdir(self, name):
-        pass
-
-    def read(self, name):
-        return self.files.get(name)
-
-    def write_atomic(self, name, data):
-        self.files[name] = bytes(data)
-
-    def remove(self, name):
-        self.files.pop(name, None)
-
-    def rename(self, old, new):
-        self.files[new] = self.files.pop(old)
-
-    def listdir(self, name):
-        p = name + '/'
-        return [k[len(p):] for k in self.files if k.startswith(p)]
 
 
 class Meter:
@@ -351,6 +329,8 @@ def test_charger_sets_a_receipt_aside_only_on_its_signed_reject():
     unnamed = reject_message(RV["chain_id"], "bureau-1", OUTSIDER, "CH-1", None, None, "malformed", "too short")
     assert c.on_reply(unnamed) == ("ignored", None) and c.outbox.pending() == [s1, s2]
     assert c.on_reply(reject_for(c, s1, "busy")) == ("reject", s1) and c.outbox.pending() == [s1, s2]  # retryable
+    # the charger's enrollment is not committed yet: the receipt waits to be resent
+    assert c.on_reply(reject_for(c, s1, "unknown_charger")) == ("reject", s1) and c.outbox.pending() == [s1, s2]
     genuine = reject_for(c, s2)
     assert c.on_reply(genuine) == ("reject", s2)
     assert c.outbox.pending() == [s1] and c.outbox.refused() == ["%010d.unknown_wallet" % s2]

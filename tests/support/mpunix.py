@@ -99,7 +99,8 @@ def _manifest_inputs(manifest: Path) -> list[Path]:
 
 def frozen_interpreter(manifest: Path) -> tuple[str | None, str]:
     """(path, "") of a 32-bit interpreter with `manifest` frozen in (built once per content),
-    or (None, why it cannot be built)."""
+    or (None, why no image can be built on this machine). A build that fails is the firmware's
+    or the manifest's fault and raises MicroPythonUnixError, so it fails a test, never skips it."""
     script = _build_script()
     if script is None:
         return None, f"{SHARED / 'build.sh'} does not exist, so no frozen image can be built"
@@ -120,8 +121,8 @@ def frozen_interpreter(manifest: Path) -> tuple[str | None, str]:
                                   capture_output=True, text=True, timeout=1200,
                                   env={**os.environ, "MPY_CROSS_FLAGS": FROZEN_MPY_CROSS_FLAGS})
             if proc.returncode != 0:
-                return None, (f"frozen build failed (gcc-multilib installed?): "
-                              f"{(proc.stderr or proc.stdout).strip()[-800:]}")
+                raise MicroPythonUnixError(f"frozen build of {manifest} failed: "
+                                           f"{(proc.stderr or proc.stdout).strip()[-1500:]}")
             os.replace(str(out) + ".tmp", out)
     why = _works(str(out))
     return (None, why) if why else (str(out), "")
