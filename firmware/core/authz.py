@@ -37,7 +37,7 @@ except ImportError:  # CPython
 
 FORMAT = const(1)
 SIG_LEN = const(64)
-MAX_MESSAGE = const(4000)
+MAX_MESSAGE = const(1536)
 ONLINE_TIMEOUT_MS = const(5000)  # no reply by then: a card falls back to the offline list
 _MAX_ORPHANS = const(64)  # pages kept that no manifest names (yet)
 _MAX_USED = const(256)

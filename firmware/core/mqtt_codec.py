@@ -38,10 +38,12 @@ DISCONNECT = const(14)
 SUBACK_FAILURE = const(0x80)
 MAX_REMAINING_LENGTH = const(268435455)
 # The largest packet the charger takes: the bureau's offline-list pages and manifest are at most
-# 4000 bytes of payload (docs/authorization.md), plus fixed header, topic and packet id; every
-# other message it receives (signed acks, auth replies, tariff push, remote stop) is smaller.
-# The decoder allocates this once; a larger packet is refused ("too_large"), never buffered.
-DEFAULT_MAX_PACKET = const(4096)
+# 1536 bytes of payload (docs/authorization.md), plus fixed header (5), topic (at most 64 on
+# the charger's subscriptions) and packet id; every other message it receives (signed acks, auth
+# replies, tariff push, remote stop) is smaller. The decoder allocates this once, and it is the
+# largest buffer the charger holds beside Wi-Fi and TLS; a larger packet is refused
+# ("too_large"), never buffered.
+DEFAULT_MAX_PACKET = const(1664)
 
 # CONNACK return codes 0..5 (section 3.2.2.3), as machine reasons.
 CONNACK_REASONS = (

@@ -50,8 +50,9 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-import dlt645
-import modbus_rtu
+# modbus_rtu and dlt645 are imported inside the methods that use them: a charger loads only the
+# protocol its register map names (each costs heap once imported)
+
 # the watch and the reading's error are the core's (meter_watch.py); re-exported for the drivers' users
 from meter_watch import (  # noqa: F401
     STATUS_FROZEN, STATUS_LOST, STATUS_OK, STATUS_REPLACED, STATUS_ROLLBACK, MeterError, MeterWatch, WatchedMeter)
@@ -123,6 +124,7 @@ class ModbusMeter:
     """Energy meter over Modbus RTU, configured by a register-map dict."""
 
     def __init__(self, transport, regmap, unit_id=None, quantity="import_energy", timeout_ms=500, gap_ms=50):
+        import modbus_rtu
         if regmap.get("protocol", "modbus_rtu") != "modbus_rtu":
             raise ValueError("register map is not for Modbus RTU")
         regs = regmap["registers"]
@@ -147,6 +149,7 @@ class ModbusMeter:
         self._link = _Link(transport, _char_ms(regmap.get("serial", {})), timeout_ms, gap_ms)
 
     def _read(self, fn, addr, count):
+        import modbus_rtu
         link = self._link
         link.send(modbus_rtu.build_read_request(self.unit_id, fn, addr, count, self._req))
         got = link.fill(0, 3, link.timeout_ms)
@@ -170,6 +173,7 @@ class ModbusMeter:
             raise MeterError(e.reason, e.detail, e.code)
 
     def read_wh(self):
+        import modbus_rtu
         data = self._read(self._fn, self._addr, self._words)
         try:
             if self._type == "float32":
@@ -180,6 +184,7 @@ class ModbusMeter:
 
     def read_serial(self):
         """The meter's serial number as a decimal string, or None when the map has none."""
+        import modbus_rtu
         reg = self._serial_reg
         if reg is None:
             return None
@@ -192,6 +197,7 @@ class Dlt645Meter:
     with (useful after a read through the AA wildcard)."""
 
     def __init__(self, transport, address=None, di=None, regmap=None, preamble=None, timeout_ms=1000, gap_ms=100):
+        import dlt645
         regmap = regmap or {}
         if regmap.get("protocol", "dlt645_2007") != "dlt645_2007":
             raise ValueError("register map is not for DL/T 645-2007")
@@ -218,6 +224,7 @@ class Dlt645Meter:
         self._link = _Link(transport, _char_ms(regmap.get("serial", {"baud": 2400, "parity": "E"})), timeout_ms, gap_ms)
 
     def read_wh(self):
+        import dlt645
         link = self._link
         link.send(dlt645.build_read(self._addr, self._di, self._req, self._preamble))
         if link.fill(0, 1, link.timeout_ms) == 0:

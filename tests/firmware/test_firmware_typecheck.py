@@ -81,7 +81,7 @@ def test_the_check_finds_imports_across_the_layers(tmp_path):
     session = dirs["core"] / "session.py"
     session.write_text(session.read_text() + "\n\ndef _driver():\n    import meter\n    return meter\n")
     meter = dirs["drivers"] / "meter.py"
-    meter.write_text(meter.read_text().replace("import dlt645\n", "import dlt645\nimport uplink\n", 1))
+    meter.write_text(meter.read_text().replace("from meter_watch import", "import uplink\nfrom meter_watch import", 1))
     (dirs["shell"] / "topics.py").write_text("import json\n")  # /lib is flat: one topics module
     status, lines, _ = tc.run(dirs=list(dirs.values()), root=tmp_path)
     layer = [line for line in lines if line.endswith("[layer]")]

@@ -1,7 +1,7 @@
 """Byte formats the bureau signs for chargers (docs/authorization.md), backend side.
 
 * the offline authorization list: a signed manifest plus unsigned pages bound to it by
-  SHA-256, so that each MQTT message stays within the charger's 4 KB packet limit;
+  SHA-256, so that each MQTT message stays within the charger's packet limit (1664 bytes);
 * the tariff push: the current tariff document, signed;
 * the online authorization reply and the reply to a release (JSON on the charger's reply topic)
   and the bytes their signatures cover, bound to the charger and to the request they answer.
@@ -28,7 +28,7 @@ from ..ledger import canonical
 
 FORMAT = 1
 SIG_LEN = 64
-MAX_MESSAGE = 4000  # the charger's MQTT client takes packets of up to 4096 bytes, topic included
+MAX_MESSAGE = 1536  # the charger's MQTT client takes packets of up to 1664 bytes, topic included
 MAX_PAGES = 60
 MAX_LIMIT_FEN = 2**32 - 1
 LIST_TAG = b"EV-AUTHLIST/v1".ljust(16, b"\x00")
