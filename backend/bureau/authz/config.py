@@ -20,7 +20,7 @@ class AuthzSettings:
     offline_min_fen: int = 100  # cards whose offline limit would be lower are left off the list
     list_ttl_s: int = 24 * 3600  # a list expires this long after it is issued
     list_min_interval_s: int = 60  # a changed list is published at most this often
-    list_max_entries: int = 2000
+    list_max_entries: int = 1400  # what one manifest of 1536-byte pages can name (docs/authorization.md)
     tariff_id: str = ""  # the tariff this bureau's chargers use; default: the genesis's first
     max_request_bytes: int = 1024
 
