@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -15,12 +14,13 @@ def _run(args) -> int:
 
     from .api.app import create_app
     from .config import Settings
+    from .logfmt import configure
     from .node import Node
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env(node_id=args.node_id, data_dir=args.data_dir and Path(args.data_dir),
                                  genesis=args.genesis and Path(args.genesis), db_url=args.db_url,
                                  mqtt_port=args.mqtt_port, http_port=args.http_port)
+    configure(settings.log_format)
     node = Node(settings)
     node.start()
     try:

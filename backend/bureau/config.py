@@ -32,6 +32,8 @@ class Settings:
     max_block_txs: int = 5000
     mempool_limit: int = 200_000
     auth_window_s: int = 120
+    operator_token_file: Path | None = None  # bearer token of Prometheus and the dashboard (docs/observability.md)
+    log_format: str = "text"  # "text" or "json": one JSON object per line (bureau.logfmt)
 
     @property
     def peer_address_map(self) -> dict[str, str] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 
 from .chain import Chain
@@ -11,12 +12,13 @@ from .consensus.replica import BftReplica
 from .consensus.solo import SoloProducer
 from .crypto import load_or_create_key
 from .api.auth import ReplayGuard
+from .api.operator_auth import load_token
 from .authz import Authz
 from .ingest.mempool import Mempool
 from .ingest.mqtt import MqttIngest
 from .ledger.genesis import Genesis
 from .ledger.state import Refusal
-from .ledger.tx import KIND_OPERATOR, tx_hash
+from .ledger.tx import KIND_OPERATOR, TxError, decode_operator, tx_hash
 from .metrics import Metrics
 from .storage import Repository
 
@@ -38,6 +40,7 @@ class Node:
         self.mempool = Mempool(settings.mempool_limit)
         self.metrics = Metrics()
         self.replay_guard = ReplayGuard(settings.auth_window_s)
+        self.operator_token = load_token(settings.operator_token_file)
         # Actions this node dropped before any block held them (expired, already decided...), so
         # the status endpoint can say why; refusals recorded in a block are read from storage.
         self.refused_ops: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
@@ -58,14 +61,46 @@ class Node:
             self.mempool.on_local_add.append(lambda tx: self.producer.share([tx]))
             self.ingest.shared_subscription = settings.shared_subscription
         self.authz = Authz(self)
+        self._observe()
+
+    def _observe(self) -> None:
+        """The node's gauges, read at each scrape, and the time from proposal to commit."""
+        m = self.metrics
+        m.gauge("height", "Height of the last committed block", lambda: self.chain.height)
+        m.gauge("mempool_size", "Transactions waiting for a block", lambda: len(self.mempool))
+        m.gauge("round", "Consensus round at the height being decided", lambda: self.consensus_view()["round"])
+        m.gauge("peers_connected", "Peers this node's outbound links are logged in to",
+                lambda: self.consensus_view()["peers_connected"])
+        m.gauge("chargers_online", "Chargers whose retained status says online (their last will says offline)",
+                self.ingest.presence.online)
+        self.chain.on_commit(lambda block, ex: m.commit_latency.observe(
+            max(0.0, time.time() - block.header.time_ms / 1000)))
+
+    def consensus_view(self) -> dict:
+        """Round and connected peers: a single bureau has neither."""
+        core = getattr(self.producer, "core", None)
+        if core is None:
+            return {"round": 0, "peers_connected": 0, "peers": []}
+        peers = sorted(self.producer.transport.connected_peers())
+        return {"round": core.round, "peers_connected": len(peers), "peers": peers}
 
     def _on_refused(self, refusals: list[Refusal]) -> None:
-        self.ingest.on_refused(refusals)
+        self.ingest.on_refused([r for r in refusals if not (r.tx and r.tx[0] == KIND_OPERATOR)])
         for r in refusals:
             if r.tx and r.tx[0] == KIND_OPERATOR:
-                self.refused_ops[tx_hash(r.tx)] = (r.reason, r.detail)
+                h = tx_hash(r.tx)
+                self.refused_ops[h] = (r.reason, r.detail)
                 while len(self.refused_ops) > REFUSED_OPS_KEPT:
                     self.refused_ops.popitem(last=False)
+                self.metrics.inc("operator_refused", r.reason)
+                try:
+                    op = decode_operator(r.tx)
+                    action, operator = op.action, op.operator
+                except TxError:
+                    action = operator = None
+                log.warning("operator action %s by %s refused: %s: %s", action, operator, r.reason, r.detail,
+                            extra={"event": "operator_action_refused", "tx_hash": h.hex(), "action": action,
+                                   "operator": operator, "reason": r.reason, "detail": r.detail})
 
     def start(self) -> None:
         self.ingest.start()

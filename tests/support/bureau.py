@@ -53,11 +53,17 @@ class TestBureau:
         h = resp.json()["tx_hash"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = self.client.get(f"/v1/operator/actions/{h}").json()
+            status = self.operator_get(f"/v1/operator/actions/{h}").json()
             if status["status"] != "pending":
                 return status
             time.sleep(0.02)
         raise TimeoutError(f"{action} not committed in {timeout}s")
+
+    def operator_get(self, path: str):
+        """GET an operator-only endpoint with a request signed by the genesis operator."""
+        hdr = authorization_header(self.operator_key, "operator-1", "GET", path, node_id=self.settings.node_id,
+                                   principal="operator")
+        return self.client.get(path, headers={"Authorization": hdr})
 
     def driver_get(self, key: SigningKey, wallet_id: str, path: str):
         return self.client.get(path, headers={"Authorization": authorization_header(key, wallet_id, "GET", path, node_id=self.settings.node_id)})

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 
 from ..authz.api import AuthzController
+from ..dashboard import HANDLERS as DASHBOARD
 from ..ledger.canonical import MAX_DEPTH, nesting_depth
 from .errors import HANDLERS, ApiError
+from .observe import HANDLERS as OBSERVE
 from .routes import ChainController, OperatorController, ReceiptController, WalletController
-
-
-@get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
-async def metrics(request: Request) -> str:
-    node = request.app.state.node
-    return node.metrics.prometheus({"height": node.chain.height, "mempool": len(node.mempool)})
 
 
 @get("/healthz", summary="Liveness, the node's head and whether consensus makes progress")
@@ -42,7 +38,7 @@ async def refuse_deep_json(request: Request) -> None:
 def create_app(node) -> Litestar:
     app = Litestar(
         route_handlers=[ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
-                        metrics, healthz],
+                        healthz, *OBSERVE, *DASHBOARD],
         exception_handlers=HANDLERS,
         before_request=refuse_deep_json,
         request_max_body_size=MAX_BODY,

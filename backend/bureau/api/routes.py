@@ -16,6 +16,7 @@ from ..ledger.tx import KIND_OPERATOR, TxError, decode_operator, tx_hash
 from ..ingest.mempool import MempoolFull
 from ..receipts.codec import decode as decode_receipt
 from . import auth
+from .operator_auth import require_operator
 from .errors import ApiError, Busy, Forbidden, NotFound, domain_error
 
 
@@ -178,6 +179,7 @@ class OperatorController(Controller):
     @get("/actions/{tx_hex:str}", summary="Whether an operator action is committed, pending or refused")
     async def status(self, request: Request,
                      tx_hex: Annotated[str, Parameter(pattern="^[0-9a-f]{64}$")]) -> dict[str, Any]:
+        require_operator(request)  # operator only: a signed request or the operator token
         node = request.app.state.node
         h = bytes.fromhex(tx_hex)
         decided = node.chain.repo.operator_outcome(h)

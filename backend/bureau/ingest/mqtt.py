@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from ..brokerlink import BrokerLink
 from ..chain import Chain
@@ -20,6 +21,7 @@ from ..receipts.codec import receipt_id
 from ..receipts.reject import reject_message
 from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
 from .mempool import Mempool, MempoolFull
+from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 
 log = logging.getLogger(__name__)
 RECEIPT_TOPICS = TOPIC_PREFIX + "+/receipt"
@@ -44,7 +46,9 @@ class MqttIngest(BrokerLink):
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self._origin: set[bytes] = set()  # receipts admitted here from MQTT: this node acks them
+        # receipts admitted here from MQTT, with their arrival (monotonic s): this node acks them
+        self._origin: dict[bytes, float] = {}
+        self.presence = ChargerPresence()
         self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
         chain.on_commit(self._on_commit)
@@ -58,34 +62,43 @@ class MqttIngest(BrokerLink):
         # With several bureaus on one broker, a shared subscription hands each receipt to one of
         # them; it reaches the others over the peer links.
         client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + RECEIPT_TOPICS, qos=1)
+        # every bureau reads every charger's retained status (QoS 0: nothing queued while down;
+        # the retained copies say who is online on each subscribe)
+        client.subscribe(STATUS_TOPICS, qos=0)
         self.connected.set()
 
     def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic.endswith("/status"):
+            try:
+                self.presence.seen(msg.topic, bytes(msg.payload))
+            except StatusRefused as e:
+                self.metrics.inc("status_refused", e.args[0])
+            return
         self.metrics.inc("received")
-        self._queue.put((msg.topic, bytes(msg.payload)))
+        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic()))
 
     # ---- admission (worker threads) ------------------------------------------------------
 
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
-                topic, payload = self._queue.get(timeout=0.5)
+                topic, payload, arrived = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
             try:
                 if topic is None:
                     self.handle_relayed(payload)
                 else:
-                    self.handle(topic, payload)
+                    self.handle(topic, payload, arrived)
             except Exception:
                 log.exception("ingest failed for a message on %s", topic)
                 self.metrics.inc("rejected", "internal_error")
 
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
         decision = admit(topic, payload, self.chain.state)
         if isinstance(decision, Admitted):
             try:
-                self._origin.add(decision.tx_hash)
+                self._origin[decision.tx_hash] = time.monotonic() if arrived is None else arrived
                 self.mempool.add(decision.tx_hash, decision.tx, verified=True)
                 self.metrics.inc("admitted")
             except MempoolFull as e:
@@ -104,7 +117,7 @@ class MqttIngest(BrokerLink):
     def submit_relayed(self, txs: list[bytes]) -> None:
         """Transactions another bureau admitted: checked here again before they may wait."""
         for tx in txs:
-            self._queue.put((None, tx))
+            self._queue.put((None, tx, None))
 
     def handle_relayed(self, tx: bytes) -> None:
         try:
@@ -130,7 +143,9 @@ class MqttIngest(BrokerLink):
 
     def _reject(self, charger_id: str | None, seq: int | None, rid: str | None, reason: str, detail: str) -> None:
         self.metrics.inc("rejected", reason)
-        self._reject_log.info(reason, "rejected receipt %s#%s: %s: %s", charger_id, seq, reason, detail)
+        self._reject_log.info(reason, "rejected receipt of charger %s seq %s: %s: %s", charger_id, seq, reason,
+                              detail, extra={"event": "receipt_rejected", "charger_id": charger_id, "seq": seq,
+                                             "reason": reason, "detail": detail})
         if charger_id:
             self._publish(charger_id, reject_message(self.chain.genesis.chain_id, self.node_id, self._key, charger_id,
                                                      seq, rid, reason, detail))
@@ -143,7 +158,7 @@ class MqttIngest(BrokerLink):
             if h not in self._origin:
                 self.metrics.inc("relayed_rejected", r.reason)
                 continue
-            self._origin.discard(h)
+            self._origin.pop(h, None)
             if r.reason == "duplicate":
                 continue  # the first copy's ack answers it
             self._reject(r.charger_id, r.seq, receipt_id(r.tx[1:]), r.reason, r.detail)
@@ -152,11 +167,13 @@ class MqttIngest(BrokerLink):
 
     def _on_commit(self, block: Block, ex: Execution) -> None:
         n = 0
+        now = time.monotonic()
         for eff in ex.effects:
             if eff.kind == "receipt":
                 n += 1
-                if eff.tx_hash in self._origin:
-                    self._origin.discard(eff.tx_hash)
+                arrived = self._origin.pop(eff.tx_hash, None)
+                if arrived is not None:
+                    self.metrics.receipt_latency.observe(now - arrived)
                     self._ack(eff.charger_id, eff.seq, eff.receipt_id, block.height, block.hash)
         self.metrics.inc("committed", n=n)
 

@@ -132,10 +132,10 @@ def enroll_charger(node_url: str, key: SigningKey, charger_id: str, public_key: 
     if have is not None:
         raise EnrollError("charger_exists", f"{charger_id} is enrolled with another key ({have[:16]}…)")
     genesis = httpx.get(f"{node_url}/v1/genesis", timeout=10).json()
-    tx = operator_action(key, operator_id_of(genesis, key), "enroll_charger",
-                         {"charger_id": charger_id, "public_key": public_key})
+    operator_id = operator_id_of(genesis, key)
+    tx = operator_action(key, operator_id, "enroll_charger", {"charger_id": charger_id, "public_key": public_key})
     try:
-        wait_committed(node_url, [submit_action(node_url, tx)], timeout)
+        wait_committed(node_url, [submit_action(node_url, tx)], timeout, key=key, operator_id=operator_id)
     except ActionRefused as e:
         raise EnrollError("refused", f"enroll_charger refused: {e}") from None
     except TimeoutError:

@@ -89,8 +89,9 @@ pattern read ev/v1/charger/%u/cmd
 ROLE_TOPICS = {
     # a charger: the bureau's signed list and tariff, besides its own topics (the patterns)
     "charger": ("read ev/v1/bureau/#",),
-    # a bureau's ingest link: every charger's receipts in, acks and rejects out
-    "ingest": ("read ev/v1/charger/+/receipt", "write ev/v1/charger/+/reply"),
+    # a bureau's ingest link: every charger's receipts in, acks and rejects out, and every
+    # charger's retained status and last will (who is online, for the node's metrics)
+    "ingest": ("read ev/v1/charger/+/receipt", "write ev/v1/charger/+/reply", "read ev/v1/charger/+/status"),
     # a bureau's authorization link: requests in, replies out, and the retained signed list and
     # tariff, which it reads back to restore them when they are changed or erased
     "authz": ("read ev/v1/charger/+/auth", "write ev/v1/charger/+/reply",

@@ -22,7 +22,7 @@ DEFAULT_TARIFF = {
 
 def init_network(directory: Path, nodes: int = 1, chain_id: str = "ev-bureau-dev", *, peer_base_port: int = 26600,
                  api_base_port: int = 8080, operator_id: str = "operator-1",
-                 peer_ports: list[int] | None = None) -> dict:
+                 peer_ports: list[int] | None = None, api_ports: list[int] | None = None) -> dict:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     existing = directory / "genesis.json"
@@ -33,7 +33,7 @@ def init_network(directory: Path, nodes: int = 1, chain_id: str = "ev-bureau-dev
         node_id = f"bureau-{i}"
         key = load_or_create_key(directory / node_id / "node.key")
         validators.append({"id": node_id, "public_key": key.verify_key.encode().hex(), "power": 1,
-                           "address": f"127.0.0.1:{peer_ports[i - 1] if peer_ports else peer_base_port + i}", "api": f"http://127.0.0.1:{api_base_port + i}"})
+                           "address": f"127.0.0.1:{peer_ports[i - 1] if peer_ports else peer_base_port + i}", "api": f"http://127.0.0.1:{api_ports[i - 1] if api_ports else api_base_port + i}"})
     op_key = load_or_create_key(directory / "operator.key")
     genesis = {"v": 1, "chain_id": chain_id, "genesis_time_ms": int(time.time() * 1000), "validators": validators,
                "operators": [{"id": operator_id, "public_key": op_key.verify_key.encode().hex()}],

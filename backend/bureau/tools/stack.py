@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 from ..crypto import load_or_create_key
 from ..ledger.tx import operator_action
-from .actions import submit_action, wait_committed
+from .actions import operator_get, submit_action, wait_committed
 from .mosquitto import Mosquitto, free_port
 from .network import init_network
+
+OPERATOR_ID = "operator-1"  # the operator init_network names in the genesis
 
 
 @dataclass
@@ -89,7 +93,12 @@ class Stack:
     def prepare(self) -> "Stack":
         """Keys, genesis and the broker; nodes are launched by `launch`."""
         self.root.mkdir(parents=True, exist_ok=True)
-        init_network(self.root / "net", self.nodes_count, peer_ports=[free_port() for _ in range(self.nodes_count)])
+        init_network(self.root / "net", self.nodes_count, peer_ports=[free_port() for _ in range(self.nodes_count)],
+                     api_ports=[free_port() for _ in range(self.nodes_count)])
+        if not self.operator_token_path.exists():
+            fd = os.open(self.operator_token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
         self.broker = Mosquitto(workdir=self.root / "broker").start()
         return self
 
@@ -109,7 +118,7 @@ class Stack:
         net = self.root / "net"
         for v in self.genesis["validators"]:
             data_dir = net / v["id"]
-            port = free_port()
+            port = urlsplit(v["api"]).port  # the genesis says where each bureau's API is: peers read it there
             mqtt_user, mqtt_password = self.broker.login_bureau(v["id"])
             env = dict(os.environ)
             env.update({
@@ -117,6 +126,7 @@ class Stack:
                 "BUREAU_MQTT_PORT": str(self.broker.port), "BUREAU_MQTT_USERNAME": mqtt_user,
                 "BUREAU_MQTT_PASSWORD": mqtt_password, "BUREAU_HTTP_PORT": str(port),
                 "BUREAU_DB_URL": self.db_urls.get(v["id"], ""),
+                "BUREAU_OPERATOR_TOKEN_FILE": str(self.operator_token_path),
             })
             env.update(extra_env or {})
             env.update((node_env or {}).get(v["id"], {}))
@@ -145,14 +155,29 @@ class Stack:
         return self.root / "net" / "genesis.json"
 
     @property
+    def operator_token_path(self) -> Path:
+        """The operator token every node of this stack takes (bearer for /metrics, the dashboard's login)."""
+        return self.root / "net" / "operator.token"
+
+    @property
+    def operator_token(self) -> str:
+        return self.operator_token_path.read_text().strip()
+
+    @property
     def operator_key(self):
         return load_or_create_key(self.root / "net" / "operator.key")
 
     def submit(self, action: str, args: dict, node: int = 0) -> str:
-        return submit_action(self.nodes[node].url, operator_action(self.operator_key, "operator-1", action, args))
+        return submit_action(self.nodes[node].url, operator_action(self.operator_key, OPERATOR_ID, action, args))
 
     def wait_committed(self, tx_hashes: list[str], node: int = 0, timeout: float = 30.0) -> None:
-        wait_committed(self.nodes[node].url, tx_hashes, timeout)
+        n = self.nodes[node]
+        wait_committed(n.url, tx_hashes, timeout, key=self.operator_key, operator_id=OPERATOR_ID, node_id=n.node_id)
+
+    def operator_get(self, path: str, node: int = 0) -> httpx.Response:
+        """GET an operator-only endpoint (/metrics, action status, /dashboard/data), signed."""
+        n = self.nodes[node]
+        return operator_get(n.url, path, self.operator_key, OPERATOR_ID, n.node_id)
 
     def operator(self, actions: list[tuple[str, dict]], node: int = 0) -> None:
         self.wait_committed([self.submit(a, args, node) for a, args in actions], node)
