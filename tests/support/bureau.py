@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import secrets
 import time
 from pathlib import Path
 
@@ -29,9 +30,12 @@ class TestBureau:
         init_network(net, 1)
         self.operator_key = load_or_create_key(net / "operator.key")
         user, password = broker.login_bureau("bureau-1")
+        self.operator_token = secrets.token_urlsafe(32)  # bearer of /metrics and the dashboard's login
+        (net / "operator.token").write_text(self.operator_token + "\n")
         self.settings = Settings(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
                                  db_url=db_url or "", mqtt_port=broker.port, mqtt_username=user,
-                                 mqtt_password=password, block_interval_ms=50)
+                                 mqtt_password=password, block_interval_ms=50,
+                                 operator_token_file=net / "operator.token")
         self.node = Node(self.settings)
         self.node.start()
         self.client = TestClient(create_app(self.node))
