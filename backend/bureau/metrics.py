@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 prometheus_client.disable_created_metrics()
 
 PREFIX = "bureau_"
-CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+CONTENT_TYPE = "text/plain; version=0.0.4"  # what generate_latest writes; the server adds the charset
 
 # name -> (help, labelled by reason). The one list of what a node counts.
 COUNTERS: dict[str, tuple[str, bool]] = {
@@ -32,7 +32,7 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "status_refused": ("Charger status messages not understood, by reason", True),
     "relayed_admitted": ("Transactions relayed by peers and admitted here", False),
     "relayed_rejected": ("Transactions relayed by peers or refused in a block, by reason", True),
-    "operator_refused": ("Operator actions refused in a block, by reason", True),
+    "operator_refused": ("Operator actions refused (final in a block, or dropped before one), by reason", True),
     # consensus and peers
     "blocks_committed": ("Blocks committed by consensus", False),
     "consensus_verdict": ("Consensus messages refused by the core, by verdict", True),

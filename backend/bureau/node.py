@@ -64,7 +64,7 @@ class Node:
         self._observe()
 
     def _observe(self) -> None:
-        """The node's gauges, read at each scrape, and the time from proposal to commit."""
+        """The node's gauges, read at each scrape; commits are timed and their refusals logged."""
         m = self.metrics
         m.gauge("height", "Height of the last committed block", lambda: self.chain.height)
         m.gauge("mempool_size", "Transactions waiting for a block", lambda: len(self.mempool))
@@ -73,8 +73,7 @@ class Node:
                 lambda: self.consensus_view()["peers_connected"])
         m.gauge("chargers_online", "Chargers whose retained status says online (their last will says offline)",
                 self.ingest.presence.online)
-        self.chain.on_commit(lambda block, ex: m.commit_latency.observe(
-            max(0.0, time.time() - block.header.time_ms / 1000)))
+        self.chain.on_commit(self._on_commit)
 
     def consensus_view(self) -> dict:
         """Round and connected peers: a single bureau has neither."""
@@ -92,15 +91,27 @@ class Node:
                 self.refused_ops[h] = (r.reason, r.detail)
                 while len(self.refused_ops) > REFUSED_OPS_KEPT:
                     self.refused_ops.popitem(last=False)
-                self.metrics.inc("operator_refused", r.reason)
-                try:
-                    op = decode_operator(r.tx)
-                    action, operator = op.action, op.operator
-                except TxError:
-                    action = operator = None
-                log.warning("operator action %s by %s refused: %s: %s", action, operator, r.reason, r.detail,
-                            extra={"event": "operator_action_refused", "tx_hash": h.hex(), "action": action,
-                                   "operator": operator, "reason": r.reason, "detail": r.detail})
+                self._refused_action(h, r.tx, r.reason, r.detail)
+
+    def _refused_action(self, h: bytes, tx: bytes, reason: str, detail: str) -> None:
+        """Counted and logged: which action, by which operator, and why."""
+        self.metrics.inc("operator_refused", reason)
+        try:
+            op = decode_operator(tx)
+            action, operator = op.action, op.operator
+        except TxError:
+            action = operator = None
+        log.warning("operator action %s by %s refused: %s: %s", action, operator, reason, detail,
+                    extra={"event": "operator_action_refused", "tx_hash": h.hex(), "action": action,
+                           "operator": operator, "reason": reason, "detail": detail})
+
+    def _on_commit(self, block, ex) -> None:
+        self.metrics.commit_latency.observe(max(0.0, time.time() - block.header.time_ms / 1000))
+        refused = [e for e in ex.effects if e.kind == "refused_action"]
+        if refused:  # final refusals written into the block (ledger/state.py)
+            txs = {tx_hash(t): t for t in block.txs if t and t[0] == KIND_OPERATOR}
+            for e in refused:
+                self._refused_action(e.tx_hash, txs.get(e.tx_hash, b""), e.detail["reason"], e.detail["detail"])
 
     def start(self) -> None:
         self.ingest.start()
