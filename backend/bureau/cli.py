@@ -24,8 +24,9 @@ def _run(args) -> int:
     node = Node(settings)
     node.start()
     try:
-        uvicorn.run(create_app(node), host=settings.http_host, port=settings.http_port, log_level="warning",
-                    access_log=False)
+        app = create_app(node)
+        configure(settings.log_format)  # again: making the app set Litestar's own format on the root logger
+        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False)
     finally:
         node.stop()
     return 0

@@ -45,3 +45,5 @@ def configure(log_format: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for chatty in ("httpx", "httpcore"):  # a line per request the dashboard makes to the peers
+        logging.getLogger(chatty).setLevel(logging.WARNING)
