@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 
 from ..authz.api import AuthzController
@@ -20,7 +20,7 @@ from .wallets import WalletController
 
 
 @get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
-async def metrics(node: Node) -> str:
+async def metrics(node: NamedDependency[Node]) -> str:
     return node.metrics.prometheus({"height": node.chain.height, "mempool": len(node.mempool)})
 
 
@@ -40,7 +40,7 @@ class Health(msgspec.Struct):
 @get("/healthz", summary="Liveness, the node's head and whether consensus makes progress",
      responses={503: ResponseSpec(Health, description="Consensus is stalled", generate_examples=False),
                 **refusals(takes_input=False)})
-async def healthz(node: Node) -> Response[Health]:
+async def healthz(node: NamedDependency[Node]) -> Response[Health]:
     replica = getattr(node.producer, "health", None)  # a consensus replica says whether it progresses
     progress = replica() if replica is not None else {}
     ok = progress.get("consensus", "ok") == "ok"

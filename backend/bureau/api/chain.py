@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, Parameter
 
@@ -109,7 +109,7 @@ class ChainReader:
         return msgspec.convert(t.to_doc(), TariffDoc)
 
 
-def provide_chain_reader(node: Node) -> ChainReader:
+def provide_chain_reader(node: NamedDependency[Node]) -> ChainReader:
     return ChainReader(node.chain)
 
 
@@ -120,25 +120,25 @@ class ChainController(Controller):
 
     @get("/chain/head", summary="Latest committed block", sync_to_thread=True,
          responses=refusals(takes_input=False))
-    def head(self, reader: ChainReader) -> ChainHead:
+    def head(self, reader: NamedDependency[ChainReader]) -> ChainHead:
         return reader.head()
 
     @get("/blocks/{height:int}", summary="A committed block: header, commit certificate, transaction hashes",
          sync_to_thread=True, responses=refusals("no_block"))
-    def block(self, reader: ChainReader, height: Height) -> BlockOut:
+    def block(self, reader: NamedDependency[ChainReader], height: Height) -> BlockOut:
         return reader.block(height)
 
     # Served as loaded, not re-shaped: a client can check it against the head's genesis_hash.
     @get("/genesis", summary="The genesis document (validator set to check certificates with)",
          responses={200: ResponseSpec(GenesisDoc, description="The genesis document"), **refusals(takes_input=False)})
-    async def genesis(self, reader: ChainReader) -> dict[str, Any]:
+    async def genesis(self, reader: NamedDependency[ChainReader]) -> dict[str, Any]:
         return reader.genesis_doc()
 
     @get("/chargers/{charger_id:str}", summary="An enrolled charger's public key",
          responses=refusals("unknown_charger"))
-    async def charger(self, reader: ChainReader, charger_id: FromPath[str]) -> ChargerKey:
+    async def charger(self, reader: NamedDependency[ChainReader], charger_id: FromPath[str]) -> ChargerKey:
         return reader.charger(charger_id)
 
     @get("/tariffs/{tariff_id:str}", summary="The latest version of a tariff", responses=refusals("unknown_tariff"))
-    async def tariff(self, reader: ChainReader, tariff_id: FromPath[str]) -> TariffDoc:
+    async def tariff(self, reader: NamedDependency[ChainReader], tariff_id: FromPath[str]) -> TariffDoc:
         return reader.tariff(tariff_id)

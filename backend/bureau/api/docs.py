@@ -10,6 +10,7 @@ from pathlib import Path
 from litestar import get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.params import FromPath
 from litestar.response import File
 
 from .errors import ApiError
@@ -24,7 +25,7 @@ ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui-standalone-pres
 
 
 @get(ASSETS_PATH + "/{name:str}", include_in_schema=False, sync_to_thread=False)
-def swagger_ui_asset(name: str) -> File:
+def swagger_ui_asset(name: FromPath[str]) -> File:
     media_type = ASSETS.get(name)
     path = SWAGGER_UI_DIR / name
     if media_type is None or not path.is_file():

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from litestar import Request
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath
 
 from ..node import Node
 from . import auth
@@ -11,7 +12,7 @@ from .errors import ApiError
 
 
 
-def provide_signer(request: Request, node: Node) -> str:
+def provide_signer(request: Request, node: NamedDependency[Node]) -> str:
     """The wallet whose key signed this request, for this bureau and only once."""
     wallets = node.chain.state.wallets
     path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -23,7 +24,7 @@ def provide_signer(request: Request, node: Node) -> str:
                       node.settings.node_id)
 
 
-def provide_own_wallet(wallet_id: str, signer: str) -> str:
+def provide_own_wallet(wallet_id: FromPath[str], signer: NamedDependency[str]) -> str:
     """The wallet of the path, when its own driver signed the request."""
     if signer != wallet_id:
         raise ApiError("not_your_wallet", "a driver reads only their own wallet")

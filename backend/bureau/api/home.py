@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from litestar import MediaType, get
+from litestar.di import NamedDependency
 
 from ..node import Node
 
@@ -31,5 +32,5 @@ def render_home(node_id: str, chain_id: str, height: int) -> str:
 
 
 @get("/", media_type=MediaType.HTML, include_in_schema=False)
-async def home(node: Node) -> str:
+async def home(node: NamedDependency[Node]) -> str:
     return render_home(node.settings.node_id, node.chain.genesis.chain_id, node.chain.height)

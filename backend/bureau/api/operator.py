@@ -7,8 +7,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody, Parameter
 
 from ..chain import Chain
 from ..ingest.admission import admit_operator
@@ -73,7 +73,7 @@ class OperatorDesk:
         raise ApiError("unknown_tx", "no such action here")
 
 
-def provide_operator_desk(node: Node) -> OperatorDesk:
+def provide_operator_desk(node: NamedDependency[Node]) -> OperatorDesk:
     return OperatorDesk(node.chain, node.mempool, node.refused_ops)
 
 
@@ -86,10 +86,10 @@ class OperatorController(Controller):
     @post("/actions", status_code=202,
           summary="Submit a signed operator action (enroll charger, open wallet, top up, publish tariff)",
           responses=refusals("malformed", "bad_signature", "duplicate", "busy"))
-    async def submit(self, desk: OperatorDesk, data: ActionSubmission) -> ActionAccepted:
+    async def submit(self, desk: NamedDependency[OperatorDesk], data: JSONBody[ActionSubmission]) -> ActionAccepted:
         return desk.submit(data.tx)
 
     @get("/actions/{tx_hex:str}", summary="Whether an operator action is committed, pending or refused",
          sync_to_thread=True, responses=refusals("unknown_tx"))
-    def status(self, desk: OperatorDesk, tx_hex: TxHashHex) -> ActionStatus:
+    def status(self, desk: NamedDependency[OperatorDesk], tx_hex: TxHashHex) -> ActionStatus:
         return desk.status(bytes.fromhex(tx_hex))

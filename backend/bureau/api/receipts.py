@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, Parameter
 
 from ..chain import Chain
@@ -73,7 +73,7 @@ class ReceiptProver:
                             header=header_out(block.header), certificate=cert.decode())
 
 
-def provide_receipt_prover(node: Node) -> ReceiptProver:
+def provide_receipt_prover(node: NamedDependency[Node]) -> ReceiptProver:
     return ReceiptProver(node.chain)
 
 
@@ -85,5 +85,5 @@ class ReceiptController(Controller):
     @get("/{charger_id:str}/{seq:int}/proof", sync_to_thread=True,
          summary="A bill with everything a phone needs to check it: receipt, charger key, Merkle path, header, certificate",
          responses=refusals("no_receipt", driver_signed=True))
-    def proof(self, prover: ReceiptProver, signer: str, charger_id: FromPath[str], seq: Seq) -> ReceiptProof:
+    def proof(self, prover: NamedDependency[ReceiptProver], signer: NamedDependency[str], charger_id: FromPath[str], seq: Seq) -> ReceiptProof:
         return prover.proof(signer, charger_id, seq)

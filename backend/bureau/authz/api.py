@@ -11,7 +11,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.params import QueryParameter
 
 from ..api.driver import OWN_WALLET_DEPENDENCIES
@@ -74,7 +74,7 @@ class AuthzDesk:
         return msgspec.convert(self.authz.service.wallet_view(wallet_id), WalletAuthorizations)
 
 
-def provide_authz_desk(node: Node) -> AuthzDesk:
+def provide_authz_desk(node: NamedDependency[Node]) -> AuthzDesk:
     return AuthzDesk(node.authz)
 
 
@@ -87,12 +87,12 @@ class AuthzController(Controller):
           summary="Start charging from the phone: a one-time token the charger redeems for an authorization",
           responses=refusals("not_your_wallet", "not_served_here", "unknown_charger", "bad_cap",
                              "insufficient_balance", "charger_unreachable", driver_signed=True))
-    def start(self, desk: AuthzDesk, own_wallet: str,
+    def start(self, desk: NamedDependency[AuthzDesk], own_wallet: NamedDependency[str],
               charger_id: Annotated[str, QueryParameter(min_length=1, max_length=32)],
               cap_fen: Annotated[int, QueryParameter(ge=1)]) -> StartOut:
         return desk.start(own_wallet, charger_id, cap_fen)
 
     @get("/{wallet_id:str}/authorizations", summary="Open authorizations (holds) of the caller's wallet",
          sync_to_thread=True, responses=refusals("not_your_wallet", "not_served_here", driver_signed=True))
-    def authorizations(self, desk: AuthzDesk, own_wallet: str) -> WalletAuthorizations:
+    def authorizations(self, desk: NamedDependency[AuthzDesk], own_wallet: NamedDependency[str]) -> WalletAuthorizations:
         return desk.authorizations(own_wallet)
