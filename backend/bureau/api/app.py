@@ -37,7 +37,7 @@ class Health(msgspec.Struct):
     peers_in: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
-@get("/healthz", summary="Liveness, the node's head and whether consensus makes progress",
+@get("/healthz", summary="Liveness, the node's head and whether consensus makes progress", tags=["node"],
      responses={503: ResponseSpec(Health, description="Consensus is stalled", generate_examples=False),
                 **refusals(takes_input=False)})
 async def healthz(node: NamedDependency[Node]) -> Response[Health]:
