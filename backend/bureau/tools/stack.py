@@ -92,6 +92,7 @@ class Stack:
     nodes: list[NodeProcess] = field(default_factory=list)
     db_urls: dict[str, str] = field(default_factory=dict)
     tls: bool = False
+    mqtt_tls: bool | None = None  # the broker's TLS when it differs from the API's
     registry_logins: bool = False
     registry: "RegistryFollower | None" = None
 
@@ -116,7 +117,8 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         init_network(self.root / "net", self.nodes_count, peer_ports=[free_port() for _ in range(self.nodes_count)],
                      http_ports=[free_port() for _ in range(self.nodes_count)])
-        self.broker = Mosquitto(workdir=self.root / "broker", tls=self.layout.broker_tls if self.tls else None).start()
+        broker_tls = self.tls if self.mqtt_tls is None else self.mqtt_tls
+        self.broker = Mosquitto(workdir=self.root / "broker", tls=self.layout.broker_tls if broker_tls else None).start()
         return self
 
     def broker_login(self, client_id: str, *, role: str = "charger") -> tuple[str, str]:
@@ -148,11 +150,11 @@ class Stack:
                 "BUREAU_MQTT_PASSWORD": mqtt_password, "BUREAU_HTTP_PORT": str(port),
                 "BUREAU_DB_URL": self.db_urls.get(v["id"], ""),
             })
+            api = self.layout.api_tls(v["id"])
+            if self.broker.tls:
+                env.update({"BUREAU_MQTT_TLS": "true", "BUREAU_MQTT_CA_FILE": str(api.ca_file)})
             if self.tls:
-                api = self.layout.api_tls(v["id"])
-                env.update({"BUREAU_MQTT_TLS": "true", "BUREAU_MQTT_CA_FILE": str(api.ca_file),
-                            "BUREAU_HTTP_TLS_CERT_FILE": str(api.cert_file),
-                            "BUREAU_HTTP_TLS_KEY_FILE": str(api.key_file)})
+                env.update({"BUREAU_HTTP_TLS_CERT_FILE": str(api.cert_file), "BUREAU_HTTP_TLS_KEY_FILE": str(api.key_file)})
             env.update(extra_env or {})
             env.update((node_env or {}).get(v["id"], {}))
             node = NodeProcess(v["id"], data_dir, port, env, self.root / f"{v['id']}.log", tls=self.tls,
