@@ -85,6 +85,36 @@ def _init_network(args) -> int:
     return 0
 
 
+def _broker_sync(args) -> int:
+    import os
+    import signal
+    import threading
+
+    from .tools.broker_registry import RegistryFollower
+    from .tools.mosquitto import BrokerAccess
+    from .tools.network import NetworkLayout, load_or_create_secret
+    from .tools.pki import http_verify
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    layout = NetworkLayout(Path(args.net))
+    if not layout.charger_secret.exists():
+        print(f"error: no_secret: {layout.charger_secret} does not exist (bureau init-network)", file=sys.stderr)
+        return 2
+
+    def reload_broker() -> None:  # SIGHUP: mosquitto re-reads its password file and ACL
+        os.kill(int(Path(args.pid_file).read_text().split()[0]), signal.SIGHUP)
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    follower = RegistryFollower(args.node, BrokerAccess(layout.broker_access), load_or_create_secret(layout.charger_secret),
+                                on_change=reload_broker, verify=http_verify(args.ca_file and Path(args.ca_file)),
+                                interval_s=args.interval).start()
+    done.wait()
+    follower.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .ledger.tx import ACTIONS
     from .tools.network import DEFAULT_HTTP_PORT, DEFAULT_MQTT_PORT, DEFAULT_PEER_PORT
@@ -124,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--peer-port", type=int, default=DEFAULT_PEER_PORT, help="peer port (nodes sharing a host count up)")
     n.add_argument("--mqtt-port", type=int, default=DEFAULT_MQTT_PORT, help="the broker's TLS port")
     n.set_defaults(fn=_init_network)
+    b = sub.add_parser("broker-sync", help="keep the broker's charger logins those of the committed registry "
+                                           "(rewrites the password file and ACL, then SIGHUP to mosquitto)")
+    b.add_argument("--node", required=True, help="a bureau node's API base URL")
+    b.add_argument("--ca-file", help="the network's CA certificate to verify the node's HTTPS against")
+    b.add_argument("--net", required=True, help="the network directory of init-network (broker/access, charger-secret)")
+    b.add_argument("--pid-file", required=True, help="mosquitto's pid file")
+    b.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the node's head")
+    b.set_defaults(fn=_broker_sync)
     args = p.parse_args(argv)
     return args.fn(args)
 
