@@ -11,7 +11,7 @@ import msgspec
 from nacl.signing import SigningKey
 
 from bureau.api.app import Health
-from bureau.api.chain import BlockOut, ChainHead, ChargerKey, GenesisDoc, TariffDoc
+from bureau.api.chain import BlockOut, ChainHead, ChargerKey, ChargerRegistry, GenesisDoc, TariffDoc
 from bureau.api.docs import SWAGGER_UI_DIR
 from bureau.api.errors import Refusal
 from bureau.api.operator import ActionStatus
@@ -32,7 +32,7 @@ def _component(doc: dict, schema: dict) -> tuple[str, dict]:
 def test_every_operation_documents_a_typed_answer_and_its_refusals(bureau):
     doc = bureau.client.get("/schema/openapi.json").json()
     operations = [(m.upper(), p, op) for p, ops in doc["paths"].items() for m, op in ops.items()]
-    assert len(operations) >= 13
+    assert len(operations) >= 14
     for method, path, op in operations:
         where = f"{method} {path}"
         ok = [s for s in op["responses"] if s.startswith("2")]
@@ -71,7 +71,8 @@ def test_answers_are_the_shapes_their_document_names(bureau, replies):
     _exactly(c.get("/v1/blocks/1"), BlockOut)
     genesis = _exactly(c.get("/v1/genesis"), GenesisDoc)
     assert c.get("/v1/genesis").json() == bureau.genesis  # as loaded, so its hash is the head's genesis_hash
-    _exactly(c.get("/v1/chargers/GZ-TH-0001"), ChargerKey)
+    assert not _exactly(c.get("/v1/chargers/GZ-TH-0001"), ChargerKey).retired
+    assert _exactly(c.get("/v1/chargers"), ChargerRegistry).chargers == ["GZ-TH-0001"]
     _exactly(c.get(f"/v1/tariffs/{genesis.tariffs[0].tariff_id}"), TariffDoc)
     _exactly(c.get("/healthz"), Health)
     _exactly(bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001"), WalletBalance)

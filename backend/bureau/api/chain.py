@@ -37,6 +37,12 @@ class BlockOut(msgspec.Struct):
 class ChargerKey(msgspec.Struct):
     charger_id: str
     public_key: str  # hex Ed25519
+    retired: bool  # a retired charger's receipts are refused
+
+
+class ChargerRegistry(msgspec.Struct):
+    height: int  # the committed height the list is at
+    chargers: list[str]  # ids enrolled and not retired, sorted
 
 
 class TariffDoc(msgspec.Struct):
@@ -96,11 +102,16 @@ class ChainReader:
     def genesis_doc(self) -> dict[str, Any]:
         return self.chain.genesis.doc
 
+    def chargers(self) -> ChargerRegistry:
+        with self.chain.lock:  # the list and its height from one state; a commit holds the lock
+            return ChargerRegistry(height=self.chain.state.height, chargers=self.chain.state.active_chargers())
+
     def charger(self, charger_id: str) -> ChargerKey:
-        key = self.chain.state.chargers.get(charger_id)
+        state = self.chain.state
+        key = state.chargers.get(charger_id)
         if key is None:
             raise ApiError("unknown_charger", f"charger {charger_id} is not enrolled")
-        return ChargerKey(charger_id=charger_id, public_key=key.hex())
+        return ChargerKey(charger_id=charger_id, public_key=key.hex(), retired=charger_id in state.retired)
 
     def tariff(self, tariff_id: str) -> TariffDoc:
         t = self.chain.state.latest_tariff(tariff_id)
@@ -134,7 +145,13 @@ class ChainController(Controller):
     async def genesis(self, reader: NamedDependency[ChainReader]) -> dict[str, Any]:
         return reader.genesis_doc()
 
-    @get("/chargers/{charger_id:str}", summary="An enrolled charger's public key",
+    # on a worker thread: the chain's lock may be held by a commit writing to storage
+    @get("/chargers", summary="The chargers enrolled and not retired, at a height", sync_to_thread=True,
+         responses=refusals(takes_input=False))
+    def chargers(self, reader: NamedDependency[ChainReader]) -> ChargerRegistry:
+        return reader.chargers()
+
+    @get("/chargers/{charger_id:str}", summary="An enrolled charger's public key, and whether it is retired",
          responses=refusals("unknown_charger"))
     async def charger(self, reader: NamedDependency[ChainReader], charger_id: FromPath[str]) -> ChargerKey:
         return reader.charger(charger_id)
