@@ -32,3 +32,15 @@ def postgres_url(postgres_cluster, request):
     import re
     name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
     return postgres_cluster.create_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_urls(request, tmp_path):
+    """Makes fresh databases on each backend: `database_urls("name")` is the URL of a new one."""
+    def make(name: str) -> str:
+        if request.param == "sqlite":
+            return f"sqlite:///{tmp_path / (name + '.db')}"
+        import re
+        cluster = request.getfixturevalue("postgres_cluster")
+        return cluster.create_database(re.sub(r"[^a-z0-9]", "_", f"{name}_{request.node.name}".lower())[:60])
+    return make
