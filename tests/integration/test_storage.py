@@ -2,7 +2,9 @@
 declares, foreign keys are enforced, and a database of release 0.1 holding a committed chain
 upgrades in place: the chain still verifies and the node carries on from it."""
 
-import time
+import contextlib
+import io
+import json
 
 import pytest
 import sqlalchemy as sa
@@ -10,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from nacl.signing import SigningKey
 
+from bureau import cli
 from bureau.ledger.audit import audit_chain
 from bureau.receipts.codec import seal
 from bureau.storage import Repository, migrate
@@ -67,6 +70,13 @@ def _copy_into_release_schema(source_url: str, target_url: str) -> None:
         target.dispose()
 
 
+def _db_command(command: str, url: str) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["db", command, "--db-url", url]) == 0
+    return json.loads(out.getvalue())
+
+
 def test_a_release_database_upgrades_and_the_node_resumes_on_it(tmp_path, mosquitto, database_urls):
     charger, driver = SigningKey.generate(), SigningKey.generate()
     written, release = database_urls("written"), database_urls("release")
@@ -83,14 +93,10 @@ def test_a_release_database_upgrades_and_the_node_resumes_on_it(tmp_path, mosqui
             b.close()
         _copy_into_release_schema(written, release)
 
-        engine = make_engine(release)
-        try:
-            assert migrate.current(engine) is None
-            started = time.perf_counter()
-            assert migrate.upgrade(engine) == ("0001", "0002")
-            print(f"upgrade of {height} blocks: {time.perf_counter() - started:.3f} s")
-        finally:
-            engine.dispose()
+        assert _db_command("current", release) == {"head": "0002", "current": "0001", "up_to_date": False}
+        upgraded = _db_command("upgrade", release)  # what an operator runs (docs/storage.md)
+        assert (upgraded["before"], upgraded["current"], upgraded["up_to_date"]) == ("0001", "0002", True)
+        print(f"upgrade of {height} blocks: {upgraded['seconds']} s")
 
         b = TestBureau(tmp_path, mosquitto, release)  # same node, same genesis, the upgraded database
         try:
@@ -116,7 +122,7 @@ def test_a_database_with_rows_naming_missing_rows_is_not_upgraded(database_urls)
             conn.execute(schema_0001.cards.insert(), {"uid": "04AA", "wallet_id": "W-none"})
         with pytest.raises((migrate.MigrationError, sa.exc.IntegrityError)):
             migrate.upgrade(engine)
-        assert migrate.current(engine) is None  # nothing changed: still the release's database
+        assert migrate.current(engine) == "0001"  # nothing changed: still the release's database
         with engine.connect() as conn:
             assert not sa.inspect(conn).has_table("alembic_version")
             assert sa.inspect(conn).get_foreign_keys("cards") == []

@@ -37,10 +37,17 @@ def head() -> str:
     return ScriptDirectory.from_config(config()).get_current_head()
 
 
+def _revision(conn: sa.Connection) -> str | None:
+    rev = MigrationContext.configure(conn).get_current_revision()
+    if rev is None and sa.inspect(conn).has_table("blocks"):
+        return RELEASE_0_1 if sa.inspect(conn).has_table("authz_holds") else None
+    return rev
+
+
 def current(engine: sa.Engine) -> str | None:
-    """The revision the database is at; None for an empty database or one of release 0.1."""
+    """The revision the database is at (a database of release 0.1 is at 0001); None when empty."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return _revision(conn)
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> tuple[str | None, str | None]:
@@ -53,18 +60,17 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> tuple[str | None, str 
             conn.commit()
             conn.exec_driver_sql("BEGIN")  # pysqlite would run the DDL outside any transaction
         try:
-            before = MigrationContext.configure(conn).get_current_revision()
-            if before is None and sa.inspect(conn).has_table("blocks"):
+            before = _revision(conn)
+            if MigrationContext.configure(conn).get_current_revision() is None and sa.inspect(conn).has_table("blocks"):
                 schema_0001.metadata.create_all(conn)  # checkfirst: only what the release lacked
                 command.stamp(config(conn), RELEASE_0_1)
-                before = RELEASE_0_1
             command.upgrade(config(conn), revision)
             if sqlite:
                 broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     tables = sorted({row[0] for row in broken})
                     raise MigrationError(f"{len(broken)} rows name rows that do not exist (tables {', '.join(tables)})")
-            after = MigrationContext.configure(conn).get_current_revision()
+            after = _revision(conn)
             conn.commit()
             if after != before:
                 log.info("database schema upgraded from %s to %s", before or "nothing", after)
