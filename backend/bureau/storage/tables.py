@@ -90,6 +90,12 @@ wallet_entries = Table(
     Index("ix_wallet_entries_wallet", "wallet_id", "id"),  # a wallet's history, newest first, paged by id
 )
 
+retired_chargers = Table(
+    "retired_chargers", metadata,
+    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+)
+
 cards = Table(
     "cards", metadata,
     Column("uid", String(32), primary_key=True),

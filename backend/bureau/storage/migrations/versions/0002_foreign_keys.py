@@ -21,6 +21,8 @@ depends_on = None
 FOREIGN_KEYS = [
     ("txs", ["height"], "blocks", ["height"]),
     ("chargers", ["enrolled_height"], "blocks", ["height"]),
+    ("retired_chargers", ["charger_id"], "chargers", ["charger_id"]),
+    ("retired_chargers", ["height"], "blocks", ["height"]),
     ("wallets", ["updated_height"], "blocks", ["height"]),
     ("receipts", ["charger_id"], "chargers", ["charger_id"]),
     ("receipts", ["wallet_id"], "wallets", ["wallet_id"]),
