@@ -8,7 +8,6 @@ from collections import OrderedDict
 from .chain import Chain
 from .config import Settings
 from .consensus.replica import BftReplica
-from .consensus.solo import SoloProducer
 from .crypto import load_or_create_key
 from .api.auth import ReplayGuard
 from .authz import Authz
@@ -45,16 +44,13 @@ class Node:
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
                                  signing_key=self.key, host=settings.mqtt_host, port=settings.mqtt_port,
                                  client_id=user, username=user, password=password)
-        if len(self.genesis.validators) == 1:
-            self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,
-                                         max_txs=settings.max_block_txs, interval_s=settings.block_interval_ms / 1000,
-                                         on_refused=self._on_refused)
-        else:
-            self.producer = BftReplica(self.chain, self.mempool, self.metrics, settings.node_id, self.key,
-                                       data_dir=settings.data_dir, listen=settings.peer_listen or me.address,
-                                       max_txs=settings.max_block_txs, commit_delay_ms=settings.block_interval_ms,
-                                       on_refused=self._on_refused, relay=self.ingest.submit_relayed,
-                                       peer_addresses=settings.peer_address_map)
+        # one validator or many: the same consensus (a lone validator has no peers to dial)
+        self.producer = BftReplica(self.chain, self.mempool, self.metrics, settings.node_id, self.key,
+                                   data_dir=settings.data_dir, listen=settings.peer_listen or me.address,
+                                   max_txs=settings.max_block_txs, commit_delay_ms=settings.block_interval_ms,
+                                   on_refused=self._on_refused, relay=self.ingest.submit_relayed,
+                                   peer_addresses=settings.peer_address_map)
+        if len(self.genesis.validators) > 1:
             self.mempool.on_local_add.append(lambda tx: self.producer.share([tx]))
             self.ingest.shared_subscription = settings.shared_subscription
         self.authz = Authz(self)

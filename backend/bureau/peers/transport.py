@@ -191,6 +191,8 @@ class PeerTransport:
     # ---- public ------------------------------------------------------------------------
 
     def start(self) -> None:
+        if set(self.keys) == {self.node_id}:
+            return  # a lone validator: no peer could log in, none to dial
         host, port = _split_addr(self.listen_addr)
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
