@@ -16,19 +16,22 @@ def _run(args) -> int:
     from .api.app import create_app
     from .config import Settings
     from .node import Node
+    from .supervisor import EXIT_FAILED
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env(node_id=args.node_id, data_dir=args.data_dir and Path(args.data_dir),
                                  genesis=args.genesis and Path(args.genesis), db_url=args.db_url,
                                  mqtt_port=args.mqtt_port, http_port=args.http_port)
     node = Node(settings)
+    server = uvicorn.Server(uvicorn.Config(create_app(node), host=settings.http_host, port=settings.http_port,
+                                           log_level="warning", access_log=False))
+    node.supervisor.on_failure(lambda reason: setattr(server, "should_exit", True))
     node.start()
     try:
-        uvicorn.run(create_app(node), host=settings.http_host, port=settings.http_port, log_level="warning",
-                    access_log=False)
+        server.run()
     finally:
         node.stop()
-    return 0
+    return EXIT_FAILED if node.supervisor.reason is not None else 0
 
 
 def _keygen(args) -> int:

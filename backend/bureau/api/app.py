@@ -21,10 +21,16 @@ async def metrics(request: Request) -> str:
 async def healthz(request: Request) -> Response[dict]:
     node = request.app.state.node
     body = {"ok": True, "node_id": node.settings.node_id, "height": node.chain.height}
-    health = getattr(node.producer, "health", None)  # a consensus replica says whether it progresses
-    if health is not None:
-        body.update(health())
-        body["ok"] = body["consensus"] == "ok"
+    body.update(node.producer.health())
+    body["ok"] = body["consensus"] == "ok"
+    if node.supervisor.reason is not None:   # a background loop failed: the process is going down
+        body.update(ok=False, reason=node.supervisor.reason)
+    return Response(body, status_code=200 if body["ok"] else 503)
+
+
+@get("/readyz", summary="Readiness: up, taking receipts and consensus progressing; else 503 with the reason")
+async def readyz(request: Request) -> Response[dict]:
+    body = request.app.state.node.readiness()
     return Response(body, status_code=200 if body["ok"] else 503)
 
 
@@ -42,7 +48,7 @@ async def refuse_deep_json(request: Request) -> None:
 def create_app(node) -> Litestar:
     app = Litestar(
         route_handlers=[ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
-                        metrics, healthz],
+                        metrics, healthz, readyz],
         exception_handlers=HANDLERS,
         before_request=refuse_deep_json,
         request_max_body_size=MAX_BODY,

@@ -35,6 +35,7 @@ from ..peers.handshake import CH_CONSENSUS, CH_TXS
 from ..peers.inbox import PeerInbox
 from ..peers.limits import FloodMeter
 from ..peers.transport import PeerTransport
+from ..supervisor import Supervisor
 from .core import Config, Core, Timeouts
 from .sync_server import SyncServer
 from .types import (PROTOCOL_VERSION, WIRE_MAGIC, DecodeError, LastSigned, MsgType, Proposal, SyncRequest,
@@ -183,7 +184,9 @@ class BftReplica:
                  empty_block_ms: int = 30_000, timeouts: Timeouts | None = None,
                  on_refused: Callable[[list[Refusal]], None] = lambda r: None,
                  relay: Callable[[list[bytes]], None] = lambda txs: None,
-                 peer_addresses: dict[str, str] | None = None, stall_ms: int = 20_000) -> None:
+                 peer_addresses: dict[str, str] | None = None, stall_ms: int = 20_000,
+                 supervisor: Supervisor | None = None) -> None:
+        self.supervisor = supervisor or Supervisor()
         self.chain, self.mempool, self.metrics, self.node_id = chain, mempool, metrics, node_id
         self.relay = relay
         self.empty_block_ms = empty_block_ms
@@ -197,9 +200,10 @@ class BftReplica:
         self.inbox = PeerInbox()
         self.flood = FloodMeter()
         self.transport = PeerTransport(chain.genesis, node_id, signing_key, listen, self._on_peer_message,
-                                       addresses=peer_addresses, metrics=metrics)
+                                       addresses=peer_addresses, metrics=metrics, supervisor=self.supervisor)
         self.sync_server = SyncServer(chain.repo, lambda peer, data: self.transport.send(peer, CH_CONSENSUS, data),
-                                      metrics, batch=config.sync_batch, on_refused=self._note_excess)
+                                      metrics, batch=config.sync_batch, on_refused=self._note_excess,
+                                      supervisor=self.supervisor)
         self.stall_ms = stall_ms
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -366,7 +370,8 @@ class BftReplica:
     def start(self) -> None:
         self.sync_server.start()
         self.transport.start()
-        self._thread = threading.Thread(target=self._run, name="consensus", daemon=True)
+        # the consensus thread is also the commit path: a storage error while committing fails the node
+        self._thread = self.supervisor.thread("consensus", self._run)
         self._thread.start()
 
     def stop(self) -> None:
