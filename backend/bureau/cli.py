@@ -25,7 +25,7 @@ def _run(args) -> int:
     node = Node(settings)
     server = uvicorn.Server(uvicorn.Config(create_app(node), host=settings.http_host, port=settings.http_port,
                                            log_level="warning", access_log=False))
-    node.supervisor.on_failure(lambda reason: setattr(server, "should_exit", True))
+    node.supervisor.stop_after_failure(lambda: setattr(server, "should_exit", True))
     node.start()
     try:
         server.run()

@@ -19,6 +19,7 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 EXIT_FAILED = 70  # EX_SOFTWARE of sysexits.h: an internal error, restart me
+EXIT_GRACE_S = 2.0  # the failed node answers 503 this long before it exits, so probes see why
 
 
 class Supervisor:
@@ -45,6 +46,10 @@ class Supervisor:
                 cb(self.reason)
             except Exception:  # one callback's failure must not keep the others from running
                 log.exception("failure callback %r raised", cb)
+
+    def stop_after_failure(self, stop: Callable[[], None], grace_s: float = EXIT_GRACE_S) -> None:
+        """Call `stop` (end the process's main loop) `grace_s` after a failure."""
+        self.on_failure(lambda reason: threading.Timer(grace_s, stop).start())
 
     def run(self, loop: str, body: Callable[..., None], *args) -> None:
         """Run `body(*args)` (a loop that returns when asked to stop); any exception fails the node."""
