@@ -8,7 +8,7 @@ validator or many). See docs/consensus.md.
 """
 
 from .core import Config, Core, Timeouts
-from .signing import DoubleSignError, SafeSigner, SignatureCache, verify_signature
+from .signing import DoubleSignError, SafeSigner, SignatureCache
 from .types import (
     NIL, BlockHash, Certificate, Committed, DecodeError, Evidence, LastSigned, Outbound, Proposal, ProposeRequest,
     Ready, ServeRequest, Step, SyncEntry, SyncRequest, SyncResponse, ValidateRequest, ValidatorSet, Vote, WalDecision, WalLock,
@@ -21,5 +21,5 @@ __all__ = [
     "LastSigned", "NIL", "Outbound", "Proposal", "ProposeRequest", "Ready", "SafeSigner", "ServeRequest", "SignatureCache", "Step",
     "SyncEntry", "SyncRequest", "SyncResponse", "Timeouts", "ValidateRequest", "ValidatorSet", "Vote", "WalDecision", "WalLock",
     "WalMessage", "WalRound", "decode_message", "decode_record", "encode_message", "encode_record",
-    "proposal_sign_bytes", "verify_certificate", "verify_signature", "vote_sign_bytes",
+    "proposal_sign_bytes", "verify_certificate", "vote_sign_bytes",
 ]

@@ -495,7 +495,7 @@ def verify_certificate(validators: ValidatorSet, chain_id: str, height: int, blo
     `verifier` is an optional object with verify(public_key, message, signature) -> bool (e.g. a
     SignatureCache); by default each signature is checked with libsodium."""
     if verifier is None:
-        from .signing import verify_signature as check
+        from ..crypto import verify as check
     else:
         check = verifier.verify
     if not isinstance(cert, Certificate):
