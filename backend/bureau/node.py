@@ -48,7 +48,8 @@ class Node:
         user, password = settings.mqtt_login("ingest")
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
                                  signing_key=self.key, host=settings.mqtt_host, port=settings.mqtt_port,
-                                 client_id=user, username=user, password=password, supervisor=self.supervisor)
+                                 client_id=user, username=user, password=password, tls=settings.mqtt_tls,
+                                 ca_file=settings.mqtt_ca_file, supervisor=self.supervisor)
         self.supervisor.on_failure(lambda reason: self.ingest.stop_intake())
         # one validator or many: the same consensus (a lone validator has no peers to dial)
         self.producer = BftReplica(self.chain, self.mempool, self.metrics, settings.node_id, self.key,
