@@ -2,8 +2,8 @@
 or many: a write-ahead log on disk, the peer links, the ledger that answers the core's
 questions, and the order of a Ready:
 persist (fsync) -> send -> commit blocks with their state -> serve sync -> build the asked-for
-proposal from the mempool (wall clock) and validate asked-for blocks, answering the core ->
-publish the refusals found while building -> advance.
+proposal from the mempool (wall clock; the refusals met while building are published then, from
+this thread, never from the core) and validate asked-for blocks, answering the core -> advance.
 
 One thread owns the core. Consensus messages from peers wait in a per-peer inbox taken
 round-robin; a peer whose queue is full loses the excess (counted), never blocking a link's
@@ -329,14 +329,13 @@ class BftReplica:
             log.warning("validator %d signed two messages at height %d round %d step %d",
                         ev.validator, ev.height, ev.round, ev.step)
         # the core's questions, about the chain as the commits above left it
-        refused: list[Refusal] = []
         if rd.propose is not None and rd.propose.height == self.chain.height + 1:
             block, refused = self.blocks.build()
+            if refused:   # published at once: they left the mempool, their status must say why
+                self.on_refused(refused)
             self.core.propose(block)
         for req in rd.validate:
             self.core.validated(req.block_hash, self.blocks.validate(req.height, req.block))
-        if refused:
-            self.on_refused(refused)
 
     def _apply(self, height: int, raw: bytes, certificate: bytes) -> None:
         block = Block.decode(raw)
