@@ -17,6 +17,7 @@ def _run(args) -> int:
     from .api.app import create_app
     from .config import Settings
     from .node import Node
+    from .supervisor import EXIT_FAILED
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env(node_id=args.node_id, data_dir=args.data_dir and Path(args.data_dir),
@@ -29,13 +30,15 @@ def _run(args) -> int:
             return 2
         tls = {"ssl_certfile": str(settings.http_tls_cert_file), "ssl_keyfile": str(settings.http_tls_key_file)}
     node = Node(settings)
+    server = uvicorn.Server(uvicorn.Config(create_app(node), host=settings.http_host, port=settings.http_port,
+                                           log_level="warning", access_log=False, **tls))
+    node.supervisor.stop_after_failure(lambda: setattr(server, "should_exit", True))
     node.start()
     try:
-        uvicorn.run(create_app(node), host=settings.http_host, port=settings.http_port, log_level="warning",
-                    access_log=False, **tls)
+        server.run()
     finally:
         node.stop()
-    return 0
+    return EXIT_FAILED if node.supervisor.reason is not None else 0
 
 
 def _keygen(args) -> int:

@@ -16,12 +16,13 @@ def _verify_key(public_key: bytes) -> VerifyKey:
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """The one Ed25519 check of the node (receipts, operator actions, votes, certificates, peers)."""
     if len(public_key) != 32 or len(signature) != 64:
         return False
     try:
-        _verify_key(public_key).verify(message, signature)
+        _verify_key(bytes(public_key)).verify(bytes(message), bytes(signature))
         return True
-    except (BadSignatureError, ValueError):
+    except (BadSignatureError, ValueError, TypeError):
         return False
 
 

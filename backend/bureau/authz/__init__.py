@@ -23,7 +23,7 @@ class Authz:
         user, password = node.settings.mqtt_login("authz")
         self.shell = AuthzMqtt(self.service, node.metrics, host=node.settings.mqtt_host, port=node.settings.mqtt_port,
                                client_id=user, username=user, password=password, tls=node.settings.mqtt_tls,
-                               ca_file=node.settings.mqtt_ca_file) if self.enabled else None
+                               ca_file=node.settings.mqtt_ca_file, supervisor=node.supervisor) if self.enabled else None
 
     def start(self) -> None:
         if self.shell:
