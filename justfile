@@ -34,7 +34,7 @@ firmware-build: setup
 
 # re-verify a stored chain from genesis (every certificate, Merkle root, signature, state replay)
 verify-chain GENESIS DB: setup
-    {{py}} -m bureau.cli verify-chain --genesis {{GENESIS}} --db-url {{DB}}
+    {{py}} -m bureau.cli verify-chain --genesis {{GENESIS}} --db {{DB}}
 
 # deterministic simulation of the consensus cluster: N seeded schedules of faults and a Byzantine node
 sim SEEDS="1000" NODES="4": setup

@@ -183,7 +183,7 @@ def run(workdir: Path, nodes: int) -> dict:
 
     reports, duplicates = [], 0
     for node in stack.nodes:
-        repo = Repository(node.env["BUREAU_DB_URL"] or f"sqlite:///{node.data_dir / 'ledger.db'}")
+        repo = Repository(node.settings.database_url)
         reports.append(audit_chain(genesis, repo))
         duplicates = max(duplicates, _duplicate_sessions(repo))
         repo.close()

@@ -182,8 +182,9 @@ class OperatorController(Controller):
         h = bytes.fromhex(tx_hex)
         decided = node.chain.repo.operator_outcome(h)
         if decided is not None:
-            status, reason, detail = decided
-            return {"tx_hash": tx_hex, "status": status, **({"reason": reason, "detail": detail} if reason else {})}
+            status, reason, detail, height = decided
+            return {"tx_hash": tx_hex, "status": status, "height": height,
+                    **({"reason": reason, "detail": detail} if reason else {})}
         if h in node.mempool:
             return {"tx_hash": tx_hex, "status": "pending"}
         refused = node.refused_ops.get(h)
