@@ -15,7 +15,6 @@ a fresh chain."""
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import time
@@ -24,9 +23,10 @@ from pathlib import Path
 import httpx
 
 from bureau.api.auth import authorization_header
+from bureau.cliparse import OneLineParser, int_range
 from bureau.crypto import load_or_create_key
 from bureau.tools.enroll import enrolled_key, read_enrollment
-from bureau.tools.stack import Stack
+from bureau.tools.stack import Stack, StackInUse
 
 WEEK_S = 7 * 86400
 TOP_UP_FEN = 10_000_000  # 100 000 CNY a run: the loop never runs a wallet dry
@@ -144,11 +144,11 @@ def progress(stack: Stack, drivers: list[Driver]) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--chargers", type=int, default=0, help="simulated chargers running sessions in a loop")
-    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second, at most")
-    p.add_argument("--dir", default="var/up")
+    p = OneLineParser(prog="up", description=__doc__)
+    p.add_argument("--nodes", type=int_range(1, 16), default=1, help="bureau nodes, 1..16 (default 1)")
+    p.add_argument("--chargers", type=int_range(0, 200), default=0, help="simulated chargers running sessions in a loop")
+    p.add_argument("--speed", type=int_range(1, 100_000), default=60, help="simulated seconds per real second, at most")
+    p.add_argument("--dir", default="var/up", help="the data directory; one `just up` at a time may use it")
     args = p.parse_args()
     root = Path(args.dir)
     stack = Stack(root, nodes_count=args.nodes)
@@ -158,7 +158,11 @@ def main() -> int:
     drivers: list[Driver] = []
     tty = sys.stdout.isatty()
     try:
-        stack.start()
+        try:
+            stack.start()
+        except StackInUse as e:
+            print(f"up: {e}", file=sys.stderr)
+            return 1
         print(f"mosquitto: 127.0.0.1:{stack.broker.port}, no anonymous access; logins in "
               f"{stack.broker.access.credentials_path} (docs/broker.md)")
         for n in stack.nodes:

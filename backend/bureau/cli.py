@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cliparse import OneLineParser, count
+from .cliparse import OneLineParser, int_range
 
 OPERATOR_TIMEOUT_S = 30.0
 
@@ -177,8 +177,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir")
     r.add_argument("--genesis")
     r.add_argument("--db-url")
-    r.add_argument("--mqtt-port", type=count(1, 65535))
-    r.add_argument("--http-port", type=count(1, 65535))
+    r.add_argument("--mqtt-port", type=int_range(1, 65535))
+    r.add_argument("--http-port", type=int_range(1, 65535))
     r.set_defaults(fn=_run)
     k = sub.add_parser("keygen", help="make an Ed25519 key file (kept if it exists); prints the public key")
     k.add_argument("--out", required=True)
@@ -190,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--node", required=True, help="node API base URL")
     o.add_argument("--key", required=True, help="the operator's key file (must exist)")
     o.add_argument("--operator", required=True, help="the operator's id in the genesis")
-    o.add_argument("--timeout", type=count(1, 3600), default=int(OPERATOR_TIMEOUT_S),
+    o.add_argument("--timeout", type=int_range(1, 3600), default=int(OPERATOR_TIMEOUT_S),
                    help="seconds to wait for the block (default %(default)s)")
     o.add_argument("action", choices=list(ACTIONS), metavar="ACTION", help=", ".join(ACTIONS))
     o.add_argument("args", nargs="*", metavar="ARG", help="key=value, or one JSON object")
@@ -202,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=_verify_chain)
     n = sub.add_parser("init-network", help="make node keys, an operator key and the genesis of a new network")
     n.add_argument("--dir", required=True)
-    n.add_argument("--nodes", type=count(1, 100), default=1)
+    n.add_argument("--nodes", type=int_range(1, 100), default=1)
     n.add_argument("--chain-id", default="ev-bureau-dev")
     n.set_defaults(fn=_init_network)
     return p

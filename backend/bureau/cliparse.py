@@ -13,7 +13,7 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def count(lo: int, hi: int):
+def int_range(lo: int, hi: int):
     """An argument type: an integer lo..hi."""
 
     def parse(text: str) -> int:
