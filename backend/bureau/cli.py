@@ -223,7 +223,9 @@ def _expected_failure(e: BaseException) -> tuple[str, int] | None:
         return f"refused: {e.reason}: {e.detail}", 1
     if isinstance(e, FileNotFoundError):
         return f"{e.filename}: no such file", 1
-    if isinstance(e, (KeyFileError, GenesisError, NoChain, TimeoutError)):
+    if isinstance(e, KeyFileError):
+        return e.detail, 1
+    if isinstance(e, (GenesisError, NoChain, TimeoutError)):
         return str(e), 1
     return None
 

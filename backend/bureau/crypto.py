@@ -9,6 +9,8 @@ from pathlib import Path
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from .errors import ReasonedError
+
 
 @lru_cache(maxsize=65536)
 def _verify_key(public_key: bytes) -> VerifyKey:
@@ -25,8 +27,8 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
         return False
 
 
-class KeyFileError(ValueError):
-    """A key file that is missing or does not hold a key; the message names the file."""
+class KeyFileError(ReasonedError):
+    """A key file that is `missing` or `malformed`; the detail names the file."""
 
 
 def load_key(path: Path) -> SigningKey:
@@ -36,15 +38,15 @@ def load_key(path: Path) -> SigningKey:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise KeyFileError(f"key file {path} does not exist (make one with `bureau keygen --out {path}`)") from None
+        raise KeyFileError("missing", f"key file {path} does not exist") from None
     except OSError as e:
-        raise KeyFileError(f"key file {path} cannot be read: {e.strerror}") from None
+        raise KeyFileError("missing", f"key file {path} cannot be read: {e.strerror}") from None
     try:
         seed = bytes.fromhex(text.strip())
     except ValueError:
         seed = b""
     if len(seed) != 32:
-        raise KeyFileError(f"{path} does not hold a 32-byte Ed25519 seed in hex")
+        raise KeyFileError("malformed", f"{path} does not hold a 32-byte Ed25519 seed in hex")
     return SigningKey(seed)
 
 
