@@ -36,11 +36,12 @@ def _run(args) -> int:
     from .node import Node
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    http = settings.http
+    tls = {"ssl_certfile": str(http.tls_cert_file), "ssl_keyfile": str(http.tls_key_file)} if http.tls_cert_file else {}
     node = Node(settings)
     node.start()
     try:
-        uvicorn.run(create_app(node), host=settings.http.host, port=settings.http.port, log_level="warning",
-                    access_log=False)
+        uvicorn.run(create_app(node), host=http.host, port=http.port, log_level="warning", access_log=False, **tls)
     finally:
         node.stop()
     return 0
@@ -119,12 +120,14 @@ def _operator(args) -> int:
     from .crypto import load_key
     from .ledger.tx import operator_action
     from .tools.actions import submit_action, wait_committed
+    from .tools.pki import http_verify
     fields = action_args(args.action, args.args)
     key = load_key(Path(args.key))
     tx = operator_action(key, args.operator, args.action, fields)
+    verify = http_verify(args.ca_file and Path(args.ca_file))
     try:
-        tx_hash = submit_action(args.node, tx)
-        (height,) = wait_committed(args.node, [tx_hash], args.timeout)
+        tx_hash = submit_action(args.node, tx, verify)
+        (height,) = wait_committed(args.node, [tx_hash], args.timeout, verify)
     except (httpx.TransportError, httpx.InvalidURL) as e:
         raise CommandError(f"cannot reach the node at {args.node}: {e or type(e).__name__}") from None
     print(f"{args.action} committed at height {height} (tx {tx_hash})")
@@ -149,9 +152,45 @@ def _verify_chain(args) -> int:
 
 def _init_network(args) -> int:
     from .tools.network import init_network
-    genesis = init_network(Path(args.dir), args.nodes, args.chain_id)
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts else None
+    try:
+        genesis = init_network(Path(args.dir), args.nodes, args.chain_id, hosts=hosts, http_port=args.http_port,
+                               peer_port=args.peer_port, mqtt_port=args.mqtt_port)
+    except ValueError as e:
+        raise CommandError(f"bad_arguments: {e}", 2) from None
     print(json.dumps({"genesis": str(Path(args.dir) / "genesis.json"), "chain_id": genesis["chain_id"],
-                      "validators": [v["id"] for v in genesis["validators"]]}))
+                      "validators": [{"id": v["id"], "address": v["address"], "api": v["api"]}
+                                     for v in genesis["validators"]],
+                      "ca": str(Path(args.dir) / "ca" / "ca.crt")}))
+    return 0
+
+
+def _broker_sync(args) -> int:
+    import os
+    import signal
+    import threading
+
+    from .tools.broker_registry import RegistryFollower
+    from .tools.mosquitto import BrokerAccess
+    from .tools.network import NetworkLayout, load_or_create_secret
+    from .tools.pki import http_verify
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    layout = NetworkLayout(Path(args.net))
+    if not layout.charger_secret.exists():
+        raise CommandError(f"no_secret: {layout.charger_secret} does not exist (bureau init-network)", 2)
+
+    def reload_broker() -> None:  # SIGHUP: mosquitto re-reads its password file and ACL
+        os.kill(int(Path(args.pid_file).read_text().split()[0]), signal.SIGHUP)
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    follower = RegistryFollower(args.node, BrokerAccess(layout.broker_access), load_or_create_secret(layout.charger_secret),
+                                on_change=reload_broker, verify=http_verify(args.ca_file and Path(args.ca_file)),
+                                interval_s=args.interval).start()
+    done.wait()
+    follower.stop()
     return 0
 
 
@@ -170,6 +209,7 @@ def _actions_help() -> str:
 
 def parser() -> argparse.ArgumentParser:
     from .ledger.tx import ACTIONS
+    from .tools.network import DEFAULT_HTTP_PORT, DEFAULT_MQTT_PORT, DEFAULT_PEER_PORT
     p = OneLineParser(prog="bureau", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a bureau node (settings from BUREAU_* and these flags; docs/settings.md)")
@@ -190,6 +230,8 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--node", required=True, help="node API base URL")
     o.add_argument("--key", required=True, help="the operator's key file (must exist)")
     o.add_argument("--operator", required=True, help="the operator's id in the genesis")
+    o.add_argument("--ca-file", help="the network's CA certificate to verify the node's HTTPS against "
+                                     "(default: the system's CAs)")
     o.add_argument("--timeout", type=int_range(1, 3600), default=int(OPERATOR_TIMEOUT_S),
                    help="seconds to wait for the block (default %(default)s)")
     o.add_argument("action", choices=list(ACTIONS), metavar="ACTION", help=", ".join(ACTIONS))
@@ -204,7 +246,22 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--dir", required=True)
     n.add_argument("--nodes", type=int_range(1, 100), default=1)
     n.add_argument("--chain-id", default="ev-bureau-dev")
+    n.add_argument("--hosts", help="h1,h2,...: the address (IP or DNS name) each node serves on, one per node "
+                                   "(default: 127.0.0.1 for all); they go into the genesis and the certificates")
+    n.add_argument("--http-port", type=int_range(1, 65535), default=DEFAULT_HTTP_PORT,
+                   help="API port (nodes sharing a host count up)")
+    n.add_argument("--peer-port", type=int_range(1, 65535), default=DEFAULT_PEER_PORT,
+                   help="peer port (nodes sharing a host count up)")
+    n.add_argument("--mqtt-port", type=int_range(1, 65535), default=DEFAULT_MQTT_PORT, help="the broker's TLS port")
     n.set_defaults(fn=_init_network)
+    b = sub.add_parser("broker-sync", help="keep the broker's charger logins those of the committed registry "
+                                           "(rewrites the password file and ACL, then SIGHUP to mosquitto)")
+    b.add_argument("--node", required=True, help="a bureau node's API base URL")
+    b.add_argument("--ca-file", help="the network's CA certificate to verify the node's HTTPS against")
+    b.add_argument("--net", required=True, help="the network directory of init-network (broker/access, charger-secret)")
+    b.add_argument("--pid-file", required=True, help="mosquitto's pid file")
+    b.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the node's head")
+    b.set_defaults(fn=_broker_sync)
     return p
 
 

@@ -35,6 +35,8 @@ class MqttSettings:
     username: str = ""  # the node's broker login; default: the node id (see BROKER_LINKS)
     password: str | None = None  # one password for all of the node's links; None: no password
     shared_subscription: bool = True  # bureaus sharing one broker split the receipts between them
+    tls: bool = False  # TLS to the broker, its certificate verified (docs/broker.md, "TLS")
+    ca_file: Path | None = None  # the CA the broker's certificate must chain to; None: the system's
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,13 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = _between(8080, 1, 65535)
     auth_window_s: int = _between(120, 1, 86_400)  # how far a signed request's time may be from ours
+    tls_cert_file: Path | None = None  # with the key file: the API serves HTTPS only
+    tls_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError(f"{ENV_PREFIX}HTTP_TLS_CERT_FILE and {ENV_PREFIX}HTTP_TLS_KEY_FILE: "
+                                "allowed: both set (HTTPS) or neither (HTTP)")
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,11 @@ def test_every_setting_is_documented_with_its_type_and_default():
         else:
             shown = str(d).lower() if isinstance(d, bool) else str(d)
             assert default == f"`{shown}`", name
+
+
+def test_the_api_certificate_and_key_are_set_together():
+    with pytest.raises(SettingsError, match="BUREAU_HTTP_TLS_CERT_FILE and BUREAU_HTTP_TLS_KEY_FILE: allowed: both"):
+        Settings.from_env({"BUREAU_HTTP_TLS_CERT_FILE": "/c.crt"})
+    s = Settings.from_env({"BUREAU_HTTP_TLS_CERT_FILE": "/c.crt", "BUREAU_HTTP_TLS_KEY_FILE": "/c.key",
+                           "BUREAU_MQTT_TLS": "true", "BUREAU_MQTT_CA_FILE": "/ca.crt"})
+    assert (s.http.tls_key_file, s.mqtt.tls, s.mqtt.ca_file) == (Path("/c.key"), True, Path("/ca.crt"))

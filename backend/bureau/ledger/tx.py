@@ -48,6 +48,7 @@ class ActionArg:
 ACTIONS: dict[str, dict[str, ActionArg]] = {
     "enroll_charger": {"charger_id": ActionArg("text", "the charger's id, 1-32 of A-Z a-z 0-9 . _ -"),
                        "public_key": ActionArg("text", "its Ed25519 public key, 64 hex digits")},
+    "retire_charger": {"charger_id": ActionArg("text", "an enrolled charger, retired for good (docs/ledger.md)")},
     "open_wallet": {"wallet_id": ActionArg("text", "the wallet's id, 1-32 of A-Z a-z 0-9 . _ -"),
                     "public_key": ActionArg("text", "the driver's phone key, 64 hex digits"),
                     "cards": ActionArg("list", "card UIDs bound to the wallet", required=False)},
