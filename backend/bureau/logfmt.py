@@ -14,7 +14,8 @@ import json
 import logging
 from datetime import datetime, timezone
 
-FORMATS = ("text", "json")
+
+from .config import LOG_FORMATS as FORMATS
 TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 # what every LogRecord has: anything else on a record came in through `extra`
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}

@@ -100,7 +100,7 @@ def test_enrollment_read_from_the_broker_reaches_the_ledger(tmp_path):
         public = charger.core.public_key().hex()
         assert f"{cid}: enrolled with public key {public}" in r.stdout
         got = httpx.get(f"{url}/v1/chargers/{cid}", timeout=10).json()
-        assert got == {"charger_id": cid, "public_key": public}
+        assert got == {"charger_id": cid, "public_key": public, "retired": False}
         again = flash(*args)  # a second run finds it enrolled with the same key
         assert again.returncode == 0 and "already enrolled" in again.stdout
         wrong = flash(*args[:-5], "--mqtt-password", "wrong", "--enroll-only", "--enroll-timeout", "5")

@@ -32,10 +32,11 @@ class TestBureau:
         user, password = broker.login_bureau("bureau-1")
         self.operator_token = secrets.token_urlsafe(32)  # bearer of /metrics and the dashboard's login
         (net / "operator.token").write_text(self.operator_token + "\n")
-        self.settings = Settings(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
-                                 db_url=db_url or "", mqtt_port=broker.port, mqtt_username=user,
-                                 mqtt_password=password, block_interval_ms=50,
-                                 operator_token_file=net / "operator.token")
+        # (the test's own BUREAU_* variables, such as BUREAU_AUTHZ_*, apply as they do to a node)
+        self.settings = Settings.from_env(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
+                                          db_url=db_url or "", mqtt_port=broker.port, mqtt_username=user,
+                                          mqtt_password=password, block_interval_ms=50, mqtt_tls=broker.tls is not None,
+                                          mqtt_ca_file=broker.ca_file, http_operator_token_file=net / "operator.token")
         self.node = Node(self.settings)
         self.node.start()
         self.client = TestClient(create_app(self.node))

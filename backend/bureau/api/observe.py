@@ -3,14 +3,23 @@ public status (height, round, peers), which the dashboard of any bureau reads fr
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from litestar import Request, Response, get
 
 from ..metrics import CONTENT_TYPE
+from .errors import refusals
 from .operator_auth import require_operator
 
 NODE_STATUS_VERSION = 1
+
+
+class NodeStatus(msgspec.Struct):
+    v: int  # 1
+    node_id: str
+    chain_id: str
+    height: int  # of the last committed block
+    round: int  # consensus round at the height being decided
+    peers_connected: int
 
 
 @get("/metrics", include_in_schema=False)
@@ -19,14 +28,15 @@ async def metrics(request: Request) -> Response[bytes]:
     return Response(request.app.state.node.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
-def node_status(node) -> dict[str, Any]:
+def node_status(node) -> NodeStatus:
     view = node.consensus_view()
-    return {"v": NODE_STATUS_VERSION, "node_id": node.settings.node_id, "chain_id": node.chain.genesis.chain_id,
-            "height": node.chain.height, "round": view["round"], "peers_connected": view["peers_connected"]}
+    return NodeStatus(v=NODE_STATUS_VERSION, node_id=node.settings.node_id, chain_id=node.chain.genesis.chain_id,
+                      height=node.chain.height, round=view["round"], peers_connected=view["peers_connected"])
 
 
-@get("/v1/node/status", summary="This bureau's head height, consensus round and connected peers", tags=["chain"])
-async def status(request: Request) -> dict[str, Any]:
+@get("/v1/node/status", summary="This bureau's head height, consensus round and connected peers", tags=["node"],
+     responses=refusals(takes_input=False))
+async def status(request: Request) -> NodeStatus:
     return node_status(request.app.state.node)
 
 

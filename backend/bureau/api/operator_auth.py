@@ -63,7 +63,7 @@ def require_operator(request) -> str:
         if token_matches(header[len("Bearer "):], token):
             return "token"
         raise Unauthorized("bad_token", "the bearer token is not this node's operator token"
-                           if token else "this node has no operator token (setting operator_token_file)")
+                           if token else "this node has no operator token (BUREAU_HTTP_OPERATOR_TOKEN_FILE)")
     if not header and session_valid(request.cookies.get(COOKIE), token, node.settings.node_id):
         return "token"
     if not header:
