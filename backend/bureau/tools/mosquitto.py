@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from ..config import BROKER_LINKS
 from ..ledger.tx import ID_RE
@@ -213,12 +214,24 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
+class TLSFiles(NamedTuple):
+    """PEM files of a TLS listener: the CA that signed the broker's certificate, the
+    certificate and its private key."""
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+
 class Mosquitto:
     """A broker process. Its logins live in `<workdir>/access` (see BrokerAccess); `anonymous`
-    turns them off, for tests of MQTT itself that use free topic names and need no ACL."""
+    turns them off, for tests of MQTT itself that use free topic names and need no ACL. With
+    `tls` it also listens with TLS on `tls_port` (same logins and ACL as the plain listener)."""
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None, *, anonymous: bool = False) -> None:
+    def __init__(self, port: int | None = None, workdir: Path | None = None, *, anonymous: bool = False,
+                 tls: TLSFiles | None = None) -> None:
         self.port = port or free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mosquitto-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +262,9 @@ class Mosquitto:
                       f"acl_file {self.access.acl_path}"]
         else:
             lines.append("allow_anonymous true")
+        if self.tls:
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {self.tls.cafile}",
+                      f"certfile {self.tls.certfile}", f"keyfile {self.tls.keyfile}"]
         return "\n".join(lines) + "\n"
 
     def login(self, user: str, role: str = "charger", password: str | None = None) -> tuple[str, str]:

@@ -90,7 +90,9 @@ class Stack:
         """Keys, genesis and the broker; nodes are launched by `launch`."""
         self.root.mkdir(parents=True, exist_ok=True)
         init_network(self.root / "net", self.nodes_count, peer_ports=[free_port() for _ in range(self.nodes_count)])
-        self.broker = Mosquitto(workdir=self.root / "broker").start()
+        if self.broker is None:  # a caller may hand in its own (e.g. with a TLS listener)
+            self.broker = Mosquitto(workdir=self.root / "broker")
+        self.broker.start()
         return self
 
     def broker_login(self, client_id: str, *, role: str = "charger") -> tuple[str, str]:
