@@ -39,10 +39,11 @@ HEAP_LINE = re.compile(r"heap free (\d+)")
 
 def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int, genesis: dict | None,
                     tariff: dict | None = None, username: str | None = None, password: str | None = None,
-                    **extra) -> Path:
+                    ca_der: bytes | None = None, **extra) -> Path:
     """What a technician puts on a new charger: board.json, meter.json, config.json, and
-    data/bureau.json (authz.provision from the bureau's genesis). `extra` goes into
-    config.json (e.g. mqtt_keepalive_s)."""
+    data/bureau.json (authz.provision from the bureau's genesis); with `ca_der`, the network's
+    CA as ca.der and "tls": true in the mqtt section. `extra` goes into config.json (e.g.
+    mqtt_keepalive_s)."""
     from authz import provision
     from flash import Flash
 
@@ -53,6 +54,9 @@ def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int,
     mqtt = {"host": mqtt_host, "port": mqtt_port}
     if username is not None:
         mqtt.update(username=username, password=password)
+    if ca_der is not None:
+        (root / "ca.der").write_bytes(ca_der)
+        mqtt["tls"] = True
     mqtt.update(extra.pop("mqtt", {}))
     cfg = {"charger_id": charger_id, "meter_serial": "SDM120-0042", "meter": "meter.json",
            "wifi": {"ssid": "depot", "password": "pw"}, "mqtt": mqtt, "ntp_host": "ntp.depot",
@@ -170,12 +174,16 @@ def read_retained(port: int, topic: str, timeout: float = 30.0, username: str | 
 
 class ChargerRig:
     """Bureau node processes and their mosquitto (Stack), a hardware bench and one charger's
-    flash, with the operator's set-up done once the charger has published its key."""
+    flash, with the operator's set-up done once the charger has published its key. With `tls`
+    the broker has a TLS listener too (certificate from a CA made here, tests/support/tlscerts)
+    and the charger is provisioned with that CA and reaches the broker over TLS only; the
+    bureaus stay on the plain listener."""
 
     CARD = "04A1B2C3D4E5F6"
 
     def __init__(self, root: Path, nodes: int = 1, charger_id: str = "GZ-DEV-1", top_up_fen: int = 500_000,
-                 node_env: dict | None = None, **flash_extra) -> None:
+                 node_env: dict | None = None, tls: bool = False, **flash_extra) -> None:
+        from bureau.tools.mosquitto import Mosquitto
         from bureau.tools.network import DEFAULT_TARIFF
         from bureau.tools.stack import Stack
         from nacl.signing import SigningKey
@@ -187,7 +195,14 @@ class ChargerRig:
         self.top_up_fen = top_up_fen
         env = {"BUREAU_AUTHZ_LIST_MIN_INTERVAL_S": "0", "BUREAU_BLOCK_INTERVAL_MS": "50"}
         env.update(node_env or {})
-        self.stack = Stack(self.root / "stack", nodes).start(extra_env=env)
+        broker = None
+        self.pki = None
+        if tls:
+            from tests.support.tlscerts import make_pki
+
+            self.pki = make_pki(self.root / "pki")
+            broker = Mosquitto(workdir=self.root / "stack" / "broker", tls=self.pki.broker_files)
+        self.stack = Stack(self.root / "stack", nodes, broker=broker).start(extra_env=env)
         self.driver = SigningKey.generate()
         self.wallet = "W-DEV"
         self.bench = HardwareBench(BOARD)
@@ -205,8 +220,10 @@ class ChargerRig:
 
     def new_flash(self, name: str, host: str = "127.0.0.1", port: int | None = None) -> Path:
         user, password = self.broker_login()
-        return provision_flash(self.root / name, self.charger_id, host, port or self.broker.port,
-                               self.stack.genesis, self.tariff, user, password, **dict(self.flash_extra))
+        ca_der = self.pki.ca_der.read_bytes() if self.pki else None
+        port = port or (self.broker.tls_port if self.pki else self.broker.port)
+        return provision_flash(self.root / name, self.charger_id, host, port, self.stack.genesis, self.tariff,
+                               user, password, ca_der=ca_der, **dict(self.flash_extra))
 
     def device(self, interpreter: str, heap: str = "2M", flash: Path | None = None) -> Device:
         return Device(interpreter, flash or self.flash, self.bench, heap)
