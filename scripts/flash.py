@@ -223,14 +223,23 @@ def run(cmd: list[str]) -> None:
 
 # ---- enrollment -----------------------------------------------------------------------------
 
-def enroll(cfg: dict, args, key) -> None:
+def enroll(cfg: dict, args, key, ca: bytes | None = None) -> None:
+    """Read the charger's key from the broker (over TLS verified against `ca`, the CA the
+    charger pins, when given) and enroll it."""
+    import ssl
+
     from bureau.tools.enroll import enroll_charger, read_enrollment
 
     cid = cfg["charger_id"]
     host, port = broker_address(cfg, args.broker)
     print(f"waiting for {cid}'s enrollment message on {host}:{port} (up to {args.enroll_timeout:.0f} s)", flush=True)
-    msg = read_enrollment(host, port, cid, timeout=args.enroll_timeout, username=args.mqtt_username,
-                          password=args.mqtt_password)
+    with tempfile.TemporaryDirectory(prefix="flash-ca-") as d:
+        ca_file = None
+        if ca is not None:  # Python's ssl reads a CA file as PEM
+            ca_file = Path(d) / "ca.pem"
+            ca_file.write_text(ssl.DER_cert_to_PEM_cert(ca))
+        msg = read_enrollment(host, port, cid, timeout=args.enroll_timeout, username=args.mqtt_username,
+                              password=args.mqtt_password, ca_file=ca_file)
     if msg.get("meter_serial") != cfg["meter_serial"]:
         raise FlashError("wrong_meter", f"{cid} reports meter {msg.get('meter_serial')!r}, "
                                         f"the config says {cfg['meter_serial']!r}")
@@ -253,7 +262,9 @@ def dry_run(cfg: dict, args, kind: str | None, app: list[Path], ca: bytes | None
     if kind is not None:
         print_device_plan(cfg, args, kind, app, ca)
     host, port = broker_address(cfg, args.broker)
-    print(f"subscribe {host}:{port} ev/v1/charger/{cfg['charger_id']}/enroll (retained, up to {args.enroll_timeout:.0f} s)")
+    over = f" over TLS verified against {args.ca}" if ca is not None else ""
+    print(f"subscribe {host}:{port}{over} ev/v1/charger/{cfg['charger_id']}/enroll (retained, up to "
+          f"{args.enroll_timeout:.0f} s)")
     print(f"POST {node}/v1/operator/actions enroll_charger {{\"charger_id\": \"{cfg['charger_id']}\", "
           f"\"public_key\": <from the enrollment message>}} signed with {args.operator_key}")
     print(f"GET {node}/v1/chargers/{cfg['charger_id']}")
@@ -313,13 +324,13 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config)
         key = load_operator_key(args.operator_key)
+        ca = load_ca(args.ca, cfg)
         if args.enroll_only:
             if args.dry_run:
-                dry_run(cfg, args, None, [])
+                dry_run(cfg, args, None, [], ca)
             else:
-                enroll(cfg, args, key)
+                enroll(cfg, args, key, ca)
             return 0
-        ca = load_ca(args.ca, cfg)
         check_port(args.port, args.dry_run)
         kind, app = application(args.image)
         if args.dry_run:
@@ -330,7 +341,7 @@ def main(argv=None) -> int:
             files = stage_files(cfg, args.meter, genesis, tariff, Path(staging), ca)
             for cmd in device_commands(args.port, kind, app, files):
                 run(cmd)
-        enroll(cfg, args, key)
+        enroll(cfg, args, key, ca)
         return 0
     except (FlashError, EnrollError) as e:
         print(f"error: {e.reason}: {e.detail}", file=sys.stderr)

@@ -23,8 +23,12 @@ class Settings:
     mqtt_port: int = 1883
     mqtt_username: str = ""  # the node's broker login; default: the node id (see BROKER_LINKS)
     mqtt_password: str | None = None  # one password for all of the node's links; None: no password
+    mqtt_tls: bool = False  # TLS to the broker, its certificate verified (docs/broker.md, "TLS")
+    mqtt_ca_file: Path | None = None  # the CA the broker's certificate must chain to; None: the system's
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    http_tls_cert_file: Path | None = None  # with the key file: the API serves HTTPS only
+    http_tls_key_file: Path | None = None
     block_interval_ms: int = 200  # gathering time between blocks
     peer_listen: str = ""  # default: this node's address in the genesis
     peer_addresses: str = ""  # "id=host:port,..." to dial instead of the genesis addresses

@@ -44,7 +44,8 @@ class Node:
         user, password = settings.mqtt_login("ingest")
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
                                  signing_key=self.key, host=settings.mqtt_host, port=settings.mqtt_port,
-                                 client_id=user, username=user, password=password)
+                                 client_id=user, username=user, password=password, tls=settings.mqtt_tls,
+                                 ca_file=settings.mqtt_ca_file)
         if len(self.genesis.validators) == 1:
             self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,
                                          max_txs=settings.max_block_txs, interval_s=settings.block_interval_ms / 1000,

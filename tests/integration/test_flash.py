@@ -68,6 +68,7 @@ def test_dry_run_provisions_the_ca_and_tls(tmp_path):
         assert f"the network's CA certificate from {ca} as DER ({len(der)} bytes)" in out, out
         assert "cp '<staging>/ca.der' :ca.der" in out, out
         assert out.index(":ca.der") < out.index(" reset")
+        assert f"over TLS verified against {ca} ev/v1/charger/GZ-TH-0001/enroll" in out, out
     assert ":ca.der" not in flash(*args).stdout  # plain MQTT without --ca
 
     tls_cfg = json.loads(EXAMPLE.read_text())
@@ -155,7 +156,7 @@ def test_enrollment_read_from_the_broker_reaches_the_ledger(tmp_path):
         public = charger.core.public_key().hex()
         assert f"{cid}: enrolled with public key {public}" in r.stdout
         got = httpx.get(f"{url}/v1/chargers/{cid}", timeout=10).json()
-        assert got == {"charger_id": cid, "public_key": public}
+        assert got == {"charger_id": cid, "public_key": public, "retired": False}
         again = flash(*args)  # a second run finds it enrolled with the same key
         assert again.returncode == 0 and "already enrolled" in again.stdout
         wrong = flash(*args[:-5], "--mqtt-password", "wrong", "--enroll-only", "--enroll-timeout", "5")

@@ -2,7 +2,8 @@
 real MicroPython unix port, whose `tls` is Mbed TLS as on the ESP32: 64-bit, and 32-bit with the
 firmware frozen in and a 96 KB heap. A real mosquitto with a TLS listener whose certificate
 (ECDSA P-256, IP subjectAltName 127.0.0.1) is signed by a CA made here; the charger pins that CA.
-It logs in, subscribes, gets PUBACK for a QoS 1 publish and receives the bureau's message; a
+It logs in, subscribes, gets PUBACK for a QoS 1 publish and receives the bureau's message (the
+bureau and the fleet observer are paho clients on the same TLS listener); a
 broker certificate from another CA, or one that does not name the address dialled, is refused
 with tls_bad_cert and Mbed TLS's words, and the client never falls back to plain TCP."""
 
@@ -48,17 +49,17 @@ def start_script(interpreter, heap, port, ca_file):
                              str(ca_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def run_session(interpreter, heap, broker, port, ca_file) -> tuple[int, ...]:
+def run_session(interpreter, heap, broker, ca_file) -> tuple[int, ...]:
     """Connect, subscribe, publish (PUBACK), receive the bureau's message, close; the heap
-    figures the script printed."""
-    proc = start_script(interpreter, heap, port, ca_file)
+    figures the script printed. `ca_file` "-": plain MQTT."""
+    proc = start_script(interpreter, heap, broker.port, ca_file)
     bureau = None
     try:
         out = Lines(proc)
         out.expect("connected")
         out.expect(f"subscribed ev/v1/charger/{USER}/reply")
         out.expect("puback")
-        bureau = paho(broker.port, broker.login("bureau-1.ingest", "ingest"))  # the plain listener
+        bureau = paho(broker.port, broker.login("bureau-1.ingest", "ingest"), ca_file=broker.ca_file)
         bureau.publish(f"ev/v1/charger/{USER}/reply", b"ack-1", qos=1).wait_for_publish(5)
         assert out.expect("message") == f"message ev/v1/charger/{USER}/reply ack-1 qos=1"
         heap = HEAP_LINE.match(out.expect("heap "))
@@ -79,10 +80,11 @@ def test_tls_with_the_pinned_ca(tmp_path, pki, interpreter):
     with Mosquitto(workdir=tmp_path / "broker", tls=pki.broker_files) as broker:
         broker.login(USER, "charger", "charger-pw")
         got: queue.Queue = queue.Queue()
-        observer = paho(broker.port, broker.login("observer", "fleet"), f"ev/v1/charger/{USER}/status", got)
+        observer = paho(broker.port, broker.login("observer", "fleet"), f"ev/v1/charger/{USER}/status", got,
+                        ca_file=broker.ca_file)
         try:
-            run_session(mp, heap, broker, broker.tls_port, pki.ca_der)
-            # what the charger published over TLS, as the fleet sees it on the plain listener
+            run_session(mp, heap, broker, pki.ca_der)
+            # what the charger published over TLS, as the fleet sees it
             assert got.get(timeout=10)[:2] == (f"ev/v1/charger/{USER}/status", b"online")
         finally:
             observer.loop_stop()
@@ -94,10 +96,12 @@ def test_tls_connection_heap_cost_on_the_96k_image(tmp_path, pki):
     on this port as on the ESP32, so on the MicroPython heap a TLS connection costs only the
     context (the parsed CA) and the socket objects: a few KB, not the 20 KB of buffers."""
     mp = require_frozen_interpreter(MANIFEST)
-    with Mosquitto(workdir=tmp_path / "broker", tls=pki.broker_files) as broker:
+    with Mosquitto(workdir=tmp_path / "plain") as broker:
         broker.login(USER, "charger", "charger-pw")
-        plain = run_session(mp, "96K", broker, broker.port, "-")
-        tls = run_session(mp, "96K", broker, broker.tls_port, pki.ca_der)
+        plain = run_session(mp, "96K", broker, "-")
+    with Mosquitto(workdir=tmp_path / "tls", tls=pki.broker_files) as broker:
+        broker.login(USER, "charger", "charger-pw")
+        tls = run_session(mp, "96K", broker, pki.ca_der)
     start, context, client, connected, _ = tls
     plain_connection = plain[2] - plain[3]
     tls_connection = client - connected
@@ -110,7 +114,7 @@ def test_certificate_from_another_ca_is_refused(tmp_path, pki, interpreter):
     other = make_pki(tmp_path / "other", ca_name="some other CA")
     with Mosquitto(workdir=tmp_path / "broker", tls=other.broker_files) as broker:
         broker.login(USER, "charger", "charger-pw")
-        proc = start_script(mp, heap, broker.tls_port, pki.ca_pem)  # PEM is pinned as well as DER
+        proc = start_script(mp, heap, broker.port, pki.ca_pem)  # PEM is pinned as well as DER
         out = Lines(proc)
         line = out.expect("refused")
         assert proc.wait(30) == 0
@@ -125,7 +129,7 @@ def test_certificate_for_another_address_is_refused(tmp_path, pki):
         broker.login(USER, "charger", "charger-pw")
         code = ("import sys, broker_tls\nfrom mqtt_client import MQTTClient, CONNECT_FAILED\n"
                 f"ctx = broker_tls.make_context(broker_tls.load_ca({str(pki.ca_der)!r}))\n"
-                f"c = MQTTClient('127.0.0.1', {broker.tls_port}, client_id='{USER}', username='{USER}', "
+                f"c = MQTTClient('127.0.0.1', {broker.port}, client_id='{USER}', username='{USER}', "
                 "password='charger-pw', tls=ctx, server_hostname='broker.depot', auto_reconnect=False)\n"
                 "c.connect()\n"
                 "for _ in range(500):\n"

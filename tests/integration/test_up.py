@@ -1,5 +1,5 @@
 """`just up` with simulated chargers (scripts/up.py as a process, with its own mosquitto and
-bureau node): the chargers are enrolled from their announced keys, sessions run in a loop,
+bureau node, its API over TLS): the chargers are enrolled with their keys, sessions run in a loop,
 receipts reach the chain, and the script stops cleanly on SIGINT and on SIGTERM; a second run on
 the same data finds its chargers and wallets already there and carries on."""
 
@@ -18,22 +18,25 @@ import httpx
 
 from bureau.api.auth import authorization_header
 from bureau.crypto import load_or_create_key
+from bureau.tools.pki import http_verify
 
 ROOT = Path(__file__).resolve().parents[2]
-API = re.compile(r"bureau-1: API (http://127\.0\.0\.1:\d+)")
+API = re.compile(r"bureau-1: API (https://127\.0\.0\.1:\d+)")
 PROGRESS = re.compile(r"receipts sent (\d+), acked (\d+), pending (\d+); height (\d+)")
 
 
 def _bills(url: str, data: Path) -> int:
-    """Receipts in the wallets' histories, read by their drivers through the API."""
+    """Receipts in the wallets' histories, read by their drivers through the API (HTTPS, its
+    certificate verified against the network's CA)."""
     bills = 0
-    node_id = httpx.get(url + "/healthz", timeout=10).json()["node_id"]  # requests are signed for one bureau
+    verify = http_verify(data / "net" / "ca" / "ca.crt")
+    node_id = httpx.get(url + "/healthz", timeout=10, verify=verify).json()["node_id"]  # requests are signed for one bureau
     for key_file in sorted((data / "drivers").glob("*.key")):
         wallet = key_file.stem
         key = load_or_create_key(key_file)
         path = f"/v1/wallets/{wallet}/history?limit=100"
         r = httpx.get(url + path, headers={"Authorization": authorization_header(key, wallet, "GET", path, node_id=node_id)},
-                      timeout=10)
+                      timeout=10, verify=verify)
         r.raise_for_status()
         bills += sum(1 for e in r.json()["entries"] if e["kind"] == "receipt")
     return bills
@@ -82,7 +85,7 @@ def test_up_with_chargers_commits_receipts_and_stops_on_sigint_and_sigterm(tmp_p
     out, rc, bills = _run_until_acked(data, signal.SIGINT)
     assert rc == 0, "".join(out[-20:])
     assert bills >= 1  # acked means committed: the driver sees the bill
-    assert any("enrolled from their announced keys" in x for x in out)
+    assert any("enrolled with their keys" in x for x in out)
     assert any(x.startswith("stopping: ") for x in out)
     assert "Traceback" not in "".join(out)
 

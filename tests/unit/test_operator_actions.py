@@ -149,3 +149,28 @@ def test_deeply_nested_arguments_are_malformed_not_a_crash():
     ex = ledger.block([tx], T0_MS)
     assert _kinds(ex) == [("dropped", "malformed")]
     assert "nests deeper" in ex.refused[0].detail
+
+
+def test_a_retired_charger_stays_retired_its_receipts_refused_and_survives_a_restart(tmp_path):
+    from tests.support.fleet import WALLET, fleet_receipts
+    from bureau.ledger.tx import receipt_tx
+
+    keys, receipts, _ = fleet_receipts(1, 2)
+    (cid, key), = keys.items()
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(Repository(url))
+    early = ledger.block([_action("retire_charger", {"charger_id": cid})], T0_MS)
+    assert _kinds(early) == [("refused_action", "unknown_charger")]
+    enroll = _action("enroll_charger", {"charger_id": cid, "public_key": key.verify_key.encode().hex()})
+    ledger.block([enroll, _open(WALLET), receipt_tx(receipts[0][1])], T0_MS + 1000)
+    assert ledger.state.active_chargers() == [cid]
+    ex = ledger.block([_action("retire_charger", {"charger_id": cid}), receipt_tx(receipts[1][1]),
+                       _action("retire_charger", {"charger_id": cid})], T0_MS + 2000)
+    assert _kinds(ex) == [("retire_charger", None), ("refused_action", "charger_retired"),
+                          ("dropped", "charger_retired")]
+    again = Ledger(Repository(url))
+    assert again.state.retired == {cid} and again.state.active_chargers() == []
+    assert again.state.chargers[cid] == key.verify_key.encode()  # its committed receipts stay verifiable
+    assert again.state.state_root == ledger.state.state_root
+    back = again.block([_action("enroll_charger", {"charger_id": cid, "public_key": "cd" * 32})], T0_MS + 3000)
+    assert _kinds(back) == [("refused_action", "charger_retired")]

@@ -81,12 +81,19 @@ class ChainController(Controller):
     async def genesis(self, request: Request) -> dict[str, Any]:
         return request.app.state.node.chain.genesis.doc
 
-    @get("/chargers/{charger_id:str}", summary="An enrolled charger's public key")
+    @get("/chargers", summary="The chargers enrolled and not retired, at a height")
+    async def chargers(self, request: Request) -> dict[str, Any]:
+        chain = request.app.state.node.chain
+        with chain.lock:
+            return {"height": chain.state.height, "chargers": chain.state.active_chargers()}
+
+    @get("/chargers/{charger_id:str}", summary="An enrolled charger's public key, and whether it is retired")
     async def charger(self, request: Request, charger_id: FromPath[str]) -> dict[str, Any]:
-        key = request.app.state.node.chain.state.chargers.get(charger_id)
+        state = request.app.state.node.chain.state
+        key = state.chargers.get(charger_id)
         if key is None:
             raise NotFound("unknown_charger", f"charger {charger_id} is not enrolled")
-        return {"charger_id": charger_id, "public_key": key.hex()}
+        return {"charger_id": charger_id, "public_key": key.hex(), "retired": charger_id in state.retired}
 
     @get("/tariffs/{tariff_id:str}", summary="The latest version of a tariff")
     async def tariff(self, request: Request, tariff_id: FromPath[str]) -> dict[str, Any]:

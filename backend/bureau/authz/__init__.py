@@ -22,7 +22,8 @@ class Authz:
                                     node.repo.engine, tariff_id)
         user, password = node.settings.mqtt_login("authz")
         self.shell = AuthzMqtt(self.service, node.metrics, host=node.settings.mqtt_host, port=node.settings.mqtt_port,
-                               client_id=user, username=user, password=password) if self.enabled else None
+                               client_id=user, username=user, password=password, tls=node.settings.mqtt_tls,
+                               ca_file=node.settings.mqtt_ca_file) if self.enabled else None
 
     def start(self) -> None:
         if self.shell:

@@ -43,13 +43,14 @@ def charger_of_auth_topic(topic: str) -> str | None:
 
 class AuthzMqtt(BrokerLink):
     def __init__(self, service: AuthzService, metrics, *, host: str, port: int, client_id: str,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None, tls: bool = False,
+                 ca_file=None) -> None:
         self.service, self.metrics = service, metrics
         self._queue: queue.Queue = queue.Queue(maxsize=10_000)
         self._wake = threading.Event()
         self._republish = threading.Event()  # after (re)connect: the broker may have lost retained messages
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
-                         clean_session=True, name="authorization",
+                         clean_session=True, name="authorization", tls=tls, ca_file=ca_file,
                          threads=[threading.Thread(target=self._work, name="authz-requests", daemon=True),
                                   threading.Thread(target=self._publisher, name="authz-publisher", daemon=True)])
         self.client.on_connect = self._on_connect

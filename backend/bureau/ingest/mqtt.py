@@ -32,12 +32,12 @@ def reply_topic(charger_id: str) -> str:
 class MqttIngest(BrokerLink):
     def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, *, node_id: str, signing_key, host: str,
                  port: int, client_id: str, username: str | None = None, password: str | None = None,
-                 workers: int = 2) -> None:
+                 workers: int = 2, tls: bool = False, ca_file=None) -> None:
         self.chain, self.mempool, self.metrics = chain, mempool, metrics
         self.node_id, self._key = node_id, signing_key  # acks and rejects are signed with this node's key
         self._queue: queue.Queue = queue.Queue(maxsize=100_000)
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
-                         clean_session=False, name="ingest",
+                         clean_session=False, name="ingest", tls=tls, ca_file=ca_file,
                          threads=[threading.Thread(target=self._work, name=f"ingest-{i}", daemon=True)
                                   for i in range(workers)])
         self.client.max_inflight_messages_set(2000)

@@ -22,7 +22,7 @@ KIND_RECEIPT = 1
 KIND_OPERATOR = 2
 MAX_TX = 4096
 OPERATOR_TAG = b"EV-OPERATOR/v1".ljust(16, b"\x00")
-ACTIONS = frozenset({"enroll_charger", "open_wallet", "top_up", "publish_tariff"})
+ACTIONS = frozenset({"enroll_charger", "retire_charger", "open_wallet", "top_up", "publish_tariff"})
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 PAYMENT_REF_RE = re.compile(r"[A-Za-z0-9._:@/-]{1,64}\Z")
 # An operator action may commit only in a block whose time B (UTC s) has

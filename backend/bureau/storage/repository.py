@@ -81,6 +81,8 @@ class Repository:
             if ex.chargers:
                 conn.execute(t.chargers.insert(), [{"charger_id": c, "public_key": k, "enrolled_height": h.height}
                                                    for c, k in ex.chargers.items()])
+            if ex.retired:
+                conn.execute(t.retired_chargers.insert(), [{"charger_id": c, "height": h.height} for c in ex.retired])
             if ex.cards:
                 conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w} for c, w in ex.cards.items()])
             if ex.tariffs:
@@ -103,6 +105,7 @@ class Repository:
         with self.engine.connect() as conn:
             for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
                 state.chargers[row.charger_id] = bytes(row.public_key)
+            state.retired.update(conn.execute(sa.select(t.retired_chargers.c.charger_id)).scalars())
             for row in conn.execute(sa.select(t.wallets)):
                 state.wallets[row.wallet_id] = Wallet(bytes(row.public_key), row.balance_fen)
             for row in conn.execute(sa.select(t.cards)):

@@ -71,6 +71,12 @@ chargers = Table(
     Column("enrolled_height", BigInteger, nullable=False),
 )
 
+retired_chargers = Table(
+    "retired_chargers", metadata,
+    Column("charger_id", String(32), primary_key=True),
+    Column("height", BigInteger, nullable=False),
+)
+
 cards = Table(
     "cards", metadata,
     Column("uid", String(32), primary_key=True),
