@@ -12,7 +12,8 @@
    config's mqtt section, so the charger speaks MQTT over TLS with that CA pinned (a config
    with "tls": true needs --ca);
 4. resets the board, reads the public key the charger made at first boot from its retained
-   enrollment message (ev/v1/charger/<id>/enroll) on the broker, and enrolls it on chain with a
+   enrollment message (ev/v1/charger/<id>/enroll) on the broker (over TLS verified against
+   --ca when given), and enrolls it on chain with a
    signed operator action `enroll_charger` (the operator key file must exist: a new key would be
    one the chain does not know).
 

@@ -165,3 +165,48 @@ def test_enrollment_read_from_the_broker_reaches_the_ledger(tmp_path):
         if charger is not None:
             charger.close()
         stack.stop()
+
+
+def test_enrollment_over_tls_with_the_pinned_ca(tmp_path):
+    """With --ca the technician's tool reads the charger's key from a TLS-only broker, verified
+    against the same CA the charger pins (given here as DER, as flash writes it to the charger)."""
+    import paho.mqtt.client as mqtt
+    from nacl.signing import SigningKey
+
+    import status as fw_status
+    from bureau.tools.stack import Stack
+    from tests.support.tlscerts import der_of
+
+    stack = Stack(tmp_path / "stack", nodes_count=1, mqtt_tls=True).start()
+    charger = None
+    try:
+        cid = "GZ-FL-0008"
+        public = SigningKey.generate().verify_key.encode()
+        # what the charger publishes at first boot, over TLS with its own login
+        user, password = stack.broker_login(cid)
+        charger = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=user)
+        charger.username_pw_set(user, password)
+        charger.tls_set(ca_certs=str(stack.broker.ca_file))
+        charger.connect("127.0.0.1", stack.broker.port)
+        charger.loop_start()
+        charger.publish(f"ev/v1/charger/{cid}/enroll", fw_status.enroll_message(cid, public, f"SDM-{cid}", "fw-test"),
+                        qos=1, retain=True).wait_for_publish(10)
+        cfg = json.loads(EXAMPLE.read_text())
+        cfg.update(charger_id=cid, meter_serial=f"SDM-{cid}")
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        (tmp_path / "ca.der").write_bytes(der_of(stack.broker.ca_file))
+        tech = stack.broker_login("technician", role="operator")
+        args = ("/dev/null", tmp_path / "config.json", "--node", stack.nodes[0].url, "--operator-key",
+                stack.root / "net" / "operator.key", "--broker", f"127.0.0.1:{stack.broker.port}",
+                "--mqtt-username", tech[0], "--mqtt-password", tech[1], "--enroll-only", "--enroll-timeout", "20")
+        r = flash(*args, "--ca", tmp_path / "ca.der")
+        assert r.returncode == 0, r.stderr
+        assert f"{cid}: enrolled with public key {public.hex()}" in r.stdout
+        plain = flash(*args)  # without the CA the tool cannot speak to a TLS-only broker
+        assert plain.returncode == 1 and plain.stderr.startswith("error: "), plain.stderr
+        assert "Traceback" not in plain.stderr and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
+    finally:
+        if charger is not None:
+            charger.loop_stop()
+            charger.disconnect()
+        stack.stop()
