@@ -158,3 +158,63 @@ def test_bad_ca_files_are_clear_errors():
                    "bad_ca | PEM certificate without its END line",
                    "bad_ca | Mbed TLS cannot parse the CA certificate (invalid cert)",
                    "no_ca | /nonexistent/ca.der is missing: mqtt.tls needs the network's CA there"], out
+
+
+TIMEOUTS = """
+import sys, time, broker_tls
+from mqtt_client import MQTTClient, CONNECT_FAILED, CONNECTED_EVENT, DISCONNECTED_EVENT
+ctx = broker_tls.make_context(broker_tls.load_ca(sys.argv[1]))
+c = MQTTClient('127.0.0.1', int(sys.argv[2]), client_id=sys.argv[3], username=sys.argv[3], password='charger-pw',
+               keepalive=2, connect_timeout_ms=1500, tls=ctx, auto_reconnect=False)
+c.connect()
+longest = 0
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 60000:
+    t = time.ticks_ms()
+    events = c.poll(wait_ms=50)
+    longest = max(longest, time.ticks_diff(time.ticks_ms(), t))
+    for ev in events:
+        print(ev[0], ev[1])
+        sys.stdout.flush()
+        if ev[0] != CONNECTED_EVENT:
+            print('longest poll %d ms' % longest)
+            sys.exit(0)
+print('no end')
+"""
+
+
+def test_tls_handshake_and_keepalive_time_out_without_blocking(tmp_path, pki, interpreter):
+    """A server that accepts and never answers the ClientHello: the attempt ends by the
+    session's connect timeout. A broker that stops answering after the TLS session is up (SIGSTOP):
+    the keepalive's ping timeout ends it. poll(wait_ms) keeps returning all along."""
+    import signal
+    import socket
+
+    mp, heap = interpreter
+    env = dict(os.environ, MICROPYPATH=":".join([".frozen", *map(str, LIB_DIRS)]))
+    script = tmp_path / "timeouts.py"
+    script.write_text(TIMEOUTS)
+
+    def run(port):
+        return subprocess.Popen([mp, "-X", f"heapsize={heap}", str(script), str(pki.ca_der), str(port), USER],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the TCP connection, says nothing
+        proc = run(silent.getsockname()[1])
+        out = Lines(proc)
+        assert out.expect("connect_failed") == "connect_failed connect_timeout", out.all
+        out.expect("longest poll")
+        assert proc.wait(30) == 0
+
+    with Mosquitto(workdir=tmp_path / "broker", tls=pki.broker_files) as broker:
+        broker.login(USER, "charger", "charger-pw")
+        proc = run(broker.port)
+        out = Lines(proc)
+        out.expect("connected")
+        broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert out.expect("disconnected", timeout=60) == "disconnected ping_timeout", out.all
+            out.expect("longest poll")
+            assert proc.wait(30) == 0
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
