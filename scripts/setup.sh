@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need: Debian packages (mosquitto, PostgreSQL
 # server binaries, the 32-bit C runtime and compiler for the MicroPython unix port), the Python
-# environment in .venv, and npm packages (MicroPython WebAssembly).
+# environment in .venv, and npm packages (MicroPython WebAssembly; Swagger UI, which the node
+# serves at /schema).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -17,11 +17,16 @@ goes out. A progress line shows receipts sent, acked and pending and the chain's
 
 Simulated time runs at most `--speed` times real time and starts a week back, so receipts never
 carry times ahead of the real clock. Data stays in var/up/ between runs; remove that folder for
-a fresh chain."""
+a fresh chain.
+
+With `--db postgres` (or DB=postgres in the environment) the nodes keep their chains in a local
+PostgreSQL cluster of their own, one database per node, kept in var/up/postgres and stopped on
+exit; the default is one SQLite file per node in its data folder."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -32,6 +37,7 @@ import httpx
 from bureau.api.auth import authorization_header
 from bureau.crypto import load_or_create_key
 from bureau.tools.enroll import enrolled_key
+from bureau.tools.postgres import PostgresCluster
 from bureau.tools.stack import Stack
 
 WEEK_S = 7 * 86400
@@ -151,22 +157,32 @@ def main() -> int:
     p.add_argument("--chargers", type=int, default=0, help="simulated chargers running sessions in a loop")
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second, at most")
     p.add_argument("--dir", default="var/up")
+    p.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("DB") or "sqlite",
+                   help="where the nodes keep their chains (default: $DB, else sqlite)")
     args = p.parse_args()
     root = Path(args.dir)
     stack = Stack(root, nodes_count=args.nodes, tls=True, registry_logins=True, mqtt_tls=not args.chargers)
+    cluster = PostgresCluster(root / "postgres") if args.db == "postgres" else None
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(signal.SIGTERM))
     signal.signal(signal.SIGINT, lambda *a: stopping.append(signal.SIGINT))
     drivers: list[Driver] = []
     tty = sys.stdout.isatty()
     try:
-        stack.start()
+        stack.prepare()
+        if cluster:
+            cluster.start()
+            for v in stack.genesis["validators"]:
+                stack.db_urls[v["id"]] = cluster.database(v["id"].replace("-", "_"))
+            print(f"postgresql: 127.0.0.1:{cluster.port}, one database per node; cluster in {cluster.root}")
+        stack.launch()
         listener = "TLS" if stack.broker.tls else "plain MQTT, for the simulated chargers"
         print(f"mosquitto: 127.0.0.1:{stack.broker.port} ({listener}), no anonymous access; logins in "
               f"{stack.broker.access.credentials_path}, chargers from the registry (docs/broker.md)")
         print(f"CA: {stack.ca_file} (curl --cacert, bureau operator --ca-file)")
         for n in stack.nodes:
-            print(f"{n.node_id}: API {n.url} (OpenAPI {n.url}/schema), log {n.log_path}")
+            print(f"{n.node_id}: API {n.url} (OpenAPI {n.url}/schema), log {n.log_path}, "
+                  f"database {stack.db_urls.get(n.node_id) or n.data_dir / 'ledger.db'}")
         print(f"genesis: {stack.genesis_path}; operator key: {root / 'net' / 'operator.key'}")
         if args.chargers and not stopping:
             drivers = start_chargers(stack, root, args.chargers, args.speed)
@@ -193,6 +209,8 @@ def main() -> int:
         for d in drivers:
             d.charger.close()
         stack.stop()
+        if cluster:
+            cluster.stop()
     return 0
 
 

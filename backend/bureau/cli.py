@@ -1,4 +1,5 @@
-"""`bureau` command: run a node, make keys and a genesis, sign operator actions, audit a chain."""
+"""`bureau` command: run a node, make keys and a genesis, sign operator actions, audit a chain,
+migrate the node's database."""
 
 from __future__ import annotations
 
@@ -67,6 +68,26 @@ def _verify_chain(args) -> int:
     report["seconds"] = round(time.perf_counter() - started, 3)
     print(json.dumps(report))
     return 0 if report["chain_valid"] else 1
+
+
+def _db(args) -> int:
+    from .config import Settings
+    from .storage import migrate
+    from .storage.repository import make_engine
+    engine = make_engine(args.db_url or Settings.from_env(data_dir=args.data_dir and Path(args.data_dir)).database_url)
+    try:
+        report = {"head": migrate.head()}
+        if args.db_cmd == "upgrade":
+            started = time.perf_counter()
+            report["before"], report["current"] = migrate.upgrade(engine, args.to)
+            report["seconds"] = round(time.perf_counter() - started, 3)
+        else:
+            report["current"] = migrate.current(engine)
+    finally:
+        engine.dispose()
+    report["up_to_date"] = report["current"] == report["head"]
+    print(json.dumps(report))
+    return 0
 
 
 def _init_network(args) -> int:
@@ -144,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--genesis", required=True)
     v.add_argument("--db-url", required=True)
     v.set_defaults(fn=_verify_chain)
+    d = sub.add_parser("db", help="the node database's schema revision (current), or migrate it (upgrade); JSON")
+    d.add_argument("db_cmd", choices=["current", "upgrade"])
+    d.add_argument("--db-url", help="default: BUREAU_DB_URL, else the SQLite file in the data folder")
+    d.add_argument("--data-dir")
+    d.add_argument("--to", default="head", help="revision to upgrade to (default: head)")
+    d.set_defaults(fn=_db)
     n = sub.add_parser("init-network", help="make node keys, an operator key and the genesis of a new network")
     n.add_argument("--dir", required=True)
     n.add_argument("--nodes", type=int, default=1)

@@ -1,6 +1,6 @@
 """Operator actions in the ledger state: payment references credit once, an action is decided
 once (a refusal is final), and its time must fit the block time. Pure state machine, plus the
-storage round trip a restarted node goes through."""
+storage round trip a restarted node goes through, on SQLite and PostgreSQL."""
 
 from nacl.signing import SigningKey
 
@@ -85,8 +85,8 @@ def test_a_top_up_needs_its_payment_reference():
     assert ledger.balance() == 0
 
 
-def test_payment_references_survive_a_restart(tmp_path):
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+def test_payment_references_survive_a_restart(database_urls):
+    url = database_urls("ledger")
     first = Ledger(Repository(url))
     first.block([_open(), _top_up("bank:7")], T0_MS)
     root = first.state.state_root
@@ -124,8 +124,8 @@ def test_an_action_commits_only_inside_its_time_window():
     assert "W-new" not in ledger.state.wallets
 
 
-def test_decided_hashes_are_forgotten_once_their_window_has_passed(tmp_path):
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+def test_decided_hashes_are_forgotten_once_their_window_has_passed(database_urls):
+    url = database_urls("ledger")
     ledger = Ledger(Repository(url))
     opened = _open()
     ledger.block([opened], T0_MS)

@@ -13,6 +13,7 @@ from ..ledger.canonical import dumps
 from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, Wallet
 from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
+from . import migrate
 from . import tables as t
 
 
@@ -34,7 +35,7 @@ def make_engine(url: str) -> sa.Engine:
 class Repository:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        t.metadata.create_all(self.engine)
+        migrate.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -69,25 +70,26 @@ class Repository:
                 "header": h.encode(), "certificate": certificate})
             if rows_tx:
                 conn.execute(t.txs.insert(), rows_tx)
-            if rows_receipts:
-                conn.execute(t.receipts.insert(), rows_receipts)
-            if rows_entries:
-                conn.execute(t.wallet_entries.insert(), rows_entries)
-            if new_wallets:
-                conn.execute(t.wallets.insert(), new_wallets)
-            if old_wallets:
-                conn.execute(t.wallets.update().where(t.wallets.c.wallet_id == sa.bindparam("w"))
-                             .values(balance_fen=sa.bindparam("b"), updated_height=sa.bindparam("h")), old_wallets)
+            # parents before the rows that name them: the foreign keys are checked per statement
             if ex.chargers:
                 conn.execute(t.chargers.insert(), [{"charger_id": c, "public_key": k, "enrolled_height": h.height}
                                                    for c, k in ex.chargers.items()])
             if ex.retired:
                 conn.execute(t.retired_chargers.insert(), [{"charger_id": c, "height": h.height} for c in ex.retired])
+            if new_wallets:
+                conn.execute(t.wallets.insert(), new_wallets)
+            if old_wallets:
+                conn.execute(t.wallets.update().where(t.wallets.c.wallet_id == sa.bindparam("w"))
+                             .values(balance_fen=sa.bindparam("b"), updated_height=sa.bindparam("h")), old_wallets)
             if ex.cards:
                 conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w} for c, w in ex.cards.items()])
             if ex.tariffs:
                 conn.execute(t.tariffs.insert(), [{"tariff_id": tid, "version": v, "doc": dumps(tf.to_doc()).decode(),
                                                    "height": h.height} for (tid, v), tf in ex.tariffs.items()])
+            if rows_receipts:
+                conn.execute(t.receipts.insert(), rows_receipts)
+            if rows_entries:
+                conn.execute(t.wallet_entries.insert(), rows_entries)
             if ex.operator_txs:
                 conn.execute(t.operator_txs.insert(), [{"tx_hash": x, "height": h.height} for x in ex.operator_txs])
             refusals = [{"tx_hash": e.tx_hash, "height": h.height, "reason": e.detail["reason"],
