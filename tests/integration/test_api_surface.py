@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import msgspec
 from nacl.signing import SigningKey
 
-from bureau.api.app import Health
+from bureau.api.app import Health, Readiness
 from bureau.api.chain import BlockOut, ChainHead, ChargerKey, ChargerRegistry, GenesisDoc, TariffDoc
 from bureau.api.docs import SWAGGER_UI_DIR
 from bureau.api.errors import Refusal
@@ -45,7 +45,8 @@ def test_every_operation_documents_a_typed_answer_and_its_refusals(bureau):
             assert 400 in errors, where
         for status, response in errors.items():
             refusal, _ = _component(doc, response["content"]["application/json"]["schema"])
-            assert refusal == ("Health" if path == "/healthz" and status == 503 else "Refusal"), (where, status)
+            probe = {"/healthz": "Health", "/readyz": "Readiness"}.get(path) if status == 503 else None
+            assert refusal == (probe or "Refusal"), (where, status)
         if "{wallet_id}" in path or path.startswith("/v1/receipts"):
             assert "replayed" in errors[401]["description"] and "bad_signature" in errors[401]["description"], where
     assert set(doc["components"]["schemas"]["Refusal"]["required"]) == {"error", "detail"}
@@ -75,6 +76,7 @@ def test_answers_are_the_shapes_their_document_names(bureau, replies):
     assert _exactly(c.get("/v1/chargers"), ChargerRegistry).chargers == ["GZ-TH-0001"]
     _exactly(c.get(f"/v1/tariffs/{genesis.tariffs[0].tariff_id}"), TariffDoc)
     _exactly(c.get("/healthz"), Health)
+    _exactly(c.get("/readyz"), Readiness)
     _exactly(bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001"), WalletBalance)
     history = _exactly(bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001/history"), WalletHistory)
     assert history.entries[-1].charger_id is None and history.entries[0].charger_id == "GZ-TH-0001"

@@ -28,24 +28,39 @@ class Health(msgspec.Struct):
     ok: bool
     node_id: str  # the bureau a driver's request is signed for
     height: int
-    # a consensus replica's (not a single node's): whether it progresses (docs/consensus.md)
-    consensus: str | msgspec.UnsetType = msgspec.UNSET  # "ok" | "stalled"
+    consensus: str | msgspec.UnsetType = msgspec.UNSET  # "ok" | "stalled" (docs/consensus.md)
     consensus_height: int | msgspec.UnsetType = msgspec.UNSET
     loop_age_ms: int | msgspec.UnsetType = msgspec.UNSET
     last_commit_age_ms: int | msgspec.UnsetType = msgspec.UNSET
     peers_out: list[str] | msgspec.UnsetType = msgspec.UNSET
     peers_in: list[str] | msgspec.UnsetType = msgspec.UNSET
+    reason: str | msgspec.UnsetType = msgspec.UNSET  # why a failed node is going down
+
+
+class Readiness(msgspec.Struct):
+    ok: bool
+    height: int | msgspec.UnsetType = msgspec.UNSET
+    reason: str | msgspec.UnsetType = msgspec.UNSET  # starting, intake or consensus state, or the failure
 
 
 @get("/healthz", summary="Liveness, the node's head and whether consensus makes progress", tags=["node"],
-     responses={503: ResponseSpec(Health, description="Consensus is stalled", generate_examples=False),
-                **refusals(takes_input=False)})
+     responses={503: ResponseSpec(Health, description="Consensus is stalled or the node failed",
+                                  generate_examples=False), **refusals(takes_input=False)})
 async def healthz(node: NamedDependency[Node]) -> Response[Health]:
-    replica = getattr(node.producer, "health", None)  # a consensus replica says whether it progresses
-    progress = replica() if replica is not None else {}
+    progress = node.producer.health()
     ok = progress.get("consensus", "ok") == "ok"
-    return Response(Health(ok=ok, node_id=node.settings.node_id, height=node.chain.height, **progress),
-                    status_code=200 if ok else 503)
+    body = Health(ok=ok, node_id=node.settings.node_id, height=node.chain.height, **progress)
+    if node.supervisor.reason is not None:  # a background loop failed: the process is going down
+        body.ok, body.reason = False, node.supervisor.reason
+    return Response(body, status_code=200 if body.ok else 503)
+
+
+@get("/readyz", summary="Readiness: up, taking receipts and consensus progressing; else 503 with the reason",
+     tags=["node"], responses={503: ResponseSpec(Readiness, description="Not ready", generate_examples=False),
+                               **refusals(takes_input=False)})
+async def readyz(node: NamedDependency[Node]) -> Response[Readiness]:
+    body = Readiness(**node.readiness())
+    return Response(body, status_code=200 if body.ok else 503)
 
 
 MAX_BODY = 64 * 1024  # far above any operator action (4096 bytes of tx, hex-encoded)
@@ -60,7 +75,7 @@ async def refuse_deep_json(request: Request) -> None:
 
 
 ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
-                  healthz, metrics, home, swagger_ui_asset]
+                  healthz, readyz, metrics, home, swagger_ui_asset]
 
 
 def create_app(node: Node) -> Litestar:
