@@ -34,6 +34,7 @@ class ActionAccepted(msgspec.Struct):
 class ActionStatus(msgspec.Struct):
     tx_hash: str
     status: str  # "committed", "pending" or "refused"
+    height: int | msgspec.UnsetType = msgspec.UNSET  # the block that decided it, once decided on chain
     reason: str | msgspec.UnsetType = msgspec.UNSET  # only when refused
     detail: str | msgspec.UnsetType = msgspec.UNSET
 
@@ -62,10 +63,10 @@ class OperatorDesk:
     def status(self, h: bytes) -> ActionStatus:
         decided = self.chain.repo.operator_outcome(h)
         if decided is not None:
-            status, reason, detail = decided
+            status, reason, detail, height = decided
             if reason:
-                return ActionStatus(tx_hash=h.hex(), status=status, reason=reason, detail=detail)
-            return ActionStatus(tx_hash=h.hex(), status=status)
+                return ActionStatus(tx_hash=h.hex(), status=status, height=height, reason=reason, detail=detail)
+            return ActionStatus(tx_hash=h.hex(), status=status, height=height)
         if h in self.mempool:
             return ActionStatus(tx_hash=h.hex(), status="pending")
         refused = self.refused.get(h)
