@@ -99,15 +99,15 @@ def test_a_bureaus_ingest_link_reads_every_chargers_status_and_writes_none(mosqu
     """Chargers online (a node metric) come from the retained status and last will; the link
     that reads them cannot forge them."""
     user, password = mosquitto.login_bureau("bureau-1")
-    charger, _ = _client(mosquitto.port, mosquitto.login("CH-A"))
+    charger, _ = _client(mosquitto, mosquitto.login("CH-A"))
     charger.publish("ev/v1/charger/CH-A/status", b"online", qos=1, retain=True).wait_for_publish(5)
     inbox: queue.Queue = queue.Queue()
-    ingest, _ = _client(mosquitto.port, (f"{user}.ingest", password), inbox)
+    ingest, _ = _client(mosquitto, (f"{user}.ingest", password), inbox)
     _subscribed(ingest, "ev/v1/charger/+/status")
     assert inbox.get(timeout=5) == ("ev/v1/charger/CH-A/status", b"online", True)
     ingest.publish("ev/v1/charger/CH-A/status", b"forged offline", qos=1, retain=True).wait_for_publish(5)
     seen: queue.Queue = queue.Queue()
-    reader, _ = _client(mosquitto.port, mosquitto.login("tech", "operator"), seen)
+    reader, _ = _client(mosquitto, mosquitto.login("tech", "operator"), seen)
     _subscribed(reader, "ev/v1/charger/+/status")
     assert seen.get(timeout=5) == ("ev/v1/charger/CH-A/status", b"online", True)
     time.sleep(0.3)
