@@ -189,6 +189,8 @@ def main() -> int:
             print(f"{n.node_id}: API {n.url} (OpenAPI {n.url}/schema), log {n.log_path}, "
                   f"database {stack.db_urls.get(n.node_id) or n.data_dir / 'ledger.db'}")
         print(f"genesis: {stack.genesis_path}; operator key: {root / 'net' / 'operator.key'}")
+        print(f"dashboard: {stack.nodes[0].url}/dashboard, signed in with the operator token in "
+              f"{stack.operator_token_path} (also the bearer token of /metrics; docs/observability.md)")
         if args.chargers and not stopping:
             drivers = start_chargers(stack, root, args.chargers, args.speed)
         print("running; Ctrl-C stops", flush=True)
