@@ -39,7 +39,7 @@ from ..supervisor import Supervisor
 from .core import Config, Core, Timeouts
 from .sync_server import SyncServer
 from .types import (PROTOCOL_VERSION, WIRE_MAGIC, DecodeError, LastSigned, MsgType, Proposal, SyncRequest,
-                    SyncResponse, ValidatorSet, Vote, decode_message, decode_record, encode_message, encode_record)
+                    SyncResponse, Vote, decode_message, decode_record, encode_message, encode_record)
 
 SYNC_REQUEST_PREFIX = WIRE_MAGIC + bytes([PROTOCOL_VERSION, MsgType.SYNC_REQUEST])
 FLOOD_BAN_S = 30.0
@@ -194,7 +194,7 @@ class BftReplica:
         self.on_refused = on_refused
         self.wal = Wal(Path(data_dir) / "consensus.wal")
         config = Config(chain.genesis.chain_id, timeouts=timeouts or Timeouts(), commit_delay_ms=commit_delay_ms)
-        self.core = Core(config, ValidatorSet.from_genesis(chain.genesis), signing_key, block_hash=block_hash,
+        self.core = Core(config, chain.genesis.validators, signing_key, block_hash=block_hash,
                          height=chain.height + 1, now_ms=_now_ms(), last_signed=self.wal.last_signed(),
                          wal=self.wal.records)
         self.inbox = PeerInbox()
