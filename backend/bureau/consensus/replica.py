@@ -60,15 +60,17 @@ class LedgerBlocks:
         self._executions: dict[bytes, tuple[Block, Execution]] = {}
         self.invalid_blocks = 0
 
-    def build(self) -> tuple[bytes, list[Refusal]]:
-        """A block on the head, stamped with the wall clock, and the transactions it refused
-        (dropped from the mempool)."""
+    def build(self, publish_refused: Callable[[list[Refusal]], None]) -> bytes:
+        """A block on the head, stamped with the wall clock. The transactions it refused are
+        handed to `publish_refused` and only then dropped from the mempool, so that whoever
+        asks after one (mempool first, then the refusals) always finds it in one or the other."""
         txs, verified = self.mempool.candidates(self.max_txs)
         block, ex = self.chain.build(txs, self.node_id, int(time.time() * 1000), verified)
         if ex.refused:
+            publish_refused(list(ex.refused))
             self.mempool.remove(tx_hash(r.tx) for r in ex.refused)
         self._remember(block, ex)
-        return block.encode(), list(ex.refused)
+        return block.encode()
 
     def validate(self, height: int, raw: bytes) -> bool:
         try:
@@ -330,10 +332,7 @@ class BftReplica:
                         ev.validator, ev.height, ev.round, ev.step)
         # the core's questions, about the chain as the commits above left it
         if rd.propose is not None and rd.propose.height == self.chain.height + 1:
-            block, refused = self.blocks.build()
-            if refused:   # published at once: they left the mempool, their status must say why
-                self.on_refused(refused)
-            self.core.propose(block)
+            self.core.propose(self.blocks.build(self.on_refused))
         for req in rd.validate:
             self.core.validated(req.block_hash, self.blocks.validate(req.height, req.block))
 
