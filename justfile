@@ -34,7 +34,7 @@ firmware-build: setup
 
 # re-verify a stored chain from genesis (every certificate, Merkle root, signature, state replay)
 verify-chain GENESIS DB: setup
-    {{py}} -m bureau.cli verify-chain --genesis {{GENESIS}} --db-url {{DB}}
+    {{py}} -m bureau.cli verify-chain --genesis {{GENESIS}} --db {{DB}}
 
 # migrate a node's database (URL) to this code's schema, the node stopped; JSON: revisions before and after
 db-upgrade DB: setup

@@ -25,7 +25,6 @@ exit; the default is one SQLite file per node in its data folder."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -35,10 +34,11 @@ from pathlib import Path
 import httpx
 
 from bureau.api.auth import authorization_header
+from bureau.cliparse import OneLineParser, int_range
 from bureau.crypto import load_or_create_key
 from bureau.tools.enroll import enrolled_key
 from bureau.tools.postgres import PostgresCluster
-from bureau.tools.stack import Stack
+from bureau.tools.stack import Stack, StackInUse
 
 WEEK_S = 7 * 86400
 TOP_UP_FEN = 10_000_000  # 100 000 CNY a run: the loop never runs a wallet dry
@@ -152,11 +152,11 @@ def progress(stack: Stack, drivers: list[Driver]) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--chargers", type=int, default=0, help="simulated chargers running sessions in a loop")
-    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second, at most")
-    p.add_argument("--dir", default="var/up")
+    p = OneLineParser(prog="up", description=__doc__)
+    p.add_argument("--nodes", type=int_range(1, 16), default=1, help="bureau nodes, 1..16 (default 1)")
+    p.add_argument("--chargers", type=int_range(0, 200), default=0, help="simulated chargers running sessions in a loop")
+    p.add_argument("--speed", type=int_range(1, 100_000), default=60, help="simulated seconds per real second, at most")
+    p.add_argument("--dir", default="var/up", help="the data directory; one `just up` at a time may use it")
     p.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("DB") or "sqlite",
                    help="where the nodes keep their chains (default: $DB, else sqlite)")
     args = p.parse_args()
@@ -169,7 +169,12 @@ def main() -> int:
     drivers: list[Driver] = []
     tty = sys.stdout.isatty()
     try:
-        stack.prepare()
+        try:
+            stack.prepare()
+        except StackInUse as e:
+            print(f"up: {e}", file=sys.stderr)
+            cluster = None  # (the running one's: not ours to stop)
+            return 1
         if cluster:
             cluster.start()
             for v in stack.genesis["validators"]:

@@ -29,10 +29,11 @@ class TestBureau:
         init_network(net, 1)
         self.operator_key = load_or_create_key(net / "operator.key")
         user, password = broker.login_bureau("bureau-1")
-        self.settings = Settings(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
-                                 db_url=db_url or "", mqtt_port=broker.port, mqtt_username=user,
-                                 mqtt_password=password, block_interval_ms=50, mqtt_tls=broker.tls is not None,
-                                 mqtt_ca_file=broker.ca_file)
+        # (the test's own BUREAU_* variables, such as BUREAU_AUTHZ_*, apply as they do to a node)
+        self.settings = Settings.from_env(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
+                                          db_url=db_url or "", mqtt_port=broker.port, mqtt_username=user,
+                                          mqtt_password=password, block_interval_ms=50, mqtt_tls=broker.tls is not None,
+                                          mqtt_ca_file=broker.ca_file)
         self.node = Node(self.settings)
         self.node.start()
         self.client = TestClient(create_app(self.node))
@@ -74,8 +75,6 @@ class ReplyListener:
         user, password = broker.login(user, role)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=user)
         self.client.username_pw_set(user, password)
-        if broker.ca_file:
-            self.client.tls_set(ca_certs=str(broker.ca_file))
         subscribed = queue.Queue()
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload)))
         self.client.on_subscribe = lambda *a: subscribed.put(True)

@@ -33,6 +33,7 @@ class ActionAccepted(msgspec.Struct):
 class ActionStatus(msgspec.Struct):
     tx_hash: str
     status: str  # "committed", "pending" or "refused"
+    height: int | msgspec.UnsetType = msgspec.UNSET  # the block that decided it, once decided on chain
     reason: str | msgspec.UnsetType = msgspec.UNSET  # only when refused
     detail: str | msgspec.UnsetType = msgspec.UNSET
 
@@ -66,10 +67,10 @@ class OperatorDesk:
             return ActionStatus(tx_hash=h.hex(), status="pending")
         decided = self.chain.repo.operator_outcome(h)
         if decided is not None:
-            status, reason, detail = decided
+            status, reason, detail, height = decided
             if reason:
-                return ActionStatus(tx_hash=h.hex(), status=status, reason=reason, detail=detail)
-            return ActionStatus(tx_hash=h.hex(), status=status)
+                return ActionStatus(tx_hash=h.hex(), status=status, height=height, reason=reason, detail=detail)
+            return ActionStatus(tx_hash=h.hex(), status=status, height=height)
         refused = self.refused.get(h)
         if refused:
             return ActionStatus(tx_hash=h.hex(), status="refused", reason=refused[0], detail=refused[1])

@@ -21,7 +21,7 @@ from ..errors import ReasonedError
 from ..ledger.tx import ID_RE
 from ..receipts.codec import ReceiptError, decode as decode_receipt
 from . import wire
-from .config import AuthzSettings
+from ..config import AuthzSettings
 from .holds import Hold, HoldBook
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,13 @@ from . import tables as t
 def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        read_only = "mode=ro" in url  # (an audit: a read-only file keeps the journal mode it has)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            if not read_only:
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # an acked receipt must survive a power cut
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
@@ -33,9 +35,11 @@ def make_engine(url: str) -> sa.Engine:
 
 
 class Repository:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """`create=False` opens the tables as they are (an audit of an existing chain)."""
         self.engine = make_engine(url)
-        migrate.upgrade(self.engine)
+        if create:  # (else: as it is, read-only for an audit)
+            migrate.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -190,14 +194,15 @@ class Repository:
             return None
         return bytes(data[1:])
 
-    def operator_outcome(self, tx_hash: bytes) -> tuple[str, str, str] | None:
-        """("committed", "", "") or ("refused", reason, detail) for an action decided on the chain."""
+    def operator_outcome(self, tx_hash: bytes) -> tuple[str, str, str, int] | None:
+        """("committed", "", "", height) or ("refused", reason, detail, height) for an action
+        decided on the chain at that block height."""
         with self.engine.connect() as conn:
             refused = conn.execute(sa.select(t.operator_refusals).where(t.operator_refusals.c.tx_hash == tx_hash)).first()
             if refused is not None:
-                return "refused", refused.reason, refused.detail
+                return "refused", refused.reason, refused.detail, refused.height
             decided = conn.execute(sa.select(t.operator_txs.c.height).where(t.operator_txs.c.tx_hash == tx_hash)).first()
-        return ("committed", "", "") if decided is not None else None
+        return ("committed", "", "", decided.height) if decided is not None else None
 
     def count_receipts(self) -> int:
         with self.engine.connect() as conn:

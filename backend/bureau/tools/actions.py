@@ -32,18 +32,21 @@ def submit_action(node_url: str, tx: bytes, verify: Verify = True) -> str:
     return resp.json()["tx_hash"]
 
 
-def wait_committed(node_url: str, tx_hashes: list[str], timeout: float = 30.0, verify: Verify = True) -> None:
-    """Return once every action is committed; ActionRefused for one refused on chain,
-    TimeoutError for those still waiting at the deadline."""
+def wait_committed(node_url: str, tx_hashes: list[str], timeout: float = 30.0, verify: Verify = True) -> list[int]:
+    """The block height each action committed at, once every one is committed; ActionRefused for
+    one refused on chain, TimeoutError for those still waiting at the deadline."""
     deadline = time.monotonic() + timeout
     waiting = list(tx_hashes)
+    heights = []
     while waiting:
         st = httpx.get(f"{node_url.rstrip('/')}/v1/operator/actions/{waiting[0]}", timeout=5, verify=verify).json()
         if st.get("status") == "committed":
             waiting.pop(0)
+            heights.append(st["height"])
             continue
         if st.get("status") == "refused":
             raise ActionRefused(str(st.get("reason")), str(st.get("detail")))
         if time.monotonic() > deadline:
             raise TimeoutError(f"operator actions not committed within {timeout:.0f} s: {waiting}")
         time.sleep(0.05)
+    return heights

@@ -15,6 +15,7 @@ import paho.mqtt.client as paho
 from nacl.signing import SigningKey
 
 from .. import topics
+from ..crypto import KeyFileError, load_key
 from ..ledger.tx import operator_action
 from .actions import ActionRefused, Verify, submit_action, wait_committed
 
@@ -33,16 +34,10 @@ class EnrollError(Exception):
 def load_operator_key(path: Path) -> SigningKey:
     """The operator's signing key (32-byte seed in hex). A missing file is an error: a new key
     would be one the chain does not know."""
-    path = Path(path)
-    if not path.is_file():
-        raise EnrollError("no_operator_key", f"operator key file {path} does not exist")
     try:
-        seed = bytes.fromhex(path.read_text().strip())
-    except ValueError:
-        raise EnrollError("bad_operator_key", f"{path} does not hold a hex seed") from None
-    if len(seed) != 32:
-        raise EnrollError("bad_operator_key", f"{path} does not hold a 32-byte Ed25519 seed")
-    return SigningKey(seed)
+        return load_key(path)
+    except KeyFileError as e:
+        raise EnrollError("no_operator_key" if e.reason == "missing" else "bad_operator_key", e.detail) from None
 
 
 def parse_enrollment(payload: bytes, charger_id: str) -> dict:

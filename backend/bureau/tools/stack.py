@@ -9,18 +9,23 @@ the network's CA (bureau.tools.network); `verify` is what clients check them wit
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
-from ..crypto import load_or_create_key
+from ..config import Settings
+from ..crypto import load_key
 from ..ledger.tx import operator_action
 from .actions import Verify, submit_action, wait_committed
 from .mosquitto import Mosquitto, free_port
@@ -44,10 +49,17 @@ class NodeProcess:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
 
+    @property
+    def settings(self) -> Settings:
+        """The settings the node reads from its environment (its database, ports...)."""
+        return Settings.from_env(self.env)
+
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bureau.cli", "run"], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # Its own process group: a Ctrl-C on the terminal reaches only the script running the
+        # stack, which stops the nodes in order, and a stop reaches whatever a node started.
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "bureau.cli", "run"], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def wait_healthy(self, timeout: float = 120.0) -> dict:
         """The first /healthz answer. Ends at once when the process exits; the deadline is
@@ -65,15 +77,21 @@ class NodeProcess:
                     raise TimeoutError(f"{self.node_id} not healthy after {timeout}s")
                 time.sleep(0.1)
 
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:  # (already gone)
+            pass
+
     def kill(self) -> None:
         """kill -9: no chance to flush or say goodbye."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            self._signal_group(signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -82,6 +100,28 @@ class NodeProcess:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+class StackInUse(RuntimeError):
+    """Another running stack holds this data directory."""
+
+
+@contextmanager
+def signals_deferred():
+    """Ctrl-C and SIGTERM arriving inside wait until the block is done, then take their usual
+    course: an interrupted run still stops every process it started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = {s: signal.signal(s, lambda n, _frame: caught.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in held.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 @dataclass
@@ -95,6 +135,7 @@ class Stack:
     mqtt_tls: bool | None = None  # the broker's TLS when it differs from the API's
     registry_logins: bool = False
     registry: "RegistryFollower | None" = None
+    _lock: IO | None = field(default=None, init=False, repr=False)  # the flock on the data directory
 
     @property
     def layout(self) -> NetworkLayout:
@@ -113,13 +154,33 @@ class Stack:
         return self.prepare().launch(extra_env, node_env)
 
     def prepare(self) -> "Stack":
-        """Keys, genesis and the broker; nodes are launched by `launch`."""
+        """Keys, genesis and the broker; nodes are launched by `launch`. The data directory is
+        locked (flock on `stack.lock` in it) until `stop`: StackInUse if another stack has it."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._claim_root()
         init_network(self.root / "net", self.nodes_count, peer_ports=[free_port() for _ in range(self.nodes_count)],
                      http_ports=[free_port() for _ in range(self.nodes_count)])
         broker_tls = self.tls if self.mqtt_tls is None else self.mqtt_tls
-        self.broker = Mosquitto(workdir=self.root / "broker", tls=self.layout.broker_tls if broker_tls else None).start()
+        # (kept before it starts: `stop` must see it)
+        self.broker = Mosquitto(workdir=self.root / "broker", tls=self.layout.broker_tls if broker_tls else None)
+        self.broker.start()
         return self
+
+    def _claim_root(self) -> None:
+        if self._lock is not None:
+            return
+        lock = open(self.root / "stack.lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise StackInUse(f"{self.root} is in use by {holder}; stop it first, or use another directory") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
 
     def broker_login(self, client_id: str, *, role: str = "charger") -> tuple[str, str]:
         """(username, password) for a charger (its charger id is its user name and client id),
@@ -159,6 +220,7 @@ class Stack:
             env.update((node_env or {}).get(v["id"], {}))
             node = NodeProcess(v["id"], data_dir, port, env, self.root / f"{v['id']}.log", tls=self.tls,
                                verify=self.verify)
+            Settings.from_env(env)  # a bad setting fails here, naming it, rather than in a node log
             node.start()
             self.nodes.append(node)
         try:
@@ -189,23 +251,29 @@ class Stack:
 
     @property
     def operator_key(self):
-        return load_or_create_key(self.root / "net" / "operator.key")
+        return load_key(self.root / "net" / "operator.key")
 
     def submit(self, action: str, args: dict, node: int = 0) -> str:
         return submit_action(self.nodes[node].url, operator_action(self.operator_key, "operator-1", action, args),
                              self.verify)
 
-    def wait_committed(self, tx_hashes: list[str], node: int = 0, timeout: float = 30.0) -> None:
-        wait_committed(self.nodes[node].url, tx_hashes, timeout, self.verify)
+    def wait_committed(self, tx_hashes: list[str], node: int = 0, timeout: float = 30.0) -> list[int]:
+        return wait_committed(self.nodes[node].url, tx_hashes, timeout, self.verify)
 
     def operator(self, actions: list[tuple[str, dict]], node: int = 0) -> None:
         self.wait_committed([self.submit(a, args, node) for a, args in actions], node)
 
     def stop(self) -> None:
-        if self.registry:
-            self.registry.stop()
-            self.registry = None
-        for node in self.nodes:
-            node.stop()
-        if self.broker:
-            self.broker.close()
+        """The registry follower, every node, the broker, then the lock on the data directory; a
+        signal arriving meanwhile waits until all are stopped."""
+        with signals_deferred():
+            if self.registry:
+                self.registry.stop()
+                self.registry = None
+            for node in self.nodes:
+                node.stop()
+            if self.broker:
+                self.broker.close()
+            if self._lock is not None:
+                self._lock.close()  # (closing releases the flock)
+                self._lock = None
