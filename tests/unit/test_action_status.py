@@ -52,7 +52,7 @@ class CommitDuringRead:
             self.mempool.remove([self.h])
 
     def operator_outcome(self, h: bytes):
-        seen = ("committed", "", "") if self.stored and h == self.h else None
+        seen = ("committed", "", "", 1) if self.stored and h == self.h else None
         self.after_a_look()
         return seen
 
@@ -78,7 +78,8 @@ def test_an_action_committing_during_a_status_read_is_pending_or_committed():
 
     desk = OperatorDesk(FakeChain(), race.mempool, OrderedDict())
     assert desk.status(h).status == "pending"       # its first look, before the commit landed
-    assert desk.status(h).status == "committed"
+    st = desk.status(h)
+    assert (st.status, st.height) == ("committed", 1)
 
 
 def test_a_refusal_met_while_building_is_recorded_before_the_action_leaves_the_mempool(tmp_path):
