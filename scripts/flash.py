@@ -259,12 +259,13 @@ def broker_address(cfg: dict, override: str | None) -> tuple[str, int]:
 
 def dry_run(cfg: dict, args, kind: str | None, app: list[Path], ca: bytes | None = None) -> None:
     """What a run would do; `kind` None: the enrollment only."""
+    from bureau import topics
     node = args.node
     if kind is not None:
         print_device_plan(cfg, args, kind, app, ca)
     host, port = broker_address(cfg, args.broker)
     over = f" over TLS verified against {args.ca}" if ca is not None else ""
-    print(f"subscribe {host}:{port}{over} ev/v1/charger/{cfg['charger_id']}/enroll (retained, up to "
+    print(f"subscribe {host}:{port}{over} {topics.enroll(cfg['charger_id'])} (retained, up to "
           f"{args.enroll_timeout:.0f} s)")
     print(f"POST {node}/v1/operator/actions enroll_charger {{\"charger_id\": \"{cfg['charger_id']}\", "
           f"\"public_key\": <from the enrollment message>}} signed with {args.operator_key}")

@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 
+from .. import topics
 from ..brokerlink import BrokerLink
 from ..chain import Chain
 from ..ledger.block import Block
@@ -20,16 +21,11 @@ from ..receipts.ack import ack_message
 from ..receipts.codec import receipt_id
 from ..receipts.reject import reject_message
 from ..supervisor import Supervisor
-from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
+from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
 from .mempool import Mempool, MempoolFull
 from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 
 log = logging.getLogger(__name__)
-RECEIPT_TOPICS = TOPIC_PREFIX + "+/receipt"
-
-
-def reply_topic(charger_id: str) -> str:
-    return f"{TOPIC_PREFIX}{charger_id}/reply"
 
 
 class MqttIngest(BrokerLink):
@@ -64,7 +60,7 @@ class MqttIngest(BrokerLink):
             return
         # With several bureaus on one broker, a shared subscription hands each receipt to one of
         # them; it reaches the others over the peer links.
-        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + RECEIPT_TOPICS, qos=1)
+        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + topics.every_charger(topics.RECEIPT), qos=1)
         # every bureau reads every charger's retained status (QoS 0: nothing queued while down;
         # the retained copies say who is online on each subscribe)
         client.subscribe(STATUS_TOPICS, qos=0)
@@ -78,7 +74,7 @@ class MqttIngest(BrokerLink):
         self.client.disconnect()
 
     def _on_message(self, client, userdata, msg) -> None:
-        if msg.topic.endswith("/status"):
+        if msg.topic.endswith("/" + topics.STATUS):
             try:
                 self.presence.seen(msg.topic, bytes(msg.payload))
             except StatusRefused as e:
@@ -192,5 +188,5 @@ class MqttIngest(BrokerLink):
                                               receipt_id, height, block_hash))
 
     def _publish(self, charger_id: str, payload: bytes) -> None:
-        self.client.publish(reply_topic(charger_id), payload, qos=1)
+        self.client.publish(topics.reply(charger_id), payload, qos=1)
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import threading
 
-from ..ledger.tx import ID_RE
-from .admission import TOPIC_PREFIX
+from .. import topics
 
-STATUS_TOPICS = TOPIC_PREFIX + "+/status"
-STATUS_SUFFIX = "/status"
+STATUS_TOPICS = topics.every_charger(topics.STATUS)
 MAX_CHARGERS = 100_000  # a charger login publishes only its own status; this only bounds memory
 
 
@@ -23,10 +21,8 @@ class StatusRefused(ValueError):
 
 def parse_status(topic: str, payload: bytes) -> tuple[str, bool | None]:
     """(charger id, online) of a status message; online is None for a cleared topic."""
-    if not topic.startswith(TOPIC_PREFIX) or not topic.endswith(STATUS_SUFFIX):
-        raise StatusRefused("bad_topic")
-    charger = topic[len(TOPIC_PREFIX):-len(STATUS_SUFFIX)]
-    if not ID_RE.match(charger):
+    charger = topics.charger_of(topic, topics.STATUS)
+    if charger is None:
         raise StatusRefused("bad_topic")
     if not payload:
         return charger, None

@@ -14,6 +14,7 @@ import httpx
 import paho.mqtt.client as paho
 from nacl.signing import SigningKey
 
+from .. import topics
 from ..crypto import KeyFileError, load_key
 from ..ledger.tx import operator_action
 from .actions import ActionRefused, Verify, submit_action, wait_committed
@@ -28,10 +29,6 @@ class EnrollError(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-def enroll_topic(charger_id: str) -> str:
-    return f"ev/v1/charger/{charger_id}/enroll"
 
 
 def load_operator_key(path: Path) -> SigningKey:
@@ -77,7 +74,7 @@ def read_enrollment(host: str, port: int, charger_id: str, *, timeout: float = 6
             failed.append(str(reason_code))
             got.put(None)
         else:
-            c.subscribe(enroll_topic(charger_id), qos=1)
+            c.subscribe(topics.enroll(charger_id), qos=1)
 
     client.on_connect = on_connect
     client.on_message = lambda c, u, m: got.put(m.payload)
@@ -90,7 +87,7 @@ def read_enrollment(host: str, port: int, charger_id: str, *, timeout: float = 6
         try:
             payload = got.get(timeout=timeout)
         except queue.Empty:
-            raise EnrollError("no_enrollment", f"no enrollment message from {charger_id} on {enroll_topic(charger_id)} "
+            raise EnrollError("no_enrollment", f"no enrollment message from {charger_id} on {topics.enroll(charger_id)} "
                                                f"within {timeout:.0f} s (is it powered and on the network?)") from None
         if payload is None:
             raise EnrollError("broker_refused", f"the broker at {host}:{port} refused the login: {failed[0]}")
