@@ -78,6 +78,8 @@ class ReplyListener:
         subscribed = queue.Queue()
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload)))
         self.client.on_subscribe = lambda *a: subscribed.put(True)
+        if broker.ca_file is not None:  # a TLS-only broker
+            self.client.tls_set(ca_certs=str(broker.ca_file))
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         self.client.subscribe(topic, qos=1)

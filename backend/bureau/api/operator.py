@@ -60,14 +60,17 @@ class OperatorDesk:
         return ActionAccepted(tx_hash=h.hex(), status="pending", action=op.action)
 
     def status(self, h: bytes) -> ActionStatus:
+        # An action is stored as decided (a committed block) or recorded as refused before it
+        # leaves the mempool, so the mempool is read first: an action that is not there any more
+        # is already in storage or among the refusals when they are read next.
+        if h in self.mempool:
+            return ActionStatus(tx_hash=h.hex(), status="pending")
         decided = self.chain.repo.operator_outcome(h)
         if decided is not None:
             status, reason, detail, height = decided
             if reason:
                 return ActionStatus(tx_hash=h.hex(), status=status, height=height, reason=reason, detail=detail)
             return ActionStatus(tx_hash=h.hex(), status=status, height=height)
-        if h in self.mempool:
-            return ActionStatus(tx_hash=h.hex(), status="pending")
         refused = self.refused.get(h)
         if refused:
             return ActionStatus(tx_hash=h.hex(), status="refused", reason=refused[0], detail=refused[1])

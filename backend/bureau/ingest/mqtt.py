@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 
+from .. import topics
 from ..brokerlink import BrokerLink
 from ..chain import Chain
 from ..ledger.block import Block
@@ -19,15 +20,10 @@ from ..receipts.ack import ack_message
 from ..receipts.codec import receipt_id
 from ..receipts.reject import reject_message
 from ..supervisor import Supervisor
-from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
+from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
 from .mempool import Mempool, MempoolFull
 
 log = logging.getLogger(__name__)
-RECEIPT_TOPICS = TOPIC_PREFIX + "+/receipt"
-
-
-def reply_topic(charger_id: str) -> str:
-    return f"{TOPIC_PREFIX}{charger_id}/reply"
 
 
 class MqttIngest(BrokerLink):
@@ -60,7 +56,7 @@ class MqttIngest(BrokerLink):
             return
         # With several bureaus on one broker, a shared subscription hands each receipt to one of
         # them; it reaches the others over the peer links.
-        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + RECEIPT_TOPICS, qos=1)
+        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + topics.every_charger(topics.RECEIPT), qos=1)
         self.connected.set()
 
     def stop_intake(self) -> None:
@@ -175,5 +171,5 @@ class MqttIngest(BrokerLink):
                                               receipt_id, height, block_hash))
 
     def _publish(self, charger_id: str, payload: bytes) -> None:
-        self.client.publish(reply_topic(charger_id), payload, qos=1)
+        self.client.publish(topics.reply(charger_id), payload, qos=1)
 

@@ -23,11 +23,6 @@ class EnrollError(Exception):
         self.detail = detail
 
 
-def enroll_topic(charger_id: str) -> str:
-    """Where a charger announces its key (retained; firmware/core/status.py)."""
-    return f"ev/v1/charger/{charger_id}/enroll"
-
-
 def load_operator_key(path: Path) -> SigningKey:
     """The operator's signing key (32-byte seed in hex). A missing file is an error: a new key
     would be one the chain does not know."""
