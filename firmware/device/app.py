@@ -299,3 +299,16 @@ class App(chargepoint.ChargePoint):
 def run(root="/", socket_mod=None):
     """Boot: the application from the files on flash, its tasks on the default event loop."""
     App.from_files(root, socket_mod=socket_mod).start().run_forever()
+
+
+def print_public_key(root="/"):
+    """Print `public_key <64 hex digits>`: the charger's key, read over the serial cable by the
+    technician's tool (scripts/flash.py: mpremote exec) to enroll it. Made here if the charger
+    has not booted yet; the application's first boot then finds and keeps it."""
+    import binascii
+
+    import charger
+    import ed25519
+
+    seed = charger.device_seed(Flash(root + "data"), os.urandom)
+    print("public_key " + binascii.hexlify(ed25519.public_key(seed)).decode())

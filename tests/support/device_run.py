@@ -68,6 +68,21 @@ def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int,
     return root
 
 
+def device_env() -> dict:
+    """The environment of a unix-port process that imports modules as the device does."""
+    return dict(os.environ, MICROPYPATH=":".join([".frozen", str(MPFAKES), str(DEVICE_DIR), *map(str, LIB_DIRS)]))
+
+
+def exec_on_flash(interpreter: str, flash: Path, code: str, timeout: float = 60.0) -> str:
+    """Run `code` on a charger's flash, as `mpremote exec` runs it on the device (the flash
+    directory is the current one); its output."""
+    proc = subprocess.run([interpreter, "-c", code], cwd=flash, env=device_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{code!r} failed on the device: {proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
 class Device:
     """One charger process. Its output is collected line by line (`lines`)."""
 
@@ -83,8 +98,7 @@ class Device:
         self._reader: threading.Thread | None = None
 
     def start(self) -> "Device":
-        env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join([".frozen", str(MPFAKES), str(DEVICE_DIR), *map(str, LIB_DIRS)])
+        env = device_env()
         env["BENCH_PORT"] = str(self.bench.port)
         self.proc = subprocess.Popen([self.interpreter, "-X", f"heapsize={self.heap}", str(MPFAKES / "run_device.py")],
                                      cwd=self.flash, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -178,12 +192,15 @@ class ChargerRig:
     """Bureau node processes and their mosquitto (Stack), a hardware bench and one charger's
     flash, with the operator's set-up done once the charger has published its key. With `tls`
     the broker speaks TLS only (the network's CA from init-network signed its certificate) and
-    the charger is provisioned with that CA as ca.der."""
+    the charger is provisioned with that CA as ca.der; with `registry_logins` the charger's
+    broker login works only once its enrollment commits (so `enroll`, which reads the retained
+    key from the broker, does not apply)."""
 
     CARD = "04A1B2C3D4E5F6"
 
     def __init__(self, root: Path, nodes: int = 1, charger_id: str = "GZ-DEV-1", top_up_fen: int = 500_000,
-                 node_env: dict | None = None, tls: bool = False, **flash_extra) -> None:
+                 node_env: dict | None = None, tls: bool = False, registry_logins: bool = False,
+                 **flash_extra) -> None:
         from bureau.tools.network import DEFAULT_TARIFF
         from bureau.tools.stack import Stack
         from nacl.signing import SigningKey
@@ -195,7 +212,8 @@ class ChargerRig:
         self.top_up_fen = top_up_fen
         env = {"BUREAU_AUTHZ_LIST_MIN_INTERVAL_S": "0", "BUREAU_BLOCK_INTERVAL_MS": "50"}
         env.update(node_env or {})
-        self.stack = Stack(self.root / "stack", nodes, mqtt_tls=tls).start(extra_env=env)
+        self.stack = Stack(self.root / "stack", nodes, mqtt_tls=tls,
+                           registry_logins=registry_logins).start(extra_env=env)
         self.driver = SigningKey.generate()
         self.wallet = "W-DEV"
         self.bench = HardwareBench(BOARD)
