@@ -102,6 +102,18 @@ class App(chargepoint.ChargePoint):
             import ed25519 as signer
         self._socket = socket_mod
 
+        # The broker client first: its packet and receive buffers (the largest long-lived
+        # allocations) are taken from a heap the boot's churn (the key's expansion, the flash's
+        # files) has not yet cut into small holes; the config files' parsing garbage goes first.
+        gc.collect()
+        m = cfg["mqtt"]
+        cid = cfg["charger_id"]
+        self.mqtt = MQTTClient(m["host"], m.get("port", 1883), client_id="charger-" + cid,
+                               keepalive=m.get("keepalive_s", 60), clean_session=False,
+                               username=m.get("username"), password=m.get("password"),
+                               will=uplink_mod.will(cid, FIRMWARE_VERSION), max_inflight=24,
+                               net=socket_mod, auto_reconnect=False)
+
         # clock: the port's epoch converted to Unix time here, once
         clk = clock.Clock(time.time, clock.epoch_offset(time.gmtime(0)[0]), mono_s_fn=self.uptime_s)
         chargepoint.ChargePoint.__init__(self, cfg, regmap, hw, Flash(flash_root), clk, ticks_ms, signer,
@@ -111,8 +123,6 @@ class App(chargepoint.ChargePoint):
         # network: one supervisor for Wi-Fi, the broker's address and the broker session
         self.wlan = network.WLAN(network.STA_IF)
         self.wlan.active(True)
-        m = cfg["mqtt"]
-        cid = cfg["charger_id"]
         self.link = supervisor.Link(m["host"], supervisor.Backoff(LINK_MIN_MS, LINK_MAX_MS, rand8),
                                     join_ms=WIFI_CONNECT_MS)
         ntp_host = cfg.get("ntp_host")
@@ -120,11 +130,6 @@ class App(chargepoint.ChargePoint):
             ntptime.host = ntp_host
         self.ntp_backoff = supervisor.Backoff(5000, NTP_EVERY_MS, rand8)
         self._ntp_next = None
-        self.mqtt = MQTTClient(m["host"], m.get("port", 1883), client_id="charger-" + cid,
-                               keepalive=m.get("keepalive_s", 60), clean_session=False,
-                               username=m.get("username"), password=m.get("password"),
-                               will=uplink_mod.will(cid, FIRMWARE_VERSION), max_inflight=24,
-                               net=socket_mod, auto_reconnect=False)
         self._logged_reason = None
         self.attach(self.mqtt)
         self._gc_at = now
@@ -268,6 +273,13 @@ class App(chargepoint.ChargePoint):
         return loop
 
 
-def run(root="/", socket_mod=None):
-    """Boot: the application from the files on flash, its tasks on the default event loop."""
-    App.from_files(root, socket_mod=socket_mod).start().run_forever()
+def run(root="", socket_mod=None):
+    """Boot: the application from the files on flash, its tasks on the default event loop.
+    Paths are relative to the current directory: the flash's root when the ESP32 runs main.py,
+    the flash's directory when the unix port does (the device tests)."""
+    app = App.from_files(root, socket_mod=socket_mod)
+    gc.collect()  # the boot's garbage goes before the first session's churn
+    mem_free = getattr(gc, "mem_free", None)
+    if mem_free is not None:
+        app.log("boot: heap free %d" % mem_free())
+    app.start().run_forever()
