@@ -56,6 +56,7 @@ from chargepoint import CARD_MS, DISPLAY_MS, HEARTBEAT_STALE_MS, PILOT_MS  # noq
 from clock import ticks_add, ticks_diff
 from flash import Flash
 from mqtt_client import MQTTClient
+from mqtt_codec import DEFAULT_MAX_PACKET
 from mqtt_session import CONNECTED as MQTT_CONNECTED, CONNECTING as MQTT_CONNECTING
 
 try:
@@ -105,6 +106,8 @@ class App(chargepoint.ChargePoint):
         # The broker client first: its packet and receive buffers (the largest long-lived
         # allocations) are taken from a heap the boot's churn (the key's expansion, the flash's
         # files) has not yet cut into small holes; the config files' parsing garbage goes first.
+        # One step reads at most about one packet, so the retained burst after a (re)connection
+        # (list manifest, pages, tariff) is handled a message at a time, not held all at once.
         gc.collect()
         m = cfg["mqtt"]
         cid = cfg["charger_id"]
@@ -112,7 +115,7 @@ class App(chargepoint.ChargePoint):
                                keepalive=m.get("keepalive_s", 60), clean_session=False,
                                username=m.get("username"), password=m.get("password"),
                                will=uplink_mod.will(cid, FIRMWARE_VERSION), max_inflight=24,
-                               net=socket_mod, auto_reconnect=False)
+                               net=socket_mod, auto_reconnect=False, read_budget=DEFAULT_MAX_PACKET)
 
         # clock: the port's epoch converted to Unix time here, once
         clk = clock.Clock(time.time, clock.epoch_offset(time.gmtime(0)[0]), mono_s_fn=self.uptime_s)
@@ -280,6 +283,6 @@ def run(root="", socket_mod=None):
     app = App.from_files(root, socket_mod=socket_mod)
     gc.collect()  # the boot's garbage goes before the first session's churn
     mem_free = getattr(gc, "mem_free", None)
-    if mem_free is not None:
+    if mem_free is not None:  # MicroPython
         app.log("boot: heap free %d" % mem_free())
     app.start().run_forever()

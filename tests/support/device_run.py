@@ -270,7 +270,8 @@ class ChargerRig:
 
     def session(self, interpreter: str, heap: str) -> dict:
         """Boot (first boot: key, enrollment), the operator's set-up, one complete session
-        through ack; the device is stopped afterwards. Returns figures, raises on failure."""
+        through ack; the device is stopped afterwards. Returns figures (memory_errors: the
+        MemoryErrors a task logged and survived), raises on failure."""
         dev = self.device(interpreter, heap)
         t0 = time.monotonic()
         dev.start()
@@ -288,7 +289,8 @@ class ChargerRig:
             dev.kill()
         heap_free = dev.heap_free()
         return {"boot_s": t1 - t0, "session_s": t2 - t1, "heap_free_min": min(heap_free) if heap_free else None,
-                "heap_free": heap_free, "receipt": self.receipts()[-1]}
+                "heap_free": heap_free, "receipt": self.receipts()[-1],
+                "memory_errors": [ln for ln in dev.lines if "MemoryError" in ln]}
 
     def close(self) -> None:
         self.bench.close()
