@@ -15,9 +15,9 @@ test *ARGS: setup
 demo NODES="4": setup
     {{py}} scripts/demo.py --nodes {{NODES}}
 
-# run mosquitto and the bureau node(s) until Ctrl-C (data in var/up); CHARGERS simulated chargers charge in a loop
+# run mosquitto and the bureau node(s) until Ctrl-C (data in var/up); CHARGERS simulated chargers charge in a loop; DB=postgres: a local PostgreSQL cluster in var/up/postgres, one database per node
 up NODES="4" CHARGERS="0": setup
-    {{py}} scripts/up.py --nodes {{NODES}} --chargers {{CHARGERS}}
+    {{py}} scripts/up.py --nodes {{NODES}} --chargers {{CHARGERS}} --db "${DB:-sqlite}"
 
 # benchmarks: end-to-end ingest beside the verification limit; firmware signing under MicroPython (WebAssembly, unix 32/64-bit); the firmware's smallest heap (frozen, 32-bit); sealed peer-link throughput
 bench: setup
@@ -34,7 +34,11 @@ firmware-build: setup
 
 # re-verify a stored chain from genesis (every certificate, Merkle root, signature, state replay)
 verify-chain GENESIS DB: setup
-    {{py}} -m bureau.cli verify-chain --genesis {{GENESIS}} --db-url {{DB}}
+    {{py}} -m bureau.cli verify-chain --genesis {{GENESIS}} --db {{DB}}
+
+# migrate a node's database (URL) to this code's schema, the node stopped; JSON: revisions before and after
+db-upgrade DB: setup
+    {{py}} -m bureau.cli db upgrade --db-url {{DB}}
 
 # deterministic simulation of the consensus cluster: N seeded schedules of faults and a Byzantine node
 sim SEEDS="1000" NODES="4": setup

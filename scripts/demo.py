@@ -5,9 +5,9 @@ its last line, one JSON object."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -19,12 +19,13 @@ from nacl.signing import SigningKey
 import chargerhost  # noqa: F401  (the firmware library on sys.path)
 from chargerhost.simcharger import SimulatedCharger
 from bureau.api.auth import authorization_header
+from bureau.cliparse import OneLineParser, int_range
 from bureau.ledger.audit import audit_chain
 from bureau.ledger.genesis import Genesis
 from bureau.ledger.proof import verify_receipt_proof
 from bureau.storage import Repository
 from bureau.tools.network import DEFAULT_TARIFF
-from bureau.tools.stack import NodeProcess, Stack
+from bureau.tools.stack import NodeProcess, Stack, signals_deferred
 
 STOP_NAMES = {"L": "driver stopped", "Q": "prepaid limit", "U": "unplugged", "F": "fault", "P": "power failure",
               "R": "remote stop", "T": "time limit"}
@@ -73,11 +74,12 @@ def _duplicate_sessions(repo: Repository) -> int:
 
 def run(workdir: Path, nodes: int) -> dict:
     started = time.monotonic()
-    stack = Stack(workdir, nodes_count=nodes).start()
-    print(f"bureau network: {nodes} node(s) {', '.join(n.node_id for n in stack.nodes)}; "
-          f"mosquitto on 127.0.0.1:{stack.broker.port}; APIs at {', '.join(n.url for n in stack.nodes)}")
+    stack = Stack(workdir, nodes_count=nodes)
+    chargers = []
     try:
-        chargers = []
+        stack.start()
+        print(f"bureau network: {nodes} node(s) {', '.join(n.node_id for n in stack.nodes)}; "
+              f"mosquitto on 127.0.0.1:{stack.broker.port}; APIs at {', '.join(n.url for n in stack.nodes)}")
         # each charger starts its day at a different local hour, so sessions cross tariff periods
         day0 = int(time.time()) // 86400 * 86400 - 86400 - 8 * 3600  # a past local midnight (UTC+8)
         # provisioned as a technician does: the bureau keys of GET /v1/genesis go to bureau.json, and
@@ -177,13 +179,14 @@ def run(workdir: Path, nodes: int) -> dict:
                   f"{yuan(spent)}, balance {yuan(bal)}")
         head = httpx.get(node0.url + "/v1/chain/head", timeout=5).json()
     finally:
-        stack.stop()
-        for c in locals().get("chargers", []):
-            c.close()
+        with signals_deferred():
+            for c in chargers:
+                c.close()
+            stack.stop()
 
     reports, duplicates = [], 0
     for node in stack.nodes:
-        repo = Repository(node.env["BUREAU_DB_URL"] or f"sqlite:///{node.data_dir / 'ledger.db'}")
+        repo = Repository(node.settings.database_url)
         reports.append(audit_chain(genesis, repo))
         duplicates = max(duplicates, _duplicate_sessions(repo))
         repo.close()
@@ -203,19 +206,29 @@ def run(workdir: Path, nodes: int) -> dict:
             "energy_wh": total_wh, "amount_fen": total_fen, "seconds": round(time.monotonic() - started, 1)}
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--nodes", type=int, default=1)
+    p = OneLineParser(prog="demo", description=__doc__)
+    p.add_argument("--nodes", type=int_range(1, 16), default=1, help="bureau nodes, 1..16 (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases, flash)")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: the run stops its processes and cleans up
     workdir = Path(tempfile.mkdtemp(prefix="evdemo-"))
     try:
         result = run(workdir, args.nodes)
+    except KeyboardInterrupt as e:
+        sig = signal.Signals[e.args[0]] if e.args else signal.SIGINT
+        print(f"\ndemo: interrupted by {sig.name}; every process it started is stopped", file=sys.stderr)
+        return 128 + sig
     finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"work directory kept: {workdir}")
+        with signals_deferred():
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+            else:
+                print(f"work directory kept: {workdir}")
     print(json.dumps(result))
     ok = (result["chain_valid"] and result["pending_in_flash"] == 0 and result["duplicates"] == 0
           and result["receipts_committed"] == result["receipts_published"] and result["balances_consistent"]

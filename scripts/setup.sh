@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need: Debian packages (mosquitto, PostgreSQL
 # server binaries, the 32-bit C runtime and compiler for the MicroPython unix port), the Python
-# environment in .venv, and npm packages (MicroPython WebAssembly).
-# Idempotent: a second run only checks.
+# environment in .venv, and npm packages (MicroPython WebAssembly; Swagger UI, which the node
+# serves at /schema).
+# Idempotent: a second run only checks; concurrent runs take turns (flock on .setup.lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One setup at a time per checkout: a second waits for the first, then finds everything done.
+exec 9>.setup.lock
+flock 9
 
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)

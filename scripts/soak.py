@@ -239,7 +239,7 @@ class Soak:
         finally:
             self.close()
         genesis = Genesis.load(self.stack.genesis_path)
-        ledgers = [read_ledger(n.node_id, n.env["BUREAU_DB_URL"] or f"sqlite:///{n.data_dir / 'ledger.db'}", genesis)
+        ledgers = [read_ledger(n.node_id, n.settings.database_url, genesis)
                    for n in self.stack.nodes]
         result = tally(issued, ledgers, self.top_ups)
         recoveries = [f["recovery_s"] for f in self.faults if f["recovery_s"] is not None]

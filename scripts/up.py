@@ -1,21 +1,31 @@
 """`just up`: run mosquitto and the bureau node(s) on loopback until interrupted (Ctrl-C or
 SIGTERM), optionally with simulated chargers that run the charger firmware's own glue.
 
+The network is secure by default (docs/broker.md, "TLS"): the API serves HTTPS with a
+certificate of the network's CA (var/up/net/ca/ca.crt), the broker takes no anonymous client,
+and a charger's broker login exists only while the committed registry holds the charger. The
+broker's listener speaks TLS, except with simulated chargers: their MQTT client (the firmware's)
+has no TLS yet, so with `--chargers` the broker listens on plain MQTT on 127.0.0.1.
+
 With `--chargers N`, N simulated chargers (firmware/host/chargerhost) boot with bureau.json
-made from GET /v1/genesis and the tariff in force, announce their keys on the broker and are
-enrolled from what they announced, by operator actions; each gets a driver with a card and a
-wallet (opened and topped up by operator actions). Then every charger runs sessions in a loop:
+made from GET /v1/genesis and the tariff in force and are enrolled with their keys by operator
+actions before they connect (their broker login works only once that commits); each gets a
+driver with a card and a wallet (opened and topped up by operator actions). Then every charger runs sessions in a loop:
 the card is tapped and authorized online by the bureau through the firmware's authorization
 flow, the vehicle charges for a while in simulated time, the driver presses stop, the receipt
 goes out. A progress line shows receipts sent, acked and pending and the chain's height.
 
 Simulated time runs at most `--speed` times real time and starts a week back, so receipts never
 carry times ahead of the real clock. Data stays in var/up/ between runs; remove that folder for
-a fresh chain."""
+a fresh chain.
+
+With `--db postgres` (or DB=postgres in the environment) the nodes keep their chains in a local
+PostgreSQL cluster of their own, one database per node, kept in var/up/postgres and stopped on
+exit; the default is one SQLite file per node in its data folder."""
 
 from __future__ import annotations
 
-import argparse
+import os
 import signal
 import sys
 import time
@@ -24,9 +34,11 @@ from pathlib import Path
 import httpx
 
 from bureau.api.auth import authorization_header
+from bureau.cliparse import OneLineParser, int_range
 from bureau.crypto import load_or_create_key
-from bureau.tools.enroll import enrolled_key, read_enrollment
-from bureau.tools.stack import Stack
+from bureau.tools.enroll import enrolled_key
+from bureau.tools.postgres import PostgresCluster
+from bureau.tools.stack import Stack, StackInUse
 
 WEEK_S = 7 * 86400
 TOP_UP_FEN = 10_000_000  # 100 000 CNY a run: the loop never runs a wallet dry
@@ -52,7 +64,7 @@ class Driver:
     def wallet_exists(self, node) -> bool:
         path = f"/v1/wallets/{self.wallet}"
         auth = authorization_header(self.key, self.wallet, "GET", path, node_id=node.node_id)
-        r = httpx.get(node.url + path, headers={"Authorization": auth}, timeout=10)
+        r = httpx.get(node.url + path, headers={"Authorization": auth}, timeout=10, verify=node.verify)
         return r.status_code == 200
 
     def ahead(self) -> bool:
@@ -86,10 +98,10 @@ def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[D
     import chargerhost  # noqa: F401  (the firmware library on sys.path)
     from chargerhost.simcharger import SimulatedCharger
 
-    url = stack.nodes[0].url
-    genesis = httpx.get(url + "/v1/genesis", timeout=10).json()
+    url, verify = stack.nodes[0].url, stack.verify
+    genesis = httpx.get(url + "/v1/genesis", timeout=10, verify=verify).json()
     tariff_id = genesis["tariffs"][0]["tariff_id"]
-    tariff = httpx.get(f"{url}/v1/tariffs/{tariff_id}", timeout=10).json()
+    tariff = httpx.get(f"{url}/v1/tariffs/{tariff_id}", timeout=10, verify=verify).json()
     start = int(time.time()) - WEEK_S
     drivers = []
     for i in range(count):
@@ -98,25 +110,14 @@ def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[D
         c = SimulatedCharger(cid, root / "chargers" / cid, stack.broker.port, start_time=start + i * 3600,
                              power_w=(7000, 11000, 3500)[i % 3], tariff=tariff, step_s=60, genesis=genesis,
                              mqtt_username=username, mqtt_password=password, resend_ms=5000)
-        c.connect()
         drivers.append(Driver(c, i, root, speed))
 
-    # each charger announces its key, retained; the operator enrolls what the broker holds
-    deadline = time.monotonic() + 30
-    while any(not d.charger.announced for d in drivers):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the chargers did not announce their keys on the broker")
-        for d in drivers:
-            d.charger.pump(wait_ms=5)
-    reader = stack.broker_login("up-enroll", role="operator")  # reads every charger's enroll topic
     actions = []
     for d in drivers:
         cid = d.charger.charger_id
-        have = enrolled_key(url, cid)
-        if have is None:  # (an enrolled charger does not announce again: the broker kept nothing)
-            msg = read_enrollment("127.0.0.1", stack.broker.port, cid, timeout=10, username=reader[0],
-                                  password=reader[1])
-            actions.append(("enroll_charger", {"charger_id": cid, "public_key": msg["public_key"]}))
+        have = enrolled_key(url, cid, verify)
+        if have is None:
+            actions.append(("enroll_charger", {"charger_id": cid, "public_key": d.charger.core.public_key().hex()}))
         elif have != d.charger.core.public_key().hex():
             raise RuntimeError(f"{cid} is enrolled with another key: remove {root} for a fresh chain")
         if not d.wallet_exists(stack.nodes[0]):
@@ -125,14 +126,21 @@ def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[D
         actions.append(("top_up", {"wallet_id": d.wallet, "amount_fen": TOP_UP_FEN,
                                    "reference": f"up:{d.wallet}:{time.time_ns()}"}))
     stack.operator(actions)
-    print(f"chargers: {', '.join(d.charger.charger_id for d in drivers)} enrolled from their announced keys; "
+    for d in drivers:  # each login works once the registry the broker follows holds the charger
+        deadline = time.monotonic() + 30
+        while stack.broker.connack(*stack.broker_login(d.charger.charger_id)) != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the broker does not take {d.charger.charger_id}'s login after its enrollment")
+            time.sleep(0.1)
+        d.charger.connect()
+    print(f"chargers: {', '.join(d.charger.charger_id for d in drivers)} enrolled with their keys; "
           f"wallets {', '.join(d.wallet for d in drivers)} topped up")
     return drivers
 
 
 def progress(stack: Stack, drivers: list[Driver]) -> str:
     try:
-        height = httpx.get(stack.nodes[0].url + "/v1/chain/head", timeout=2).json()["height"]
+        height = httpx.get(stack.nodes[0].url + "/v1/chain/head", timeout=2, verify=stack.verify).json()["height"]
     except httpx.HTTPError:
         height = "?"
     sent = sum(d.sent for d in drivers)
@@ -144,25 +152,42 @@ def progress(stack: Stack, drivers: list[Driver]) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--chargers", type=int, default=0, help="simulated chargers running sessions in a loop")
-    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second, at most")
-    p.add_argument("--dir", default="var/up")
+    p = OneLineParser(prog="up", description=__doc__)
+    p.add_argument("--nodes", type=int_range(1, 16), default=1, help="bureau nodes, 1..16 (default 1)")
+    p.add_argument("--chargers", type=int_range(0, 200), default=0, help="simulated chargers running sessions in a loop")
+    p.add_argument("--speed", type=int_range(1, 100_000), default=60, help="simulated seconds per real second, at most")
+    p.add_argument("--dir", default="var/up", help="the data directory; one `just up` at a time may use it")
+    p.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("DB") or "sqlite",
+                   help="where the nodes keep their chains (default: $DB, else sqlite)")
     args = p.parse_args()
     root = Path(args.dir)
-    stack = Stack(root, nodes_count=args.nodes)
+    stack = Stack(root, nodes_count=args.nodes, tls=True, registry_logins=True, mqtt_tls=not args.chargers)
+    cluster = PostgresCluster(root / "postgres") if args.db == "postgres" else None
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(signal.SIGTERM))
     signal.signal(signal.SIGINT, lambda *a: stopping.append(signal.SIGINT))
     drivers: list[Driver] = []
     tty = sys.stdout.isatty()
     try:
-        stack.start()
-        print(f"mosquitto: 127.0.0.1:{stack.broker.port}, no anonymous access; logins in "
-              f"{stack.broker.access.credentials_path} (docs/broker.md)")
+        try:
+            stack.prepare()
+        except StackInUse as e:
+            print(f"up: {e}", file=sys.stderr)
+            cluster = None  # (the running one's: not ours to stop)
+            return 1
+        if cluster:
+            cluster.start()
+            for v in stack.genesis["validators"]:
+                stack.db_urls[v["id"]] = cluster.database(v["id"].replace("-", "_"))
+            print(f"postgresql: 127.0.0.1:{cluster.port}, one database per node; cluster in {cluster.root}")
+        stack.launch()
+        listener = "TLS" if stack.broker.tls else "plain MQTT, for the simulated chargers"
+        print(f"mosquitto: 127.0.0.1:{stack.broker.port} ({listener}), no anonymous access; logins in "
+              f"{stack.broker.access.credentials_path}, chargers from the registry (docs/broker.md)")
+        print(f"CA: {stack.ca_file} (curl --cacert, bureau operator --ca-file)")
         for n in stack.nodes:
-            print(f"{n.node_id}: API {n.url} (OpenAPI {n.url}/schema), log {n.log_path}")
+            print(f"{n.node_id}: API {n.url} (OpenAPI {n.url}/schema), log {n.log_path}, "
+                  f"database {stack.db_urls.get(n.node_id) or n.data_dir / 'ledger.db'}")
         print(f"genesis: {stack.genesis_path}; operator key: {root / 'net' / 'operator.key'}")
         if args.chargers and not stopping:
             drivers = start_chargers(stack, root, args.chargers, args.speed)
@@ -189,6 +214,8 @@ def main() -> int:
         for d in drivers:
             d.charger.close()
         stack.stop()
+        if cluster:
+            cluster.stop()
     return 0
 
 

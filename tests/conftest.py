@@ -10,7 +10,7 @@ if str(ROOT) not in sys.path:
 import chargerhost  # noqa: E402,F401  (puts the firmware's core, drivers and shell on sys.path)
 
 from bureau.tools.mosquitto import Mosquitto  # noqa: E402
-from tests.support.postgres import Postgres  # noqa: E402
+from bureau.tools.postgres import PostgresCluster  # noqa: E402
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def mosquitto(tmp_path):
 
 @pytest.fixture(scope="session")
 def postgres_cluster():
-    cluster = Postgres().start()
+    cluster = PostgresCluster().start()
     yield cluster
     cluster.stop()
 
@@ -31,4 +31,16 @@ def postgres_cluster():
 def postgres_url(postgres_cluster, request):
     import re
     name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
-    return postgres_cluster.create_database(name)
+    return postgres_cluster.database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_urls(request, tmp_path):
+    """Makes fresh databases on each backend: `database_urls("name")` is the URL of a new one."""
+    def make(name: str) -> str:
+        if request.param == "sqlite":
+            return f"sqlite:///{tmp_path / (name + '.db')}"
+        import re
+        cluster = request.getfixturevalue("postgres_cluster")
+        return cluster.database(re.sub(r"[^a-z0-9]", "_", f"{name}_{request.node.name}".lower())[:60])
+    return make

@@ -4,7 +4,9 @@ threads that serve it, and one start/stop path. Ingest and authorization each ow
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -13,7 +15,8 @@ log = logging.getLogger(__name__)
 
 class BrokerLink:
     def __init__(self, *, host: str, port: int, client_id: str, username: str | None, password: str | None,
-                 clean_session: bool, threads: list[threading.Thread], name: str) -> None:
+                 clean_session: bool, threads: list[threading.Thread], name: str, tls: bool = False,
+                 ca_file: Path | None = None) -> None:
         self.host, self.port, self.name = host, port, name
         self._stop = threading.Event()
         self._threads = threads
@@ -22,6 +25,9 @@ class BrokerLink:
                                   protocol=mqtt.MQTTv311, clean_session=clean_session)
         if username:
             self.client.username_pw_set(username, password)
+        if tls:  # the broker's certificate must chain to the CA and name the host
+            self.client.tls_set(ca_certs=str(ca_file) if ca_file else None, cert_reqs=ssl.CERT_REQUIRED,
+                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
         self.client.reconnect_delay_set(0.2, 5)
         self.client.on_disconnect = self._on_disconnect
         self.disconnects = 0  # connections lost since start (broker restart, network, takeover)

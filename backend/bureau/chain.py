@@ -1,6 +1,6 @@
 """The node's view of the chain: the ledger state, its storage, and what happens at commit.
 
-Block production (the single-node producer or BFT consensus) asks it to build and to check
+Block production (the consensus replica, for one validator or many) asks it to build and to check
 blocks and hands it committed blocks; it writes each one with its state in one transaction,
 then tells listeners (acks to chargers, API caches).
 """

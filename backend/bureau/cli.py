@@ -1,4 +1,9 @@
-"""`bureau` command: run a node, make keys and a genesis, sign operator actions, audit a chain."""
+"""`bureau` command: run a node, make keys and a genesis, sign operator actions, audit a chain,
+migrate the node's database.
+
+An expected failure (a bad setting or argument, a missing key file or database, an unreachable
+node, a refused action) is one line on stderr and exit code 1 (2 for a bad command line or
+setting); anything else is a fault and shows its traceback."""
 
 from __future__ import annotations
 
@@ -9,26 +14,42 @@ import sys
 import time
 from pathlib import Path
 
+from .cliparse import OneLineParser, int_range
+
+OPERATOR_TIMEOUT_S = 30.0
+
+
+class CommandError(Exception):
+    """An expected failure of a command: its one-line message and exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 def _run(args) -> int:
+    from .config import Settings
+    settings = Settings.from_env(node_id=args.node_id, data_dir=args.data_dir, genesis=args.genesis,
+                                 db_url=args.db_url, mqtt_port=args.mqtt_port, http_port=args.http_port)
     import uvicorn
 
     from .api.app import create_app
-    from .config import Settings
     from .node import Node
+    from .supervisor import EXIT_FAILED
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = Settings.from_env(node_id=args.node_id, data_dir=args.data_dir and Path(args.data_dir),
-                                 genesis=args.genesis and Path(args.genesis), db_url=args.db_url,
-                                 mqtt_port=args.mqtt_port, http_port=args.http_port)
+    http = settings.http
+    tls = {"ssl_certfile": str(http.tls_cert_file), "ssl_keyfile": str(http.tls_key_file)} if http.tls_cert_file else {}
     node = Node(settings)
+    server = uvicorn.Server(uvicorn.Config(create_app(node), host=http.host, port=http.port,
+                                           log_level="warning", access_log=False, **tls))
+    node.supervisor.stop_after_failure(lambda: setattr(server, "should_exit", True))
     node.start()
     try:
-        uvicorn.run(create_app(node), host=settings.http_host, port=settings.http_port, log_level="warning",
-                    access_log=False)
+        server.run()
     finally:
         node.stop()
-    return 0
+    return EXIT_FAILED if node.supervisor.reason is not None else 0
 
 
 def _keygen(args) -> int:
@@ -38,69 +59,275 @@ def _keygen(args) -> int:
     return 0
 
 
+def action_args(action: str, words: list[str]) -> dict:
+    """The arguments of `action` from the command line: one JSON object, or `key=value` words
+    (a value is read as its argument's kind: an integer, a comma-separated list, a JSON object
+    or `@file` holding one). CommandError for a key the action does not take or one it lacks."""
+    from .ledger.tx import ACTIONS
+    spec = ACTIONS[action]
+    if len(words) == 1 and words[0].lstrip().startswith("{"):
+        args = _json(words[0], "the arguments")
+        if not isinstance(args, dict):
+            raise CommandError("the arguments must be one JSON object", 2)
+    else:
+        args = {}
+        for word in words:
+            key, sep, value = word.partition("=")
+            if not sep:
+                raise CommandError(f"argument {word!r} is not key=value (or give one JSON object)", 2)
+            if key in spec:
+                args[key] = _typed(key, spec[key].kind, value)
+            else:
+                args[key] = value
+    unknown = sorted(set(args) - set(spec))
+    if unknown:
+        raise CommandError(f"{action} takes {', '.join(spec)}; not {', '.join(unknown)}", 2)
+    missing = [k for k, a in spec.items() if a.required and k not in args]
+    if missing:
+        raise CommandError(f"{action} needs {', '.join(missing)}", 2)
+    return args
+
+
+def _typed(key: str, kind: str, value: str):
+    if kind == "integer":
+        try:
+            return int(value)
+        except ValueError:
+            raise CommandError(f"{key} must be an integer, not {value!r}", 2) from None
+    if kind == "list":
+        items = _json(value, key) if value.lstrip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(items, list):
+            raise CommandError(f"{key} must be a list", 2)
+        return items
+    if kind == "object":
+        if value.startswith("@"):
+            try:
+                value = Path(value[1:]).read_text()
+            except OSError as e:
+                raise CommandError(f"{key}: cannot read {value[1:]}: {e.strerror}", 2) from None
+        obj = _json(value, key)
+        if not isinstance(obj, dict):
+            raise CommandError(f"{key} must be a JSON object", 2)
+        return obj
+    return value
+
+
+def _json(text: str, what: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CommandError(f"invalid JSON in {what}: {e.msg} (line {e.lineno}, column {e.colno})", 2) from None
+
+
 def _operator(args) -> int:
     import httpx
 
-    from .crypto import load_or_create_key
+    from .crypto import load_key
     from .ledger.tx import operator_action
-    key = load_or_create_key(Path(args.key))
-    tx = operator_action(key, args.operator, args.action, json.loads(args.args))
-    resp = httpx.post(f"{args.node.rstrip('/')}/v1/operator/actions", json={"tx": tx.hex()}, timeout=10)
-    print(resp.text)
-    return 0 if resp.status_code == 202 else 1
+    from .tools.actions import submit_action, wait_committed
+    from .tools.pki import http_verify
+    fields = action_args(args.action, args.args)
+    key = load_key(Path(args.key))
+    tx = operator_action(key, args.operator, args.action, fields)
+    verify = http_verify(args.ca_file and Path(args.ca_file))
+    try:
+        tx_hash = submit_action(args.node, tx, verify)
+        (height,) = wait_committed(args.node, [tx_hash], args.timeout, verify)
+    except (httpx.TransportError, httpx.InvalidURL) as e:
+        raise CommandError(f"cannot reach the node at {args.node}: {e or type(e).__name__}") from None
+    print(f"{args.action} committed at height {height} (tx {tx_hash})")
+    return 0
 
 
 def _verify_chain(args) -> int:
     from .ledger.audit import audit_chain
     from .ledger.genesis import Genesis
-    from .storage import Repository
-    started = time.perf_counter()
-    report = audit_chain(Genesis.load(Path(args.genesis)), Repository(args.db_url))
+    from .storage.existing import open_existing
+    genesis = Genesis.load(Path(args.genesis))
+    repo = open_existing(args.db)
+    try:
+        started = time.perf_counter()
+        report = audit_chain(genesis, repo)
+    finally:
+        repo.close()
     report["seconds"] = round(time.perf_counter() - started, 3)
     print(json.dumps(report))
     return 0 if report["chain_valid"] else 1
 
 
-def _init_network(args) -> int:
-    from .tools.network import init_network
-    genesis = init_network(Path(args.dir), args.nodes, args.chain_id)
-    print(json.dumps({"genesis": str(Path(args.dir) / "genesis.json"), "chain_id": genesis["chain_id"],
-                      "validators": [v["id"] for v in genesis["validators"]]}))
+def _db(args) -> int:
+    from .config import Settings
+    from .storage import migrate
+    from .storage.repository import make_engine
+    engine = make_engine(args.db_url or Settings.from_env(data_dir=args.data_dir and Path(args.data_dir)).database_url)
+    try:
+        report = {"head": migrate.head()}
+        if args.db_cmd == "upgrade":
+            started = time.perf_counter()
+            report["before"], report["current"] = migrate.upgrade(engine, args.to)
+            report["seconds"] = round(time.perf_counter() - started, 3)
+        else:
+            report["current"] = migrate.current(engine)
+    finally:
+        engine.dispose()
+    report["up_to_date"] = report["current"] == report["head"]
+    print(json.dumps(report))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bureau", description=__doc__)
+def _init_network(args) -> int:
+    from .tools.network import init_network
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts else None
+    try:
+        genesis = init_network(Path(args.dir), args.nodes, args.chain_id, hosts=hosts, http_port=args.http_port,
+                               peer_port=args.peer_port, mqtt_port=args.mqtt_port)
+    except ValueError as e:
+        raise CommandError(f"bad_arguments: {e}", 2) from None
+    print(json.dumps({"genesis": str(Path(args.dir) / "genesis.json"), "chain_id": genesis["chain_id"],
+                      "validators": [{"id": v["id"], "address": v["address"], "api": v["api"]}
+                                     for v in genesis["validators"]],
+                      "ca": str(Path(args.dir) / "ca" / "ca.crt")}))
+    return 0
+
+
+def _broker_sync(args) -> int:
+    import os
+    import signal
+    import threading
+
+    from .tools.broker_registry import RegistryFollower
+    from .tools.mosquitto import BrokerAccess
+    from .tools.network import NetworkLayout, load_or_create_secret
+    from .tools.pki import http_verify
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    layout = NetworkLayout(Path(args.net))
+    if not layout.charger_secret.exists():
+        raise CommandError(f"no_secret: {layout.charger_secret} does not exist (bureau init-network)", 2)
+
+    def reload_broker() -> None:  # SIGHUP: mosquitto re-reads its password file and ACL
+        os.kill(int(Path(args.pid_file).read_text().split()[0]), signal.SIGHUP)
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    follower = RegistryFollower(args.node, BrokerAccess(layout.broker_access), load_or_create_secret(layout.charger_secret),
+                                on_change=reload_broker, verify=http_verify(args.ca_file and Path(args.ca_file)),
+                                interval_s=args.interval).start()
+    done.wait()
+    follower.stop()
+    return 0
+
+
+def _actions_help() -> str:
+    from .ledger.tx import ACTIONS
+    lines = ["actions and their arguments (key=value, or one JSON object):"]
+    for action, spec in ACTIONS.items():
+        lines.append(f"  {action}")
+        for key, arg in spec.items():
+            shape = {"integer": "N", "list": "A,B,...", "object": "JSON|@FILE"}.get(arg.kind, "TEXT")
+            lines.append(f"    {key}={shape}{'' if arg.required else ' (optional)'}: {arg.help}")
+    lines.append("example: bureau operator --node URL --key operator.key --operator operator-1 "
+                 "top_up wallet_id=W-1001 amount_fen=5000 reference=bank:7731")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    from .ledger.tx import ACTIONS
+    from .tools.network import DEFAULT_HTTP_PORT, DEFAULT_MQTT_PORT, DEFAULT_PEER_PORT
+    p = OneLineParser(prog="bureau", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run a bureau node (settings from BUREAU_* and these flags)")
+    r = sub.add_parser("run", help="run a bureau node (settings from BUREAU_* and these flags; docs/settings.md)")
     r.add_argument("--node-id")
     r.add_argument("--data-dir")
     r.add_argument("--genesis")
     r.add_argument("--db-url")
-    r.add_argument("--mqtt-port", type=int)
-    r.add_argument("--http-port", type=int)
+    r.add_argument("--mqtt-port", type=int_range(1, 65535))
+    r.add_argument("--http-port", type=int_range(1, 65535))
     r.set_defaults(fn=_run)
     k = sub.add_parser("keygen", help="make an Ed25519 key file (kept if it exists); prints the public key")
     k.add_argument("--out", required=True)
     k.set_defaults(fn=_keygen)
-    o = sub.add_parser("operator", help="sign an operator action and submit it to a node")
+    o = sub.add_parser("operator", help="sign an operator action, submit it to a node and wait for its block",
+                       description="Sign an operator action, submit it to a node, and wait until a block "
+                                   "commits it (prints the height) or refuses it (prints the reason, exit 1).",
+                       epilog=_actions_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     o.add_argument("--node", required=True, help="node API base URL")
-    o.add_argument("--key", required=True)
-    o.add_argument("--operator", required=True)
-    o.add_argument("action", choices=["enroll_charger", "open_wallet", "top_up", "publish_tariff"])
-    o.add_argument("args", help="JSON object of the action's arguments")
+    o.add_argument("--key", required=True, help="the operator's key file (must exist)")
+    o.add_argument("--operator", required=True, help="the operator's id in the genesis")
+    o.add_argument("--ca-file", help="the network's CA certificate to verify the node's HTTPS against "
+                                     "(default: the system's CAs)")
+    o.add_argument("--timeout", type=int_range(1, 3600), default=int(OPERATOR_TIMEOUT_S),
+                   help="seconds to wait for the block (default %(default)s)")
+    o.add_argument("action", choices=list(ACTIONS), metavar="ACTION", help=", ".join(ACTIONS))
+    o.add_argument("args", nargs="*", metavar="ARG", help="key=value, or one JSON object")
     o.set_defaults(fn=_operator)
     v = sub.add_parser("verify-chain", help="re-verify a stored chain from genesis; prints a JSON report")
     v.add_argument("--genesis", required=True)
-    v.add_argument("--db-url", required=True)
+    v.add_argument("--db", "--db-url", dest="db", required=True, metavar="PATH_OR_URL",
+                   help="a node's SQLite file (opened read-only) or a database URL")
     v.set_defaults(fn=_verify_chain)
+    d = sub.add_parser("db", help="the node database's schema revision (current), or migrate it (upgrade); JSON")
+    d.add_argument("db_cmd", choices=["current", "upgrade"])
+    d.add_argument("--db-url", help="default: BUREAU_DB_URL, else the SQLite file in the data folder")
+    d.add_argument("--data-dir")
+    d.add_argument("--to", default="head", help="revision to upgrade to (default: head)")
+    d.set_defaults(fn=_db)
     n = sub.add_parser("init-network", help="make node keys, an operator key and the genesis of a new network")
     n.add_argument("--dir", required=True)
-    n.add_argument("--nodes", type=int, default=1)
+    n.add_argument("--nodes", type=int_range(1, 100), default=1)
     n.add_argument("--chain-id", default="ev-bureau-dev")
+    n.add_argument("--hosts", help="h1,h2,...: the address (IP or DNS name) each node serves on, one per node "
+                                   "(default: 127.0.0.1 for all); they go into the genesis and the certificates")
+    n.add_argument("--http-port", type=int_range(1, 65535), default=DEFAULT_HTTP_PORT,
+                   help="API port (nodes sharing a host count up)")
+    n.add_argument("--peer-port", type=int_range(1, 65535), default=DEFAULT_PEER_PORT,
+                   help="peer port (nodes sharing a host count up)")
+    n.add_argument("--mqtt-port", type=int_range(1, 65535), default=DEFAULT_MQTT_PORT, help="the broker's TLS port")
     n.set_defaults(fn=_init_network)
-    args = p.parse_args(argv)
-    return args.fn(args)
+    b = sub.add_parser("broker-sync", help="keep the broker's charger logins those of the committed registry "
+                                           "(rewrites the password file and ACL, then SIGHUP to mosquitto)")
+    b.add_argument("--node", required=True, help="a bureau node's API base URL")
+    b.add_argument("--ca-file", help="the network's CA certificate to verify the node's HTTPS against")
+    b.add_argument("--net", required=True, help="the network directory of init-network (broker/access, charger-secret)")
+    b.add_argument("--pid-file", required=True, help="mosquitto's pid file")
+    b.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the node's head")
+    b.set_defaults(fn=_broker_sync)
+    return p
+
+
+def _expected_failure(e: BaseException) -> tuple[str, int] | None:
+    """(one line, exit code) for the failures an operator can fix; None for a fault."""
+    from .config import SettingsError
+    from .crypto import KeyFileError
+    from .ledger.genesis import GenesisError
+    from .storage.existing import NoChain
+    from .tools.actions import ActionRefused
+    if isinstance(e, CommandError):
+        return str(e), e.code
+    if isinstance(e, SettingsError):
+        return str(e), 2
+    if isinstance(e, ActionRefused):
+        return f"refused: {e.reason}: {e.detail}", 1
+    if isinstance(e, FileNotFoundError):
+        return f"{e.filename}: no such file", 1
+    if isinstance(e, KeyFileError):
+        return e.detail, 1
+    if isinstance(e, (GenesisError, NoChain, TimeoutError)):
+        return str(e), 1
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except Exception as e:
+        failure = _expected_failure(e)
+        if failure is None:
+            raise
+        print(f"bureau {args.cmd}: {failure[0]}", file=sys.stderr)
+        return failure[1]
 
 
 if __name__ == "__main__":

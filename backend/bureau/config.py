@@ -1,15 +1,123 @@
-"""Node settings: one typed dataclass, read once from the environment (BUREAU_*)."""
+"""Node settings: one frozen `Settings` with a section per part of the node, read once at start
+from the BUREAU_* environment (docs/settings.md lists every variable). An unknown BUREAU_*
+variable or a value outside what its setting allows is refused with a `SettingsError` naming the
+variable, before anything starts."""
 
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import dataclass, fields
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-# A node's connections to the MQTT broker. Each logs in as `<mqtt_username>.<link>`: with
+# A node's connections to the MQTT broker. Each logs in as `<mqtt.username>.<link>`: with
 # use_username_as_clientid on the broker that name is also its client id, so the links never
 # take over each other's connection, and the ACL gives each only its own topics (docs/broker.md).
 BROKER_LINKS = ("ingest", "authz")
+ENV_PREFIX = "BUREAU_"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class SettingsError(ValueError):
+    """A setting the node cannot start with; the message is one line naming the variable."""
+
+
+def _between(default: int, lo: int, hi: int | None = None):
+    """An integer setting allowed only in lo..hi (hi None: no upper bound)."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = _between(1883, 1, 65535)
+    username: str = ""  # the node's broker login; default: the node id (see BROKER_LINKS)
+    password: str | None = None  # one password for all of the node's links; None: no password
+    shared_subscription: bool = True  # bureaus sharing one broker split the receipts between them
+    tls: bool = False  # TLS to the broker, its certificate verified (docs/broker.md, "TLS")
+    ca_file: Path | None = None  # the CA the broker's certificate must chain to; None: the system's
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = _between(8080, 1, 65535)
+    auth_window_s: int = _between(120, 1, 86_400)  # how far a signed request's time may be from ours
+    tls_cert_file: Path | None = None  # with the key file: the API serves HTTPS only
+    tls_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError(f"{ENV_PREFIX}HTTP_TLS_CERT_FILE and {ENV_PREFIX}HTTP_TLS_KEY_FILE: "
+                                "allowed: both set (HTTPS) or neither (HTTP)")
+
+
+@dataclass(frozen=True)
+class ConsensusSettings:
+    block_interval_ms: int = _between(200, 1, 600_000)  # gathering time between blocks
+    max_block_txs: int = _between(5000, 1, 1_000_000)
+    mempool_limit: int = _between(200_000, 1)
+    peer_listen: str = ""  # host:port; default: this node's address in the genesis
+    peer_addresses: str = ""  # "id=host:port,..." to dial instead of the genesis addresses
+
+    def __post_init__(self) -> None:
+        if self.peer_listen and _host_port_error(self.peer_listen):
+            raise SettingsError(f"{ENV_PREFIX}PEER_LISTEN={self.peer_listen!r}: {_host_port_error(self.peer_listen)}")
+        for item in filter(None, self.peer_addresses.split(",")):
+            node_id, _, address = item.partition("=")
+            problem = "needs id=host:port" if not node_id or not address else _host_port_error(address)
+            if problem:
+                raise SettingsError(f"{ENV_PREFIX}PEER_ADDRESSES: {item!r} {problem} "
+                                    "(allowed: id=host:port,id=host:port...)")
+
+    @property
+    def peer_address_map(self) -> dict[str, str] | None:
+        if not self.peer_addresses:
+            return None
+        return dict(item.split("=", 1) for item in self.peer_addresses.split(",") if item)
+
+
+def _host_port_error(address: str) -> str | None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return "is not host:port"
+    return None if 1 <= int(port) <= 65535 else "has a port outside 1..65535"
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    db_url: str = ""  # default: SQLite file in the data directory
+
+
+@dataclass(frozen=True)
+class AuthzSettings:
+    # Whether this node answers authorization requests and publishes the signed list and tariff.
+    # None: the first validator of the genesis does (exactly one responder per network, so a
+    # wallet's holds live in one place; see docs/authorization.md).
+    enabled: bool | None = None
+    hold_ttl_s: int = _between(12 * 3600, 1)  # an open authorization holds its amount at most this long
+    min_authorize_fen: int = _between(100, 0)  # below this much available, a start is refused
+    max_authorize_fen: int = _between(50_000, 1)  # the most one online authorization allows (500 CNY)
+    app_token_ttl_s: int = _between(120, 1)  # a phone start must be redeemed by the charger within this
+    offline_cap_fen: int = _between(5_000, 0)  # the most a card may spend offline per list (50 CNY)
+    offline_min_fen: int = _between(100, 0)  # cards whose offline limit would be lower are left off the list
+    list_ttl_s: int = _between(24 * 3600, 1)  # a list expires this long after it is issued
+    list_min_interval_s: int = _between(60, 0)  # a changed list is published at most this often
+    # what one manifest of 1536-byte pages can name (docs/authorization.md)
+    list_max_entries: int = _between(1400, 0, 1400)
+    tariff_id: str = ""  # the tariff this bureau's chargers use; default: the genesis's first
+    max_request_bytes: int = _between(1024, 64, 65_536)
+
+
+# section attribute -> the prefix of its variables after BUREAU_ ("" : the field name alone)
+SECTIONS: dict[str, tuple[type, str]] = {
+    "mqtt": (MqttSettings, "MQTT_"),
+    "http": (HttpSettings, "HTTP_"),
+    "consensus": (ConsensusSettings, ""),
+    "storage": (StorageSettings, ""),
+    "authz": (AuthzSettings, "AUTHZ_"),
+}
 
 
 @dataclass(frozen=True)
@@ -18,55 +126,119 @@ class Settings:
     data_dir: Path = Path("var/bureau-1")
     genesis: Path = Path("var/genesis.json")
     key_file: Path | None = None  # default: <data_dir>/node.key
-    db_url: str = ""  # default: SQLite file in data_dir
-    mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = 1883
-    mqtt_username: str = ""  # the node's broker login; default: the node id (see BROKER_LINKS)
-    mqtt_password: str | None = None  # one password for all of the node's links; None: no password
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    block_interval_ms: int = 200  # gathering time between blocks
-    peer_listen: str = ""  # default: this node's address in the genesis
-    peer_addresses: str = ""  # "id=host:port,..." to dial instead of the genesis addresses
-    shared_subscription: bool = True  # bureaus sharing one broker split the receipts between them
-    max_block_txs: int = 5000
-    mempool_limit: int = 200_000
-    auth_window_s: int = 120
-
-    @property
-    def peer_address_map(self) -> dict[str, str] | None:
-        if not self.peer_addresses:
-            return None
-        return dict(item.split("=", 1) for item in self.peer_addresses.split(",") if item)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    consensus: ConsensusSettings = field(default_factory=ConsensusSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    authz: AuthzSettings = field(default_factory=AuthzSettings)
 
     def mqtt_login(self, link: str) -> tuple[str, str | None]:
         """(user name, password) of one of the node's broker links; the user name is its client id."""
         if link not in BROKER_LINKS:
             raise ValueError(f"unknown broker link {link!r}; links are {', '.join(BROKER_LINKS)}")
-        return f"{self.mqtt_username or self.node_id}.{link}", self.mqtt_password
+        return f"{self.mqtt.username or self.node_id}.{link}", self.mqtt.password
 
     @property
     def database_url(self) -> str:
-        return self.db_url or f"sqlite:///{self.data_dir / 'ledger.db'}"
+        return self.storage.db_url or f"sqlite:///{self.data_dir / 'ledger.db'}"
 
     @property
     def node_key_file(self) -> Path:
         return self.key_file or self.data_dir / "node.key"
 
     @classmethod
-    def from_env(cls, env=os.environ, **overrides) -> "Settings":
-        values = {}
-        for f in fields(cls):
-            raw = env.get("BUREAU_" + f.name.upper())
-            if raw is None:
-                continue
-            if f.type in ("int",):
-                values[f.name] = int(raw)
-            elif f.type == "bool":
-                values[f.name] = raw.lower() in ("1", "true", "yes")
-            elif "Path" in str(f.type):
-                values[f.name] = Path(raw)
+    def from_env(cls, env: typing.Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """The settings the BUREAU_* variables of `env` (default: os.environ) give, then
+        `overrides`, each named as its variable without BUREAU_ in lower case (`mqtt_port=1884`,
+        `db_url=...`, `authz_hold_ttl_s=60`); an override of None is ignored."""
+        env = os.environ if env is None else env
+        given: dict[str, str | object] = {}
+        for name, raw in env.items():
+            if name.startswith(ENV_PREFIX):
+                if name not in VARIABLES:
+                    close = difflib.get_close_matches(name, VARIABLES, n=1)
+                    hint = f"; did you mean {close[0]}?" if close else ""
+                    raise SettingsError(f"{name} is not a bureau setting (docs/settings.md lists them){hint}")
+                given[name] = raw
+        for key, value in overrides.items():
+            name = ENV_PREFIX + key.upper()
+            if name not in VARIABLES:
+                raise TypeError(f"Settings.from_env got an unknown override {key!r}")
+            if value is not None:
+                given[name] = value
+        top: dict = {}
+        sections: dict[str, dict] = {s: {} for s in SECTIONS}
+        for name, value in given.items():
+            var = VARIABLES[name]
+            (sections[var.section] if var.section else top)[var.field.name] = var.value(name, value)
+        for s, values in sections.items():
+            top[s] = SECTIONS[s][0](**values)
+        return cls(**top)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One BUREAU_* variable: the section it sets (None: the node's own fields), the field, and
+    the field's kind (int, bool, str or Path)."""
+    section: str | None
+    field: typing.Any
+    kind: str
+
+    @property
+    def default(self):
+        return self.field.default
+
+    @property
+    def allowed(self) -> str:
+        if self.kind == "bool":
+            return "allowed: " + ", ".join(f"{t}/{n}" for t, n in zip(_TRUE, _FALSE))
+        if self.kind == "int":
+            lo, hi = self.field.metadata.get("range", (None, None))
+            if lo is None:
+                return "allowed: an integer"
+            return f"allowed: an integer {lo}..{hi}" if hi is not None else f"allowed: an integer >= {lo}"
+        return f"allowed: a {'path' if self.kind == 'Path' else 'text'}"
+
+    def value(self, name: str, value):
+        """The typed value, from the variable's text or a typed override."""
+        if isinstance(value, str) and self.kind != "str":
+            text = value.strip()
+            if self.field.default is None and text == "":
+                return None
+            if self.kind == "int":
+                try:
+                    value = int(text)
+                except ValueError:
+                    raise SettingsError(f"{name}={value!r}: {self.allowed}") from None
+            elif self.kind == "bool":
+                if text.lower() not in _TRUE + _FALSE:
+                    raise SettingsError(f"{name}={value!r}: {self.allowed}")
+                value = text.lower() in _TRUE
             else:
-                values[f.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+                value = Path(text)
+        if self.kind == "Path" and isinstance(value, os.PathLike):
+            value = Path(value)
+        if type(value) is not {"int": int, "bool": bool, "str": str}.get(self.kind, type(value)) or \
+                (self.kind == "Path" and not isinstance(value, Path)):
+            raise SettingsError(f"{name}={value!r}: {self.allowed}")
+        lo, hi = self.field.metadata.get("range", (None, None))
+        if lo is not None and (value < lo or (hi is not None and value > hi)):
+            raise SettingsError(f"{name}={value!r}: {self.allowed}")
+        return value
+
+
+def _variables() -> dict[str, Variable]:
+    out: dict[str, Variable] = {}
+    for owner, section, prefix in [(Settings, None, ""), *((c, s, p) for s, (c, p) in SECTIONS.items())]:
+        hints = typing.get_type_hints(owner)
+        for f in fields(owner):
+            if owner is Settings and f.name in SECTIONS:
+                continue
+            kinds = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
+            name = f"{ENV_PREFIX}{prefix}{f.name}".upper()
+            assert name not in out, f"two settings share the variable {name}"
+            out[name] = Variable(section, f, kinds[0].__name__)
+    return out
+
+
+VARIABLES = _variables()

@@ -9,6 +9,8 @@ from pathlib import Path
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from .errors import ReasonedError
+
 
 @lru_cache(maxsize=65536)
 def _verify_key(public_key: bytes) -> VerifyKey:
@@ -16,23 +18,45 @@ def _verify_key(public_key: bytes) -> VerifyKey:
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """The one Ed25519 check of the node (receipts, operator actions, votes, certificates, peers)."""
     if len(public_key) != 32 or len(signature) != 64:
         return False
     try:
-        _verify_key(public_key).verify(message, signature)
+        _verify_key(bytes(public_key)).verify(bytes(message), bytes(signature))
         return True
-    except (BadSignatureError, ValueError):
+    except (BadSignatureError, ValueError, TypeError):
         return False
 
 
+class KeyFileError(ReasonedError):
+    """A key file that is `missing` or `malformed`; the detail names the file."""
+
+
+def load_key(path: Path) -> SigningKey:
+    """The key whose 32-byte seed `path` holds (hex). A missing file is an error, never a new key:
+    a mistyped path must not sign with a key nobody knows."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise KeyFileError("missing", f"key file {path} does not exist") from None
+    except OSError as e:
+        raise KeyFileError("missing", f"key file {path} cannot be read: {e.strerror}") from None
+    try:
+        seed = bytes.fromhex(text.strip())
+    except ValueError:
+        seed = b""
+    if len(seed) != 32:
+        raise KeyFileError("malformed", f"{path} does not hold a 32-byte Ed25519 seed in hex")
+    return SigningKey(seed)
+
+
 def load_or_create_key(path: Path) -> SigningKey:
-    """The 32-byte seed in `path` (hex); made with the OS's randomness on first use, mode 0600."""
+    """The key in `path`, made with the OS's randomness (mode 0600) if there is none: for the
+    commands that make keys (keygen, init-network) and for test fixtures."""
     path = Path(path)
     if path.exists():
-        seed = bytes.fromhex(path.read_text().strip())
-        if len(seed) != 32:
-            raise ValueError(f"{path} does not hold a 32-byte Ed25519 seed")
-        return SigningKey(seed)
+        return load_key(path)
     key = SigningKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

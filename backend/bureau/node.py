@@ -8,8 +8,7 @@ from collections import OrderedDict
 from .chain import Chain
 from .config import Settings
 from .consensus.replica import BftReplica
-from .consensus.solo import SoloProducer
-from .crypto import load_or_create_key
+from .crypto import load_key
 from .api.auth import ReplayGuard
 from .authz import Authz
 from .ingest.mempool import Mempool
@@ -19,6 +18,7 @@ from .ledger.state import Refusal
 from .ledger.tx import KIND_OPERATOR, tx_hash
 from .metrics import Metrics
 from .storage import Repository
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 REFUSED_OPS_KEPT = 10_000
@@ -27,36 +27,40 @@ REFUSED_OPS_KEPT = 10_000
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.started = False
+        # every background loop runs under it: an unexpected exception stops intake, turns
+        # /healthz and /readyz to 503 and ends the process (see supervisor.py)
+        self.supervisor = Supervisor()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.genesis = Genesis.load(settings.genesis)
-        self.key = load_or_create_key(settings.node_key_file)
+        self.key = load_key(settings.node_key_file)
         me = self.genesis.validator(settings.node_id)
         if me.public_key != self.key.verify_key.encode():
             raise RuntimeError(f"{settings.node_key_file} is not the key the genesis names for {settings.node_id}")
         self.repo = Repository(settings.database_url)
         self.chain = Chain(self.genesis, self.repo)
-        self.mempool = Mempool(settings.mempool_limit)
+        self.mempool = Mempool(settings.consensus.mempool_limit)
         self.metrics = Metrics()
-        self.replay_guard = ReplayGuard(settings.auth_window_s)
+        self.replay_guard = ReplayGuard(settings.http.auth_window_s)
         # Actions this node dropped before any block held them (expired, already decided...), so
         # the status endpoint can say why; refusals recorded in a block are read from storage.
         self.refused_ops: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         user, password = settings.mqtt_login("ingest")
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
-                                 signing_key=self.key, host=settings.mqtt_host, port=settings.mqtt_port,
-                                 client_id=user, username=user, password=password)
-        if len(self.genesis.validators) == 1:
-            self.producer = SoloProducer(self.chain, self.mempool, settings.node_id, self.key,
-                                         max_txs=settings.max_block_txs, interval_s=settings.block_interval_ms / 1000,
-                                         on_refused=self._on_refused)
-        else:
-            self.producer = BftReplica(self.chain, self.mempool, self.metrics, settings.node_id, self.key,
-                                       data_dir=settings.data_dir, listen=settings.peer_listen or me.address,
-                                       max_txs=settings.max_block_txs, commit_delay_ms=settings.block_interval_ms,
-                                       on_refused=self._on_refused, relay=self.ingest.submit_relayed,
-                                       peer_addresses=settings.peer_address_map)
+                                 signing_key=self.key, host=settings.mqtt.host, port=settings.mqtt.port,
+                                 client_id=user, username=user, password=password, tls=settings.mqtt.tls,
+                                 ca_file=settings.mqtt.ca_file, supervisor=self.supervisor)
+        self.supervisor.on_failure(lambda reason: self.ingest.stop_intake())
+        blocks = settings.consensus
+        # one validator or many: the same consensus (a lone validator has no peers to dial)
+        self.producer = BftReplica(self.chain, self.mempool, self.metrics, settings.node_id, self.key,
+                                   data_dir=settings.data_dir, listen=blocks.peer_listen or me.address,
+                                   max_txs=blocks.max_block_txs, commit_delay_ms=blocks.block_interval_ms,
+                                   on_refused=self._on_refused, relay=self.ingest.submit_relayed,
+                                   peer_addresses=blocks.peer_address_map, supervisor=self.supervisor)
+        if len(self.genesis.validators) > 1:
             self.mempool.on_local_add.append(lambda tx: self.producer.share([tx]))
-            self.ingest.shared_subscription = settings.shared_subscription
+            self.ingest.shared_subscription = settings.mqtt.shared_subscription
         self.authz = Authz(self)
 
     def _on_refused(self, refusals: list[Refusal]) -> None:
@@ -71,7 +75,21 @@ class Node:
         self.ingest.start()
         self.producer.start()
         self.authz.start()
+        self.started = True
         log.info("node %s up at height %d", self.settings.node_id, self.chain.height)
+
+    def readiness(self) -> dict:
+        """What /readyz reports: ready when up, taking receipts, consensus progressing, not failed."""
+        if self.supervisor.reason is not None:
+            return {"ok": False, "reason": self.supervisor.reason}
+        if not self.started:
+            return {"ok": False, "reason": "starting"}
+        if not (self.ingest.intake.is_set() and self.ingest.connected.is_set()):
+            return {"ok": False, "reason": "intake: not connected to the broker"}
+        health = self.producer.health()
+        if health["consensus"] != "ok":
+            return {"ok": False, "reason": f"consensus: {health['consensus']}"}
+        return {"ok": True, "height": self.chain.height}
 
     def stop(self) -> None:
         self.authz.stop()

@@ -66,9 +66,6 @@ class App:
         return (len(block) > 41 and block[0:1] == b"B" and struct.unpack(">Q", block[1:9])[0] == height
                 and block[9:41] == self.head and not block[41:].startswith(b"BAD"))
 
-    def block_hash(self, block: bytes) -> bytes:
-        return bhash(block)
-
     def apply(self, c) -> None:
         assert c.height == len(self.chain) + 1
         self.chain.append((c.block, c.certificate))
@@ -94,14 +91,24 @@ def cert_for(ks: list[SigningKey], vs: ValidatorSet, idxs, h: int, r: int, block
     return Certificate(h, r, bh, sigs).encode()
 
 
+def answer(core: Core, app: App, rd: Ready) -> None:
+    """The shell's answers to a Ready's questions, from `app`."""
+    if rd.propose is not None:
+        core.propose(app.propose(rd.propose.height))
+    for req in rd.validate:
+        core.validated(req.block_hash, app.validate(req.height, req.block))
+
+
 def drain(core: Core, app: App | None = None) -> list[Ready]:
-    """Handle every Ready as a shell would (apply commits to `app`), return them."""
+    """Handle every Ready as a shell would (apply commits to `app`, answer its propose and
+    validate requests before advancing), return them."""
     out = []
     while core.has_ready():
         rd = core.ready()
         if app is not None:
             for c in rd.committed:
                 app.apply(c)
+            answer(core, app, rd)
         core.advance()
         out.append(rd)
     return out
@@ -128,7 +135,9 @@ class Cluster:
         self.cfg = config(**cfg)
         self.apps = [App(b"n%d" % i) for i in range(n)]
         self.now = 0
-        self.cores = [core_cls(self.cfg, self.vs, self.keys[i], self.apps[i], now_ms=0) for i in range(n)]
+        self.cores = [core_cls(self.cfg, self.vs, self.keys[i], block_hash=bhash, now_ms=0) for i in range(n)]
+        for c in self.cores:
+            c.tick(0)                      # round 0 of the first height starts at the first tick
         self.queue: deque = deque()
         self.cut: set[int] = set()
         self.log: list = []   # (sender, message) of everything sent

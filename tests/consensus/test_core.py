@@ -26,8 +26,9 @@ class One:
     def __init__(self, app=None, core_cls=Core, **kw):
         self.app = app or App()
         cfg = kw.pop("cfg", {})
-        self.core = core_cls(config(**cfg), VS, KS[0], self.app, now_ms=0, **kw)
+        self.core = core_cls(config(**cfg), VS, KS[0], block_hash=bhash, now_ms=0, **kw)
         self.now = kw.get("now_ms", 0)
+        self.core.tick(self.now)        # round 0 of the first height starts at the first tick
         self.readies = drain(self.core, self.app)
         self.verdicts = []
 
@@ -99,13 +100,24 @@ def test_one_down_of_four_still_commits_and_two_down_does_not():
 def test_a_single_validator_commits_alone():
     ks = keys(1)
     app = App()
-    core = Core(config(commit_delay_ms=10), vset(ks), ks[0], app)
+    core = Core(config(commit_delay_ms=10), vset(ks), ks[0], block_hash=bhash)
     drain(core, app)
     for t in range(10, 60, 10):
         core.tick(t)
         drain(core, app)
     assert len(app.chain) >= 5
     assert verify_certificate(vset(ks), CHAIN, 1, bhash(app.chain[0][0]), app.chain[0][1])
+
+
+def test_a_fresh_height_starts_at_the_first_tick_unless_held():
+    core = Core(config(), VS, KS[3], block_hash=bhash)     # v3 proposes round 0 of height 2
+    assert not core.started and not core.has_ready()
+    core.hold_start = True                                # the shell has nothing to propose
+    core.tick(5)
+    assert not core.started
+    core.hold_start = False
+    core.tick(6)
+    assert core.started and core.round == 0
 
 
 def test_next_height_starts_only_after_the_commit_was_applied():
@@ -194,13 +206,37 @@ def test_invalid_block_gets_a_nil_prevote():
     d.feed(*votes(PREVOTE, 0, bhash(bad), [1, 2, 3]))      # even a "polka" does not lock it
     assert d.core.locked_round == -1 and d.my(PRECOMMIT, 0) == []
 
-    class Raising(App):
-        def validate(self, height, block):
-            raise ValueError("cannot parse")
-    d = One(app=Raising())
-    out = d.feed(proposal(KS[1], 1, 0, A))
-    assert [(m.kind, m.block_hash) for m in out] == [(PREVOTE, NIL)]
-    assert d.core.stats["validate_raised"] == 1
+
+def test_the_core_asks_the_shell_and_waits_for_its_answers():
+    core = Core(config(), VS, KS[0], block_hash=bhash)
+    core.tick(0)
+    core.step(proposal(KS[1], 1, 0, A), 1)
+    rd = core.ready()
+    core.advance()
+    assert [(v.height, v.block_hash, v.block) for v in rd.validate] == [(1, HA, A)] and rd.propose is None
+    assert not [m for m in sent([rd]) if isinstance(m, Vote)]          # no prevote before the answer
+    core.step(vote(KS[2], 2, PREVOTE, 1, 0, HA), 2)
+    assert not core.ready().validate                                   # asked once
+    core.advance()
+    assert core.validated(HA, True)
+    rd = core.ready()
+    core.advance()
+    assert [(m.kind, m.block_hash) for m in sent([rd])] == [(PREVOTE, HA)]
+    assert not core.validated(HA, True)                                # nothing waits for it now
+    # proposer of round 3: asked to propose, and an answer after the round ended is ignored
+    asked = []
+    for r in range(3):
+        for i in (1, 2, 3):
+            core.step(vote(KS[i], i, PRECOMMIT, 1, r, NIL), i)
+        core.tick(core.now + config().timeouts.precommit(r))
+        while core.has_ready():
+            rd = core.ready()
+            core.advance()
+            asked.append(rd.propose)
+    rd = next(p for p in asked if p is not None)
+    assert core.round == 3 and (rd.height, rd.round) == (1, 3) and asked.count(rd) == 1
+    core.tick(core.now + config().timeouts.propose(3))                 # prevote nil: too late
+    assert not core.propose(A) and core.stats["stale_proposal"] == 1
 
 
 def test_a_wrong_parent_is_invalid():
@@ -311,8 +347,9 @@ def restart(d, records=None, app=None, core_cls=Core):
     app = app or d.app
     n = One.__new__(One)
     n.app, n.now, n.verdicts = app, d.now, []
-    n.core = core_cls(config(), VS, KS[0], app, height=len(app.chain) + 1, now_ms=d.now,
+    n.core = core_cls(config(), VS, KS[0], block_hash=bhash, height=len(app.chain) + 1, now_ms=d.now,
                       last_signed=last[-1] if last else None, wal=[r for r in records if not isinstance(r, LastSigned)])
+    n.core.tick(d.now)
     n.readies = drain(n.core, app)
     return n
 
@@ -466,7 +503,8 @@ def test_an_observer_without_a_key_follows_the_chain():
     c = Cluster(4, commit_delay_ms=10)
     c.run_until(3)
     app = App(b"obs")
-    obs = Core(config(), c.vs, None, app)                 # no commit delay: it never proposes
+    obs = Core(config(), c.vs, None, block_hash=bhash)                 # no commit delay: it never proposes
+    obs.tick(0)
     readies = drain(obs, app)
     for t, (src, msg) in enumerate(c.log):
         if not isinstance(msg, (SyncRequest, SyncResponse)):

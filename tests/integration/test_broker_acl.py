@@ -1,5 +1,7 @@
 """The broker every stack starts: no anonymous client, a client id is its user name (so nobody
-takes over another's connection), and the ACL lets each login reach only its own topics."""
+takes over another's connection), and the ACL lets each login reach only its own topics. These
+brokers speak TLS only, as the one of `just up` and production do: every client here verifies
+the broker's certificate against the CA."""
 
 import queue
 import time
@@ -8,14 +10,32 @@ import paho.mqtt.client as mqtt
 import pytest
 from nacl.signing import SigningKey
 
-from bureau.tools.mosquitto import Mosquitto, connack_code
+from bureau.tools.mosquitto import Mosquitto
+from bureau.tools.pki import TlsFiles, issue_server_cert, make_ca
 
 ACCEPTED = 0
 
 
-def _client(port, login, inbox=None, client_id=None):
-    """A paho client logged in as `login` (None: anonymous); returns it and its CONNACK."""
+@pytest.fixture(scope="module")
+def broker_tls(tmp_path_factory):
+    pki = tmp_path_factory.mktemp("pki")
+    make_ca(pki / "ca.crt", pki / "ca.key", "test CA")
+    issue_server_cert(pki / "ca.crt", pki / "ca.key", pki / "server.crt", pki / "server.key", "test broker",
+                      ["127.0.0.1"])
+    return TlsFiles(pki / "ca.crt", pki / "server.crt", pki / "server.key")
+
+
+@pytest.fixture
+def mosquitto(tmp_path, broker_tls):
+    with Mosquitto(workdir=tmp_path / "broker", tls=broker_tls) as broker:
+        yield broker
+
+
+def _client(broker, login, inbox=None, client_id=None):
+    """A paho client logged in as `login` (None: anonymous) over TLS; returns it and its CONNACK."""
+    port = broker.port
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or (login[0] if login else "anon"))
+    c.tls_set(ca_certs=str(broker.ca_file))
     if login:
         c.username_pw_set(*login)
     if inbox is not None:
@@ -41,25 +61,25 @@ def _close(*clients):
 
 
 def test_anonymous_and_wrong_password_are_refused(mosquitto):
-    c, rc = _client(mosquitto.port, None)
+    c, rc = _client(mosquitto, None)
     _close(c)
     assert rc.is_failure
     user, password = mosquitto.login("CH-A")
-    assert connack_code(mosquitto.port, user, "wrong") != ACCEPTED
-    assert connack_code(mosquitto.port, user, password) == ACCEPTED
+    assert mosquitto.connack(user, "wrong") != ACCEPTED
+    assert mosquitto.connack(user, password) == ACCEPTED
 
 
 def test_chargers_reach_only_their_own_topics(mosquitto):
     ingest_inbox: queue.Queue = queue.Queue()
     user, password = mosquitto.login_bureau("bureau-1")
-    ingest, rc = _client(mosquitto.port, (f"{user}.ingest", password), ingest_inbox)
+    ingest, rc = _client(mosquitto, (f"{user}.ingest", password), ingest_inbox)
     assert not rc.is_failure
     _subscribed(ingest, "ev/v1/charger/+/receipt")
     b_inbox: queue.Queue = queue.Queue()
-    b, _ = _client(mosquitto.port, mosquitto.login("CH-B"), b_inbox)
+    b, _ = _client(mosquitto, mosquitto.login("CH-B"), b_inbox)
     _subscribed(b, "ev/v1/charger/CH-B/reply")
     a_inbox: queue.Queue = queue.Queue()
-    a, rc = _client(mosquitto.port, mosquitto.login("CH-A"), a_inbox)
+    a, rc = _client(mosquitto, mosquitto.login("CH-A"), a_inbox)
     assert not rc.is_failure
     _subscribed(a, "ev/v1/charger/+/reply")  # wants everyone's replies; gets only its own
     a.publish("ev/v1/charger/CH-B/receipt", b"forged as B", qos=1).wait_for_publish(5)
@@ -77,16 +97,16 @@ def test_chargers_reach_only_their_own_topics(mosquitto):
 
 def test_only_the_authorization_link_writes_the_retained_list_and_tariff(mosquitto):
     user, password = mosquitto.login_bureau("bureau-1")
-    authz, _ = _client(mosquitto.port, (f"{user}.authz", password))
+    authz, _ = _client(mosquitto, (f"{user}.authz", password))
     authz.publish("ev/v1/bureau/tariff", b"signed tariff", qos=1, retain=True).wait_for_publish(5)
     authz.publish("ev/v1/bureau/authlist/manifest", b"signed manifest", qos=1, retain=True).wait_for_publish(5)
-    attackers = [_client(mosquitto.port, login)[0] for login in
+    attackers = [_client(mosquitto, login)[0] for login in
                  (mosquitto.login("CH-A"), (f"{user}.ingest", password), mosquitto.login("sim", "fleet"))]
     for c in attackers:
         c.publish("ev/v1/bureau/tariff", b"", qos=1, retain=True).wait_for_publish(5)
         c.publish("ev/v1/bureau/authlist/manifest", b"forged", qos=1, retain=True).wait_for_publish(5)
     inbox: queue.Queue = queue.Queue()
-    reader, _ = _client(mosquitto.port, mosquitto.login("CH-B"), inbox)
+    reader, _ = _client(mosquitto, mosquitto.login("CH-B"), inbox)
     _subscribed(reader, "ev/v1/bureau/#")
     got = {inbox.get(timeout=5)[:2] for _ in range(2)}
     assert got == {("ev/v1/bureau/tariff", b"signed tariff"), ("ev/v1/bureau/authlist/manifest", b"signed manifest")}
@@ -96,14 +116,14 @@ def test_only_the_authorization_link_writes_the_retained_list_and_tariff(mosquit
 def test_no_login_publishes_a_command_to_a_charger(mosquitto):
     # remote stops are unsigned because nobody may send them (docs/broker.md, "Commands")
     inbox: queue.Queue = queue.Queue()
-    charger, _ = _client(mosquitto.port, mosquitto.login("CH-A"), inbox)
+    charger, _ = _client(mosquitto, mosquitto.login("CH-A"), inbox)
     granted: queue.Queue = queue.Queue()
     charger.on_subscribe = lambda cl, u, mid, codes, p: granted.put([c.is_failure for c in codes])
     charger.subscribe([("ev/v1/charger/CH-A/cmd", 1), ("ev/v1/charger/CH-A/reply", 1)])
     assert granted.get(timeout=5) == [False, False]
     user, password = mosquitto.login_bureau("bureau-1")
-    ingest, _ = _client(mosquitto.port, (f"{user}.ingest", password))
-    others = [_client(mosquitto.port, login)[0] for login in
+    ingest, _ = _client(mosquitto, (f"{user}.ingest", password))
+    others = [_client(mosquitto, login)[0] for login in
               (mosquitto.login("CH-B"), (f"{user}.authz", password), mosquitto.login("sim", "fleet"),
                mosquitto.login("ops", "operator"))]
     stop = b'{"v":1,"type":"stop","session_id":"00112233445566778899aabbccddeeff"}'
@@ -121,11 +141,11 @@ def test_a_client_id_cannot_be_taken_over(mosquitto):
     bureau's connection stays up."""
     user, password = mosquitto.login_bureau("bureau-1")
     inbox: queue.Queue = queue.Queue()
-    ingest, _ = _client(mosquitto.port, (f"{user}.ingest", password), inbox)
+    ingest, _ = _client(mosquitto, (f"{user}.ingest", password), inbox)
     _subscribed(ingest, "ev/v1/charger/+/receipt")
     dropped: queue.Queue = queue.Queue()
     ingest.on_disconnect = lambda *a: dropped.put(True)
-    thief, rc = _client(mosquitto.port, mosquitto.login("CH-A"), client_id=f"{user}.ingest")
+    thief, rc = _client(mosquitto, mosquitto.login("CH-A"), client_id=f"{user}.ingest")
     assert not rc.is_failure
     thief.publish("ev/v1/charger/CH-A/receipt", b"still here", qos=1).wait_for_publish(5)
     assert inbox.get(timeout=5)[:2] == ("ev/v1/charger/CH-A/receipt", b"still here")
@@ -136,18 +156,18 @@ def test_a_client_id_cannot_be_taken_over(mosquitto):
 def test_a_login_made_while_the_broker_runs_works_without_a_restart(mosquitto):
     pid = mosquitto.proc.pid
     user, password = mosquitto.login("CH-LATE")  # written, then SIGHUP; returns once accepted
-    c, rc = _client(mosquitto.port, (user, password))
+    c, rc = _client(mosquitto, (user, password))
     assert not rc.is_failure and mosquitto.proc.pid == pid
     _close(c)
 
 
-def test_logins_survive_a_restart_of_the_stack_directory(tmp_path):
-    with Mosquitto(workdir=tmp_path / "broker") as first:
+def test_logins_survive_a_restart_of_the_stack_directory(tmp_path, broker_tls):
+    with Mosquitto(workdir=tmp_path / "broker", tls=broker_tls) as first:
         login = first.login("CH-A")
         bureau = first.login_bureau("bureau-1")
-    with Mosquitto(workdir=tmp_path / "broker") as again:
+    with Mosquitto(workdir=tmp_path / "broker", tls=broker_tls) as again:
         assert again.login("CH-A") == login and again.login_bureau("bureau-1") == bureau
-        assert connack_code(again.port, *login) == ACCEPTED
+        assert again.connack(*login) == ACCEPTED
     for f in ("passwd", "acl", "credentials.json"):
         assert (tmp_path / "broker" / "access" / f).stat().st_mode & 0o777 == 0o600
 
@@ -187,9 +207,9 @@ def test_a_bureaus_client_id_cannot_be_taken_over(bureau, replies, mosquitto):
     assert _acked(replies, envs[0])
     ingest, authz = bureau.node.ingest, bureau.node.authz.shell
     # a charger's valid login, asking for each of the bureau's client ids (and the old ones)
-    thieves = [_client(mosquitto.port, mosquitto.login("CH-THIEF"), client_id=cid)[0]
+    thieves = [_client(mosquitto, mosquitto.login("CH-THIEF"), client_id=cid)[0]
                for cid in ("bureau-1.ingest", "bureau-1.authz", "bureau-bureau-1", "bureau-bureau-1-authz")]
-    c, rc = _client(mosquitto.port, ("bureau-1.ingest", "guessed"))
+    c, rc = _client(mosquitto, ("bureau-1.ingest", "guessed"))
     assert rc.is_failure  # and nobody logs in as the bureau without its password
     _close(c)
     for env in envs[1:]:
@@ -203,7 +223,7 @@ def test_a_bureaus_client_id_cannot_be_taken_over(bureau, replies, mosquitto):
 def _retained_now(broker, login, settle_s=0.5) -> dict:
     """What the broker holds on the bureau's retained topics, as a newly subscribed charger sees it."""
     inbox: queue.Queue = queue.Queue()
-    c, _ = _client(broker.port, login, inbox)
+    c, _ = _client(broker, login, inbox)
     _subscribed(c, "ev/v1/bureau/#")
     held = {}
     deadline = time.monotonic() + settle_s
@@ -233,7 +253,7 @@ def test_the_bureau_restores_its_retained_list_and_tariff(bureau, mosquitto):
     genuine = _until(lambda: (held := _retained_now(mosquitto, reader)).keys() >= {
         "ev/v1/bureau/tariff", "ev/v1/bureau/authlist/manifest"} and held)
     # what can still write there: a stolen bureau login, or a broker run without the ACL
-    intruder, _ = _client(mosquitto.port, mosquitto.login("intruder.authz", "authz"))
+    intruder, _ = _client(mosquitto, mosquitto.login("intruder.authz", "authz"))
     attacks = [("ev/v1/bureau/tariff", b""),  # erased
                ("ev/v1/bureau/authlist/manifest", b"forged manifest"),  # overwritten
                ("ev/v1/bureau/authlist/page/7", b"planted page")]  # a page the bureau never published

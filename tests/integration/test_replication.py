@@ -1,6 +1,7 @@
 """Four bureau node processes and a real mosquitto under load: kill -9 of the proposer and of
-a follower, restart from disk, a network partition and its healing. Every receipt must end up
-committed exactly once on every node, and the wallet must hold the top-up minus the bills."""
+a follower, restart from disk, a network partition and its healing (on SQLite and on
+PostgreSQL). Every receipt must end up committed exactly once on every node, and the wallet
+must hold the top-up minus the bills."""
 
 import time
 
@@ -42,7 +43,7 @@ def _check_ledgers(stack: Stack, n_receipts: int, total_fen: int) -> None:
     genesis = Genesis.load(stack.genesis_path)
     roots = set()
     for node in stack.nodes:
-        repo = Repository(f"sqlite:///{node.data_dir / 'ledger.db'}")
+        repo = Repository(node.env["BUREAU_DB_URL"] or f"sqlite:///{node.data_dir / 'ledger.db'}")
         try:
             report = audit_chain(genesis, repo, to_height=height)
             assert report["chain_valid"], (node.node_id, report["problem"])
@@ -125,9 +126,14 @@ def test_kill_proposer_and_follower_under_load(tmp_path):
         stack.stop()
 
 
-def test_partition_and_heal(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_partition_and_heal(tmp_path, backend, request):
     keys, receipts, total = fleet_receipts(chargers=30, per_charger=20)
     stack = Stack(tmp_path, nodes_count=4).prepare()
+    if backend == "postgresql":  # one database per node in one cluster, as `DB=postgres just up` runs them
+        cluster = request.getfixturevalue("postgres_cluster")
+        stack.db_urls = {v["id"]: cluster.database("partition_" + v["id"].replace("-", "_"))
+                         for v in stack.genesis["validators"]}
     proxies = LinkProxies(stack.genesis)
     fleet = None
     try:

@@ -1,5 +1,5 @@
 """`just up` with simulated chargers (scripts/up.py as a process, with its own mosquitto and
-bureau node): the chargers are enrolled from their announced keys, sessions run in a loop,
+bureau node, its API over TLS): the chargers are enrolled with their keys, sessions run in a loop,
 receipts reach the chain, and the script stops cleanly on SIGINT and on SIGTERM; a second run on
 the same data finds its chargers and wallets already there and carries on."""
 
@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,32 +20,35 @@ import httpx
 
 from bureau.api.auth import authorization_header
 from bureau.crypto import load_or_create_key
+from bureau.tools.pki import http_verify
 
 ROOT = Path(__file__).resolve().parents[2]
-API = re.compile(r"bureau-1: API (http://127\.0\.0\.1:\d+)")
+API = re.compile(r"bureau-1: API (https://127\.0\.0\.1:\d+)")
 PROGRESS = re.compile(r"receipts sent (\d+), acked (\d+), pending (\d+); height (\d+)")
 
 
 def _bills(url: str, data: Path) -> int:
-    """Receipts in the wallets' histories, read by their drivers through the API."""
+    """Receipts in the wallets' histories, read by their drivers through the API (HTTPS, its
+    certificate verified against the network's CA)."""
     bills = 0
-    node_id = httpx.get(url + "/healthz", timeout=10).json()["node_id"]  # requests are signed for one bureau
+    verify = http_verify(data / "net" / "ca" / "ca.crt")
+    node_id = httpx.get(url + "/healthz", timeout=10, verify=verify).json()["node_id"]  # requests are signed for one bureau
     for key_file in sorted((data / "drivers").glob("*.key")):
         wallet = key_file.stem
         key = load_or_create_key(key_file)
         path = f"/v1/wallets/{wallet}/history?limit=100"
         r = httpx.get(url + path, headers={"Authorization": authorization_header(key, wallet, "GET", path, node_id=node_id)},
-                      timeout=10)
+                      timeout=10, verify=verify)
         r.raise_for_status()
         bills += sum(1 for e in r.json()["entries"] if e["kind"] == "receipt")
     return bills
 
 
-def _run_until_acked(data: Path, sig: int) -> tuple[list[str], int, int]:
+def _run_until_acked(data: Path, sig: int, db: str = "sqlite") -> tuple[list[str], int, int]:
     """Run up.py until a receipt is acked; count the committed bills; stop it with `sig`."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "up.py"), "--nodes", "1", "--chargers", "2",
-                             "--speed", "5000", "--dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=ROOT)
+                             "--speed", "5000", "--dir", str(data), "--db", db], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     seen: list[str] = []
@@ -82,7 +87,7 @@ def test_up_with_chargers_commits_receipts_and_stops_on_sigint_and_sigterm(tmp_p
     out, rc, bills = _run_until_acked(data, signal.SIGINT)
     assert rc == 0, "".join(out[-20:])
     assert bills >= 1  # acked means committed: the driver sees the bill
-    assert any("enrolled from their announced keys" in x for x in out)
+    assert any("enrolled with their keys" in x for x in out)
     assert any(x.startswith("stopping: ") for x in out)
     assert "Traceback" not in "".join(out)
 
@@ -91,4 +96,29 @@ def test_up_with_chargers_commits_receipts_and_stops_on_sigint_and_sigterm(tmp_p
     assert rc2 == 0, "".join(out2[-20:])
     assert "Traceback" not in "".join(out2)
     assert len(list((data / "drivers").glob("*.key"))) == 2
+    assert bills2 > bills
+
+
+def test_up_on_postgres_keeps_the_chain_in_its_own_cluster_and_stops_it():
+    # a folder the server's own user can reach when the tests run as root (tmp_path is 0700)
+    data = Path(tempfile.mkdtemp(prefix="up-pg-"))
+    data.chmod(0o755)
+    try:
+        _up_on_postgres(data)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _up_on_postgres(data: Path) -> None:
+    out, rc, bills = _run_until_acked(data, signal.SIGTERM, db="postgres")
+    assert rc == 0, "".join(out[-20:])
+    assert bills >= 1 and "Traceback" not in "".join(out)
+    assert any(x.startswith("postgresql: 127.0.0.1:") for x in out)
+    assert any("database postgresql+psycopg://postgres@127.0.0.1:" in x and "/bureau_1" in x for x in out)
+    assert (data / "postgres" / "data" / "PG_VERSION").exists()
+    assert not (data / "postgres" / "data" / "postmaster.pid").exists(), "the cluster was left running"
+    assert not list((data / "net" / "bureau-1").glob("ledger.db*"))
+
+    out2, rc2, bills2 = _run_until_acked(data, signal.SIGTERM, db="postgres")  # the same cluster, the same chain
+    assert rc2 == 0, "".join(out2[-20:])
     assert bills2 > bills

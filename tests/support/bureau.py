@@ -29,9 +29,11 @@ class TestBureau:
         init_network(net, 1)
         self.operator_key = load_or_create_key(net / "operator.key")
         user, password = broker.login_bureau("bureau-1")
-        self.settings = Settings(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
-                                 db_url=db_url or "", mqtt_port=broker.port, mqtt_username=user,
-                                 mqtt_password=password, block_interval_ms=50)
+        # (the test's own BUREAU_* variables, such as BUREAU_AUTHZ_*, apply as they do to a node)
+        self.settings = Settings.from_env(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
+                                          db_url=db_url or "", mqtt_port=broker.port, mqtt_username=user,
+                                          mqtt_password=password, block_interval_ms=50, mqtt_tls=broker.tls is not None,
+                                          mqtt_ca_file=broker.ca_file)
         self.node = Node(self.settings)
         self.node.start()
         self.client = TestClient(create_app(self.node))

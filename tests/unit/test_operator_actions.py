@@ -1,6 +1,6 @@
 """Operator actions in the ledger state: payment references credit once, an action is decided
 once (a refusal is final), and its time must fit the block time. Pure state machine, plus the
-storage round trip a restarted node goes through."""
+storage round trip a restarted node goes through, on SQLite and PostgreSQL."""
 
 from nacl.signing import SigningKey
 
@@ -85,8 +85,8 @@ def test_a_top_up_needs_its_payment_reference():
     assert ledger.balance() == 0
 
 
-def test_payment_references_survive_a_restart(tmp_path):
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+def test_payment_references_survive_a_restart(database_urls):
+    url = database_urls("ledger")
     first = Ledger(Repository(url))
     first.block([_open(), _top_up("bank:7")], T0_MS)
     root = first.state.state_root
@@ -124,8 +124,8 @@ def test_an_action_commits_only_inside_its_time_window():
     assert "W-new" not in ledger.state.wallets
 
 
-def test_decided_hashes_are_forgotten_once_their_window_has_passed(tmp_path):
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+def test_decided_hashes_are_forgotten_once_their_window_has_passed(database_urls):
+    url = database_urls("ledger")
     ledger = Ledger(Repository(url))
     opened = _open()
     ledger.block([opened], T0_MS)
@@ -149,3 +149,28 @@ def test_deeply_nested_arguments_are_malformed_not_a_crash():
     ex = ledger.block([tx], T0_MS)
     assert _kinds(ex) == [("dropped", "malformed")]
     assert "nests deeper" in ex.refused[0].detail
+
+
+def test_a_retired_charger_stays_retired_its_receipts_refused_and_survives_a_restart(tmp_path):
+    from tests.support.fleet import WALLET, fleet_receipts
+    from bureau.ledger.tx import receipt_tx
+
+    keys, receipts, _ = fleet_receipts(1, 2)
+    (cid, key), = keys.items()
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(Repository(url))
+    early = ledger.block([_action("retire_charger", {"charger_id": cid})], T0_MS)
+    assert _kinds(early) == [("refused_action", "unknown_charger")]
+    enroll = _action("enroll_charger", {"charger_id": cid, "public_key": key.verify_key.encode().hex()})
+    ledger.block([enroll, _open(WALLET), receipt_tx(receipts[0][1])], T0_MS + 1000)
+    assert ledger.state.active_chargers() == [cid]
+    ex = ledger.block([_action("retire_charger", {"charger_id": cid}), receipt_tx(receipts[1][1]),
+                       _action("retire_charger", {"charger_id": cid})], T0_MS + 2000)
+    assert _kinds(ex) == [("retire_charger", None), ("refused_action", "charger_retired"),
+                          ("dropped", "charger_retired")]
+    again = Ledger(Repository(url))
+    assert again.state.retired == {cid} and again.state.active_chargers() == []
+    assert again.state.chargers[cid] == key.verify_key.encode()  # its committed receipts stay verifiable
+    assert again.state.state_root == ledger.state.state_root
+    back = again.block([_action("enroll_charger", {"charger_id": cid, "public_key": "cd" * 32})], T0_MS + 3000)
+    assert _kinds(back) == [("refused_action", "charger_retired")]

@@ -1,31 +1,66 @@
-"""The Litestar application of a bureau node. OpenAPI at /schema."""
+"""The Litestar application of a bureau node. OpenAPI and its docs UI at /schema."""
 
 from __future__ import annotations
 
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
-from litestar.openapi import OpenAPIConfig
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 
 from ..authz.api import AuthzController
 from ..ledger.canonical import MAX_DEPTH, nesting_depth
-from .errors import HANDLERS, ApiError
-from .routes import ChainController, OperatorController, ReceiptController, WalletController
+from ..node import Node
+from .chain import ChainController
+from .docs import openapi_config, swagger_ui_asset
+from .errors import HANDLERS, ApiError, refusals
+from .home import home
+from .operator import OperatorController
+from .receipts import ReceiptController
+from .wallets import WalletController
 
 
 @get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
-async def metrics(request: Request) -> str:
-    node = request.app.state.node
+async def metrics(node: NamedDependency[Node]) -> str:
     return node.metrics.prometheus({"height": node.chain.height, "mempool": len(node.mempool)})
 
 
-@get("/healthz", summary="Liveness, the node's head and whether consensus makes progress")
-async def healthz(request: Request) -> Response[dict]:
-    node = request.app.state.node
-    body = {"ok": True, "node_id": node.settings.node_id, "height": node.chain.height}
-    health = getattr(node.producer, "health", None)  # a consensus replica says whether it progresses
-    if health is not None:
-        body.update(health())
-        body["ok"] = body["consensus"] == "ok"
-    return Response(body, status_code=200 if body["ok"] else 503)
+class Health(msgspec.Struct):
+    ok: bool
+    node_id: str  # the bureau a driver's request is signed for
+    height: int
+    consensus: str | msgspec.UnsetType = msgspec.UNSET  # "ok" | "stalled" (docs/consensus.md)
+    consensus_height: int | msgspec.UnsetType = msgspec.UNSET
+    loop_age_ms: int | msgspec.UnsetType = msgspec.UNSET
+    last_commit_age_ms: int | msgspec.UnsetType = msgspec.UNSET
+    peers_out: list[str] | msgspec.UnsetType = msgspec.UNSET
+    peers_in: list[str] | msgspec.UnsetType = msgspec.UNSET
+    reason: str | msgspec.UnsetType = msgspec.UNSET  # why a failed node is going down
+
+
+class Readiness(msgspec.Struct):
+    ok: bool
+    height: int | msgspec.UnsetType = msgspec.UNSET
+    reason: str | msgspec.UnsetType = msgspec.UNSET  # starting, intake or consensus state, or the failure
+
+
+@get("/healthz", summary="Liveness, the node's head and whether consensus makes progress", tags=["node"],
+     responses={503: ResponseSpec(Health, description="Consensus is stalled or the node failed",
+                                  generate_examples=False), **refusals(takes_input=False)})
+async def healthz(node: NamedDependency[Node]) -> Response[Health]:
+    progress = node.producer.health()
+    ok = progress.get("consensus", "ok") == "ok"
+    body = Health(ok=ok, node_id=node.settings.node_id, height=node.chain.height, **progress)
+    if node.supervisor.reason is not None:  # a background loop failed: the process is going down
+        body.ok, body.reason = False, node.supervisor.reason
+    return Response(body, status_code=200 if body.ok else 503)
+
+
+@get("/readyz", summary="Readiness: up, taking receipts and consensus progressing; else 503 with the reason",
+     tags=["node"], responses={503: ResponseSpec(Readiness, description="Not ready", generate_examples=False),
+                               **refusals(takes_input=False)})
+async def readyz(node: NamedDependency[Node]) -> Response[Readiness]:
+    body = Readiness(**node.readiness())
+    return Response(body, status_code=200 if body.ok else 503)
 
 
 MAX_BODY = 64 * 1024  # far above any operator action (4096 bytes of tx, hex-encoded)
@@ -39,15 +74,20 @@ async def refuse_deep_json(request: Request) -> None:
             raise ApiError("too_deep", f"JSON nests deeper than {MAX_DEPTH} levels")
 
 
-def create_app(node) -> Litestar:
+ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
+                  healthz, readyz, metrics, home, swagger_ui_asset]
+
+
+def create_app(node: Node) -> Litestar:
     app = Litestar(
-        route_handlers=[ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
-                        metrics, healthz],
+        route_handlers=ROUTE_HANDLERS,
+        # every handler and service gets the node through this, not through app.state
+        dependencies={"node": Provide(lambda: node, use_cache=True, sync_to_thread=False)},
         exception_handlers=HANDLERS,
         before_request=refuse_deep_json,
         request_max_body_size=MAX_BODY,
-        openapi_config=OpenAPIConfig(title="Bureau node API", version="1.0.0", path="/schema"),
+        openapi_config=openapi_config(title="Bureau node API", version="1.0.0"),
         debug=False,
     )
-    app.state.node = node
+    app.state.node = node  # for hooks and handlers that have no dependency injection
     return app

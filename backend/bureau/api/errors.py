@@ -1,86 +1,102 @@
-"""Domain errors and their one mapping to HTTP responses."""
+"""Refusals and their one mapping to HTTP: a table from reason to status, read by one handler.
+
+Every refusal body is `{"error": reason, "detail": human text}` (`Refusal`). A handler refuses by
+raising `ApiError(reason, detail)`, or lets a domain error (`ReasonedError`: TxError,
+AuthzError...) pass through; its status is `STATUS_OF_REASON[reason]`, 400 for any other reason.
+A refused driver signature (`Unauthorized`, api/auth.py) is a 401 whatever its reason: its
+`bad_signature` is the request's, where an operator action's `bad_signature` is a bad input.
+"""
 
 from __future__ import annotations
 
 import logging
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from ..errors import ReasonedError
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    status = 400
+class Refusal(msgspec.Struct):
+    """Why the node refused a request."""
+    error: str  # short machine reason
+    detail: str  # human detail
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+
+class ApiError(ReasonedError):
+    """A refusal raised by the API itself (lookups, the node's own limits)."""
 
 
 class Unauthorized(ApiError):
-    status = 401
+    """The request's driver signature is missing, malformed, stale, replayed or wrong."""
 
 
-class Forbidden(ApiError):
-    status = 403
+UNAUTHORIZED_STATUS = 401
 
 
-class NotFound(ApiError):
-    status = 404
+STATUS_OF_REASON: dict[str, int] = {
+    "not_your_wallet": 403,
+    "no_block": 404, "no_receipt": 404, "unknown_tx": 404, "unknown_wallet": 404, "unknown_charger": 404,
+    "unknown_tariff": 404, "not_found": 404,
+    "method_not_allowed": 405,
+    "duplicate": 409, "insufficient_balance": 409,
+    "too_large": 413,
+    "not_served_here": 421,  # the detail names the bureau that serves it
+    "busy": 503, "charger_unreachable": 503,
+}
+DEFAULT_STATUS = 400  # malformed, invalid_request, too_deep, bad_cap, expired...
 
 
-class Conflict(ApiError):
-    status = 409
+def status_of(exc: ReasonedError) -> int:
+    return UNAUTHORIZED_STATUS if isinstance(exc, Unauthorized) else STATUS_OF_REASON.get(exc.reason, DEFAULT_STATUS)
 
 
-class Misdirected(ApiError):
-    """421: this bureau does not serve the request; the detail names the one that does."""
-    status = 421
+# what api/auth.py refuses a driver's signature with
+UNAUTHORIZED_REASONS = ("missing_auth", "bad_auth", "wrong_node", "stale_request", "bad_signature", "replayed")
 
 
-class Busy(ApiError):
-    status = 503
+def refusals(*reasons: str, driver_signed: bool = False, takes_input: bool = True) -> dict[int, ResponseSpec]:
+    """The OpenAPI error responses of an operation that may refuse with `reasons` (and with a
+    driver signature's, when `driver_signed`), besides a failure of the node (500), which every
+    operation may answer, and an invalid parameter or body (400), when it `takes_input`."""
+    by_status: dict[int, list[str]] = {500: ["internal_error"]}
+    if takes_input:
+        by_status[DEFAULT_STATUS] = ["invalid_request"]
+    if driver_signed:
+        by_status[UNAUTHORIZED_STATUS] = list(UNAUTHORIZED_REASONS)
+    for reason in reasons:
+        by_status.setdefault(STATUS_OF_REASON.get(reason, DEFAULT_STATUS), []).append(reason)
+    return {status: ResponseSpec(Refusal, description="Refused: " + ", ".join(sorted(set(names))),
+                                 generate_examples=False)
+            for status, names in sorted(by_status.items())}
 
 
-class PayloadTooLarge(ApiError):
-    status = 413
+def _refuse(reason: str, detail: str, status: int) -> Response[Refusal]:
+    return Response(Refusal(error=reason, detail=detail), status_code=status)
 
 
-# Domain refusals (`ReasonedError.reason`) that are not plain bad requests.
-_STATUS_OF_REASON = {"duplicate": Conflict, "unknown_wallet": NotFound, "unknown_charger": NotFound,
-                     "unknown_tariff": NotFound, "busy": Busy}
+def refusal_handler(request: Request, exc: ReasonedError) -> Response[Refusal]:
+    return _refuse(exc.reason, exc.detail, status_of(exc))
 
 
-def domain_error(e: ReasonedError) -> ApiError:
-    """The one mapping from a domain refusal to its HTTP error: same reason, same detail."""
-    return _STATUS_OF_REASON.get(e.reason, ApiError)(e.reason, e.detail)
+_REASON_OF_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
-def api_error_handler(request: Request, exc: ApiError) -> Response:
-    return Response({"error": exc.reason, "detail": exc.detail}, status_code=exc.status)
-
-
-_REASON_OF_STATUS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-
-
-def http_error_handler(request: Request, exc: HTTPException) -> Response:
+def http_error_handler(request: Request, exc: HTTPException) -> Response[Refusal]:
+    """Litestar's own refusals (no route, a parameter out of range...) in the same shape."""
     if isinstance(exc, ValidationException):
-        reason = "invalid_request"
-    else:
-        reason = _REASON_OF_STATUS.get(exc.status_code, "http_error")
-    detail = exc.detail
-    if isinstance(exc, ValidationException) and exc.extra:
-        detail = f"{exc.detail}: {exc.extra}"
-    return Response({"error": reason, "detail": str(detail)}, status_code=exc.status_code)
+        detail = f"{exc.detail}: {exc.extra}" if exc.extra else str(exc.detail)
+        return _refuse("invalid_request", detail, exc.status_code)
+    return _refuse(_REASON_OF_HTTP_STATUS.get(exc.status_code, "http_error"), str(exc.detail), exc.status_code)
 
 
-def internal_error_handler(request: Request, exc: Exception) -> Response:
+def internal_error_handler(request: Request, exc: Exception) -> Response[Refusal]:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return Response({"error": "internal_error", "detail": "the node failed to answer; it is logged"}, status_code=500)
+    return _refuse("internal_error", "the node failed to answer; it is logged", 500)
 
 
-HANDLERS = {ApiError: api_error_handler, HTTPException: http_error_handler, Exception: internal_error_handler}
+HANDLERS = {ReasonedError: refusal_handler, HTTPException: http_error_handler, Exception: internal_error_handler}

@@ -14,20 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-metadata = sa.MetaData()
-holds_table = sa.Table(
-    "authz_holds", metadata,
-    sa.Column("auth_ref", sa.String(64), primary_key=True),
-    sa.Column("wallet_id", sa.String(32), nullable=False, index=True),
-    sa.Column("charger_id", sa.String(32), nullable=False),
-    sa.Column("method", sa.String(8), nullable=False),
-    sa.Column("token", sa.String(64), nullable=False),
-    sa.Column("amount_fen", sa.BigInteger, nullable=False),
-    sa.Column("created_s", sa.BigInteger, nullable=False),
-    sa.Column("expires_s", sa.BigInteger, nullable=False),
-    sa.Column("released_s", sa.BigInteger, nullable=True, index=True),
-    sa.Column("release_reason", sa.String(16), nullable=True),
-)
+from ..storage.tables import authz_holds as holds_table
 
 
 @dataclass
@@ -50,8 +37,7 @@ class HoldBook:
     """Not thread-safe: the authorization service calls it under its lock."""
 
     def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        metadata.create_all(engine)
+        self.engine = engine  # the node's database: its migrations made the table
         self._by_ref: dict[str, Hold] = {}
         self._by_wallet: dict[str, dict[str, Hold]] = {}
         self._by_charger: dict[str, set[str]] = {}

@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 
 from ..brokerlink import BrokerLink
 from ..ledger.tx import ID_RE
+from ..supervisor import Supervisor
 from . import wire
 from .retained import RetainedGuard
 from .service import AuthzService, reply_topic
@@ -43,15 +44,17 @@ def charger_of_auth_topic(topic: str) -> str | None:
 
 class AuthzMqtt(BrokerLink):
     def __init__(self, service: AuthzService, metrics, *, host: str, port: int, client_id: str,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None, tls: bool = False,
+                 ca_file=None, supervisor: Supervisor | None = None) -> None:
         self.service, self.metrics = service, metrics
+        supervisor = supervisor or Supervisor()
         self._queue: queue.Queue = queue.Queue(maxsize=10_000)
         self._wake = threading.Event()
         self._republish = threading.Event()  # after (re)connect: the broker may have lost retained messages
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
-                         clean_session=True, name="authorization",
-                         threads=[threading.Thread(target=self._work, name="authz-requests", daemon=True),
-                                  threading.Thread(target=self._publisher, name="authz-publisher", daemon=True)])
+                         clean_session=True, name="authorization", tls=tls, ca_file=ca_file,
+                         threads=[supervisor.thread("authz-requests", self._work),
+                                  supervisor.thread("authz-publisher", self._publisher)])
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.published_pages: int | None = None  # page topics in use on the broker; None: unknown
@@ -100,11 +103,12 @@ class AuthzMqtt(BrokerLink):
                 continue
             try:
                 reply = self.service.handle(charger, payload)
-            except Exception as e:  # the database failed under us: say so, never promise
-                log.exception("authorization request of %s failed", charger)
+            except Exception as e:  # the database failed under us: say so, never promise, then fail the node
                 self.metrics.inc("auth_rejected", "internal_error")
-                reply = {"type": "auth", "req": None, "decision": "reject", "wallet_id": None,
-                         "authorized_fen": 0, "auth_ref": None, "reason": "internal_error", "detail": str(e)[:200]}
+                self.reply(charger, {"type": "auth", "req": None, "decision": "reject", "wallet_id": None,
+                                     "authorized_fen": 0, "auth_ref": None, "reason": "internal_error",
+                                     "detail": str(e)[:200]})
+                raise
             try:
                 self.reply(charger, reply)
             except wire.WireError:  # a reply that cannot be signed is not sent: the charger times out
@@ -134,15 +138,12 @@ class AuthzMqtt(BrokerLink):
             self._wake.clear()
             if not self.connected.is_set():
                 continue
-            try:
-                self.service.sweep()
-                force = self._republish.is_set()
-                self._republish.clear()
-                self._publish_list(force)
-                self._publish_tariff(force)
-                self._restore_retained()
-            except Exception:
-                log.exception("publishing the authorization list or tariff failed")
+            self.service.sweep()
+            force = self._republish.is_set()
+            self._republish.clear()
+            self._publish_list(force)
+            self._publish_tariff(force)
+            self._restore_retained()
 
     def _publish_list(self, force: bool) -> None:
         s = self.service.settings

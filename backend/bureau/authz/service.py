@@ -21,7 +21,7 @@ from ..errors import ReasonedError
 from ..ledger.tx import ID_RE
 from ..receipts.codec import ReceiptError, decode as decode_receipt
 from . import wire
-from .config import AuthzSettings
+from ..config import AuthzSettings
 from .holds import Hold, HoldBook
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,8 @@ class AuthzService:
         state = self.chain.state
         if charger_id not in state.chargers:
             return _reject(req, "unknown_charger", f"charger {charger_id} is not enrolled")
+        if charger_id in state.retired:
+            return _reject(req, "charger_retired", f"charger {charger_id} is retired")
         if method == "card":
             if not ID_RE.match(token):
                 return _reject(req, "malformed", "a card token is the card UID (1-32 of A-Z a-z 0-9 . _ -)")
@@ -210,6 +212,8 @@ class AuthzService:
             state = self.chain.state
             if charger_id not in state.chargers:
                 raise AuthzError("unknown_charger", f"charger {charger_id} is not enrolled")
+            if charger_id in state.retired:
+                raise AuthzError("charger_retired", f"charger {charger_id} is retired")
             if not s.min_authorize_fen <= cap_fen <= s.max_authorize_fen:
                 raise AuthzError("bad_cap", f"cap_fen must be {s.min_authorize_fen}..{s.max_authorize_fen}")
             now = self.now()

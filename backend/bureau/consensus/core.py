@@ -7,8 +7,8 @@ L57/L61/L65 timeouts). `docs/consensus.md` describes it in prose.
 
 Driving it:
 
-    core = Core(config, validators, signing_key, app, height=next_height, now_ms=clock(),
-                last_signed=..., wal=[...records of the current height...])
+    core = Core(config, validators, signing_key, block_hash=hash_fn, height=next_height,
+                now_ms=clock(), last_signed=..., wal=[...records of the current height...])
     loop:
         core.step(decode_message(data), peer)   # a message from the network
         core.tick(clock())                      # time passes (also: core.next_deadline())
@@ -16,11 +16,14 @@ Driving it:
             rd = core.ready()
             make rd.persist durable (fsync) -> send rd.messages -> apply rd.committed
             -> answer rd.serve from the block store
+            -> rd.propose: core.propose(block built from the mempool)
+            -> rd.validate: core.validated(block_hash, ok)   (these two may also come later)
             core.advance()
 
-The core never reads a clock, never does I/O, and never signs two different things at one
-(height, round, step): all signing goes through SafeSigner, seeded with the last-signed record
-and the node's own signed messages from the WAL.
+The core never calls the application, never reads a clock (time enters only through tick()),
+never does I/O, and never signs two different things at one (height, round, step): all signing
+goes through SafeSigner, seeded with the last-signed record and the node's own signed messages
+from the WAL. The only application code it runs is `block_hash`, a pure function of the bytes.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from typing import Any
 
 from .signing import DoubleSignError, SafeSigner, SignatureCache
 from .types import (
-    MAX_BLOCK_BYTES, MAX_MESSAGE_BYTES, MAX_SYNC_BATCH, NIL, Application, Certificate, Committed, Evidence,
-    LastSigned, Outbound, Proposal, Ready, Record, ServeRequest, Step, SyncEntry, SyncRequest, SyncResponse,
-    ValidatorSet, Vote, WalDecision, WalLock, WalMessage, WalRound, chain_id_bytes, proposal_sign_bytes,
-    verify_certificate, vote_sign_bytes,
+    MAX_BLOCK_BYTES, MAX_MESSAGE_BYTES, MAX_SYNC_BATCH, NIL, BlockHash, Certificate, Committed, Evidence,
+    LastSigned, Outbound, Proposal, ProposeRequest, Ready, Record, ServeRequest, Step, SyncEntry, SyncRequest,
+    SyncResponse, ValidateRequest, ValidatorSet, Vote, WalDecision, WalLock, WalMessage, WalRound, chain_id_bytes,
+    proposal_sign_bytes, verify_certificate, vote_sign_bytes,
 )
 
 PROPOSE, PREVOTE, PRECOMMIT = Step.PROPOSE, Step.PREVOTE, Step.PRECOMMIT
@@ -122,7 +125,7 @@ class _Round:
 
 class _Height:
     __slots__ = ("height", "round", "step", "locked_round", "locked_block", "locked_hash", "valid_round",
-                 "valid_block", "valid_hash", "rounds", "blocks", "validity", "own", "commit_quorums",
+                 "valid_block", "valid_hash", "rounds", "blocks", "validity", "asked", "own", "commit_quorums",
                  "skip_rounds", "persisted_round")
 
     def __init__(self, height: int) -> None:
@@ -134,6 +137,7 @@ class _Height:
         self.rounds: dict[int, _Round] = {}
         self.blocks: dict[bytes, bytes] = {}
         self.validity: dict[bytes, bool] = {}
+        self.asked: set[bytes] = set()          # validation asked of the shell, not answered yet
         self.own: dict[tuple[int, int], Proposal | Vote] = {}
         self.commit_quorums: list[tuple[int, bytes]] = []
         self.skip_rounds: list[int] = []
@@ -149,7 +153,7 @@ class _Height:
 class Core:
     """One validator's (or observer's, with signing_key=None) consensus state machine."""
 
-    def __init__(self, config: Config, validators: ValidatorSet, signing_key: Any, app: Application, *,
+    def __init__(self, config: Config, validators: ValidatorSet, signing_key: Any, *, block_hash: BlockHash,
                  height: int = 1, now_ms: int = 0, last_signed: LastSigned | None = None,
                  wal: list[Record] | tuple = (), verifier: Any = None) -> None:
         if height < 1:
@@ -157,7 +161,7 @@ class Core:
         self.config = config
         self.chain_id = config.chain_id
         self.validators = validators
-        self.app = app
+        self._block_hash = block_hash
         self.verifier = verifier if verifier is not None else SignatureCache()
         self.signer: SafeSigner | None = None
         self.index: int | None = None
@@ -173,11 +177,14 @@ class Core:
         self._committed: list[Committed] = []
         self._serve: list[ServeRequest] = []
         self._evidence: list[Evidence] = []
+        self._validate: list[ValidateRequest] = []
+        self._propose_out: ProposeRequest | None = None   # for the next Ready
+        self._propose_asked: ProposeRequest | None = None # asked, not answered yet
         self._outstanding: Ready | None = None
         self._awaiting_apply = False
-        # Set by a shell that has nothing to propose yet: the next height waits (CometBFT's
-        # create_empty_blocks = false); cleared when transactions or the next height's
-        # messages arrive.
+        # Set by a shell that has nothing to propose yet: a height not started yet (after a
+        # commit, or at start-up) waits (CometBFT's create_empty_blocks = false); cleared when
+        # transactions or the height's messages arrive.
         self.hold_start = False
         self._start_at: int | None = None     # commit delay: when round 0 of this height starts
         self._timers: list[tuple[int, int, int, int]] = []
@@ -261,13 +268,16 @@ class Core:
     # ------------------------------------------------------------------ RawNode interface
 
     def has_ready(self) -> bool:
-        return bool(self._persist or self._messages or self._committed or self._serve or self._evidence)
+        return bool(self._persist or self._messages or self._committed or self._serve or self._evidence
+                    or self._validate or self._propose_out is not None)
 
     def ready(self) -> Ready:
         if self._outstanding is not None:
             raise RuntimeError("advance() the previous Ready before asking for the next one")
-        rd = Ready(self._persist, self._messages, self._committed, self._serve, self._evidence)
+        rd = Ready(self._persist, self._messages, self._committed, self._serve, self._evidence,
+                   self._propose_out, self._validate)
         self._persist, self._messages, self._committed, self._serve, self._evidence = [], [], [], [], []
+        self._propose_out, self._validate = None, []
         self._outstanding = rd
         return rd
 
@@ -318,6 +328,38 @@ class Core:
             self._next_rebroadcast = now + self.config.rebroadcast_ms
             self._rebroadcast()
         self._maybe_request_sync()
+
+    def propose(self, block: bytes) -> bool:
+        """The shell's answer to `Ready.propose`: the block to propose. A block the shell built
+        counts as valid without a validate request. Returns False (and ignores the block) when
+        the round it was asked for is over; raises ValueError on a block of bad size."""
+        req, self._propose_asked = self._propose_asked, None
+        hs = self._hs
+        if (req is None or not self.started or req.height != self.height or req.round != hs.round
+                or hs.step != PROPOSE or (req.round, PROPOSE) in hs.own):
+            self.stats["stale_proposal"] += 1
+            return False
+        if not isinstance(block, bytes) or not 1 <= len(block) <= self.config.max_block_bytes:
+            raise ValueError(f"proposed {type(block).__name__} of bad size for height {self.height}")
+        bh = self._hash(block)
+        hs.validity[bh] = True
+        self._sign_proposal(req.round, block, -1, bh)
+        self._evaluate()
+        return True
+
+    def validated(self, block_hash: bytes, ok: bool) -> bool:
+        """The shell's answer to a `Ready.validate` request. Returns False (and ignores it) when
+        the core no longer waits for it (the height was decided meanwhile)."""
+        hs = self._hs
+        if block_hash not in hs.asked:
+            self.stats["stale_validation"] += 1
+            return False
+        hs.asked.discard(block_hash)
+        hs.validity[block_hash] = bool(ok)
+        if not ok:
+            self.stats["invalid_blocks_seen"] += 1
+        self._evaluate()
+        return True
 
     def handle_block_sync(self, entries: list[SyncEntry], peer: Any = None) -> str:
         """Hand the core committed (height, block, certificate) entries obtained any way."""
@@ -396,6 +438,11 @@ class Core:
                     if idx < len(self.validators) and not rs.prevotes.has(idx, v.block_hash) and self._verify_vote(v):
                         self._add_vote(hs, rs, v)
         hs.persisted_round = max_round
+        if not own and lock is None and max_round == 0:
+            # nothing done at this height yet: round 0 starts at the first tick(), like a
+            # height after a commit (so hold_start applies after a restart too)
+            self._start_at = self.now
+            return
         self._start_round(max_round)
         self._rebroadcast()
         self._evaluate()
@@ -415,9 +462,9 @@ class Core:
         return self.verifier.verify(self.validators[v.validator].public_key, v.sign_bytes(self.chain_id), v.signature)
 
     def _hash(self, block: bytes) -> bytes:
-        bh = self.app.block_hash(block)
+        bh = self._block_hash(block)
         if not isinstance(bh, bytes) or len(bh) != 32 or bh == NIL:
-            raise ValueError("application block_hash must return 32 bytes, not all zero")
+            raise ValueError("block_hash must return 32 bytes, not all zero")
         return bh
 
     def _peer_hash(self, block: bytes) -> bytes | None:
@@ -681,6 +728,8 @@ class Core:
         self._hs = nxt if nxt is not None and nxt.height == h else _Height(h)
         self._next_hs = None
         self._timers = []
+        self._propose_out = self._propose_asked = None
+        self._validate = [v for v in self._validate if v.height >= h]
         self._want_since = None
         self._lag_since = self.now if any(ph > h for ph in self._peer_heights.values()) else None
         for k in [k for k in self._sync_pending if k < h]:
@@ -689,6 +738,7 @@ class Core:
     def _start_round(self, r: int) -> None:                # L11 StartRound
         hs = self._hs
         hs.round = r
+        self._propose_out = self._propose_asked = None     # a question of an earlier round is void
         if r > hs.persisted_round:
             hs.persisted_round = r
             self._persist.append(WalRound(self.height, r))
@@ -698,19 +748,16 @@ class Core:
             return
         self._schedule(self.config.timeouts.propose(r), PROPOSE, r)
         if self.index is not None and self.validators.proposer(self.height, r) == self.index:
-            if (r, PROPOSE) not in hs.own:   # (a restored own proposal goes out with _rebroadcast)
-                self._propose(r)
+            if (r, PROPOSE) in hs.own:       # a restored own proposal goes out with _rebroadcast
+                return
+            if hs.valid_block is not None:   # L15: re-propose the valid value
+                self._sign_proposal(r, hs.valid_block, hs.valid_round, hs.valid_hash)
+            else:                            # L18: getValue() is the shell's
+                self._propose_out = self._propose_asked = ProposeRequest(self.height, r)
 
-    def _propose(self, r: int) -> None:
+    def _sign_proposal(self, r: int, block: bytes, vr: int, bh: bytes) -> None:
         hs = self._hs
         h = self.height
-        if hs.valid_block is not None:                    # L15: re-propose the valid value
-            block, vr, bh = hs.valid_block, hs.valid_round, hs.valid_hash
-        else:
-            block = self.app.propose(h)
-            if not isinstance(block, bytes) or not 1 <= len(block) <= self.config.max_block_bytes:
-                raise ValueError(f"application proposed {type(block).__name__} of bad size for height {h}")
-            vr, bh = -1, self._hash(block)
         sig, rec = self._sign(h, r, PROPOSE, proposal_sign_bytes(self.chain_id, h, r, bh, vr))
         if sig is None:
             return
@@ -757,17 +804,12 @@ class Core:
             self._persist.append(rec)
         self._messages.append(Outbound(None, v))
 
-    def _valid(self, hs: _Height, bh: bytes) -> bool:
+    def _valid(self, hs: _Height, bh: bytes) -> bool | None:
+        """valid(v) of Algorithm 1: the shell's answer, or None (and a request) until it came."""
         ok = hs.validity.get(bh)
-        if ok is None:
-            try:
-                ok = bool(self.app.validate(hs.height, hs.blocks[bh]))
-            except Exception:  # a block a peer sent must not crash the node: it is invalid
-                ok = False
-                self.stats["validate_raised"] += 1
-            hs.validity[bh] = ok
-            if not ok:
-                self.stats["invalid_blocks_seen"] += 1
+        if ok is None and bh not in hs.asked:
+            hs.asked.add(bh)
+            self._validate.append(ValidateRequest(hs.height, bh, hs.blocks[bh]))
         return ok
 
     def _lock_allows(self, hs: _Height, bh: bytes, vr: int) -> bool:
@@ -810,13 +852,14 @@ class Core:
             if hs.step == PROPOSE and rs.proposals:
                 for p, bh in rs.proposals:
                     vr = p.pol_round
-                    if vr < 0:                              # L22
-                        ok = self._valid(hs, bh) and self._lock_allows(hs, bh, -1)
-                    else:                                   # L28: proposal with a polka in round vr
+                    if vr >= 0:                             # L28: proposal with a polka in round vr
                         vrs = hs.rounds.get(vr)
                         if vrs is None or vrs.prevotes.by_hash.get(bh, 0) < q:
                             continue
-                        ok = self._valid(hs, bh) and self._lock_allows(hs, bh, vr)
+                    valid = self._valid(hs, bh)             # L22 (vr = -1) and L28
+                    if valid is None:
+                        break                               # the shell's answer re-evaluates
+                    ok = valid and self._lock_allows(hs, bh, vr)
                     self._vote(PREVOTE, bh if ok else NIL)
                     break
                 if hs.step != PROPOSE:
@@ -855,8 +898,10 @@ class Core:
                 if self._want_since is None:
                     self._want_since = self.now   # +2/3 precommits for a block we never got
                 continue
-            if not self._valid(hs, bh):
-                self.stats["certified_block_invalid"] += 1
+            valid = self._valid(hs, bh)
+            if not valid:
+                if valid is not None:
+                    self.stats["certified_block_invalid"] += 1
                 continue
             vals = self.validators
             sigs = tuple(sorted((vals[i].id, sig) for i, sig in hs.rounds[r].precommits.signatures_for(bh)))
@@ -865,11 +910,15 @@ class Core:
         return False
 
     def _apply_synced(self) -> bool:
-        block, cert = self._sync_pending.pop(self.height)
+        block, cert = self._sync_pending[self.height]
         bh = self._hash(block)
         hs = self._hs
         hs.blocks.setdefault(bh, block)
-        if not self._valid(hs, bh):
+        valid = self._valid(hs, bh)
+        if valid is None:
+            return False
+        del self._sync_pending[self.height]
+        if not valid:
             # a certificate for an invalid block means more than 1/3 of the power is faulty
             self.stats["certified_block_invalid"] += 1
             return False

@@ -1,6 +1,9 @@
-"""The shell that runs the consensus core inside a bureau node: the ledger as the core's
-application, a write-ahead log on disk, the peer links, and the order of a Ready:
-persist (fsync) -> send -> commit blocks with their state -> serve sync -> advance.
+"""The shell that runs the consensus core inside a bureau node, for a genesis of one validator
+or many: a write-ahead log on disk, the peer links, the ledger that answers the core's
+questions, and the order of a Ready:
+persist (fsync) -> send -> commit blocks with their state -> serve sync -> build the asked-for
+proposal from the mempool (wall clock; the refusals met while building are published then, from
+this thread, never from the core) and validate asked-for blocks, answering the core -> advance.
 
 One thread owns the core. Consensus messages from peers wait in a per-peer inbox taken
 round-robin; a peer whose queue is full loses the excess (counted), never blocking a link's
@@ -12,7 +15,6 @@ to the ingest workers for admission, never through this thread.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import struct
@@ -24,7 +26,7 @@ from typing import Callable
 
 from ..chain import Chain, ChainError
 from ..ingest.mempool import Mempool
-from ..ledger.block import Block, BlockError
+from ..ledger.block import Block, BlockError, block_hash
 from ..ledger.state import Execution, Refusal
 from ..ledger.tx import tx_hash
 from ..metrics import Metrics
@@ -33,6 +35,7 @@ from ..peers.handshake import CH_CONSENSUS, CH_TXS
 from ..peers.inbox import PeerInbox
 from ..peers.limits import FloodMeter
 from ..peers.transport import PeerTransport
+from ..supervisor import Supervisor
 from .core import Config, Core, Timeouts
 from .sync_server import SyncServer
 from .types import (PROTOCOL_VERSION, WIRE_MAGIC, DecodeError, LastSigned, MsgType, Proposal, SyncRequest,
@@ -48,24 +51,24 @@ def _now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-class LedgerApp:
-    """The ledger seen by the core: propose from the mempool, re-validate others' blocks in full."""
+class LedgerBlocks:
+    """The shell's answers to the core: proposals built from the mempool on the applied chain,
+    others' blocks re-validated in full; both keep their execution for the commit."""
 
-    def __init__(self, chain: Chain, mempool: Mempool, node_id: str, max_txs: int,
-                 on_refused: Callable[[list[Refusal]], None]) -> None:
+    def __init__(self, chain: Chain, mempool: Mempool, node_id: str, max_txs: int) -> None:
         self.chain, self.mempool, self.node_id, self.max_txs = chain, mempool, node_id, max_txs
-        self.on_refused = on_refused
         self._executions: dict[bytes, tuple[Block, Execution]] = {}
         self.invalid_blocks = 0
 
-    def propose(self, height: int) -> bytes:
+    def build(self) -> tuple[bytes, list[Refusal]]:
+        """A block on the head, stamped with the wall clock, and the transactions it refused
+        (dropped from the mempool)."""
         txs, verified = self.mempool.candidates(self.max_txs)
         block, ex = self.chain.build(txs, self.node_id, int(time.time() * 1000), verified)
         if ex.refused:
             self.mempool.remove(tx_hash(r.tx) for r in ex.refused)
-            self.on_refused(ex.refused)
         self._remember(block, ex)
-        return block.encode()
+        return block.encode(), list(ex.refused)
 
     def validate(self, height: int, raw: bytes) -> bool:
         try:
@@ -83,10 +86,6 @@ class LedgerApp:
             return False
         self._remember(block, ex)
         return True
-
-    def block_hash(self, raw: bytes) -> bytes:
-        (n,) = struct.unpack_from(">I", raw, 0)  # the block hash is the hash of its header bytes
-        return hashlib.sha256(raw[4:4 + n]).digest()
 
     def execution(self, block: Block) -> Execution:
         known = self._executions.get(block.hash)
@@ -177,29 +176,34 @@ class Wal:
 
 
 class BftReplica:
-    """Block production by consensus among the genesis validators; same shape as SoloProducer."""
+    """Block production by consensus among the genesis validators (a lone validator's own
+    precommit is the whole certificate)."""
 
     def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, node_id: str, signing_key, *,
                  data_dir: Path, listen: str, max_txs: int = 5000, commit_delay_ms: int = 100,
                  empty_block_ms: int = 30_000, timeouts: Timeouts | None = None,
                  on_refused: Callable[[list[Refusal]], None] = lambda r: None,
                  relay: Callable[[list[bytes]], None] = lambda txs: None,
-                 peer_addresses: dict[str, str] | None = None, stall_ms: int = 20_000) -> None:
+                 peer_addresses: dict[str, str] | None = None, stall_ms: int = 20_000,
+                 supervisor: Supervisor | None = None) -> None:
+        self.supervisor = supervisor or Supervisor()
         self.chain, self.mempool, self.metrics, self.node_id = chain, mempool, metrics, node_id
         self.relay = relay
         self.empty_block_ms = empty_block_ms
-        self.app = LedgerApp(chain, mempool, node_id, max_txs, on_refused)
+        self.blocks = LedgerBlocks(chain, mempool, node_id, max_txs)
+        self.on_refused = on_refused
         self.wal = Wal(Path(data_dir) / "consensus.wal")
         config = Config(chain.genesis.chain_id, timeouts=timeouts or Timeouts(), commit_delay_ms=commit_delay_ms)
-        self.core = Core(config, ValidatorSet.from_genesis(chain.genesis), signing_key, self.app,
+        self.core = Core(config, ValidatorSet.from_genesis(chain.genesis), signing_key, block_hash=block_hash,
                          height=chain.height + 1, now_ms=_now_ms(), last_signed=self.wal.last_signed(),
                          wal=self.wal.records)
         self.inbox = PeerInbox()
         self.flood = FloodMeter()
         self.transport = PeerTransport(chain.genesis, node_id, signing_key, listen, self._on_peer_message,
-                                       addresses=peer_addresses, metrics=metrics)
+                                       addresses=peer_addresses, metrics=metrics, supervisor=self.supervisor)
         self.sync_server = SyncServer(chain.repo, lambda peer, data: self.transport.send(peer, CH_CONSENSUS, data),
-                                      metrics, batch=config.sync_batch, on_refused=self._note_excess)
+                                      metrics, batch=config.sync_batch, on_refused=self._note_excess,
+                                      supervisor=self.supervisor)
         self.stall_ms = stall_ms
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -324,13 +328,21 @@ class BftReplica:
             self.metrics.inc("equivocation_evidence")
             log.warning("validator %d signed two messages at height %d round %d step %d",
                         ev.validator, ev.height, ev.round, ev.step)
+        # the core's questions, about the chain as the commits above left it
+        if rd.propose is not None and rd.propose.height == self.chain.height + 1:
+            block, refused = self.blocks.build()
+            if refused:   # published at once: they left the mempool, their status must say why
+                self.on_refused(refused)
+            self.core.propose(block)
+        for req in rd.validate:
+            self.core.validated(req.block_hash, self.blocks.validate(req.height, req.block))
 
     def _apply(self, height: int, raw: bytes, certificate: bytes) -> None:
         block = Block.decode(raw)
-        ex = self.app.execution(block)
+        ex = self.blocks.execution(block)
         self.chain.commit(block, certificate, ex)  # block and state in one database transaction
         self.mempool.remove(map(tx_hash, block.txs))
-        self.app.forget_below(height + 1)
+        self.blocks.forget_below(height + 1)
         self._next_height_seen = False
         self._last_commit_ms = _now_ms()
         self.metrics.inc("blocks_committed")
@@ -357,7 +369,8 @@ class BftReplica:
     def start(self) -> None:
         self.sync_server.start()
         self.transport.start()
-        self._thread = threading.Thread(target=self._run, name="consensus", daemon=True)
+        # the consensus thread is also the commit path: a storage error while committing fails the node
+        self._thread = self.supervisor.thread("consensus", self._run)
         self._thread.start()
 
     def stop(self) -> None:

@@ -12,21 +12,11 @@ the same answer libsodium would give, and duplicates and re-broadcasts cost a di
 
 from __future__ import annotations
 
-from nacl.bindings import crypto_sign, crypto_sign_open
-from nacl.exceptions import BadSignatureError, CryptoError
+from nacl.bindings import crypto_sign
 from nacl.signing import SigningKey
 
+from ..crypto import verify
 from .types import LastSigned
-
-
-def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    if len(public_key) != 32 or len(signature) != 64:
-        return False
-    try:
-        crypto_sign_open(signature + message, public_key)
-        return True
-    except (BadSignatureError, CryptoError, ValueError, TypeError):
-        return False
 
 
 class SignatureCache:
@@ -46,7 +36,7 @@ class SignatureCache:
             self.hits += 1
             return True
         self.checks += 1
-        if not verify_signature(public_key, message, signature):
+        if not verify(public_key, message, signature):
             return False
         ok = self._ok
         if len(ok) >= self.capacity:

@@ -4,7 +4,8 @@ One seed = one run: n validators (plus a twin), a toy application, a seeded sche
 (`random.Random(seed)` is the only source of randomness, simulated time the only clock) that
 delays, reorders, duplicates, drops and corrupts messages, partitions the network and heals
 it, crashes nodes (also in the middle of writing a Ready's records) and restarts them from what
-they had made durable, while one validator is Byzantine:
+they had made durable, and answers the core's propose/validate requests at once or (in some
+seeds) a random while later, while one validator is Byzantine:
 
     twins       two copies of one validator, same key, running independently (equivocation)
     equivocate  a validator that attacks locks: fresh proposals instead of its valid value,
@@ -40,7 +41,7 @@ from nacl.signing import SigningKey
 from .core import Config, Core, Timeouts
 from .signing import SignatureCache
 from .types import (
-    NIL, Committed, DecodeError, LastSigned, Proposal, Step, SyncEntry, SyncResponse, ValidatorSet, Vote,
+    NIL, Committed, DecodeError, LastSigned, Proposal, ProposeRequest, Step, SyncEntry, SyncResponse, ValidatorSet, Vote,
     decode_message, decode_record, encode_message, encode_record, proposal_sign_bytes,
     verify_certificate, vote_sign_bytes,
 )
@@ -52,7 +53,7 @@ MODES = ("twins", "equivocate", "invalid", "silent", "none")
 _BLOCK = struct.Struct(">4sQ32sHB")
 _BLOCK_MAGIC = b"TOY1"
 
-_DELIVER, _TICK, _CRASH, _RESTART = 0, 1, 2, 3
+_DELIVER, _TICK, _CRASH, _RESTART, _ANSWER = 0, 1, 2, 3, 4
 
 
 def sim_config() -> Config:
@@ -107,8 +108,9 @@ class Disk:
 
 
 class ToyApp:
-    """Blocks are bytes: magic, height, parent hash, proposer, valid marker, payload. Valid means
-    the height is next, the parent is the last committed block, and the marker is 1."""
+    """The shell's side of the chain. Blocks are bytes: magic, height, parent hash, proposer,
+    valid marker, payload. Valid means the height is next, the parent is the last committed
+    block, and the marker is 1."""
 
     def __init__(self, sim: "Simulation", proc: "Proc") -> None:
         self.sim, self.proc = sim, proc
@@ -130,9 +132,6 @@ class ToyApp:
             return True  # the Byzantine validator prevotes anything
         h, parent, _, marker, _ = parsed
         return h == height == len(self.proc.disk.chain) + 1 and parent == self.head and marker == 1
-
-    def block_hash(self, block: bytes) -> bytes:
-        return block_hash(block)
 
     def apply(self, c: Committed) -> None:
         self.proc.disk.chain.append((c.block, c.certificate))
@@ -171,6 +170,7 @@ class Plan:
     delay: tuple[int, int]
     partitions: list[tuple[int, int, frozenset, frozenset]]  # start, end, one side, cut one-way links
     crashes: list[tuple[int, int, int, bool]]   # pid, at, restart_at, torn
+    defer_p: float = 0.0                         # a propose/validate answer comes later
 
 
 @dataclass
@@ -213,7 +213,7 @@ class Simulation:
         self.counts = {"messages": 0, "delivered": 0, "dropped": 0, "duplicated": 0, "corrupted": 0,
                        "partitioned": 0, "decode_errors": 0, "crashes": 0, "torn_writes": 0, "restarts": 0,
                        "partitions": 0, "equivocations_sent": 0, "evidence": 0, "rejected": 0,
-                       "sync_served_from_disk": 0, "commits": 0}
+                       "sync_served_from_disk": 0, "commits": 0, "deferred_answers": 0}
         self.violations: list[str] = []
         self.canonical: dict[int, bytes] = {}
         self.cert_ok: dict[bytes, bool] = {}
@@ -238,7 +238,7 @@ class Simulation:
         return Plan(mode=mode, byz=byz, fault_end=fault_end,
                     drop_p=rng.choice((0.0, 0.05, 0.15, 0.3)), dup_p=rng.choice((0.0, 0.05, 0.2)),
                     corrupt_p=rng.choice((0.0, 0.0, 0.01)), delay=(1, rng.choice(self.max_delays)),
-                    partitions=[], crashes=[])
+                    partitions=[], crashes=[], defer_p=rng.choice((0.0, 0.0, 0.3)))
 
     def _make_procs(self) -> list[Proc]:
         keys = validator_keys(self.n)
@@ -303,7 +303,7 @@ class Simulation:
         records = [decode_record(b) for _, b in p.disk.wal]
         last = decode_record(p.disk.last_signed) if p.disk.last_signed is not None else None
         p.app = ToyApp(self, p)
-        p.core = self.core_cls(self.cfg, self.vs, p.key, p.app, height=len(p.disk.chain) + 1,
+        p.core = self.core_cls(self.cfg, self.vs, p.key, block_hash=block_hash, height=len(p.disk.chain) + 1,
                                now_ms=self.now + p.clock_offset, last_signed=last, wal=records,
                                verifier=self.cache if self.shared_verify_cache else SignatureCache())
         p.alive = True
@@ -354,7 +354,21 @@ class Simulation:
                     self.counts["sync_served_from_disk"] += 1
                     self._send(p, s.peer, SyncResponse(entries))
             self.counts["evidence"] += len(rd.evidence)
+            for req in ([rd.propose] if rd.propose is not None else []) + rd.validate:
+                if self.plan.defer_p and self.rng.random() < self.plan.defer_p:
+                    self.counts["deferred_answers"] += 1
+                    self._push(self.now + self.rng.randint(1, 20), _ANSWER, p.pid, (p.restarts, req))
+                else:
+                    self._answer(p, req)
             core.advance()
+
+    def _answer(self, p: Proc, req: Any) -> None:
+        """The shell's answer to a request, from the chain as it stands now (a late answer to a
+        question the core no longer asks is ignored by it)."""
+        if isinstance(req, ProposeRequest):
+            p.core.propose(p.app.propose(req.height))
+        else:
+            p.core.validated(req.block_hash, p.app.validate(req.height, req.block))
 
     def _persist(self, p: Proc, records: list) -> None:
         for rec in records:
@@ -587,6 +601,11 @@ class Simulation:
                     continue
                 p.tick_at = None
                 p.core.tick(t + p.clock_offset)
+            elif kind == _ANSWER:
+                generation, req = data
+                if not p.alive or p.restarts != generation:
+                    continue
+                self._answer(p, req)
             elif kind == _CRASH:
                 if not p.alive:
                     continue

@@ -18,6 +18,7 @@ from typing import Callable, Hashable
 from ..metrics import Metrics
 from ..peers.limits import SyncLimiter
 from ..storage import Repository
+from ..supervisor import Supervisor
 from .types import MAX_MESSAGE_BYTES, SyncEntry, SyncRequest, SyncResponse, encode_message
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,14 @@ log = logging.getLogger(__name__)
 class SyncServer:
     def __init__(self, repo: Repository, send: Callable[[Hashable, bytes], bool], metrics: Metrics, *,
                  limiter: SyncLimiter | None = None, batch: int = 16, max_queue: int = 64,
-                 on_refused: Callable[[Hashable], None] = lambda peer: None) -> None:
+                 on_refused: Callable[[Hashable], None] = lambda peer: None,
+                 supervisor: Supervisor | None = None) -> None:
         self.repo, self.send, self.metrics = repo, send, metrics
         self.limiter = limiter or SyncLimiter()
         self.batch, self.on_refused = batch, on_refused
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sync-server", daemon=True)
+        self._thread = (supervisor or Supervisor()).thread("sync-server", self._run)
 
     def submit(self, peer: Hashable, req: SyncRequest) -> str:
         """From any thread, never blocks: "queued", or why the request was dropped."""
@@ -67,11 +69,7 @@ class SyncServer:
                 peer, from_height, count = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            try:
-                found = self.entries(from_height, count)
-            except Exception:  # a store error must not end the server: log it, serve the next
-                log.exception("sync request of %s from height %d failed", peer, from_height)
-                continue
+            found = self.entries(from_height, count)   # a store error fails the node
             if found:
                 self.send(peer, encode_message(SyncResponse(tuple(found))))
                 self.metrics.inc("sync_served")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import lru_cache
 from math import gcd
-from typing import Any, Iterable, Protocol, Union
+from typing import Any, Callable, Iterable, Union
 
 from ..errors import ReasonedError
 from ..ledger import canonical
@@ -495,7 +495,7 @@ def verify_certificate(validators: ValidatorSet, chain_id: str, height: int, blo
     `verifier` is an optional object with verify(public_key, message, signature) -> bool (e.g. a
     SignatureCache); by default each signature is checked with libsodium."""
     if verifier is None:
-        from .signing import verify_signature as check
+        from ..crypto import verify as check
     else:
         check = verifier.verify
     if not isinstance(cert, Certificate):
@@ -699,20 +699,28 @@ def decode_record(data: bytes) -> Record:
 # --------------------------------------------------------------------------- core <-> shell
 
 
-class Application(Protocol):
-    """What the core asks of the application, synchronously. The core calls propose/validate
-    for height h only after every block below h was handed out in `Ready.committed` and the
-    shell called `advance()`, i.e. after the application applied them."""
+BlockHash = Callable[[bytes], bytes]
+"""The 32-byte identity of a block (what votes and certificates sign): a pure function of the
+block bytes, given to the core at construction; it raises on bytes that are no block."""
 
-    def propose(self, height: int) -> bytes:
-        """A new block to propose at `height` (this node is the proposer, with no valid value)."""
 
-    def validate(self, height: int, block: bytes) -> bool:
-        """Full re-validation of someone's block for `height`; False (or an exception) means
-        invalid, and the node prevotes nil."""
+@dataclass(frozen=True, slots=True)
+class ProposeRequest:
+    """This node is the proposer of (height, round) and holds no valid value: the shell builds a
+    block on top of the applied chain and answers `core.propose(block)` (now or later; an
+    answer that comes after the round moved on is ignored)."""
+    height: int
+    round: int
 
-    def block_hash(self, block: bytes) -> bytes:
-        """The 32-byte identity of a block (what votes and certificates sign)."""
+
+@dataclass(frozen=True, slots=True)
+class ValidateRequest:
+    """Re-validate someone's block for `height` against the applied chain and answer
+    `core.validated(block_hash, ok)`. Until the answer the core neither votes for the block nor
+    commits it."""
+    height: int
+    block_hash: bytes
+    block: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -755,9 +763,13 @@ class Evidence:
 class Ready:
     """What the shell must do, in this order: make `persist` durable (append WAL records in
     order; a LastSigned record replaces the previous one), then send `messages`, then apply
-    `committed` in order and answer `serve`, then call `advance()`."""
+    `committed` in order and answer `serve`, then call `advance()`. `propose` and `validate` are
+    questions about the chain as it stands after `committed` was applied; the shell may answer
+    them before `advance()` or later."""
     persist: list[Record] = field(default_factory=list)
     messages: list[Outbound] = field(default_factory=list)
     committed: list[Committed] = field(default_factory=list)
     serve: list[ServeRequest] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
+    propose: ProposeRequest | None = None
+    validate: list[ValidateRequest] = field(default_factory=list)

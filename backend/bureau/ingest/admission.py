@@ -75,6 +75,8 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
     key = state.chargers.get(charger)
     if key is None:
         return Refused(charger, r.seq, "unknown_charger", f"charger {charger} is not enrolled", rid)
+    if charger in state.retired:
+        return Refused(charger, r.seq, "charger_retired", f"charger {charger} is retired", rid)
     if not crypto.verify(key, signed_message(body), sig):
         return Refused(charger, r.seq, "bad_signature", "signature does not verify with the enrolled key", rid)
     committed = state.committed_receipt(charger, r.seq)

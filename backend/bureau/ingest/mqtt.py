@@ -18,6 +18,7 @@ from ..ledger.tx import KIND_RECEIPT, TxError, tx_hash
 from ..receipts.ack import ack_message
 from ..receipts.codec import receipt_id
 from ..receipts.reject import reject_message
+from ..supervisor import Supervisor
 from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
 from .mempool import Mempool, MempoolFull
 
@@ -32,14 +33,16 @@ def reply_topic(charger_id: str) -> str:
 class MqttIngest(BrokerLink):
     def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, *, node_id: str, signing_key, host: str,
                  port: int, client_id: str, username: str | None = None, password: str | None = None,
-                 workers: int = 2) -> None:
+                 workers: int = 2, tls: bool = False, ca_file=None, supervisor: Supervisor | None = None) -> None:
         self.chain, self.mempool, self.metrics = chain, mempool, metrics
+        supervisor = supervisor or Supervisor()
+        self.intake = threading.Event()  # set while receipts are taken from the broker
+        self.intake.set()
         self.node_id, self._key = node_id, signing_key  # acks and rejects are signed with this node's key
         self._queue: queue.Queue = queue.Queue(maxsize=100_000)
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
-                         clean_session=False, name="ingest",
-                         threads=[threading.Thread(target=self._work, name=f"ingest-{i}", daemon=True)
-                                  for i in range(workers)])
+                         clean_session=False, name="ingest", tls=tls, ca_file=ca_file,
+                         threads=[supervisor.thread(f"ingest-{i}", self._work) for i in range(workers)])
         self.client.max_inflight_messages_set(2000)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
@@ -60,7 +63,16 @@ class MqttIngest(BrokerLink):
         client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + RECEIPT_TOPICS, qos=1)
         self.connected.set()
 
+    def stop_intake(self) -> None:
+        """Take no more receipts (the node failed): leave the broker, which keeps what arrives
+        for this persistent session until the restarted node logs in again. Chargers resend
+        whatever was taken but not acked."""
+        self.intake.clear()
+        self.client.disconnect()
+
     def _on_message(self, client, userdata, msg) -> None:
+        if not self.intake.is_set():
+            return
         self.metrics.inc("received")
         self._queue.put((msg.topic, bytes(msg.payload)))
 
@@ -72,14 +84,12 @@ class MqttIngest(BrokerLink):
                 topic, payload = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            try:
-                if topic is None:
-                    self.handle_relayed(payload)
-                else:
-                    self.handle(topic, payload)
-            except Exception:
-                log.exception("ingest failed for a message on %s", topic)
-                self.metrics.inc("rejected", "internal_error")
+            if not self.intake.is_set():
+                continue
+            if topic is None:
+                self.handle_relayed(payload)
+            else:
+                self.handle(topic, payload)   # bad input is refused inside; anything else fails the node
 
     def handle(self, topic: str, payload: bytes) -> None:
         decision = admit(topic, payload, self.chain.state)

@@ -136,3 +136,14 @@ class Block:
 
     def check_tx_root(self) -> bool:
         return merkle.root_from_leaf_hashes(self.leaf_hashes()) == self.header.tx_root
+
+
+def block_hash(raw: bytes) -> bytes:
+    """The hash of an encoded block without decoding it (SHA-256 of its header bytes); a pure
+    function of the bytes, so consensus can identify blocks before anyone validates them."""
+    if len(raw) < 4:
+        raise BlockError("block is shorter than its header length")
+    (hl,) = struct.unpack_from(">I", raw, 0)
+    if len(raw) < 4 + hl:
+        raise BlockError("block ends inside its header")
+    return hashlib.sha256(raw[4:4 + hl]).digest()

@@ -47,7 +47,7 @@ class Wallet:
 class Effect:
     """What one accepted transaction did; storage indexes these for history and proofs."""
     tx_hash: bytes
-    kind: str  # receipt | enroll_charger | open_wallet | top_up | publish_tariff | refused_action
+    kind: str  # receipt | enroll_charger | retire_charger | open_wallet | top_up | publish_tariff | refused_action
     wallet_id: str | None = None
     delta_fen: int = 0
     balance_after: int | None = None
@@ -75,6 +75,7 @@ class Execution:
     state_root: bytes
     wallets: dict[str, Wallet] = field(default_factory=dict)
     chargers: dict[str, bytes] = field(default_factory=dict)
+    retired: set[str] = field(default_factory=set)  # chargers retired in the block
     cards: dict[str, str] = field(default_factory=dict)
     tariffs: dict[tuple[str, int], Tariff] = field(default_factory=dict)
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -93,7 +94,9 @@ class LedgerState:
     def __init__(self, genesis: Genesis) -> None:
         self.genesis = genesis
         self.operators = dict(genesis.operators)
-        self.chargers: dict[str, bytes] = {}
+        self.chargers: dict[str, bytes] = {}  # every charger ever enrolled, retired ones too (their
+        # receipts on chain stay verifiable)
+        self.retired: set[str] = set()  # chargers whose receipts and logins end for good
         self.wallets: dict[str, Wallet] = {}
         self.cards: dict[str, str] = {}
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
@@ -109,6 +112,13 @@ class LedgerState:
         self.state_root = _next_root(b"\x00" * 32, writes)
 
     # ---- reading -------------------------------------------------------------------------
+
+    def active_charger(self, charger_id: str) -> bytes | None:
+        """The key of an enrolled charger that is not retired."""
+        return None if charger_id in self.retired else self.chargers.get(charger_id)
+
+    def active_chargers(self) -> list[str]:
+        return sorted(c for c in self.chargers if c not in self.retired)
 
     def committed_receipt(self, charger_id: str, seq: int) -> str | None:
         return self.receipts.get((charger_id, seq))
@@ -146,6 +156,7 @@ class LedgerState:
     def apply(self, ex: Execution, height: int, block_hash: bytes, time_ms: int) -> None:
         self.wallets.update(ex.wallets)
         self.chargers.update(ex.chargers)
+        self.retired.update(ex.retired)
         self.cards.update(ex.cards)
         self.tariffs.update(ex.tariffs)
         self.receipts.update(ex.receipts)
@@ -188,6 +199,8 @@ class LedgerState:
         key = ex.chargers.get(r.charger_id) or self.chargers.get(r.charger_id)
         if key is None:
             raise ReceiptError("unknown_charger", f"charger {r.charger_id} is not enrolled")
+        if r.charger_id in self.retired or r.charger_id in ex.retired:
+            raise ReceiptError("charger_retired", f"charger {r.charger_id} is retired")
         if h not in verified and not crypto.verify(key, signed_message(body), sig):
             raise ReceiptError("bad_signature", "signature does not verify with the enrolled key")
         ident = (r.charger_id, r.seq)
@@ -257,11 +270,25 @@ class LedgerState:
         charger_id, key = args["charger_id"], bytes.fromhex(args["public_key"])
         if not ID_RE.match(charger_id) or len(key) != 32:
             raise TxError("malformed", "enroll_charger needs a charger id and a 32-byte public key")
+        if charger_id in self.retired or charger_id in ex.retired:
+            raise TxError("charger_retired", f"charger {charger_id} is retired; its id is never enrolled again")
         if charger_id in self.chargers or charger_id in ex.chargers:
             raise TxError("charger_exists", f"charger {charger_id} is already enrolled")
         ex.chargers[charger_id] = key
         writes.append(f"c/{charger_id}={key.hex()}")
         return Effect(h, "enroll_charger", charger_id=charger_id, detail={"public_key": key.hex()})
+
+    def _op_retire_charger(self, args, h, ex, writes) -> Effect:
+        charger_id = args["charger_id"]
+        if not isinstance(charger_id, str) or not ID_RE.match(charger_id):
+            raise TxError("malformed", "retire_charger needs a charger id")
+        if charger_id not in self.chargers and charger_id not in ex.chargers:
+            raise TxError("unknown_charger", f"charger {charger_id} is not enrolled")
+        if charger_id in self.retired or charger_id in ex.retired:
+            raise TxError("charger_retired", f"charger {charger_id} is already retired")
+        ex.retired.add(charger_id)
+        writes.append(f"c/{charger_id}/retired")
+        return Effect(h, "retire_charger", charger_id=charger_id)
 
     def _op_open_wallet(self, args, h, ex, writes) -> Effect:
         wallet_id, key = args["wallet_id"], bytes.fromhex(args["public_key"])

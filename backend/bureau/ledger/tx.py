@@ -22,7 +22,6 @@ KIND_RECEIPT = 1
 KIND_OPERATOR = 2
 MAX_TX = 4096
 OPERATOR_TAG = b"EV-OPERATOR/v1".ljust(16, b"\x00")
-ACTIONS = frozenset({"enroll_charger", "open_wallet", "top_up", "publish_tariff"})
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 PAYMENT_REF_RE = re.compile(r"[A-Za-z0-9._:@/-]{1,64}\Z")
 # An operator action may commit only in a block whose time B (UTC s) has
@@ -35,6 +34,29 @@ MAX_ACTION_TIME = 2**40
 
 class TxError(ReasonedError):
     """Refused: see `reason`."""
+
+
+@dataclass(frozen=True)
+class ActionArg:
+    kind: str  # text, integer, list (of text) or object (JSON)
+    help: str
+    required: bool = True
+
+
+# The operator actions and their arguments (docs/ledger.md): what a node admits, and what
+# `bureau operator --help` lists. LedgerState carries out each as `_op_<action>`.
+ACTIONS: dict[str, dict[str, ActionArg]] = {
+    "enroll_charger": {"charger_id": ActionArg("text", "the charger's id, 1-32 of A-Z a-z 0-9 . _ -"),
+                       "public_key": ActionArg("text", "its Ed25519 public key, 64 hex digits")},
+    "retire_charger": {"charger_id": ActionArg("text", "an enrolled charger, retired for good (docs/ledger.md)")},
+    "open_wallet": {"wallet_id": ActionArg("text", "the wallet's id, 1-32 of A-Z a-z 0-9 . _ -"),
+                    "public_key": ActionArg("text", "the driver's phone key, 64 hex digits"),
+                    "cards": ActionArg("list", "card UIDs bound to the wallet", required=False)},
+    "top_up": {"wallet_id": ActionArg("text", "an open wallet"),
+               "amount_fen": ActionArg("integer", "fen to add, 1..10^10"),
+               "reference": ActionArg("text", "the payment's id, credited once ever: 1-64 of A-Z a-z 0-9 . _ : @ / -")},
+    "publish_tariff": {"tariff": ActionArg("object", "a tariff document (docs/tariff.md)")},
+}
 
 
 def tx_hash(tx: bytes) -> bytes:

@@ -32,6 +32,7 @@ from typing import Callable
 
 from ..ledger.genesis import Genesis
 from ..metrics import Metrics
+from ..supervisor import Supervisor
 from .handshake import (CH_HELLO, CH_PROOF, MAX_FRAME, MAX_HANDSHAKE_FRAME, SEAL_OVERHEAD, FrameAuthError, FrameReader,
                         HandshakeError, Initiator, Responder, Session, frame, split_plain)
 
@@ -95,7 +96,7 @@ class _Outbound:
         self.queued_bytes = 0
         self.cond = threading.Condition()
         self.connected = False
-        self.thread = threading.Thread(target=self._run, name=f"peer-out-{peer_id}", daemon=True)
+        self.thread = owner.supervisor.thread(f"peer-out-{peer_id}", self._run)
 
     def put(self, channel: int, payload: bytes) -> str | None:
         """None when queued, else why the frame was dropped."""
@@ -170,7 +171,9 @@ class _Outbound:
 class PeerTransport:
     def __init__(self, genesis: Genesis, node_id: str, signing_key, listen: str, on_message: OnMessage,
                  *, max_queue_bytes: int = 64 * 1024 * 1024, addresses: dict[str, str] | None = None,
-                 metrics: Metrics | None = None, max_pending: int = 16, handshake_timeout_s: float = 5.0) -> None:
+                 metrics: Metrics | None = None, max_pending: int = 16, handshake_timeout_s: float = 5.0,
+                 supervisor: Supervisor | None = None) -> None:
+        self.supervisor = supervisor or Supervisor()
         self.genesis, self.node_id, self.key = genesis, node_id, signing_key
         self.on_message = on_message
         self.max_queue_bytes = max_queue_bytes
@@ -191,12 +194,14 @@ class PeerTransport:
     # ---- public ------------------------------------------------------------------------
 
     def start(self) -> None:
+        if set(self.keys) == {self.node_id}:
+            return  # a lone validator: no peer could log in, none to dial
         host, port = _split_addr(self.listen_addr)
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._server.bind((host, port))
         self._server.listen(64)
-        threading.Thread(target=self._accept, name="peer-listen", daemon=True).start()
+        self.supervisor.thread("peer-listen", self._accept).start()
         for o in self.out.values():
             o.thread.start()
 
@@ -274,7 +279,7 @@ class PeerTransport:
             if evict is not None:
                 self.metrics.inc("peer_refused", "pending_full")
                 _close(evict)
-            threading.Thread(target=self._serve, args=(sock,), name="peer-in", daemon=True).start()
+            self.supervisor.thread("peer-in", self._serve, sock).start()
 
     def _login(self, sock: socket.socket) -> tuple[Session, FrameReader, list[bytes]]:
         hs = Responder(self.genesis.chain_id, self.node_id, self.key, self.keys)

@@ -13,17 +13,20 @@ from ..ledger.canonical import dumps
 from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, Wallet
 from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
+from . import migrate
 from . import tables as t
 
 
 def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        read_only = "mode=ro" in url  # (an audit: a read-only file keeps the journal mode it has)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            if not read_only:
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # an acked receipt must survive a power cut
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
@@ -32,9 +35,11 @@ def make_engine(url: str) -> sa.Engine:
 
 
 class Repository:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """`create=False` opens the tables as they are (an audit of an existing chain)."""
         self.engine = make_engine(url)
-        t.metadata.create_all(self.engine)
+        if create:  # (else: as it is, read-only for an audit)
+            migrate.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -69,23 +74,26 @@ class Repository:
                 "header": h.encode(), "certificate": certificate})
             if rows_tx:
                 conn.execute(t.txs.insert(), rows_tx)
-            if rows_receipts:
-                conn.execute(t.receipts.insert(), rows_receipts)
-            if rows_entries:
-                conn.execute(t.wallet_entries.insert(), rows_entries)
+            # parents before the rows that name them: the foreign keys are checked per statement
+            if ex.chargers:
+                conn.execute(t.chargers.insert(), [{"charger_id": c, "public_key": k, "enrolled_height": h.height}
+                                                   for c, k in ex.chargers.items()])
+            if ex.retired:
+                conn.execute(t.retired_chargers.insert(), [{"charger_id": c, "height": h.height} for c in ex.retired])
             if new_wallets:
                 conn.execute(t.wallets.insert(), new_wallets)
             if old_wallets:
                 conn.execute(t.wallets.update().where(t.wallets.c.wallet_id == sa.bindparam("w"))
                              .values(balance_fen=sa.bindparam("b"), updated_height=sa.bindparam("h")), old_wallets)
-            if ex.chargers:
-                conn.execute(t.chargers.insert(), [{"charger_id": c, "public_key": k, "enrolled_height": h.height}
-                                                   for c, k in ex.chargers.items()])
             if ex.cards:
                 conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w} for c, w in ex.cards.items()])
             if ex.tariffs:
                 conn.execute(t.tariffs.insert(), [{"tariff_id": tid, "version": v, "doc": dumps(tf.to_doc()).decode(),
                                                    "height": h.height} for (tid, v), tf in ex.tariffs.items()])
+            if rows_receipts:
+                conn.execute(t.receipts.insert(), rows_receipts)
+            if rows_entries:
+                conn.execute(t.wallet_entries.insert(), rows_entries)
             if ex.operator_txs:
                 conn.execute(t.operator_txs.insert(), [{"tx_hash": x, "height": h.height} for x in ex.operator_txs])
             refusals = [{"tx_hash": e.tx_hash, "height": h.height, "reason": e.detail["reason"],
@@ -103,6 +111,7 @@ class Repository:
         with self.engine.connect() as conn:
             for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
                 state.chargers[row.charger_id] = bytes(row.public_key)
+            state.retired.update(conn.execute(sa.select(t.retired_chargers.c.charger_id)).scalars())
             for row in conn.execute(sa.select(t.wallets)):
                 state.wallets[row.wallet_id] = Wallet(bytes(row.public_key), row.balance_fen)
             for row in conn.execute(sa.select(t.cards)):
@@ -185,14 +194,15 @@ class Repository:
             return None
         return bytes(data[1:])
 
-    def operator_outcome(self, tx_hash: bytes) -> tuple[str, str, str] | None:
-        """("committed", "", "") or ("refused", reason, detail) for an action decided on the chain."""
+    def operator_outcome(self, tx_hash: bytes) -> tuple[str, str, str, int] | None:
+        """("committed", "", "", height) or ("refused", reason, detail, height) for an action
+        decided on the chain at that block height."""
         with self.engine.connect() as conn:
             refused = conn.execute(sa.select(t.operator_refusals).where(t.operator_refusals.c.tx_hash == tx_hash)).first()
             if refused is not None:
-                return "refused", refused.reason, refused.detail
+                return "refused", refused.reason, refused.detail, refused.height
             decided = conn.execute(sa.select(t.operator_txs.c.height).where(t.operator_txs.c.tx_hash == tx_hash)).first()
-        return ("committed", "", "") if decided is not None else None
+        return ("committed", "", "", decided.height) if decided is not None else None
 
     def count_receipts(self) -> int:
         with self.engine.connect() as conn:

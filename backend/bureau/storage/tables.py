@@ -1,8 +1,25 @@
-"""The schema. SQLite by default, PostgreSQL in production; the same Core tables serve both."""
+"""The schema: every table of a node's database in one MetaData. SQLite by default, PostgreSQL
+in production; the same Core tables serve both. Changes go through a migration
+(storage/migrations, docs/storage.md); a test checks that these tables match its head.
 
-from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text)
+Rows that name another row carry a foreign key to it, so a database never holds a receipt
+without its transaction, a transaction without its block or an entry without its wallet.
+Nothing is ever deleted from the chain tables: the keys guard writes, and need no index of
+their own for cascades."""
 
-metadata = MetaData()
+from sqlalchemy import (BigInteger, Column, ForeignKey, ForeignKeyConstraint, Index, Integer, LargeBinary, MetaData,
+                        String, Table, Text, text)
+
+# PostgreSQL's own names for the constraints, so a database made by create_all before the
+# schema was migrated (unnamed constraints) and one made by the migrations agree on every name.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "%(table_name)s_%(column_0_N_name)s_key",
+    "fk": "%(table_name)s_%(column_0_N_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+}
+
+metadata = MetaData(naming_convention=NAMING)
 
 blocks = Table(
     "blocks", metadata,
@@ -20,23 +37,18 @@ blocks = Table(
 
 txs = Table(
     "txs", metadata,
-    Column("height", BigInteger, primary_key=True, autoincrement=False),
+    Column("height", BigInteger, ForeignKey("blocks.height"), primary_key=True, autoincrement=False),
     Column("idx", Integer, primary_key=True, autoincrement=False),
     Column("tx_hash", LargeBinary(32), nullable=False, unique=True),
     Column("kind", String(16), nullable=False),
     Column("data", LargeBinary, nullable=False),
 )
 
-receipts = Table(
-    "receipts", metadata,
+chargers = Table(
+    "chargers", metadata,
     Column("charger_id", String(32), primary_key=True),
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("receipt_id", String(64), nullable=False, unique=True),
-    Column("wallet_id", String(32), nullable=False),
-    Column("amount_fen", BigInteger, nullable=False),
-    Column("energy_wh", BigInteger, nullable=False),
-    Column("height", BigInteger, nullable=False),
-    Column("idx", Integer, nullable=False),
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("enrolled_height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 
 wallets = Table(
@@ -44,13 +56,26 @@ wallets = Table(
     Column("wallet_id", String(32), primary_key=True),
     Column("public_key", LargeBinary(32), nullable=False),
     Column("balance_fen", BigInteger, nullable=False),
-    Column("updated_height", BigInteger, nullable=False),
+    Column("updated_height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+)
+
+receipts = Table(
+    "receipts", metadata,
+    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("receipt_id", String(64), nullable=False, unique=True),
+    Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("energy_wh", BigInteger, nullable=False),
+    Column("height", BigInteger, nullable=False),
+    Column("idx", Integer, nullable=False),
+    ForeignKeyConstraint(["height", "idx"], ["txs.height", "txs.idx"]),
 )
 
 wallet_entries = Table(
     "wallet_entries", metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("wallet_id", String(32), nullable=False),
+    Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
     Column("height", BigInteger, nullable=False),
     Column("idx", Integer, nullable=False),
     Column("kind", String(16), nullable=False),
@@ -61,20 +86,20 @@ wallet_entries = Table(
     Column("seq", BigInteger),
     Column("energy_wh", BigInteger, nullable=False),
     Column("time_ms", BigInteger, nullable=False),
-    Index("ix_wallet_entries_wallet", "wallet_id", "id"),
+    ForeignKeyConstraint(["height", "idx"], ["txs.height", "txs.idx"]),
+    Index("ix_wallet_entries_wallet", "wallet_id", "id"),  # a wallet's history, newest first, paged by id
 )
 
-chargers = Table(
-    "chargers", metadata,
-    Column("charger_id", String(32), primary_key=True),
-    Column("public_key", LargeBinary(32), nullable=False),
-    Column("enrolled_height", BigInteger, nullable=False),
+retired_chargers = Table(
+    "retired_chargers", metadata,
+    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 
 cards = Table(
     "cards", metadata,
     Column("uid", String(32), primary_key=True),
-    Column("wallet_id", String(32), nullable=False),
+    Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
 )
 
 tariffs = Table(
@@ -82,19 +107,19 @@ tariffs = Table(
     Column("tariff_id", String(32), primary_key=True),
     Column("version", BigInteger, primary_key=True, autoincrement=False),
     Column("doc", Text, nullable=False),
-    Column("height", BigInteger, nullable=False),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 
 operator_txs = Table(  # every decided operator action: committed, or refused in its block
     "operator_txs", metadata,
-    Column("tx_hash", LargeBinary(32), primary_key=True),
-    Column("height", BigInteger, nullable=False),
+    Column("tx_hash", LargeBinary(32), ForeignKey("txs.tx_hash"), primary_key=True),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 
 operator_refusals = Table(  # the decided actions that were refused, with the reason
     "operator_refusals", metadata,
-    Column("tx_hash", LargeBinary(32), primary_key=True),
-    Column("height", BigInteger, nullable=False),
+    Column("tx_hash", LargeBinary(32), ForeignKey("operator_txs.tx_hash"), primary_key=True),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
     Column("reason", String(32), nullable=False),
     Column("detail", Text, nullable=False),
 )
@@ -102,6 +127,24 @@ operator_refusals = Table(  # the decided actions that were refused, with the re
 payments = Table(  # payment references credited by top-ups: each one once
     "payments", metadata,
     Column("reference", String(64), primary_key=True),
-    Column("wallet_id", String(32), nullable=False),
-    Column("height", BigInteger, nullable=False),
+    Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+)
+
+# Open authorizations (authz/holds.py): written by this node alone, never part of the chain.
+authz_holds = Table(
+    "authz_holds", metadata,
+    Column("auth_ref", String(64), primary_key=True),
+    Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
+    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("token", String(64), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("created_s", BigInteger, nullable=False),
+    Column("expires_s", BigInteger, nullable=False),
+    Column("released_s", BigInteger, nullable=True),
+    Column("release_reason", String(16), nullable=True),
+    # the holds still open, read at every start; released ones pile up and are never read again
+    Index("ix_authz_holds_open", "expires_s", sqlite_where=text("released_s IS NULL"),
+          postgresql_where=text("released_s IS NULL")),
 )

@@ -3,9 +3,12 @@ Used by the local stack (`Stack.operator`), the technician's enrollment and the 
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import httpx
+
+Verify = ssl.SSLContext | bool  # httpx's `verify`: bureau.tools.pki.http_verify(ca_file)
 
 
 class ActionRefused(RuntimeError):
@@ -16,9 +19,10 @@ class ActionRefused(RuntimeError):
         self.reason, self.detail = reason, detail
 
 
-def submit_action(node_url: str, tx: bytes) -> str:
+def submit_action(node_url: str, tx: bytes, verify: Verify = True) -> str:
     """POST the signed action; its tx hash (hex) once the node has taken it for a block."""
-    resp = httpx.post(f"{node_url.rstrip('/')}/v1/operator/actions", json={"tx": tx.hex()}, timeout=10)
+    resp = httpx.post(f"{node_url.rstrip('/')}/v1/operator/actions", json={"tx": tx.hex()}, timeout=10,
+                      verify=verify)
     if resp.status_code != 202:
         try:
             body = resp.json()
@@ -28,18 +32,21 @@ def submit_action(node_url: str, tx: bytes) -> str:
     return resp.json()["tx_hash"]
 
 
-def wait_committed(node_url: str, tx_hashes: list[str], timeout: float = 30.0) -> None:
-    """Return once every action is committed; ActionRefused for one refused on chain,
-    TimeoutError for those still waiting at the deadline."""
+def wait_committed(node_url: str, tx_hashes: list[str], timeout: float = 30.0, verify: Verify = True) -> list[int]:
+    """The block height each action committed at, once every one is committed; ActionRefused for
+    one refused on chain, TimeoutError for those still waiting at the deadline."""
     deadline = time.monotonic() + timeout
     waiting = list(tx_hashes)
+    heights = []
     while waiting:
-        st = httpx.get(f"{node_url.rstrip('/')}/v1/operator/actions/{waiting[0]}", timeout=5).json()
+        st = httpx.get(f"{node_url.rstrip('/')}/v1/operator/actions/{waiting[0]}", timeout=5, verify=verify).json()
         if st.get("status") == "committed":
             waiting.pop(0)
+            heights.append(st["height"])
             continue
         if st.get("status") == "refused":
             raise ActionRefused(str(st.get("reason")), str(st.get("detail")))
         if time.monotonic() > deadline:
             raise TimeoutError(f"operator actions not committed within {timeout:.0f} s: {waiting}")
         time.sleep(0.05)
+    return heights

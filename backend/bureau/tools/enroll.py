@@ -14,8 +14,9 @@ import httpx
 import paho.mqtt.client as paho
 from nacl.signing import SigningKey
 
+from ..crypto import KeyFileError, load_key
 from ..ledger.tx import operator_action
-from .actions import ActionRefused, submit_action, wait_committed
+from .actions import ActionRefused, Verify, submit_action, wait_committed
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -36,16 +37,10 @@ def enroll_topic(charger_id: str) -> str:
 def load_operator_key(path: Path) -> SigningKey:
     """The operator's signing key (32-byte seed in hex). A missing file is an error: a new key
     would be one the chain does not know."""
-    path = Path(path)
-    if not path.is_file():
-        raise EnrollError("no_operator_key", f"operator key file {path} does not exist")
     try:
-        seed = bytes.fromhex(path.read_text().strip())
-    except ValueError:
-        raise EnrollError("bad_operator_key", f"{path} does not hold a hex seed") from None
-    if len(seed) != 32:
-        raise EnrollError("bad_operator_key", f"{path} does not hold a 32-byte Ed25519 seed")
-    return SigningKey(seed)
+        return load_key(path)
+    except KeyFileError as e:
+        raise EnrollError("no_operator_key" if e.reason == "missing" else "bad_operator_key", e.detail) from None
 
 
 def parse_enrollment(payload: bytes, charger_id: str) -> dict:
@@ -65,14 +60,17 @@ def parse_enrollment(payload: bytes, charger_id: str) -> dict:
 
 
 def read_enrollment(host: str, port: int, charger_id: str, *, timeout: float = 60.0, username: str | None = None,
-                    password: str | None = None) -> dict:
-    """Wait up to `timeout` seconds for the charger's retained enrollment message."""
+                    password: str | None = None, ca_file: Path | None = None) -> dict:
+    """Wait up to `timeout` seconds for the charger's retained enrollment message; over TLS
+    verified against `ca_file` when given."""
     got: queue.Queue = queue.Queue()
     failed: list[str] = []
     # the broker forces the client id to the user name (use_username_as_clientid)
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=username or f"enroll-{charger_id}")
     if username is not None:
         client.username_pw_set(username, password)
+    if ca_file is not None:
+        client.tls_set(ca_certs=str(ca_file))
 
     def on_connect(c, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
@@ -111,9 +109,9 @@ def operator_id_of(genesis: dict, key: SigningKey) -> str:
     raise EnrollError("unknown_operator", "the operator key is not one of the genesis operators")
 
 
-def enrolled_key(node_url: str, charger_id: str) -> str | None:
+def enrolled_key(node_url: str, charger_id: str, verify: Verify = True) -> str | None:
     """The public key (hex) the chain has for `charger_id`, None when it is not enrolled."""
-    r = httpx.get(f"{node_url}/v1/chargers/{charger_id}", timeout=10)
+    r = httpx.get(f"{node_url}/v1/chargers/{charger_id}", timeout=10, verify=verify)
     if r.status_code == 404:
         return None
     r.raise_for_status()
@@ -121,25 +119,25 @@ def enrolled_key(node_url: str, charger_id: str) -> str | None:
 
 
 def enroll_charger(node_url: str, key: SigningKey, charger_id: str, public_key: str, *,
-                   timeout: float = 30.0) -> str:
+                   timeout: float = 30.0, verify: Verify = True) -> str:
     """Enroll `public_key` for `charger_id` and wait until it is committed; "enrolled", or
     "already_enrolled" when the chain has this very key. Another key for the charger is an
     error (the old key must be retired first)."""
     node_url = node_url.rstrip("/")
-    have = enrolled_key(node_url, charger_id)
+    have = enrolled_key(node_url, charger_id, verify)
     if have == public_key:
         return "already_enrolled"
     if have is not None:
         raise EnrollError("charger_exists", f"{charger_id} is enrolled with another key ({have[:16]}…)")
-    genesis = httpx.get(f"{node_url}/v1/genesis", timeout=10).json()
+    genesis = httpx.get(f"{node_url}/v1/genesis", timeout=10, verify=verify).json()
     tx = operator_action(key, operator_id_of(genesis, key), "enroll_charger",
                          {"charger_id": charger_id, "public_key": public_key})
     try:
-        wait_committed(node_url, [submit_action(node_url, tx)], timeout)
+        wait_committed(node_url, [submit_action(node_url, tx, verify)], timeout, verify)
     except ActionRefused as e:
         raise EnrollError("refused", f"enroll_charger refused: {e}") from None
     except TimeoutError:
         raise EnrollError("not_committed", f"enroll_charger not committed within {timeout:.0f} s") from None
-    if enrolled_key(node_url, charger_id) != public_key:
+    if enrolled_key(node_url, charger_id, verify) != public_key:
         raise EnrollError("not_enrolled", f"the node does not show {charger_id} with the enrolled key")
     return "enrolled"

@@ -3,7 +3,11 @@
 Used by `just demo`, `just up`, the benchmarks and the integration tests; the broker listens on
 127.0.0.1 only and keeps no messages on disk. Nobody is anonymous: every client logs in with its
 own user name, which is also its client id (`use_username_as_clientid`), and the ACL says what
-each may read and write (docs/broker.md).
+each may read and write (docs/broker.md). With `tls` the one listener speaks TLS only.
+
+Logins come from two places: the ones handed out here (bureau links, fleet and operator tools,
+and chargers in tests of the broker itself), kept in credentials.json, and the chargers of the
+on-chain registry (`set_chargers`, from bureau.tools.broker_registry), kept in chargers.json.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from ..config import BROKER_LINKS
 from ..ledger.tx import ID_RE
+from .pki import TlsFiles, client_tls_context
 
 
 def find_mosquitto() -> str:
@@ -123,10 +128,14 @@ class BrokerAccess:
         self.passwd_path = self.directory / "passwd"
         self.acl_path = self.directory / "acl"
         self.credentials_path = self.directory / "credentials.json"
+        self.registry_path = self.directory / "chargers.json"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.users: dict[str, dict[str, str]] = {}  # user -> {"role": ..., "password": ...}
         if self.credentials_path.exists():
             self.users = json.loads(self.credentials_path.read_text())
+        self.chargers: dict[str, str] = {}  # the registry's chargers: charger id -> password
+        if self.registry_path.exists():
+            self.chargers = json.loads(self.registry_path.read_text())
         self._lock = threading.Lock()
         self.write()
 
@@ -142,6 +151,8 @@ class BrokerAccess:
             raise ValueError(f"broker user name {user!r} is not 1-64 of A-Z a-z 0-9 . _ -")
         with self._lock:
             known = self.users.get(user)
+            if user in self.chargers:
+                raise ValueError(f"broker user {user!r} is a charger of the on-chain registry")
             if known is not None:
                 if known["role"] != role:
                     raise ValueError(f"broker user {user!r} already exists as {known['role']}, not {role}")
@@ -152,11 +163,29 @@ class BrokerAccess:
             self.write()
             return (user, self.users[user]["password"]), True
 
+    def set_chargers(self, chargers: dict[str, str]) -> bool:
+        """Make the chargers of the registry exactly `chargers` (charger id -> password); True
+        when that changed the files. A charger id that is a login handed out here is refused."""
+        for cid in chargers:
+            if not ID_RE.match(cid):
+                raise ValueError(f"charger id {cid!r} is not 1-32 of A-Z a-z 0-9 . _ -")
+        with self._lock:
+            taken = sorted(set(chargers) & set(self.users))
+            if taken:
+                raise ValueError(f"charger ids {', '.join(taken)} are already broker logins of other roles")
+            if chargers == self.chargers:
+                return False
+            self.chargers = dict(chargers)
+            self.write()
+            return True
+
     def write(self) -> None:
         _write_private(self.credentials_path, json.dumps(self.users, indent=1, sort_keys=True))
+        _write_private(self.registry_path, json.dumps(self.chargers, indent=1, sort_keys=True))
+        logins = {u: v["password"] for u, v in self.users.items()} | self.chargers
         plain = self.directory / "passwd.new"
-        _write_private(plain, "".join(f"{u}:{v['password']}\n" for u, v in sorted(self.users.items())))
-        if self.users:  # mosquitto_passwd -U hashes a file of user:password lines in place
+        _write_private(plain, "".join(f"{u}:{pw}\n" for u, pw in sorted(logins.items())))
+        if logins:  # mosquitto_passwd -U hashes a file of user:password lines in place
             tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
             subprocess.run([tool, "-U", str(plain)], check=True, capture_output=True)
         acl = self.directory / "acl.new"
@@ -167,8 +196,9 @@ class BrokerAccess:
     def acl_text(self) -> str:
         blocks = [f"# Written by bureau.tools.mosquitto from {self.credentials_path.name}; see docs/broker.md.\n",
                   CHARGER_PATTERNS]
-        for user, v in sorted(self.users.items()):
-            blocks.append(f"\nuser {user}\n" + "".join(f"topic {t}\n" for t in ROLE_TOPICS[v["role"]]))
+        roles = {u: v["role"] for u, v in self.users.items()} | dict.fromkeys(self.chargers, "charger")
+        for user, role in sorted(roles.items()):
+            blocks.append(f"\nuser {user}\n" + "".join(f"topic {t}\n" for t in ROLE_TOPICS[role]))
         return "".join(blocks)
 
 
@@ -182,15 +212,17 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def connack_code(port: int, user: str, password: str, timeout: float = 2.0) -> int:
+def connack_code(port: int, user: str, password: str, timeout: float = 2.0, *, ca_file: Path | None = None) -> int:
     """The CONNACK return code the broker gives this login (0: accepted); a bare MQTT 3.1.1
-    CONNECT on a socket, closed at once. Only for a user nobody is connected as: with
-    use_username_as_clientid it would take over that user's connection."""
+    CONNECT on a socket (over TLS verified against `ca_file` when given), closed at once. Only
+    for a user nobody is connected as: with use_username_as_clientid it would take over that
+    user's connection."""
     def field(b: bytes) -> bytes:
         return len(b).to_bytes(2, "big") + b
     body = field(b"MQTT") + bytes([4, 0xC2]) + (10).to_bytes(2, "big") + field(user.encode()) \
         + field(user.encode()) + field(password.encode())
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        s = client_tls_context(ca_file).wrap_socket(raw, server_hostname="127.0.0.1") if ca_file else raw
         s.sendall(bytes([0x10]) + _remaining_length(len(body)) + body)
         ack = b""
         while len(ack) < 4:
@@ -213,43 +245,68 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
+def broker_config(port: int, *, bind: str | None, passwd_file: Path | None, acl_file: Path | None,
+                  tls: TlsFiles | None, run_as: str | None) -> str:
+    """mosquitto.conf of a bureau broker: one listener (TLS when `tls`), logins from the
+    password file and the ACL (`passwd_file` None: anonymous, for tests of MQTT itself)."""
+    lines = [f"listener {port}" + (f" {bind}" if bind else "")]
+    if tls:
+        # TLS 1.2 or later with the network's certificate; clients verify it against the CA
+        # and need no certificate of their own: they log in with user name and password
+        lines += [f"cafile {tls.ca_file}", f"certfile {tls.cert_file}", f"keyfile {tls.key_file}",
+                  "tls_version tlsv1.2", "require_certificate false"]
+    if passwd_file:
+        # a client's id is its user name: nobody can connect under another's id and so take
+        # over its connection and its share of the messages
+        lines.append("use_username_as_clientid true")
+    if run_as:
+        # The stack's broker runs as whoever starts it, even root, so it reads its 0600 files
+        # where they are; mosquitto would otherwise drop root for its own user, which then
+        # cannot re-read them on SIGHUP inside a private folder.
+        lines.append("user " + run_as)
+    lines += [
+        "persistence false",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "max_queued_messages 100000",
+        "max_inflight_messages 1000",
+        "max_packet_size 65536",
+    ]
+    if passwd_file:
+        lines += ["allow_anonymous false", f"password_file {passwd_file}", f"acl_file {acl_file}"]
+    else:
+        lines.append("allow_anonymous true")
+    return "\n".join(lines) + "\n"
+
+
 class Mosquitto:
     """A broker process. Its logins live in `<workdir>/access` (see BrokerAccess); `anonymous`
-    turns them off, for tests of MQTT itself that use free topic names and need no ACL."""
+    turns them off, for tests of MQTT itself that use free topic names and need no ACL. With
+    `tls` its listener speaks TLS only; `ca_file` is what its clients verify it against."""
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None, *, anonymous: bool = False) -> None:
+    def __init__(self, port: int | None = None, workdir: Path | None = None, *, anonymous: bool = False,
+                 tls: TlsFiles | None = None) -> None:
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mosquitto-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.access = None if anonymous else BrokerAccess(self.workdir / "access")
+        self.tls = tls
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def ca_file(self) -> Path | None:
+        return self.tls.ca_file if self.tls else None
+
     def config_text(self) -> str:
-        lines = [f"listener {self.port} 127.0.0.1"]
-        if self.access:
-            # a client's id is its user name: nobody can connect under another's id and so take
-            # over its connection and its share of the messages
-            lines.append("use_username_as_clientid true")
-        lines += [
-            # The broker runs as whoever starts the stack, even root, so it reads its 0600 files
-            # where they are; mosquitto would otherwise drop root for its own user, which then
-            # cannot re-read them on SIGHUP inside a private folder.
-            "user " + pwd.getpwuid(os.geteuid()).pw_name,
-            "persistence false",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "max_queued_messages 100000",
-            "max_inflight_messages 1000",
-            "max_packet_size 65536",
-        ]
-        if self.access:
-            lines += ["allow_anonymous false", f"password_file {self.access.passwd_path}",
-                      f"acl_file {self.access.acl_path}"]
-        else:
-            lines.append("allow_anonymous true")
-        return "\n".join(lines) + "\n"
+        return broker_config(self.port, bind="127.0.0.1", tls=self.tls, run_as=pwd.getpwuid(os.geteuid()).pw_name,
+                             passwd_file=self.access and self.access.passwd_path,
+                             acl_file=self.access and self.access.acl_path)
+
+    def connack(self, user: str, password: str) -> int:
+        """The CONNACK code this login gets now (see connack_code)."""
+        return connack_code(self.port, user, password, ca_file=self.ca_file)
 
     def login(self, user: str, role: str = "charger", password: str | None = None) -> tuple[str, str]:
         """(username, password) for `user` in `role` (see ROLES), made now when unknown; a running
@@ -280,7 +337,7 @@ class Mosquitto:
         if probe is None:
             return
         deadline = time.monotonic() + timeout
-        while (code := connack_code(self.port, *probe)) != 0:
+        while (code := self.connack(*probe)) != 0:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"mosquitto still refuses {probe[0]} (CONNACK {code}) after a reload")
             time.sleep(0.05)

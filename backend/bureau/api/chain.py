@@ -1,0 +1,161 @@
+"""The chain's public reads: head, blocks with their certificates, the genesis, chargers, tariffs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, get
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, Parameter
+
+from ..chain import Chain
+from ..ledger.tx import tx_hash
+from ..node import Node
+from .errors import ApiError, refusals
+from .schemas import HeaderOut, header_out
+
+MAX_I64 = 2**63 - 1  # heights and entry ids are SQL BIGINTs
+Height = Annotated[int, Parameter(ge=1, le=MAX_I64, description="block height, 1..2^63-1")]
+
+
+class ChainHead(msgspec.Struct):
+    chain_id: str
+    height: int  # 0 before the first block
+    genesis_hash: str  # hex SHA-256 of the canonical genesis document
+    state_root: str
+    header: HeaderOut | msgspec.UnsetType = msgspec.UNSET  # absent before the first block
+
+
+class BlockOut(msgspec.Struct):
+    header: HeaderOut
+    certificate: str  # the commit certificate, canonical JSON text (docs/consensus.md)
+    txs: list[str]  # hex hashes of the block's transactions, in order
+
+
+class ChargerKey(msgspec.Struct):
+    charger_id: str
+    public_key: str  # hex Ed25519
+    retired: bool  # a retired charger's receipts are refused
+
+
+class ChargerRegistry(msgspec.Struct):
+    height: int  # the committed height the list is at
+    chargers: list[str]  # ids enrolled and not retired, sorted
+
+
+class TariffDoc(msgspec.Struct):
+    """A tariff version (docs/tariff.md)."""
+    v: int
+    tariff_id: str
+    version: int
+    prices: list[tuple[int, int, int]]  # [kind, energy_price, service_fee]
+    schedule: list[tuple[int, int]]  # [start_minute UTC+8, kind]
+
+
+class GenesisValidator(msgspec.Struct):
+    id: str
+    public_key: str
+    power: int | msgspec.UnsetType = msgspec.UNSET
+    address: str | msgspec.UnsetType = msgspec.UNSET
+    api: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class GenesisOperator(msgspec.Struct):
+    id: str
+    public_key: str
+
+
+class GenesisDoc(msgspec.Struct):
+    """The genesis document as the node loaded it, byte for byte what `genesis_hash` is taken over."""
+    v: int
+    chain_id: str
+    genesis_time_ms: int
+    validators: list[GenesisValidator]
+    operators: list[GenesisOperator]
+    tariffs: list[TariffDoc] | msgspec.UnsetType = msgspec.UNSET
+
+
+class ChainReader:
+    """Reads of the committed chain: the head and blocks from storage, the rest from memory."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+
+    def head(self) -> ChainHead:
+        chain = self.chain
+        height = chain.height
+        found = chain.repo.header(height) if height else None
+        return ChainHead(chain_id=chain.genesis.chain_id, height=height, genesis_hash=chain.genesis.hash.hex(),
+                         state_root=chain.state.state_root.hex(),
+                         header=header_out(found[0]) if found else msgspec.UNSET)
+
+    def block(self, height: int) -> BlockOut:
+        found = self.chain.repo.block(height)
+        if found is None:
+            raise ApiError("no_block", f"no block at height {height}")
+        block, cert = found
+        return BlockOut(header=header_out(block.header), certificate=cert.decode(),
+                        txs=[tx_hash(t).hex() for t in block.txs])
+
+    def genesis_doc(self) -> dict[str, Any]:
+        return self.chain.genesis.doc
+
+    def chargers(self) -> ChargerRegistry:
+        with self.chain.lock:  # the list and its height from one state; a commit holds the lock
+            return ChargerRegistry(height=self.chain.state.height, chargers=self.chain.state.active_chargers())
+
+    def charger(self, charger_id: str) -> ChargerKey:
+        state = self.chain.state
+        key = state.chargers.get(charger_id)
+        if key is None:
+            raise ApiError("unknown_charger", f"charger {charger_id} is not enrolled")
+        return ChargerKey(charger_id=charger_id, public_key=key.hex(), retired=charger_id in state.retired)
+
+    def tariff(self, tariff_id: str) -> TariffDoc:
+        t = self.chain.state.latest_tariff(tariff_id)
+        if t is None:
+            raise ApiError("unknown_tariff", f"tariff {tariff_id} is not published")
+        return msgspec.convert(t.to_doc(), TariffDoc)
+
+
+def provide_chain_reader(node: NamedDependency[Node]) -> ChainReader:
+    return ChainReader(node.chain)
+
+
+class ChainController(Controller):
+    path = "/v1"
+    tags = ["chain"]
+    dependencies = {"reader": Provide(provide_chain_reader, sync_to_thread=False)}
+
+    @get("/chain/head", summary="Latest committed block", sync_to_thread=True,
+         responses=refusals(takes_input=False))
+    def head(self, reader: NamedDependency[ChainReader]) -> ChainHead:
+        return reader.head()
+
+    @get("/blocks/{height:int}", summary="A committed block: header, commit certificate, transaction hashes",
+         sync_to_thread=True, responses=refusals("no_block"))
+    def block(self, reader: NamedDependency[ChainReader], height: Height) -> BlockOut:
+        return reader.block(height)
+
+    # Served as loaded, not re-shaped: a client can check it against the head's genesis_hash.
+    @get("/genesis", summary="The genesis document (validator set to check certificates with)",
+         responses={200: ResponseSpec(GenesisDoc, description="The genesis document"), **refusals(takes_input=False)})
+    async def genesis(self, reader: NamedDependency[ChainReader]) -> dict[str, Any]:
+        return reader.genesis_doc()
+
+    # on a worker thread: the chain's lock may be held by a commit writing to storage
+    @get("/chargers", summary="The chargers enrolled and not retired, at a height", sync_to_thread=True,
+         responses=refusals(takes_input=False))
+    def chargers(self, reader: NamedDependency[ChainReader]) -> ChargerRegistry:
+        return reader.chargers()
+
+    @get("/chargers/{charger_id:str}", summary="An enrolled charger's public key, and whether it is retired",
+         responses=refusals("unknown_charger"))
+    async def charger(self, reader: NamedDependency[ChainReader], charger_id: FromPath[str]) -> ChargerKey:
+        return reader.charger(charger_id)
+
+    @get("/tariffs/{tariff_id:str}", summary="The latest version of a tariff", responses=refusals("unknown_tariff"))
+    async def tariff(self, reader: NamedDependency[ChainReader], tariff_id: FromPath[str]) -> TariffDoc:
+        return reader.tariff(tariff_id)

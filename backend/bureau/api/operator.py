@@ -1,0 +1,96 @@
+"""Signed operator actions: submitted to the mempool, then committed or refused on the chain."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody, Parameter
+
+from ..chain import Chain
+from ..ingest.admission import admit_operator
+from ..ingest.mempool import Mempool, MempoolFull
+from ..ledger.tx import KIND_OPERATOR, decode_operator
+from ..node import Node
+from .errors import ApiError, refusals
+
+TxHashHex = Annotated[str, Parameter(pattern="^[0-9a-f]{64}$", description="the action's hash, lowercase hex")]
+
+
+class ActionSubmission(msgspec.Struct):
+    tx: str  # hex of a signed operator action (docs/ledger.md)
+
+
+class ActionAccepted(msgspec.Struct):
+    tx_hash: str
+    status: str  # "pending"
+    action: str  # enroll_charger, open_wallet, top_up, publish_tariff
+
+
+class ActionStatus(msgspec.Struct):
+    tx_hash: str
+    status: str  # "committed", "pending" or "refused"
+    height: int | msgspec.UnsetType = msgspec.UNSET  # the block that decided it, once decided on chain
+    reason: str | msgspec.UnsetType = msgspec.UNSET  # only when refused
+    detail: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class OperatorDesk:
+    """Admits operator actions into the mempool and says what became of them."""
+
+    def __init__(self, chain: Chain, mempool: Mempool, refused: OrderedDict[bytes, tuple[str, str]]) -> None:
+        self.chain, self.mempool, self.refused = chain, mempool, refused
+
+    def submit(self, tx_hex: str) -> ActionAccepted:
+        try:
+            tx = bytes.fromhex(tx_hex)
+        except ValueError:
+            raise ApiError("malformed", "tx must be hex") from None
+        if not tx or tx[0] != KIND_OPERATOR:
+            raise ApiError("malformed", "tx is not an operator action")
+        h = admit_operator(tx, self.chain.state)  # a TxError is the refusal
+        op = decode_operator(tx)
+        try:
+            self.mempool.add(h, tx, verified=True)
+        except MempoolFull as e:
+            raise ApiError("busy", str(e)) from None
+        return ActionAccepted(tx_hash=h.hex(), status="pending", action=op.action)
+
+    def status(self, h: bytes) -> ActionStatus:
+        decided = self.chain.repo.operator_outcome(h)
+        if decided is not None:
+            status, reason, detail, height = decided
+            if reason:
+                return ActionStatus(tx_hash=h.hex(), status=status, height=height, reason=reason, detail=detail)
+            return ActionStatus(tx_hash=h.hex(), status=status, height=height)
+        if h in self.mempool:
+            return ActionStatus(tx_hash=h.hex(), status="pending")
+        refused = self.refused.get(h)
+        if refused:
+            return ActionStatus(tx_hash=h.hex(), status="refused", reason=refused[0], detail=refused[1])
+        raise ApiError("unknown_tx", "no such action here")
+
+
+def provide_operator_desk(node: NamedDependency[Node]) -> OperatorDesk:
+    return OperatorDesk(node.chain, node.mempool, node.refused_ops)
+
+
+class OperatorController(Controller):
+    path = "/v1/operator"
+    tags = ["operator (signed actions)"]
+    dependencies = {"desk": Provide(provide_operator_desk, sync_to_thread=False)}
+
+    # admission is in memory: a signature check and the chain's state
+    @post("/actions", status_code=202,
+          summary="Submit a signed operator action (enroll charger, open wallet, top up, publish tariff)",
+          responses=refusals("malformed", "bad_signature", "duplicate", "busy"))
+    async def submit(self, desk: NamedDependency[OperatorDesk], data: JSONBody[ActionSubmission]) -> ActionAccepted:
+        return desk.submit(data.tx)
+
+    @get("/actions/{tx_hex:str}", summary="Whether an operator action is committed, pending or refused",
+         sync_to_thread=True, responses=refusals("unknown_tx"))
+    def status(self, desk: NamedDependency[OperatorDesk], tx_hex: TxHashHex) -> ActionStatus:
+        return desk.status(bytes.fromhex(tx_hex))
