@@ -52,7 +52,6 @@ import network
 import ntptime
 
 import board as board_mod
-import broker_tls
 import chargepoint
 import clock
 import supervisor
@@ -95,19 +94,26 @@ def _ip_of(sockaddr):
     return "%d.%d.%d.%d" % (sockaddr[4], sockaddr[5], sockaddr[6], sockaddr[7])
 
 
+def _broker_tls():
+    """broker_tls, imported only when the config asks for TLS (or is wrong about it): a charger
+    on plain MQTT keeps its functions off the heap."""
+    import broker_tls
+    return broker_tls
+
+
 def broker_context(mqtt_cfg, broker_ca):
     """The TLS client context for config's "mqtt" section, or None for plain MQTT. A CA named
     without "tls": true, or TLS without a CA, is refused: never a silent fall back to plain."""
     tls_on = mqtt_cfg.get("tls", False)
     if tls_on is not True and tls_on is not False:
-        raise broker_tls.TLSConfigError("bad_config", "mqtt.tls must be true or false, not %r" % (tls_on,))
+        raise _broker_tls().TLSConfigError("bad_config", "mqtt.tls must be true or false, not %r" % (tls_on,))
     if not tls_on:
         if "ca" in mqtt_cfg or broker_ca is not None:
-            raise broker_tls.TLSConfigError("bad_config", "a CA is given but mqtt.tls is not true")
+            raise _broker_tls().TLSConfigError("bad_config", "a CA is given but mqtt.tls is not true")
         return None
     if broker_ca is None:
-        raise broker_tls.TLSConfigError("no_ca", "mqtt.tls is true but no CA certificate was provisioned")
-    return broker_tls.make_context(broker_ca)
+        raise _broker_tls().TLSConfigError("no_ca", "mqtt.tls is true but no CA certificate was provisioned")
+    return _broker_tls().make_context(broker_ca)
 
 
 class App(chargepoint.ChargePoint):
@@ -166,7 +172,7 @@ class App(chargepoint.ChargePoint):
         regmap = board_mod.load(root + cfg.get("meter", "meter.json").lstrip("/"))
         hw = board_mod.Board.from_file(root + "board.json")
         m = cfg.get("mqtt") or {}
-        ca = broker_tls.load_ca(root + m.get("ca", "ca.der").lstrip("/")) if m.get("tls") is True else None
+        ca = _broker_tls().load_ca(root + m.get("ca", "ca.der").lstrip("/")) if m.get("tls") is True else None
         return cls(cfg, regmap, hw, flash_root=root + "data", socket_mod=socket_mod, broker_ca=ca)
 
     def uptime_s(self):
