@@ -78,6 +78,7 @@ LINK_MAX_MS = const(120000)
 NTP_MS = const(1000)
 NTP_EVERY_MS = const(3600000)
 GC_EVERY_MS = const(10000)
+RX_CHUNK = const(256)  # the MQTT client's receive buffer (a packet larger is assembled in its own buffer)
 
 try:
     from asyncio import sleep_ms as _sleep_ms
@@ -144,7 +145,7 @@ class App(chargepoint.ChargePoint):
                                username=m.get("username"), password=m.get("password"),
                                will=uplink_mod.will(cid, FIRMWARE_VERSION), max_inflight=24,
                                net=socket_mod, auto_reconnect=False, tls=tls_context,
-                               read_budget=DEFAULT_MAX_PACKET)
+                               read_budget=DEFAULT_MAX_PACKET, rx_chunk=RX_CHUNK)
 
         # clock: the port's epoch converted to Unix time here, once
         clk = clock.Clock(time.time, clock.epoch_offset(time.gmtime(0)[0]), mono_s_fn=self.uptime_s)
