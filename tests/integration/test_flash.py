@@ -198,7 +198,7 @@ def test_charger_refused_until_flash_enrolls_the_key_it_prints_then_session_acke
         dev.wait_line("mqtt: not_authorized", timeout=60)  # over TLS, the login not yet in the registry
         assert not any("link: up" in ln for ln in dev.lines)
 
-        out = exec_on_flash(interpreter, device_flash, READ_KEY.replace("()", "('')"))  # '' : the flash's root here
+        out = exec_on_flash(interpreter, device_flash, READ_KEY)
         [public] = flash_script.PUBLIC_KEY_LINE.findall(out)
         args = ("/dev/null", tmp_path / "config.json", "--node", url, "--operator-key",
                 stack.root / "net" / "operator.key", "--enroll-only", "--public-key", public)

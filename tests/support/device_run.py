@@ -1,7 +1,8 @@
-"""Run the charger's device application (firmware/device/app.py, as main.py boots it) as a process under the real
-MicroPython unix port: fake `machine`/`network`/`ntptime` (tests/device/mpfakes/) talking to a
-hardware bench in this process (tests/device/bench.py), real sockets to a real mosquitto, and a
-temporary directory as the ESP32's flash.
+"""Run the charger's device application as a process under the real MicroPython unix port
+with the firmware frozen in, booted as on the ESP32: the flash's main.py (firmware/device/main.py)
+imports the frozen app and runs it. Fake `machine`/`network`/`ntptime` (tests/device/mpfakes/)
+talk to a hardware bench in this process (tests/device/bench.py), real sockets to a real
+mosquitto, and a temporary directory (the current directory) is the ESP32's flash.
 
     flash = provision_flash(tmp / "flash", "GZ-DEV-1", "127.0.0.1", broker_port, genesis)
     bench = HardwareBench(BOARD)
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from chargerhost import DEVICE_DIR, LIB_DIRS
+from chargerhost import DEVICE_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 MPFAKES = ROOT / "tests" / "device" / "mpfakes"
@@ -40,7 +41,8 @@ HEAP_LINE = re.compile(r"heap free (\d+)")
 def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int, genesis: dict | None,
                     tariff: dict | None = None, username: str | None = None, password: str | None = None,
                     ca_der: bytes | None = None, **extra) -> Path:
-    """What a technician puts on a new charger: board.json, meter.json, config.json, and
+    """What a technician puts on a new charger: main.py (firmware/device/main.py, the boot
+    file that runs the frozen application), board.json, meter.json, config.json, and
     data/bureau.json (authz.provision from the bureau's genesis); with `ca_der`, the network's
     CA as ca.der and "tls": true in the mqtt section. `extra` goes into config.json (e.g.
     mqtt_keepalive_s)."""
@@ -49,6 +51,7 @@ def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int,
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    (root / "main.py").write_text((DEVICE_DIR / "main.py").read_text())
     (root / "board.json").write_text(json.dumps(BOARD))
     (root / "meter.json").write_text(json.dumps(REGMAP))
     mqtt = {"host": mqtt_host, "port": mqtt_port}
@@ -298,7 +301,8 @@ class ChargerRig:
 
     def session(self, interpreter: str, heap: str) -> dict:
         """Boot (first boot: key, enrollment), the operator's set-up, one complete session
-        through ack; the device is stopped afterwards. Returns figures, raises on failure."""
+        through ack; the device is stopped afterwards. Returns figures (memory_errors: the
+        MemoryErrors a task logged and survived), raises on failure."""
         dev = self.device(interpreter, heap)
         t0 = time.monotonic()
         dev.start()
@@ -316,7 +320,8 @@ class ChargerRig:
             dev.kill()
         heap_free = dev.heap_free()
         return {"boot_s": t1 - t0, "session_s": t2 - t1, "heap_free_min": min(heap_free) if heap_free else None,
-                "heap_free": heap_free, "receipt": self.receipts()[-1]}
+                "heap_free": heap_free, "receipt": self.receipts()[-1],
+                "memory_errors": [ln for ln in dev.lines if "MemoryError" in ln]}
 
     def close(self) -> None:
         self.bench.close()
