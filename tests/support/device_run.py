@@ -73,7 +73,7 @@ def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int,
 
 def device_env() -> dict:
     """The environment of a unix-port process that imports modules as the device does."""
-    return dict(os.environ, MICROPYPATH=":".join([".frozen", str(MPFAKES), str(DEVICE_DIR), *map(str, LIB_DIRS)]))
+    return dict(os.environ, MICROPYPATH=":".join([".frozen", str(MPFAKES)]))  # the firmware is frozen in
 
 
 def exec_on_flash(interpreter: str, flash: Path, code: str, timeout: float = 60.0) -> str:
