@@ -161,7 +161,11 @@ def _db(args) -> int:
     from .config import Settings
     from .storage import migrate
     from .storage.repository import make_engine
-    engine = make_engine(args.db_url or Settings.from_env(data_dir=args.data_dir and Path(args.data_dir)).database_url)
+    url = args.db_url or Settings.from_env(data_dir=args.data_dir and Path(args.data_dir)).database_url
+    sqlite_path = url.removeprefix("sqlite:///").split("?", 1)[0] if url.startswith("sqlite:///") else None
+    if sqlite_path is not None and not Path(sqlite_path).is_file():  # a mistyped path must not become a new database
+        raise CommandError(f"database {sqlite_path} does not exist", 1)
+    engine = make_engine(url)
     try:
         report = {"head": migrate.head()}
         if args.db_cmd == "upgrade":
@@ -303,7 +307,9 @@ def _expected_failure(e: BaseException) -> tuple[str, int] | None:
     from .config import SettingsError
     from .crypto import KeyFileError
     from .ledger.genesis import GenesisError
+    from .node import NodeKeyMismatch
     from .storage.existing import NoChain
+    from .storage.migrate import MigrationError
     from .tools.actions import ActionRefused
     if isinstance(e, CommandError):
         return str(e), e.code
@@ -315,7 +321,7 @@ def _expected_failure(e: BaseException) -> tuple[str, int] | None:
         return f"{e.filename}: no such file", 1
     if isinstance(e, KeyFileError):
         return e.detail, 1
-    if isinstance(e, (GenesisError, NoChain, TimeoutError)):
+    if isinstance(e, (GenesisError, NoChain, TimeoutError, MigrationError, NodeKeyMismatch)):
         return str(e), 1
     return None
 

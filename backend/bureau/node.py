@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 REFUSED_OPS_KEPT = 10_000
 
 
+class NodeKeyMismatch(ValueError):
+    """The node's key file holds another key than the genesis gives its id: the wrong file or id."""
+
+
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -38,7 +42,7 @@ class Node:
         self.key = load_key(settings.node_key_file)
         me = self.genesis.validator(settings.node_id)
         if me.public_key != self.key.verify_key.encode():
-            raise RuntimeError(f"{settings.node_key_file} is not the key the genesis names for {settings.node_id}")
+            raise NodeKeyMismatch(f"{settings.node_key_file} is not the key the genesis names for {settings.node_id}")
         self.repo = Repository(settings.database_url)
         self.chain = Chain(self.genesis, self.repo)
         self.mempool = Mempool(settings.consensus.mempool_limit)

@@ -217,6 +217,9 @@ def test_charger_refused_until_flash_enrolls_the_key_it_prints_then_session_acke
                         ("top_up", {"wallet_id": rig.wallet, "amount_fen": rig.top_up_fen, "reference": "bank:fl"})])
         rig.charge(dev, seconds=2)
         dev.wait_for(lambda: len(rig.receipts()) == 1 and not dev.outbox(), "the receipt's ack", timeout=60)
+        # the operator's dashboard counts it online, from its retained status
+        dev.wait_for(lambda: stack.operator_get("/dashboard/data").json()["chargers_online"] == 1,
+                     "the charger online on the dashboard", timeout=30)
     finally:
         if dev is not None:
             dev.kill()

@@ -101,3 +101,21 @@ def test_verify_chain_refuses_a_database_without_a_chain_and_leaves_it_as_it_was
         c.execute("CREATE TABLE notes (t TEXT)")
     one_line(bureau("verify-chain", "--genesis", genesis, "--db", str(other)), 1, "holds no chain")
     one_line(bureau("verify-chain", "--genesis", str(tmp_path / "nope.json"), "--db", str(other)), 1, "no such file")
+
+
+@pytest.mark.parametrize("cmd", ["current", "upgrade"])
+def test_db_commands_refuse_a_missing_database_and_create_none(tmp_path, cmd):
+    db = tmp_path / "ledger.db"
+    one_line(bureau("db", cmd, "--db-url", f"sqlite:///{db}"), 1, f"database {db} does not exist")
+    assert not db.exists()
+
+
+def test_a_node_key_that_is_not_the_genesis_key_is_one_line(tmp_path):
+    init_network(tmp_path / "net", 2)
+    other = tmp_path / "net" / "bureau-2" / "node.key"  # a real key, but another node's
+    env = {"BUREAU_NODE_ID": "bureau-1", "BUREAU_DATA_DIR": str(tmp_path / "data"),
+           "BUREAU_GENESIS": str(tmp_path / "net" / "genesis.json"), "BUREAU_KEY_FILE": str(other)}
+    import os
+    p = subprocess.run([sys.executable, "-m", "bureau.cli", "run"], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT, env={**{k: v for k, v in os.environ.items() if not k.startswith("BUREAU_")}, **env})
+    one_line(p, 1, "is not the key the genesis names for bureau-1")
