@@ -80,6 +80,12 @@ class Repository:
                                                    for c, k in ex.chargers.items()])
             if ex.retired:
                 conn.execute(t.retired_chargers.insert(), [{"charger_id": c, "height": h.height} for c in ex.retired])
+            if ex.charger_rekeys:
+                conn.execute(t.charger_keys.insert(), [{"charger_id": c, "height": h.height, "public_key": k}
+                                                       for c, k in ex.charger_rekeys.items()])
+            if ex.operator_rekeys:
+                conn.execute(t.operator_keys.insert(), [{"operator_id": o, "height": h.height, "public_key": k}
+                                                        for o, k in ex.operator_rekeys.items()])
             if new_wallets:
                 conn.execute(t.wallets.insert(), new_wallets)
             if old_wallets:
@@ -112,6 +118,13 @@ class Repository:
             for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
                 state.chargers[row.charger_id] = bytes(row.public_key)
             state.retired.update(conn.execute(sa.select(t.retired_chargers.c.charger_id)).scalars())
+            for table, keys, old_keys, who in ((t.charger_keys, state.chargers, state.charger_old_keys, "charger_id"),
+                                               (t.operator_keys, state.operators, state.operator_old_keys,
+                                                "operator_id")):
+                for row in conn.execute(sa.select(table).order_by(table.c.height)):  # as apply() made them
+                    owner = getattr(row, who)
+                    old_keys.setdefault(owner, []).append((row.height, keys[owner]))
+                    keys[owner] = bytes(row.public_key)
             for row in conn.execute(sa.select(t.wallets)):
                 state.wallets[row.wallet_id] = Wallet(bytes(row.public_key), row.balance_fen)
             for row in conn.execute(sa.select(t.cards)):
