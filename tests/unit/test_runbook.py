@@ -2,6 +2,7 @@
 the node's command line (backend/bureau/cli.py), each `just ...` line names a recipe of the
 justfile with arguments it takes, and the flags handed on to scripts/flash.py are its own."""
 
+import argparse
 import contextlib
 import io
 import json
@@ -59,12 +60,23 @@ def test_the_runbook_has_the_commands_it_is_checked_for():
     assert actions == {"rotate_charger_key", "rotate_operator_key", "retire_charger"}
 
 
+def exact(cli: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The parser and its subcommands' without abbreviations: a flag must be spelt in full."""
+    cli.allow_abbrev = False
+    for action in cli._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.allow_abbrev = False
+    return cli
+
+
 @pytest.mark.parametrize("words", [c for c in RUNBOOK_COMMANDS if c[0] == "bureau"], ids=" ".join)
 def test_a_bureau_command_parses(words):
+    cli = exact(parser())
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            args = parser().parse_args(words[1:])
+            args = cli.parse_args(words[1:])
     except SystemExit as e:
         assert e.code == 0, out.getvalue()  # only --help may end the parse
         return
