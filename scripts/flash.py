@@ -7,9 +7,13 @@
    firmware.bin, or --image), else the .mpy bundle of `just firmware-build`; then main.py, the
    pin map, the meter's register map, config.json (CONFIG with the tariff in force) and
    data/bureau.json (chain id and validator keys, in authz.provision's format and through its
-   code; the validators' keys also check the signed offline list and tariff push);
+   code; the validators' keys also check the signed offline list and tariff push); with
+   --ca, the bureau network's CA certificate as ca.der and "tls": true, "ca": "ca.der" in
+   config's mqtt section, so the charger speaks MQTT over TLS with that CA pinned (a config
+   with "tls": true needs --ca);
 4. resets the board, reads the public key the charger made at first boot from its retained
-   enrollment message (ev/v1/charger/<id>/enroll) on the broker, and enrolls it on chain with a
+   enrollment message (ev/v1/charger/<id>/enroll) on the broker (over TLS verified against
+   --ca when given), and enrolls it on chain with a
    signed operator action `enroll_charger` (the operator key file must exist: a new key would be
    one the chain does not know).
 
@@ -32,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import chargerhost  # noqa: E402,F401  (puts the firmware library on sys.path)
 import authz as fw_authz  # noqa: E402
+import broker_tls  # noqa: E402
 from flash import Flash  # noqa: E402
 
 BUNDLE = ROOT / "build" / "firmware"
@@ -39,6 +44,7 @@ FROZEN_IMAGE = ROOT / "build" / "micropython" / "firmware.bin"
 BOARD = ROOT / "hardware" / "board" / "esp32_devkitc.json"
 METERS = ROOT / "hardware" / "meters"
 DEVICE_LIB = ("board", "uart_transport", "app")  # firmware/device modules that go to /lib
+CA_FILE = "ca.der"  # the pinned CA on the device, beside config.json (firmware/device/app.py)
 
 
 class FlashError(Exception):
@@ -109,7 +115,33 @@ def load_config(path: Path) -> dict:
             raise FlashError("bad_config", f"{path} must set {key} (see hardware/board/config.example.json)")
     if not cfg["mqtt"].get("host"):
         raise FlashError("bad_config", f"{path} must set mqtt.host")
+    if cfg["mqtt"].get("tls", False) not in (True, False):
+        raise FlashError("bad_config", f"{path}: mqtt.tls must be true or false")
     return cfg
+
+
+def load_ca(path: Path | None, cfg: dict) -> bytes | None:
+    """The network's CA certificate (PEM or DER file) as DER, checked as the charger checks it;
+    None for plain MQTT."""
+    if path is None:
+        if cfg["mqtt"].get("tls"):
+            raise FlashError("no_ca", "the config sets mqtt.tls: pass the network's CA certificate with --ca")
+        return None
+    try:
+        return broker_tls.ca_der(Path(path).read_bytes())
+    except OSError as e:
+        raise FlashError("no_ca", f"{path}: {e.strerror}") from None
+    except broker_tls.TLSConfigError as e:
+        raise FlashError(e.reason, f"{path}: {e.detail}") from None
+
+
+def device_config(cfg: dict, tariff, ca: bytes | None) -> dict:
+    """CONFIG as the charger gets it: its register map's file name, the tariff in force and,
+    with a CA, MQTT over TLS with ca.der pinned."""
+    device_cfg = dict(cfg, meter="meter.json", tariff=tariff)
+    if ca is not None:
+        device_cfg["mqtt"] = dict(cfg["mqtt"], tls=True, ca=CA_FILE)
+    return device_cfg
 
 
 # ---- what goes onto the device --------------------------------------------------------------
@@ -132,17 +164,21 @@ def fetch_bureau(node: str, tariff_id: str | None) -> tuple[dict, dict]:
         raise FlashError("node_unreachable", f"{node}: {e}") from None
 
 
-def stage_files(cfg: dict, meter: str, genesis: dict, tariff: dict, staging: Path) -> list[tuple[Path, str]]:
+def stage_files(cfg: dict, meter: str, genesis: dict, tariff: dict, staging: Path,
+                ca: bytes | None = None) -> list[tuple[Path, str]]:
     """The files for the device's filesystem, written under `staging`: (local, device path)."""
     regmap = METERS / f"{meter}.json"
     if not regmap.exists():
         raise FlashError("unknown_meter", f"no register map {regmap.relative_to(ROOT)}")
-    device_cfg = dict(cfg, meter="meter.json", tariff=tariff)
-    (staging / "config.json").write_text(json.dumps(device_cfg, indent=1) + "\n")
+    (staging / "config.json").write_text(json.dumps(device_config(cfg, tariff, ca), indent=1) + "\n")
     (staging / "data").mkdir(exist_ok=True)
     fw_authz.provision(Flash(str(staging / "data")), genesis)
-    return [(ROOT / "firmware" / "device" / "main.py", "main.py"), (BOARD, "board.json"), (regmap, "meter.json"),
-            (staging / "config.json", "config.json"), (staging / "data" / fw_authz.TRUST_FILE, "data/bureau.json")]
+    files = [(ROOT / "firmware" / "device" / "main.py", "main.py"), (BOARD, "board.json"), (regmap, "meter.json"),
+             (staging / "config.json", "config.json"), (staging / "data" / fw_authz.TRUST_FILE, "data/bureau.json")]
+    if ca is not None:
+        (staging / CA_FILE).write_bytes(ca)
+        files.append((staging / CA_FILE, CA_FILE))
+    return files
 
 
 def application(image: Path | None) -> tuple[str, list[Path]]:
@@ -188,14 +224,23 @@ def run(cmd: list[str]) -> None:
 
 # ---- enrollment -----------------------------------------------------------------------------
 
-def enroll(cfg: dict, args, key) -> None:
+def enroll(cfg: dict, args, key, ca: bytes | None = None) -> None:
+    """Read the charger's key from the broker (over TLS verified against `ca`, the CA the
+    charger pins, when given) and enroll it."""
+    import ssl
+
     from bureau.tools.enroll import enroll_charger, read_enrollment
 
     cid = cfg["charger_id"]
     host, port = broker_address(cfg, args.broker)
     print(f"waiting for {cid}'s enrollment message on {host}:{port} (up to {args.enroll_timeout:.0f} s)", flush=True)
-    msg = read_enrollment(host, port, cid, timeout=args.enroll_timeout, username=args.mqtt_username,
-                          password=args.mqtt_password)
+    with tempfile.TemporaryDirectory(prefix="flash-ca-") as d:
+        ca_file = None
+        if ca is not None:  # Python's ssl reads a CA file as PEM
+            ca_file = Path(d) / "ca.pem"
+            ca_file.write_text(ssl.DER_cert_to_PEM_cert(ca))
+        msg = read_enrollment(host, port, cid, timeout=args.enroll_timeout, username=args.mqtt_username,
+                              password=args.mqtt_password, ca_file=ca_file)
     if msg.get("meter_serial") != cfg["meter_serial"]:
         raise FlashError("wrong_meter", f"{cid} reports meter {msg.get('meter_serial')!r}, "
                                         f"the config says {cfg['meter_serial']!r}")
@@ -212,19 +257,21 @@ def broker_address(cfg: dict, override: str | None) -> tuple[str, int]:
     return cfg["mqtt"]["host"], int(cfg["mqtt"].get("port", 1883))
 
 
-def dry_run(cfg: dict, args, kind: str | None, app: list[Path]) -> None:
+def dry_run(cfg: dict, args, kind: str | None, app: list[Path], ca: bytes | None = None) -> None:
     """What a run would do; `kind` None: the enrollment only."""
     node = args.node
     if kind is not None:
-        print_device_plan(cfg, args, kind, app)
+        print_device_plan(cfg, args, kind, app, ca)
     host, port = broker_address(cfg, args.broker)
-    print(f"subscribe {host}:{port} ev/v1/charger/{cfg['charger_id']}/enroll (retained, up to {args.enroll_timeout:.0f} s)")
+    over = f" over TLS verified against {args.ca}" if ca is not None else ""
+    print(f"subscribe {host}:{port}{over} ev/v1/charger/{cfg['charger_id']}/enroll (retained, up to "
+          f"{args.enroll_timeout:.0f} s)")
     print(f"POST {node}/v1/operator/actions enroll_charger {{\"charger_id\": \"{cfg['charger_id']}\", "
           f"\"public_key\": <from the enrollment message>}} signed with {args.operator_key}")
     print(f"GET {node}/v1/chargers/{cfg['charger_id']}")
 
 
-def print_device_plan(cfg: dict, args, kind: str, app: list[Path]) -> None:
+def print_device_plan(cfg: dict, args, kind: str, app: list[Path], ca: bytes | None) -> None:
     node = args.node
     regmap = METERS / f"{args.meter}.json"
     if not regmap.exists():
@@ -236,7 +283,15 @@ def print_device_plan(cfg: dict, args, kind: str, app: list[Path]) -> None:
     files = [(ROOT / "firmware" / "device" / "main.py", "main.py"), (BOARD, "board.json"),
              (regmap, "meter.json"), (staged / "config.json", "config.json"),
              (staged / "data" / fw_authz.TRUST_FILE, "data/bureau.json")]
-    print(f"write {staged / 'config.json'}: {args.config} with \"meter\": \"meter.json\" and \"tariff\": the tariff in force")
+    tls = ""
+    if ca is not None:
+        files.append((staged / CA_FILE, CA_FILE))
+        tls = f", \"mqtt\" with \"tls\": true, \"ca\": \"{CA_FILE}\""
+    print(f"write {staged / 'config.json'}: {args.config} with \"meter\": \"meter.json\", \"tariff\": the tariff "
+          f"in force{tls}")
+    if ca is not None:
+        print(f"write {staged / CA_FILE}: the network's CA certificate from {args.ca} as DER ({len(ca)} bytes), "
+              "the only CA the broker's certificate may be signed by")
     print(f"write {staged / 'data' / fw_authz.TRUST_FILE}: authz.provision of the genesis "
           "({\"v\": 1, \"chain_id\", \"keys\": validator id -> public key})")
     for cmd in device_commands(args.port, kind, app, files):
@@ -253,6 +308,8 @@ def main(argv=None) -> int:
     p.add_argument("--tariff-id", help="the tariff to install (default: the genesis tariff)")
     p.add_argument("--image", type=Path, help=f"a frozen MicroPython image (default {FROZEN_IMAGE.relative_to(ROOT)} "
                                               "when built)")
+    p.add_argument("--ca", type=Path, help="the bureau network's CA certificate (PEM or DER): the charger then "
+                                           "speaks MQTT over TLS and accepts only a broker certificate it signed")
     p.add_argument("--broker", help="HOST:PORT of the broker as this computer reaches it (default: config's mqtt)")
     p.add_argument("--mqtt-username", default=os.environ.get("MQTT_USERNAME"),
                    help="broker login allowed to read the charger's enroll topic (or MQTT_USERNAME)")
@@ -268,23 +325,24 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config)
         key = load_operator_key(args.operator_key)
+        ca = load_ca(args.ca, cfg)
         if args.enroll_only:
             if args.dry_run:
-                dry_run(cfg, args, None, [])
+                dry_run(cfg, args, None, [], ca)
             else:
-                enroll(cfg, args, key)
+                enroll(cfg, args, key, ca)
             return 0
         check_port(args.port, args.dry_run)
         kind, app = application(args.image)
         if args.dry_run:
-            dry_run(cfg, args, kind, app)
+            dry_run(cfg, args, kind, app, ca)
             return 0
         genesis, tariff = fetch_bureau(args.node, args.tariff_id)
         with tempfile.TemporaryDirectory(prefix="flash-") as staging:
-            files = stage_files(cfg, args.meter, genesis, tariff, Path(staging))
+            files = stage_files(cfg, args.meter, genesis, tariff, Path(staging), ca)
             for cmd in device_commands(args.port, kind, app, files):
                 run(cmd)
-        enroll(cfg, args, key)
+        enroll(cfg, args, key, ca)
         return 0
     except (FlashError, EnrollError) as e:
         print(f"error: {e.reason}: {e.detail}", file=sys.stderr)

@@ -5,8 +5,12 @@
 #   /board.json    pin map (hardware/board/esp32_devkitc.json)
 #   /config.json   {"charger_id", "meter_serial", "meter": "/meter.json", "wifi": {"ssid",
 #                  "password"}, "mqtt": {"host", "port", "username", "password",
-#                  "keepalive_s"},
+#                  "keepalive_s", "tls", "ca"},
 #                  "ntp_host", "max_current_ma", "ventilation", "tariff"}
+#   /ca.der        with "mqtt": {"tls": true}: the bureau network's CA certificate (DER, or PEM
+#                  in /ca.pem with "ca": "ca.pem"), the only one the broker's may be signed by;
+#                  the port then defaults to 8883 and the broker's certificate must name
+#                  mqtt.host (docs/broker.md)
 #   /meter.json    the meter's register map (hardware/meters/*.json)
 #   /data/         the charger's own files: key, sequence counter, session, outbox, tariff;
 #                  bureau.json (the bureau's chain id and validator keys, written at provisioning
@@ -48,6 +52,7 @@ import network
 import ntptime
 
 import board as board_mod
+import broker_tls
 import chargepoint
 import clock
 import supervisor
@@ -89,11 +94,27 @@ def _ip_of(sockaddr):
     return "%d.%d.%d.%d" % (sockaddr[4], sockaddr[5], sockaddr[6], sockaddr[7])
 
 
+def broker_context(mqtt_cfg, broker_ca):
+    """The TLS client context for config's "mqtt" section, or None for plain MQTT. A CA named
+    without "tls": true, or TLS without a CA, is refused: never a silent fall back to plain."""
+    tls_on = mqtt_cfg.get("tls", False)
+    if tls_on is not True and tls_on is not False:
+        raise broker_tls.TLSConfigError("bad_config", "mqtt.tls must be true or false, not %r" % (tls_on,))
+    if not tls_on:
+        if "ca" in mqtt_cfg or broker_ca is not None:
+            raise broker_tls.TLSConfigError("bad_config", "a CA is given but mqtt.tls is not true")
+        return None
+    if broker_ca is None:
+        raise broker_tls.TLSConfigError("no_ca", "mqtt.tls is true but no CA certificate was provisioned")
+    return broker_tls.make_context(broker_ca)
+
+
 class App(chargepoint.ChargePoint):
     """The charge point of chargepoint.py with the device's connectivity around it."""
 
     def __init__(self, cfg, regmap, hw, flash_root="/data", ticks_ms=None, rand8=None, signer=None,
-                 urandom=None, socket_mod=None):
+                 urandom=None, socket_mod=None, broker_ca=None):
+        """`broker_ca`: the pinned CA certificate (DER) when config's mqtt.tls is true."""
         ticks_ms = ticks_ms or clock.ticks_source()
         now = ticks_ms()
         self._uptime_ms = 0
@@ -120,11 +141,12 @@ class App(chargepoint.ChargePoint):
             ntptime.host = ntp_host
         self.ntp_backoff = supervisor.Backoff(5000, NTP_EVERY_MS, rand8)
         self._ntp_next = None
-        self.mqtt = MQTTClient(m["host"], m.get("port", 1883), client_id="charger-" + cid,
+        tls_context = broker_context(m, broker_ca)
+        self.mqtt = MQTTClient(m["host"], m.get("port", 8883 if tls_context else 1883), client_id="charger-" + cid,
                                keepalive=m.get("keepalive_s", 60), clean_session=False,
                                username=m.get("username"), password=m.get("password"),
                                will=uplink_mod.will(cid, FIRMWARE_VERSION), max_inflight=24,
-                               net=socket_mod, auto_reconnect=False)
+                               net=socket_mod, auto_reconnect=False, tls=tls_context)
         self._logged_reason = None
         self.attach(self.mqtt)
         self._gc_at = now
@@ -134,7 +156,9 @@ class App(chargepoint.ChargePoint):
         cfg = board_mod.load(root + "config.json")
         regmap = board_mod.load(root + cfg.get("meter", "meter.json").lstrip("/"))
         hw = board_mod.Board.from_file(root + "board.json")
-        return cls(cfg, regmap, hw, flash_root=root + "data", socket_mod=socket_mod)
+        m = cfg.get("mqtt") or {}
+        ca = broker_tls.load_ca(root + m.get("ca", "ca.der").lstrip("/")) if m.get("tls") is True else None
+        return cls(cfg, regmap, hw, flash_root=root + "data", socket_mod=socket_mod, broker_ca=ca)
 
     def uptime_s(self):
         return self._uptime_ms // 1000
@@ -186,12 +210,16 @@ class App(chargepoint.ChargePoint):
             mqtt.abort(link.reason or "wifi_down", now)
         for ev in link.take_events():
             if ev[0] == "up":
-                self.log("link: up (broker %s:%d)" % (link.ip, mqtt.port))
+                self.log("link: up (broker %s:%d%s)" % (link.ip, mqtt.port, " TLS" if mqtt.tls else ""))
             else:
                 self.log("link: down (%s)" % ev[1])
-        if self.uplink.last_reason != self._logged_reason and self.uplink.last_reason is not None:
-            self._logged_reason = self.uplink.last_reason
-            self.log("mqtt: %s" % self._logged_reason)
+        reason = self.uplink.last_reason
+        if reason != self._logged_reason and reason is not None:
+            self._logged_reason = reason
+            if reason.startswith("tls_") and mqtt.last_detail:  # Mbed TLS's words, e.g. which check failed
+                self.log("mqtt: %s (%s)" % (reason, mqtt.last_detail))
+            else:
+                self.log("mqtt: %s" % reason)
         self.uplink.step(now)
 
     def _join(self):

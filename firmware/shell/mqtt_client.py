@@ -25,11 +25,20 @@ or an attempt ends, `poll()` waits an exponential, jittered backoff (supervisor.
 the client never retries by itself: its owner's supervisor decides when `connect()` runs (the
 device, where supervisor.Link walks Wi-Fi, DNS and the broker with one backoff).
 
+TLS (`tls=`, a context from broker_tls.make_context: MicroPython's `tls`, Mbed TLS): once the
+TCP connect completes (select.poll sees the socket writable: lwIP may refuse a send while it
+connects) the socket is wrapped with `server_hostname` and no handshake; the handshake then runs
+inside the non-blocking writes and reads of the CONNECT and CONNACK, bounded by the session's
+connect timeout. The TLS socket has no settimeout, so a host's `poll(wait_ms)` waits with
+select.poll (which also sees bytes Mbed TLS holds decrypted). There is no fallback to plain TCP.
+
 Events are the session's tuples (see mqtt_session): (CONNECTED, session_present),
 (CONNECT_FAILED, reason), (DISCONNECTED, reason), (MESSAGE, topic, payload, qos, retain,
 dup), (PUBLISHED, packet_id), (SUBSCRIBED, topic_filter, granted_qos). The shell adds the
-reasons "dns_failed", "connect_error:<errno>", "io_error:<errno>", "peer_closed" and
-whatever is passed to `abort()`.
+reasons "dns_failed", "connect_error:<errno>", "io_error:<errno>", "peer_closed",
+"tls_bad_cert" (the broker's certificate is not signed by the pinned CA or does not name
+`server_hostname`), "tls_error:-0x<Mbed TLS code>", "tls_setup:<errno>" and whatever is passed
+to `abort()`; `last_detail` holds Mbed TLS's words for the last TLS failure.
 """
 
 import time
@@ -38,6 +47,11 @@ try:
     import socket
 except ImportError:  # a port without sockets (the WebAssembly test build): pass `net`
     socket = None
+
+try:
+    import select
+except ImportError:  # the WebAssembly test build
+    select = None
 
 try:
     import errno as _errno_mod
@@ -122,16 +136,22 @@ class MQTTClient:
                  max_inflight=16, connect_timeout_ms=10000, ping_timeout_ms=None,
                  reconnect_min_ms=1000, reconnect_max_ms=60000, read_budget=8192,
                  max_backlog=16384, close_timeout_ms=1000, net=None, auto_reconnect=True,
-                 rx_chunk=RX_CHUNK):
+                 rx_chunk=RX_CHUNK, tls=None, server_hostname=None):
         """`net` is the socket module to use (getaddrinfo, socket, SOCK_STREAM); tests pass
-        a fake one, the default is the real `socket`."""
+        a fake one, the default is the real `socket`. `tls`: wrap every connection with this
+        client context; the broker's certificate must name `server_hostname` (default `host`,
+        which the device later sets to the resolved address)."""
         if net is None:
             net = socket
         if net is None:
             raise MQTTError("no_socket", "this port has no socket module")
         if reconnect_min_ms < 1 or reconnect_max_ms < reconnect_min_ms:
             raise ValueError("need 1 <= reconnect_min_ms <= reconnect_max_ms")
+        if tls is not None and select is None:
+            raise MQTTError("no_select", "TLS needs the select module to wait for the connect")
         self.host = host
+        self.tls = tls
+        self.server_hostname = server_hostname or host
         self._net = net
         self.port = port
         self.session = Session(client_id, keepalive, clean_session, username, password, will,
@@ -151,6 +171,10 @@ class MQTTClient:
         self._rx = bytearray(rx_chunk)  # every read lands here (no allocation per read)
         self._rx_mv = memoryview(self._rx)
         self._readinto = None         # the socket's readinto / recv_into
+        self._send = None             # the socket's send (write for a TLS socket)
+        self._tls_wait = False        # TLS: the TCP connect is under way, not wrapped yet
+        self._poller = None           # TLS: select.poll of the socket (connect, then input)
+        self.last_detail = None       # Mbed TLS's words for the last TLS failure
         self._events = []
         self._t = now_ms()            # the latest time given to (or read by) a public call
         self.last_errno = None
@@ -251,18 +275,31 @@ class MQTTClient:
             if self._sent_all:
                 self._pull()
                 try:
-                    sock.settimeout(self.close_timeout_ms / 1000)
-                    while self._out_pos < len(self._out):
-                        n = sock.send(memoryview(self._out)[self._out_pos:])
-                        if not n:
-                            break
-                        self._out_pos += n
-                except OSError:
+                    self._send_rest(sock)
+                except (OSError, ValueError):
                     pass
             self._close_socket()
         return self._take_events()
 
     # ------------------------------------------------------------ internals
+
+    def _send_rest(self, sock):
+        """Give the socket what is queued, waiting up to close_timeout_ms (close())."""
+        poller = self._poller
+        if poller is None:
+            sock.settimeout(self.close_timeout_ms / 1000)
+        else:  # a TLS socket has no settimeout: wait for room with poll
+            poller.modify(sock, select.POLLOUT)
+        start = now_ms()
+        while self._out_pos < len(self._out):
+            n = self._send(memoryview(self._out)[self._out_pos:])
+            if not n:
+                left = self.close_timeout_ms - ticks_diff(now_ms(), start)
+                if poller is None or left <= 0:
+                    return
+                poller.poll(left)
+                continue
+            self._out_pos += n
 
     def _take_events(self):
         events = self._events
@@ -296,11 +333,40 @@ class MQTTClient:
             return
         self.sock = sock
         self._readinto = getattr(sock, "readinto", None) or sock.recv_into
+        self._send = sock.send
+        if self.tls is not None:
+            self._tls_wait = True
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLOUT)
         self._out = b""
         self._out_pos = 0
         self._sent_all = False
         self.session.connect(t)
         self._flush()
+
+    def _tls_ready(self):
+        """True once the TCP connection is wrapped in TLS (then the handshake runs inside the
+        socket's writes and reads); False while the connect is under way or when wrapping
+        failed (the attempt has ended then)."""
+        raw = self.sock
+        if not self._poller.poll(0):
+            return False
+        # writable, or an error that the first TLS write reports with its errno
+        self._poller.unregister(raw)
+        try:
+            sock = self.tls.wrap_socket(raw, server_hostname=self.server_hostname,
+                                        do_handshake_on_connect=False)
+        except OSError as exc:  # Mbed TLS could not allocate its buffers
+            self.last_errno = _errno(exc)
+            self._events.extend(self.session.connection_lost("tls_setup:%s" % self.last_errno))
+            self._drop(self._t)
+            return False
+        self.sock = sock
+        self._tls_wait = False
+        self._readinto = sock.readinto
+        self._send = sock.write  # send exists only where the port builds DTLS in
+        self._poller.register(sock, select.POLLIN)
+        return True
 
     def _pull(self):
         more = self.session.data_to_send()
@@ -316,13 +382,20 @@ class MQTTClient:
         if self.sock is None:
             return
         self._pull()
+        if self._tls_wait and not self._tls_ready():
+            return
         connecting = not self._sent_all
         while self._out_pos < len(self._out):
             try:
-                n = self.sock.send(memoryview(self._out)[self._out_pos:])
+                n = self._send(memoryview(self._out)[self._out_pos:])
             except OSError as exc:
                 if _is_busy(exc, connecting):
                     return
+                self._io_failed(exc)
+                return
+            except ValueError as exc:  # Mbed TLS refused the broker's certificate
+                if self.tls is None:
+                    raise
                 self._io_failed(exc)
                 return
             if not n:
@@ -332,8 +405,11 @@ class MQTTClient:
 
     def _read(self, t, wait_ms):
         if not self._sent_all:
-            if wait_ms > 0:  # TCP handshake still running: nothing to read yet
-                _sleep_ms(min(wait_ms, 5))
+            if wait_ms > 0:  # TCP (or TLS) handshake still running: nothing to read yet
+                if self._poller is not None:
+                    self._poller.poll(min(wait_ms, 50))
+                else:
+                    _sleep_ms(min(wait_ms, 5))
             return
         budget = self.read_budget
         if wait_ms > 0 and self.backlog == 0:
@@ -341,6 +417,9 @@ class MQTTClient:
             if until is not None and until < wait_ms:
                 wait_ms = until
         else:
+            wait_ms = 0
+        if wait_ms > 0 and self._poller is not None:  # TLS: wait for input with poll, then read
+            self._poller.poll(wait_ms)
             wait_ms = 0
         rx = self._rx
         while budget > 0 and self.sock is not None:
@@ -363,6 +442,11 @@ class MQTTClient:
                     return
                 self._io_failed(exc)
                 return
+            except ValueError as exc:  # Mbed TLS refused the broker's certificate
+                if self.tls is None:
+                    raise
+                self._io_failed(exc)
+                return
             if got is None:  # MicroPython's readinto: nothing waiting on a non-blocking socket
                 return
             if not got:
@@ -383,8 +467,18 @@ class MQTTClient:
             self._drop(t)
 
     def _io_failed(self, exc):
-        self.last_errno = _errno(exc)
-        self._events.extend(self.session.connection_lost("io_error:%s" % self.last_errno))
+        if isinstance(exc, ValueError):  # Mbed TLS: the certificate failed verification
+            self.last_errno = None
+            self.last_detail = str(exc).strip()
+            reason = "tls_bad_cert"
+        else:
+            self.last_errno = code = _errno(exc)
+            if isinstance(code, int) and code < 0:  # Mbed TLS's own codes are negative
+                self.last_detail = exc.args[1] if len(exc.args) > 1 else None
+                reason = "tls_error:-0x%04x" % -code
+            else:
+                reason = "io_error:%s" % code
+        self._events.extend(self.session.connection_lost(reason))
         self._drop(self._t)
 
     def _drop(self, t):
@@ -397,6 +491,8 @@ class MQTTClient:
         self._out = b""
         self._out_pos = 0
         self._sent_all = False
+        self._tls_wait = False
+        self._poller = None
         if sock is not None:
             try:
                 sock.close()

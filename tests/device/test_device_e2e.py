@@ -5,7 +5,8 @@ sockets to a real mosquitto and real bureau node processes: a card tap is author
 the session is metered and its signed receipt committed and acked; a power cut (kill -9)
 mid-session and its receipt (reason P) delivered after the reboot; the broker down at boot and
 restarted mid-session; the broker's name failing to resolve; a half-open connection caught by
-the keepalive. After each, the ledger holds every receipt exactly once."""
+the keepalive; a session over TLS with the network's CA pinned, and a broker whose certificate
+another CA signed refused. After each, the ledger holds every receipt exactly once."""
 
 from __future__ import annotations
 
@@ -168,4 +169,34 @@ def test_half_open_connection_is_caught_by_the_keepalive(tmp_path, interpreter):
         dev.kill()
     finally:
         proxy.close()
+        rig.close()
+
+
+def test_session_over_tls_with_the_pinned_ca(tmp_path, interpreter):
+    rig = ChargerRig(tmp_path, tls=True)  # the charger reaches the broker on its TLS listener only
+    try:
+        dev = boot(rig, interpreter)
+        assert "TLS" in dev.wait_line("link: up")
+        rig.charge(dev, seconds=2)
+        dev.wait_for(lambda: len(rig.receipts()) == 1 and not dev.outbox(), "the receipt's ack", timeout=60)
+        assert_ledger_exact(rig, [1])
+        assert dev.heap_free(), dev.output()
+        dev.kill()
+    finally:
+        rig.close()
+
+
+def test_broker_certificate_from_another_ca_is_refused(tmp_path, interpreter):
+    from tests.support.tlscerts import make_pki
+
+    rig = ChargerRig(tmp_path, tls=True)
+    try:
+        flash = rig.new_flash("flash-other-ca")
+        (flash / "ca.der").write_bytes(make_pki(tmp_path / "other-ca").ca_der.read_bytes())
+        dev = rig.device(interpreter, HEAP, flash=flash).start()
+        line = dev.wait_line("mqtt: tls_bad_cert", timeout=60)
+        assert "not correctly signed by the trusted CA" in line, line
+        assert not any("link: up" in ln for ln in dev.lines)
+        dev.kill()
+    finally:
         rig.close()

@@ -46,9 +46,12 @@ class Lines:
                 return line
 
 
-def paho(port: int, login: tuple[str, str], subscribe: str | None = None, got: queue.Queue | None = None):
+def paho(port: int, login: tuple[str, str], subscribe: str | None = None, got: queue.Queue | None = None,
+         ca_file: Path | None = None):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=login[0])
     c.username_pw_set(*login)
+    if ca_file is not None:  # a TLS listener
+        c.tls_set(ca_certs=str(ca_file))
     if subscribe:
         c.on_message = lambda cl, u, m: got.put((m.topic, m.payload, m.retain))
         c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe(subscribe, 1)

@@ -39,10 +39,11 @@ HEAP_LINE = re.compile(r"heap free (\d+)")
 
 def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int, genesis: dict | None,
                     tariff: dict | None = None, username: str | None = None, password: str | None = None,
-                    **extra) -> Path:
+                    ca_der: bytes | None = None, **extra) -> Path:
     """What a technician puts on a new charger: board.json, meter.json, config.json, and
-    data/bureau.json (authz.provision from the bureau's genesis). `extra` goes into
-    config.json (e.g. mqtt_keepalive_s)."""
+    data/bureau.json (authz.provision from the bureau's genesis); with `ca_der`, the network's
+    CA as ca.der and "tls": true in the mqtt section. `extra` goes into config.json (e.g.
+    mqtt_keepalive_s)."""
     from authz import provision
     from flash import Flash
 
@@ -53,6 +54,9 @@ def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int,
     mqtt = {"host": mqtt_host, "port": mqtt_port}
     if username is not None:
         mqtt.update(username=username, password=password)
+    if ca_der is not None:
+        (root / "ca.der").write_bytes(ca_der)
+        mqtt["tls"] = True
     mqtt.update(extra.pop("mqtt", {}))
     cfg = {"charger_id": charger_id, "meter_serial": "SDM120-0042", "meter": "meter.json",
            "wifi": {"ssid": "depot", "password": "pw"}, "mqtt": mqtt, "ntp_host": "ntp.depot",
@@ -147,8 +151,8 @@ class Device:
 
 
 def read_retained(port: int, topic: str, timeout: float = 30.0, username: str | None = None,
-                  password: str | None = None) -> bytes:
-    """The retained message on `topic` (waits for one to be there)."""
+                  password: str | None = None, ca_file: Path | None = None) -> bytes:
+    """The retained message on `topic` (waits for one to be there); over TLS with `ca_file`."""
     import queue
 
     import paho.mqtt.client as mqtt
@@ -157,6 +161,8 @@ def read_retained(port: int, topic: str, timeout: float = 30.0, username: str | 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=username or f"test-retained-{os.getpid()}")
     if username:
         c.username_pw_set(username, password)
+    if ca_file is not None:
+        c.tls_set(ca_certs=str(ca_file))
     c.on_message = lambda cl, u, m: got.put(m.payload)
     c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe(topic, 1)
     c.connect("127.0.0.1", port)
@@ -170,12 +176,14 @@ def read_retained(port: int, topic: str, timeout: float = 30.0, username: str | 
 
 class ChargerRig:
     """Bureau node processes and their mosquitto (Stack), a hardware bench and one charger's
-    flash, with the operator's set-up done once the charger has published its key."""
+    flash, with the operator's set-up done once the charger has published its key. With `tls`
+    the broker speaks TLS only (the network's CA from init-network signed its certificate) and
+    the charger is provisioned with that CA as ca.der."""
 
     CARD = "04A1B2C3D4E5F6"
 
     def __init__(self, root: Path, nodes: int = 1, charger_id: str = "GZ-DEV-1", top_up_fen: int = 500_000,
-                 node_env: dict | None = None, **flash_extra) -> None:
+                 node_env: dict | None = None, tls: bool = False, **flash_extra) -> None:
         from bureau.tools.network import DEFAULT_TARIFF
         from bureau.tools.stack import Stack
         from nacl.signing import SigningKey
@@ -187,7 +195,7 @@ class ChargerRig:
         self.top_up_fen = top_up_fen
         env = {"BUREAU_AUTHZ_LIST_MIN_INTERVAL_S": "0", "BUREAU_BLOCK_INTERVAL_MS": "50"}
         env.update(node_env or {})
-        self.stack = Stack(self.root / "stack", nodes).start(extra_env=env)
+        self.stack = Stack(self.root / "stack", nodes, mqtt_tls=tls).start(extra_env=env)
         self.driver = SigningKey.generate()
         self.wallet = "W-DEV"
         self.bench = HardwareBench(BOARD)
@@ -205,8 +213,13 @@ class ChargerRig:
 
     def new_flash(self, name: str, host: str = "127.0.0.1", port: int | None = None) -> Path:
         user, password = self.broker_login()
-        return provision_flash(self.root / name, self.charger_id, host, port or self.broker.port,
-                               self.stack.genesis, self.tariff, user, password, **dict(self.flash_extra))
+        ca_der = None
+        if self.broker.ca_file:
+            from tests.support.tlscerts import der_of
+
+            ca_der = der_of(self.broker.ca_file)
+        return provision_flash(self.root / name, self.charger_id, host, port or self.broker.port, self.stack.genesis,
+                               self.tariff, user, password, ca_der=ca_der, **dict(self.flash_extra))
 
     def device(self, interpreter: str, heap: str = "2M", flash: Path | None = None) -> Device:
         return Device(interpreter, flash or self.flash, self.bench, heap)
@@ -216,7 +229,7 @@ class ChargerRig:
         a fleet login, which may read every charger's enrollment)."""
         user, password = self.stack.broker_login("device-rig", role="fleet")
         raw = read_retained(self.broker.port, f"ev/v1/charger/{self.charger_id}/enroll", username=user,
-                            password=password)
+                            password=password, ca_file=self.broker.ca_file)
         return json.loads(raw)["public_key"]
 
     def enroll(self) -> None:
