@@ -60,13 +60,16 @@ class OperatorDesk:
         return ActionAccepted(tx_hash=h.hex(), status="pending", action=op.action)
 
     def status(self, h: bytes) -> ActionStatus:
+        # The mempool is read before the database: an action leaves it only after its block is
+        # written, so one that commits between the two reads is still seen, as pending.
+        pending = h in self.mempool
         decided = self.chain.repo.operator_outcome(h)
         if decided is not None:
             status, reason, detail, height = decided
             if reason:
                 return ActionStatus(tx_hash=h.hex(), status=status, height=height, reason=reason, detail=detail)
             return ActionStatus(tx_hash=h.hex(), status=status, height=height)
-        if h in self.mempool:
+        if pending:
             return ActionStatus(tx_hash=h.hex(), status="pending")
         refused = self.refused.get(h)
         if refused:
