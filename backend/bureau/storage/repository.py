@@ -210,12 +210,16 @@ class Repository:
     def operator_outcome(self, tx_hash: bytes) -> tuple[str, str, str, int] | None:
         """("committed", "", "", height) or ("refused", reason, detail, height) for an action
         decided on the chain at that block height."""
+        # The decision first: its refusal, written in the same transaction, is then visible too
+        # (the two reads are not one snapshot; the other order could see a block land between them).
         with self.engine.connect() as conn:
-            refused = conn.execute(sa.select(t.operator_refusals).where(t.operator_refusals.c.tx_hash == tx_hash)).first()
-            if refused is not None:
-                return "refused", refused.reason, refused.detail, refused.height
             decided = conn.execute(sa.select(t.operator_txs.c.height).where(t.operator_txs.c.tx_hash == tx_hash)).first()
-        return ("committed", "", "", decided.height) if decided is not None else None
+            if decided is None:
+                return None
+            refused = conn.execute(sa.select(t.operator_refusals).where(t.operator_refusals.c.tx_hash == tx_hash)).first()
+        if refused is not None:
+            return "refused", refused.reason, refused.detail, refused.height
+        return "committed", "", "", decided.height
 
     def count_receipts(self) -> int:
         with self.engine.connect() as conn:
