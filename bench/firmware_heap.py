@@ -48,8 +48,7 @@ def sign_succeeds(interpreter, path=()):
 def app_succeeds(rig, interpreter):
     def succeeds(kb):
         try:
-            rig.session(interpreter, "%dK" % kb)
-            return True
+            return not rig.session(interpreter, "%dK" % kb)["memory_errors"]  # none, even survived
         except AssertionError:  # the device died (MemoryError) or never got its ack
             return False
     return succeeds

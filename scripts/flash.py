@@ -10,15 +10,21 @@
    code; the validators' keys also check the signed offline list and tariff push); with
    --ca, the bureau network's CA certificate as ca.der and "tls": true, "ca": "ca.der" in
    config's mqtt section, so the charger speaks MQTT over TLS with that CA pinned (a config
-   with "tls": true needs --ca);
-4. resets the board, reads the public key the charger made at first boot from its retained
-   enrollment message (ev/v1/charger/<id>/enroll) on the broker (over TLS verified against
-   --ca when given), and enrolls it on chain with a
-   signed operator action `enroll_charger` (the operator key file must exist: a new key would be
-   one the chain does not know).
+   with "tls": true needs --ca); with --broker HOST:PORT, that broker address (the charger's
+   way to it) in config's mqtt host and port; with --broker-secret (the network's
+   broker/charger-secret), the charger's broker login: user the charger id, password derived
+   from that secret (bureau.tools.broker_registry.charger_password), a login the broker takes
+   only while the committed registry holds the charger;
+4. reads the public key the charger made (or makes now) over the serial cable: mpremote exec of
+   the firmware's `app.print_public_key()`, or takes --public-key HEX read otherwise; then
+   resets the board;
+5. enrolls the key on chain with a signed operator action `enroll_charger` (the operator key
+   file must exist: a new key would be one the chain does not know), waits for its commit and
+   prints the height; the charger's broker login works once the broker's registry follower has
+   seen that block.
 
 --dry-run (or DRY_RUN=1) prints every command, request and file instead, and touches neither
-the device, the node nor the broker. --enroll-only does step 4 without writing the device.
+the device nor the node. --enroll-only does steps 4 and 5 without writing the device.
 Errors are one line, `error: <reason>: <detail>`, and exit status 1 (2 for bad arguments)."""
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -39,12 +47,18 @@ import authz as fw_authz  # noqa: E402
 import broker_tls  # noqa: E402
 from flash import Flash  # noqa: E402
 
+from bureau.tools.broker_registry import charger_password  # noqa: E402
+
 BUNDLE = ROOT / "build" / "firmware"
 FROZEN_IMAGE = ROOT / "build" / "micropython" / "firmware.bin"
 BOARD = ROOT / "hardware" / "board" / "esp32_devkitc.json"
 METERS = ROOT / "hardware" / "meters"
 DEVICE_LIB = ("board", "uart_transport", "app")  # firmware/device modules that go to /lib
 CA_FILE = "ca.der"  # the pinned CA on the device, beside config.json (firmware/device/app.py)
+# What mpremote runs on the charger to read its key (firmware/device/app.py)
+READ_KEY_CODE = "import app; app.print_public_key()"
+PUBLIC_KEY_LINE = re.compile(r"^public_key ([0-9a-f]{64})$", re.M)
+HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
 class FlashError(Exception):
@@ -135,28 +149,71 @@ def load_ca(path: Path | None, cfg: dict) -> bytes | None:
         raise FlashError(e.reason, f"{path}: {e.detail}") from None
 
 
-def device_config(cfg: dict, tariff, ca: bytes | None) -> dict:
-    """CONFIG as the charger gets it: its register map's file name, the tariff in force and,
-    with a CA, MQTT over TLS with ca.der pinned."""
-    device_cfg = dict(cfg, meter="meter.json", tariff=tariff)
+def load_broker_secret(path: Path | None) -> bytes | None:
+    """The network's broker/charger-secret (32 bytes in hex), or None without --broker-secret."""
+    if path is None:
+        return None
+    try:
+        secret = bytes.fromhex(Path(path).read_text().strip())
+    except OSError as e:
+        raise FlashError("no_broker_secret", f"{path}: {e.strerror} (the network's broker/charger-secret)") from None
+    except ValueError:
+        raise FlashError("bad_broker_secret", f"{path} must hold the secret in hex") from None
+    if len(secret) != 32:
+        raise FlashError("bad_broker_secret", f"{path} holds {len(secret)} bytes, not 32")
+    return secret
+
+
+def parse_broker(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FlashError("bad_broker", f"--broker must be HOST:PORT, not {value!r}")
+    return host, int(port)
+
+
+def parse_public_key(value: str | None) -> str | None:
+    if value is not None and not HEX_KEY.match(value):
+        raise FlashError("bad_public_key", "--public-key must be 64 lowercase hex digits (32 bytes)")
+    return value
+
+
+def device_config(cfg: dict, tariff, ca: bytes | None, broker: tuple[str, int] | None = None,
+                  secret: bytes | None = None) -> dict:
+    """CONFIG as the charger gets it: its register map's file name, the tariff in force; with a
+    CA, MQTT over TLS with ca.der pinned; with `broker`, that host and port; with the network's
+    charger secret, the charger's registry login."""
+    mqtt = dict(cfg["mqtt"])
     if ca is not None:
-        device_cfg["mqtt"] = dict(cfg["mqtt"], tls=True, ca=CA_FILE)
-    return device_cfg
+        mqtt.update(tls=True, ca=CA_FILE)
+    if broker is not None:
+        mqtt.update(host=broker[0], port=broker[1])
+    if secret is not None:
+        cid = cfg["charger_id"]
+        mqtt.update(username=cid, password=charger_password(secret, cid))
+    return dict(cfg, meter="meter.json", tariff=tariff, mqtt=mqtt)
 
 
 # ---- what goes onto the device --------------------------------------------------------------
 
-def fetch_bureau(node: str, tariff_id: str | None) -> tuple[dict, dict]:
+def node_verify(ca: bytes | None) -> ssl.SSLContext | bool:
+    """httpx's `verify` for the node's API: the network's CA (it signs the nodes' certificates
+    too) when given, else the system's."""
+    return ssl.create_default_context(cadata=ca) if ca is not None else True
+
+
+def fetch_bureau(node: str, tariff_id: str | None, verify: ssl.SSLContext | bool = True) -> tuple[dict, dict]:
     """(genesis, tariff in force) from a bureau node's API."""
     import httpx
 
     try:
-        genesis = httpx.get(f"{node}/v1/genesis", timeout=10).raise_for_status().json()
+        genesis = httpx.get(f"{node}/v1/genesis", timeout=10, verify=verify).raise_for_status().json()
         if tariff_id is None:
             if not genesis.get("tariffs"):
                 raise FlashError("no_tariff", "the genesis names no tariff; pass --tariff-id")
             tariff_id = genesis["tariffs"][0]["tariff_id"]
-        r = httpx.get(f"{node}/v1/tariffs/{tariff_id}", timeout=10)
+        r = httpx.get(f"{node}/v1/tariffs/{tariff_id}", timeout=10, verify=verify)
         if r.status_code == 404:
             raise FlashError("unknown_tariff", f"the bureau has no tariff {tariff_id}")
         return genesis, r.raise_for_status().json()
@@ -164,13 +221,13 @@ def fetch_bureau(node: str, tariff_id: str | None) -> tuple[dict, dict]:
         raise FlashError("node_unreachable", f"{node}: {e}") from None
 
 
-def stage_files(cfg: dict, meter: str, genesis: dict, tariff: dict, staging: Path,
-                ca: bytes | None = None) -> list[tuple[Path, str]]:
+def stage_files(cfg: dict, meter: str, genesis: dict, tariff: dict, staging: Path, ca: bytes | None = None,
+                broker: tuple[str, int] | None = None, secret: bytes | None = None) -> list[tuple[Path, str]]:
     """The files for the device's filesystem, written under `staging`: (local, device path)."""
     regmap = METERS / f"{meter}.json"
     if not regmap.exists():
         raise FlashError("unknown_meter", f"no register map {regmap.relative_to(ROOT)}")
-    (staging / "config.json").write_text(json.dumps(device_config(cfg, tariff, ca), indent=1) + "\n")
+    (staging / "config.json").write_text(json.dumps(device_config(cfg, tariff, ca, broker, secret), indent=1) + "\n")
     (staging / "data").mkdir(exist_ok=True)
     fw_authz.provision(Flash(str(staging / "data")), genesis)
     files = [(ROOT / "firmware" / "device" / "main.py", "main.py"), (BOARD, "board.json"), (regmap, "meter.json"),
@@ -195,22 +252,25 @@ def application(image: Path | None) -> tuple[str, list[Path]]:
     return "bundle", mpys
 
 
+def mpremote(port: str, *args: str) -> list[str]:
+    return [tool("mpremote"), "connect", port, *args]
+
+
 def device_commands(port: str, kind: str, app: list[Path], files: list[tuple[Path, str]]) -> list[list[str]]:
-    mp = [tool("mpremote"), "connect", port]
     cmds = []
     if kind == "image":  # MicroPython with the firmware frozen in; the filesystem (the key) stays
         cmds.append([tool("esptool.py"), "--chip", "esp32", "--port", port, "--baud", "460800", "write_flash", "-z",
                      "0x1000", str(app[0])])
-    cmds.append(mp + ["exec", "import os; [os.mkdir(d) for d in ('lib', 'data') if d not in os.listdir()]"])
+    cmds.append(mpremote(port, "exec", "import os; [os.mkdir(d) for d in ('lib', 'data') if d not in os.listdir()]"))
     if kind == "bundle":
-        cmds.append(mp + ["cp"] + [str(p) for p in app] + [":lib/"])
+        cmds.append(mpremote(port, "cp", *map(str, app), ":lib/"))
     for local, remote in files:
-        cmds.append(mp + ["cp", str(local), ":" + remote])
-    cmds.append(mp + ["reset"])
+        cmds.append(mpremote(port, "cp", str(local), ":" + remote))
     return cmds
 
 
-def run(cmd: list[str]) -> None:
+def run(cmd: list[str]) -> str:
+    """Run one command, printed first; its standard output."""
     print("$ " + shlex.join(cmd), flush=True)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -220,58 +280,61 @@ def run(cmd: list[str]) -> None:
         last = (proc.stderr or proc.stdout).strip().splitlines()
         raise FlashError("device_failed", f"{Path(cmd[0]).name} exited with {proc.returncode}: "
                                           f"{last[-1] if last else 'no output'}")
+    return proc.stdout
 
 
 # ---- enrollment -----------------------------------------------------------------------------
 
-def enroll(cfg: dict, args, key, ca: bytes | None = None) -> None:
-    """Read the charger's key from the broker (over TLS verified against `ca`, the CA the
-    charger pins, when given) and enroll it."""
-    import ssl
-
-    from bureau.tools.enroll import enroll_charger, read_enrollment
-
-    cid = cfg["charger_id"]
-    host, port = broker_address(cfg, args.broker)
-    print(f"waiting for {cid}'s enrollment message on {host}:{port} (up to {args.enroll_timeout:.0f} s)", flush=True)
-    with tempfile.TemporaryDirectory(prefix="flash-ca-") as d:
-        ca_file = None
-        if ca is not None:  # Python's ssl reads a CA file as PEM
-            ca_file = Path(d) / "ca.pem"
-            ca_file.write_text(ssl.DER_cert_to_PEM_cert(ca))
-        msg = read_enrollment(host, port, cid, timeout=args.enroll_timeout, username=args.mqtt_username,
-                              password=args.mqtt_password, ca_file=ca_file)
-    if msg.get("meter_serial") != cfg["meter_serial"]:
-        raise FlashError("wrong_meter", f"{cid} reports meter {msg.get('meter_serial')!r}, "
-                                        f"the config says {cfg['meter_serial']!r}")
-    result = enroll_charger(args.node, key, cid, msg["public_key"])
-    print(f"{cid}: {result.replace('_', ' ')} with public key {msg['public_key']} (firmware {msg.get('firmware')})")
+def read_public_key(port: str) -> str:
+    """The charger's public key, printed by the firmware over the serial cable."""
+    out = run(mpremote(port, "exec", READ_KEY_CODE))
+    found = PUBLIC_KEY_LINE.findall(out)
+    if not found:
+        last = out.strip().splitlines()
+        raise FlashError("no_public_key", f"the charger printed no key: {last[-1] if last else 'nothing'} "
+                                          "(is the firmware written? see `just firmware-build`)")
+    return found[-1]
 
 
-def broker_address(cfg: dict, override: str | None) -> tuple[str, int]:
-    if override:
-        host, _, port = override.rpartition(":")
-        if not host or not port.isdigit():
-            raise FlashError("bad_broker", f"--broker must be HOST:PORT, not {override!r}")
-        return host, int(port)
-    return cfg["mqtt"]["host"], int(cfg["mqtt"].get("port", 1883))
+def enroll(cid: str, public_key: str, args, key, verify) -> None:
+    """Enroll the key on chain and wait for the commit."""
+    import httpx
+
+    from bureau.tools.enroll import enroll_charger
+
+    try:
+        height = enroll_charger(args.node, key, cid, public_key, verify=verify)
+    except httpx.HTTPError as e:
+        raise FlashError("node_unreachable", f"{args.node}: {e}") from None
+    if height is None:
+        print(f"{cid}: already enrolled with public key {public_key}")
+    else:
+        print(f"{cid}: enrolled with public key {public_key}, committed at height {height}; its broker login "
+              "works once the broker's registry follower has seen that block")
 
 
-def dry_run(cfg: dict, args, kind: str | None, app: list[Path], ca: bytes | None = None) -> None:
+def dry_run(cfg: dict, args, kind: str | None, app: list[Path], ca: bytes | None = None,
+            broker: tuple[str, int] | None = None, secret: bytes | None = None) -> None:
     """What a run would do; `kind` None: the enrollment only."""
-    node = args.node
+    node, cid = args.node, cfg["charger_id"]
     if kind is not None:
-        print_device_plan(cfg, args, kind, app, ca)
-    host, port = broker_address(cfg, args.broker)
-    over = f" over TLS verified against {args.ca}" if ca is not None else ""
-    print(f"subscribe {host}:{port}{over} ev/v1/charger/{cfg['charger_id']}/enroll (retained, up to "
-          f"{args.enroll_timeout:.0f} s)")
-    print(f"POST {node}/v1/operator/actions enroll_charger {{\"charger_id\": \"{cfg['charger_id']}\", "
-          f"\"public_key\": <from the enrollment message>}} signed with {args.operator_key}")
-    print(f"GET {node}/v1/chargers/{cfg['charger_id']}")
+        print_device_plan(cfg, args, kind, app, ca, broker, secret)
+    if args.public_key:
+        print(f"public key {args.public_key} (from --public-key)")
+    else:
+        print("$ " + shlex.join(mpremote(args.port, "exec", READ_KEY_CODE))
+              + "   # prints `public_key <64 hex>`, the key made at first boot (or now)")
+    if kind is not None or not args.public_key:
+        print("$ " + shlex.join(mpremote(args.port, "reset")))
+    print(f"GET {node}/v1/chargers/{cid}   # already enrolled with this key: nothing to do")
+    print(f"POST {node}/v1/operator/actions enroll_charger {{\"charger_id\": \"{cid}\", "
+          f"\"public_key\": <the charger's key>}} signed with {args.operator_key}")
+    print(f"GET {node}/v1/operator/actions/<tx hash> until committed: prints the height")
+    print(f"GET {node}/v1/chargers/{cid}")
 
 
-def print_device_plan(cfg: dict, args, kind: str, app: list[Path], ca: bytes | None) -> None:
+def print_device_plan(cfg: dict, args, kind: str, app: list[Path], ca: bytes | None,
+                      broker: tuple[str, int] | None, secret: bytes | None) -> None:
     node = args.node
     regmap = METERS / f"{args.meter}.json"
     if not regmap.exists():
@@ -283,12 +346,18 @@ def print_device_plan(cfg: dict, args, kind: str, app: list[Path], ca: bytes | N
     files = [(ROOT / "firmware" / "device" / "main.py", "main.py"), (BOARD, "board.json"),
              (regmap, "meter.json"), (staged / "config.json", "config.json"),
              (staged / "data" / fw_authz.TRUST_FILE, "data/bureau.json")]
-    tls = ""
+    mqtt = []
     if ca is not None:
         files.append((staged / CA_FILE, CA_FILE))
-        tls = f", \"mqtt\" with \"tls\": true, \"ca\": \"{CA_FILE}\""
+        mqtt.append(f"\"tls\": true, \"ca\": \"{CA_FILE}\"")
+    if broker is not None:
+        mqtt.append(f"\"host\": \"{broker[0]}\", \"port\": {broker[1]}")
+    if secret is not None:
+        mqtt.append(f"\"username\": \"{cfg['charger_id']}\", \"password\": derived from {args.broker_secret} "
+                    f"({len(charger_password(secret, cfg['charger_id']))} characters)")
+    over = f", \"mqtt\" with {', '.join(mqtt)}" if mqtt else ""
     print(f"write {staged / 'config.json'}: {args.config} with \"meter\": \"meter.json\", \"tariff\": the tariff "
-          f"in force{tls}")
+          f"in force{over}")
     if ca is not None:
         print(f"write {staged / CA_FILE}: the network's CA certificate from {args.ca} as DER ({len(ca)} bytes), "
               "the only CA the broker's certificate may be signed by")
@@ -310,11 +379,12 @@ def main(argv=None) -> int:
                                               "when built)")
     p.add_argument("--ca", type=Path, help="the bureau network's CA certificate (PEM or DER): the charger then "
                                            "speaks MQTT over TLS and accepts only a broker certificate it signed")
-    p.add_argument("--broker", help="HOST:PORT of the broker as this computer reaches it (default: config's mqtt)")
-    p.add_argument("--mqtt-username", default=os.environ.get("MQTT_USERNAME"),
-                   help="broker login allowed to read the charger's enroll topic (or MQTT_USERNAME)")
-    p.add_argument("--mqtt-password", default=os.environ.get("MQTT_PASSWORD"), help="(or MQTT_PASSWORD)")
-    p.add_argument("--enroll-timeout", type=float, default=120.0, help="seconds to wait for the charger's key")
+    p.add_argument("--broker", help="HOST:PORT of the broker as the charger reaches it, written to config's mqtt "
+                                    "(default: the config's)")
+    p.add_argument("--broker-secret", type=Path, help="the network's broker/charger-secret: the charger's broker "
+                                                      "login (user the charger id, password derived from it)")
+    p.add_argument("--public-key", help="the charger's public key (64 hex digits) when read otherwise than "
+                                        "over the serial cable")
     p.add_argument("--enroll-only", action="store_true", help="the device is written: read its key and enroll it")
     p.add_argument("--dry-run", action="store_true", default=os.environ.get("DRY_RUN") == "1",
                    help="print what would be run and written (also DRY_RUN=1)")
@@ -326,23 +396,27 @@ def main(argv=None) -> int:
         cfg = load_config(args.config)
         key = load_operator_key(args.operator_key)
         ca = load_ca(args.ca, cfg)
-        if args.enroll_only:
-            if args.dry_run:
-                dry_run(cfg, args, None, [], ca)
-            else:
-                enroll(cfg, args, key, ca)
-            return 0
-        check_port(args.port, args.dry_run)
-        kind, app = application(args.image)
+        broker = parse_broker(args.broker)
+        secret = load_broker_secret(args.broker_secret)
+        parse_public_key(args.public_key)
+        serial = not (args.enroll_only and args.public_key)  # the cable is used: the board is reset after
+        if serial:
+            check_port(args.port, args.dry_run)
+        kind, app = (None, []) if args.enroll_only else application(args.image)
         if args.dry_run:
-            dry_run(cfg, args, kind, app, ca)
+            dry_run(cfg, args, kind, app, ca, broker, secret)
             return 0
-        genesis, tariff = fetch_bureau(args.node, args.tariff_id)
-        with tempfile.TemporaryDirectory(prefix="flash-") as staging:
-            files = stage_files(cfg, args.meter, genesis, tariff, Path(staging), ca)
-            for cmd in device_commands(args.port, kind, app, files):
-                run(cmd)
-        enroll(cfg, args, key, ca)
+        verify = node_verify(ca)
+        if kind is not None:
+            genesis, tariff = fetch_bureau(args.node, args.tariff_id, verify)
+            with tempfile.TemporaryDirectory(prefix="flash-") as staging:
+                files = stage_files(cfg, args.meter, genesis, tariff, Path(staging), ca, broker, secret)
+                for cmd in device_commands(args.port, kind, app, files):
+                    run(cmd)
+        public_key = args.public_key or read_public_key(args.port)
+        if serial:  # mpremote stopped the application: boot it with its files and key
+            run(mpremote(args.port, "reset"))
+        enroll(cfg["charger_id"], public_key, args, key, verify)
         return 0
     except (FlashError, EnrollError) as e:
         print(f"error: {e.reason}: {e.detail}", file=sys.stderr)

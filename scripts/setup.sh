@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need: Debian packages (mosquitto, PostgreSQL
-# server binaries, the 32-bit C runtime and compiler for the MicroPython unix port), the Python
-# environment in .venv, and npm packages (MicroPython WebAssembly; Swagger UI, which the node
-# serves at /schema).
+# server binaries, the 32-bit C runtime and compiler for the MicroPython unix port, Chromium for
+# the dashboard's browser test), the Python environment in .venv, and npm packages (MicroPython
+# WebAssembly; Swagger UI, which the node serves at /schema).
 # Idempotent: a second run only checks; concurrent runs take turns (flock on .setup.lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 # firmware into it (a custom image, as on the device) compiles with gcc-multilib
 [ -e /usr/lib32/libc.so.6 ] || [ -e /lib32/libc.so.6 ] || need_apt+=(libc6-i386)
 [ -d /usr/lib/gcc/x86_64-linux-gnu/12/32 ] || need_apt+=(gcc-multilib)
+# the dashboard's browser test drives Debian's headless Chromium with playwright
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2

@@ -2,14 +2,14 @@
 SIGTERM), optionally with simulated chargers that run the charger firmware's own glue.
 
 The network is secure by default (docs/broker.md, "TLS"): the API serves HTTPS with a
-certificate of the network's CA (var/up/net/ca/ca.crt), the broker takes no anonymous client,
-and a charger's broker login exists only while the committed registry holds the charger. The
-broker's listener speaks TLS, except with simulated chargers: their MQTT client (the firmware's)
-has no TLS yet, so with `--chargers` the broker listens on plain MQTT on 127.0.0.1.
+certificate of the network's CA (var/up/net/ca/ca.crt), the broker listens on TLS only and
+takes no anonymous client, and a charger's broker login exists only while the committed
+registry holds the charger.
 
 With `--chargers N`, N simulated chargers (firmware/host/chargerhost) boot with bureau.json
 made from GET /v1/genesis and the tariff in force and are enrolled with their keys by operator
-actions before they connect (their broker login works only once that commits); each gets a
+actions before they connect (their broker login works only once that commits); they speak
+MQTT over TLS with the network's CA pinned, through the firmware's own client; each gets a
 driver with a card and a wallet (opened and topped up by operator actions). Then every charger runs sessions in a loop:
 the card is tapped and authorized online by the bureau through the firmware's authorization
 flow, the vehicle charges for a while in simulated time, the driver presses stop, the receipt
@@ -103,13 +103,14 @@ def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[D
     tariff_id = genesis["tariffs"][0]["tariff_id"]
     tariff = httpx.get(f"{url}/v1/tariffs/{tariff_id}", timeout=10, verify=verify).json()
     start = int(time.time()) - WEEK_S
+    ca = stack.ca_file.read_bytes()  # the broker's certificate is the network CA's too
     drivers = []
     for i in range(count):
         cid = f"UP-CP-{i + 1:03d}"
         username, password = stack.broker_login(cid)
         c = SimulatedCharger(cid, root / "chargers" / cid, stack.broker.port, start_time=start + i * 3600,
                              power_w=(7000, 11000, 3500)[i % 3], tariff=tariff, step_s=60, genesis=genesis,
-                             mqtt_username=username, mqtt_password=password, resend_ms=5000)
+                             mqtt_username=username, mqtt_password=password, resend_ms=5000, broker_ca=ca)
         drivers.append(Driver(c, i, root, speed))
 
     actions = []
@@ -133,7 +134,7 @@ def start_chargers(stack: Stack, root: Path, count: int, speed: float) -> list[D
                 raise RuntimeError(f"the broker does not take {d.charger.charger_id}'s login after its enrollment")
             time.sleep(0.1)
         d.charger.connect()
-    print(f"chargers: {', '.join(d.charger.charger_id for d in drivers)} enrolled with their keys; "
+    print(f"chargers: {', '.join(d.charger.charger_id for d in drivers)} enrolled with their keys, on MQTT over TLS; "
           f"wallets {', '.join(d.wallet for d in drivers)} topped up")
     return drivers
 
@@ -161,7 +162,7 @@ def main() -> int:
                    help="where the nodes keep their chains (default: $DB, else sqlite)")
     args = p.parse_args()
     root = Path(args.dir)
-    stack = Stack(root, nodes_count=args.nodes, tls=True, registry_logins=True, mqtt_tls=not args.chargers)
+    stack = Stack(root, nodes_count=args.nodes, tls=True, registry_logins=True)
     cluster = PostgresCluster(root / "postgres") if args.db == "postgres" else None
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(signal.SIGTERM))
@@ -181,14 +182,15 @@ def main() -> int:
                 stack.db_urls[v["id"]] = cluster.database(v["id"].replace("-", "_"))
             print(f"postgresql: 127.0.0.1:{cluster.port}, one database per node; cluster in {cluster.root}")
         stack.launch()
-        listener = "TLS" if stack.broker.tls else "plain MQTT, for the simulated chargers"
-        print(f"mosquitto: 127.0.0.1:{stack.broker.port} ({listener}), no anonymous access; logins in "
+        print(f"mosquitto: 127.0.0.1:{stack.broker.port} (TLS only), no anonymous access; logins in "
               f"{stack.broker.access.credentials_path}, chargers from the registry (docs/broker.md)")
         print(f"CA: {stack.ca_file} (curl --cacert, bureau operator --ca-file)")
         for n in stack.nodes:
             print(f"{n.node_id}: API {n.url} (OpenAPI {n.url}/schema), log {n.log_path}, "
                   f"database {stack.db_urls.get(n.node_id) or n.data_dir / 'ledger.db'}")
         print(f"genesis: {stack.genesis_path}; operator key: {root / 'net' / 'operator.key'}")
+        print(f"dashboard: {stack.nodes[0].url}/dashboard, signed in with the operator token in "
+              f"{stack.operator_token_path} (also the bearer token of /metrics; docs/observability.md)")
         if args.chargers and not stopping:
             drivers = start_chargers(stack, root, args.chargers, args.speed)
         print("running; Ctrl-C stops", flush=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -34,15 +33,18 @@ def _run(args) -> int:
     import uvicorn
 
     from .api.app import create_app
+    from .logfmt import configure
     from .node import Node
     from .supervisor import EXIT_FAILED
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure(settings.log_format)
     http = settings.http
     tls = {"ssl_certfile": str(http.tls_cert_file), "ssl_keyfile": str(http.tls_key_file)} if http.tls_cert_file else {}
     node = Node(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(node), host=http.host, port=http.port,
-                                           log_level="warning", access_log=False, **tls))
+    app = create_app(node)
+    configure(settings.log_format)  # again: making the app set Litestar's own format on the root logger
+    server = uvicorn.Server(uvicorn.Config(app, host=http.host, port=http.port, log_level="warning",
+                                           access_log=False, **tls))
     node.supervisor.stop_after_failure(lambda: setattr(server, "should_exit", True))
     node.start()
     try:
@@ -132,7 +134,7 @@ def _operator(args) -> int:
     verify = http_verify(args.ca_file and Path(args.ca_file))
     try:
         tx_hash = submit_action(args.node, tx, verify)
-        (height,) = wait_committed(args.node, [tx_hash], args.timeout, verify)
+        (height,) = wait_committed(args.node, [tx_hash], args.timeout, verify, key=key, operator_id=args.operator)
     except (httpx.TransportError, httpx.InvalidURL) as e:
         raise CommandError(f"cannot reach the node at {args.node}: {e or type(e).__name__}") from None
     print(f"{args.action} committed at height {height} (tx {tx_hash})")

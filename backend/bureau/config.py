@@ -16,6 +16,7 @@ from pathlib import Path
 # take over each other's connection, and the ACL gives each only its own topics (docs/broker.md).
 BROKER_LINKS = ("ingest", "authz")
 ENV_PREFIX = "BUREAU_"
+LOG_FORMATS = ("text", "json")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -46,6 +47,9 @@ class HttpSettings:
     auth_window_s: int = _between(120, 1, 86_400)  # how far a signed request's time may be from ours
     tls_cert_file: Path | None = None  # with the key file: the API serves HTTPS only
     tls_key_file: Path | None = None
+    # the operator's bearer token (Prometheus, the dashboard's login); None: signed requests only
+    operator_token_file: Path | None = None
+    ca_file: Path | None = None  # the CA the peers' API certificates chain to (the dashboard reads them); None: the system's
 
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -131,6 +135,11 @@ class Settings:
     consensus: ConsensusSettings = field(default_factory=ConsensusSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     authz: AuthzSettings = field(default_factory=AuthzSettings)
+    log_format: str = "text"  # "text" or "json": one JSON object per line (bureau/logfmt.py)
+
+    def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: allowed: {', '.join(LOG_FORMATS)}")
 
     def mqtt_login(self, link: str) -> tuple[str, str | None]:
         """(user name, password) of one of the node's broker links; the user name is its client id."""

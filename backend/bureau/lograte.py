@@ -17,8 +17,9 @@ class ThrottledLog:
         self._last: dict[str, tuple[float, int]] = {}  # key -> (time of its last line, held back since)
         self._lock = threading.Lock()
 
-    def info(self, key: str, msg: str, *args) -> bool:
-        """Log `msg % args` unless `key` had a line within the interval; True if it was logged."""
+    def info(self, key: str, msg: str, *args, extra: dict | None = None) -> bool:
+        """Log `msg % args` unless `key` had a line within the interval; True if it was logged.
+        `extra`: the line's event fields (logfmt.py), with "held_back" added when lines were."""
         now = self.clock()
         with self._lock:
             last = self._last.get(key)
@@ -32,5 +33,6 @@ class ThrottledLog:
         if held:
             msg += " (and %d more of %s in the %.0f s before)"
             args = (*args, held, key, now - last[0])
-        self.logger.info(msg, *args)
+            extra = {**(extra or {}), "held_back": held}
+        self.logger.info(msg, *args, extra=extra)
         return True

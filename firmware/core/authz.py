@@ -110,7 +110,7 @@ def _split(env):
         raise AuthzError("oversized", "%d bytes" % len(env))
     if len(env) < SIG_LEN + 1:
         raise AuthzError("malformed", "too short")
-    body = bytes(env[:-SIG_LEN])
+    body = memoryview(env)[:-SIG_LEN]  # no copy: the signed message (tag + body) is the one made
     if body[0] != FORMAT:
         raise AuthzError("unsupported_version", "format %d" % body[0])
     return body, bytes(env[-SIG_LEN:])

@@ -39,6 +39,16 @@ WINDOW = const(16)  # receipts in flight at once
 LOST_AFTER = const(3)  # consecutive failed meter reads before the watch calls the meter lost
 
 
+def device_seed(flash, urandom):
+    """The charger's Ed25519 seed; on first use (first boot, or the technician's key read
+    before it) it is made here, and it never leaves the device."""
+    seed = flash.read(KEY_FILE)
+    if seed is None or len(seed) != 32:
+        seed = urandom(32)
+        flash.write_atomic(KEY_FILE, seed)
+    return seed
+
+
 class ChargerError(CodecError):
     """A request the charger cannot carry out now (a session runs, no tariff, not authorized)."""
 
@@ -80,11 +90,7 @@ class Charger:
 
     def boot(self):
         self.trust = trust_mod.load(self.flash)
-        self.seed = self.flash.read(KEY_FILE)
-        if self.seed is None or len(self.seed) != 32:
-            # First boot: the key is made here and never leaves the device.
-            self.seed = self.urandom(32)
-            self.flash.write_atomic(KEY_FILE, self.seed)
+        self.seed = device_seed(self.flash, self.urandom)
         doc = self.flash.read(TARIFF_FILE)
         self.tariff = Tariff(json.loads(doc)) if doc else (Tariff(self.default_tariff) if self.default_tariff else None)
         raw = self.flash.read(SEQ_FILE)

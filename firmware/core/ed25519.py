@@ -338,6 +338,9 @@ def table_bytes():
 # ---------------------------------------------------------------- variable-base (verification)
 
 
+_DIGITS = [0] * 64  # _var_mul's radix-16 digits (small ints; reused: one verification at a time)
+
+
 def _var_mul(k, p):
     """k * P for 0 <= k < L and extended P: signed radix-16 digits, 8 cached multiples."""
     # cached form of 1P..8P: (Y+X, Y-X, 2Z, 2dT)
@@ -349,12 +352,12 @@ def _var_mul(k, p):
         X, Y, Z, T = q
         multiples.append(((Y + X) % _P, (Y - X) % _P, 2 * Z % _P, T * _D2 % _P))
     # k = sum e_i 16**i with e_i in [-8, 8); k < L < 2**253 leaves no carry out of e_63
-    digits = []
+    digits = _DIGITS
     carry = 0
     for i in range(64):
         e = ((k >> (4 * i)) & 15) + carry
         carry = (e + 8) >> 4
-        digits.append(e - (carry << 4))
+        digits[i] = e - (carry << 4)
     X, Y, Z, T = 0, 1, 1, 0
     started = False
     for i in range(63, -1, -1):

@@ -1,6 +1,6 @@
 # The charger's MQTT topics, v1 (docs/broker.md): the one place the device builds them. The
-# bureau has its own copy (bureau.ingest.admission, bureau.authz, bureau.tools.enroll), held
-# to this one by tests/firmware/test_topics.py. Runs under MicroPython and CPython.
+# bureau has its own (backend/bureau/topics.py); tests/unit/test_topics.py holds both to
+# tests/vectors/topics.json. Runs under MicroPython and CPython.
 #
 # A charger publishes only below its own ev/v1/charger/<id>/ (the broker's ACL):
 #   receipt  signed receipts, QoS 1            auth    authorization requests

@@ -52,7 +52,6 @@ import network
 import ntptime
 
 import board as board_mod
-import broker_tls
 import chargepoint
 import clock
 import supervisor
@@ -61,6 +60,7 @@ from chargepoint import CARD_MS, DISPLAY_MS, HEARTBEAT_STALE_MS, PILOT_MS  # noq
 from clock import ticks_add, ticks_diff
 from flash import Flash
 from mqtt_client import MQTTClient
+from mqtt_codec import DEFAULT_MAX_PACKET
 from mqtt_session import CONNECTED as MQTT_CONNECTED, CONNECTING as MQTT_CONNECTING
 
 try:
@@ -78,6 +78,7 @@ LINK_MAX_MS = const(120000)
 NTP_MS = const(1000)
 NTP_EVERY_MS = const(3600000)
 GC_EVERY_MS = const(10000)
+RX_CHUNK = const(256)  # the MQTT client's receive buffer (a packet larger is assembled in its own buffer)
 
 try:
     from asyncio import sleep_ms as _sleep_ms
@@ -94,19 +95,26 @@ def _ip_of(sockaddr):
     return "%d.%d.%d.%d" % (sockaddr[4], sockaddr[5], sockaddr[6], sockaddr[7])
 
 
+def _broker_tls():
+    """broker_tls, imported only when the config asks for TLS (or is wrong about it): a charger
+    on plain MQTT keeps its functions off the heap."""
+    import broker_tls
+    return broker_tls
+
+
 def broker_context(mqtt_cfg, broker_ca):
     """The TLS client context for config's "mqtt" section, or None for plain MQTT. A CA named
     without "tls": true, or TLS without a CA, is refused: never a silent fall back to plain."""
     tls_on = mqtt_cfg.get("tls", False)
     if tls_on is not True and tls_on is not False:
-        raise broker_tls.TLSConfigError("bad_config", "mqtt.tls must be true or false, not %r" % (tls_on,))
+        raise _broker_tls().TLSConfigError("bad_config", "mqtt.tls must be true or false, not %r" % (tls_on,))
     if not tls_on:
         if "ca" in mqtt_cfg or broker_ca is not None:
-            raise broker_tls.TLSConfigError("bad_config", "a CA is given but mqtt.tls is not true")
+            raise _broker_tls().TLSConfigError("bad_config", "a CA is given but mqtt.tls is not true")
         return None
     if broker_ca is None:
-        raise broker_tls.TLSConfigError("no_ca", "mqtt.tls is true but no CA certificate was provisioned")
-    return broker_tls.make_context(broker_ca)
+        raise _broker_tls().TLSConfigError("no_ca", "mqtt.tls is true but no CA certificate was provisioned")
+    return _broker_tls().make_context(broker_ca)
 
 
 class App(chargepoint.ChargePoint):
@@ -123,6 +131,22 @@ class App(chargepoint.ChargePoint):
             import ed25519 as signer
         self._socket = socket_mod
 
+        # The broker client first: its packet and receive buffers (the largest long-lived
+        # allocations) are taken from a heap the boot's churn (the key's expansion, the flash's
+        # files) has not yet cut into small holes; the config files' parsing garbage goes first.
+        # One step reads at most about one packet, so the retained burst after a (re)connection
+        # (list manifest, pages, tariff) is handled a message at a time, not held all at once.
+        gc.collect()
+        m = cfg["mqtt"]
+        cid = cfg["charger_id"]
+        tls_context = broker_context(m, broker_ca)
+        self.mqtt = MQTTClient(m["host"], m.get("port", 8883 if tls_context else 1883), client_id="charger-" + cid,
+                               keepalive=m.get("keepalive_s", 60), clean_session=False,
+                               username=m.get("username"), password=m.get("password"),
+                               will=uplink_mod.will(cid, FIRMWARE_VERSION), max_inflight=24,
+                               net=socket_mod, auto_reconnect=False, tls=tls_context,
+                               read_budget=DEFAULT_MAX_PACKET, rx_chunk=RX_CHUNK)
+
         # clock: the port's epoch converted to Unix time here, once
         clk = clock.Clock(time.time, clock.epoch_offset(time.gmtime(0)[0]), mono_s_fn=self.uptime_s)
         chargepoint.ChargePoint.__init__(self, cfg, regmap, hw, Flash(flash_root), clk, ticks_ms, signer,
@@ -132,8 +156,6 @@ class App(chargepoint.ChargePoint):
         # network: one supervisor for Wi-Fi, the broker's address and the broker session
         self.wlan = network.WLAN(network.STA_IF)
         self.wlan.active(True)
-        m = cfg["mqtt"]
-        cid = cfg["charger_id"]
         self.link = supervisor.Link(m["host"], supervisor.Backoff(LINK_MIN_MS, LINK_MAX_MS, rand8),
                                     join_ms=WIFI_CONNECT_MS)
         ntp_host = cfg.get("ntp_host")
@@ -141,12 +163,6 @@ class App(chargepoint.ChargePoint):
             ntptime.host = ntp_host
         self.ntp_backoff = supervisor.Backoff(5000, NTP_EVERY_MS, rand8)
         self._ntp_next = None
-        tls_context = broker_context(m, broker_ca)
-        self.mqtt = MQTTClient(m["host"], m.get("port", 8883 if tls_context else 1883), client_id="charger-" + cid,
-                               keepalive=m.get("keepalive_s", 60), clean_session=False,
-                               username=m.get("username"), password=m.get("password"),
-                               will=uplink_mod.will(cid, FIRMWARE_VERSION), max_inflight=24,
-                               net=socket_mod, auto_reconnect=False, tls=tls_context)
         self._logged_reason = None
         self.attach(self.mqtt)
         self._gc_at = now
@@ -157,7 +173,7 @@ class App(chargepoint.ChargePoint):
         regmap = board_mod.load(root + cfg.get("meter", "meter.json").lstrip("/"))
         hw = board_mod.Board.from_file(root + "board.json")
         m = cfg.get("mqtt") or {}
-        ca = broker_tls.load_ca(root + m.get("ca", "ca.der").lstrip("/")) if m.get("tls") is True else None
+        ca = _broker_tls().load_ca(root + m.get("ca", "ca.der").lstrip("/")) if m.get("tls") is True else None
         return cls(cfg, regmap, hw, flash_root=root + "data", socket_mod=socket_mod, broker_ca=ca)
 
     def uptime_s(self):
@@ -296,6 +312,26 @@ class App(chargepoint.ChargePoint):
         return loop
 
 
-def run(root="/", socket_mod=None):
-    """Boot: the application from the files on flash, its tasks on the default event loop."""
-    App.from_files(root, socket_mod=socket_mod).start().run_forever()
+def run(root="", socket_mod=None):
+    """Boot: the application from the files on flash, its tasks on the default event loop.
+    Paths are relative to the current directory: the flash's root when the ESP32 runs main.py,
+    the flash's directory when the unix port does (the device tests)."""
+    app = App.from_files(root, socket_mod=socket_mod)
+    gc.collect()  # the boot's garbage goes before the first session's churn
+    mem_free = getattr(gc, "mem_free", None)
+    if mem_free is not None:  # MicroPython
+        app.log("boot: heap free %d" % mem_free())
+    app.start().run_forever()
+
+
+def print_public_key(root=""):
+    """Print `public_key <64 hex digits>`: the charger's key, read over the serial cable by the
+    technician's tool (scripts/flash.py: mpremote exec) to enroll it. Made here if the charger
+    has not booted yet; the application's first boot then finds and keeps it."""
+    import binascii
+
+    import charger
+    import ed25519
+
+    seed = charger.device_seed(Flash(root + "data"), os.urandom)
+    print("public_key " + binascii.hexlify(ed25519.public_key(seed)).decode())

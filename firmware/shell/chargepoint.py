@@ -39,6 +39,7 @@ PILOT_MS = const(25)  # pilot sample period: with a debounce of 3, a change acts
 METER_MS = const(1000)
 HEARTBEAT_STALE_MS = const(3000)  # control loop silent this long: stop feeding, let it reset
 DISPLAY_MS = const(500)
+LOG_LINES = const(16)  # the last lines kept for a look on the device (each costs heap)
 CARD_MS = const(150)  # card reader poll (an empty field costs the RC522's 5 ms timer)
 
 
@@ -138,7 +139,7 @@ class ChargePoint:
 
     def log(self, msg):
         self.logs.append(msg)
-        if len(self.logs) > 32:
+        if len(self.logs) > LOG_LINES:
             self.logs.pop(0)
         print(msg)
 

@@ -10,7 +10,7 @@ from collections import deque
 from nacl.signing import SigningKey
 
 from bureau.consensus import (
-    NIL, Certificate, Proposal, Ready, Step, ValidatorSet, Vote, decode_message, encode_message, proposal_sign_bytes,
+    NIL, Certificate, Proposal, Ready, Step, Validator, ValidatorSet, Vote, decode_message, encode_message, proposal_sign_bytes,
     vote_sign_bytes,
 )
 from bureau.consensus.core import Config, Core, Timeouts
@@ -25,7 +25,7 @@ def keys(n: int) -> list[SigningKey]:
 
 
 def vset(ks: list[SigningKey], powers: list[int] | None = None) -> ValidatorSet:
-    return ValidatorSet((f"v{i}", k.verify_key.encode(), powers[i] if powers else 1) for i, k in enumerate(ks))
+    return ValidatorSet(Validator(f"v{i}", k.verify_key.encode(), powers[i] if powers else 1) for i, k in enumerate(ks))
 
 
 def config(**kw) -> Config:

@@ -4,10 +4,9 @@ import json
 
 import pytest
 
-from bureau.consensus import Certificate, DecodeError, verify_certificate, vote_sign_bytes
+from bureau.consensus import vote_sign_bytes
 from bureau.consensus.signing import SignatureCache
-from bureau.ledger import certificate as ledger_certificate
-from bureau.ledger.genesis import Validator
+from bureau.ledger.certificate import Certificate, CertificateError, verify
 
 from .helpers import CHAIN, PRECOMMIT, PREVOTE, bhash, cert_for, keys, make_block, vset
 
@@ -17,29 +16,29 @@ BLOCK = make_block(9, bytes(32), b"block nine")
 H = bhash(BLOCK)
 
 
-def ledger_accepts(vs, chain, height, block_hash, cert) -> bool:
-    vals = tuple(Validator(v.id, v.public_key, v.power) for v in vs)
-    try:
-        ledger_certificate.verify(vals, chain, height, block_hash, cert)
-        return True
-    except Exception:  # (the ledger raises AttributeError on a JSON array: reported to its owner)
-        return False
+def refusal(cert, vs=VS, chain=CHAIN, height=9, block_hash=H) -> str | None:
+    """None if the certificate verifies, else the verifier's machine reason (the same with and
+    without a signature cache)."""
+    reasons = []
+    for verifier in (None, SignatureCache()):
+        try:
+            verify(vs, chain, height, block_hash, cert, verifier=verifier)
+            reasons.append(None)
+        except CertificateError as e:
+            assert e.reason and e.detail
+            reasons.append(e.reason)
+    assert reasons[0] == reasons[1]
+    return reasons[0]
 
 
-def check(cert, vs=VS, chain=CHAIN, height=9, block_hash=H) -> bool:
-    ours = verify_certificate(vs, chain, height, block_hash, cert)
-    assert ours == verify_certificate(vs, chain, height, block_hash, cert, verifier=SignatureCache())
-    if ours and isinstance(cert, bytes):
-        # the ledger stores and audits these same bytes: what consensus accepts, it must accept
-        # (the ledger is more lenient about non-canonical JSON, so not the other way round)
-        assert ledger_accepts(vs, chain, height, block_hash, cert)
-    return ours
+def check(cert, **kw) -> bool:
+    return refusal(cert, **kw) is None
 
 
-def test_quorum_certificate_verifies_and_is_the_ledger_format():
+def test_quorum_certificate_verifies():
     cert = cert_for(KS, VS, [0, 1, 3], 9, 2, BLOCK)
     assert check(cert)
-    assert ledger_accepts(VS, CHAIN, 9, H, cert)
+    assert verify(VS, CHAIN, 9, H, cert) == Certificate.decode(cert)
     doc = json.loads(cert)
     assert doc["round"] == 2 and doc["height"] == 9 and [s["validator"] for s in doc["signatures"]] == ["v0", "v1", "v3"]
     c = Certificate.decode(cert)
@@ -105,7 +104,7 @@ def test_non_canonical_or_malformed_bytes_are_rejected():
     assert not check(upper)
     for junk in (b"", b"{}", b"[]", b"\xff\xfe", b'{"v":2}', cert[:-1], cert + b" "):
         assert not check(junk)
-        with pytest.raises(DecodeError):
+        with pytest.raises(CertificateError):
             Certificate.decode(junk)
     nil = Certificate(9, 0, bytes(32), ((VS[0].id, bytes(64)),)).encode()
     assert not check(nil, block_hash=bytes(32))
@@ -113,3 +112,53 @@ def test_non_canonical_or_malformed_bytes_are_rejected():
 
 def _dump(doc) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+# What the ledger's former, more lenient check accepted: every one of these carries real
+# signatures of more than 2/3 of the power (or exactly 2/3), and the one verifier refuses it.
+
+def _good_doc() -> dict:
+    return json.loads(cert_for(KS, VS, [0, 1, 2], 9, 0, BLOCK))
+
+
+def test_exactly_two_thirds_of_the_power_is_not_a_quorum():
+    three = vset(KS[:3])
+    assert refusal(cert_for(KS, three, [0, 1], 9, 0, BLOCK), vs=three) == "insufficient_power"      # 2 of 3
+    weighted = vset(KS, [2, 2, 1, 1])                                                                 # total 6
+    assert refusal(cert_for(KS, weighted, [0, 1], 9, 0, BLOCK), vs=weighted) == "insufficient_power"  # 4 of 6
+    assert check(cert_for(KS, weighted, [0, 1, 2], 9, 0, BLOCK), vs=weighted)                         # 5 of 6
+
+
+def test_duplicated_or_unsorted_signers_are_refused():
+    dup = _good_doc()
+    dup["signatures"].append(dup["signatures"][0])
+    assert refusal(_dump(dup)) == "bad_certificate"
+    unsorted = _good_doc()
+    unsorted["signatures"].reverse()
+    assert refusal(_dump(unsorted)) == "bad_certificate"
+    # in memory too, not only in bytes
+    c = Certificate.decode(cert_for(KS, VS, [0, 1, 2], 9, 0, BLOCK))
+    assert refusal(Certificate(c.height, c.round, c.block_hash, c.signatures[::-1])) == "bad_certificate"
+    assert refusal(Certificate(c.height, c.round, c.block_hash, c.signatures + c.signatures[:1])) == "bad_certificate"
+
+
+def test_trailing_bytes_and_other_encodings_of_the_same_precommits_are_refused():
+    cert = cert_for(KS, VS, [0, 1, 2], 9, 0, BLOCK)
+    doc = _good_doc()
+    variants = {
+        "trailing newline": cert + b"\n",
+        "leading space": b" " + cert,
+        "spaces": json.dumps(doc, sort_keys=True).encode(),
+        "unsorted keys": json.dumps(dict(reversed(doc.items())), separators=(",", ":")).encode(),
+        "upper-case signature hex": _dump({**doc, "signatures": [
+            {**s, "signature": s["signature"].upper()} for s in doc["signatures"]]}),
+        "height as a string": _dump({**doc, "height": "9"}),
+        "round as a string": _dump({**doc, "round": "0"}),
+        "version true": cert.replace(b'"v":1', b'"v":true'),
+        "extra key": _dump({**doc, "note": "x"}),
+        "extra key in a signature": _dump({**doc, "signatures": [
+            {**s, "power": 1} for s in doc["signatures"]]}),
+    }
+    for name, raw in variants.items():
+        assert raw != cert
+        assert refusal(raw) in ("bad_certificate", "unsupported_version"), name

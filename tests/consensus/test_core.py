@@ -3,9 +3,10 @@ messages made by the test. At height 1 the proposers of rounds 0, 1, 2, 3 are v1
 
 import pytest
 
+from bureau.ledger import certificate
 from bureau.consensus import (
     NIL, Core, LastSigned, Proposal, ServeRequest, SyncEntry, SyncRequest, SyncResponse, Vote,
-    WalDecision, WalLock, decode_record, encode_record, verify_certificate,
+    WalDecision, WalLock, decode_record, encode_record,
 )
 
 from .helpers import (
@@ -77,7 +78,7 @@ def test_four_nodes_commit_the_same_blocks_with_valid_certificates():
     chains = [[b for b, _ in a.chain[:6]] for a in c.apps]
     assert all(ch == chains[0] for ch in chains)
     for h, (block, cert) in enumerate(c.apps[0].chain[:6], 1):
-        assert verify_certificate(c.vs, CHAIN, h, bhash(block), cert)
+        assert certificate.verify(c.vs, CHAIN, h, bhash(block), cert)
     assert {block[41:43] for block in chains[0]} >= {b"n0", b"n1", b"n2", b"n3"}  # proposers rotate
 
 
@@ -106,7 +107,7 @@ def test_a_single_validator_commits_alone():
         core.tick(t)
         drain(core, app)
     assert len(app.chain) >= 5
-    assert verify_certificate(vset(ks), CHAIN, 1, bhash(app.chain[0][0]), app.chain[0][1])
+    assert certificate.verify(vset(ks), CHAIN, 1, bhash(app.chain[0][0]), app.chain[0][1])
 
 
 def test_a_fresh_height_starts_at_the_first_tick_unless_held():
@@ -267,7 +268,7 @@ def test_commit_on_precommits_of_an_older_round():
     to_round(d, 2)
     d.feed(*votes(PRECOMMIT, 0, HA, [1, 2, 3]))            # late precommits of round 0
     assert [b for b, _ in d.app.chain] == [A]
-    assert verify_certificate(VS, CHAIN, 1, HA, d.app.chain[0][1])
+    assert certificate.verify(VS, CHAIN, 1, HA, d.app.chain[0][1])
 
 
 def test_round_skip_needs_more_than_a_third_of_the_power():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bureau.consensus import (
-    NIL, DecodeError, LastSigned, Proposal, Step, SyncEntry, SyncRequest, SyncResponse, ValidatorSet, Vote,
+    NIL, DecodeError, LastSigned, Proposal, Step, SyncEntry, SyncRequest, SyncResponse, Validator, ValidatorSet, Vote,
     WalDecision, WalLock, WalMessage, WalRound, decode_message, decode_record, encode_message, encode_record,
     proposal_sign_bytes, vote_sign_bytes,
 )
@@ -171,28 +171,34 @@ def test_validator_set_rejects_bad_input():
     with pytest.raises(ValueError):
         ValidatorSet([])
     with pytest.raises(ValueError):
-        ValidatorSet([("a", k[0].verify_key.encode(), 1), ("a", k[1].verify_key.encode(), 1)])
+        ValidatorSet([Validator("a", k[0].verify_key.encode()), Validator("a", k[1].verify_key.encode())])
     with pytest.raises(ValueError):
-        ValidatorSet([("a", k[0].verify_key.encode(), 1), ("b", k[0].verify_key.encode(), 1)])
+        ValidatorSet([Validator("a", k[0].verify_key.encode()), Validator("b", k[0].verify_key.encode())])
     with pytest.raises(ValueError):
-        ValidatorSet([("a", b"short", 1)])
-    with pytest.raises(ValueError):
-        ValidatorSet([("a", k[0].verify_key.encode(), 0)])
+        ValidatorSet([("a", k[0].verify_key.encode(), 1)])      # entries are Validators
+    for bad in (("a", b"short", 1), ("", k[0].verify_key.encode(), 1), ("a", k[0].verify_key.encode(), 0),
+                ("a", k[0].verify_key.encode(), True), ("x" * 65, k[0].verify_key.encode(), 1)):
+        with pytest.raises(ValueError):
+            Validator(*bad)
 
 
-def test_validator_set_from_genesis_document_and_object():
-    from bureau.ledger.genesis import Genesis
+def test_the_genesis_holds_the_validator_set_consensus_uses():
+    from bureau.ledger.genesis import Genesis, GenesisError
     k = keys(3)
     doc = {"v": 1, "chain_id": CHAIN, "genesis_time_ms": 0,
-           "validators": [{"id": f"bureau-{i}", "public_key": x.verify_key.encode().hex(), "power": i + 1}
-                          for i, x in enumerate(k)],
+           "validators": [{"id": f"bureau-{i}", "public_key": x.verify_key.encode().hex(), "power": i + 1,
+                           "address": f"127.0.0.1:{7000 + i}"} for i, x in enumerate(k)],
            "operators": [{"id": "op", "public_key": k[0].verify_key.encode().hex()}]}
-    a = ValidatorSet.from_genesis(doc)
-    b = ValidatorSet.from_genesis(Genesis.from_doc(doc))
-    assert [(v.id, v.public_key, v.power) for v in a] == [(v.id, v.public_key, v.power) for v in b]
-    assert a.total_power == 6 and a.index_of_id("bureau-2") == 2
-    with pytest.raises(ValueError):
-        ValidatorSet.from_genesis({"validators": [{"id": "x"}]})
+    vs = Genesis.from_doc(doc).validators
+    assert isinstance(vs, ValidatorSet)
+    assert [(v.id, v.public_key, v.power, v.address) for v in vs] == [
+        (f"bureau-{i}", x.verify_key.encode(), i + 1, f"127.0.0.1:{7000 + i}") for i, x in enumerate(k)]
+    assert vs.total_power == 6 and vs.index_of_id("bureau-2") == 2 and vs.by_id("bureau-1").power == 2
+    for bad in ([{"id": "x"}], [], "bureau-0", [{"id": "a", "public_key": "00" * 32, "power": "2"}]):
+        with pytest.raises(GenesisError):
+            Genesis.from_doc({**doc, "validators": bad})
+    with pytest.raises(GenesisError):
+        Genesis.from_doc({**doc, "chain_id": "no\nnewline"})     # signatures cover printable ASCII only
 
 
 def test_proposer_rotation_equal_power_visits_everyone_in_turn():

@@ -11,18 +11,17 @@ another CA signed refused. After each, the ledger holds every receipt exactly on
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from bureau.api.auth import authorization_header
+from tests.support.charger_flow import MANIFEST
 from tests.support.device_run import ChargerRig
 from tests.support.mpunix import require_frozen_interpreter
 from bureau.tools.netproxy import Proxy
 
 HEAP = "96K"
-MANIFEST = Path(__file__).resolve().parents[2] / "firmware" / "manifest.py"
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 110 KB for everything, Wi-Fi and TLS buffers included).
 
 The real MicroPython unix port at the ESP32's word size (32-bit), with firmware/manifest.py
-frozen in as the custom ESP32 image has it, runs the charger's pure flow
-(tests/support/charger_flow_mp.py: imports, key load, tariff, a metered session, receipt
-signing and outbox write, ack) in a 96 KB heap; its signatures are PyNaCl's."""
+frozen in as the custom ESP32 image has it, runs the whole application in a 64 KB heap: booted
+through the flash's main.py, against a real mosquitto and bureau node (boot, key, enrollment,
+card tap, online authorization, a metered session, signed receipt, outbox, publish, ack). The
+charger's pure flow (tests/support/charger_flow_mp.py: imports, key load, tariff, a metered
+session, receipt signing and outbox write, ack) runs in a 96 KB heap; its signatures are
+PyNaCl's."""
 
 import pytest
 from nacl.signing import SigningKey, VerifyKey
@@ -14,6 +17,8 @@ from chargerhost import LIB_DIRS
 from tests.support.charger_flow import FLOW_SEED, MANIFEST, SOURCE_PATH, run_flow, signing_vectors
 from tests.support.mpunix import require_frozen_interpreter, require_interpreter, run_unix
 
+# The whole application's budget: what is left of the board's ~110 KB beside Wi-Fi and TLS
+APP_HEAP = "64K"
 # A heap of 96 KB leaves room for Wi-Fi and TLS buffers beside the ~110 KB the board has; the
 # flow must leave this much free after the imports for the MQTT client, TLS and the outbox.
 FROZEN_HEAP = "96K"
@@ -73,3 +78,21 @@ def test_charger_flow_from_source(bits):
     figures, _ = run_flow(mp, "512K", path=SOURCE_PATH)
     assert figures["bits"] == bits
     _check_flow(figures)
+
+
+def test_whole_application_runs_in_64k(frozen32, tmp_path):
+    """Boot through main.py and one complete session through its ack in the 64 KB budget: a
+    MemoryError anywhere (the device dies, or a task's step fails and the ack never comes)
+    fails the session."""
+    from tests.support.device_run import ChargerRig
+
+    rig = ChargerRig(tmp_path)
+    try:
+        figures = rig.session(frozen32, APP_HEAP)
+    finally:
+        rig.close()
+    assert figures["receipt"]["kind"] == "receipt" and figures["receipt"]["delta_fen"] < 0
+    # app.run (what main.py calls) logged the heap after boot, and every log line of the
+    # session was free of memory errors
+    assert figures["heap_free"] and figures["heap_free"][0] < 64 * 1024
+    assert not figures["memory_errors"], figures["memory_errors"]

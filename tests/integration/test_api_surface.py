@@ -14,7 +14,9 @@ from bureau.api.app import Health, Readiness
 from bureau.api.chain import BlockOut, ChainHead, ChargerKey, ChargerRegistry, GenesisDoc, TariffDoc
 from bureau.api.docs import SWAGGER_UI_DIR
 from bureau.api.errors import Refusal
+from bureau.api.observe import NodeStatus
 from bureau.api.operator import ActionStatus
+from bureau.dashboard import DashboardData
 from bureau.api.receipts import ReceiptProof
 from bureau.api.wallets import WalletBalance, WalletHistory
 from bureau.authz.api import StartOut, WalletAuthorizations
@@ -49,6 +51,8 @@ def test_every_operation_documents_a_typed_answer_and_its_refusals(bureau):
             assert refusal == (probe or "Refusal"), (where, status)
         if "{wallet_id}" in path or path.startswith("/v1/receipts"):
             assert "replayed" in errors[401]["description"] and "bad_signature" in errors[401]["description"], where
+        if path.startswith("/v1/operator/actions/") or path == "/dashboard/data":  # operator only
+            assert "operator_auth_required" in errors[401]["description"], where
     assert set(doc["components"]["schemas"]["Refusal"]["required"]) == {"error", "detail"}
 
 
@@ -81,9 +85,12 @@ def test_answers_are_the_shapes_their_document_names(bureau, replies):
     history = _exactly(bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001/history"), WalletHistory)
     assert history.entries[-1].charger_id is None and history.entries[0].charger_id == "GZ-TH-0001"
     _exactly(bureau.driver_get(driver, "W-1001", "/v1/receipts/GZ-TH-0001/1/proof"), ReceiptProof)
-    committed = _exactly(c.get(f"/v1/operator/actions/{history.entries[-1].tx_hash}"), ActionStatus)
-    assert committed.status == "committed" and "reason" not in c.get(
+    committed = _exactly(bureau.operator_get(f"/v1/operator/actions/{history.entries[-1].tx_hash}"), ActionStatus)
+    assert committed.status == "committed" and "reason" not in bureau.operator_get(
         f"/v1/operator/actions/{history.entries[-1].tx_hash}").json()
+    _exactly(c.get("/v1/node/status"), NodeStatus)
+    bearer = {"Authorization": f"Bearer {bureau.operator_token}"}
+    assert _exactly(c.get("/dashboard/data", headers=bearer), DashboardData).nodes[0].ok
     _exactly(bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001/authorizations"), WalletAuthorizations)
     path = "/v1/wallets/W-1001/start?charger_id=GZ-TH-0001&cap_fen=3000"
     from bureau.api.auth import authorization_header
@@ -166,7 +173,7 @@ def test_a_slow_storage_read_does_not_stall_the_other_answers(bureau):
 
     repo.operator_outcome = slow_outcome
     answers = []
-    slow = threading.Thread(target=lambda: answers.append(bureau.client.get("/v1/operator/actions/" + "ab" * 32)))
+    slow = threading.Thread(target=lambda: answers.append(bureau.operator_get("/v1/operator/actions/" + "ab" * 32)))
     try:
         slow.start()
         assert entered.wait(30)

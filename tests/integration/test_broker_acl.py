@@ -95,6 +95,26 @@ def test_chargers_reach_only_their_own_topics(mosquitto):
     _close(a, b, ingest)
 
 
+def test_a_bureaus_ingest_link_reads_every_chargers_status_and_writes_none(mosquitto):
+    """Chargers online (a node metric) come from the retained status and last will; the link
+    that reads them cannot forge them."""
+    user, password = mosquitto.login_bureau("bureau-1")
+    charger, _ = _client(mosquitto, mosquitto.login("CH-A"))
+    charger.publish("ev/v1/charger/CH-A/status", b"online", qos=1, retain=True).wait_for_publish(5)
+    inbox: queue.Queue = queue.Queue()
+    ingest, _ = _client(mosquitto, (f"{user}.ingest", password), inbox)
+    _subscribed(ingest, "ev/v1/charger/+/status")
+    assert inbox.get(timeout=5) == ("ev/v1/charger/CH-A/status", b"online", True)
+    ingest.publish("ev/v1/charger/CH-A/status", b"forged offline", qos=1, retain=True).wait_for_publish(5)
+    seen: queue.Queue = queue.Queue()
+    reader, _ = _client(mosquitto, mosquitto.login("tech", "operator"), seen)
+    _subscribed(reader, "ev/v1/charger/+/status")
+    assert seen.get(timeout=5) == ("ev/v1/charger/CH-A/status", b"online", True)
+    time.sleep(0.3)
+    assert inbox.empty() and seen.empty()
+    _close(charger, ingest, reader)
+
+
 def test_only_the_authorization_link_writes_the_retained_list_and_tariff(mosquitto):
     user, password = mosquitto.login_bureau("bureau-1")
     authz, _ = _client(mosquitto, (f"{user}.authz", password))

@@ -2,6 +2,7 @@
 commit, ack, balance; and every kind of bad receipt refused with its reason."""
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def _wait_decided(bureau, tx_hash_hex: str) -> dict:
     import time
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        status = bureau.client.get(f"/v1/operator/actions/{tx_hash_hex}").json()
+        status = bureau.operator_get(f"/v1/operator/actions/{tx_hash_hex}").json()
         if status["status"] != "pending":
             return status
         time.sleep(0.02)
@@ -286,7 +287,7 @@ def test_only_the_bureau_that_took_a_receipt_from_its_charger_answers_a_refusal_
     ingest._publish = lambda charger_id, payload: sent.append((charger_id, json.loads(payload)))
     charger = SigningKey.generate()
     mine, relayed = (receipt_tx(seal(_receipt(seq, wallet_id="W-404"), charger)) for seq in (1, 2))
-    ingest._origin.add(tx_hash(mine))
+    ingest._origin[tx_hash(mine)] = time.monotonic()
     ingest.on_refused([Refusal(mine, "unknown_wallet", "gone", "GZ-TH-0001", 1),
                        Refusal(relayed, "unknown_wallet", "gone", "GZ-TH-0001", 2)])
     assert [(c, m["seq"], m["reason"]) for c, m in sent] == [("GZ-TH-0001", 1, "unknown_wallet")]

@@ -138,7 +138,7 @@ def test_forged_acks_and_rejects_leave_the_receipt_pending_until_the_signed_ack(
     # is admitted, not yet committed
     release = threading.Event()
     build = bureau.node.producer.blocks.build
-    bureau.node.producer.blocks.build = lambda: (release.wait(60), build())[1]
+    bureau.node.producer.blocks.build = lambda publish: (release.wait(60), build(publish))[1]
     try:
         c.connect()
         c.plug_in_and_start("W-ATK", 100_000, id_token="04A7A7A7A7A7A7", auth_ref="atk:1")

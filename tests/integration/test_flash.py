@@ -1,15 +1,16 @@
 """scripts/flash.py, the technician's `just flash`: the dry run names every command and file, a
-missing or busy port and a missing operator key are one-line errors (no key is made), and the
-enrollment step reads a freshly booted charger's retained key from a real mosquitto and enrolls
-it on a real bureau node."""
+missing or busy port, a missing operator key and bad arguments are one-line errors (no key is
+made), the staged config carries the charger's registry login, and a charger running under the
+real MicroPython unix port over TLS, refused by the broker until enrolled, is enrolled by the
+enroll step with the key its firmware prints, then connects and has a session acked."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,11 +20,23 @@ from bureau.crypto import load_or_create_key
 ROOT = Path(__file__).resolve().parents[2]
 FLASH = [sys.executable, str(ROOT / "scripts" / "flash.py")]
 EXAMPLE = ROOT / "hardware" / "board" / "config.example.json"
+MANIFEST = ROOT / "firmware" / "manifest.py"
+READ_KEY = "import app; app.print_public_key()"
 
 
 def flash(*args, env=None):
     return subprocess.run(FLASH + [str(a) for a in args], capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ, **(env or {})), timeout=120)
+
+
+def flash_module():
+    """scripts/flash.py as a module, by file: the firmware's own module `flash` takes the name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flash_script", ROOT / "scripts" / "flash.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _built() -> None:
@@ -37,16 +50,28 @@ def test_dry_run_prints_every_command_and_file(tmp_path):
     port.write_text("")
     key = tmp_path / "operator.key"
     load_or_create_key(key)
-    args = (port, EXAMPLE, "--node", "http://127.0.0.1:9", "--operator-key", key)
+    secret = tmp_path / "charger-secret"
+    secret.write_text("ab" * 32 + "\n")
+    args = (port, EXAMPLE, "--node", "http://127.0.0.1:9", "--operator-key", key, "--broker-secret", secret,
+            "--broker", "10.10.0.5:8883")
     for run in (flash(*args, "--dry-run"), flash(*args, env={"DRY_RUN": "1"})):
         assert run.returncode == 0, run.stderr
         out = run.stdout
         for want in ("GET http://127.0.0.1:9/v1/genesis", "GET http://127.0.0.1:9/v1/tariffs/", ":lib/", ":main.py",
                      ":board.json", ":meter.json", ":config.json", ":data/bureau.json", f"connect {port} reset",
-                     "ev/v1/charger/GZ-TH-0001/enroll", "enroll_charger", "GET http://127.0.0.1:9/v1/chargers/GZ-TH-0001"):
+                     f"connect {port} exec '{READ_KEY}'", '"host": "10.10.0.5", "port": 8883',
+                     f'"username": "GZ-TH-0001", "password": derived from {secret} (32 characters)',
+                     "enroll_charger", "until committed: prints the height",
+                     "GET http://127.0.0.1:9/v1/chargers/GZ-TH-0001"):
             assert want in out, (want, out)
         assert "chargepoint.mpy" in out and "board.mpy" in out and "uart_transport.mpy" in out and "app.mpy" in out
-        assert out.index(":data/bureau.json") < out.index(" reset") < out.index("/enroll")
+        assert out.index(":data/bureau.json") < out.index(READ_KEY) < out.index(" reset") < out.index("enroll_charger")
+        assert "change-me" not in out and "ev/v1/charger/" not in out  # no password printed; the key is not read from the broker
+
+    given = flash(*args, "--dry-run", "--enroll-only", "--public-key", "cd" * 32)
+    assert given.returncode == 0, given.stderr
+    assert f"public key {'cd' * 32} (from --public-key)" in given.stdout and "mpremote" not in given.stdout
+    assert "enroll_charger" in given.stdout and ":config.json" not in given.stdout
 
 
 def test_dry_run_provisions_the_ca_and_tls(tmp_path):
@@ -68,7 +93,6 @@ def test_dry_run_provisions_the_ca_and_tls(tmp_path):
         assert f"the network's CA certificate from {ca} as DER ({len(der)} bytes)" in out, out
         assert "cp '<staging>/ca.der' :ca.der" in out, out
         assert out.index(":ca.der") < out.index(" reset")
-        assert f"over TLS verified against {ca} ev/v1/charger/GZ-TH-0001/enroll" in out, out
     assert ":ca.der" not in flash(*args).stdout  # plain MQTT without --ca
 
     tls_cfg = json.loads(EXAMPLE.read_text())
@@ -81,28 +105,32 @@ def test_dry_run_provisions_the_ca_and_tls(tmp_path):
     assert r.returncode == 1 and r.stderr == f"error: bad_ca: {tmp_path / 'junk.pem'}: not a DER or PEM certificate\n"
 
 
-def test_staged_files_carry_the_ca_and_the_tls_setting(tmp_path):
+def test_staged_files_carry_the_ca_tls_address_and_registry_login(tmp_path):
     """What a real run writes to the device (stage_files), without a device."""
-    import importlib.util
-
+    from bureau.tools.broker_registry import charger_password
     from tests.support.tlscerts import make_pki
 
-    # by file: the firmware's own module `flash` takes the name
-    spec = importlib.util.spec_from_file_location("flash_script", ROOT / "scripts" / "flash.py")
-    flash_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(flash_script)
-
+    flash_script = flash_module()
     pki = make_pki(tmp_path / "pki")
     cfg = flash_script.load_config(EXAMPLE)
     ca = flash_script.load_ca(pki.ca_pem, cfg)
+    secret = bytes(range(32))
     genesis = {"chain_id": "c" * 64, "validators": [{"id": "bureau-1", "public_key": "ab" * 32}]}
     staging = tmp_path / "staging"
     staging.mkdir()
-    files = dict((remote, local) for local, remote in flash_script.stage_files(cfg, "eastron_sdm120", genesis, None,
-                                                                               staging, ca))
+    files = dict((remote, local) for local, remote in flash_script.stage_files(
+        cfg, "eastron_sdm120", genesis, None, staging, ca, ("broker.depot", 8883), secret))
     assert files["ca.der"].read_bytes() == pki.ca_der.read_bytes()
     mqtt = json.loads(files["config.json"].read_text())["mqtt"]
-    assert mqtt["tls"] is True and mqtt["ca"] == "ca.der" and mqtt["host"] == cfg["mqtt"]["host"]
+    assert mqtt == {"host": "broker.depot", "port": 8883, "tls": True, "ca": "ca.der", "username": cfg["charger_id"],
+                    "password": charger_password(secret, cfg["charger_id"])}
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    files = dict((remote, local) for local, remote in flash_script.stage_files(
+        cfg, "eastron_sdm120", genesis, None, plain))
+    assert json.loads(files["config.json"].read_text())["mqtt"] == cfg["mqtt"]  # the config's own login and address
+    assert "ca.der" not in files
 
 
 def test_port_and_key_errors_are_one_line(tmp_path):
@@ -123,90 +151,73 @@ def test_port_and_key_errors_are_one_line(tmp_path):
     r = flash(port, EXAMPLE, "--node", "http://127.0.0.1:9", "--operator-key", nokey, "--dry-run")
     assert r.returncode == 1 and r.stderr.startswith("error: no_operator_key: ") and not nokey.exists()
 
+    base = (port, EXAMPLE, "--node", "http://127.0.0.1:9", "--operator-key", key, "--dry-run")
+    (tmp_path / "short-secret").write_text("ab" * 16)
+    (tmp_path / "junk-secret").write_text("not hex")
+    for extra, reason in ((("--public-key", "AB" * 32), "bad_public_key"), (("--public-key", "ab"), "bad_public_key"),
+                          (("--broker", "10.10.0.5"), "bad_broker"), (("--broker", "h:99999"), "bad_broker"),
+                          (("--broker-secret", tmp_path / "none"), "no_broker_secret"),
+                          (("--broker-secret", tmp_path / "short-secret"), "bad_broker_secret"),
+                          (("--broker-secret", tmp_path / "junk-secret"), "bad_broker_secret")):
+        r = flash(*base, *extra)
+        assert r.returncode == 1 and r.stderr.startswith(f"error: {reason}: "), (extra, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
-def test_enrollment_read_from_the_broker_reaches_the_ledger(tmp_path):
-    from chargerhost.simcharger import SimulatedCharger
-    from bureau.tools.stack import Stack
 
-    stack = Stack(tmp_path / "stack", nodes_count=1).start()
-    charger = None
+def test_charger_refused_until_flash_enrolls_the_key_it_prints_then_session_acked(tmp_path):
+    """Registry logins, TLS-only broker, the charger under the real MicroPython unix port on
+    the files flash stages: the broker refuses its login; the key the firmware prints (what
+    flash reads over mpremote) is enrolled by `flash --enroll-only --public-key`, which waits
+    for the commit; the charger then connects and a session's receipt is committed and acked."""
+    from tests.support.device_run import ChargerRig, Device, exec_on_flash
+    from tests.support.mpunix import require_frozen_interpreter
+
+    interpreter = require_frozen_interpreter(MANIFEST)
+    flash_script = flash_module()
+    rig = ChargerRig(tmp_path, charger_id="GZ-FL-0009", tls=True, registry_logins=True)
+    dev = None
     try:
+        stack = rig.stack
         url = stack.nodes[0].url
-        genesis = httpx.get(url + "/v1/genesis", timeout=10).json()
-        cid = "GZ-FL-0007"
-        # the freshly flashed charger boots: makes its key, announces it (retained) and stays on
-        user, password = stack.broker_login(cid)
-        charger = SimulatedCharger(cid, tmp_path / "flash", stack.broker.port, genesis=genesis,
-                                   mqtt_username=user, mqtt_password=password)
-        charger.connect()
-        deadline = time.monotonic() + 30
-        while not charger.announced:
-            assert time.monotonic() < deadline, "the charger did not announce its key"
-            charger.pump(wait_ms=10)
         cfg = json.loads(EXAMPLE.read_text())
-        cfg.update(charger_id=cid, meter_serial=f"SDM-{cid}")
+        cfg.update(charger_id=rig.charger_id, meter_serial="SDM120-0042")
+        cfg["mqtt"] = {"host": "127.0.0.1", "port": 1883}  # no login: flash provisions the registry login
         (tmp_path / "config.json").write_text(json.dumps(cfg))
-        assert httpx.get(f"{url}/v1/chargers/{cid}", timeout=10).status_code == 404
-        tech = stack.broker_login("technician", role="operator")
+        ca = flash_script.load_ca(stack.broker.ca_file, cfg)
+        secret = flash_script.load_broker_secret(stack.layout.charger_secret)
+        genesis, tariff = flash_script.fetch_bureau(url, None)
+        staging, device_flash = tmp_path / "staging", tmp_path / "device"
+        staging.mkdir()
+        for local, remote in flash_script.stage_files(flash_script.load_config(tmp_path / "config.json"),
+                                                      "eastron_sdm120", genesis, tariff, staging, ca,
+                                                      ("127.0.0.1", stack.broker.port), secret):
+            (device_flash / remote).parent.mkdir(parents=True, exist_ok=True)
+            (device_flash / remote).write_bytes(local.read_bytes())  # what mpremote cp puts there
+
+        dev = Device(interpreter, device_flash, rig.bench).start()
+        dev.wait_line("mqtt: not_authorized", timeout=60)  # over TLS, the login not yet in the registry
+        assert not any("link: up" in ln for ln in dev.lines)
+
+        out = exec_on_flash(interpreter, device_flash, READ_KEY)
+        [public] = flash_script.PUBLIC_KEY_LINE.findall(out)
         args = ("/dev/null", tmp_path / "config.json", "--node", url, "--operator-key",
-                stack.root / "net" / "operator.key", "--broker", f"127.0.0.1:{stack.broker.port}",
-                "--mqtt-username", tech[0], "--mqtt-password", tech[1], "--enroll-only", "--enroll-timeout", "20")
+                stack.root / "net" / "operator.key", "--enroll-only", "--public-key", public)
         r = flash(*args)
         assert r.returncode == 0, r.stderr
-        public = charger.core.public_key().hex()
-        assert f"{cid}: enrolled with public key {public}" in r.stdout
-        got = httpx.get(f"{url}/v1/chargers/{cid}", timeout=10).json()
-        assert got == {"charger_id": cid, "public_key": public, "retired": False}
+        m = re.search(rf"{rig.charger_id}: enrolled with public key {public}, committed at height (\d+)", r.stdout)
+        assert m, r.stdout
+        got = httpx.get(f"{url}/v1/chargers/{rig.charger_id}", timeout=10).json()
+        assert got == {"charger_id": rig.charger_id, "public_key": public, "retired": False}
         again = flash(*args)  # a second run finds it enrolled with the same key
-        assert again.returncode == 0 and "already enrolled" in again.stdout
-        wrong = flash(*args[:-5], "--mqtt-password", "wrong", "--enroll-only", "--enroll-timeout", "5")
-        assert wrong.returncode == 1 and wrong.stderr.startswith("error: broker_refused: "), wrong.stderr
+        assert again.returncode == 0 and "already enrolled" in again.stdout, again.stderr
+
+        assert "TLS" in dev.wait_line("link: up", timeout=90)
+        stack.operator([("open_wallet", {"wallet_id": rig.wallet, "public_key": rig.driver.verify_key.encode().hex(),
+                                         "cards": [rig.CARD]}),
+                        ("top_up", {"wallet_id": rig.wallet, "amount_fen": rig.top_up_fen, "reference": "bank:fl"})])
+        rig.charge(dev, seconds=2)
+        dev.wait_for(lambda: len(rig.receipts()) == 1 and not dev.outbox(), "the receipt's ack", timeout=60)
     finally:
-        if charger is not None:
-            charger.close()
-        stack.stop()
-
-
-def test_enrollment_over_tls_with_the_pinned_ca(tmp_path):
-    """With --ca the technician's tool reads the charger's key from a TLS-only broker, verified
-    against the same CA the charger pins (given here as DER, as flash writes it to the charger)."""
-    import paho.mqtt.client as mqtt
-    from nacl.signing import SigningKey
-
-    import status as fw_status
-    from bureau.tools.stack import Stack
-    from tests.support.tlscerts import der_of
-
-    stack = Stack(tmp_path / "stack", nodes_count=1, mqtt_tls=True).start()
-    charger = None
-    try:
-        cid = "GZ-FL-0008"
-        public = SigningKey.generate().verify_key.encode()
-        # what the charger publishes at first boot, over TLS with its own login
-        user, password = stack.broker_login(cid)
-        charger = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=user)
-        charger.username_pw_set(user, password)
-        charger.tls_set(ca_certs=str(stack.broker.ca_file))
-        charger.connect("127.0.0.1", stack.broker.port)
-        charger.loop_start()
-        charger.publish(f"ev/v1/charger/{cid}/enroll", fw_status.enroll_message(cid, public, f"SDM-{cid}", "fw-test"),
-                        qos=1, retain=True).wait_for_publish(10)
-        cfg = json.loads(EXAMPLE.read_text())
-        cfg.update(charger_id=cid, meter_serial=f"SDM-{cid}")
-        (tmp_path / "config.json").write_text(json.dumps(cfg))
-        (tmp_path / "ca.der").write_bytes(der_of(stack.broker.ca_file))
-        tech = stack.broker_login("technician", role="operator")
-        args = ("/dev/null", tmp_path / "config.json", "--node", stack.nodes[0].url, "--operator-key",
-                stack.root / "net" / "operator.key", "--broker", f"127.0.0.1:{stack.broker.port}",
-                "--mqtt-username", tech[0], "--mqtt-password", tech[1], "--enroll-only", "--enroll-timeout", "20")
-        r = flash(*args, "--ca", tmp_path / "ca.der")
-        assert r.returncode == 0, r.stderr
-        assert f"{cid}: enrolled with public key {public.hex()}" in r.stdout
-        plain = flash(*args)  # without the CA the tool cannot speak to a TLS-only broker
-        assert plain.returncode == 1 and plain.stderr.startswith("error: "), plain.stderr
-        assert "Traceback" not in plain.stderr and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
-    finally:
-        if charger is not None:
-            charger.loop_stop()
-            charger.disconnect()
-        stack.stop()
+        if dev is not None:
+            dev.kill()
+        rig.close()

@@ -30,8 +30,8 @@ def _top_up(stack, node=0):
 
 
 def _committed_everywhere(stack, tx, nodes):
-    return all(httpx.get(f"{stack.nodes[i].url}/v1/operator/actions/{tx}", timeout=5).json().get("status")
-               == "committed" for i in nodes)
+    return all(stack.operator_get(f"/v1/operator/actions/{tx}", i).json().get("status") == "committed"
+               for i in nodes)
 
 
 def _links_of(node):
@@ -106,7 +106,7 @@ def test_sync_request_flood_by_a_validator_does_not_halt_the_others(stack):
         for n in stack.nodes[:3]:
             health = httpx.get(n.url + "/healthz", timeout=5).json()
             assert health["ok"] and health["consensus"] == "ok", health
-        metrics = "".join(httpx.get(n.url + "/metrics", timeout=5).text for n in stack.nodes[:3])
+        metrics = "".join(stack.operator_get("/metrics", i).text for i in range(3))
         assert 'bureau_sync_refused_total{reason=' in metrics  # the flood met the per-peer limits
         disconnects = metrics.count('bureau_peer_disconnected_total{reason="flood"}')
         print(f"flood: heights {before} -> {after}, attacker sent {attacker.stats['flood_sent']} requests; "

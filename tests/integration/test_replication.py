@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from bureau.consensus.types import ValidatorSet
 from bureau.ledger.audit import audit_chain
 from bureau.ledger.genesis import Genesis
 from bureau.storage import Repository
@@ -80,7 +79,7 @@ def _check_certificates_with_genesis_only(stack: Stack) -> None:
 
 
 def _proposer_of_next_height(stack: Stack) -> int:
-    vs = ValidatorSet.from_genesis(stack.genesis)
+    vs = Genesis.load(stack.genesis_path).validators
     h = max(x for x in stack.heights() if x is not None) + 1
     return vs.proposer(h, 0)
 

@@ -9,7 +9,6 @@ import time
 import httpx
 
 from bureau.supervisor import EXIT_FAILED
-from bureau.tools.actions import wait_committed
 from bureau.tools.stack import Stack
 
 
@@ -56,7 +55,7 @@ def test_a_commit_path_failure_fails_the_node_which_recovers_from_its_wal(tmp_pa
         db.close()
         node.start()
         node.wait_healthy()
-        wait_committed(node.url, [tx], timeout=60)                    # the decided block, from the WAL
+        stack.wait_committed([tx], timeout=60)                        # the decided block, from the WAL
         stack.operator([("open_wallet", {"wallet_id": "W-3", "public_key": "33" * 32})])
         deadline = time.monotonic() + 60
         while _status(node.url, "/readyz") != (200, {"ok": True, "height": 3}) and time.monotonic() < deadline:

@@ -1,7 +1,9 @@
 """`just up` with simulated chargers (scripts/up.py as a process, with its own mosquitto and
-bureau node, its API over TLS): the chargers are enrolled with their keys, sessions run in a loop,
-receipts reach the chain, and the script stops cleanly on SIGINT and on SIGTERM; a second run on
-the same data finds its chargers and wallets already there and carries on."""
+bureau node, its API and its broker over TLS only, charger logins from the registry): the
+chargers are enrolled with their keys and speak MQTT over TLS (the firmware's client on
+chargerhost's `tls`), a plain MQTT client gets no CONNACK, sessions run in a loop, receipts
+reach the chain, and the script stops cleanly on SIGINT and on SIGTERM; a second run on the
+same data finds its chargers and wallets already there and carries on."""
 
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ import httpx
 
 from bureau.api.auth import authorization_header
 from bureau.crypto import load_or_create_key
+from bureau.tools.mosquitto import connack_code
 from bureau.tools.pki import http_verify
 
 ROOT = Path(__file__).resolve().parents[2]
 API = re.compile(r"bureau-1: API (https://127\.0\.0\.1:\d+)")
+BROKER = re.compile(r"mosquitto: 127\.0\.0\.1:(\d+) \(TLS only\)")
 PROGRESS = re.compile(r"receipts sent (\d+), acked (\d+), pending (\d+); height (\d+)")
 
 
@@ -44,15 +48,25 @@ def _bills(url: str, data: Path) -> int:
     return bills
 
 
+def _plain_mqtt_answered(port: int) -> bool:
+    """Whether the broker answers a plain (not TLS) MQTT CONNECT."""
+    try:
+        connack_code(port, "plain-probe", "x", timeout=5)
+    except (ConnectionError, OSError):
+        return False
+    return True
+
+
 def _run_until_acked(data: Path, sig: int, db: str = "sqlite") -> tuple[list[str], int, int]:
-    """Run up.py until a receipt is acked; count the committed bills; stop it with `sig`."""
+    """Run up.py until a receipt is acked; count the committed bills; check that the broker
+    does not speak plain MQTT; stop it with `sig`."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "up.py"), "--nodes", "1", "--chargers", "2",
                              "--speed", "5000", "--dir", str(data), "--db", db], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     seen: list[str] = []
-    url = None
+    url = broker_port = None
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -66,10 +80,15 @@ def _run_until_acked(data: Path, sig: int, db: str = "sqlite") -> tuple[list[str
             api = API.search(line)
             if api:
                 url = api.group(1)
+            broker = BROKER.search(line)
+            if broker:
+                broker_port = int(broker.group(1))
             m = PROGRESS.search(line)
             if m and int(m.group(2)) >= 1:
                 break
         bills = _bills(url, data)
+        assert broker_port is not None, "".join(seen[-30:])
+        assert not _plain_mqtt_answered(broker_port)  # the chargers that acked spoke TLS
         proc.send_signal(sig)
         rc = proc.wait(30)
     finally:
@@ -87,7 +106,7 @@ def test_up_with_chargers_commits_receipts_and_stops_on_sigint_and_sigterm(tmp_p
     out, rc, bills = _run_until_acked(data, signal.SIGINT)
     assert rc == 0, "".join(out[-20:])
     assert bills >= 1  # acked means committed: the driver sees the bill
-    assert any("enrolled with their keys" in x for x in out)
+    assert any("enrolled with their keys, on MQTT over TLS" in x for x in out)
     assert any(x.startswith("stopping: ") for x in out)
     assert "Traceback" not in "".join(out)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import secrets
 import time
 from pathlib import Path
 
@@ -29,11 +30,13 @@ class TestBureau:
         init_network(net, 1)
         self.operator_key = load_or_create_key(net / "operator.key")
         user, password = broker.login_bureau("bureau-1")
+        self.operator_token = secrets.token_urlsafe(32)  # bearer of /metrics and the dashboard's login
+        (net / "operator.token").write_text(self.operator_token + "\n")
         # (the test's own BUREAU_* variables, such as BUREAU_AUTHZ_*, apply as they do to a node)
         self.settings = Settings.from_env(node_id="bureau-1", data_dir=net / "bureau-1", genesis=net / "genesis.json",
                                           db_url=db_url or "", mqtt_port=broker.port, mqtt_username=user,
                                           mqtt_password=password, block_interval_ms=50, mqtt_tls=broker.tls is not None,
-                                          mqtt_ca_file=broker.ca_file)
+                                          mqtt_ca_file=broker.ca_file, http_operator_token_file=net / "operator.token")
         self.node = Node(self.settings)
         self.node.start()
         self.client = TestClient(create_app(self.node))
@@ -55,11 +58,17 @@ class TestBureau:
         h = resp.json()["tx_hash"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = self.client.get(f"/v1/operator/actions/{h}").json()
+            status = self.operator_get(f"/v1/operator/actions/{h}").json()
             if status["status"] != "pending":
                 return status
             time.sleep(0.02)
         raise TimeoutError(f"{action} not committed in {timeout}s")
+
+    def operator_get(self, path: str):
+        """GET an operator-only endpoint with a request signed by the genesis operator."""
+        hdr = authorization_header(self.operator_key, "operator-1", "GET", path, node_id=self.settings.node_id,
+                                   principal="operator")
+        return self.client.get(path, headers={"Authorization": hdr})
 
     def driver_get(self, key: SigningKey, wallet_id: str, path: str):
         return self.client.get(path, headers={"Authorization": authorization_header(key, wallet_id, "GET", path, node_id=self.settings.node_id)})
@@ -78,6 +87,8 @@ class ReplyListener:
         subscribed = queue.Queue()
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload)))
         self.client.on_subscribe = lambda *a: subscribed.put(True)
+        if broker.ca_file is not None:  # a TLS-only broker
+            self.client.tls_set(ca_certs=str(broker.ca_file))
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         self.client.subscribe(topic, qos=1)

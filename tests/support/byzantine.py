@@ -25,7 +25,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bureau.consensus.types import (Proposal, Step, SyncRequest, ValidatorSet, Vote, decode_message, encode_message,
+from bureau.consensus.types import (Proposal, Step, SyncRequest, Vote, decode_message, encode_message,
                                     proposal_sign_bytes, vote_sign_bytes)
 from bureau.crypto import load_or_create_key
 from bureau.ledger import merkle
@@ -39,9 +39,9 @@ class ByzantineBureau:
     def __init__(self, genesis: Genesis, node_id: str, key, forged_txs: list[bytes]) -> None:
         self.genesis, self.node_id, self.key, self.forged_txs = genesis, node_id, key, forged_txs
         self.chain_id = genesis.chain_id
-        self.vs = ValidatorSet.from_genesis(genesis)
-        self.index = [v.id for v in genesis.validators].index(node_id)
-        self.quorum = 2 * len(genesis.validators) // 3 + 1
+        self.vs = genesis.validators
+        self.index = self.vs.index_of_id(node_id)
+        self.quorum = self.vs.quorum_power
         self.peers = [v.id for v in genesis.validators if v.id != node_id]
         me = genesis.validator(node_id)
         self.transport = PeerTransport(genesis, node_id, key, me.address, self._on_message)

@@ -17,7 +17,9 @@ from chargerhost import DEVICE_DIR, LIB_DIRS
 from tests.support.mpunix import ROOT, run_unix
 
 FLOW_SCRIPT = Path(__file__).with_name("charger_flow_mp.py")
-MANIFEST = ROOT / "firmware" / "manifest.py"
+# The image the heap tests, the device tests and the bench run: firmware/manifest.py frozen in,
+# with the fakes of the ESP32 port's C modules (tests/device/mpfakes/manifest.py)
+MANIFEST = ROOT / "tests" / "device" / "mpfakes" / "manifest.py"
 SOURCE_PATH = [*LIB_DIRS, DEVICE_DIR]  # MICROPYPATH of a run from source
 VECTORS = ROOT / "tests" / "vectors"
 TARIFF = json.loads((VECTORS / "tariff.json").read_text())["tariff"]

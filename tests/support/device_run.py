@@ -1,7 +1,8 @@
-"""Run the charger's device application (firmware/device/app.py, as main.py boots it) as a process under the real
-MicroPython unix port: fake `machine`/`network`/`ntptime` (tests/device/mpfakes/) talking to a
-hardware bench in this process (tests/device/bench.py), real sockets to a real mosquitto, and a
-temporary directory as the ESP32's flash.
+"""Run the charger's device application as a process under the real MicroPython unix port
+with the firmware frozen in, booted as on the ESP32: the flash's main.py (firmware/device/main.py)
+imports the frozen app and runs it. Fake `machine`/`network`/`ntptime` (tests/device/mpfakes/)
+talk to a hardware bench in this process (tests/device/bench.py), real sockets to a real
+mosquitto, and a temporary directory (the current directory) is the ESP32's flash.
 
     flash = provision_flash(tmp / "flash", "GZ-DEV-1", "127.0.0.1", broker_port, genesis)
     bench = HardwareBench(BOARD)
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from chargerhost import DEVICE_DIR, LIB_DIRS
+from chargerhost import DEVICE_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 MPFAKES = ROOT / "tests" / "device" / "mpfakes"
@@ -40,7 +41,8 @@ HEAP_LINE = re.compile(r"heap free (\d+)")
 def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int, genesis: dict | None,
                     tariff: dict | None = None, username: str | None = None, password: str | None = None,
                     ca_der: bytes | None = None, **extra) -> Path:
-    """What a technician puts on a new charger: board.json, meter.json, config.json, and
+    """What a technician puts on a new charger: main.py (firmware/device/main.py, the boot
+    file that runs the frozen application), board.json, meter.json, config.json, and
     data/bureau.json (authz.provision from the bureau's genesis); with `ca_der`, the network's
     CA as ca.der and "tls": true in the mqtt section. `extra` goes into config.json (e.g.
     mqtt_keepalive_s)."""
@@ -49,6 +51,7 @@ def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int,
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    (root / "main.py").write_text((DEVICE_DIR / "main.py").read_text())
     (root / "board.json").write_text(json.dumps(BOARD))
     (root / "meter.json").write_text(json.dumps(REGMAP))
     mqtt = {"host": mqtt_host, "port": mqtt_port}
@@ -68,6 +71,21 @@ def provision_flash(root: Path, charger_id: str, mqtt_host: str, mqtt_port: int,
     return root
 
 
+def device_env() -> dict:
+    """The environment of a unix-port process that imports modules as the device does."""
+    return dict(os.environ, MICROPYPATH=":".join([".frozen", str(MPFAKES)]))  # the firmware is frozen in
+
+
+def exec_on_flash(interpreter: str, flash: Path, code: str, timeout: float = 60.0) -> str:
+    """Run `code` on a charger's flash, as `mpremote exec` runs it on the device (the flash
+    directory is the current one); its output."""
+    proc = subprocess.run([interpreter, "-c", code], cwd=flash, env=device_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{code!r} failed on the device: {proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
 class Device:
     """One charger process. Its output is collected line by line (`lines`)."""
 
@@ -83,8 +101,7 @@ class Device:
         self._reader: threading.Thread | None = None
 
     def start(self) -> "Device":
-        env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join([".frozen", str(MPFAKES), str(DEVICE_DIR), *map(str, LIB_DIRS)])
+        env = device_env()
         env["BENCH_PORT"] = str(self.bench.port)
         self.proc = subprocess.Popen([self.interpreter, "-X", f"heapsize={self.heap}", str(MPFAKES / "run_device.py")],
                                      cwd=self.flash, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -178,12 +195,15 @@ class ChargerRig:
     """Bureau node processes and their mosquitto (Stack), a hardware bench and one charger's
     flash, with the operator's set-up done once the charger has published its key. With `tls`
     the broker speaks TLS only (the network's CA from init-network signed its certificate) and
-    the charger is provisioned with that CA as ca.der."""
+    the charger is provisioned with that CA as ca.der; with `registry_logins` the charger's
+    broker login works only once its enrollment commits (so `enroll`, which reads the retained
+    key from the broker, does not apply)."""
 
     CARD = "04A1B2C3D4E5F6"
 
     def __init__(self, root: Path, nodes: int = 1, charger_id: str = "GZ-DEV-1", top_up_fen: int = 500_000,
-                 node_env: dict | None = None, tls: bool = False, **flash_extra) -> None:
+                 node_env: dict | None = None, tls: bool = False, registry_logins: bool = False,
+                 **flash_extra) -> None:
         from bureau.tools.network import DEFAULT_TARIFF
         from bureau.tools.stack import Stack
         from nacl.signing import SigningKey
@@ -195,7 +215,8 @@ class ChargerRig:
         self.top_up_fen = top_up_fen
         env = {"BUREAU_AUTHZ_LIST_MIN_INTERVAL_S": "0", "BUREAU_BLOCK_INTERVAL_MS": "50"}
         env.update(node_env or {})
-        self.stack = Stack(self.root / "stack", nodes, mqtt_tls=tls).start(extra_env=env)
+        self.stack = Stack(self.root / "stack", nodes, mqtt_tls=tls,
+                           registry_logins=registry_logins).start(extra_env=env)
         self.driver = SigningKey.generate()
         self.wallet = "W-DEV"
         self.bench = HardwareBench(BOARD)
@@ -280,7 +301,8 @@ class ChargerRig:
 
     def session(self, interpreter: str, heap: str) -> dict:
         """Boot (first boot: key, enrollment), the operator's set-up, one complete session
-        through ack; the device is stopped afterwards. Returns figures, raises on failure."""
+        through ack; the device is stopped afterwards. Returns figures (memory_errors: the
+        MemoryErrors a task logged and survived), raises on failure."""
         dev = self.device(interpreter, heap)
         t0 = time.monotonic()
         dev.start()
@@ -298,7 +320,8 @@ class ChargerRig:
             dev.kill()
         heap_free = dev.heap_free()
         return {"boot_s": t1 - t0, "session_s": t2 - t1, "heap_free_min": min(heap_free) if heap_free else None,
-                "heap_free": heap_free, "receipt": self.receipts()[-1]}
+                "heap_free": heap_free, "receipt": self.receipts()[-1],
+                "memory_errors": [ln for ln in dev.lines if "MemoryError" in ln]}
 
     def close(self) -> None:
         self.bench.close()

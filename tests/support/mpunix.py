@@ -87,9 +87,10 @@ def _build_script() -> Path | None:
 
 
 def _manifest_inputs(manifest: Path) -> list[Path]:
-    """Every file the frozen build reads: the manifest, the firmware sources, the build script
-    and the source tarball. A change to any of them means a new image."""
-    files = [manifest, *sorted((ROOT / "firmware").rglob("*.py"))]
+    """Every file the frozen build reads: the manifest and the modules beside it, the firmware
+    sources, the build script and the source tarball. A change to any of them means a new image."""
+    files = [manifest, *sorted(p for p in manifest.parent.glob("*.py") if p != manifest),  # what it names beside it
+             *sorted((ROOT / "firmware").rglob("*.py"))]
     script = _build_script()
     if script is not None:
         files.append(script)

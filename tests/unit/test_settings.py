@@ -102,3 +102,10 @@ def test_the_api_certificate_and_key_are_set_together():
     s = Settings.from_env({"BUREAU_HTTP_TLS_CERT_FILE": "/c.crt", "BUREAU_HTTP_TLS_KEY_FILE": "/c.key",
                            "BUREAU_MQTT_TLS": "true", "BUREAU_MQTT_CA_FILE": "/ca.crt"})
     assert (s.http.tls_key_file, s.mqtt.tls, s.mqtt.ca_file) == (Path("/c.key"), True, Path("/ca.crt"))
+
+
+def test_the_log_format_is_text_or_json():
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"BUREAU_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(SettingsError, match="BUREAU_LOG_FORMAT='xml': allowed: text, json"):
+        Settings.from_env({"BUREAU_LOG_FORMAT": "xml"})

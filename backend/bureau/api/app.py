@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 
 from ..authz.api import AuthzController
+from ..dashboard import HANDLERS as DASHBOARD
 from ..ledger.canonical import MAX_DEPTH, nesting_depth
 from ..node import Node
 from .chain import ChainController
 from .docs import openapi_config, swagger_ui_asset
 from .errors import HANDLERS, ApiError, refusals
 from .home import home
+from .observe import HANDLERS as OBSERVE
 from .operator import OperatorController
 from .receipts import ReceiptController
 from .wallets import WalletController
-
-
-@get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
-async def metrics(node: NamedDependency[Node]) -> str:
-    return node.metrics.prometheus({"height": node.chain.height, "mempool": len(node.mempool)})
 
 
 class Health(msgspec.Struct):
@@ -75,7 +72,7 @@ async def refuse_deep_json(request: Request) -> None:
 
 
 ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
-                  healthz, readyz, metrics, home, swagger_ui_asset]
+                  healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD]
 
 
 def create_app(node: Node) -> Litestar:

@@ -1,9 +1,11 @@
-"""Driver request signatures: a driver reads only their own wallet, and a signed request
-cannot be replayed.
+"""Signed requests of drivers and operators: a driver reads only their own wallet, an operator
+reaches the operator-only endpoints (api/operator_auth.py), and a signed request cannot be
+replayed.
 
 Header:  Authorization: EV-Sig wallet=<id>,node=<bureau id>,ts=<unix s>,nonce=<16-64 hex>,sig=<128 hex>
+         (an operator: EV-Sig operator=<id>,node=...; the same fields and signing string)
 Signed:  "EV-QUERY/v2\n" + node + "\n" + METHOD + "\n" + path?query + "\n" + ts + "\n" + nonce   (UTF-8)
-with the Ed25519 key the wallet was opened with. A request is accepted once, and by one bureau
+with the Ed25519 key the wallet was opened with, or the operator's key in the genesis. A request is accepted once, and by one bureau
 only: the bureau named in it. Each bureau remembers the nonces it accepted until their timestamp
 leaves the window, so a request captured on its way to one bureau is refused by that bureau
 (`replayed`) and by every other (`wrong_node`).
@@ -19,7 +21,7 @@ from collections import OrderedDict
 from .. import crypto
 from .errors import Unauthorized
 
-_HEADER = re.compile(r"EV-Sig wallet=([A-Za-z0-9._-]{1,32}),node=([A-Za-z0-9._-]{1,64}),ts=(\d{1,12}),"
+_HEADER = re.compile(r"EV-Sig (wallet|operator)=([A-Za-z0-9._-]{1,32}),node=([A-Za-z0-9._-]{1,64}),ts=(\d{1,12}),"
                      r"nonce=([0-9a-f]{16,64}),sig=([0-9a-f]{128})\Z")
 
 
@@ -28,13 +30,14 @@ def signing_string(node_id: str, method: str, path_qs: str, ts: int, nonce: str)
 
 
 def authorization_header(signing_key, wallet_id: str, method: str, path_qs: str, *, node_id: str,
-                         ts: int | None = None, nonce: str | None = None) -> str:
-    """What a driver's app sends to the bureau `node_id` (its id is in /healthz and the genesis)."""
+                         ts: int | None = None, nonce: str | None = None, principal: str = "wallet") -> str:
+    """What a driver's app sends to the bureau `node_id` (its id is in /healthz and the genesis);
+    with principal="operator" and `wallet_id` an operator id, what an operator's tool sends."""
     import secrets
     ts = int(time.time()) if ts is None else ts
     nonce = nonce or secrets.token_hex(16)
     sig = signing_key.sign(signing_string(node_id, method, path_qs, ts, nonce)).signature.hex()
-    return f"EV-Sig wallet={wallet_id},node={node_id},ts={ts},nonce={nonce},sig={sig}"
+    return f"EV-Sig {principal}={wallet_id},node={node_id},ts={ts},nonce={nonce},sig={sig}"
 
 
 class ReplayGuard:
@@ -60,15 +63,17 @@ class ReplayGuard:
 
 
 def check(header: str | None, method: str, path_qs: str, public_key_of, guard: ReplayGuard, node_id: str,
-          now: int | None = None) -> str:
-    """The wallet id a valid request to bureau `node_id` speaks for; raises Unauthorized with the reason."""
+          now: int | None = None, principal: str = "wallet") -> str:
+    """The wallet id (or with principal="operator", the operator id) a valid request to bureau
+    `node_id` speaks for; raises Unauthorized with the reason."""
     if not header:
         raise Unauthorized("missing_auth",
-                           "sign the request: Authorization: EV-Sig wallet=..,node=..,ts=..,nonce=..,sig=..")
+                           f"sign the request: Authorization: EV-Sig {principal}=..,node=..,ts=..,nonce=..,sig=..")
     m = _HEADER.match(header)
-    if not m:
-        raise Unauthorized("bad_auth", "Authorization header is not EV-Sig wallet=..,node=..,ts=..,nonce=..,sig=..")
-    wallet_id, node, ts, nonce, sig = m.group(1), m.group(2), int(m.group(3)), m.group(4), bytes.fromhex(m.group(5))
+    if not m or m.group(1) != principal:
+        raise Unauthorized("bad_auth",
+                           f"Authorization header is not EV-Sig {principal}=..,node=..,ts=..,nonce=..,sig=..")
+    wallet_id, node, ts, nonce, sig = m.group(2), m.group(3), int(m.group(4)), m.group(5), bytes.fromhex(m.group(6))
     if node != node_id:
         raise Unauthorized("wrong_node", f"the request is signed for {node}; this is {node_id}")
     now = int(time.time()) if now is None else now
@@ -76,7 +81,7 @@ def check(header: str | None, method: str, path_qs: str, public_key_of, guard: R
         raise Unauthorized("stale_request", f"timestamp is {now - ts} s off the node's clock (window {guard.window_s} s)")
     key = public_key_of(wallet_id)
     if key is None or not crypto.verify(key, signing_string(node_id, method, path_qs, ts, nonce), sig):
-        raise Unauthorized("bad_signature", "request signature does not verify for this wallet")
-    if not guard.first_use(wallet_id, nonce, ts, now):
+        raise Unauthorized("bad_signature", f"request signature does not verify for this {principal}")
+    if not guard.first_use(f"{principal}:{wallet_id}", nonce, ts, now):
         raise Unauthorized("replayed", "this signed request was already used")
     return wallet_id

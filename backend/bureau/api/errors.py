@@ -32,7 +32,7 @@ class ApiError(ReasonedError):
 
 
 class Unauthorized(ApiError):
-    """The request's driver signature is missing, malformed, stale, replayed or wrong."""
+    """The request's driver or operator credentials are missing, malformed, stale, replayed or wrong."""
 
 
 UNAUTHORIZED_STATUS = 401
@@ -57,17 +57,22 @@ def status_of(exc: ReasonedError) -> int:
 
 # what api/auth.py refuses a driver's signature with
 UNAUTHORIZED_REASONS = ("missing_auth", "bad_auth", "wrong_node", "stale_request", "bad_signature", "replayed")
+# what api/operator_auth.py refuses a request to an operator-only endpoint with
+OPERATOR_UNAUTHORIZED_REASONS = ("operator_auth_required", "bad_token", *UNAUTHORIZED_REASONS[1:])
 
 
-def refusals(*reasons: str, driver_signed: bool = False, takes_input: bool = True) -> dict[int, ResponseSpec]:
+def refusals(*reasons: str, driver_signed: bool = False, takes_input: bool = True,
+             operator_only: bool = False) -> dict[int, ResponseSpec]:
     """The OpenAPI error responses of an operation that may refuse with `reasons` (and with a
-    driver signature's, when `driver_signed`), besides a failure of the node (500), which every
+    driver signature's, when `driver_signed`; an operator's credentials', when `operator_only`), besides a failure of the node (500), which every
     operation may answer, and an invalid parameter or body (400), when it `takes_input`."""
     by_status: dict[int, list[str]] = {500: ["internal_error"]}
     if takes_input:
         by_status[DEFAULT_STATUS] = ["invalid_request"]
     if driver_signed:
         by_status[UNAUTHORIZED_STATUS] = list(UNAUTHORIZED_REASONS)
+    if operator_only:
+        by_status[UNAUTHORIZED_STATUS] = list(OPERATOR_UNAUTHORIZED_REASONS)
     for reason in reasons:
         by_status.setdefault(STATUS_OF_REASON.get(reason, DEFAULT_STATUS), []).append(reason)
     return {status: ResponseSpec(Refusal, description="Refused: " + ", ".join(sorted(set(names))),

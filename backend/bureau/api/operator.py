@@ -6,7 +6,7 @@ from collections import OrderedDict
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
@@ -16,6 +16,7 @@ from ..ingest.mempool import Mempool, MempoolFull
 from ..ledger.tx import KIND_OPERATOR, decode_operator
 from ..node import Node
 from .errors import ApiError, refusals
+from .operator_auth import require_operator
 
 TxHashHex = Annotated[str, Parameter(pattern="^[0-9a-f]{64}$", description="the action's hash, lowercase hex")]
 
@@ -60,17 +61,17 @@ class OperatorDesk:
         return ActionAccepted(tx_hash=h.hex(), status="pending", action=op.action)
 
     def status(self, h: bytes) -> ActionStatus:
-        # The mempool is read before the database: an action leaves it only after its block is
-        # written, so one that commits between the two reads is still seen, as pending.
-        pending = h in self.mempool
+        # An action is stored as decided (a committed block) or recorded as refused before it
+        # leaves the mempool, so the mempool is read first: an action that is not there any more
+        # is already in storage or among the refusals when they are read next.
+        if h in self.mempool:
+            return ActionStatus(tx_hash=h.hex(), status="pending")
         decided = self.chain.repo.operator_outcome(h)
         if decided is not None:
             status, reason, detail, height = decided
             if reason:
                 return ActionStatus(tx_hash=h.hex(), status=status, height=height, reason=reason, detail=detail)
             return ActionStatus(tx_hash=h.hex(), status=status, height=height)
-        if pending:
-            return ActionStatus(tx_hash=h.hex(), status="pending")
         refused = self.refused.get(h)
         if refused:
             return ActionStatus(tx_hash=h.hex(), status="refused", reason=refused[0], detail=refused[1])
@@ -93,7 +94,8 @@ class OperatorController(Controller):
     async def submit(self, desk: NamedDependency[OperatorDesk], data: JSONBody[ActionSubmission]) -> ActionAccepted:
         return desk.submit(data.tx)
 
-    @get("/actions/{tx_hex:str}", summary="Whether an operator action is committed, pending or refused",
-         sync_to_thread=True, responses=refusals("unknown_tx"))
-    def status(self, desk: NamedDependency[OperatorDesk], tx_hex: TxHashHex) -> ActionStatus:
+    @get("/actions/{tx_hex:str}", summary="Whether an operator action is committed, pending or refused (operator only)",
+         sync_to_thread=True, responses=refusals("unknown_tx", operator_only=True))
+    def status(self, request: Request, desk: NamedDependency[OperatorDesk], tx_hex: TxHashHex) -> ActionStatus:
+        require_operator(request)  # a signed operator request or the operator token (docs/observability.md)
         return desk.status(bytes.fromhex(tx_hex))

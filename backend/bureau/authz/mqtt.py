@@ -17,29 +17,15 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from .. import topics
 from ..brokerlink import BrokerLink
-from ..ledger.tx import ID_RE
 from ..supervisor import Supervisor
 from . import wire
 from .retained import RetainedGuard
-from .service import AuthzService, reply_topic
+from .service import AuthzService
 
 log = logging.getLogger(__name__)
 
-AUTH_TOPICS = "ev/v1/charger/+/auth"
-LIST_MANIFEST_TOPIC = "ev/v1/bureau/authlist/manifest"
-LIST_PAGE_TOPIC = "ev/v1/bureau/authlist/page/%d"
-LIST_TOPICS = "ev/v1/bureau/authlist/#"
-LIST_PREFIX = "ev/v1/bureau/authlist/"
-TARIFF_TOPIC = "ev/v1/bureau/tariff"
-_PREFIX, _SUFFIX = "ev/v1/charger/", "/auth"
-
-
-def charger_of_auth_topic(topic: str) -> str | None:
-    if not topic.startswith(_PREFIX) or not topic.endswith(_SUFFIX):
-        return None
-    charger = topic[len(_PREFIX):-len(_SUFFIX)]
-    return charger if ID_RE.match(charger) else None
 
 
 class AuthzMqtt(BrokerLink):
@@ -70,18 +56,18 @@ class AuthzMqtt(BrokerLink):
         if reason_code.is_failure:
             log.error("broker refused the authorization connection: %s", reason_code)
             return
-        client.subscribe([(AUTH_TOPICS, 1), (LIST_TOPICS, 1), (TARIFF_TOPIC, 1)])
+        client.subscribe([(topics.every_charger(topics.AUTH), 1), (topics.LIST_ALL, 1), (topics.TARIFF, 1)])
         self.connected.set()
         self._republish.set()
         self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:
-        if msg.topic == TARIFF_TOPIC or msg.topic.startswith(LIST_PREFIX):
+        if msg.topic == topics.TARIFF or msg.topic.startswith(topics.LIST_PREFIX):
             if self.retained.seen(msg.topic, bytes(msg.payload)):
                 self.metrics.inc("authz_retained_wrong", _retained_kind(msg.topic))
                 self._wake.set()
             return
-        charger = charger_of_auth_topic(msg.topic)
+        charger = topics.charger_of(msg.topic, topics.AUTH)
         if charger is None:
             self.metrics.inc("auth_rejected", "bad_topic")
             return
@@ -123,7 +109,7 @@ class AuthzMqtt(BrokerLink):
         return self.publish_json(charger_id, msg)
 
     def publish_json(self, charger_id: str, msg: dict) -> bool:
-        info = self.client.publish(reply_topic(charger_id), json.dumps(msg, separators=(",", ":")).encode(), qos=1)
+        info = self.client.publish(topics.reply(charger_id), json.dumps(msg, separators=(",", ":")).encode(), qos=1)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def send_start(self, charger_id: str, command: dict) -> bool:
@@ -159,13 +145,13 @@ class AuthzMqtt(BrokerLink):
         if not (force or refresh) and key == self._last_list_key:
             return  # the same limits as the list the chargers have
         for i, page in enumerate(pages):  # pages first: a charger that sees the manifest finds them
-            self._retain(LIST_PAGE_TOPIC % i, page)
-        self._retain(LIST_MANIFEST_TOPIC, env)
+            self._retain(topics.list_page(i), page)
+        self._retain(topics.LIST_MANIFEST, env)
         stale_to = self.published_pages if self.published_pages is not None else wire.MAX_PAGES
         for i in range(len(pages), stale_to):  # an empty retained message removes the old page
-            self._retain(LIST_PAGE_TOPIC % i, b"")
+            self._retain(topics.list_page(i), b"")
         self.published_pages = len(pages)
-        self.retained.own_family(LIST_PREFIX)  # any other topic there was not put by this bureau
+        self.retained.own_family(topics.LIST_PREFIX)  # any other topic there was not put by this bureau
         self._last_list_key, self._last_list_at, self.last_manifest = key, now, manifest
         self.metrics.inc("authz_list_published")
         log.info("offline list v%d published: %d cards in %d pages", manifest.list_version, manifest.entries,
@@ -182,7 +168,7 @@ class AuthzMqtt(BrokerLink):
         ident, env = found
         if not force and ident == self._last_tariff:
             return
-        self._retain(TARIFF_TOPIC, env)
+        self._retain(topics.TARIFF, env)
         self._last_tariff = ident
         self.metrics.inc("authz_tariff_published")
 
@@ -205,6 +191,6 @@ class AuthzMqtt(BrokerLink):
 
 
 def _retained_kind(topic: str) -> str:
-    if topic == TARIFF_TOPIC:
+    if topic == topics.TARIFF:
         return "tariff"
-    return "manifest" if topic == LIST_MANIFEST_TOPIC else "page"
+    return "manifest" if topic == topics.LIST_MANIFEST else "page"

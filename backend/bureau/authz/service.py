@@ -51,10 +51,6 @@ class AppStart:
                 "expires": self.expires_s, "used": self.used}
 
 
-def reply_topic(charger_id: str) -> str:
-    return f"ev/v1/charger/{charger_id}/reply"
-
-
 def _reject(req, reason: str, detail: str, wallet_id: str | None = None) -> dict:
     return {"v": wire.AUTH_REPLY_VERSION, "type": "auth", "req": req, "decision": "reject", "wallet_id": wallet_id, "authorized_fen": 0,
             "auth_ref": None, "reason": reason, "detail": detail}

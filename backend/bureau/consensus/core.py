@@ -32,12 +32,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ledger import certificate
 from .signing import DoubleSignError, SafeSigner, SignatureCache
 from .types import (
     MAX_BLOCK_BYTES, MAX_MESSAGE_BYTES, MAX_SYNC_BATCH, NIL, BlockHash, Certificate, Committed, Evidence,
     LastSigned, Outbound, Proposal, ProposeRequest, Ready, Record, ServeRequest, Step, SyncEntry, SyncRequest,
     SyncResponse, ValidateRequest, ValidatorSet, Vote, WalDecision, WalLock, WalMessage, WalRound, chain_id_bytes,
-    proposal_sign_bytes, verify_certificate, vote_sign_bytes,
+    proposal_sign_bytes, vote_sign_bytes,
 )
 
 PROPOSE, PREVOTE, PRECOMMIT = Step.PROPOSE, Step.PREVOTE, Step.PRECOMMIT
@@ -400,8 +401,7 @@ class Core:
         while h in decisions:
             d = decisions[h]
             bh = self._peer_hash(d.block)
-            if bh is None or not verify_certificate(self.validators, self.chain_id, h, bh, d.certificate,
-                                                    verifier=self.verifier):
+            if bh is None or not self._certifies(h, bh, d.certificate):
                 self.stats["wal_bad_decision"] += 1
                 break
             self._committed.append(Committed(h, d.block, d.certificate))
@@ -637,6 +637,13 @@ class Core:
             return "ok"
         return "nothing_to_serve"
 
+    def _certifies(self, height: int, block_hash: bytes, cert: bytes) -> bool:
+        try:
+            certificate.verify(self.validators, self.chain_id, height, block_hash, cert, verifier=self.verifier)
+        except certificate.CertificateError:
+            return False
+        return True
+
     def _on_sync_response(self, resp: SyncResponse, peer: Any) -> str:
         accepted = 0
         window = self.height + 4 * self.config.sync_batch
@@ -650,8 +657,7 @@ class Core:
             bh = self._peer_hash(e.block)
             if bh is None:
                 return "bad_block"
-            if not verify_certificate(self.validators, self.chain_id, e.height, bh, e.certificate,
-                                      verifier=self.verifier):
+            if not self._certifies(e.height, bh, e.certificate):
                 return "bad_certificate"
             self._sync_pending[e.height] = (e.block, e.certificate)
             self._note_peer(peer, e.height + 1)

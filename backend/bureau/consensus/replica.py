@@ -39,7 +39,7 @@ from ..supervisor import Supervisor
 from .core import Config, Core, Timeouts
 from .sync_server import SyncServer
 from .types import (PROTOCOL_VERSION, WIRE_MAGIC, DecodeError, LastSigned, MsgType, Proposal, SyncRequest,
-                    SyncResponse, ValidatorSet, Vote, decode_message, decode_record, encode_message, encode_record)
+                    SyncResponse, Vote, decode_message, decode_record, encode_message, encode_record)
 
 SYNC_REQUEST_PREFIX = WIRE_MAGIC + bytes([PROTOCOL_VERSION, MsgType.SYNC_REQUEST])
 FLOOD_BAN_S = 30.0
@@ -60,15 +60,17 @@ class LedgerBlocks:
         self._executions: dict[bytes, tuple[Block, Execution]] = {}
         self.invalid_blocks = 0
 
-    def build(self) -> tuple[bytes, list[Refusal]]:
-        """A block on the head, stamped with the wall clock, and the transactions it refused
-        (dropped from the mempool)."""
+    def build(self, publish_refused: Callable[[list[Refusal]], None]) -> bytes:
+        """A block on the head, stamped with the wall clock. The transactions it refused are
+        handed to `publish_refused` and only then dropped from the mempool, so that whoever
+        asks after one (mempool first, then the refusals) always finds it in one or the other."""
         txs, verified = self.mempool.candidates(self.max_txs)
         block, ex = self.chain.build(txs, self.node_id, int(time.time() * 1000), verified)
         if ex.refused:
+            publish_refused(list(ex.refused))
             self.mempool.remove(tx_hash(r.tx) for r in ex.refused)
         self._remember(block, ex)
-        return block.encode(), list(ex.refused)
+        return block.encode()
 
     def validate(self, height: int, raw: bytes) -> bool:
         try:
@@ -194,7 +196,7 @@ class BftReplica:
         self.on_refused = on_refused
         self.wal = Wal(Path(data_dir) / "consensus.wal")
         config = Config(chain.genesis.chain_id, timeouts=timeouts or Timeouts(), commit_delay_ms=commit_delay_ms)
-        self.core = Core(config, ValidatorSet.from_genesis(chain.genesis), signing_key, block_hash=block_hash,
+        self.core = Core(config, chain.genesis.validators, signing_key, block_hash=block_hash,
                          height=chain.height + 1, now_ms=_now_ms(), last_signed=self.wal.last_signed(),
                          wal=self.wal.records)
         self.inbox = PeerInbox()
@@ -330,10 +332,7 @@ class BftReplica:
                         ev.validator, ev.height, ev.round, ev.step)
         # the core's questions, about the chain as the commits above left it
         if rd.propose is not None and rd.propose.height == self.chain.height + 1:
-            block, refused = self.blocks.build()
-            if refused:   # published at once: they left the mempool, their status must say why
-                self.on_refused(refused)
-            self.core.propose(block)
+            self.core.propose(self.blocks.build(self.on_refused))
         for req in rd.validate:
             self.core.validated(req.block_hash, self.blocks.validate(req.height, req.block))
 

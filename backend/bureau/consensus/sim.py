@@ -38,12 +38,13 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from ..ledger import certificate
 from .core import Config, Core, Timeouts
 from .signing import SignatureCache
 from .types import (
-    NIL, Committed, DecodeError, LastSigned, Proposal, ProposeRequest, Step, SyncEntry, SyncResponse, ValidatorSet, Vote,
-    decode_message, decode_record, encode_message, encode_record, proposal_sign_bytes,
-    verify_certificate, vote_sign_bytes,
+    NIL, Committed, DecodeError, LastSigned, Proposal, ProposeRequest, Step, SyncEntry, SyncResponse, Validator,
+    ValidatorSet, Vote, decode_message, decode_record, encode_message, encode_record, proposal_sign_bytes,
+    vote_sign_bytes,
 )
 
 CHAIN_ID = "sim-chain-1"
@@ -74,7 +75,7 @@ def validator_keys(n: int) -> list[SigningKey]:
 
 
 def validator_set(n: int) -> ValidatorSet:
-    return ValidatorSet((f"bureau-{i}", k.verify_key.encode(), 1) for i, k in enumerate(validator_keys(n)))
+    return ValidatorSet(Validator(f"bureau-{i}", k.verify_key.encode()) for i, k in enumerate(validator_keys(n)))
 
 
 # ---------------------------------------------------------------------------- toy application
@@ -529,8 +530,12 @@ class Simulation:
             self.violations.append(f"invalid_commit: pid {p.pid} committed an invalid block at height {h}")
         ok = self.cert_ok.get(c.certificate)
         if ok is None:
-            ok = self.cert_ok[c.certificate] = verify_certificate(self.vs, CHAIN_ID, h, bh, c.certificate,
-                                                                  verifier=self.cache)
+            try:
+                certificate.verify(self.vs, CHAIN_ID, h, bh, c.certificate, verifier=self.cache)
+                ok = True
+            except certificate.CertificateError:
+                ok = False
+            self.cert_ok[c.certificate] = ok
         if not ok:
             self.violations.append(f"bad_certificate: pid {p.pid} height {h}")
 

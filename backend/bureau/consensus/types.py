@@ -1,4 +1,4 @@
-"""Consensus data: validator set, signed messages, their canonical bytes, commit certificates,
+"""Consensus data: signed messages, their canonical bytes,
 write-ahead-log records and the `Ready` batch the core hands to its shell.
 
 Everything here is pure: no clock, no socket, no file. `docs/consensus.md` is the prose
@@ -12,7 +12,8 @@ Sign bytes (what an Ed25519 signature covers), all integers big-endian:
 
 A nil vote signs the all-zero hash (`NIL`), which no block can have. A precommit for a block
 signs exactly `bureau.ledger.certificate.precommit_bytes`, so the certificate the core builds is
-the one the ledger stores and audits.
+the one the ledger stores and audits, and `bureau.ledger.certificate.verify` is the one check of
+it everywhere. The validator set is the genesis one (`bureau.ledger.validators`).
 
 Wire messages: b"EB" | u8 version (1) | u8 type | body (see `encode_message`).
 WAL records:   b"EW" | u8 version (1) | u8 type | body (see `encode_record`).
@@ -23,28 +24,20 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
-from functools import lru_cache
-from math import gcd
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Callable, Union
 
 from ..errors import ReasonedError
-from ..ledger import canonical
-from ..ledger import certificate as ledger_certificate
+from ..ledger.certificate import (MAX_CERT_BYTES, MAX_CHAIN_ID, MAX_HEIGHT, MAX_ROUND, NIL, PRECOMMIT_TAG,
+                                  Certificate, CertificateError, chain_id_bytes)
+from ..ledger.validators import MAX_PROPOSER_PERIOD, MAX_VALIDATORS, Validator, ValidatorSet
 
 PROTOCOL_VERSION = 1
 WIRE_MAGIC = b"EB"
 RECORD_MAGIC = b"EW"
 
-NIL = bytes(32)
-MAX_HEIGHT = (1 << 63) - 1
-MAX_ROUND = (1 << 31) - 1
-MAX_VALIDATORS = 1000
 MAX_BLOCK_BYTES = 32 * 1024 * 1024          # the ledger's own block limit
-MAX_CERT_BYTES = 256 * 1024                 # 1000 signatures of ~170 JSON bytes each fit
 MAX_SYNC_BATCH = 64
 MAX_MESSAGE_BYTES = MAX_BLOCK_BYTES + 1024 * 1024
-MAX_CHAIN_ID = 64
-MAX_PROPOSER_PERIOD = 1 << 16
 
 
 class Step(IntEnum):
@@ -65,144 +58,15 @@ class DecodeError(ReasonedError):
     """Malformed bytes. `reason` is a short machine word, the message says what and where."""
 
 
-# --------------------------------------------------------------------------- validator set
-
-
-@dataclass(frozen=True, slots=True)
-class ValidatorInfo:
-    id: str
-    public_key: bytes
-    power: int
-
-
-class ValidatorSet:
-    """The validators of a chain, in genesis order (a validator's index is its position).
-
-    Quorum is "more than 2/3 of the total voting power", the round-skip threshold "more than
-    1/3" (at least one correct validator when at most f < n/3 of the power is faulty).
-    """
-
-    __slots__ = ("validators", "total_power", "_by_id", "_by_key", "_quorum", "_third", "_schedule")
-
-    def __init__(self, validators: Iterable[Any]) -> None:
-        vals = []
-        for v in validators:
-            if isinstance(v, (tuple, list)):
-                vid, key, power = v
-            else:
-                vid, key, power = v.id, v.public_key, v.power
-            if not isinstance(vid, str) or not vid or len(vid.encode("utf-8")) > 64:
-                raise ValueError(f"validator id must be a non-empty string of at most 64 bytes, got {vid!r}")
-            if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
-                raise ValueError(f"validator {vid}: public key must be 32 bytes")
-            if isinstance(power, bool) or not isinstance(power, int) or not 1 <= power <= 1 << 40:
-                raise ValueError(f"validator {vid}: power must be an integer in 1..2^40")
-            vals.append(ValidatorInfo(vid, bytes(key), power))
-        if not 1 <= len(vals) <= MAX_VALIDATORS:
-            raise ValueError(f"a validator set has 1..{MAX_VALIDATORS} validators, got {len(vals)}")
-        self.validators = tuple(vals)
-        self._by_id = {v.id: i for i, v in enumerate(vals)}
-        self._by_key = {v.public_key: i for i, v in enumerate(vals)}
-        if len(self._by_id) != len(vals) or len(self._by_key) != len(vals):
-            raise ValueError("validator ids and public keys must be unique")
-        self.total_power = sum(v.power for v in vals)
-        # smallest power that is > 2/3 (resp. > 1/3) of the total
-        self._quorum = self.total_power * 2 // 3 + 1
-        self._third = self.total_power // 3 + 1
-        self._schedule = _proposer_schedule([v.power for v in vals])
-
-    @classmethod
-    def from_genesis(cls, genesis: Any) -> "ValidatorSet":
-        """From a `bureau.ledger.genesis.Genesis`, or from the genesis JSON document (a dict with
-        "validators": [{"id", "public_key" (hex), "power"}, ...])."""
-        if isinstance(genesis, dict):
-            try:
-                return cls((str(v["id"]), bytes.fromhex(v["public_key"]), int(v.get("power", 1)))
-                           for v in genesis["validators"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"genesis validators are malformed: {e}") from None
-        return cls(genesis.validators)
-
-    def __len__(self) -> int:
-        return len(self.validators)
-
-    def __getitem__(self, index: int) -> ValidatorInfo:
-        return self.validators[index]
-
-    def index_of_key(self, public_key: bytes) -> int | None:
-        return self._by_key.get(bytes(public_key))
-
-    def index_of_id(self, vid: str) -> int | None:
-        return self._by_id.get(vid)
-
-    def power(self, index: int) -> int:
-        return self.validators[index].power
-
-    @property
-    def quorum_power(self) -> int:
-        return self._quorum
-
-    @property
-    def skip_power(self) -> int:
-        return self._third
-
-    def has_quorum(self, power: int) -> bool:
-        return power >= self._quorum
-
-    def has_one_third(self, power: int) -> bool:
-        return power >= self._third
-
-    def proposer(self, height: int, round_: int) -> int:
-        """Index of the proposer of (height, round): position height + round of the smooth
-        weighted round-robin schedule, so each validator proposes in proportion to its power,
-        spread out, and the next round of a height has the next proposer."""
-        s = self._schedule
-        return s[(height + round_) % len(s)]
-
-
-def _proposer_schedule(powers: list[int]) -> tuple[int, ...]:
-    g = 0
-    for p in powers:
-        g = gcd(g, p)
-    weights = [p // g for p in powers]
-    period = sum(weights)
-    if period > MAX_PROPOSER_PERIOD:
-        raise ValueError(f"voting powers divided by their gcd sum to {period}; at most {MAX_PROPOSER_PERIOD} "
-                         "are supported (scale the powers down)")
-    current = [0] * len(weights)
-    out = []
-    for _ in range(period):
-        best = 0
-        for i, w in enumerate(weights):
-            current[i] += w
-            if current[i] > current[best]:
-                best = i
-        current[best] -= period
-        out.append(best)
-    return tuple(out)
-
-
 # --------------------------------------------------------------------------- sign bytes
 
 _TAGS = {
     Step.PROPOSE: b"EV-PROPOSAL/v1".ljust(16, b"\x00"),
     Step.PREVOTE: b"EV-PREVOTE/v1".ljust(16, b"\x00"),
-    Step.PRECOMMIT: ledger_certificate.PRECOMMIT_TAG,
+    Step.PRECOMMIT: PRECOMMIT_TAG,
 }
 _HR = struct.Struct(">QI")
 _I32 = struct.Struct(">i")
-
-
-@lru_cache(maxsize=64)
-def chain_id_bytes(chain_id: str) -> bytes:
-    """u8 length + ASCII chain id; the chain id is 1-64 printable ASCII characters."""
-    try:
-        raw = chain_id.encode("ascii")
-    except (UnicodeEncodeError, AttributeError):
-        raise ValueError(f"chain id must be ASCII, got {chain_id!r}") from None
-    if not 1 <= len(raw) <= MAX_CHAIN_ID or not all(0x20 <= c <= 0x7E for c in raw):
-        raise ValueError(f"chain id must be 1-{MAX_CHAIN_ID} printable ASCII characters, got {chain_id!r}")
-    return bytes([len(raw)]) + raw
 
 
 def vote_sign_bytes(chain_id: str, kind: int, height: int, round_: int, block_hash: bytes) -> bytes:
@@ -421,107 +285,6 @@ def decode_message(data: bytes) -> Message:
     if i != len(data):
         raise DecodeError("trailing_bytes", f"{len(data) - i} bytes after the end of the message")
     return msg
-
-
-# --------------------------------------------------------------------------- certificates
-
-
-@dataclass(frozen=True, slots=True)
-class Certificate:
-    """Precommits of one (height, round, block_hash) by validators (ids, ascending) carrying more
-    than 2/3 of the voting power. Bytes: the ledger's canonical JSON
-
-        {"block_hash":hex,"height":H,"round":R,"signatures":[{"signature":hex,"validator":id},...],"v":1}
-
-    (keys sorted, no spaces, signatures ascending by validator id)."""
-    height: int
-    round: int
-    block_hash: bytes
-    signatures: tuple[tuple[str, bytes], ...]
-
-    def encode(self) -> bytes:
-        return ledger_certificate.encode(self.height, self.round, self.block_hash, dict(self.signatures))
-
-    @classmethod
-    def decode(cls, raw: bytes) -> "Certificate":
-        """Strict parse: canonical bytes only; raises DecodeError."""
-        if not isinstance(raw, (bytes, bytearray)):
-            raise DecodeError("bad_type", "certificate must be bytes")
-        raw = bytes(raw)
-        if len(raw) > MAX_CERT_BYTES:
-            raise DecodeError("too_large", f"certificate of {len(raw)} bytes is over {MAX_CERT_BYTES}")
-        try:
-            doc = canonical.loads_canonical(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DecodeError("bad_certificate", f"not canonical JSON: {e}") from None
-        if not isinstance(doc, dict) or set(doc) != {"v", "height", "round", "block_hash", "signatures"}:
-            raise DecodeError("bad_certificate", "expected exactly the keys v, height, round, block_hash, signatures")
-        if doc["v"] != 1 or isinstance(doc["v"], bool):
-            raise DecodeError("unsupported_version", f"certificate version {doc['v']!r}")
-        h, r, bh, sigs = doc["height"], doc["round"], doc["block_hash"], doc["signatures"]
-        if type(h) is not int or type(r) is not int or not 1 <= h <= MAX_HEIGHT or not 0 <= r <= MAX_ROUND:
-            raise DecodeError("bad_certificate", "height and round must be integers in range")
-        try:
-            block_hash = bytes.fromhex(bh) if isinstance(bh, str) else b""
-        except ValueError:
-            block_hash = b""
-        if len(block_hash) != 32 or block_hash == NIL:
-            raise DecodeError("bad_certificate", "block_hash must be 32 bytes of hex, not nil")
-        if not isinstance(sigs, list) or not 1 <= len(sigs) <= MAX_VALIDATORS:
-            raise DecodeError("bad_certificate", f"signatures must be a list of 1..{MAX_VALIDATORS}")
-        out = []
-        for s in sigs:
-            if not isinstance(s, dict) or set(s) != {"validator", "signature"} or not isinstance(s["validator"], str) \
-                    or not isinstance(s["signature"], str):
-                raise DecodeError("bad_certificate", "each signature is {validator: id, signature: hex}")
-            try:
-                sig = bytes.fromhex(s["signature"])
-            except ValueError:
-                sig = b""
-            if len(sig) != 64:
-                raise DecodeError("bad_certificate", f"signature of {s['validator']!r} is not 64 bytes of hex")
-            out.append((s["validator"], sig))
-        cert = cls(h, r, block_hash, tuple(out))
-        if cert.encode() != raw:  # ascending unique ids, lower-case hex
-            raise DecodeError("bad_certificate", "certificate is not in canonical form")
-        return cert
-
-
-def verify_certificate(validators: ValidatorSet, chain_id: str, height: int, block_hash: bytes,
-                       cert: Union[bytes, Certificate], *, verifier: Any = None) -> bool:
-    """True iff `cert` (bytes or Certificate) proves that validators holding more than 2/3 of the
-    power of `validators` (the genesis set) precommitted `block_hash` at `height` on `chain_id`
-    in one round. Every listed signature must verify; ids must be known and appear once.
-    `verifier` is an optional object with verify(public_key, message, signature) -> bool (e.g. a
-    SignatureCache); by default each signature is checked with libsodium."""
-    if verifier is None:
-        from ..crypto import verify as check
-    else:
-        check = verifier.verify
-    if not isinstance(cert, Certificate):
-        try:
-            cert = Certificate.decode(cert)
-        except DecodeError:
-            return False
-    if cert.height != height or cert.block_hash != block_hash or block_hash == NIL:
-        return False
-    try:
-        message = vote_sign_bytes(chain_id, Step.PRECOMMIT, height, cert.round, block_hash)
-    except ValueError:
-        return False
-    power = 0
-    last = None
-    for vid, sig in cert.signatures:
-        if last is not None and vid <= last:
-            return False
-        last = vid
-        idx = validators.index_of_id(vid)
-        if idx is None:
-            return False
-        if not check(validators[idx].public_key, message, sig):
-            return False
-        power += validators[idx].power
-    return validators.has_quorum(power)
 
 
 # --------------------------------------------------------------------------- WAL records

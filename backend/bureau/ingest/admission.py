@@ -6,12 +6,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .. import crypto
+from .. import crypto, topics
 from ..ledger.state import LedgerState
 from ..ledger.tx import TxError, action_time_error, decode_operator, receipt_tx, signed_operator_message, tx_hash
 from ..receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, signed_message
 
-TOPIC_PREFIX = "ev/v1/charger/"
 
 
 @dataclass(frozen=True)
@@ -40,16 +39,9 @@ class Refused:
     receipt_id: str | None = None  # of the envelope, when it could be read (the reject names it)
 
 
-def charger_of_topic(topic: str) -> str | None:
-    if not topic.startswith(TOPIC_PREFIX) or not topic.endswith("/receipt"):
-        return None
-    charger = topic[len(TOPIC_PREFIX):-len("/receipt")]
-    return charger if charger and "/" not in charger else None
-
-
 def admit(topic: str, payload: bytes, state: LedgerState) -> Admitted | AlreadyCommitted | Refused:
     """A receipt published by a charger on its own topic."""
-    charger = charger_of_topic(topic)
+    charger = topics.charger_of(topic, topics.RECEIPT)
     if charger is None:
         return Refused(None, None, "malformed", f"not a receipt topic: {topic}")
     return admit_receipt(payload, state, charger)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
+from .. import topics
 from ..brokerlink import BrokerLink
 from ..chain import Chain
 from ..ledger.block import Block
@@ -19,15 +21,11 @@ from ..receipts.ack import ack_message
 from ..receipts.codec import receipt_id
 from ..receipts.reject import reject_message
 from ..supervisor import Supervisor
-from .admission import TOPIC_PREFIX, Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
+from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
 from .mempool import Mempool, MempoolFull
+from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 
 log = logging.getLogger(__name__)
-RECEIPT_TOPICS = TOPIC_PREFIX + "+/receipt"
-
-
-def reply_topic(charger_id: str) -> str:
-    return f"{TOPIC_PREFIX}{charger_id}/reply"
 
 
 class MqttIngest(BrokerLink):
@@ -47,7 +45,9 @@ class MqttIngest(BrokerLink):
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self._origin: set[bytes] = set()  # receipts admitted here from MQTT: this node acks them
+        # receipts admitted here from MQTT, with their arrival (monotonic s): this node acks them
+        self._origin: dict[bytes, float] = {}
+        self.presence = ChargerPresence()
         self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
         chain.on_commit(self._on_commit)
@@ -60,7 +60,10 @@ class MqttIngest(BrokerLink):
             return
         # With several bureaus on one broker, a shared subscription hands each receipt to one of
         # them; it reaches the others over the peer links.
-        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + RECEIPT_TOPICS, qos=1)
+        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + topics.every_charger(topics.RECEIPT), qos=1)
+        # every bureau reads every charger's retained status (QoS 0: nothing queued while down;
+        # the retained copies say who is online on each subscribe)
+        client.subscribe(STATUS_TOPICS, qos=0)
         self.connected.set()
 
     def stop_intake(self) -> None:
@@ -71,17 +74,23 @@ class MqttIngest(BrokerLink):
         self.client.disconnect()
 
     def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic.endswith("/" + topics.STATUS):
+            try:
+                self.presence.seen(msg.topic, bytes(msg.payload))
+            except StatusRefused as e:
+                self.metrics.inc("status_refused", e.args[0])
+            return
         if not self.intake.is_set():
             return
         self.metrics.inc("received")
-        self._queue.put((msg.topic, bytes(msg.payload)))
+        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic()))
 
     # ---- admission (worker threads) ------------------------------------------------------
 
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
-                topic, payload = self._queue.get(timeout=0.5)
+                topic, payload, arrived = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
             if not self.intake.is_set():
@@ -89,13 +98,13 @@ class MqttIngest(BrokerLink):
             if topic is None:
                 self.handle_relayed(payload)
             else:
-                self.handle(topic, payload)   # bad input is refused inside; anything else fails the node
+                self.handle(topic, payload, arrived)  # bad input is refused inside; anything else fails the node
 
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
         decision = admit(topic, payload, self.chain.state)
         if isinstance(decision, Admitted):
             try:
-                self._origin.add(decision.tx_hash)
+                self._origin[decision.tx_hash] = time.monotonic() if arrived is None else arrived
                 self.mempool.add(decision.tx_hash, decision.tx, verified=True)
                 self.metrics.inc("admitted")
             except MempoolFull as e:
@@ -114,7 +123,7 @@ class MqttIngest(BrokerLink):
     def submit_relayed(self, txs: list[bytes]) -> None:
         """Transactions another bureau admitted: checked here again before they may wait."""
         for tx in txs:
-            self._queue.put((None, tx))
+            self._queue.put((None, tx, None))
 
     def handle_relayed(self, tx: bytes) -> None:
         try:
@@ -140,7 +149,9 @@ class MqttIngest(BrokerLink):
 
     def _reject(self, charger_id: str | None, seq: int | None, rid: str | None, reason: str, detail: str) -> None:
         self.metrics.inc("rejected", reason)
-        self._reject_log.info(reason, "rejected receipt %s#%s: %s: %s", charger_id, seq, reason, detail)
+        self._reject_log.info(reason, "rejected receipt of charger %s seq %s: %s: %s", charger_id, seq, reason,
+                              detail, extra={"event": "receipt_rejected", "charger_id": charger_id, "seq": seq,
+                                             "reason": reason, "detail": detail})
         if charger_id:
             self._publish(charger_id, reject_message(self.chain.genesis.chain_id, self.node_id, self._key, charger_id,
                                                      seq, rid, reason, detail))
@@ -153,7 +164,7 @@ class MqttIngest(BrokerLink):
             if h not in self._origin:
                 self.metrics.inc("relayed_rejected", r.reason)
                 continue
-            self._origin.discard(h)
+            self._origin.pop(h, None)
             if r.reason == "duplicate":
                 continue  # the first copy's ack answers it
             self._reject(r.charger_id, r.seq, receipt_id(r.tx[1:]), r.reason, r.detail)
@@ -162,11 +173,13 @@ class MqttIngest(BrokerLink):
 
     def _on_commit(self, block: Block, ex: Execution) -> None:
         n = 0
+        now = time.monotonic()
         for eff in ex.effects:
             if eff.kind == "receipt":
                 n += 1
-                if eff.tx_hash in self._origin:
-                    self._origin.discard(eff.tx_hash)
+                arrived = self._origin.pop(eff.tx_hash, None)
+                if arrived is not None:
+                    self.metrics.receipt_latency.observe(now - arrived)
                     self._ack(eff.charger_id, eff.seq, eff.receipt_id, block.height, block.hash)
         self.metrics.inc("committed", n=n)
 
@@ -175,5 +188,5 @@ class MqttIngest(BrokerLink):
                                               receipt_id, height, block_hash))
 
     def _publish(self, charger_id: str, payload: bytes) -> None:
-        self.client.publish(reply_topic(charger_id), payload, qos=1)
+        self.client.publish(topics.reply(charger_id), payload, qos=1)
 

@@ -8,6 +8,8 @@ import time
 
 import httpx
 
+from ..api.auth import authorization_header
+
 Verify = ssl.SSLContext | bool  # httpx's `verify`: bureau.tools.pki.http_verify(ca_file)
 
 
@@ -32,14 +34,33 @@ def submit_action(node_url: str, tx: bytes, verify: Verify = True) -> str:
     return resp.json()["tx_hash"]
 
 
-def wait_committed(node_url: str, tx_hashes: list[str], timeout: float = 30.0, verify: Verify = True) -> list[int]:
+def operator_get(node_url: str, path: str, key, operator_id: str, node_id: str | None = None,
+                 verify: Verify = True, timeout: float = 5.0) -> httpx.Response:
+    """GET an operator-only endpoint with a request signed by the operator's key (EV-Sig
+    operator=..., api/auth.py); `node_id` defaults to the id the node reports."""
+    base = node_url.rstrip("/")
+    if node_id is None:
+        node_id = httpx.get(base + "/v1/node/status", timeout=timeout, verify=verify).json()["node_id"]
+    header = authorization_header(key, operator_id, "GET", path, node_id=node_id, principal="operator")
+    return httpx.get(base + path, headers={"Authorization": header}, timeout=timeout, verify=verify)
+
+
+def wait_committed(node_url: str, tx_hashes: list[str], timeout: float = 30.0, verify: Verify = True, *, key,
+                   operator_id: str, node_id: str | None = None) -> list[int]:
     """The block height each action committed at, once every one is committed; ActionRefused for
-    one refused on chain, TimeoutError for those still waiting at the deadline."""
+    one refused on chain (or for the operator's credentials refused), TimeoutError for those
+    still waiting at the deadline. The status is asked as the operator `operator_id`, signed
+    with its `key`."""
+    if node_id is None:
+        node_id = httpx.get(f"{node_url.rstrip('/')}/v1/node/status", timeout=5, verify=verify).json()["node_id"]
     deadline = time.monotonic() + timeout
     waiting = list(tx_hashes)
     heights = []
     while waiting:
-        st = httpx.get(f"{node_url.rstrip('/')}/v1/operator/actions/{waiting[0]}", timeout=5, verify=verify).json()
+        resp = operator_get(node_url, f"/v1/operator/actions/{waiting[0]}", key, operator_id, node_id, verify)
+        st = resp.json()
+        if resp.status_code == 401:
+            raise ActionRefused(str(st.get("error")), str(st.get("detail")))
         if st.get("status") == "committed":
             waiting.pop(0)
             heights.append(st["height"])

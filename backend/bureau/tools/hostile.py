@@ -21,6 +21,7 @@ from typing import Callable
 import httpx
 import paho.mqtt.client as mqtt
 
+from .. import topics
 from ..api.auth import authorization_header
 from ..ledger.tariff import Tariff
 from ..receipts.codec import Receipt, seal
@@ -52,7 +53,7 @@ class _Intruder:
         self.client.loop_start()
 
     def publish(self, topic_kind: str, payload: bytes, charger_id: str | None = None) -> None:
-        self.client.publish(f"ev/v1/charger/{charger_id or self.charger_id}/{topic_kind}", payload, qos=1)
+        self.client.publish(topics.charger_topic(charger_id or self.charger_id, topic_kind), payload, qos=1)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -113,7 +114,7 @@ class HostileTraffic:
         once.loop_start()
         try:
             if up.wait(2):
-                once.publish(f"ev/v1/charger/{self.intruder.charger_id}/receipt", os.urandom(70_000), qos=0)
+                once.publish(topics.receipt(self.intruder.charger_id), os.urandom(70_000), qos=0)
                 time.sleep(0.2)
         finally:
             once.disconnect()

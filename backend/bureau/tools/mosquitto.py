@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import topics
 from ..config import BROKER_LINKS
 from ..ledger.tx import ID_RE
 from .pki import TlsFiles, client_tls_context
@@ -82,31 +83,26 @@ ROLES = ("charger", "ingest", "authz", "fleet", "operator")
 
 # Chargers log in with their charger id as user name and reach only their own topics. Patterns
 # apply to every user; each user's block below adds what its role needs.
-CHARGER_PATTERNS = """\
-pattern write ev/v1/charger/%u/receipt
-pattern write ev/v1/charger/%u/auth
-pattern write ev/v1/charger/%u/status
-pattern write ev/v1/charger/%u/enroll
-pattern read ev/v1/charger/%u/reply
-pattern read ev/v1/charger/%u/cmd
-"""
+CHARGER_PATTERNS = "".join([f"pattern write {topics.acl_pattern(leaf)}\n" for leaf in topics.CHARGER_PUBLISHES]
+                           + [f"pattern read {topics.acl_pattern(leaf)}\n" for leaf in topics.CHARGER_READS])
+_every = topics.every_charger
 
 ROLE_TOPICS = {
     # a charger: the bureau's signed list and tariff, besides its own topics (the patterns)
-    "charger": ("read ev/v1/bureau/#",),
-    # a bureau's ingest link: every charger's receipts in, acks and rejects out
-    "ingest": ("read ev/v1/charger/+/receipt", "write ev/v1/charger/+/reply"),
+    "charger": (f"read {topics.BUREAU_ALL}",),
+    # a bureau's ingest link: every charger's receipts in, acks and rejects out, and every
+    # charger's retained status and last will (who is online, for the node's metrics)
+    "ingest": (f"read {_every(topics.RECEIPT)}", f"write {_every(topics.REPLY)}", f"read {_every(topics.STATUS)}"),
     # a bureau's authorization link: requests in, replies out, and the retained signed list and
     # tariff, which it reads back to restore them when they are changed or erased
-    "authz": ("read ev/v1/charger/+/auth", "write ev/v1/charger/+/reply",
-              "readwrite ev/v1/bureau/authlist/#", "readwrite ev/v1/bureau/tariff"),
+    "authz": (f"read {_every(topics.AUTH)}", f"write {_every(topics.REPLY)}",
+              f"readwrite {topics.LIST_ALL}", f"readwrite {topics.TARIFF}"),
     # a load generator or test harness speaking for many simulated chargers on one connection
-    "fleet": ("write ev/v1/charger/+/receipt", "write ev/v1/charger/+/auth", "write ev/v1/charger/+/status",
-              "write ev/v1/charger/+/enroll", "read ev/v1/charger/+/reply", "read ev/v1/charger/+/cmd",
-              "read ev/v1/charger/+/status", "read ev/v1/charger/+/enroll"),
+    "fleet": tuple(f"write {_every(leaf)}" for leaf in topics.CHARGER_PUBLISHES)
+             + tuple(f"read {_every(leaf)}" for leaf in topics.CHARGER_READS + (topics.STATUS, topics.ENROLL)),
     # an operator's or technician's tool: reads what chargers announce (enrollment, status), sends
     # nothing
-    "operator": ("read ev/v1/charger/+/enroll", "read ev/v1/charger/+/status"),
+    "operator": (f"read {_every(topics.ENROLL)}", f"read {_every(topics.STATUS)}"),
 }
 
 

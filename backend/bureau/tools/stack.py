@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,11 +28,13 @@ import httpx
 from ..config import Settings
 from ..crypto import load_key
 from ..ledger.tx import operator_action
-from .actions import Verify, submit_action, wait_committed
+from .actions import Verify, operator_get, submit_action, wait_committed
 from .mosquitto import Mosquitto, free_port
 from .broker_registry import RegistryFollower, charger_password
 from .network import NetworkLayout, init_network, load_or_create_secret
 from .pki import http_verify
+
+OPERATOR_ID = "operator-1"  # the operator init_network names in the genesis
 
 
 @dataclass
@@ -160,6 +163,10 @@ class Stack:
         self._claim_root()
         init_network(self.root / "net", self.nodes_count, peer_ports=[free_port() for _ in range(self.nodes_count)],
                      http_ports=[free_port() for _ in range(self.nodes_count)])
+        if not self.operator_token_path.exists():
+            fd = os.open(self.operator_token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
         broker_tls = self.tls if self.mqtt_tls is None else self.mqtt_tls
         # (kept before it starts: `stop` must see it)
         self.broker = Mosquitto(workdir=self.root / "broker", tls=self.layout.broker_tls if broker_tls else None)
@@ -210,12 +217,14 @@ class Stack:
                 "BUREAU_MQTT_PORT": str(self.broker.port), "BUREAU_MQTT_USERNAME": mqtt_user,
                 "BUREAU_MQTT_PASSWORD": mqtt_password, "BUREAU_HTTP_PORT": str(port),
                 "BUREAU_DB_URL": self.db_urls.get(v["id"], ""),
+                "BUREAU_HTTP_OPERATOR_TOKEN_FILE": str(self.operator_token_path),
             })
             api = self.layout.api_tls(v["id"])
             if self.broker.tls:
                 env.update({"BUREAU_MQTT_TLS": "true", "BUREAU_MQTT_CA_FILE": str(api.ca_file)})
             if self.tls:
-                env.update({"BUREAU_HTTP_TLS_CERT_FILE": str(api.cert_file), "BUREAU_HTTP_TLS_KEY_FILE": str(api.key_file)})
+                env.update({"BUREAU_HTTP_TLS_CERT_FILE": str(api.cert_file), "BUREAU_HTTP_TLS_KEY_FILE": str(api.key_file),
+                            "BUREAU_HTTP_CA_FILE": str(api.ca_file)})
             env.update(extra_env or {})
             env.update((node_env or {}).get(v["id"], {}))
             node = NodeProcess(v["id"], data_dir, port, env, self.root / f"{v['id']}.log", tls=self.tls,
@@ -250,15 +259,31 @@ class Stack:
         return self.root / "net" / "genesis.json"
 
     @property
+    def operator_token_path(self) -> Path:
+        """The operator token every node of this stack takes (bearer for /metrics, the dashboard's login)."""
+        return self.root / "net" / "operator.token"
+
+    @property
+    def operator_token(self) -> str:
+        return self.operator_token_path.read_text().strip()
+
+    @property
     def operator_key(self):
         return load_key(self.root / "net" / "operator.key")
 
     def submit(self, action: str, args: dict, node: int = 0) -> str:
-        return submit_action(self.nodes[node].url, operator_action(self.operator_key, "operator-1", action, args),
+        return submit_action(self.nodes[node].url, operator_action(self.operator_key, OPERATOR_ID, action, args),
                              self.verify)
 
     def wait_committed(self, tx_hashes: list[str], node: int = 0, timeout: float = 30.0) -> list[int]:
-        return wait_committed(self.nodes[node].url, tx_hashes, timeout, self.verify)
+        n = self.nodes[node]
+        return wait_committed(n.url, tx_hashes, timeout, self.verify, key=self.operator_key, operator_id=OPERATOR_ID,
+                              node_id=n.node_id)
+
+    def operator_get(self, path: str, node: int = 0) -> httpx.Response:
+        """GET an operator-only endpoint (/metrics, action status, /dashboard/data), signed."""
+        n = self.nodes[node]
+        return operator_get(n.url, path, self.operator_key, OPERATOR_ID, n.node_id, self.verify)
 
     def operator(self, actions: list[tuple[str, dict]], node: int = 0) -> None:
         self.wait_committed([self.submit(a, args, node) for a, args in actions], node)

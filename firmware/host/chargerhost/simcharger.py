@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import LIB_DIRS  # noqa: F401  (puts the firmware library on sys.path)
 
+import broker_tls  # noqa: E402
 import charger as fw_charger  # noqa: E402
 
 from hwsim.meters import EnergyCounter  # noqa: E402
@@ -34,14 +35,18 @@ class SimulatedCharger:
                  power_w: float = 7000.0, regmap: str = "eastron_sdm120.json", tariff: dict | None = None,
                  broker_host: str = "127.0.0.1", step_s: int = 30, mqtt_username: str | None = None,
                  mqtt_password: str | None = None, resend_ms: int = fw_charger.RESEND_MS,
-                 counter: EnergyCounter | None = None, genesis: dict | None = None) -> None:
+                 counter: EnergyCounter | None = None, genesis: dict | None = None,
+                 broker_ca: bytes | None = None) -> None:
         """`power_w`: what the vehicle draws (the charge point offers that current); `genesis`
         (GET /v1/genesis) provisions bureau.json as the technician's tool does (acks and replies
         are checked with its keys) and fits the card reader, so `authorize_card` runs the
-        firmware's authorization flow against the bureau."""
+        firmware's authorization flow against the bureau; `broker_ca` (the network's CA, DER or
+        PEM): MQTT over TLS with that CA pinned, through the firmware's broker_tls, the
+        broker's certificate naming `broker_host`."""
         self.charger_id = charger_id
         self.step_s = step_s
         self.broker = (broker_host, broker_port, mqtt_username, mqtt_password)
+        self.broker_tls = broker_tls.make_context(broker_tls.ca_der(broker_ca)) if broker_ca is not None else None
         Path(flash_dir).mkdir(parents=True, exist_ok=True)
         # the meter outlives the controller: a power cut of the ESP32 passes on a running counter
         counter = counter or EnergyCounter(wh=1_000_000 + sum(charger_id.encode()) * 1000, power_w=0.0)
@@ -140,7 +145,7 @@ class SimulatedCharger:
 
     def connect(self) -> None:
         host, port, username, password = self.broker
-        self.sim.attach_mqtt(host, port, clean_session=False, username=username, password=password)
+        self.sim.attach_mqtt(host, port, clean_session=False, username=username, password=password, tls=self.broker_tls)
 
     def pump(self, wait_ms: int = 0) -> None:
         """One round of network work: read replies, publish what is due."""
