@@ -40,6 +40,10 @@ verify-chain GENESIS DB: setup
 db-upgrade DB: setup
     {{py}} -m bureau.cli db upgrade --db-url {{DB}}
 
+# write deploy/example/: four bureaus on four hosts as init-network makes them (each bureau.env, the genesis, mosquitto.conf), no secrets
+deploy-example: setup
+    {{py}} scripts/deploy_example.py
+
 # deterministic simulation of the consensus cluster: N seeded schedules of faults and a Byzantine node
 sim SEEDS="1000" NODES="4": setup
     {{py}} -m bureau.consensus.sim --seeds {{SEEDS}} --nodes {{NODES}}

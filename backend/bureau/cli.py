@@ -186,7 +186,9 @@ def _init_network(args) -> int:
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts else None
     try:
         genesis = init_network(Path(args.dir), args.nodes, args.chain_id, hosts=hosts, http_port=args.http_port,
-                               peer_port=args.peer_port, mqtt_port=args.mqtt_port)
+                               peer_port=args.peer_port, mqtt_port=args.mqtt_port,
+                               install_dir=args.install_dir and Path(args.install_dir),
+                               data_dir=args.data_dir and Path(args.data_dir))
     except ValueError as e:
         raise CommandError(f"bad_arguments: {e}", 2) from None
     print(json.dumps({"genesis": str(Path(args.dir) / "genesis.json"), "chain_id": genesis["chain_id"],
@@ -290,6 +292,10 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--peer-port", type=int_range(1, 65535), default=DEFAULT_PEER_PORT,
                    help="peer port (nodes sharing a host count up)")
     n.add_argument("--mqtt-port", type=int_range(1, 65535), default=DEFAULT_MQTT_PORT, help="the broker's TLS port")
+    n.add_argument("--install-dir", help="the folder the network directory is copied to on the hosts (e.g. "
+                                         "/etc/bureau/net): the paths bureau.env and mosquitto.conf name (default: --dir)")
+    n.add_argument("--data-dir", help="each node's data folder on its host (e.g. /var/lib/bureau; default: its "
+                                      "folder in the network directory)")
     n.set_defaults(fn=_init_network)
     b = sub.add_parser("broker-sync", help="keep the broker's charger logins those of the committed registry "
                                            "(rewrites the password file and ACL, then SIGHUP to mosquitto)")

@@ -67,7 +67,7 @@ class ReceiptProver:
                              start_time=r.start_time, end_time=r.end_time, stop_reason=r.stop_reason,
                              periods=[tuple(p) for p in r.periods], tariff_id=r.tariff_id,
                              tariff_version=r.tariff_version)
-        return ReceiptProof(receipt=receipt, charger_public_key=chain.state.chargers[charger_id].hex(),
+        return ReceiptProof(receipt=receipt, charger_public_key=chain.state.charger_key_at(charger_id, loc.height).hex(),
                             leaf_index=loc.idx, tree_size=len(leaves),
                             audit_path=[p.hex() for p in merkle.audit_path(leaves, loc.idx)],
                             header=header_out(block.header), certificate=cert.decode())

@@ -70,6 +70,9 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
     if charger in state.retired:
         return Refused(charger, r.seq, "charger_retired", f"charger {charger} is retired", rid)
     if not crypto.verify(key, signed_message(body), sig):
+        rotated = state.rotated_key_error(state.charger_old_keys, charger, signed_message(body), sig)
+        if rotated is not None:
+            return Refused(charger, r.seq, rotated.reason, rotated.detail, rid)
         return Refused(charger, r.seq, "bad_signature", "signature does not verify with the enrolled key", rid)
     committed = state.committed_receipt(charger, r.seq)
     if committed == rid:
@@ -86,7 +89,9 @@ def admit_operator(tx: bytes, state: LedgerState, now_s: int | None = None) -> b
     op = decode_operator(tx)
     key = state.operators.get(op.operator)
     if key is None or not crypto.verify(key, signed_operator_message(op), op.signature):
-        raise TxError("bad_signature", "not signed by an operator of this chain")
+        rotated = state.rotated_key_error(state.operator_old_keys, op.operator, signed_operator_message(op),
+                                          op.signature)
+        raise rotated or TxError("bad_signature", "not signed by an operator of this chain")
     late = action_time_error(op.time, int(time.time()) if now_s is None else now_s)
     if late is not None:
         raise late

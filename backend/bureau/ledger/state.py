@@ -47,7 +47,7 @@ class Wallet:
 class Effect:
     """What one accepted transaction did; storage indexes these for history and proofs."""
     tx_hash: bytes
-    kind: str  # receipt | enroll_charger | retire_charger | open_wallet | top_up | publish_tariff | refused_action
+    kind: str  # receipt | refused_action | an action of tx.ACTIONS
     wallet_id: str | None = None
     delta_fen: int = 0
     balance_after: int | None = None
@@ -76,6 +76,8 @@ class Execution:
     wallets: dict[str, Wallet] = field(default_factory=dict)
     chargers: dict[str, bytes] = field(default_factory=dict)
     retired: set[str] = field(default_factory=set)  # chargers retired in the block
+    charger_rekeys: dict[str, bytes] = field(default_factory=dict)  # new keys, in effect from the next block
+    operator_rekeys: dict[str, bytes] = field(default_factory=dict)  # likewise
     cards: dict[str, str] = field(default_factory=dict)
     tariffs: dict[tuple[str, int], Tariff] = field(default_factory=dict)
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -97,6 +99,10 @@ class LedgerState:
         self.chargers: dict[str, bytes] = {}  # every charger ever enrolled, retired ones too (their
         # receipts on chain stay verifiable)
         self.retired: set[str] = set()  # chargers whose receipts and logins end for good
+        # keys replaced by a rotation, oldest first, each with the last height it was in effect:
+        # committed receipts stay verifiable, and a signature by one is refused with its reason
+        self.charger_old_keys: dict[str, list[tuple[int, bytes]]] = {}
+        self.operator_old_keys: dict[str, list[tuple[int, bytes]]] = {}
         self.wallets: dict[str, Wallet] = {}
         self.cards: dict[str, str] = {}
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
@@ -119,6 +125,22 @@ class LedgerState:
 
     def active_chargers(self) -> list[str]:
         return sorted(c for c in self.chargers if c not in self.retired)
+
+    def charger_key_at(self, charger_id: str, height: int) -> bytes | None:
+        """The key a receipt of `charger_id` committed in block `height` was verified with."""
+        for until, key in self.charger_old_keys.get(charger_id, ()):
+            if height <= until:
+                return key
+        return self.chargers.get(charger_id)
+
+    def rotated_key_error(self, old_keys: dict[str, list[tuple[int, bytes]]], who: str, message: bytes,
+                          signature: bytes) -> TxError | None:
+        """`key_rotated` when `signature` verifies with a key `who` had before a rotation."""
+        for until, key in old_keys.get(who, ()):
+            if crypto.verify(key, message, signature):
+                return TxError("key_rotated", f"signed with the key {who} had until block {until}; "
+                                              f"it was replaced from block {until + 1} on")
+        return None
 
     def committed_receipt(self, charger_id: str, seq: int) -> str | None:
         return self.receipts.get((charger_id, seq))
@@ -157,6 +179,12 @@ class LedgerState:
         self.wallets.update(ex.wallets)
         self.chargers.update(ex.chargers)
         self.retired.update(ex.retired)
+        for charger_id, key in ex.charger_rekeys.items():
+            self.charger_old_keys.setdefault(charger_id, []).append((height, self.chargers[charger_id]))
+            self.chargers[charger_id] = key
+        for operator_id, key in ex.operator_rekeys.items():
+            self.operator_old_keys.setdefault(operator_id, []).append((height, self.operators[operator_id]))
+            self.operators[operator_id] = key
         self.cards.update(ex.cards)
         self.tariffs.update(ex.tariffs)
         self.receipts.update(ex.receipts)
@@ -201,7 +229,12 @@ class LedgerState:
             raise ReceiptError("unknown_charger", f"charger {r.charger_id} is not enrolled")
         if r.charger_id in self.retired or r.charger_id in ex.retired:
             raise ReceiptError("charger_retired", f"charger {r.charger_id} is retired")
-        if h not in verified and not crypto.verify(key, signed_message(body), sig):
+        # A signature checked at ingest may have been checked with a key rotated away since.
+        if (h not in verified or r.charger_id in self.charger_old_keys) \
+                and not crypto.verify(key, signed_message(body), sig):
+            rotated = self.rotated_key_error(self.charger_old_keys, r.charger_id, signed_message(body), sig)
+            if rotated is not None:
+                raise ReceiptError(rotated.reason, rotated.detail)
             raise ReceiptError("bad_signature", "signature does not verify with the enrolled key")
         ident = (r.charger_id, r.seq)
         rid = receipt_id(envelope)
@@ -235,8 +268,11 @@ class LedgerState:
         key = self.operators.get(op.operator)
         if key is None:
             raise TxError("unknown_operator", f"operator {op.operator} is not in the genesis")
-        if h not in verified and not crypto.verify(key, signed_operator_message(op), op.signature):
-            raise TxError("bad_signature", "operator signature does not verify")
+        if (h not in verified or op.operator in self.operator_old_keys) \
+                and not crypto.verify(key, signed_operator_message(op), op.signature):
+            rotated = self.rotated_key_error(self.operator_old_keys, op.operator, signed_operator_message(op),
+                                             op.signature)
+            raise rotated or TxError("bad_signature", "operator signature does not verify")
         if h in self.operator_txs or h in ex.operator_txs:
             raise TxError("duplicate", "this operator action is already decided (committed or refused)")
         block_time_s = ex.time_ms // 1000
@@ -260,6 +296,8 @@ class LedgerState:
     def _run_action(self, op, h: bytes, ex: Execution, writes: list[str]) -> Effect:
         """The action's own effect; on TxError, `ex` must be as it was (checks come before changes)."""
         try:
+            if op.action == "rotate_operator_key":  # the one action about its own signer
+                return self._op_rotate_operator_key(op.operator, op.args, h, ex, writes)
             return getattr(self, "_op_" + op.action)(op.args, h, ex, writes)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             if isinstance(e, (TxError, ReceiptError)):
@@ -289,6 +327,37 @@ class LedgerState:
         ex.retired.add(charger_id)
         writes.append(f"c/{charger_id}/retired")
         return Effect(h, "retire_charger", charger_id=charger_id)
+
+    def _op_rotate_charger_key(self, args, h, ex, writes) -> Effect:
+        charger_id, key = args["charger_id"], bytes.fromhex(args["public_key"])
+        if not isinstance(charger_id, str) or not ID_RE.match(charger_id) or len(key) != 32:
+            raise TxError("malformed", "rotate_charger_key needs a charger id and a 32-byte public key")
+        current = ex.chargers.get(charger_id) or self.chargers.get(charger_id)
+        if current is None:
+            raise TxError("unknown_charger", f"charger {charger_id} is not enrolled")
+        if charger_id in self.retired or charger_id in ex.retired:
+            raise TxError("charger_retired", f"charger {charger_id} is retired")
+        if charger_id in ex.charger_rekeys:
+            raise TxError("rotation_pending", f"the key of {charger_id} is already rotated in this block")
+        if key == current or any(key == old for _, old in self.charger_old_keys.get(charger_id, ())):
+            raise TxError("key_reused", f"charger {charger_id} has had this key before; rotate to a new one")
+        ex.charger_rekeys[charger_id] = key
+        writes.append(f"c/{charger_id}/key={key.hex()}")
+        return Effect(h, "rotate_charger_key", charger_id=charger_id, detail={"public_key": key.hex()})
+
+    def _op_rotate_operator_key(self, operator_id, args, h, ex, writes) -> Effect:
+        # always the signer's own key: it signed this action, so it holds the key being replaced
+        key = bytes.fromhex(args["public_key"])
+        if len(key) != 32:
+            raise TxError("malformed", "rotate_operator_key needs a 32-byte public key")
+        if operator_id in ex.operator_rekeys:
+            raise TxError("rotation_pending", f"the key of {operator_id} is already rotated in this block")
+        if key == self.operators[operator_id] \
+                or any(key == old for _, old in self.operator_old_keys.get(operator_id, ())):
+            raise TxError("key_reused", f"operator {operator_id} has had this key before; rotate to a new one")
+        ex.operator_rekeys[operator_id] = key
+        writes.append(f"o/{operator_id}={key.hex()}")
+        return Effect(h, "rotate_operator_key", detail={"operator": operator_id, "public_key": key.hex()})
 
     def _op_open_wallet(self, args, h, ex, writes) -> Effect:
         wallet_id, key = args["wallet_id"], bytes.fromhex(args["public_key"])

@@ -49,6 +49,11 @@ ACTIONS: dict[str, dict[str, ActionArg]] = {
     "enroll_charger": {"charger_id": ActionArg("text", "the charger's id, 1-32 of A-Z a-z 0-9 . _ -"),
                        "public_key": ActionArg("text", "its Ed25519 public key, 64 hex digits")},
     "retire_charger": {"charger_id": ActionArg("text", "an enrolled charger, retired for good (docs/ledger.md)")},
+    "rotate_charger_key": {"charger_id": ActionArg("text", "an enrolled charger that is not retired"),
+                           "public_key": ActionArg("text", "its new Ed25519 public key, 64 hex digits: its receipts "
+                                                           "verify with it from the next block on")},
+    "rotate_operator_key": {"public_key": ActionArg("text", "the signing operator's new Ed25519 public key, 64 hex "
+                                                            "digits: its actions verify with it from the next block on")},
     "open_wallet": {"wallet_id": ActionArg("text", "the wallet's id, 1-32 of A-Z a-z 0-9 . _ -"),
                     "public_key": ActionArg("text", "the driver's phone key, 64 hex digits"),
                     "cards": ActionArg("list", "card UIDs bound to the wallet", required=False)},

@@ -80,6 +80,12 @@ class Repository:
                                                    for c, k in ex.chargers.items()])
             if ex.retired:
                 conn.execute(t.retired_chargers.insert(), [{"charger_id": c, "height": h.height} for c in ex.retired])
+            if ex.charger_rekeys:
+                conn.execute(t.charger_keys.insert(), [{"charger_id": c, "height": h.height, "public_key": k}
+                                                       for c, k in ex.charger_rekeys.items()])
+            if ex.operator_rekeys:
+                conn.execute(t.operator_keys.insert(), [{"operator_id": o, "height": h.height, "public_key": k}
+                                                        for o, k in ex.operator_rekeys.items()])
             if new_wallets:
                 conn.execute(t.wallets.insert(), new_wallets)
             if old_wallets:
@@ -112,6 +118,13 @@ class Repository:
             for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
                 state.chargers[row.charger_id] = bytes(row.public_key)
             state.retired.update(conn.execute(sa.select(t.retired_chargers.c.charger_id)).scalars())
+            for table, keys, old_keys, who in ((t.charger_keys, state.chargers, state.charger_old_keys, "charger_id"),
+                                               (t.operator_keys, state.operators, state.operator_old_keys,
+                                                "operator_id")):
+                for row in conn.execute(sa.select(table).order_by(table.c.height)):  # as apply() made them
+                    owner = getattr(row, who)
+                    old_keys.setdefault(owner, []).append((row.height, keys[owner]))
+                    keys[owner] = bytes(row.public_key)
             for row in conn.execute(sa.select(t.wallets)):
                 state.wallets[row.wallet_id] = Wallet(bytes(row.public_key), row.balance_fen)
             for row in conn.execute(sa.select(t.cards)):
@@ -197,12 +210,16 @@ class Repository:
     def operator_outcome(self, tx_hash: bytes) -> tuple[str, str, str, int] | None:
         """("committed", "", "", height) or ("refused", reason, detail, height) for an action
         decided on the chain at that block height."""
+        # The decision first: its refusal, written in the same transaction, is then visible too
+        # (the two reads are not one snapshot; the other order could see a block land between them).
         with self.engine.connect() as conn:
-            refused = conn.execute(sa.select(t.operator_refusals).where(t.operator_refusals.c.tx_hash == tx_hash)).first()
-            if refused is not None:
-                return "refused", refused.reason, refused.detail, refused.height
             decided = conn.execute(sa.select(t.operator_txs.c.height).where(t.operator_txs.c.tx_hash == tx_hash)).first()
-        return ("committed", "", "", decided.height) if decided is not None else None
+            if decided is None:
+                return None
+            refused = conn.execute(sa.select(t.operator_refusals).where(t.operator_refusals.c.tx_hash == tx_hash)).first()
+        if refused is not None:
+            return "refused", refused.reason, refused.detail, refused.height
+        return "committed", "", "", decided.height
 
     def count_receipts(self) -> int:
         with self.engine.connect() as conn:

@@ -40,7 +40,7 @@ txs = Table(
     Column("height", BigInteger, ForeignKey("blocks.height"), primary_key=True, autoincrement=False),
     Column("idx", Integer, primary_key=True, autoincrement=False),
     Column("tx_hash", LargeBinary(32), nullable=False, unique=True),
-    Column("kind", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),  # an effect's kind: receipt or the action's name
     Column("data", LargeBinary, nullable=False),
 )
 
@@ -78,7 +78,7 @@ wallet_entries = Table(
     Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
     Column("height", BigInteger, nullable=False),
     Column("idx", Integer, nullable=False),
-    Column("kind", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),  # an effect's kind: receipt or the action's name
     Column("delta_fen", BigInteger, nullable=False),
     Column("balance_after", BigInteger, nullable=False),
     Column("tx_hash", LargeBinary(32), nullable=False),
@@ -94,6 +94,20 @@ retired_chargers = Table(
     "retired_chargers", metadata,
     Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
     Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+)
+
+charger_keys = Table(  # key rotations: the charger's key from the block after `height` on
+    "charger_keys", metadata,
+    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
+    Column("height", BigInteger, ForeignKey("blocks.height"), primary_key=True, autoincrement=False),
+    Column("public_key", LargeBinary(32), nullable=False),
+)
+
+operator_keys = Table(  # operator key rotations, over the genesis operators' keys
+    "operator_keys", metadata,
+    Column("operator_id", String(64), primary_key=True),
+    Column("height", BigInteger, ForeignKey("blocks.height"), primary_key=True, autoincrement=False),
+    Column("public_key", LargeBinary(32), nullable=False),
 )
 
 cards = Table(

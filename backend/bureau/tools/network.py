@@ -19,6 +19,12 @@ Private keys and the secret are mode 0600; the genesis holds only public keys. N
 hosts[i-1] (127.0.0.1 without --hosts); nodes sharing a host take consecutive ports from the
 base ports, nodes on hosts of their own all use the base ports. The broker runs on the first
 host. bureau.env holds the node's broker password: it is 0600 too.
+
+The paths in bureau.env and mosquitto.conf are where the files are: under `--dir`, or, with
+`install_dir` (`--install-dir`), under the folder the network directory is copied to on every
+host (e.g. /etc/bureau/net, deploy/systemd); `data_dir` (`--data-dir`) puts each node's
+database and consensus journal in a folder of its own (e.g. /var/lib/bureau), its key staying
+in the network directory (BUREAU_KEY_FILE).
 """
 
 from __future__ import annotations
@@ -95,7 +101,8 @@ def init_network(directory: Path, nodes: int = 1, chain_id: str = "ev-bureau-dev
                  hosts: list[str] | None = None, http_port: int = DEFAULT_HTTP_PORT,
                  peer_port: int = DEFAULT_PEER_PORT, mqtt_port: int = DEFAULT_MQTT_PORT,
                  operator_id: str = "operator-1",
-                 peer_ports: list[int] | None = None, http_ports: list[int] | None = None) -> dict:
+                 peer_ports: list[int] | None = None, http_ports: list[int] | None = None,
+                 install_dir: Path | None = None, data_dir: Path | None = None) -> dict:
     """Make the network in `directory` (see the module doc) and return its genesis. A network
     is made once: an existing genesis is returned as it is, and existing keys and certificates
     are kept."""
@@ -124,30 +131,45 @@ def init_network(directory: Path, nodes: int = 1, chain_id: str = "ev-bureau-dev
     genesis = {"v": 1, "chain_id": chain_id, "genesis_time_ms": int(time.time() * 1000), "validators": validators,
                "operators": [{"id": operator_id, "public_key": op_key.verify_key.encode().hex()}],
                "tariffs": [DEFAULT_TARIFF]}
-    _write_deployment(layout, validators, apis, (hosts or ["127.0.0.1"])[0], mqtt_port)
+    placed = _Placement(layout.dir, install_dir, data_dir)
+    _write_deployment(layout, placed, validators, apis, (hosts or ["127.0.0.1"])[0], mqtt_port)
     layout.genesis.write_text(json.dumps(genesis, indent=1) + "\n")
     return genesis
 
 
-def _write_deployment(layout: NetworkLayout, validators: list[dict], apis: list[tuple[str, int]], broker_host: str,
-                      mqtt_port: int) -> None:
+class _Placement:
+    """Where a file of the network directory is on the hosts that run it."""
+
+    def __init__(self, directory: Path, install_dir: Path | None, data_dir: Path | None) -> None:
+        self.made = Path(directory).resolve()
+        self.installed = Path(install_dir) if install_dir is not None else self.made
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+
+    def __call__(self, path: Path) -> Path:
+        return self.installed / Path(path).resolve().relative_to(self.made)
+
+
+def _write_deployment(layout: NetworkLayout, placed: _Placement, validators: list[dict], apis: list[tuple[str, int]],
+                      broker_host: str, mqtt_port: int) -> None:
     """The broker's configuration with a login per bureau, and each node's settings."""
     access = BrokerAccess(layout.broker_access)
     tls = layout.broker_tls
-    layout.broker_conf.write_text(broker_config(mqtt_port, bind=None, passwd_file=access.passwd_path.resolve(),
-                                                acl_file=access.acl_path.resolve(), run_as=None,
-                                                tls=TlsFiles(*(f.resolve() for f in (tls.ca_file, tls.cert_file,
-                                                                                      tls.key_file)))))
+    layout.broker_conf.write_text(broker_config(mqtt_port, bind=None, passwd_file=placed(access.passwd_path),
+                                                acl_file=placed(access.acl_path), run_as=None,
+                                                tls=TlsFiles(*(placed(f) for f in (tls.ca_file, tls.cert_file,
+                                                                                    tls.key_file)))))
     for v, (api_host, api_port) in zip(validators, apis):
         node_id = v["id"]
         (_, password), _ = access.add(bureau_username(node_id, "ingest"), "ingest")
         access.add(bureau_username(node_id, "authz"), "authz", password)
         api = layout.api_tls(node_id)
-        env = {"BUREAU_NODE_ID": node_id, "BUREAU_DATA_DIR": layout.node_dir(node_id).resolve(),
-               "BUREAU_GENESIS": layout.genesis.resolve(), "BUREAU_HTTP_HOST": api_host,
-               "BUREAU_HTTP_PORT": api_port, "BUREAU_HTTP_TLS_CERT_FILE": api.cert_file.resolve(),
-               "BUREAU_HTTP_TLS_KEY_FILE": api.key_file.resolve(), "BUREAU_MQTT_HOST": broker_host,
-               "BUREAU_MQTT_PORT": mqtt_port, "BUREAU_MQTT_TLS": "true", "BUREAU_MQTT_CA_FILE": api.ca_file.resolve(),
+        node_dir = layout.node_dir(node_id)
+        env = {"BUREAU_NODE_ID": node_id, "BUREAU_DATA_DIR": placed.data_dir or placed(node_dir),
+               "BUREAU_KEY_FILE": placed(node_dir / "node.key"),
+               "BUREAU_GENESIS": placed(layout.genesis), "BUREAU_HTTP_HOST": api_host,
+               "BUREAU_HTTP_PORT": api_port, "BUREAU_HTTP_TLS_CERT_FILE": placed(api.cert_file),
+               "BUREAU_HTTP_TLS_KEY_FILE": placed(api.key_file), "BUREAU_MQTT_HOST": broker_host,
+               "BUREAU_MQTT_PORT": mqtt_port, "BUREAU_MQTT_TLS": "true", "BUREAU_MQTT_CA_FILE": placed(api.ca_file),
                "BUREAU_MQTT_USERNAME": node_id, "BUREAU_MQTT_PASSWORD": password}
         fd = os.open(layout.node_dir(node_id) / "bureau.env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
