@@ -18,6 +18,8 @@ from bureau.tools.mosquitto import Mosquitto
 from bureau.tools.network import DEFAULT_TARIFF
 
 WALLET = "W-FLEET"
+# 2025-06-01T00:00:00Z: the sessions end before the block times of the ledger tests and the clock
+FLEET_START = 1_748_736_000
 
 
 def fleet_receipts(chargers: int, per_charger: int) -> tuple[dict[str, SigningKey], list[tuple[str, bytes]], int]:
@@ -30,11 +32,12 @@ def fleet_receipts(chargers: int, per_charger: int) -> tuple[dict[str, SigningKe
             wh = 1000 + (seq * 37 + len(out)) % 9000
             r = Receipt(charger_id=cid, seq=seq, session_id=hashlib.sha256(f"{cid}/{seq}".encode()).digest()[:16],
                         auth_method=1, id_token="04AA", wallet_id=WALLET, authorized_fen=10**6, auth_ref="fleet",
-                        start_time=1_793_491_200 + seq * 7200, end_time=1_793_494_800 + seq * 7200, time_flags=3,
+                        start_time=FLEET_START + seq * 7200, end_time=FLEET_START + 3600 + seq * 7200, time_flags=3,
                         meter_serial=f"M-{cid}", meter_start_wh=seq * 10**5, meter_end_wh=seq * 10**5 + wh,
                         meter_status=0, stop_reason="L", tariff_id="GD-2026-A", tariff_version=1,
-                        periods=((2, wh),), amount_fen=0, firmware_version="fw-1.0.0")
-            r = replace(r, amount_fen=tariff.amount_fen(r.periods))
+                        periods=(), amount_fen=0, firmware_version="fw-1.0.0")
+            periods = ((tariff.kind_at(r.end_time), wh),)  # the period of the end reading
+            r = replace(r, periods=periods, amount_fen=tariff.amount_fen(periods))
             total += r.amount_fen
             out.append((cid, seal(r, key)))
     return keys, out, total

@@ -47,10 +47,10 @@ def admit(topic: str, payload: bytes, state: LedgerState) -> Admitted | AlreadyC
     return admit_receipt(payload, state, charger)
 
 
-def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None = None
-                  ) -> Admitted | AlreadyCommitted | Refused:
+def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None = None,
+                  now_s: int | None = None) -> Admitted | AlreadyCommitted | Refused:
     """The checks of a receipt envelope before it may wait for a block: from a charger's topic
-    (`topic_charger` set) or relayed by another bureau (None)."""
+    (`topic_charger` set) or relayed by another bureau (None); `now_s` is this node's clock."""
     charger = topic_charger
     if len(payload) > MAX_ENVELOPE:
         return Refused(charger, None, "oversized", f"{len(payload)} bytes, limit {MAX_ENVELOPE}")
@@ -79,6 +79,11 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
         return AlreadyCommitted(charger, r.seq, rid)
     if committed is not None:
         return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt", rid)
+    # the billing rules against the committed state, with this node's clock for the block time
+    billing = state.billing_error(r, state.tariffs.get((r.tariff_id, r.tariff_version)),
+                                  int(time.time()) if now_s is None else now_s)
+    if billing is not None:
+        return Refused(charger, r.seq, billing.reason, billing.detail, rid)
     tx = receipt_tx(payload)
     return Admitted(tx, tx_hash(tx), charger, r.seq, rid)
 

@@ -35,6 +35,18 @@ MAX_TARIFF_VERSION = 2**32 - 1  # the u32 a receipt names it with
 # its time is at most the recording block's time + skew, and it expires max-age after that
 # (+ 1 s as block times are compared in whole seconds).
 DECIDED_KEPT_MS = (ACTION_MAX_AGE_S + ACTION_MAX_SKEW_S + 1) * 1000
+# How far a receipt's end time may lie past the block time (or, at admission, the node's clock):
+# charger clocks are NTP-synced but drift between syncs.
+CLOCK_ALLOWANCE_S = 300
+METER_REPLACED = 0x08  # meter_status bit 3 (docs/receipt-v1.md): the firmware saw another meter
+
+
+@dataclass(frozen=True)
+class MeterMark:
+    """The readings of the highest-seq committed receipt of one charger's meter."""
+    seq: int
+    start_wh: int
+    end_wh: int
 
 
 @dataclass
@@ -81,6 +93,8 @@ class Execution:
     cards: dict[str, str] = field(default_factory=dict)
     tariffs: dict[tuple[str, int], Tariff] = field(default_factory=dict)
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
+    sessions: set[tuple[str, bytes]] = field(default_factory=set)  # (charger, session id) billed in the block
+    meters: dict[tuple[str, str], MeterMark] = field(default_factory=dict)  # (charger, meter serial) -> new mark
     operator_txs: set[bytes] = field(default_factory=set)  # decided here: committed or refused in the block
     payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
     time_ms: int = 0
@@ -107,6 +121,8 @@ class LedgerState:
         self.cards: dict[str, str] = {}
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
         self.receipts: dict[tuple[str, int], str] = {}
+        self.sessions: set[tuple[str, bytes]] = set()  # (charger, session id) of every committed receipt
+        self.meters: dict[tuple[str, str], MeterMark] = {}  # (charger, meter serial) -> its latest readings
         # hash -> time (ms) of the block that decided it; pruned as the window passes
         self.operator_txs: dict[bytes, int] = {}
         self.payments: dict[str, str] = {}
@@ -144,6 +160,34 @@ class LedgerState:
 
     def committed_receipt(self, charger_id: str, seq: int) -> str | None:
         return self.receipts.get((charger_id, seq))
+
+    def billing_error(self, r, tariff: Tariff | None, now_s: int, ex: Execution | None = None) -> ReceiptError | None:
+        """The first billing rule of docs/ledger.md that receipt `r` breaks against the committed
+        state (and the block `ex` being run), with `now_s` the block time; None when it breaks
+        none. The period rule is checked only with the receipt's `tariff`."""
+        if (r.charger_id, r.session_id) in self.sessions or (ex is not None and (r.charger_id, r.session_id) in ex.sessions):
+            return ReceiptError("session_billed", f"session {r.session_id.hex()} of {r.charger_id} is already billed")
+        if r.end_time > now_s + CLOCK_ALLOWANCE_S:
+            return ReceiptError("from_future", f"end_time {r.end_time} is more than {CLOCK_ALLOWANCE_S} s "
+                                               f"after the block time {now_s}")
+        mark = (ex.meters.get((r.charger_id, r.meter_serial)) if ex is not None else None) \
+            or self.meters.get((r.charger_id, r.meter_serial))
+        if mark is not None and not r.meter_status & METER_REPLACED:
+            # receipts of one meter may commit out of seq order: each must fit around the latest
+            if r.seq > mark.seq and r.meter_start_wh < mark.end_wh:
+                return ReceiptError("meter_rollback", f"meter {r.meter_serial} starts at {r.meter_start_wh} Wh, below "
+                                                      f"the end reading {mark.end_wh} Wh of seq {mark.seq}")
+            if r.seq < mark.seq and r.meter_end_wh > mark.start_wh:
+                return ReceiptError("meter_rollback", f"meter {r.meter_serial} ends at {r.meter_end_wh} Wh, above "
+                                                      f"the begin reading {mark.start_wh} Wh of seq {mark.seq}")
+        if tariff is not None:
+            touched = tariff.kinds_between(r.start_time, r.end_time)
+            stray = [k for k, wh in r.periods if wh and k not in touched]
+            if stray:
+                return ReceiptError("period_mismatch", f"energy in period kind {stray[0]}, which the tariff "
+                                                       f"{r.tariff_id} v{r.tariff_version} does not have "
+                                                       f"between {r.start_time} and {r.end_time}")
+        return None
 
     def latest_tariff(self, tariff_id: str) -> Tariff | None:
         versions = [v for (tid, v) in self.tariffs if tid == tariff_id]
@@ -188,6 +232,8 @@ class LedgerState:
         self.cards.update(ex.cards)
         self.tariffs.update(ex.tariffs)
         self.receipts.update(ex.receipts)
+        self.sessions.update(ex.sessions)
+        self.meters.update(ex.meters)
         self.payments.update(ex.payments)
         self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
         self.forget_decided_before(time_ms)
@@ -246,6 +292,9 @@ class LedgerState:
         tariff = ex.tariffs.get((r.tariff_id, r.tariff_version)) or self.tariffs.get((r.tariff_id, r.tariff_version))
         if tariff is None:
             raise ReceiptError("unknown_tariff", f"tariff {r.tariff_id} v{r.tariff_version} is not published")
+        refused = self.billing_error(r, tariff, ex.time_ms // 1000, ex)
+        if refused is not None:
+            raise refused
         try:
             expected = tariff.amount_fen(r.periods)
         except TariffError as e:
@@ -258,7 +307,14 @@ class LedgerState:
         # The energy was delivered: the bill stands even if it takes the wallet below zero.
         wallet.balance -= r.amount_fen
         ex.receipts[ident] = rid
+        ex.sessions.add((r.charger_id, r.session_id))
         writes.append(f"r/{r.charger_id}/{r.seq}={rid}")
+        writes.append(f"s/{r.charger_id}/{r.session_id.hex()}")
+        meter = (r.charger_id, r.meter_serial)
+        mark = ex.meters.get(meter) or self.meters.get(meter)
+        if mark is None or r.seq > mark.seq:
+            ex.meters[meter] = MeterMark(r.seq, r.meter_start_wh, r.meter_end_wh)
+            writes.append(f"m/{r.charger_id}/{r.meter_serial}={r.seq}:{r.meter_start_wh}:{r.meter_end_wh}")
         writes.append(f"w/{r.wallet_id}={wallet.balance}")
         return Effect(h, "receipt", r.wallet_id, -r.amount_fen, wallet.balance, r.charger_id, r.seq, rid,
                       r.energy_wh)

@@ -62,6 +62,19 @@ class Tariff:
         i = bisect_right([m for m, _ in self.schedule], minute) - 1
         return self.schedule[i][1]
 
+    def kinds_between(self, start_s: int, end_s: int) -> set[int]:
+        """The kinds in force at some second of [start_s, end_s], both ends included: the energy
+        up to the end reading belongs to the period of the end reading's time."""
+        starts = [m for m, _ in self.schedule]
+        kinds, t = set(), start_s
+        while t <= end_s and len(kinds) < len(set(k for _, k in self.schedule)):
+            kinds.add(self.kind_at(t))
+            local = t + LOCAL_OFFSET_S
+            day, minute = local - local % 86400, (local % 86400) // 60
+            i = bisect_right(starts, minute)
+            t = day + (starts[i] * 60 if i < len(starts) else 86400) - LOCAL_OFFSET_S  # the next row's start
+        return kinds
+
     def amount_fen(self, periods) -> int:
         """Fen for (kind, wh) pairs: exact sum in 1e-7 CNY, rounded half up once."""
         exact = 0

@@ -10,7 +10,7 @@ from sqlalchemy import event
 
 from ..ledger.block import Block, Header
 from ..ledger.canonical import dumps
-from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, Wallet
+from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, MeterMark, Wallet
 from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
 from . import migrate
@@ -67,6 +67,12 @@ class Repository:
         new_wallets = [{"wallet_id": w, "public_key": v.public_key, "balance_fen": v.balance, "updated_height": h.height}
                        for w, v in ex.wallets.items() if w not in state.wallets]
         old_wallets = [{"w": w, "b": v.balance, "h": h.height} for w, v in ex.wallets.items() if w in state.wallets]
+        marks = [{"charger_id": c, "meter_serial": m, "seq": v.seq, "start_wh": v.start_wh, "end_wh": v.end_wh,
+                  "updated_height": h.height} for (c, m), v in ex.meters.items()]
+        new_marks = [row for row in marks if (row["charger_id"], row["meter_serial"]) not in state.meters]
+        old_marks = [{"c": row["charger_id"], "m": row["meter_serial"], "s": row["seq"], "a": row["start_wh"],
+                      "e": row["end_wh"], "h": h.height}
+                     for row in marks if (row["charger_id"], row["meter_serial"]) in state.meters]
         with self.engine.begin() as conn:
             conn.execute(t.blocks.insert(), {
                 "height": h.height, "hash": h.hash, "prev_hash": h.prev_hash, "time_ms": h.time_ms,
@@ -100,6 +106,17 @@ class Repository:
                 conn.execute(t.receipts.insert(), rows_receipts)
             if rows_entries:
                 conn.execute(t.wallet_entries.insert(), rows_entries)
+            if ex.sessions:
+                conn.execute(t.billed_sessions.insert(), [{"charger_id": c, "session_id": sid, "height": h.height}
+                                                          for c, sid in sorted(ex.sessions)])
+            if new_marks:
+                conn.execute(t.meter_marks.insert(), new_marks)
+            if old_marks:
+                mm = t.meter_marks.c
+                conn.execute(t.meter_marks.update()
+                             .where((mm.charger_id == sa.bindparam("c")) & (mm.meter_serial == sa.bindparam("m")))
+                             .values(seq=sa.bindparam("s"), start_wh=sa.bindparam("a"), end_wh=sa.bindparam("e"),
+                                     updated_height=sa.bindparam("h")), old_marks)
             if ex.operator_txs:
                 conn.execute(t.operator_txs.insert(), [{"tx_hash": x, "height": h.height} for x in ex.operator_txs])
             refusals = [{"tx_hash": e.tx_hash, "height": h.height, "reason": e.detail["reason"],
@@ -133,6 +150,10 @@ class Repository:
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
             for row in conn.execute(sa.select(t.receipts.c.charger_id, t.receipts.c.seq, t.receipts.c.receipt_id)):
                 state.receipts[(row.charger_id, row.seq)] = row.receipt_id
+            for row in conn.execute(sa.select(t.billed_sessions.c.charger_id, t.billed_sessions.c.session_id)):
+                state.sessions.add((row.charger_id, bytes(row.session_id)))
+            for row in conn.execute(sa.select(t.meter_marks)):
+                state.meters[(row.charger_id, row.meter_serial)] = MeterMark(row.seq, row.start_wh, row.end_wh)
             for row in conn.execute(sa.select(t.payments.c.reference, t.payments.c.wallet_id)):
                 state.payments[row.reference] = row.wallet_id
             last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()

@@ -145,6 +145,23 @@ payments = Table(  # payment references credited by top-ups: each one once
     Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 
+billed_sessions = Table(  # the session id of every committed receipt: each session is billed once
+    "billed_sessions", metadata,
+    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
+    Column("session_id", LargeBinary(16), primary_key=True),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+)
+
+meter_marks = Table(  # per charger and meter, the readings of its highest-seq committed receipt
+    "meter_marks", metadata,
+    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
+    Column("meter_serial", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("start_wh", BigInteger, nullable=False),
+    Column("end_wh", BigInteger, nullable=False),
+    Column("updated_height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+)
+
 # Open authorizations (authz/holds.py): written by this node alone, never part of the chain.
 authz_holds = Table(
     "authz_holds", metadata,
