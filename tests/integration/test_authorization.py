@@ -23,7 +23,7 @@ from bureau.ledger.tariff import Tariff
 from bureau.receipts.codec import decode, seal
 from tests.firmware.test_charger_core import Meter, rng
 from tests.support.bureau import ReplyListener, TestBureau
-from tests.vectors.generate import TARIFF_DOC, base_receipt
+from tests.vectors.generate import TARIFF_DOC, session_receipt
 
 CARD_A, CARD_B = "04A1B2C3D4E5F6", "04A1B2C3D4E5F7"
 
@@ -66,7 +66,7 @@ def ask(replies, charger_id, msg=None, raw: bytes | None = None, **fields):
 
 
 def receipt_for(charger_id, seq, wallet_id, auth_ref, key, method=1, token=CARD_A, **changes):
-    r = replace(base_receipt(), charger_id=charger_id, seq=seq, wallet_id=wallet_id, auth_ref=auth_ref,
+    r = replace(session_receipt(seq), charger_id=charger_id, wallet_id=wallet_id, auth_ref=auth_ref,
                 auth_method=method, id_token=token, **changes)
     return seal(replace(r, amount_fen=Tariff.from_doc(TARIFF_DOC).amount_fen(r.periods)), key)
 

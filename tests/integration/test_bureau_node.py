@@ -15,7 +15,7 @@ from bureau.receipts.ack import verify_ack
 from bureau.receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, seal
 from bureau.receipts.reject import verify_reject
 from tests.support.bureau import TestBureau
-from tests.vectors.generate import TARIFF_DOC, base_receipt
+from tests.vectors.generate import TARIFF_DOC, session_receipt
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
@@ -29,7 +29,7 @@ def _setup(bureau, charger_key, driver_key, top_up=100_000):
 
 
 def _receipt(seq=1, **changes):
-    r = replace(base_receipt(), seq=seq, **changes)
+    r = replace(session_receipt(seq), **changes)
     return replace(r, amount_fen=Tariff.from_doc(TARIFF_DOC).amount_fen(r.periods))
 
 
@@ -127,6 +127,19 @@ def test_bad_receipts_are_refused_with_reasons_and_change_nothing(bureau, replie
     # and the node still works
     replies.publish("ev/v1/charger/GZ-TH-0001/receipt", seal(_receipt(9), charger))
     assert replies.next()[1]["type"] == "ack"
+    # the billing rules, each with its signed reject: a session billed again, a meter run back,
+    # energy in a period the session never touched (peak, 10:00-11:30 local), an end in the future
+    nine, ten = session_receipt(9), session_receipt(10)
+    billing = [(_receipt(10, session_id=nine.session_id), "session_billed"),
+               (_receipt(10, meter_start_wh=nine.meter_end_wh - 1, meter_end_wh=ten.meter_end_wh - 1), "meter_rollback"),
+               (_receipt(10, periods=((1, 3000), (3, 4000))), "period_mismatch"),
+               (_receipt(10, end_time=int(time.time()) + 3600), "from_future")]
+    for receipt, reason in billing:
+        env = seal(receipt, charger)
+        replies.publish("ev/v1/charger/GZ-TH-0001/receipt", env)
+        _, reply = replies.next()
+        assert reply["type"] == "reject" and reply["reason"] == reason, (reason, reply)
+        signed_reject(reply, "GZ-TH-0001", env)
     assert bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001").json()["balance_fen"] == 100_000 - 2 * 910
 
 

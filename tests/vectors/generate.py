@@ -37,11 +37,20 @@ def base_receipt() -> Receipt:
     return Receipt(
         charger_id="GZ-TH-0001", seq=1, session_id=bytes(range(16)), auth_method=1,
         id_token="04A1B2C3D4E5F6", wallet_id="W-1001", authorized_fen=5000, auth_ref="auth:7f3a",
-        start_time=1_793_491_200, end_time=1_793_494_800, time_flags=3, meter_serial="SDM120-000123",
+        start_time=1_793_487_600, end_time=1_793_494_800, time_flags=3, meter_serial="SDM120-000123",
         meter_start_wh=1_234_567, meter_end_wh=1_241_567, meter_status=0, stop_reason="L",
         tariff_id="GD-2026-A", tariff_version=1, periods=((2, 3000), (3, 4000)),
         amount_fen=0, firmware_version="fw-1.0.0",
     )
+
+
+def session_receipt(seq: int) -> Receipt:
+    """The base receipt as the charger's session `seq`: its own session id, and meter readings
+    that carry on from session `seq - 1` (the ledger bills a session once, meters run forward)."""
+    base = base_receipt()
+    start = base.meter_start_wh + (seq - 1) * base.energy_wh
+    return replace(base, seq=seq, session_id=hashlib.sha256(b"session %d" % seq).digest()[:16],
+                   meter_start_wh=start, meter_end_wh=start + base.energy_wh)
 
 
 def as_json(r: Receipt) -> dict:
