@@ -58,10 +58,16 @@ def fast_lists(monkeypatch):
     monkeypatch.setenv("BUREAU_AUTHZ_LIST_MIN_INTERVAL_S", "0")
 
 
+def _sim_start() -> int:
+    """The simulated charger clock runs faster than the wall clock: an hour back, the sessions
+    it makes end before the bureau's clock (the ledger refuses `from_future`)."""
+    return int(time.time()) - 3600
+
+
 def test_card_online_offline_and_unknown_through_the_firmware(tmp_path, mosquitto, fast_lists):
     bureau = TestBureau(tmp_path / "bureau", mosquitto)
     genesis = bureau.client.get("/v1/genesis").json()
-    sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0002", tariff=TARIFF, start_time=int(time.time()),
+    sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0002", tariff=TARIFF, start_time=_sim_start(),
                         signer=NaclSigner)
     sim.charger.resend_ms = 1000
     driver = SigningKey.generate()
@@ -169,7 +175,7 @@ def test_a_forged_accept_does_not_start_charging(tmp_path, mosquitto):
     # auth topic and publishes on its reply topic, which the ACL otherwise forbids
     # (docs/broker.md): the charger must take only a reply its bureau signed for its request.
     bureau = TestBureau(tmp_path / "bureau", mosquitto)
-    sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0003", tariff=TARIFF, start_time=int(time.time()),
+    sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0003", tariff=TARIFF, start_time=_sim_start(),
                         signer=NaclSigner)
     requests: queue.Queue = queue.Queue()
     leaked_user, leaked_password = mosquitto.login("leaked.authz", "authz")
