@@ -36,7 +36,7 @@ def make_receipts(n: int, chargers: int) -> tuple[list[tuple[str, int, bytes]], 
     tariff = Tariff.from_doc(DEFAULT_TARIFF)
     keys = {f"BENCH-{i:04d}": SigningKey.generate() for i in range(chargers)}
     base = Receipt(charger_id="", seq=1, session_id=bytes(16), auth_method=1, id_token="04AA", wallet_id="W-BENCH",
-                   authorized_fen=10**6, auth_ref="bench", start_time=1_793_491_200, end_time=1_793_494_800,
+                   authorized_fen=10**6, auth_ref="bench", start_time=1_793_487_600, end_time=1_793_494_800,
                    time_flags=3, meter_serial="SDM-BENCH", meter_start_wh=1000, meter_end_wh=8000, meter_status=0,
                    stop_reason="L", tariff_id="GD-2026-A", tariff_version=1, periods=((2, 3000), (3, 4000)),
                    amount_fen=0, firmware_version="fw-1.0.0")
@@ -46,7 +46,10 @@ def make_receipts(n: int, chargers: int) -> tuple[list[tuple[str, int, bytes]], 
     for i in range(n):
         cid = ids[i % chargers]
         seq = i // chargers + 1
-        out.append((cid, seq, seal(replace(base, charger_id=cid, seq=seq, session_id=i.to_bytes(16, "big")), keys[cid])))
+        # 07:00-09:00 local, valley then flat; each session's meter carries on from the last
+        r = replace(base, charger_id=cid, seq=seq, session_id=i.to_bytes(16, "big"),
+                    meter_start_wh=seq * base.energy_wh, meter_end_wh=(seq + 1) * base.energy_wh)
+        out.append((cid, seq, seal(r, keys[cid])))
     return out, keys
 
 
