@@ -165,7 +165,8 @@ class LedgerState:
         """The first billing rule of docs/ledger.md that receipt `r` breaks against the committed
         state (and the block `ex` being run), with `now_s` the block time; None when it breaks
         none. The period rule is checked only with the receipt's `tariff`."""
-        if (r.charger_id, r.session_id) in self.sessions or (ex is not None and (r.charger_id, r.session_id) in ex.sessions):
+        session = (r.charger_id, r.session_id)
+        if session in self.sessions or (ex is not None and session in ex.sessions):
             return ReceiptError("session_billed", f"session {r.session_id.hex()} of {r.charger_id} is already billed")
         if r.end_time > now_s + CLOCK_ALLOWANCE_S:
             return ReceiptError("from_future", f"end_time {r.end_time} is more than {CLOCK_ALLOWANCE_S} s "
