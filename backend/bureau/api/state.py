@@ -26,11 +26,26 @@ StateKey = Annotated[str, Parameter(min_length=1, max_length=MAX_KEY,
                                     description="a state map key, e.g. w/<wallet id> or t/<tariff id>/<version>")]
 
 
+class OtherLeaf(msgspec.Struct):
+    """The leaf an absent key's path ends at (docs/state.md)."""
+    path: str  # hex32
+    value_hash: str  # hex32
+
+
+class StateProof(msgspec.Struct):
+    """Proof JSON v1 (docs/state.md); `verify_state_proof` checks it against a state root."""
+    v: int
+    key: str
+    value: str | None
+    siblings: list[str]  # hex32, the sibling at depth 0 first
+    other: OtherLeaf | None
+
+
 class StateProofOut(msgspec.Struct):
     key: str
     value: str | None  # the record's canonical JSON text, null when the map holds no such key
     height: int  # the block after which the map is this
-    proof: dict  # proof JSON v1 (docs/state.md), against header.state_root
+    proof: StateProof  # against header.state_root
     header: HeaderOut
     certificate: str  # the commit certificate of block `height`, canonical JSON text
 
@@ -52,7 +67,7 @@ class StateProver:
         if snapshot.height == 0:
             raise ApiError("no_block", "the chain has no block yet: no header certifies a state root")
         header, cert = self.chain.repo.header(snapshot.height)  # stored before the state moved to it
-        return StateProofOut(key=key, value=value, height=snapshot.height, proof=snapshot.state_map.prove(key),
+        return StateProofOut(key=key, value=value, height=snapshot.height, proof=msgspec.convert(snapshot.state_map.prove(key), StateProof),
                              header=header_out(header), certificate=cert.decode())
 
 
