@@ -6,7 +6,6 @@ do not make the head block's state root."""
 import json
 
 import pytest
-import sqlalchemy as sa
 from nacl.signing import SigningKey
 
 from bureau.chain import Chain
