@@ -1,0 +1,313 @@
+"""docs/verifying.md is enough to write a verifier: the verifier of bills here is written from that
+page alone (struct-level parsing of the header, the receipt body, the certificate and the operator
+action; the Merkle inclusion check as the page gives it; only hashlib and Ed25519 from outside),
+and it must agree with the node's own code on a real proof: accept it, and refuse every tampered
+one that the project's `verify_receipt_proof` refuses too."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import struct
+import time
+
+import msgspec
+import pytest
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from bureau.api import auth
+from bureau.api.receipts import ReceiptProver
+from bureau.chain import Chain
+from bureau.ledger.certificate import Certificate, precommit_bytes
+from bureau.ledger.genesis import Genesis
+from bureau.ledger.proof import verify_receipt_proof
+from bureau.ledger.tx import operator_action, receipt_tx
+from bureau.storage import Repository
+from bureau.tools.network import DEFAULT_TARIFF
+from tests.support.fleet import WALLET, fleet_receipts
+
+VALIDATORS = [SigningKey(bytes([0x20 + i]) * 32) for i in range(4)]
+OPERATOR = SigningKey(b"\x07" * 32)
+DRIVER = SigningKey(b"\x09" * 32)
+
+
+# ---- the verifier, from docs/verifying.md -------------------------------------------------------
+
+def H(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def canonical(doc) -> bytes:
+    """Keys sorted, no whitespace, ASCII with \\uXXXX escapes (docs/verifying.md, Canonical JSON)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def tag(name: str) -> bytes:
+    return name.encode().ljust(16, b"\x00")
+
+
+def ed25519_ok(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        VerifyKey(public_key).verify(message, signature)
+        return True
+    except (BadSignatureError, ValueError):
+        return False
+
+
+class Bad(Exception):
+    pass
+
+
+class Reader:
+    def __init__(self, raw: bytes) -> None:
+        self.raw, self.i = raw, 0
+
+    def take(self, n: int) -> bytes:
+        if self.i + n > len(self.raw):
+            raise Bad("ends early")
+        out = self.raw[self.i:self.i + n]
+        self.i += n
+        return out
+
+    def u(self, fmt: str) -> int:
+        return struct.unpack(">" + fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def str(self) -> str:
+        return self.take(self.u("B")).decode("ascii")
+
+    def end(self) -> None:
+        if self.i != len(self.raw):
+            raise Bad("bytes after the last field")
+
+
+def parse_header(raw: bytes) -> dict:
+    r = Reader(raw)
+    h = {"version": r.u("B"), "chain_id": r.str(), "height": r.u("Q"), "prev_hash": r.take(32), "time_ms": r.u("Q"),
+         "tx_root": r.take(32), "state_root": r.take(32), "proposer": r.str(), "tx_count": r.u("I")}
+    r.end()
+    if h["version"] != 1 or len(raw) != 119 + len(h["chain_id"]) + len(h["proposer"]):
+        raise Bad("not a header v1")
+    return h
+
+
+def parse_receipt_body(body: bytes) -> dict:
+    r = Reader(body)
+    f = {"version": r.u("B"), "charger_id": r.str(), "seq": r.u("I"), "session_id": r.take(16),
+         "auth_method": r.u("B"), "id_token": r.str(), "wallet_id": r.str(), "authorized_fen": r.u("Q"),
+         "auth_ref": r.str(), "start_time": r.u("Q"), "end_time": r.u("Q"), "time_flags": r.u("B"),
+         "meter_serial": r.str(), "meter_start_wh": r.u("Q"), "meter_end_wh": r.u("Q"), "meter_status": r.u("B"),
+         "stop_reason": chr(r.u("B")), "tariff_id": r.str(), "tariff_version": r.u("I")}
+    f["periods"] = [(r.u("B"), r.u("Q")) for _ in range(r.u("B"))]
+    f["amount_fen"], f["firmware_version"] = r.u("Q"), r.str()
+    r.end()
+    if f["version"] != 1 or sum(wh for _, wh in f["periods"]) != f["meter_end_wh"] - f["meter_start_wh"]:
+        raise Bad("receipt fails the stateless checks")
+    return f
+
+
+def check_certificate(text: str, genesis: dict, height: int, block_hash: bytes) -> None:
+    raw = text.encode()
+    cert = json.loads(raw)
+    if canonical(cert) != raw or set(cert) != {"v", "height", "round", "block_hash", "signatures"} or cert["v"] != 1:
+        raise Bad("certificate is not canonical v1")
+    if cert["height"] != height or bytes.fromhex(cert["block_hash"]) != block_hash or block_hash == bytes(32):
+        raise Bad("certificate of another block")
+    names = [s["validator"] for s in cert["signatures"]]
+    if names != sorted(set(names)) or not 1 <= len(names) <= 1000:
+        raise Bad("signers not strictly ascending")
+    chain_id = genesis["chain_id"].encode()
+    message = (tag("EV-PRECOMMIT/v1") + bytes([len(chain_id)]) + chain_id + struct.pack(">QI", height, cert["round"])
+               + block_hash)
+    validators = {v["id"]: v for v in genesis["validators"]}
+    total = sum(v.get("power", 1) for v in validators.values())
+    signed = 0
+    for s in cert["signatures"]:
+        v = validators.get(s["validator"])
+        if v is None or not ed25519_ok(bytes.fromhex(v["public_key"]), message, bytes.fromhex(s["signature"])):
+            raise Bad(f"signature of {s['validator']} does not verify")
+        signed += v.get("power", 1)
+    if not 3 * signed > 2 * total:
+        raise Bad("not more than 2/3 of the power")
+
+
+def included(leaf: bytes, index: int, size: int, path: list[bytes], root: bytes) -> bool:
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn % 2 == 1 or fn == sn:
+            r = H(b"\x01" + p + r)
+            if fn % 2 == 0:
+                while fn % 2 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = H(b"\x01" + r + p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_bill(proof: dict, genesis: dict) -> dict:
+    """The receipt's fields if every check of docs/verifying.md passes; Bad otherwise."""
+    envelope = bytes.fromhex(proof["receipt"]["envelope"])
+    if not 64 < len(envelope) <= 1024:
+        raise Bad("envelope size")
+    body, sig = envelope[:-64], envelope[-64:]
+    fields = parse_receipt_body(body)
+    if not ed25519_ok(bytes.fromhex(proof["charger_public_key"]), tag("EV-RECEIPT/v1") + body, sig):
+        raise Bad("receipt signature")
+    header_bytes = bytes.fromhex(proof["header"]["encoded"])
+    header = parse_header(header_bytes)
+    if header["chain_id"] != genesis["chain_id"]:
+        raise Bad("another chain")
+    check_certificate(proof["certificate"], genesis, header["height"], H(header_bytes))
+    if proof["tree_size"] != header["tx_count"]:
+        raise Bad("tree size")
+    path = [bytes.fromhex(p) for p in proof["audit_path"]]
+    if not included(H(b"\x00" + b"\x01" + envelope), proof["leaf_index"], header["tx_count"], path, header["tx_root"]):
+        raise Bad("not in the block")
+    return fields
+
+
+# ---- a real chain of four validators, built by the project's code ------------------------------
+
+def _certificate(chain_id: str, height: int, block_hash: bytes, signers) -> bytes:
+    sigs = tuple(sorted((f"bureau-{i + 1}", VALIDATORS[i].sign(precommit_bytes(chain_id, height, 0, block_hash)).signature)
+                        for i in signers))
+    return Certificate(height, 0, block_hash, sigs).encode()
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    doc = {"v": 1, "chain_id": "ev-doc-test", "genesis_time_ms": 1_700_000_000_000,
+           "validators": [{"id": f"bureau-{i + 1}", "public_key": k.verify_key.encode().hex(), "power": 1,
+                           "address": "", "api": ""} for i, k in enumerate(VALIDATORS)],
+           "operators": [{"id": "operator-1", "public_key": OPERATOR.verify_key.encode().hex()}],
+           "tariffs": [DEFAULT_TARIFF]}
+    chain = Chain(Genesis.from_doc(doc), Repository(f"sqlite:///{tmp_path_factory.mktemp('doc')}/chain.sqlite"))
+    keys, receipts, _ = fleet_receipts(1, 5)
+    (cid, ckey), = keys.items()
+    now = int(time.time())
+    act = lambda a, args: operator_action(OPERATOR, "operator-1", a, args, now=now)  # noqa: E731
+    blocks = [[act("enroll_charger", {"charger_id": cid, "public_key": ckey.verify_key.encode().hex()}),
+               act("open_wallet", {"wallet_id": WALLET, "public_key": DRIVER.verify_key.encode().hex()}),
+               act("top_up", {"wallet_id": WALLET, "amount_fen": 10**6, "reference": "bank:doc"})],
+              [receipt_tx(env) for _, env in receipts]]
+    for i, txs in enumerate(blocks):
+        block, ex = chain.build(txs, "bureau-1", now * 1000 + i)
+        assert len(block.txs) == len(txs)
+        chain.commit(block, _certificate(doc["chain_id"], block.height, block.hash, (0, 1, 3)), ex)
+    yield chain, doc, cid
+    chain.repo.close()
+
+
+def _proof(chain, cid, seq) -> dict:
+    return json.loads(msgspec.json.encode(ReceiptProver(chain).proof(WALLET, cid, seq)))
+
+
+def test_the_documented_verifier_accepts_the_nodes_proof_and_reads_the_same_receipt(chain):
+    chain, doc, cid = chain
+    for seq in range(1, 6):  # every position of a five-leaf tree
+        proof = _proof(chain, cid, seq)
+        fields = verify_bill(proof, doc)
+        assert verify_receipt_proof(proof, chain.genesis) == (True, "ok")
+        summary = proof["receipt"]
+        assert (fields["charger_id"], fields["seq"], fields["wallet_id"], fields["amount_fen"]) == \
+            (summary["charger_id"], summary["seq"], summary["wallet_id"], summary["amount_fen"])
+        assert fields["meter_end_wh"] - fields["meter_start_wh"] == summary["energy_wh"]
+        assert [list(p) for p in fields["periods"]] == summary["periods"]
+        assert H(bytes.fromhex(summary["envelope"])).hex() == summary["receipt_id"]
+
+
+def test_the_documented_genesis_hash_is_block_ones_previous_hash(chain):
+    chain, doc, _ = chain
+    served = json.loads(json.dumps(doc, indent=2))  # as a client gets it: parsed JSON, any spacing
+    assert H(canonical(served)) == chain.genesis.hash
+    header, _ = chain.repo.header(1)
+    assert parse_header(header.encode())["prev_hash"] == H(canonical(served))
+    assert parse_header(header.encode())["height"] == 1 and H(header.encode()) == header.hash
+
+
+def test_the_documented_operator_action_bytes_verify_with_the_genesis_key(chain):
+    chain, doc, _ = chain
+    block, _ = chain.repo.block(1)
+    operators = {o["id"]: bytes.fromhex(o["public_key"]) for o in doc["operators"]}
+    for tx in block.txs:
+        assert tx[0] == 2
+        (n,) = struct.unpack(">H", tx[1:3])
+        assert len(tx) == 3 + n + 64
+        raw, sig = tx[3:3 + n], tx[3 + n:]
+        action = json.loads(raw)
+        assert canonical(action) == raw and action["v"] == 1
+        assert ed25519_ok(operators[action["operator"]], tag("EV-OPERATOR/v1") + raw, sig)
+
+
+def test_the_documented_query_signature_is_what_a_node_accepts():
+    now = int(time.time())
+    path_qs = "/v1/wallets/W-1001/history?limit=10"
+    message = f"EV-QUERY/v2\nbureau-2\nGET\n{path_qs}\n{now}\n{'ab' * 16}".encode()
+    header = (f"EV-Sig wallet=W-1001,node=bureau-2,ts={now},nonce={'ab' * 16},"
+              f"sig={DRIVER.sign(message).signature.hex()}")
+    keys = {"W-1001": DRIVER.verify_key.encode()}
+    assert auth.check(header, "GET", path_qs, keys.get, auth.ReplayGuard(120), "bureau-2", now=now) == "W-1001"
+
+
+def _tampered(proof: dict) -> dict[str, dict]:
+    out = {}
+
+    def case(name, change):
+        p = copy.deepcopy(proof)
+        change(p)
+        out[name] = p
+
+    def flip(hex_text: str, at: int) -> str:
+        raw = bytearray(bytes.fromhex(hex_text))
+        raw[at] ^= 0x01
+        return raw.hex()
+
+    def set_cert(p, f):
+        c = json.loads(p["certificate"])
+        f(c)
+        p["certificate"] = canonical(c).decode()
+
+    env_len = len(proof["receipt"]["envelope"]) // 2
+    case("amount in the envelope", lambda p: p["receipt"].update(envelope=flip(p["receipt"]["envelope"], env_len - 64 - 10)))
+    case("receipt signature", lambda p: p["receipt"].update(envelope=flip(p["receipt"]["envelope"], env_len - 1)))
+    case("another charger key", lambda p: p.update(charger_public_key=SigningKey.generate().verify_key.encode().hex()))
+    case("header state root", lambda p: p["header"].update(encoded=flip(p["header"]["encoded"], 100)))
+    case("header trailing byte", lambda p: p["header"].update(encoded=p["header"]["encoded"] + "00"))
+    case("leaf index", lambda p: p.update(leaf_index=(p["leaf_index"] + 1) % p["tree_size"]))
+    case("tree size", lambda p: p.update(tree_size=p["tree_size"] + 1))
+    case("audit path", lambda p: p.update(audit_path=[flip(p["audit_path"][0], 0)] + p["audit_path"][1:]))
+    case("audit path cut", lambda p: p.update(audit_path=p["audit_path"][:-1]))
+    case("a signature fewer", lambda p: set_cert(p, lambda c: c["signatures"].pop()))
+    case("a forged signature", lambda p: set_cert(p, lambda c: c["signatures"][0].update(
+        signature=SigningKey.generate().sign(b"x").signature.hex())))
+    case("signers out of order", lambda p: set_cert(p, lambda c: c["signatures"].reverse()))
+    case("certificate of another height", lambda p: set_cert(p, lambda c: c.update(height=c["height"] + 1)))
+    case("certificate not canonical", lambda p: p.update(certificate=p["certificate"].replace(",", ", ", 1)))
+    return out
+
+
+def test_every_tampered_proof_fails_in_both_verifiers(chain):
+    chain, doc, cid = chain
+    proof = _proof(chain, cid, 3)
+    for name, bad in _tampered(proof).items():
+        with pytest.raises((Bad, ValueError, KeyError, IndexError, struct.error, UnicodeDecodeError)):
+            verify_bill(bad, doc)
+            pytest.fail(f"documented verifier accepted: {name}")
+        ok, why = verify_receipt_proof(bad, chain.genesis)
+        assert not ok, name
+
+
+def test_a_proof_of_another_chain_fails(chain):
+    chain, doc, cid = chain
+    other = dict(doc, chain_id="ev-other")
+    with pytest.raises(Bad, match="another chain"):
+        verify_bill(_proof(chain, cid, 1), other)
+    assert not verify_receipt_proof(_proof(chain, cid, 1), Genesis.from_doc(other))[0]
