@@ -12,25 +12,14 @@ import json
 import struct
 import time
 
-import msgspec
 import pytest
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from bureau.api import auth
-from bureau.api.receipts import ReceiptProver
-from bureau.chain import Chain
-from bureau.ledger.certificate import Certificate, precommit_bytes
 from bureau.ledger.genesis import Genesis
 from bureau.ledger.proof import verify_receipt_proof
-from bureau.ledger.tx import operator_action, receipt_tx
-from bureau.storage import Repository
-from bureau.tools.network import DEFAULT_TARIFF
-from tests.support.fleet import WALLET, fleet_receipts
-
-VALIDATORS = [SigningKey(bytes([0x20 + i]) * 32) for i in range(4)]
-OPERATOR = SigningKey(b"\x07" * 32)
-DRIVER = SigningKey(b"\x09" * 32)
+from tests.support.proofchain import DRIVER, RECEIPTS, proof_chain, receipt_proof
 
 
 # ---- the verifier, from docs/verifying.md -------------------------------------------------------
@@ -176,43 +165,20 @@ def verify_bill(proof: dict, genesis: dict) -> dict:
 
 # ---- a real chain of four validators, built by the project's code ------------------------------
 
-def _certificate(chain_id: str, height: int, block_hash: bytes, signers) -> bytes:
-    sigs = tuple(sorted((f"bureau-{i + 1}", VALIDATORS[i].sign(precommit_bytes(chain_id, height, 0, block_hash)).signature)
-                        for i in signers))
-    return Certificate(height, 0, block_hash, sigs).encode()
-
-
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    doc = {"v": 1, "chain_id": "ev-doc-test", "genesis_time_ms": 1_700_000_000_000,
-           "validators": [{"id": f"bureau-{i + 1}", "public_key": k.verify_key.encode().hex(), "power": 1,
-                           "address": "", "api": ""} for i, k in enumerate(VALIDATORS)],
-           "operators": [{"id": "operator-1", "public_key": OPERATOR.verify_key.encode().hex()}],
-           "tariffs": [DEFAULT_TARIFF]}
-    chain = Chain(Genesis.from_doc(doc), Repository(f"sqlite:///{tmp_path_factory.mktemp('doc')}/chain.sqlite"))
-    keys, receipts, _ = fleet_receipts(1, 5)
-    (cid, ckey), = keys.items()
-    now = int(time.time())
-    act = lambda a, args: operator_action(OPERATOR, "operator-1", a, args, now=now)  # noqa: E731
-    blocks = [[act("enroll_charger", {"charger_id": cid, "public_key": ckey.verify_key.encode().hex()}),
-               act("open_wallet", {"wallet_id": WALLET, "public_key": DRIVER.verify_key.encode().hex()}),
-               act("top_up", {"wallet_id": WALLET, "amount_fen": 10**6, "reference": "bank:doc"})],
-              [receipt_tx(env) for _, env in receipts]]
-    for i, txs in enumerate(blocks):
-        block, ex = chain.build(txs, "bureau-1", now * 1000 + i)
-        assert len(block.txs) == len(txs)
-        chain.commit(block, _certificate(doc["chain_id"], block.height, block.hash, (0, 1, 3)), ex)
-    yield chain, doc, cid
-    chain.repo.close()
+    built = proof_chain(tmp_path_factory.mktemp("doc"))
+    yield built
+    built[0].repo.close()
 
 
 def _proof(chain, cid, seq) -> dict:
-    return json.loads(msgspec.json.encode(ReceiptProver(chain).proof(WALLET, cid, seq)))
+    return receipt_proof(chain, cid, seq)
 
 
 def test_the_documented_verifier_accepts_the_nodes_proof_and_reads_the_same_receipt(chain):
     chain, doc, cid = chain
-    for seq in range(1, 6):  # every position of a five-leaf tree
+    for seq in range(1, RECEIPTS + 1):  # every position of a five-leaf tree
         proof = _proof(chain, cid, seq)
         fields = verify_bill(proof, doc)
         assert verify_receipt_proof(proof, chain.genesis) == (True, "ok")

@@ -1,0 +1,298 @@
+"""`bureau driver`: a driver's wallet from the command line, with the checks the phone makes.
+
+The key file is the wallet's Ed25519 seed in hex (mode 0600), like an operator's. Beside it,
+`<key file>.json` pins the wallet id and the genesis document (docs/verifying.md): every command
+that talks to a node first refuses a node whose genesis hash differs from the pinned one, and
+every figure shown as verified comes from a proof checked against that genesis, never from the
+node's word. `--genesis FILE` gives the genesis instead of the pin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .cliparse import CommandError, int_range
+
+PIN_VERSION = 1
+MAX_PROOF_BYTES = 1024 * 1024  # a receipt proof is a few KiB; a state proof 256 hashes at most
+HTTP_TIMEOUT_S = 10.0
+
+
+# ---- the driver's files ------------------------------------------------------------------------
+
+def pin_path(key_file: Path) -> Path:
+    return Path(f"{key_file}.json")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """What `bind` stores beside the key file: the wallet and the chain it is on."""
+    wallet_id: str
+    genesis_doc: dict
+
+    @classmethod
+    def load(cls, path: Path) -> "Pin | None":
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise CommandError(f"{path} cannot be read as JSON: {e}") from None
+        if not isinstance(doc, dict) or doc.get("v") != PIN_VERSION or not isinstance(doc.get("wallet_id"), str) \
+                or not isinstance(doc.get("genesis"), dict):
+            raise CommandError(f"{path} is not a driver pin (v {PIN_VERSION}, wallet_id, genesis)")
+        return cls(doc["wallet_id"], doc["genesis"])
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"v": PIN_VERSION, "wallet_id": self.wallet_id, "genesis": self.genesis_doc},
+                                   indent=1) + "\n")
+
+
+def _load_genesis_file(path: str):
+    from .ledger.genesis import Genesis
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CommandError(f"genesis file {path} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise CommandError(f"genesis file {path} cannot be read as JSON: {e}") from None
+    return Genesis.from_doc(doc)  # GenesisError is one line too
+
+
+def chain_of(args):
+    """The genesis the command checks against: --genesis, else the pin beside the key file."""
+    from .ledger.genesis import Genesis
+    pin = Pin.load(pin_path(Path(args.key))) if getattr(args, "key", None) else None
+    if args.genesis:
+        genesis = _load_genesis_file(args.genesis)
+        if pin is not None and Genesis.from_doc(pin.genesis_doc).hash != genesis.hash:
+            raise CommandError(f"{args.genesis} is another chain than the one pinned in {pin_path(Path(args.key))}")
+        return genesis
+    if pin is None:
+        raise CommandError("no genesis: give --genesis FILE (bind pins the node's beside the key file)")
+    return Genesis.from_doc(pin.genesis_doc)
+
+
+def wallet_of(args) -> str:
+    pin = Pin.load(pin_path(Path(args.key)))
+    if args.wallet:
+        if pin is not None and pin.wallet_id != args.wallet:
+            raise CommandError(f"the key is bound to wallet {pin.wallet_id}, not {args.wallet}")
+        return args.wallet
+    if pin is None:
+        raise CommandError("no wallet: give --wallet W (bind pins it beside the key file)")
+    return pin.wallet_id
+
+
+# ---- the node, over HTTP -----------------------------------------------------------------------
+
+class NodeClient:
+    """One node's API: plain reads, driver-signed reads (api/auth.py), refusals as one line."""
+
+    def __init__(self, url: str, ca_file: str | None) -> None:
+        from .tools.pki import http_verify
+        self.url = url.rstrip("/")
+        if ca_file and not Path(ca_file).is_file():
+            raise CommandError(f"CA file {ca_file} does not exist")
+        self.verify = http_verify(ca_file and Path(ca_file))
+        self._node_id: str | None = None
+
+    def get(self, path: str, *, key=None, wallet_id: str | None = None) -> dict:
+        import httpx
+
+        from .api.auth import authorization_header
+        headers = {}
+        if key is not None:
+            headers["Authorization"] = authorization_header(key, wallet_id, "GET", path, node_id=self.node_id())
+        try:
+            resp = httpx.get(self.url + path, headers=headers, timeout=HTTP_TIMEOUT_S, verify=self.verify)
+        except (httpx.TransportError, httpx.InvalidURL) as e:
+            raise CommandError(f"cannot reach the node at {self.url}: {e or type(e).__name__}") from None
+        return self._answer(resp)
+
+    def _answer(self, resp) -> dict:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if resp.status_code >= 300:
+            if isinstance(body, dict) and "error" in body:
+                raise CommandError(f"refused: {body['error']}: {body.get('detail', '')}")
+            raise CommandError(f"the node at {self.url} answered HTTP {resp.status_code}")
+        if not isinstance(body, dict):
+            raise CommandError(f"the node at {self.url} answered something that is not a JSON object")
+        return body
+
+    def node_id(self) -> str:
+        if self._node_id is None:
+            status = self.get("/v1/node/status")
+            if not isinstance(status.get("node_id"), str):
+                raise CommandError(f"the node at {self.url} does not say its node id")
+            self._node_id = status["node_id"]
+        return self._node_id
+
+    def require_chain(self, genesis) -> None:
+        """Refuse a node of another chain than the pinned genesis."""
+        head = self.get("/v1/chain/head")
+        if head.get("genesis_hash") != genesis.hash.hex():
+            raise CommandError(f"the node at {self.url} is on another chain (genesis {str(head.get('genesis_hash'))[:16]}, "
+                               f"pinned {genesis.hash.hex()[:16]})")
+
+
+def _client(args) -> NodeClient:
+    return NodeClient(args.node, args.ca_file)
+
+
+# ---- checking proofs (no I/O) ------------------------------------------------------------------
+
+def _when(unix_s: int) -> str:
+    return datetime.fromtimestamp(unix_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fen(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    yuan, cents = divmod(abs(fen), 100)
+    return f"{fen} fen ({sign}{yuan}.{cents:02d} CNY)"
+
+
+SUMMARY_FIELDS = ("charger_id", "seq", "wallet_id", "energy_wh", "amount_fen", "start_time", "end_time", "stop_reason",
+                  "tariff_id", "tariff_version")
+
+
+def check_receipt_proof(proof: dict, genesis) -> str:
+    """The verified bill in one line, or CommandError with why it is not one. The checks of
+    ledger/proof.py, then the summary must say what the signed envelope says (what is shown is
+    read from the envelope)."""
+    from .ledger.block import Header
+    from .ledger.proof import verify_receipt_proof
+    from .receipts.codec import decode
+    ok, why = verify_receipt_proof(proof, genesis)
+    if not ok:
+        raise CommandError(f"invalid: {why}")
+    receipt, _, _ = decode(bytes.fromhex(proof["receipt"]["envelope"]))
+    summary = proof["receipt"]
+    signed = {"charger_id": receipt.charger_id, "seq": receipt.seq, "wallet_id": receipt.wallet_id,
+              "energy_wh": receipt.energy_wh, "amount_fen": receipt.amount_fen, "start_time": receipt.start_time,
+              "end_time": receipt.end_time, "stop_reason": receipt.stop_reason, "tariff_id": receipt.tariff_id,
+              "tariff_version": receipt.tariff_version}
+    differs = [f for f in SUMMARY_FIELDS if f in summary and summary[f] != signed[f]]
+    if differs:
+        raise CommandError(f"invalid: the proof's {', '.join(differs)} differ from the signed receipt")
+    header = Header.decode(bytes.fromhex(proof["header"]["encoded"]))
+    return (f"valid: bill {receipt.charger_id}#{receipt.seq} of wallet {receipt.wallet_id}: {receipt.energy_wh} Wh, "
+            f"{_fen(receipt.amount_fen)}, {_when(receipt.start_time)} to {_when(receipt.end_time)}, "
+            f"tariff {receipt.tariff_id} v{receipt.tariff_version}; in block {header.height} of {genesis.chain_id}, "
+            f"signed by the charger and certified by the validators")
+
+
+def check_proof_document(doc, genesis) -> str:
+    if not isinstance(doc, dict):
+        raise CommandError("invalid: a proof is a JSON object")
+    if "receipt" in doc and "audit_path" in doc:
+        return check_receipt_proof(doc, genesis)
+    raise CommandError("invalid: not a receipt proof (receipt, charger_public_key, audit_path, header, certificate)")
+
+
+# ---- the commands ------------------------------------------------------------------------------
+
+def _keygen(args) -> int:
+    from .crypto import create_key
+    try:
+        key = create_key(Path(args.key))
+    except FileExistsError:
+        raise CommandError(f"{args.key} exists; a key file is never overwritten") from None
+    except OSError as e:
+        raise CommandError(f"cannot write {args.key}: {e.strerror}") from None
+    print(key.verify_key.encode().hex())
+    return 0
+
+
+def _signed_reader(args):
+    from .crypto import load_key
+    genesis = chain_of(args)
+    wallet_id = wallet_of(args)
+    key = load_key(Path(args.key))
+    node = _client(args)
+    node.require_chain(genesis)
+    return node, key, wallet_id, genesis
+
+
+def _history(args) -> int:
+    node, key, wallet_id, _ = _signed_reader(args)
+    body = node.get(f"/v1/wallets/{wallet_id}/history?limit={args.limit}", key=key, wallet_id=wallet_id)
+    print(f"wallet {wallet_id}, newest first (the node's account; `bureau driver proof` verifies a bill):")
+    for e in body.get("entries", []):
+        what = f"{e['charger_id']}#{e['seq']} {e['energy_wh']} Wh" if e.get("charger_id") else ""
+        print(f"{e['time']}  {e['kind']:<14} {e['delta_fen']:>+10} fen  balance {e['balance_after']:>10} fen  "
+              f"block {e['height']}  {what}".rstrip())
+    return 0
+
+
+def _proof(args) -> int:
+    node, key, wallet_id, genesis = _signed_reader(args)
+    proof = node.get(f"/v1/receipts/{args.charger}/{args.seq}/proof", key=key, wallet_id=wallet_id)
+    try:
+        check_receipt_proof(proof, genesis)
+    except CommandError as e:
+        raise CommandError(f"the node's proof is {e}") from None
+    print(json.dumps(proof, indent=1))
+    return 0
+
+
+def _read_proof(source: str):
+    try:
+        raw = sys.stdin.buffer.read(MAX_PROOF_BYTES + 1) if source == "-" else Path(source).read_bytes()
+    except FileNotFoundError:
+        raise CommandError(f"{source} does not exist") from None
+    except OSError as e:
+        raise CommandError(f"cannot read {source}: {e.strerror}") from None
+    if len(raw) > MAX_PROOF_BYTES:
+        raise CommandError(f"invalid: {source} is over {MAX_PROOF_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise CommandError(f"invalid: {source} is not JSON: {e}") from None
+
+
+def _verify(args) -> int:
+    genesis = chain_of(args)
+    print(check_proof_document(_read_proof(args.file), genesis))
+    return 0
+
+
+def add_parser(sub) -> None:
+    """`bureau driver ...` under the `bureau` command's subparsers."""
+    d = sub.add_parser("driver", help="a driver's wallet: key, history, bills verified like the phone does",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmds = d.add_subparsers(dest="driver_cmd", required=True)
+
+    def node_args(p) -> None:
+        p.add_argument("--key", required=True, help="the driver's key file (must exist)")
+        p.add_argument("--node", required=True, help="a bureau node's API base URL")
+        p.add_argument("--ca-file", "--ca", dest="ca_file",
+                       help="the network's CA certificate to verify the node's HTTPS against (default: the system's CAs)")
+        p.add_argument("--wallet", help="the wallet id (default: the one bind pinned beside the key file)")
+        p.add_argument("--genesis", help="the genesis file (default: the one bind pinned beside the key file)")
+
+    k = cmds.add_parser("keygen", help="make the driver's key file (mode 0600; never overwrites); prints its public key")
+    k.add_argument("--key", required=True)
+    k.set_defaults(fn=_keygen)
+    h = cmds.add_parser("history", help="the wallet's entries, newest first, as the node tells them")
+    node_args(h)
+    h.add_argument("--limit", type=int_range(1, 500), default=20)
+    h.set_defaults(fn=_history)
+    p = cmds.add_parser("proof", help="fetch a bill's proof, check it, and print its JSON (save it for verify)")
+    node_args(p)
+    p.add_argument("--charger", required=True, help="the charger's id")
+    p.add_argument("--seq", required=True, type=int_range(1, 2**32 - 1), help="the receipt's seq")
+    p.set_defaults(fn=_proof)
+    v = cmds.add_parser("verify", help="check a saved proof against the genesis alone (no node); "
+                                       "prints `valid: ...` or the reason it is invalid (exit 1)")
+    v.add_argument("file", metavar="FILE", help="a proof's JSON, or - for stdin")
+    v.add_argument("--key", help="the driver's key file, whose pinned genesis is used")
+    v.add_argument("--genesis", help="the genesis file")
+    v.set_defaults(fn=_verify)
