@@ -1,0 +1,134 @@
+"""`bureau driver`: the key file is made once and never overwritten; `verify` says `valid: ...`
+only for a proof that passes every check against the genesis, and any other input is one line
+with the reason and exit 1; a node that cannot be reached or spoken to is one line, no traceback."""
+
+from __future__ import annotations
+
+import copy
+import json
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from bureau.cli import main
+from bureau.crypto import load_key
+from bureau.drivercli import Pin, pin_path
+from bureau.tools.mosquitto import free_port
+from tests.support.fleet import WALLET
+from tests.support.proofchain import genesis_doc, proof_chain, receipt_proof
+from tests.unit.test_cli import ROOT, bureau, one_line
+
+
+@pytest.fixture(scope="module")
+def bill(tmp_path_factory):
+    """A real receipt proof, and the genesis file it verifies against."""
+    folder = tmp_path_factory.mktemp("bill")
+    chain, doc, cid = proof_chain(folder)
+    proof = receipt_proof(chain, cid, 2)
+    chain.repo.close()
+    (folder / "genesis.json").write_text(json.dumps(doc))
+    (folder / "proof.json").write_text(json.dumps(proof))
+    return folder, proof
+
+
+def test_keygen_makes_a_private_key_file_once(tmp_path):
+    key = tmp_path / "keys" / "driver.key"
+    p = bureau("driver", "keygen", "--key", str(key))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == load_key(key).verify_key.encode().hex()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    before = key.read_text()
+    one_line(bureau("driver", "keygen", "--key", str(key)), 1, "exists; a key file is never overwritten")
+    assert key.read_text() == before
+
+
+def test_verify_says_valid_and_the_signed_figures(bill):
+    folder, proof = bill
+    p = bureau("driver", "verify", str(folder / "proof.json"), "--genesis", str(folder / "genesis.json"))
+    assert p.returncode == 0, p.stderr
+    r = proof["receipt"]
+    assert p.stdout.startswith(f"valid: bill {r['charger_id']}#2 of wallet {WALLET}: {r['energy_wh']} Wh, "
+                               f"{r['amount_fen']} fen"), p.stdout
+    assert f"in block {proof['header']['height']} of ev-doc-test" in p.stdout and p.stdout.count("\n") == 1
+
+
+def test_verify_reads_stdin_and_the_genesis_pinned_beside_the_key(bill, tmp_path):
+    folder, proof = bill
+    key = tmp_path / "driver.key"
+    Pin(WALLET, genesis_doc()).save(pin_path(key))
+    p = subprocess.run([sys.executable, "-m", "bureau.cli", "driver", "verify", "-", "--key", str(key)],
+                       input=json.dumps(proof), capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0 and p.stdout.startswith("valid: bill "), p.stderr
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(genesis_doc("ev-other")))
+    one_line(bureau("driver", "verify", str(folder / "proof.json"), "--key", str(key), "--genesis", str(other)), 1,
+             "is another chain than the one pinned in")
+
+
+def _write(tmp_path, doc) -> str:
+    path = tmp_path / "bad.json"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return str(path)
+
+
+def run_in_process(capsys, *args: str):
+    """bureau.cli.main as the command line runs it (quicker than a process per case)."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_a_tampered_or_malformed_proof_is_invalid_with_its_reason(bill, tmp_path, capsys):
+    folder, proof = bill
+    genesis = str(folder / "genesis.json")
+
+    def changed(f):
+        p = copy.deepcopy(proof)
+        f(p)
+        return p
+
+    env = proof["receipt"]["envelope"]
+    flipped = env[:-150] + ("0" if env[-150] != "0" else "1") + env[-149:]  # a byte of the amount (u64)
+    cert = json.loads(proof["certificate"])
+    cert["signatures"] = cert["signatures"][:2]
+    cases = [
+        (changed(lambda p: p["receipt"].update(envelope=flipped)), "invalid: receipt signature does not verify"),
+        (changed(lambda p: p.update(leaf_index=0 if p["leaf_index"] else 1)), "invalid: receipt is not in the block"),
+        (changed(lambda p: p.update(certificate=json.dumps(cert, sort_keys=True, separators=(",", ":")))),
+         "not more than 2/3"),
+        (changed(lambda p: p["receipt"].update(amount_fen=1)), "invalid: the proof's amount_fen differ from the signed receipt"),
+        (changed(lambda p: p.pop("header")), "invalid: proof is malformed"),
+        ([1, 2], "invalid: a proof is a JSON object"),
+        ({"key": "w/W-1"}, "invalid: not a receipt proof"),
+        ("{not json", "invalid: "),
+    ]
+    for doc, says in cases:
+        p = run_in_process(capsys, "driver", "verify", _write(tmp_path, doc), "--genesis", genesis)
+        one_line(p, 1, says)
+        assert p.stdout == ""
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(genesis_doc("ev-other")))
+    one_line(run_in_process(capsys, "driver", "verify", str(folder / "proof.json"), "--genesis", str(other)), 1,
+             "invalid: block of another chain")
+    one_line(run_in_process(capsys, "driver", "verify", str(tmp_path / "none.json"), "--genesis", genesis), 1,
+             "does not exist")
+    one_line(run_in_process(capsys, "driver", "verify", str(folder / "proof.json")), 1, "no genesis: give --genesis FILE")
+
+
+def test_node_mistakes_are_one_line(bill, tmp_path):
+    folder, _ = bill
+    key = tmp_path / "driver.key"
+    assert bureau("driver", "keygen", "--key", str(key)).returncode == 0
+    base = ["--key", str(key), "--wallet", WALLET, "--genesis", str(folder / "genesis.json")]
+    url = f"http://127.0.0.1:{free_port()}"
+    one_line(bureau("driver", "history", "--node", url, *base), 1, f"cannot reach the node at {url}")
+    one_line(bureau("driver", "proof", "--node", "ftp://x", "--charger", "C", "--seq", "1", *base), 1,
+             "cannot reach the node at ftp://x")
+    one_line(bureau("driver", "history", "--node", url, "--ca", str(tmp_path / "ca.crt"), *base), 1,
+             "CA file")
+    one_line(bureau("driver", "history", "--node", url, "--key", str(tmp_path / "none.key"), "--wallet", "W",
+                    "--genesis", str(folder / "genesis.json")), 1, "does not exist")
+    one_line(bureau("driver", "proof", "--node", url, "--charger", "C", "--seq", "0", *base), 2, "out of range")
+    assert not (tmp_path / "none.key").exists()
