@@ -1,0 +1,99 @@
+"""`bureau driver` against a real node process: the wallet's history, a committed bill's proof
+checked and printed, that proof verified offline (and refused once tampered with), and a node
+of another chain refused."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+
+from bureau.api.auth import authorization_header
+from bureau.crypto import load_key
+from bureau.tools.stack import Stack
+from tests.integration.test_commands import bureau
+from tests.support.fleet import WALLET, fleet_receipts
+from tests.support.proofchain import genesis_doc
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("driver"), nodes_count=1).start()
+    yield s
+    s.stop()
+
+
+def _publish_until_committed(stack, cid: str, envelopes: list[bytes], driver_key) -> None:
+    """Send the receipts as their charger does until the wallet's history shows each."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid)
+    c.username_pw_set(*stack.broker_login(cid))
+    connected: queue.Queue = queue.Queue()
+    c.on_connect = lambda cl, u, f, rc, p: connected.put(rc)
+    c.connect("127.0.0.1", stack.broker.port)
+    c.loop_start()
+    node = stack.nodes[0]
+    path = f"/v1/wallets/{WALLET}/history?limit=50"
+    try:
+        assert not connected.get(timeout=10).is_failure
+        deadline = time.monotonic() + 90
+        while True:
+            auth = authorization_header(driver_key, WALLET, "GET", path, node_id=node.node_id)
+            kinds = [e["kind"] for e in httpx.get(node.url + path, headers={"Authorization": auth}, timeout=10).json()["entries"]]
+            if kinds.count("receipt") == len(envelopes):
+                return
+            assert time.monotonic() < deadline, f"receipts not committed: {kinds}"
+            for env in envelopes:
+                c.publish(f"ev/v1/charger/{cid}/receipt", env, qos=1)
+            time.sleep(1)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_history_proof_and_verify_against_a_running_node(stack, tmp_path):
+    key_file = tmp_path / "driver.key"
+    p = bureau("driver", "keygen", "--key", str(key_file))
+    assert p.returncode == 0, p.stderr
+    driver = load_key(key_file)
+    keys, receipts, _ = fleet_receipts(1, 2)
+    (cid, ckey), = keys.items()
+    stack.operator([("enroll_charger", {"charger_id": cid, "public_key": ckey.verify_key.encode().hex()}),
+                    ("open_wallet", {"wallet_id": WALLET, "public_key": driver.verify_key.encode().hex()}),
+                    ("top_up", {"wallet_id": WALLET, "amount_fen": 10**6, "reference": "bank:driver-cli"})])
+    _publish_until_committed(stack, cid, [env for _, env in receipts], driver)
+    node = stack.nodes[0].url
+    common = ["--key", str(key_file), "--node", node, "--wallet", WALLET, "--genesis", str(stack.genesis_path)]
+
+    history = bureau("driver", "history", *common, "--limit", "10")
+    assert history.returncode == 0, history.stderr
+    lines = history.stdout.splitlines()
+    assert lines[0].startswith(f"wallet {WALLET}, newest first")
+    assert [ln.split()[1] for ln in lines[1:]] == ["receipt", "receipt", "top_up", "open_wallet"]
+    assert f"{cid}#2" in lines[1] and f"{cid}#1" in lines[2]
+
+    shown = bureau("driver", "proof", *common, "--charger", cid, "--seq", "2")
+    assert shown.returncode == 0, shown.stderr
+    proof = json.loads(shown.stdout)
+    assert proof["receipt"]["seq"] == 2 and proof["receipt"]["charger_id"] == cid
+    saved = tmp_path / "bill.json"
+    saved.write_text(shown.stdout)
+    ok = bureau("driver", "verify", str(saved), "--genesis", str(stack.genesis_path))
+    assert ok.returncode == 0 and ok.stdout.startswith(f"valid: bill {cid}#2 of wallet {WALLET}: "), ok.stderr
+
+    proof["audit_path"] = list(reversed(proof["audit_path"])) if len(proof["audit_path"]) > 1 else ["00" * 32]
+    saved.write_text(json.dumps(proof))
+    bad = bureau("driver", "verify", str(saved), "--genesis", str(stack.genesis_path))
+    assert (bad.returncode, bad.stdout) == (1, "") and bad.stderr == "bureau driver: invalid: receipt is not in the block\n"
+
+    missing = bureau("driver", "proof", *common, "--charger", cid, "--seq", "9")
+    assert missing.returncode == 1 and missing.stderr.startswith("bureau driver: refused: no_receipt: "), missing.stderr
+
+    other = tmp_path / "other-genesis.json"
+    other.write_text(json.dumps(genesis_doc("ev-other")))
+    foreign = bureau("driver", "history", *common[:-1], str(other))
+    assert foreign.returncode == 1 and foreign.stderr.startswith(
+        f"bureau driver: the node at {node} is on another chain (genesis "), foreign.stderr
