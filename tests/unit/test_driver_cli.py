@@ -102,6 +102,7 @@ def test_a_tampered_or_malformed_proof_is_invalid_with_its_reason(bill, tmp_path
         (changed(lambda p: p.pop("header")), "invalid: proof is malformed"),
         ([1, 2], "invalid: a proof is a JSON object"),
         ({"key": "w/W-1"}, "invalid: not a receipt proof"),
+        (changed(lambda p: p.update(certificate=5)), "invalid: proof is malformed"),
         ("{not json", "invalid: "),
     ]
     for doc, says in cases:

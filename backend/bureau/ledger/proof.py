@@ -1,4 +1,5 @@
-"""Light-client check of a bill: what a driver's phone does with a receipt proof from any node.
+"""Light-client check of a bill: what a driver's phone does with a receipt proof from any node
+(docs/verifying.md).
 
 1. the receipt's signature verifies with the charger's key;
 2. the header bytes hash to the block hash, and the commit certificate shows more than 2/3
@@ -20,25 +21,37 @@ from .genesis import Genesis
 from .tx import receipt_tx
 
 
+class NotCertified(ValueError):
+    """A header that is not of the genesis chain or not certified by its validators."""
+
+
+def certified_header(header_hex: str, certificate_text: str, genesis: Genesis) -> Header:
+    """The header whose bytes `header_hex` are, if it is of the genesis chain and the commit
+    certificate proves more than 2/3 of the validators' power precommitted its hash."""
+    header_bytes = bytes.fromhex(header_hex)
+    header = Header.decode(header_bytes)
+    if header.chain_id != genesis.chain_id:
+        raise NotCertified("block of another chain")
+    certificate.verify(genesis.validators, genesis.chain_id, header.height, hashlib.sha256(header_bytes).digest(),
+                       certificate_text.encode())
+    return header
+
+
 def verify_receipt_proof(proof: dict, genesis: Genesis) -> tuple[bool, str]:
     try:
         envelope = bytes.fromhex(proof["receipt"]["envelope"])
         _, body, sig = decode(envelope)
         if not crypto.verify(bytes.fromhex(proof["charger_public_key"]), signed_message(body), sig):
             return False, "receipt signature does not verify"
-        header_bytes = bytes.fromhex(proof["header"]["encoded"])
-        header = Header.decode(header_bytes)
-        if header.chain_id != genesis.chain_id:
-            return False, "block of another chain"
-        block_hash = hashlib.sha256(header_bytes).digest()
-        certificate.verify(genesis.validators, genesis.chain_id, header.height, block_hash,
-                           proof["certificate"].encode())
+        header = certified_header(proof["header"]["encoded"], proof["certificate"], genesis)
         leaf = merkle.leaf_hash(receipt_tx(envelope))
         path = [bytes.fromhex(p) for p in proof["audit_path"]]
         if proof["tree_size"] != header.tx_count:
             return False, "tree size differs from the header's transaction count"
         if not merkle.verify_inclusion(leaf, proof["leaf_index"], header.tx_count, path, header.tx_root):
             return False, "receipt is not in the block"
-    except (KeyError, TypeError, ValueError, ReceiptError, BlockError) as e:
+    except NotCertified as e:
+        return False, str(e)
+    except (KeyError, TypeError, ValueError, ReceiptError, BlockError, AttributeError) as e:
         return False, f"proof is malformed or does not verify: {e}"
     return True, "ok"
