@@ -1,6 +1,6 @@
 """`bureau driver` against a real node process: the wallet's history, a committed bill's proof
-checked and printed, that proof verified offline (and refused once tampered with), and a node
-of another chain refused."""
+checked and printed, that proof verified offline (and refused once tampered with), a node
+of another chain refused; the node's HTTPS is checked against the network's CA (`--ca`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.support.proofchain import genesis_doc
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("driver"), nodes_count=1).start()
+    s = Stack(tmp_path_factory.mktemp("driver"), nodes_count=1, tls=True, mqtt_tls=False).start()
     yield s
     s.stop()
 
@@ -42,7 +42,8 @@ def _publish_until_committed(stack, cid: str, envelopes: list[bytes], driver_key
         deadline = time.monotonic() + 90
         while True:
             auth = authorization_header(driver_key, WALLET, "GET", path, node_id=node.node_id)
-            kinds = [e["kind"] for e in httpx.get(node.url + path, headers={"Authorization": auth}, timeout=10).json()["entries"]]
+            kinds = [e["kind"] for e in httpx.get(node.url + path, headers={"Authorization": auth}, timeout=10,
+                                                  verify=stack.verify).json()["entries"]]
             if kinds.count("receipt") == len(envelopes):
                 return
             assert time.monotonic() < deadline, f"receipts not committed: {kinds}"
@@ -66,7 +67,14 @@ def test_history_proof_and_verify_against_a_running_node(stack, tmp_path):
                     ("top_up", {"wallet_id": WALLET, "amount_fen": 10**6, "reference": "bank:driver-cli"})])
     _publish_until_committed(stack, cid, [env for _, env in receipts], driver)
     node = stack.nodes[0].url
-    common = ["--key", str(key_file), "--node", node, "--wallet", WALLET, "--genesis", str(stack.genesis_path)]
+    assert node.startswith("https://")
+    untrusted = bureau("driver", "history", "--key", str(key_file), "--node", node, "--wallet", WALLET,
+                       "--genesis", str(stack.genesis_path))
+    assert untrusted.returncode == 1 and untrusted.stderr.count("\n") == 1 and \
+        untrusted.stderr.startswith(f"bureau driver: cannot reach the node at {node}: ") and \
+        "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, untrusted.stderr
+    common = ["--key", str(key_file), "--node", node, "--ca", str(stack.ca_file), "--wallet", WALLET,
+              "--genesis", str(stack.genesis_path)]
 
     history = bureau("driver", "history", *common, "--limit", "10")
     assert history.returncode == 0, history.stderr
