@@ -189,12 +189,37 @@ def check_receipt_proof(proof: dict, genesis) -> str:
             f"signed by the charger and certified by the validators")
 
 
+def check_state_answer(answer: dict, genesis) -> str:
+    """The verified record in one line (a wallet's balance read from its proven record), or
+    CommandError with why the answer proves nothing."""
+    from .ledger.proof import verify_state_answer
+    ok, why = verify_state_answer(answer, genesis)
+    if not ok:
+        raise CommandError(f"invalid: {why}")
+    key, value, height = answer["key"], answer["value"], answer["height"]
+    where = f"after block {height} of {genesis.chain_id}, certified by the validators"
+    if value is None:
+        return f"valid: {key} holds nothing {where}"
+    if key.startswith("w/"):
+        try:
+            balance = json.loads(value)["balance_fen"]
+        except (ValueError, KeyError, TypeError):
+            raise CommandError(f"invalid: the proven record of {key} has no balance_fen") from None
+        if type(balance) is not int:
+            raise CommandError(f"invalid: the proven balance_fen of {key} is not an integer")
+        return f"valid: wallet {key[2:]} balance {_fen(balance)} {where}"
+    return f"valid: {key} = {value} {where}"
+
+
 def check_proof_document(doc, genesis) -> str:
     if not isinstance(doc, dict):
         raise CommandError("invalid: a proof is a JSON object")
     if "receipt" in doc and "audit_path" in doc:
         return check_receipt_proof(doc, genesis)
-    raise CommandError("invalid: not a receipt proof (receipt, charger_public_key, audit_path, header, certificate)")
+    if "proof" in doc and "key" in doc:
+        return check_state_answer(doc, genesis)
+    raise CommandError("invalid: neither a receipt proof (receipt, audit_path, ...) nor a state proof answer "
+                       "(key, value, proof, header, certificate)")
 
 
 # ---- the commands ------------------------------------------------------------------------------
@@ -229,6 +254,27 @@ def _history(args) -> int:
         what = f"{e['charger_id']}#{e['seq']} {e['energy_wh']} Wh" if e.get("charger_id") else ""
         print(f"{e['time']}  {e['kind']:<14} {e['delta_fen']:>+10} fen  balance {e['balance_after']:>10} fen  "
               f"block {e['height']}  {what}".rstrip())
+    return 0
+
+
+def _balance(args) -> int:
+    """The balance the node tells, then the one its state proof proves: shown only if they agree."""
+    node, key, wallet_id, genesis = _signed_reader(args)
+    told = node.get(f"/v1/wallets/{wallet_id}", key=key, wallet_id=wallet_id)
+    answer = node.get(f"/v1/state/proof?key=w/{wallet_id}", key=key, wallet_id=wallet_id)
+    if answer.get("key") != f"w/{wallet_id}":
+        raise CommandError(f"the node answered a proof of {answer.get('key')!r}, not of w/{wallet_id}")
+    try:
+        line = check_state_answer(answer, genesis)
+    except CommandError as e:
+        raise CommandError(f"the node's balance proof is {e}") from None
+    if answer["value"] is None:
+        raise CommandError(f"the node proves that the state holds no w/{wallet_id}")
+    proven = json.loads(answer["value"])["balance_fen"]
+    if told.get("height") == answer["height"] and told.get("balance_fen") != proven:
+        raise CommandError(f"the node says {told.get('balance_fen')} fen at block {answer['height']}, "
+                           f"but its proof says {proven}")
+    print(line)
     return 0
 
 
@@ -285,12 +331,16 @@ def add_parser(sub) -> None:
     node_args(h)
     h.add_argument("--limit", type=int_range(1, 500), default=20)
     h.set_defaults(fn=_history)
+    b = cmds.add_parser("balance", help="the wallet's balance, verified with a state proof of w/<wallet> against "
+                                        "a header the genesis validators certified")
+    node_args(b)
+    b.set_defaults(fn=_balance)
     p = cmds.add_parser("proof", help="fetch a bill's proof, check it, and print its JSON (save it for verify)")
     node_args(p)
     p.add_argument("--charger", required=True, help="the charger's id")
     p.add_argument("--seq", required=True, type=int_range(1, 2**32 - 1), help="the receipt's seq")
     p.set_defaults(fn=_proof)
-    v = cmds.add_parser("verify", help="check a saved proof against the genesis alone (no node); "
+    v = cmds.add_parser("verify", help="check a saved receipt proof or state proof answer against the genesis alone (no node); "
                                        "prints `valid: ...` or the reason it is invalid (exit 1)")
     v.add_argument("file", metavar="FILE", help="a proof's JSON, or - for stdin")
     v.add_argument("--key", help="the driver's key file, whose pinned genesis is used")

@@ -1,5 +1,5 @@
-"""`bureau driver` against a real node process: the wallet's history, a committed bill's proof
-checked and printed, that proof verified offline (and refused once tampered with), a node
+"""`bureau driver` against a real node process: the wallet's history, its balance verified
+with a state proof, a committed bill's proof checked and printed, that proof verified offline (and refused once tampered with), a node
 of another chain refused; the node's HTTPS is checked against the network's CA (`--ca`)."""
 
 from __future__ import annotations
@@ -82,6 +82,11 @@ def test_history_proof_and_verify_against_a_running_node(stack, tmp_path):
     assert lines[0].startswith(f"wallet {WALLET}, newest first")
     assert [ln.split()[1] for ln in lines[1:]] == ["receipt", "receipt", "top_up", "open_wallet"]
     assert f"{cid}#2" in lines[1] and f"{cid}#1" in lines[2]
+
+    balance = bureau("driver", "balance", *common)
+    assert balance.returncode == 0, balance.stderr
+    newest = lines[1].split("balance")[1].split()[0]  # the balance after the newest entry
+    assert balance.stdout.startswith(f"valid: wallet {WALLET} balance {newest} fen ("), balance.stdout
 
     shown = bureau("driver", "proof", *common, "--charger", cid, "--seq", "2")
     assert shown.returncode == 0, shown.stderr

@@ -65,3 +65,9 @@ def proof_chain(folder: Path) -> tuple[Chain, dict, str]:
 def receipt_proof(chain: Chain, charger_id: str, seq: int) -> dict:
     """The proof JSON exactly as GET /v1/receipts/{charger}/{seq}/proof answers it."""
     return json.loads(msgspec.json.encode(ReceiptProver(chain).proof(WALLET, charger_id, seq)))
+
+
+def state_answer(chain: Chain, key: str) -> dict:
+    """The answer of GET /v1/state/proof?key=<key>, as the wallet's driver gets it."""
+    from bureau.api.state import StateProver
+    return json.loads(msgspec.json.encode(StateProver(chain).proof(WALLET, key)))

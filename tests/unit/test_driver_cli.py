@@ -17,7 +17,7 @@ from bureau.crypto import load_key
 from bureau.drivercli import Pin, pin_path
 from bureau.tools.mosquitto import free_port
 from tests.support.fleet import WALLET
-from tests.support.proofchain import genesis_doc, proof_chain, receipt_proof
+from tests.support.proofchain import genesis_doc, proof_chain, receipt_proof, state_answer
 from tests.unit.test_cli import ROOT, bureau, one_line
 
 
@@ -27,9 +27,11 @@ def bill(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bill")
     chain, doc, cid = proof_chain(folder)
     proof = receipt_proof(chain, cid, 2)
+    balance = state_answer(chain, f"w/{WALLET}")
     chain.repo.close()
     (folder / "genesis.json").write_text(json.dumps(doc))
     (folder / "proof.json").write_text(json.dumps(proof))
+    (folder / "balance.json").write_text(json.dumps(balance))
     return folder, proof
 
 
@@ -101,7 +103,7 @@ def test_a_tampered_or_malformed_proof_is_invalid_with_its_reason(bill, tmp_path
         (changed(lambda p: p["receipt"].update(amount_fen=1)), "invalid: the proof's amount_fen differ from the signed receipt"),
         (changed(lambda p: p.pop("header")), "invalid: proof is malformed"),
         ([1, 2], "invalid: a proof is a JSON object"),
-        ({"key": "w/W-1"}, "invalid: not a receipt proof"),
+        ({"key": "w/W-1"}, "invalid: neither a receipt proof"),
         (changed(lambda p: p.update(certificate=5)), "invalid: proof is malformed"),
         ("{not json", "invalid: "),
     ]
@@ -133,3 +135,39 @@ def test_node_mistakes_are_one_line(bill, tmp_path):
                     "--genesis", str(folder / "genesis.json")), 1, "does not exist")
     one_line(bureau("driver", "proof", "--node", url, "--charger", "C", "--seq", "0", *base), 2, "out of range")
     assert not (tmp_path / "none.key").exists()
+
+
+def test_verify_proves_a_balance_from_its_state_proof_and_refuses_a_changed_one(bill, tmp_path, capsys):
+    folder, _ = bill
+    genesis = str(folder / "genesis.json")
+    answer = json.loads((folder / "balance.json").read_text())
+    balance = json.loads(answer["value"])["balance_fen"]
+    p = run_in_process(capsys, "driver", "verify", str(folder / "balance.json"), "--genesis", genesis)
+    assert p.returncode == 0 and p.stdout.startswith(f"valid: wallet {WALLET} balance {balance} fen"), p
+    assert f"after block {answer['height']} of ev-doc-test" in p.stdout
+
+    richer = json.loads(answer["value"])
+    richer["balance_fen"] += 10_000
+    value = json.dumps(richer, sort_keys=True, separators=(",", ":"))
+
+    def changed(f):
+        a = copy.deepcopy(answer)
+        f(a)
+        return a
+
+    def flip_sibling(a):
+        s0 = a["proof"]["siblings"][0]
+        a["proof"]["siblings"][0] = ("1" if s0[0] != "1" else "2") + s0[1:]
+    cases = [
+        (changed(lambda a: (a.update(value=value), a["proof"].update(value=value))), "state proof: "),
+        (changed(lambda a: a.update(value=value)), "not the ones its proof proves"),
+        (changed(flip_sibling), "state proof: "),
+        (changed(lambda a: a.update(height=a["height"] - 1)), "height is not its header's"),
+        (changed(lambda a: a["header"].update(encoded=a["header"]["encoded"][:-2])), "invalid: proof is malformed"),
+    ]
+    for doc, says in cases:
+        one_line(run_in_process(capsys, "driver", "verify", _write(tmp_path, doc), "--genesis", genesis), 1, says)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(genesis_doc("ev-other")))
+    one_line(run_in_process(capsys, "driver", "verify", str(folder / "balance.json"), "--genesis", str(other)), 1,
+             "invalid: block of another chain")

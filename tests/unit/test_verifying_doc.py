@@ -2,7 +2,8 @@
 page alone (struct-level parsing of the header, the receipt body, the certificate and the operator
 action; the Merkle inclusion check as the page gives it; only hashlib and Ed25519 from outside),
 and it must agree with the node's own code on a real proof: accept it, and refuse every tampered
-one that the project's `verify_receipt_proof` refuses too."""
+one that the project's `verify_receipt_proof` refuses too; and a balance checked from the page
+and docs/state.md agrees with the node's state proof."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from nacl.signing import SigningKey, VerifyKey
 
 from bureau.api import auth
 from bureau.ledger.genesis import Genesis
-from bureau.ledger.proof import verify_receipt_proof
-from tests.support.proofchain import DRIVER, RECEIPTS, proof_chain, receipt_proof
+from bureau.ledger.proof import verify_receipt_proof, verify_state_answer
+from tests.support.fleet import WALLET
+from tests.support.proofchain import DRIVER, RECEIPTS, proof_chain, receipt_proof, state_answer
 
 
 # ---- the verifier, from docs/verifying.md -------------------------------------------------------
@@ -163,6 +165,28 @@ def verify_bill(proof: dict, genesis: dict) -> dict:
     return fields
 
 
+def verify_balance(answer: dict, genesis: dict, wallet_id: str) -> int:
+    """The proven balance of `wallet_id` (docs/verifying.md, State proof; the fold of docs/state.md)."""
+    header_bytes = bytes.fromhex(answer["header"]["encoded"])
+    header = parse_header(header_bytes)
+    if header["chain_id"] != genesis["chain_id"] or answer["height"] != header["height"]:
+        raise Bad("another chain or height")
+    check_certificate(answer["certificate"], genesis, header["height"], H(header_bytes))
+    proof = answer["proof"]
+    key = f"w/{wallet_id}"
+    if answer["key"] != key or proof["key"] != key or proof["value"] != answer["value"] or proof["value"] is None:
+        raise Bad("not the wallet's record")
+    path = H(key.encode())
+    node = H(b"\x00" + path + H(proof["value"].encode()))
+    for d in range(len(proof["siblings"]) - 1, -1, -1):
+        sibling = bytes.fromhex(proof["siblings"][d])
+        bit = (path[d // 8] >> (7 - d % 8)) & 1
+        node = H(b"\x01" + sibling + node) if bit else H(b"\x01" + node + sibling)
+    if node != header["state_root"]:
+        raise Bad("state proof does not lead to the state root")
+    return json.loads(proof["value"])["balance_fen"]
+
+
 # ---- a real chain of four validators, built by the project's code ------------------------------
 
 @pytest.fixture(scope="module")
@@ -277,3 +301,17 @@ def test_a_proof_of_another_chain_fails(chain):
     with pytest.raises(Bad, match="another chain"):
         verify_bill(_proof(chain, cid, 1), other)
     assert not verify_receipt_proof(_proof(chain, cid, 1), Genesis.from_doc(other))[0]
+
+
+def test_the_documented_balance_check_agrees_with_the_nodes_state_proof(chain):
+    chain, doc, _ = chain
+    answer = state_answer(chain, f"w/{WALLET}")
+    assert verify_balance(answer, doc, WALLET) == chain.state.wallets[WALLET].balance
+    assert verify_state_answer(answer, chain.genesis) == (True, "ok")
+    richer = json.loads(answer["value"])
+    richer["balance_fen"] += 1
+    forged = copy.deepcopy(answer)
+    forged["value"] = forged["proof"]["value"] = canonical(richer).decode()
+    with pytest.raises(Bad, match="state root"):
+        verify_balance(forged, doc, WALLET)
+    assert not verify_state_answer(forged, chain.genesis)[0]

@@ -1,10 +1,13 @@
-"""Light-client check of a bill: what a driver's phone does with a receipt proof from any node
-(docs/verifying.md).
+"""Light-client checks of a bill and of a state record: what a driver's phone does with a
+receipt proof or a state proof from any node (docs/verifying.md).
 
+Bill:
 1. the receipt's signature verifies with the charger's key;
 2. the header bytes hash to the block hash, and the commit certificate shows more than 2/3
    of the genesis validators' power precommitted that hash;
 3. the receipt's audit path leads to the header's tx_root (RFC 9162 inclusion).
+State record (a balance): 2., then the state proof leads from the record to the header's
+state_root (ledger/stateproof.py).
 Nothing of the answering node is trusted but what these checks prove. The charger's key is
 taken from the proof; a phone that wants that checked too asks a second node for it.
 """
@@ -18,6 +21,7 @@ from ..receipts.codec import ReceiptError, decode, signed_message
 from . import certificate, merkle
 from .block import BlockError, Header
 from .genesis import Genesis
+from .stateproof import verify_state_proof
 from .tx import receipt_tx
 
 
@@ -53,5 +57,25 @@ def verify_receipt_proof(proof: dict, genesis: Genesis) -> tuple[bool, str]:
     except NotCertified as e:
         return False, str(e)
     except (KeyError, TypeError, ValueError, ReceiptError, BlockError, AttributeError) as e:
+        return False, f"proof is malformed or does not verify: {e}"
+    return True, "ok"
+
+
+def verify_state_answer(answer: dict, genesis: Genesis) -> tuple[bool, str]:
+    """Whether a `GET /v1/state/proof` answer proves that its `key` holds its `value` (or, value
+    null, holds nothing) in the state after a block the genesis validators certified."""
+    try:
+        header = certified_header(answer["header"]["encoded"], answer["certificate"], genesis)
+        proof = answer["proof"]
+        if not isinstance(proof, dict) or proof.get("key") != answer["key"] or proof.get("value") != answer["value"]:
+            return False, "the answer's key and value are not the ones its proof proves"
+        if answer["height"] != header.height:
+            return False, "the answer's height is not its header's"
+        ok, why = verify_state_proof(header.state_root, proof)
+        if not ok:
+            return False, f"state proof: {why}"
+    except NotCertified as e:
+        return False, str(e)
+    except (KeyError, TypeError, ValueError, BlockError, AttributeError) as e:
         return False, f"proof is malformed or does not verify: {e}"
     return True, "ok"
