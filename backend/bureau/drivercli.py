@@ -249,12 +249,20 @@ def _signed_reader(args):
 def _history(args) -> int:
     node, key, wallet_id, _ = _signed_reader(args)
     body = node.get(f"/v1/wallets/{wallet_id}/history?limit={args.limit}", key=key, wallet_id=wallet_id)
+    try:
+        lines = [_history_line(e) for e in body["entries"]]
+    except (KeyError, TypeError, ValueError):
+        raise CommandError(f"the node at {node.url} answered a history that is not a list of wallet entries") from None
     print(f"wallet {wallet_id}, newest first (the node's account; `bureau driver proof` verifies a bill):")
-    for e in body.get("entries", []):
-        what = f"{e['charger_id']}#{e['seq']} {e['energy_wh']} Wh" if e.get("charger_id") else ""
-        print(f"{e['time']}  {e['kind']:<14} {e['delta_fen']:>+10} fen  balance {e['balance_after']:>10} fen  "
-              f"block {e['height']}  {what}".rstrip())
+    for line in lines:
+        print(line)
     return 0
+
+
+def _history_line(e: dict) -> str:
+    what = f"{e['charger_id']}#{e['seq']} {e['energy_wh']} Wh" if e.get("charger_id") else ""
+    return (f"{e['time']}  {e['kind']:<14} {e['delta_fen']:>+10} fen  balance {e['balance_after']:>10} fen  "
+            f"block {e['height']}  {what}").rstrip()
 
 
 def _balance(args) -> int:

@@ -171,3 +171,84 @@ def test_verify_proves_a_balance_from_its_state_proof_and_refuses_a_changed_one(
     other.write_text(json.dumps(genesis_doc("ev-other")))
     one_line(run_in_process(capsys, "driver", "verify", str(folder / "balance.json"), "--genesis", str(other)), 1,
              "invalid: block of another chain")
+
+
+class _OddNode:
+    """A loopback HTTP server that answers like a node of the genesis until the wallet's own
+    routes, which it answers with whatever the test sets: a broken or hostile node."""
+
+    def __init__(self, genesis_hash: str) -> None:
+        import http.server
+        import threading
+        odd = self
+        self.answer: tuple[int, bytes] = (200, b"{}")
+        self.answers: dict[str, tuple[int, bytes]] = {}  # by path, before `answer`
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/v1/node/status":
+                    code, body = 200, json.dumps({"node_id": "bureau-1"}).encode()
+                elif self.path == "/v1/chain/head":
+                    code, body = 200, json.dumps({"genesis_hash": genesis_hash}).encode()
+                else:
+                    code, body = odd.answers.get(self.path, odd.answer)
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_broken_or_lying_node_is_one_line(bill, tmp_path, capsys):
+    from bureau.ledger.genesis import Genesis
+    folder, proof = bill
+    genesis = folder / "genesis.json"
+    node = _OddNode(Genesis.load(genesis).hash.hex())
+    key = tmp_path / "driver.key"
+    from bureau.crypto import create_key
+    create_key(key)
+    base = ["--key", str(key), "--node", node.url, "--wallet", WALLET, "--genesis", str(genesis)]
+    try:
+        for answer, says in [((502, b"<html>bad gateway</html>"), f"the node at {node.url} answered HTTP 502"),
+                             ((200, b"[1]"), "answered something that is not a JSON object"),
+                             ((200, b'{"entries": [{"kind": "receipt"}]}'), "a history that is not a list of wallet entries"),
+                             ((403, b'{"error": "not_your_wallet", "detail": "a driver reads only their own wallet"}'),
+                              "refused: not_your_wallet: a driver reads only their own wallet")]:
+            node.answer = answer
+            one_line(run_in_process(capsys, "driver", "history", *base), 1, says)
+        lying = copy.deepcopy(proof)
+        env = lying["receipt"]["envelope"]
+        lying["receipt"]["envelope"] = env[:-2] + f"{int(env[-2:], 16) ^ 0x01:02x}"  # a bit of the signature
+        node.answer = (200, json.dumps(lying).encode())
+        p = run_in_process(capsys, "driver", "proof", *base, "--charger", "C", "--seq", "2")
+        one_line(p, 1, "the node's proof is invalid: receipt signature does not verify")
+        assert p.stdout == ""
+
+        answer = json.loads((folder / "balance.json").read_text())
+        proven = json.loads(answer["value"])["balance_fen"]
+        node.answers = {f"/v1/state/proof?key=w/{WALLET}": (200, json.dumps(answer).encode()),
+                        f"/v1/wallets/{WALLET}": (200, json.dumps({"wallet_id": WALLET, "balance_fen": proven + 500,
+                                                                   "height": answer["height"]}).encode())}
+        one_line(run_in_process(capsys, "driver", "balance", *base), 1,
+                 f"the node says {proven + 500} fen at block {answer['height']}, but its proof says {proven}")
+        richer = json.loads(answer["value"])
+        richer["balance_fen"] += 500
+        forged = copy.deepcopy(answer)
+        forged["value"] = forged["proof"]["value"] = json.dumps(richer, sort_keys=True, separators=(",", ":"))
+        node.answers[f"/v1/state/proof?key=w/{WALLET}"] = (200, json.dumps(forged).encode())
+        one_line(run_in_process(capsys, "driver", "balance", *base), 1,
+                 "the node's balance proof is invalid: state proof: the proof does not lead to the root")
+        node.answers[f"/v1/state/proof?key=w/{WALLET}"] = (200, json.dumps(dict(answer, key="w/W-OTHER")).encode())
+        one_line(run_in_process(capsys, "driver", "balance", *base), 1, "not of w/" + WALLET)
+    finally:
+        node.close()
