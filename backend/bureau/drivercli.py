@@ -22,6 +22,12 @@ MAX_PROOF_BYTES = 1024 * 1024  # a receipt proof is a few KiB; a state proof 256
 HTTP_TIMEOUT_S = 10.0
 
 
+def printable(text, limit: int = 300) -> str:
+    """`text` from a node or a proof as part of one line: no control characters, bounded."""
+    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 # ---- the driver's files ------------------------------------------------------------------------
 
 def pin_path(key_file: Path) -> Path:
@@ -121,7 +127,7 @@ class NodeClient:
             body = None
         if resp.status_code >= 300:
             if isinstance(body, dict) and "error" in body:
-                raise CommandError(f"refused: {body['error']}: {body.get('detail', '')}")
+                raise CommandError(f"refused: {printable(body['error'], 64)}: {printable(body.get('detail', ''))}")
             raise CommandError(f"the node at {self.url} answered HTTP {resp.status_code}")
         if not isinstance(body, dict):
             raise CommandError(f"the node at {self.url} answered something that is not a JSON object")
@@ -139,7 +145,8 @@ class NodeClient:
         """Refuse a node of another chain than the pinned genesis."""
         head = self.get("/v1/chain/head")
         if head.get("genesis_hash") != genesis.hash.hex():
-            raise CommandError(f"the node at {self.url} is on another chain (genesis {str(head.get('genesis_hash'))[:16]}, "
+            theirs = printable(head.get("genesis_hash"), 16)
+            raise CommandError(f"the node at {self.url} is on another chain (genesis {theirs}, "
                                f"pinned {genesis.hash.hex()[:16]})")
 
 
@@ -172,7 +179,7 @@ def check_receipt_proof(proof: dict, genesis) -> str:
     from .receipts.codec import decode
     ok, why = verify_receipt_proof(proof, genesis)
     if not ok:
-        raise CommandError(f"invalid: {why}")
+        raise CommandError(f"invalid: {printable(why)}")
     receipt, _, _ = decode(bytes.fromhex(proof["receipt"]["envelope"]))
     summary = proof["receipt"]
     signed = {"charger_id": receipt.charger_id, "seq": receipt.seq, "wallet_id": receipt.wallet_id,
@@ -195,11 +202,11 @@ def check_state_answer(answer: dict, genesis) -> str:
     from .ledger.proof import verify_state_answer
     ok, why = verify_state_answer(answer, genesis)
     if not ok:
-        raise CommandError(f"invalid: {why}")
+        raise CommandError(f"invalid: {printable(why)}")
     key, value, height = answer["key"], answer["value"], answer["height"]
     where = f"after block {height} of {genesis.chain_id}, certified by the validators"
     if value is None:
-        return f"valid: {key} holds nothing {where}"
+        return f"valid: {printable(key)} holds nothing {where}"
     if key.startswith("w/"):
         try:
             balance = json.loads(value)["balance_fen"]
@@ -208,7 +215,7 @@ def check_state_answer(answer: dict, genesis) -> str:
         if type(balance) is not int:
             raise CommandError(f"invalid: the proven balance_fen of {key} is not an integer")
         return f"valid: wallet {key[2:]} balance {_fen(balance)} {where}"
-    return f"valid: {key} = {value} {where}"
+    return f"valid: {printable(key)} = {printable(value, 2000)} {where}"
 
 
 def check_proof_document(doc, genesis) -> str:
@@ -271,7 +278,7 @@ def _balance(args) -> int:
     told = node.get(f"/v1/wallets/{wallet_id}", key=key, wallet_id=wallet_id)
     answer = node.get(f"/v1/state/proof?key=w/{wallet_id}", key=key, wallet_id=wallet_id)
     if answer.get("key") != f"w/{wallet_id}":
-        raise CommandError(f"the node answered a proof of {answer.get('key')!r}, not of w/{wallet_id}")
+        raise CommandError(f"the node answered a proof of {printable(answer.get('key'), 80)!r}, not of w/{wallet_id}")
     try:
         line = check_state_answer(answer, genesis)
     except CommandError as e:
@@ -280,7 +287,7 @@ def _balance(args) -> int:
         raise CommandError(f"the node proves that the state holds no w/{wallet_id}")
     proven = json.loads(answer["value"])["balance_fen"]
     if told.get("height") == answer["height"] and told.get("balance_fen") != proven:
-        raise CommandError(f"the node says {told.get('balance_fen')} fen at block {answer['height']}, "
+        raise CommandError(f"the node says {printable(told.get('balance_fen'), 30)} fen at block {answer['height']}, "
                            f"but its proof says {proven}")
     print(line)
     return 0
@@ -328,11 +335,13 @@ def add_parser(sub) -> None:
         p.add_argument("--key", required=True, help="the driver's key file (must exist)")
         p.add_argument("--node", required=True, help="a bureau node's API base URL")
         p.add_argument("--ca-file", "--ca", dest="ca_file",
-                       help="the network's CA certificate to verify the node's HTTPS against (default: the system's CAs)")
+                       help="the network's CA certificate to verify the node's HTTPS against "
+                            "(default: the system's CAs)")
         p.add_argument("--wallet", help="the wallet id (default: the one bind pinned beside the key file)")
         p.add_argument("--genesis", help="the genesis file (default: the one bind pinned beside the key file)")
 
-    k = cmds.add_parser("keygen", help="make the driver's key file (mode 0600; never overwrites); prints its public key")
+    k = cmds.add_parser("keygen", help="make the driver's key file (mode 0600; never overwrites); "
+                                       "prints its public key")
     k.add_argument("--key", required=True)
     k.set_defaults(fn=_keygen)
     h = cmds.add_parser("history", help="the wallet's entries, newest first, as the node tells them")
@@ -348,8 +357,8 @@ def add_parser(sub) -> None:
     p.add_argument("--charger", required=True, help="the charger's id")
     p.add_argument("--seq", required=True, type=int_range(1, 2**32 - 1), help="the receipt's seq")
     p.set_defaults(fn=_proof)
-    v = cmds.add_parser("verify", help="check a saved receipt proof or state proof answer against the genesis alone (no node); "
-                                       "prints `valid: ...` or the reason it is invalid (exit 1)")
+    v = cmds.add_parser("verify", help="check a saved receipt proof or state proof answer against the genesis "
+                                       "alone (no node); prints `valid: ...` or the reason it is invalid (exit 1)")
     v.add_argument("file", metavar="FILE", help="a proof's JSON, or - for stdin")
     v.add_argument("--key", help="the driver's key file, whose pinned genesis is used")
     v.add_argument("--genesis", help="the genesis file")

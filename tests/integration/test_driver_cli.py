@@ -1,6 +1,7 @@
 """`bureau driver` against a real node process: the wallet's history, its balance verified
-with a state proof, a committed bill's proof checked and printed, that proof verified offline (and refused once tampered with), a node
-of another chain refused; the node's HTTPS is checked against the network's CA (`--ca`)."""
+with a state proof, a committed bill's proof checked and printed, that proof verified offline
+(and refused once tampered with), a node of another chain refused; the node's HTTPS is checked
+against the network's CA (`--ca`)."""
 
 from __future__ import annotations
 
