@@ -269,3 +269,22 @@ def test_ed25519_keys_and_signatures_agree_with_libsodium(browser_page):
             return [v.toHex(await v.ed25519PublicKey(seed)), v.toHex(await v.ed25519Sign(seed, msg))];""",
                    {"seed": seed.hex(), "message": message.hex()})
         assert out == [key.verify_key.encode().hex(), key.sign(message).signature.hex()], backend
+
+
+STATEMAP = VECTORS / "statemap.json"  # the state map's shared vectors (docs/state.md)
+
+
+@pytest.mark.skipif(not STATEMAP.exists(), reason="tests/vectors/statemap.json is not in this checkout")
+@pytest.mark.parametrize("backend", ["webcrypto", "noble"])
+def test_state_proofs_of_the_shared_vectors_verify_and_the_tampered_ones_fail(browser_page, backend):
+    vectors = json.loads(STATEMAP.read_text())
+    good = [{"root": m["root"], "proof": p} for m in vectors["maps"] for p in m["proofs"]]
+    out = _run(browser_page, backend, """
+        const check = (c) => v.verifyStateProof(v.fromHex(c.root), c.proof).then((r) => r.ok ? "ok" : r.reason);
+        return [await Promise.all(data.good.map(check)), await Promise.all(data.bad.map(check))];""",
+               {"good": good, "bad": vectors["bad"]})
+    assert out[0] == ["ok"] * len(good)
+    from bureau.ledger.stateproof import verify_state_proof  # the node's verifier agrees on each
+    assert all(verify_state_proof(bytes.fromhex(c["root"]), c["proof"])[0] for c in good)
+    assert not any(verify_state_proof(bytes.fromhex(b["root"]), b["proof"])[0] for b in vectors["bad"])
+    assert len(vectors["bad"]) >= 5 and "ok" not in out[1], list(zip([b["label"] for b in vectors["bad"]], out[1]))

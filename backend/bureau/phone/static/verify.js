@@ -373,19 +373,28 @@ export function kindAt(doc, unixS) {
 
 const bit = (path, d) => (path[d >> 3] >> (7 - (d & 7))) & 1;
 
+// a text with a lone surrogate has no UTF-8 form, so no path (TextEncoder would replace it)
+const wellFormed = (text) => typeof text === "string" && !/\p{Surrogate}/u.test(text);
+const sameFields = (obj, names) => obj !== null && typeof obj === "object" && !Array.isArray(obj)
+  && Object.keys(obj).sort().join(",") === names;
+
 export async function verifyStateProof(root, proof) {
   try {
-    if (!proof || proof.v !== 1 || typeof proof.key !== "string") fail("bad_proof", "not a state proof v1");
-    if (proof.value !== null && typeof proof.value !== "string") fail("bad_proof", "value must be text or null");
-    if (!Array.isArray(proof.siblings) || proof.siblings.length > 256) fail("bad_proof", "at most 256 siblings");
+    if (!sameFields(proof, "key,other,siblings,v,value")) fail("bad_proof", "the proof's fields are not v, key, value, siblings, other");
+    if (proof.v !== 1) fail("unsupported_version", `proof version ${proof.v} is not 1`);
+    if (!wellFormed(proof.key)) fail("bad_proof", "key is not a text");
+    if (proof.value !== null && !wellFormed(proof.value)) fail("bad_proof", "value is neither a text nor null");
+    if (!Array.isArray(proof.siblings) || proof.siblings.length > 256) fail("bad_proof", "siblings is not a list of at most 256");
     const siblings = proof.siblings.map((s) => fromHex(s, 32));
     const path = await sha256(utf8(proof.key));
     let node;
     if (proof.value !== null) {
+      if (proof.other !== null) fail("bad_proof", "a proof of a present key has no other leaf");
       node = await sha256(concat([0], path, await sha256(utf8(proof.value))));
-    } else if (proof.other) {
+    } else if (proof.other !== null) {
+      if (!sameFields(proof.other, "path,value_hash")) fail("bad_proof", "other is not an object of path, value_hash");
       const other = fromHex(proof.other.path, 32);
-      if (equal(other, path)) fail("bad_proof", "the other leaf has the key's own path");
+      if (equal(other, path)) fail("bad_proof", "the other leaf has the key's own path: it would prove the key present");
       for (let d = 0; d < siblings.length; d++) if (bit(other, d) !== bit(path, d)) fail("bad_proof", "the other leaf is not on the key's path");
       node = await sha256(concat([0], other, fromHex(proof.other.value_hash, 32)));
     } else {
