@@ -69,9 +69,14 @@ async function connect() {
   }
   genesis = doc;
   node = { node_id: health.node_id, height: health.height };
+  node.genesis_hash = hash;
   notice("offline", null);
-  $("node").textContent = `${t("node", { node: node.node_id })} · ${doc.chain_id} · ${hash.slice(0, 12)}`;
+  showNode();
   return true;
+}
+
+function showNode() {
+  if (node) $("node").textContent = `${t("node", { node: node.node_id })} · ${genesis.chain_id} · ${node.genesis_hash.slice(0, 12)}`;
 }
 
 // Compares this node's head with the other validators' (their APIs are in the genesis).
@@ -317,6 +322,7 @@ async function main() {
     keep = { ...keep, lang: currentLang() === "zh" ? "en" : "zh" };
     saveKeep(keep);
     setLang(keep.lang);
+    showNode();
     if (keep.wallet_id && genesis) showWallet();
     if (startCharger()) handleDeepLink();
   });
