@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import queue
 import sys
 import tempfile
@@ -88,6 +89,12 @@ async def _query_load(port: int, requests: list[bytes], seconds: float, concurre
             "requests_presigned": len(requests)}
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _query_process(args: tuple, out: mp.Queue) -> None:
     port, node_id, wallets, seconds, concurrency, max_rate = args
     requests = _signed_requests(wallets, node_id, f"127.0.0.1:{port}", int(seconds * max_rate))
@@ -151,7 +158,9 @@ def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, m
             publisher.start()
             time.sleep(5)  # ingest reaches its steady state before the queries start
             window.append(time.perf_counter())
+            node_cpu = [_cpu_s(target.proc.pid), _cpu_s(query.pid)]
             kind, result = out.get(timeout=seconds + 120)
+            node_cpu = [_cpu_s(target.proc.pid) - node_cpu[0], _cpu_s(query.pid) - node_cpu[1]]
             window.append(time.perf_counter())
             query.join(30)
             publisher.join(seconds + 60)
@@ -170,7 +179,10 @@ def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, m
     return {"bench": "balance_queries", "nodes": nodes, "wallets": wallets, "ingest_rate": rate,
             "receipts_acked": len(acked), "receipts_sent": n,
             "ingest_per_s_during_queries": round(in_window / (window[1] - window[0])), "concurrency": concurrency,
-            **result}
+            **result,
+            # CPU per answered query, of the bureau answering them (with its share of ingest) and of the load generator
+            "node_cpu_us_per_query": round(1e6 * node_cpu[0] / max(result["queries"], 1)),
+            "client_cpu_us_per_query": round(1e6 * node_cpu[1] / max(result["queries"], 1))}
 
 
 def main() -> int:
@@ -187,6 +199,7 @@ def main() -> int:
     print(f"balance queries at one of {r['nodes']} bureaus while they ingest {r['ingest_rate']} receipts/s "
           f"({r['ingest_per_s_during_queries']}/s acked during the window): {r['queries_per_s']} queries/s "
           f"(goal >= 3000), p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms (goal <= 20), {r['concurrency']} in flight; "
+          f"CPU per query: bureau {r['node_cpu_us_per_query']} us, load generator {r['client_cpu_us_per_query']} us; "
           f"answers {r['statuses']}; {r['receipts_acked']}/{r['receipts_sent']} receipts acked")
     print(json.dumps(r))
     return 0 if ok and r["receipts_acked"] == r["receipts_sent"] else 1

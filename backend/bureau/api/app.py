@@ -19,6 +19,7 @@ from .home import home
 from .observe import HANDLERS as OBSERVE
 from .operator import OperatorController
 from .receipts import ReceiptController
+from .state import StateController
 from .wallets import WalletController
 
 
@@ -72,8 +73,8 @@ async def refuse_deep_json(request: Request) -> None:
             raise ApiError("too_deep", f"JSON nests deeper than {MAX_DEPTH} levels")
 
 
-ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
-                  healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD, *PHONE]
+ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, StateController, OperatorController,
+                  AuthzController, healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD, *PHONE]
 
 
 def create_app(node: Node) -> Litestar:
