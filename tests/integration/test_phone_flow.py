@@ -220,3 +220,42 @@ def test_bind_top_up_start_from_the_link_charge_and_see_the_verified_bill(stack,
             assert proof["receipt"]["amount_fen"] == amount
     finally:
         charger.close()
+
+
+def test_a_wallet_opened_with_the_phones_key_shows_a_balance_verified_by_a_state_proof(stack, phone):
+    """A wallet opened with the phone's key (open_wallet with public_key, as before binding
+    codes): the page, told its wallet, shows the balance proven against a certified header, the
+    same as every node's, and a tampered proof fails."""
+    from nacl.signing import SigningKey
+    from playwright.sync_api import expect
+
+    if "/v1/state/proof" in _missing_endpoints(stack):
+        pytest.skip("the node does not serve /v1/state/proof yet")
+    page = phone
+    url = stack.nodes[0].url
+    page.goto(f"{url}/phone")
+    expect(page.locator("#setup")).to_be_visible(timeout=30_000)
+    keep = _keep(page)
+    stack.operator([("open_wallet", {"wallet_id": WALLET, "public_key": keep["public_key"]}),
+                    ("top_up", {"wallet_id": WALLET, "amount_fen": 12_345, "reference": "bank:phone-2"})])
+    head = httpx.get(url + "/v1/chain/head").json()
+    page.evaluate("k => localStorage.setItem('chargeledger.phone.v1', JSON.stringify(k))",
+                  {**keep, "wallet_id": WALLET, "node_id": "bureau-1", "genesis_hash": head["genesis_hash"]})
+    page.reload()
+    card = page.locator("#balance-card")
+    expect(card).to_have_attribute("data-verified", "true", timeout=60_000)
+    assert card.get_attribute("data-fen") == "12345"
+    expect(page.locator("#balance")).to_have_text("¥123.45")
+    phone_key = SigningKey(bytes.fromhex(keep["seed"]))
+    for i in range(len(stack.nodes)):
+        _wait(lambda: _driver_get(stack, phone_key, i, f"/v1/wallets/{WALLET}")["balance_fen"] == 12_345,
+              f"bureau-{i + 1} disagrees with the page's balance")
+    _shot(page, "balance-en")
+    # the same answer with the balance changed fails at the proof
+    page.route("**/v1/state/proof*", lambda route: route.fulfill(response=(resp := route.fetch()), json={
+        **(body := resp.json()), "value": body["value"].replace("12345", "99999"),
+        "proof": {**body["proof"], "value": body["value"].replace("12345", "99999")}}))
+    page.click("#refresh")
+    expect(card).to_have_attribute("data-verified", "false", timeout=60_000)
+    expect(page.locator("#balance-mark")).to_contain_text("wrong_root")
+    expect(page.locator("#balance")).to_have_text("–")
