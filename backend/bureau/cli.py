@@ -299,6 +299,8 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=_broker_sync)
     from .drivercli import add_parser as add_driver_parser
     add_driver_parser(sub)
+    from .chargerqr import add_parser as add_charger_parser
+    add_charger_parser(sub)
     return p
 
 
