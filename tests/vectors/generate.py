@@ -161,7 +161,7 @@ def authz_vectors() -> dict:
     lookups = [{"uid": e.uid, "wallet_id": e.wallet_id, "limit_fen": e.limit_fen} for e in entries]
     lookups += [{"uid": uid, "wallet_id": None, "limit_fen": None}
                 for uid in ("0000", "04A1B2C3D4E5F5", "04A1B2C3D4E5F8", "5E6F7A8C", "FFFFFFFF", "DEADBEEE")]
-    push = wire.TariffPush(AUTHZ_CHAIN, "bureau-1", AUTHZ_NOW - 30, TARIFF_DOC)
+    push = wire.TariffPush(AUTHZ_CHAIN, "bureau-1", AUTHZ_NOW - 30, TARIFF_DOC, AUTHZ_NOW + 600)
     tariff_env = wire.sign_tariff(push, bureau)
 
     def resign(body: bytes, tag: bytes, key=bureau) -> bytes:
@@ -194,7 +194,11 @@ def authz_vectors() -> dict:
         ("not a tariff document", wire.sign_tariff(replace(push, doc={"v": 1, "tariff_id": "X"}), bureau),
          "malformed"),
         ("truncated", tariff_env[:-70], "malformed"),
+        ("format 3", resign(b"\x03" + tbody[1:], wire.TARIFF_TAG), "unsupported_version"),
     ]
+    # format 1 (no effective_from): the same push as a bureau of the previous revision signs it
+    issued_end = 1 + (1 + len(AUTHZ_CHAIN)) + (1 + len("bureau-1")) + 8
+    legacy = resign(b"\x01" + tbody[1:issued_end] + tbody[issued_end + 8:], wire.TARIFF_TAG)
     return {
         "chain_id": AUTHZ_CHAIN, "now": AUTHZ_NOW, "bureau_seed": seed("bureau-1").hex(),
         "genesis": {"chain_id": AUTHZ_CHAIN, "validators": [
@@ -209,8 +213,10 @@ def authz_vectors() -> dict:
             "signed_message": (wire.LIST_TAG + body).hex(), "envelope": env.hex(),
         },
         "lookups": lookups,
-        "tariff": {"issued_at": push.issued_at, "doc": TARIFF_DOC, "signed_message": (wire.TARIFF_TAG + tbody).hex(),
-                   "envelope": tariff_env.hex()},
+        "tariff": {"issued_at": push.issued_at, "effective_from": push.effective_from, "doc": TARIFF_DOC,
+                   "signed_message": (wire.TARIFF_TAG + tbody).hex(), "envelope": tariff_env.hex()},
+        "tariff_format_1": {"issued_at": push.issued_at, "effective_from": 0, "doc": TARIFF_DOC,
+                            "envelope": legacy.hex()},
         "bad_manifests": [{"label": lb, "envelope": e.hex(), "reason": r} for lb, e, r in bad_manifests],
         "bad_tariffs": [{"label": lb, "envelope": e.hex(), "reason": r} for lb, e, r in bad_tariffs],
     }

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 
 from .. import crypto
 from ..receipts.codec import ReceiptError, decode as decode_receipt, receipt_id, signed_message
+from . import canonical
 from .genesis import Genesis
 from .tariff import Tariff, TariffError
-from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_OPERATOR, KIND_RECEIPT, MAX_TX,
+from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_OPERATOR, KIND_RECEIPT, MAX_ACTION_TIME, MAX_TX,
                  PAYMENT_REF_RE, TxError, action_time_error, decode_operator, signed_operator_message, tx_hash)
 
 STATE_TAG = b"EV-STATE/v1"
@@ -92,6 +93,7 @@ class Execution:
     operator_rekeys: dict[str, bytes] = field(default_factory=dict)  # likewise
     cards: dict[str, str] = field(default_factory=dict)
     tariffs: dict[tuple[str, int], Tariff] = field(default_factory=dict)
+    tariff_from: dict[tuple[str, int], int] = field(default_factory=dict)  # (id, version) -> effective_from
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
     sessions: set[tuple[str, bytes]] = field(default_factory=set)  # (charger, session id) billed in the block
     meters: dict[tuple[str, str], MeterMark] = field(default_factory=dict)  # (charger, meter serial) -> new mark
@@ -120,6 +122,8 @@ class LedgerState:
         self.wallets: dict[str, Wallet] = {}
         self.cards: dict[str, str] = {}
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
+        # (id, version) -> effective_from (unix s): genesis tariffs are in force from 0
+        self.tariff_from: dict[tuple[str, int], int] = dict.fromkeys(self.tariffs, 0)
         self.receipts: dict[tuple[str, int], str] = {}
         self.sessions: set[tuple[str, bytes]] = set()  # (charger, session id) of every committed receipt
         self.meters: dict[tuple[str, str], MeterMark] = {}  # (charger, meter serial) -> its latest readings
@@ -129,7 +133,7 @@ class LedgerState:
         self.height = 0
         self.last_hash = genesis.hash
         self.last_time_ms = genesis.time_ms
-        writes = sorted(f"t/{t.tariff_id}/{t.version}={_tariff_digest(t)}" for t in genesis.tariffs)
+        writes = sorted(f"t/{t.tariff_id}/{t.version}={tariff_digest(t)}" for t in genesis.tariffs)
         writes += sorted(f"o/{name}={key.hex()}" for name, key in self.operators.items())
         self.state_root = _next_root(b"\x00" * 32, writes)
 
@@ -182,6 +186,11 @@ class LedgerState:
                 return ReceiptError("meter_rollback", f"meter {r.meter_serial} ends at {r.meter_end_wh} Wh, above "
                                                       f"the begin reading {mark.start_wh} Wh of seq {mark.seq}")
         if tariff is not None:
+            in_force = self.tariff_in_force(r.tariff_id, r.start_time, ex)
+            if in_force is None or in_force.version != r.tariff_version:
+                now_in = f"v{in_force.version} was" if in_force is not None else "no version was"
+                return ReceiptError("tariff_not_in_force", f"the session started at {r.start_time}, when {now_in} "
+                                                           f"in force, not {r.tariff_id} v{r.tariff_version}")
             touched = tariff.kinds_between(r.start_time, r.end_time)
             stray = [k for k, wh in r.periods if wh and k not in touched]
             if stray:
@@ -193,6 +202,31 @@ class LedgerState:
     def latest_tariff(self, tariff_id: str) -> Tariff | None:
         versions = [v for (tid, v) in self.tariffs if tid == tariff_id]
         return self.tariffs[(tariff_id, max(versions))] if versions else None
+
+    def tariff_versions(self, tariff_id: str) -> list[tuple[int, int]]:
+        """(version, effective_from) of every published version of `tariff_id`, ascending."""
+        return sorted((v, self.tariff_from[(tid, v)]) for (tid, v) in self.tariffs if tid == tariff_id)
+
+    def tariff_in_force(self, tariff_id: str, at_s: int, ex: Execution | None = None) -> Tariff | None:
+        """The version of `tariff_id` in force at `at_s`: the greatest effective_from <= at_s (versions
+        and their effective times ascend together, `_op_publish_tariff`)."""
+        best = None
+        for source in (self.tariff_from, ex.tariff_from if ex is not None else {}):
+            for (tid, v), since in source.items():
+                if tid == tariff_id and since <= at_s and (best is None or (since, v) > best):
+                    best = (since, v)
+        if best is None:
+            return None
+        ident = (tariff_id, best[1])
+        return self.tariffs.get(ident) or ex.tariffs[ident]
+
+    def next_tariff(self, tariff_id: str, at_s: int) -> tuple[Tariff, int] | None:
+        """The first version of `tariff_id` that comes in force after `at_s`, with its time."""
+        later = [(since, v) for (tid, v), since in self.tariff_from.items() if tid == tariff_id and since > at_s]
+        if not later:
+            return None
+        since, v = min(later)
+        return self.tariffs[(tariff_id, v)], since
 
     # ---- executing a block ---------------------------------------------------------------
 
@@ -232,6 +266,7 @@ class LedgerState:
             self.operators[operator_id] = key
         self.cards.update(ex.cards)
         self.tariffs.update(ex.tariffs)
+        self.tariff_from.update(ex.tariff_from)
         self.receipts.update(ex.receipts)
         self.sessions.update(ex.sessions)
         self.meters.update(ex.meters)
@@ -460,17 +495,35 @@ class LedgerState:
             raise TxError("malformed", str(e)) from None
         if not ID_RE.match(tariff.tariff_id) or not tariff.version <= MAX_TARIFF_VERSION:
             raise TxError("malformed", f"a tariff needs an id of 1-32 characters and a version 1..{MAX_TARIFF_VERSION}")
+        block_time_s = ex.time_ms // 1000
+        since = args.get("effective_from", block_time_s)  # absent: in force from the block that commits it
+        if type(since) is not int or not 0 <= since < MAX_ACTION_TIME:
+            raise TxError("malformed", "effective_from must be integer UTC seconds")
+        if since < block_time_s:
+            raise TxError("effective_in_past", f"effective_from {since} is before the block time {block_time_s}; "
+                                               f"a tariff cannot reprice sessions already started")
         ident = (tariff.tariff_id, tariff.version)
         if ident in self.tariffs or ident in ex.tariffs:
             raise TxError("tariff_exists", f"tariff {tariff.tariff_id} v{tariff.version} is already published")
+        # Versions come in force in version order: chargers refuse a push older than the version they hold.
+        published = [(v, t) for (tid, v), t in (*self.tariff_from.items(), *ex.tariff_from.items())
+                     if tid == tariff.tariff_id]
+        if published:
+            latest, latest_from = max(published)
+            if tariff.version < latest or since < latest_from:
+                raise TxError("tariff_out_of_order", f"tariff {tariff.tariff_id} v{latest} is in force from "
+                                                     f"{latest_from}: a new version needs a higher number and an "
+                                                     f"effective_from at or after that")
         ex.tariffs[ident] = tariff
-        writes.append(f"t/{tariff.tariff_id}/{tariff.version}={_tariff_digest(tariff)}")
-        return Effect(h, "publish_tariff", detail=tariff.to_doc())
+        ex.tariff_from[ident] = since
+        writes.append(f"t/{tariff.tariff_id}/{tariff.version}={tariff_digest(tariff)}")
+        writes.append(f"t/{tariff.tariff_id}/{tariff.version}/from={since}")
+        return Effect(h, "publish_tariff", detail={**tariff.to_doc(), "effective_from": since})
 
 
-def _tariff_digest(t: Tariff) -> str:
-    from .canonical import dumps
-    return hashlib.sha256(dumps(t.to_doc())).hexdigest()
+def tariff_digest(t: Tariff) -> str:
+    """Hex SHA-256 of the canonical tariff document: what the state commits to."""
+    return hashlib.sha256(canonical.dumps(t.to_doc())).hexdigest()
 
 
 def _next_root(prev: bytes, writes: list[str]) -> bytes:

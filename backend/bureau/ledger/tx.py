@@ -60,7 +60,10 @@ ACTIONS: dict[str, dict[str, ActionArg]] = {
     "top_up": {"wallet_id": ActionArg("text", "an open wallet"),
                "amount_fen": ActionArg("integer", "fen to add, 1..10^10"),
                "reference": ActionArg("text", "the payment's id, credited once ever: 1-64 of A-Z a-z 0-9 . _ : @ / -")},
-    "publish_tariff": {"tariff": ActionArg("object", "a tariff document (docs/tariff.md)")},
+    "publish_tariff": {"tariff": ActionArg("object", "a tariff document (docs/tariff.md)"),
+                       "effective_from": ActionArg("integer", "UTC s from which sessions are billed by it, at or after "
+                                                              "the block time (default: the block that commits it)",
+                                                   required=False)},
 }
 
 

@@ -101,7 +101,8 @@ class Repository:
                 conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w} for c, w in ex.cards.items()])
             if ex.tariffs:
                 conn.execute(t.tariffs.insert(), [{"tariff_id": tid, "version": v, "doc": dumps(tf.to_doc()).decode(),
-                                                   "height": h.height} for (tid, v), tf in ex.tariffs.items()])
+                                                   "height": h.height, "effective_from": ex.tariff_from[(tid, v)]}
+                                                  for (tid, v), tf in ex.tariffs.items()])
             if rows_receipts:
                 conn.execute(t.receipts.insert(), rows_receipts)
             if rows_entries:
@@ -148,6 +149,7 @@ class Repository:
                 state.cards[row.uid] = row.wallet_id
             for row in conn.execute(sa.select(t.tariffs)):
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
+                state.tariff_from[(row.tariff_id, row.version)] = row.effective_from
             for row in conn.execute(sa.select(t.receipts.c.charger_id, t.receipts.c.seq, t.receipts.c.receipt_id)):
                 state.receipts[(row.charger_id, row.seq)] = row.receipt_id
             for row in conn.execute(sa.select(t.billed_sessions.c.charger_id, t.billed_sessions.c.session_id)):

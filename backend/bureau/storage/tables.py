@@ -122,6 +122,7 @@ tariffs = Table(
     Column("version", BigInteger, primary_key=True, autoincrement=False),
     Column("doc", Text, nullable=False),
     Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+    Column("effective_from", BigInteger, nullable=False),  # unix s: receipts started from then on name it
 )
 
 operator_txs = Table(  # every decided operator action: committed, or refused in its block
