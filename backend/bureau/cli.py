@@ -316,6 +316,7 @@ def _expected_failure(e: BaseException) -> tuple[str, int] | None:
     from .node import NodeKeyMismatch
     from .storage.existing import NoChain
     from .storage.migrate import MigrationError
+    from .storage.repository import StateRootMismatch
     from .tools.actions import ActionRefused
     if isinstance(e, CommandError):
         return str(e), e.code
@@ -327,7 +328,8 @@ def _expected_failure(e: BaseException) -> tuple[str, int] | None:
         return f"{e.filename}: no such file", 1
     if isinstance(e, KeyFileError):
         return e.detail, 1
-    if isinstance(e, (GenesisError, NoChain, TimeoutError, MigrationError, NodeKeyMismatch)):
+    if isinstance(e, (GenesisError, NoChain, TimeoutError, MigrationError, NodeKeyMismatch,
+                      StateRootMismatch)):
         return str(e), 1
     return None
 

@@ -18,6 +18,7 @@ from bureau.api.observe import NodeStatus
 from bureau.api.operator import ActionStatus
 from bureau.dashboard import DashboardData
 from bureau.api.receipts import ReceiptProof
+from bureau.api.state import StateProofOut
 from bureau.api.wallets import WalletBalance, WalletHistory
 from bureau.authz.api import StartOut, WalletAuthorizations
 from bureau.receipts.codec import seal
@@ -85,6 +86,7 @@ def test_answers_are_the_shapes_their_document_names(bureau, replies):
     history = _exactly(bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001/history"), WalletHistory)
     assert history.entries[-1].charger_id is None and history.entries[0].charger_id == "GZ-TH-0001"
     _exactly(bureau.driver_get(driver, "W-1001", "/v1/receipts/GZ-TH-0001/1/proof"), ReceiptProof)
+    assert _exactly(bureau.driver_get(driver, "W-1001", "/v1/state/proof?key=w/W-1001"), StateProofOut).value
     committed = _exactly(bureau.operator_get(f"/v1/operator/actions/{history.entries[-1].tx_hash}"), ActionStatus)
     assert committed.status == "committed" and "reason" not in bureau.operator_get(
         f"/v1/operator/actions/{history.entries[-1].tx_hash}").json()

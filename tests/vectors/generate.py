@@ -1,5 +1,5 @@
 """Writes the shared test vectors (receipts, bad receipts, tariff amounts, the signed offline list
-and tariff push, signed acks, rejects, authorization and release replies).
+and tariff push, signed acks, rejects, authorization and release replies, state maps and proofs).
 
 Deterministic: keys come from fixed seeds, so a rerun writes identical files and
 tests/unit/test_vectors.py checks that the committed files are what this script makes.
@@ -19,6 +19,8 @@ sys.path.insert(0, str(HERE.parents[1] / "backend"))
 
 from nacl.signing import SigningKey  # noqa: E402
 
+from bureau.ledger import records  # noqa: E402
+from bureau.ledger.statemap import StateMap  # noqa: E402
 from bureau.ledger.tariff import Tariff  # noqa: E402
 from bureau.receipts.codec import Receipt, encode_body, receipt_id, seal, signed_message  # noqa: E402
 
@@ -361,9 +363,63 @@ def reply_vectors() -> dict:
     }
 
 
+def _absent_proof(m: StateMap, with_other: bool) -> dict:
+    """The proof of the first absent key W-absent-<i> that ends at a leaf of another key
+    (`with_other`) or at an empty subtree, below the root."""
+    for i in range(10_000):
+        proof = m.prove(f"w/W-absent-{i}")
+        if proof["siblings"] and (proof["other"] is not None) == with_other:
+            return proof
+    raise AssertionError("no such absent key")
+
+
+def statemap_vectors() -> dict:
+    """State maps (docs/state.md) with their roots and proofs, and tampered proofs that fail."""
+    tariff = Tariff.from_doc(TARIFF_DOC)
+    key = SigningKey(seed("statemap")).verify_key.encode()
+    ledger_records = {
+        "o/op-1": records.operator(key), "c/GZ-TH-0001": records.charger(key, False),
+        "c/GZ-TH-0002": records.charger(key, True), "w/W-1001": records.wallet(100_000, key),
+        "w/W-1002": records.wallet(-250, None), "k/04A1B2C3D4E5F6": records.card("W-1001", False),
+        "t/GD-2026-A/1": records.tariff(tariff, 0), "m/GZ-TH-0001/SDM120-000123": records.meter(3, 1_234_567, 1_241_567),
+        "p/pay:2026-0001": records.payment("W-1001"), "w/W-\u5e7f\u5dde": records.wallet(1, None),
+    }
+    maps = []
+    for label, content in (("empty", {}), ("one record", {"o/op-1": ledger_records["o/op-1"]}),
+                           ("ledger records", ledger_records)):
+        m = StateMap().update(content)
+        proofs = [m.prove(k) for k in sorted(content)]
+        if len(content) > 1:
+            proofs += [_absent_proof(m, with_other=True), _absent_proof(m, with_other=False)]
+        else:
+            proofs.append(m.prove("w/W-absent"))
+        maps.append({"label": label, "records": content, "root": m.root.hex(), "proofs": proofs})
+    m = StateMap().update(ledger_records)
+    good = m.prove("w/W-1001")
+    with_other = _absent_proof(m, with_other=True)
+    flipped = list(good["siblings"])
+    flipped[0] = ("0" if flipped[0][0] != "0" else "1") + flipped[0][1:]
+    bad = [
+        ("a sibling changed", {**good, "siblings": flipped}),
+        ("the value changed", {**good, "value": records.wallet(100_001, key)}),
+        ("another key", {**good, "key": "w/W-1002"}),
+        ("a present key shown absent", {**good, "value": None}),
+        ("a sibling dropped", {**good, "siblings": good["siblings"][1:]}),
+        ("upper-case hex", {**good, "siblings": [s.upper() for s in good["siblings"]]}),
+        ("more siblings than the depth", {**good, "siblings": good["siblings"] + ["00" * 32] * 256}),
+        ("other is the key's own leaf", {**with_other, "other": {**with_other["other"],
+                                                                 "path": hashlib.sha256(with_other["key"].encode()).hexdigest()}}),
+        ("other off the key's path", {**with_other, "other": {**with_other["other"], "path": "%064x" % (
+            int(with_other["other"]["path"], 16) ^ (1 << 255))}}),
+        ("version 2", {**good, "v": 2}),
+        ("an extra field", {**good, "height": 1}),
+    ]
+    return {"maps": maps, "bad": [{"label": label, "root": m.root.hex(), "proof": proof} for label, proof in bad]}
+
+
 def main() -> None:
     files = {"receipts.json": receipts(), "receipts-bad.json": bad_receipts(), "tariff.json": tariff_vectors(),
-             "authz.json": authz_vectors(), "replies.json": reply_vectors()}
+             "authz.json": authz_vectors(), "replies.json": reply_vectors(), "statemap.json": statemap_vectors()}
     for name, data in files.items():
         (HERE / name).write_text(json.dumps(data, indent=1) + "\n")
     print("wrote", ", ".join(files))

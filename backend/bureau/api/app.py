@@ -18,6 +18,7 @@ from .home import home
 from .observe import HANDLERS as OBSERVE
 from .operator import OperatorController
 from .receipts import ReceiptController
+from .state import StateController
 from .wallets import WalletController
 
 
@@ -71,8 +72,8 @@ async def refuse_deep_json(request: Request) -> None:
             raise ApiError("too_deep", f"JSON nests deeper than {MAX_DEPTH} levels")
 
 
-ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, OperatorController, AuthzController,
-                  healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD]
+ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, StateController, OperatorController,
+                  AuthzController, healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD]
 
 
 def create_app(node: Node) -> Litestar:

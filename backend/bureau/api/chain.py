@@ -12,7 +12,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, Parameter
 
 from ..chain import Chain
-from ..ledger.state import MAX_TARIFF_VERSION, tariff_digest
+from ..ledger.records import tariff_digest
+from ..ledger.state import MAX_TARIFF_VERSION
 from ..ledger.tx import tx_hash
 from ..node import Node
 from .errors import ApiError, refusals

@@ -12,24 +12,27 @@ refusal: its hash is remembered with the committed ones, so the same signed byte
 commit later at any node. Hashes are forgotten once the action's time window has passed
 (`ACTION_MAX_AGE_S`), after which the window alone refuses it.
 
-State root v1: SHA-256("EV-STATE/v1" || previous root || SHA-256(sorted write lines)), each
-write line naming one key and its new value (docs/ledger.md). It chains every state change.
+State root v2: the root of the state map (ledger/statemap.py, docs/state.md) after the block, one
+record per entity (ledger/records.py). A transaction marks the entities it changes (`ex.dirty`);
+the end of `execute` builds each marked entity's record once from its whole state. History
+(committed receipt ids, billed sessions, decided actions) is kept here for the checks but is not
+in the map: the blocks' transactions prove it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .. import crypto
 from ..receipts.codec import ReceiptError, decode as decode_receipt, receipt_id, signed_message
-from . import canonical
+from . import records
 from .genesis import Genesis
+from .statemap import StateMap
 from .tariff import Tariff, TariffError
 from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_OPERATOR, KIND_RECEIPT, MAX_ACTION_TIME, MAX_TX,
                  PAYMENT_REF_RE, TxError, action_time_error, decode_operator, signed_operator_message, tx_hash)
 
-STATE_TAG = b"EV-STATE/v1"
 MAX_TOP_UP_FEN = 10**10
 MAX_TARIFF_VERSION = 2**32 - 1  # the u32 a receipt names it with
 # A decided action's hash must outlive every block time in which the action could still commit:
@@ -80,12 +83,19 @@ class Refusal:
     seq: int | None = None
 
 
+class Snapshot(NamedTuple):
+    """The state map after block `height`, read as one value (no lock) by the API."""
+    height: int
+    state_map: StateMap
+
+
 @dataclass
 class Execution:
     txs: list[bytes]
     effects: list[Effect]
     refused: list[Refusal]
-    state_root: bytes
+    state_map: StateMap = field(default_factory=StateMap)  # after the block
+    dirty: set[tuple] = field(default_factory=set)  # entity marks (records.key) whose record the block changes
     wallets: dict[str, Wallet] = field(default_factory=dict)
     chargers: dict[str, bytes] = field(default_factory=dict)
     retired: set[str] = field(default_factory=set)  # chargers retired in the block
@@ -100,6 +110,10 @@ class Execution:
     operator_txs: set[bytes] = field(default_factory=set)  # decided here: committed or refused in the block
     payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
     time_ms: int = 0
+
+    @property
+    def state_root(self) -> bytes:
+        return self.state_map.root
 
 
 class LedgerState:
@@ -133,9 +147,61 @@ class LedgerState:
         self.height = 0
         self.last_hash = genesis.hash
         self.last_time_ms = genesis.time_ms
-        writes = sorted(f"t/{t.tariff_id}/{t.version}={tariff_digest(t)}" for t in genesis.tariffs)
-        writes += sorted(f"o/{name}={key.hex()}" for name, key in self.operators.items())
-        self.state_root = _next_root(b"\x00" * 32, writes)
+        self.snapshot = Snapshot(0, StateMap())
+        self.rebuild_map()  # the genesis state: its operators and tariffs
+
+    @property
+    def state_map(self) -> StateMap:
+        return self.snapshot.state_map
+
+    @property
+    def state_root(self) -> bytes:
+        return self.snapshot.state_map.root
+
+    # ---- the state map -------------------------------------------------------------------
+
+    def _marks(self):
+        """The mark of every entity that has a record."""
+        yield from (("o", o) for o in self.operators)
+        yield from (("c", c) for c in self.chargers)
+        yield from (("w", w) for w in self.wallets)
+        yield from (("k", k) for k in self.cards)
+        yield from (("t", tid, v) for tid, v in self.tariffs)
+        yield from (("m", c, m) for c, m in self.meters)
+        yield from (("p", p) for p in self.payments)
+
+    def _record(self, mark: tuple, ex: Execution) -> str | None:
+        """The record of entity `mark` as the state holds it after `ex`; None when it has none."""
+        kind, ident = mark[0], mark[1:]
+        if kind == "o":
+            return records.operator(ex.operator_rekeys.get(ident[0]) or self.operators[ident[0]])
+        if kind == "c":
+            c = ident[0]
+            key = ex.charger_rekeys.get(c) or ex.chargers.get(c) or self.chargers.get(c)
+            return records.charger(key, c in self.retired or c in ex.retired)
+        if kind == "w":
+            w = ex.wallets.get(ident[0]) or self.wallets.get(ident[0])
+            return None if w is None else records.wallet(w.balance, w.public_key)
+        if kind == "k":
+            wallet_id = ex.cards.get(ident[0]) or self.cards.get(ident[0])
+            return None if wallet_id is None else records.card(wallet_id, blocked=False)  # no card is blocked yet
+        if kind == "t":
+            t = ex.tariffs.get(ident) or self.tariffs.get(ident)
+            since = ex.tariff_from.get(ident, self.tariff_from.get(ident))
+            return None if t is None else records.tariff(t, since)
+        if kind == "m":
+            mark_ = ex.meters.get(ident) or self.meters.get(ident)
+            return None if mark_ is None else records.meter(mark_.seq, mark_.start_wh, mark_.end_wh)
+        if kind == "p":
+            wallet_id = ex.payments.get(ident[0]) or self.payments.get(ident[0])
+            return None if wallet_id is None else records.payment(wallet_id)
+        raise ValueError(f"no record kind {kind!r}")
+
+    def rebuild_map(self) -> None:
+        """The map from every entity the state holds (at genesis, and after storage loaded it)."""
+        none = Execution(txs=[], effects=[], refused=[])
+        full = StateMap().update({records.key(m): self._record(m, none) for m in self._marks()})
+        self.snapshot = Snapshot(self.height, full)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -239,19 +305,17 @@ class LedgerState:
         the proposer does not check them twice; a node validating someone else's block passes
         nothing and checks every signature.
         """
-        ex = Execution(txs=[], effects=[], refused=[], state_root=b"", time_ms=block_time_ms)
-        writes: list[str] = []
+        ex = Execution(txs=[], effects=[], refused=[], time_ms=block_time_ms)
         for tx in txs:
             try:
-                effect = self._execute_one(tx, ex, writes, verified)
+                effect = self._execute_one(tx, ex, verified)
             except (TxError, ReceiptError) as e:
                 charger, seq = _receipt_ids(tx)
                 ex.refused.append(Refusal(tx, e.reason, e.detail, charger, seq))
                 continue
             ex.txs.append(tx)
             ex.effects.append(effect)
-        writes.sort()
-        ex.state_root = _next_root(self.state_root, writes)
+        ex.state_map = self.state_map.update({records.key(m): self._record(m, ex) for m in ex.dirty})
         return ex
 
     def apply(self, ex: Execution, height: int, block_hash: bytes, time_ms: int) -> None:
@@ -273,7 +337,7 @@ class LedgerState:
         self.payments.update(ex.payments)
         self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
         self.forget_decided_before(time_ms)
-        self.state_root = ex.state_root
+        self.snapshot = Snapshot(height, ex.state_map)
         self.height = height
         self.last_hash = block_hash
         self.last_time_ms = time_ms
@@ -293,17 +357,17 @@ class LedgerState:
             w = ex.wallets[wallet_id] = Wallet(base.public_key, base.balance)
         return w
 
-    def _execute_one(self, tx: bytes, ex: Execution, writes: list[str], verified) -> Effect:
+    def _execute_one(self, tx: bytes, ex: Execution, verified) -> Effect:
         if not tx or len(tx) > MAX_TX:
             raise TxError("malformed", "empty or oversized transaction")
         h = tx_hash(tx)
         if tx[0] == KIND_RECEIPT:
-            return self._receipt(tx, h, ex, writes, verified)
+            return self._receipt(tx, h, ex, verified)
         if tx[0] == KIND_OPERATOR:
-            return self._operator(tx, h, ex, writes, verified)
+            return self._operator(tx, h, ex, verified)
         raise TxError("malformed", f"unknown transaction kind {tx[0]}")
 
-    def _receipt(self, tx: bytes, h: bytes, ex: Execution, writes: list[str], verified) -> Effect:
+    def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
         envelope = tx[1:]
         r, body, sig = decode_receipt(envelope)
         key = ex.chargers.get(r.charger_id) or self.chargers.get(r.charger_id)
@@ -344,18 +408,16 @@ class LedgerState:
         wallet.balance -= r.amount_fen
         ex.receipts[ident] = rid
         ex.sessions.add((r.charger_id, r.session_id))
-        writes.append(f"r/{r.charger_id}/{r.seq}={rid}")
-        writes.append(f"s/{r.charger_id}/{r.session_id.hex()}")
         meter = (r.charger_id, r.meter_serial)
         mark = ex.meters.get(meter) or self.meters.get(meter)
         if mark is None or r.seq > mark.seq:
             ex.meters[meter] = MeterMark(r.seq, r.meter_start_wh, r.meter_end_wh)
-            writes.append(f"m/{r.charger_id}/{r.meter_serial}={r.seq}:{r.meter_start_wh}:{r.meter_end_wh}")
-        writes.append(f"w/{r.wallet_id}={wallet.balance}")
+            ex.dirty.add(("m", *meter))
+        ex.dirty.add(("w", r.wallet_id))
         return Effect(h, "receipt", r.wallet_id, -r.amount_fen, wallet.balance, r.charger_id, r.seq, rid,
                       r.energy_wh)
 
-    def _operator(self, tx: bytes, h: bytes, ex: Execution, writes: list[str], verified) -> Effect:
+    def _operator(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
         op = decode_operator(tx)
         key = self.operators.get(op.operator)
         if key is None:
@@ -373,30 +435,25 @@ class LedgerState:
             raise late  # refused by time alone, now and at every later block: nothing to record
         # From here on the decision is final: the action goes into the block, committed or refused.
         ex.operator_txs.add(h)
-        writes.append(f"x/{h.hex()}")
-        action_writes: list[str] = []
         try:
             if late is not None:
                 raise late
-            effect = self._run_action(op, h, ex, action_writes)
+            return self._run_action(op, h, ex)
         except TxError as e:
-            writes.append(f"x/{h.hex()}/refused={e.reason}")
             return Effect(h, "refused_action", detail={"action": op.action, "reason": e.reason, "detail": e.detail})
-        writes.extend(action_writes)
-        return effect
 
-    def _run_action(self, op, h: bytes, ex: Execution, writes: list[str]) -> Effect:
+    def _run_action(self, op, h: bytes, ex: Execution) -> Effect:
         """The action's own effect; on TxError, `ex` must be as it was (checks come before changes)."""
         try:
             if op.action == "rotate_operator_key":  # the one action about its own signer
-                return self._op_rotate_operator_key(op.operator, op.args, h, ex, writes)
-            return getattr(self, "_op_" + op.action)(op.args, h, ex, writes)
+                return self._op_rotate_operator_key(op.operator, op.args, h, ex)
+            return getattr(self, "_op_" + op.action)(op.args, h, ex)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             if isinstance(e, (TxError, ReceiptError)):
                 raise
             raise TxError("malformed", f"bad arguments for {op.action}: {e}") from None
 
-    def _op_enroll_charger(self, args, h, ex, writes) -> Effect:
+    def _op_enroll_charger(self, args, h, ex) -> Effect:
         charger_id, key = args["charger_id"], bytes.fromhex(args["public_key"])
         if not ID_RE.match(charger_id) or len(key) != 32:
             raise TxError("malformed", "enroll_charger needs a charger id and a 32-byte public key")
@@ -405,10 +462,10 @@ class LedgerState:
         if charger_id in self.chargers or charger_id in ex.chargers:
             raise TxError("charger_exists", f"charger {charger_id} is already enrolled")
         ex.chargers[charger_id] = key
-        writes.append(f"c/{charger_id}={key.hex()}")
+        ex.dirty.add(("c", charger_id))
         return Effect(h, "enroll_charger", charger_id=charger_id, detail={"public_key": key.hex()})
 
-    def _op_retire_charger(self, args, h, ex, writes) -> Effect:
+    def _op_retire_charger(self, args, h, ex) -> Effect:
         charger_id = args["charger_id"]
         if not isinstance(charger_id, str) or not ID_RE.match(charger_id):
             raise TxError("malformed", "retire_charger needs a charger id")
@@ -417,10 +474,10 @@ class LedgerState:
         if charger_id in self.retired or charger_id in ex.retired:
             raise TxError("charger_retired", f"charger {charger_id} is already retired")
         ex.retired.add(charger_id)
-        writes.append(f"c/{charger_id}/retired")
+        ex.dirty.add(("c", charger_id))
         return Effect(h, "retire_charger", charger_id=charger_id)
 
-    def _op_rotate_charger_key(self, args, h, ex, writes) -> Effect:
+    def _op_rotate_charger_key(self, args, h, ex) -> Effect:
         charger_id, key = args["charger_id"], bytes.fromhex(args["public_key"])
         if not isinstance(charger_id, str) or not ID_RE.match(charger_id) or len(key) != 32:
             raise TxError("malformed", "rotate_charger_key needs a charger id and a 32-byte public key")
@@ -434,10 +491,10 @@ class LedgerState:
         if key == current or any(key == old for _, old in self.charger_old_keys.get(charger_id, ())):
             raise TxError("key_reused", f"charger {charger_id} has had this key before; rotate to a new one")
         ex.charger_rekeys[charger_id] = key
-        writes.append(f"c/{charger_id}/key={key.hex()}")
+        ex.dirty.add(("c", charger_id))
         return Effect(h, "rotate_charger_key", charger_id=charger_id, detail={"public_key": key.hex()})
 
-    def _op_rotate_operator_key(self, operator_id, args, h, ex, writes) -> Effect:
+    def _op_rotate_operator_key(self, operator_id, args, h, ex) -> Effect:
         # always the signer's own key: it signed this action, so it holds the key being replaced
         key = bytes.fromhex(args["public_key"])
         if len(key) != 32:
@@ -448,10 +505,10 @@ class LedgerState:
                 or any(key == old for _, old in self.operator_old_keys.get(operator_id, ())):
             raise TxError("key_reused", f"operator {operator_id} has had this key before; rotate to a new one")
         ex.operator_rekeys[operator_id] = key
-        writes.append(f"o/{operator_id}={key.hex()}")
+        ex.dirty.add(("o", operator_id))
         return Effect(h, "rotate_operator_key", detail={"operator": operator_id, "public_key": key.hex()})
 
-    def _op_open_wallet(self, args, h, ex, writes) -> Effect:
+    def _op_open_wallet(self, args, h, ex) -> Effect:
         wallet_id, key = args["wallet_id"], bytes.fromhex(args["public_key"])
         cards = [str(c) for c in args.get("cards", [])]
         if not ID_RE.match(wallet_id) or len(key) != 32:
@@ -466,11 +523,11 @@ class LedgerState:
         ex.wallets[wallet_id] = Wallet(key, 0)
         for card in cards:
             ex.cards[card] = wallet_id
-            writes.append(f"k/{card}={wallet_id}")
-        writes.append(f"w/{wallet_id}=0:{key.hex()}")
+            ex.dirty.add(("k", card))
+        ex.dirty.add(("w", wallet_id))
         return Effect(h, "open_wallet", wallet_id, 0, 0, detail={"cards": cards})
 
-    def _op_top_up(self, args, h, ex, writes) -> Effect:
+    def _op_top_up(self, args, h, ex) -> Effect:
         wallet_id, amount, reference = args["wallet_id"], args["amount_fen"], args.get("reference")
         if type(amount) is not int or not 0 < amount <= MAX_TOP_UP_FEN:
             raise TxError("malformed", f"top_up amount must be 1..{MAX_TOP_UP_FEN} fen")
@@ -484,11 +541,11 @@ class LedgerState:
         wallet = self._wallet(ex, wallet_id)
         wallet.balance += amount
         ex.payments[reference] = wallet_id
-        writes.append(f"p/{reference}={wallet_id}")
-        writes.append(f"w/{wallet_id}={wallet.balance}")
+        ex.dirty.add(("p", reference))
+        ex.dirty.add(("w", wallet_id))
         return Effect(h, "top_up", wallet_id, amount, wallet.balance, detail={"reference": reference})
 
-    def _op_publish_tariff(self, args, h, ex, writes) -> Effect:
+    def _op_publish_tariff(self, args, h, ex) -> Effect:
         try:
             tariff = Tariff.from_doc(args["tariff"])
         except TariffError as e:
@@ -516,19 +573,8 @@ class LedgerState:
                                                      f"effective_from at or after that")
         ex.tariffs[ident] = tariff
         ex.tariff_from[ident] = since
-        writes.append(f"t/{tariff.tariff_id}/{tariff.version}={tariff_digest(tariff)}")
-        writes.append(f"t/{tariff.tariff_id}/{tariff.version}/from={since}")
+        ex.dirty.add(("t", *ident))
         return Effect(h, "publish_tariff", detail={**tariff.to_doc(), "effective_from": since})
-
-
-def tariff_digest(t: Tariff) -> str:
-    """Hex SHA-256 of the canonical tariff document: what the state commits to."""
-    return hashlib.sha256(canonical.dumps(t.to_doc())).hexdigest()
-
-
-def _next_root(prev: bytes, writes: list[str]) -> bytes:
-    digest = hashlib.sha256("\n".join(writes).encode()).digest()
-    return hashlib.sha256(STATE_TAG + prev + digest).digest()
 
 
 def _receipt_ids(tx: bytes) -> tuple[str | None, int | None]:

@@ -34,6 +34,10 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
 
 
+class StateRootMismatch(ValueError):
+    """The entities in the database do not make the state root of the stored head block."""
+
+
 class Repository:
     def __init__(self, url: str, *, create: bool = True) -> None:
         """`create=False` opens the tables as they are (an audit of an existing chain)."""
@@ -169,8 +173,13 @@ class Repository:
         if last is not None:
             state.height = last.height
             state.last_hash = bytes(last.hash)
-            state.state_root = bytes(last.state_root)
             state.last_time_ms = last.time_ms
+        state.rebuild_map()
+        if last is not None and state.state_root != bytes(last.state_root):
+            raise StateRootMismatch(
+                f"the state loaded from the database has root {state.state_root.hex()}, but its head block "
+                f"{last.height} says {bytes(last.state_root).hex()}: the database does not hold the state its "
+                f"chain produced (restore it, or check the chain with `bureau verify-chain`)")
 
     def head_height(self) -> int:
         with self.engine.connect() as conn:
