@@ -30,7 +30,8 @@ from . import records
 from .genesis import Genesis
 from .statemap import StateMap
 from .tariff import Tariff, TariffError
-from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_OPERATOR, KIND_RECEIPT, MAX_ACTION_TIME, MAX_TX,
+from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_DRIVER, KIND_OPERATOR, KIND_RECEIPT,
+                 MAX_ACTION_TIME, MAX_BINDING_S, MAX_TX, DriverTx, decode_driver,
                  PAYMENT_REF_RE, TxError, action_time_error, decode_operator, signed_operator_message, tx_hash)
 
 MAX_TOP_UP_FEN = 10**10
@@ -55,7 +56,7 @@ class MeterMark:
 
 @dataclass
 class Wallet:
-    public_key: bytes
+    public_key: bytes | None  # the phone's key; None until a phone is bound (bind_phone)
     balance: int
 
 
@@ -109,6 +110,7 @@ class Execution:
     meters: dict[tuple[str, str], MeterMark] = field(default_factory=dict)  # (charger, meter serial) -> new mark
     operator_txs: set[bytes] = field(default_factory=set)  # decided here: committed or refused in the block
     payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
+    bindings: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # wallet -> (key, expires); None: used
     time_ms: int = 0
 
     @property
@@ -144,6 +146,7 @@ class LedgerState:
         # hash -> time (ms) of the block that decided it; pruned as the window passes
         self.operator_txs: dict[bytes, int] = {}
         self.payments: dict[str, str] = {}
+        self.bindings: dict[str, tuple[bytes, int]] = {}  # wallet -> (binding key, expires unix s), unused codes
         self.height = 0
         self.last_hash = genesis.hash
         self.last_time_ms = genesis.time_ms
@@ -169,6 +172,7 @@ class LedgerState:
         yield from (("t", tid, v) for tid, v in self.tariffs)
         yield from (("m", c, m) for c, m in self.meters)
         yield from (("p", p) for p in self.payments)
+        yield from (("b", w) for w in self.bindings)
 
     def _record(self, mark: tuple, ex: Execution) -> str | None:
         """The record of entity `mark` as the state holds it after `ex`; None when it has none."""
@@ -195,6 +199,9 @@ class LedgerState:
         if kind == "p":
             wallet_id = ex.payments.get(ident[0]) or self.payments.get(ident[0])
             return None if wallet_id is None else records.payment(wallet_id)
+        if kind == "b":
+            binding = ex.bindings[ident[0]] if ident[0] in ex.bindings else self.bindings.get(ident[0])
+            return None if binding is None else records.binding(*binding)
         raise ValueError(f"no record kind {kind!r}")
 
     def rebuild_map(self) -> None:
@@ -335,6 +342,11 @@ class LedgerState:
         self.sessions.update(ex.sessions)
         self.meters.update(ex.meters)
         self.payments.update(ex.payments)
+        for wallet_id, binding in ex.bindings.items():
+            if binding is None:
+                self.bindings.pop(wallet_id, None)
+            else:
+                self.bindings[wallet_id] = binding
         self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
         self.forget_decided_before(time_ms)
         self.snapshot = Snapshot(height, ex.state_map)
@@ -365,6 +377,8 @@ class LedgerState:
             return self._receipt(tx, h, ex, verified)
         if tx[0] == KIND_OPERATOR:
             return self._operator(tx, h, ex, verified)
+        if tx[0] == KIND_DRIVER:
+            return self._driver(tx, h, ex, verified)
         raise TxError("malformed", f"unknown transaction kind {tx[0]}")
 
     def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
@@ -442,6 +456,47 @@ class LedgerState:
         except TxError as e:
             return Effect(h, "refused_action", detail={"action": op.action, "reason": e.reason, "detail": e.detail})
 
+    def driver_error(self, d: DriverTx, h: bytes, now_s: int, ex: Execution | None = None,
+                     check_signature: bool = True) -> TxError | None:
+        """Why driver transaction `d` (hash `h`) may not commit at `now_s` on the committed state
+        and the block `ex` being run; None when it may. Admission asks the same question."""
+        if d.doc["genesis"] != self.genesis.hash.hex():
+            return TxError("wrong_chain", "the transaction names another chain's genesis")
+        late = action_time_error(d.time, now_s)
+        if late is not None:
+            return late
+        if h in self.operator_txs or (ex is not None and h in ex.operator_txs):
+            return TxError("duplicate", "this transaction is already committed")
+        wallet_id = d.wallet_id
+        if ex is not None and wallet_id in ex.bindings:
+            binding = ex.bindings[wallet_id]
+        else:
+            binding = self.bindings.get(wallet_id)
+        if binding is None:
+            return TxError("no_binding_code", f"wallet {wallet_id} has no unused binding code; ask the operator "
+                                              f"for a new one")
+        key, expires = binding
+        if check_signature and not crypto.verify(key, d.signed_message(), d.signature):
+            return TxError("bad_signature", "not signed with the key of the wallet's binding code (a mistyped "
+                                            "code, or another wallet's)")
+        if expires <= now_s:  # valid before its expiry second, like an offline list
+            return TxError("binding_expired", f"the binding code expired at {expires}; ask the operator for a new one")
+        return None
+
+    def _driver(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
+        d = decode_driver(tx)
+        refused = self.driver_error(d, h, ex.time_ms // 1000, ex, check_signature=h not in verified)
+        if refused is not None:
+            raise refused
+        wallet = self._wallet(ex, d.wallet_id)
+        if wallet is None:  # a binding is issued only on an open wallet, and wallets are never closed
+            raise TxError("unknown_wallet", f"wallet {d.wallet_id} does not exist")
+        wallet.public_key = d.public_key
+        ex.bindings[d.wallet_id] = None  # the code is used once
+        ex.operator_txs.add(h)  # decided: a replay is refused duplicate
+        ex.dirty.update({("w", d.wallet_id), ("b", d.wallet_id)})
+        return Effect(h, "bind_phone", d.wallet_id, detail={"public_key": d.public_key.hex()})
+
     def _run_action(self, op, h: bytes, ex: Execution) -> Effect:
         """The action's own effect; on TxError, `ex` must be as it was (checks come before changes)."""
         try:
@@ -509,10 +564,11 @@ class LedgerState:
         return Effect(h, "rotate_operator_key", detail={"operator": operator_id, "public_key": key.hex()})
 
     def _op_open_wallet(self, args, h, ex) -> Effect:
-        wallet_id, key = args["wallet_id"], bytes.fromhex(args["public_key"])
+        wallet_id = args["wallet_id"]
+        key = bytes.fromhex(args["public_key"]) if args.get("public_key") is not None else None
         cards = [str(c) for c in args.get("cards", [])]
-        if not ID_RE.match(wallet_id) or len(key) != 32:
-            raise TxError("malformed", "open_wallet needs a wallet id and the driver's 32-byte public key")
+        if not ID_RE.match(wallet_id) or (key is not None and len(key) != 32):
+            raise TxError("malformed", "open_wallet needs a wallet id and, if given, the driver's 32-byte public key")
         if wallet_id in ex.wallets or wallet_id in self.wallets:
             raise TxError("wallet_exists", f"wallet {wallet_id} already exists")
         for card in cards:
@@ -526,6 +582,21 @@ class LedgerState:
             ex.dirty.add(("k", card))
         ex.dirty.add(("w", wallet_id))
         return Effect(h, "open_wallet", wallet_id, 0, 0, detail={"cards": cards})
+
+    def _op_issue_binding_code(self, args, h, ex) -> Effect:
+        wallet_id, expires = args["wallet_id"], args["expires"]
+        key = bytes.fromhex(args["binding_key"])
+        if not isinstance(wallet_id, str) or not ID_RE.match(wallet_id) or len(key) != 32:
+            raise TxError("malformed", "issue_binding_code needs a wallet id and a 32-byte binding key")
+        block_time_s = ex.time_ms // 1000
+        if type(expires) is not int or not block_time_s < expires <= block_time_s + MAX_BINDING_S:
+            raise TxError("malformed", f"expires must be after the block time {block_time_s} and at most "
+                                       f"{MAX_BINDING_S} s after it")
+        if self.wallets.get(wallet_id) is None and wallet_id not in ex.wallets:
+            raise TxError("unknown_wallet", f"wallet {wallet_id} does not exist")
+        ex.bindings[wallet_id] = (key, expires)  # replaces an unused one
+        ex.dirty.add(("b", wallet_id))
+        return Effect(h, "issue_binding_code", wallet_id, detail={"binding_key": key.hex(), "expires": expires})
 
     def _op_top_up(self, args, h, ex) -> Effect:
         wallet_id, amount, reference = args["wallet_id"], args["amount_fen"], args.get("reference")
