@@ -337,6 +337,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--pid-file", required=True, help="mosquitto's pid file")
     b.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the node's head")
     b.set_defaults(fn=_broker_sync)
+    from .chargerqr import add_parser as add_charger_parser
+    add_charger_parser(sub)
     return p
 
 
