@@ -49,9 +49,8 @@ def _receipt(seq: int, wallet: str, wh: int) -> bytes:
 def test_every_wallet_balance_is_the_sum_of_its_committed_transactions(tmp_path_factory, steps, block_size):
     url = f"sqlite:///{tmp_path_factory.mktemp('wallets') / 'ledger.db'}"
     repo = Repository(url)
-    ledger = Ledger(repo)
-    ledger.block([_action("enroll_charger", {"charger_id": CHARGER, "public_key": KEY.verify_key.encode().hex()}),
-                  _action("publish_tariff", {"tariff": DEFAULT_TARIFF})]
+    ledger = Ledger(repo, tariffs=(DEFAULT_TARIFF,))  # in force from 0: the receipts start before T0
+    ledger.block([_action("enroll_charger", {"charger_id": CHARGER, "public_key": KEY.verify_key.encode().hex()})]
                  + [_action("open_wallet", {"wallet_id": w, "public_key": "ab" * 32}) for w in WALLETS], T0_MS)
     committed = dict.fromkeys(WALLETS, 0)
     model = dict.fromkeys(WALLETS, 0)  # what the steps mean, worked out without the ledger
@@ -86,7 +85,7 @@ def test_every_wallet_balance_is_the_sum_of_its_committed_transactions(tmp_path_
         assert sum(r.delta_fen for r in stored) == committed[w]
         if stored:
             assert stored[0].balance_after == committed[w]  # the newest entry carries the balance
-    restarted = Ledger(Repository(url))
+    restarted = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))
     assert {w: restarted.state.wallets[w].balance for w in WALLETS} == committed
     assert restarted.state.state_root == ledger.state.state_root
 
