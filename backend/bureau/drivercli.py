@@ -108,27 +108,36 @@ class NodeClient:
         self._node_id: str | None = None
 
     def get(self, path: str, *, key=None, wallet_id: str | None = None) -> dict:
+        return self.answer(*self.send("GET", path, key=key, wallet_id=wallet_id))
+
+    def post(self, path: str, body: dict) -> dict:
+        return self.answer(*self.send("POST", path, body=body))
+
+    def send(self, method: str, path: str, *, body: dict | None = None, key=None,
+             wallet_id: str | None = None) -> tuple[int, object]:
+        """(HTTP status, the JSON answer or None); a request signed as the wallet when `key`."""
         import httpx
 
         from .api.auth import authorization_header
         headers = {}
         if key is not None:
-            headers["Authorization"] = authorization_header(key, wallet_id, "GET", path, node_id=self.node_id())
+            headers["Authorization"] = authorization_header(key, wallet_id, method, path, node_id=self.node_id())
         try:
-            resp = httpx.get(self.url + path, headers=headers, timeout=HTTP_TIMEOUT_S, verify=self.verify)
+            resp = httpx.request(method, self.url + path, json=body, headers=headers, timeout=HTTP_TIMEOUT_S,
+                                 verify=self.verify)
         except (httpx.TransportError, httpx.InvalidURL) as e:
             raise CommandError(f"cannot reach the node at {self.url}: {e or type(e).__name__}") from None
-        return self._answer(resp)
-
-    def _answer(self, resp) -> dict:
         try:
-            body = resp.json()
+            return resp.status_code, resp.json()
         except ValueError:
-            body = None
-        if resp.status_code >= 300:
+            return resp.status_code, None
+
+    def answer(self, status: int, body) -> dict:
+        """The JSON object of a successful answer; CommandError with the refusal otherwise."""
+        if status >= 300:
             if isinstance(body, dict) and "error" in body:
                 raise CommandError(f"refused: {printable(body['error'], 64)}: {printable(body.get('detail', ''))}")
-            raise CommandError(f"the node at {self.url} answered HTTP {resp.status_code}")
+            raise CommandError(f"the node at {self.url} answered HTTP {status}")
         if not isinstance(body, dict):
             raise CommandError(f"the node at {self.url} answered something that is not a JSON object")
         return body
@@ -243,6 +252,52 @@ def _keygen(args) -> int:
     return 0
 
 
+def _bind(args) -> int:
+    """Bind this key to the wallet with the operator's binding code: the code's binding key signs
+    a bind_phone transaction (docs/ledger.md); done once the wallet answers requests signed with
+    this key. The genesis is pinned beside the key file then."""
+    import time
+
+    from .crypto import load_key
+    from .ledger import binding
+    from .ledger.genesis import Genesis
+    from .ledger.tx import ID_RE, bind_phone_tx
+    if not ID_RE.match(args.wallet):
+        raise CommandError(f"bad_wallet: {args.wallet!r} is not 1-32 of A-Z a-z 0-9 . _ -", 2)
+    try:
+        binding_signer = binding.signing_key(args.wallet, args.code)
+    except binding.BindingCodeError as e:
+        raise CommandError(f"bad_code: {e}", 2) from None
+    key = load_key(Path(args.key))
+    pinned = Pin.load(pin_path(Path(args.key)))
+    if pinned is not None and pinned.wallet_id != args.wallet:
+        raise CommandError(f"the key is bound to wallet {pinned.wallet_id}; make a new key for {args.wallet}")
+    node = _client(args)
+    if args.genesis or pinned is not None:
+        genesis = chain_of(args)
+    else:  # first contact: the node's genesis, checked against the hash its head names
+        genesis = Genesis.from_doc(node.get("/v1/genesis"))
+    node.require_chain(genesis)
+    tx = bind_phone_tx(binding_signer, args.wallet, key.verify_key.encode(), genesis.hash)
+    tx_hash = node.post("/v1/driver/bind", {"tx": tx.hex()}).get("tx_hash")
+    deadline = time.monotonic() + args.timeout
+    path = f"/v1/wallets/{args.wallet}"
+    while True:
+        status, body = node.send("GET", path, key=key, wallet_id=args.wallet)
+        if status == 200:
+            break
+        if not (status == 401 and isinstance(body, dict) and body.get("error") == "bad_signature"):
+            node.answer(status, body)  # any other refusal is the answer
+        if time.monotonic() > deadline:
+            raise CommandError(f"the wallet does not answer to this key within {args.timeout} s (tx {tx_hash}): "
+                               "the block refused the binding, e.g. a code already used or expired")
+        time.sleep(0.2)
+    Pin(args.wallet, genesis.doc).save(pin_path(Path(args.key)))
+    print(f"bound: wallet {args.wallet} answers to this key (tx {tx_hash}); "
+          f"chain {genesis.chain_id} (genesis {genesis.hash.hex()[:16]}) pinned in {pin_path(Path(args.key))}")
+    return 0
+
+
 def _signed_reader(args):
     from .crypto import load_key
     genesis = chain_of(args)
@@ -344,6 +399,17 @@ def add_parser(sub) -> None:
                                        "prints its public key")
     k.add_argument("--key", required=True)
     k.set_defaults(fn=_keygen)
+    bd = cmds.add_parser("bind", help="bind the key to a wallet with the operator's binding code; pins the "
+                                      "wallet and the node's genesis beside the key file")
+    bd.add_argument("--key", required=True, help="the driver's key file (bureau driver keygen)")
+    bd.add_argument("--node", required=True, help="a bureau node's API base URL")
+    bd.add_argument("--ca-file", "--ca", dest="ca_file",
+                    help="the network's CA certificate to verify the node's HTTPS against (default: the system's CAs)")
+    bd.add_argument("--wallet", required=True, help="the wallet the code was issued for")
+    bd.add_argument("--code", required=True, help="the binding code, XXXX-XXXX-XXXX-XXXX")
+    bd.add_argument("--genesis", help="the genesis file to pin (default: the node's, checked against its head)")
+    bd.add_argument("--timeout", type=int_range(1, 3600), default=60, help="seconds to wait for the block")
+    bd.set_defaults(fn=_bind)
     h = cmds.add_parser("history", help="the wallet's entries, newest first, as the node tells them")
     node_args(h)
     h.add_argument("--limit", type=int_range(1, 500), default=20)

@@ -111,3 +111,40 @@ def test_history_proof_and_verify_against_a_running_node(stack, tmp_path):
     foreign = bureau("driver", "history", *common[:-1], str(other))
     assert foreign.returncode == 1 and foreign.stderr.startswith(
         f"bureau driver: the node at {node} is on another chain (genesis "), foreign.stderr
+
+
+def test_bind_with_the_operators_code_then_balance_from_the_pin(stack, tmp_path):
+    url, ca = stack.nodes[0].url, str(stack.ca_file)
+    op_key = str(stack.root / "net" / "operator.key")
+    stack.operator([("open_wallet", {"wallet_id": "W-BOUND"}),
+                    ("top_up", {"wallet_id": "W-BOUND", "amount_fen": 4321, "reference": "bank:bind"})])
+    issued = bureau("operator", "--node", url, "--ca-file", ca, "--key", op_key, "--operator", "operator-1",
+                    "issue-binding-code", "--wallet", "W-BOUND")
+    assert issued.returncode == 0, issued.stderr
+    code = issued.stdout.split("binding code for wallet W-BOUND: ")[1].split()[0]
+    key = tmp_path / "phone.key"
+    assert bureau("driver", "keygen", "--key", str(key)).returncode == 0
+
+    other = tmp_path / "other-genesis.json"
+    other.write_text(json.dumps(genesis_doc("ev-other")))
+    foreign = bureau("driver", "bind", "--key", str(key), "--node", url, "--ca", ca, "--wallet", "W-BOUND",
+                     "--code", code, "--genesis", str(other))
+    assert foreign.returncode == 1 and "is on another chain" in foreign.stderr, foreign.stderr
+    assert not (tmp_path / "phone.key.json").exists()
+
+    typed = code.lower().replace("-", " ")  # as a person may type it
+    bound = bureau("driver", "bind", "--key", str(key), "--node", url, "--ca", ca, "--wallet", "W-BOUND",
+                   "--code", typed)
+    assert bound.returncode == 0, bound.stderr
+    assert bound.stdout.startswith("bound: wallet W-BOUND answers to this key") and "pinned in" in bound.stdout
+    pin = json.loads((tmp_path / "phone.key.json").read_text())
+    assert pin["wallet_id"] == "W-BOUND" and pin["genesis"] == stack.genesis
+
+    balance = bureau("driver", "balance", "--key", str(key), "--node", url, "--ca", ca)  # wallet and chain: the pin
+    assert balance.returncode == 0 and balance.stdout.startswith("valid: wallet W-BOUND balance 4321 fen"), balance
+
+    again = bureau("driver", "bind", "--key", str(key), "--node", url, "--ca", ca, "--wallet", "W-BOUND",
+                   "--code", code)  # a code binds once
+    assert again.returncode == 1 and again.stderr.startswith("bureau driver: refused: no_binding_code"), again.stderr
+    elsewhere = bureau("driver", "balance", "--key", str(key), "--node", url, "--ca", ca, "--wallet", "W-OTHER")
+    assert elsewhere.returncode == 1 and "bound to wallet W-BOUND, not W-OTHER" in elsewhere.stderr

@@ -252,3 +252,18 @@ def test_a_broken_or_lying_node_is_one_line(bill, tmp_path, capsys):
         one_line(run_in_process(capsys, "driver", "balance", *base), 1, "not of w/" + WALLET)
     finally:
         node.close()
+
+
+def test_bind_mistakes_are_one_line(bill, tmp_path, capsys):
+    folder, _ = bill
+    key = tmp_path / "driver.key"
+    from bureau.crypto import create_key
+    create_key(key)
+    url = f"http://127.0.0.1:{free_port()}"
+    base = ["--key", str(key), "--node", url, "--wallet", WALLET]
+    one_line(run_in_process(capsys, "driver", "bind", *base, "--code", "ABCD-EFGH"), 2, "bad_code: a binding code is 16")
+    one_line(run_in_process(capsys, "driver", "bind", *base[:-1], "bad wallet!", "--code", "0" * 16), 2, "bad_wallet")
+    one_line(run_in_process(capsys, "driver", "bind", *base, "--code", "0" * 16), 1, f"cannot reach the node at {url}")
+    Pin("W-ELSE", genesis_doc()).save(pin_path(key))
+    one_line(run_in_process(capsys, "driver", "bind", *base, "--code", "0" * 16), 1,
+             f"the key is bound to wallet W-ELSE; make a new key for {WALLET}")

@@ -315,3 +315,21 @@ def test_the_documented_balance_check_agrees_with_the_nodes_state_proof(chain):
     with pytest.raises(Bad, match="state root"):
         verify_balance(forged, doc, WALLET)
     assert not verify_state_answer(forged, chain.genesis)[0]
+
+
+def test_the_documented_driver_transaction_is_signed_by_the_codes_binding_key():
+    from bureau.ledger.binding import new_code
+    from bureau.ledger.tx import bind_phone_tx, decode_driver
+    code, genesis_hash = new_code(), H(b"a genesis")
+    seed = H(f"EV-BIND/v1\nW-1001\n{code}".encode())  # the code as the operator shows it, normalised
+    binding_key = SigningKey(seed)
+    tx = bind_phone_tx(binding_key, "W-1001", DRIVER.verify_key.encode(), genesis_hash)
+    assert tx[0] == 3
+    (n,) = struct.unpack(">H", tx[1:3])
+    raw, sig = tx[3:3 + n], tx[3 + n:]
+    doc = json.loads(raw)
+    assert canonical(doc) == raw and len(tx) == 3 + n + 64
+    assert doc == {"v": 1, "action": "bind_phone", "wallet_id": "W-1001", "public_key": DRIVER.verify_key.encode().hex(),
+                   "genesis": genesis_hash.hex(), "time": doc["time"], "nonce": doc["nonce"]}
+    assert ed25519_ok(binding_key.verify_key.encode(), tag("EV-DRIVER/v1") + raw, sig)
+    assert decode_driver(tx).doc == doc
