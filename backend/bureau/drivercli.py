@@ -355,8 +355,24 @@ def _proof(args) -> int:
         check_receipt_proof(proof, genesis)
     except CommandError as e:
         raise CommandError(f"the node's proof is {e}") from None
+    check_amount(node, key, wallet_id, proof, genesis)
     print(json.dumps(proof, indent=1))
     return 0
+
+
+def check_amount(node: NodeClient, key, wallet_id: str, proof: dict, genesis) -> None:
+    """The bill's amount is its tariff version's price (ledger/proof.py verify_bill_amount), with
+    that version and the next proven from the state and the document from the node."""
+    from .ledger.proof import verify_bill_amount
+    from .receipts.codec import decode
+    receipt, _, _ = decode(bytes.fromhex(proof["receipt"]["envelope"]))
+    tid, version = receipt.tariff_id, receipt.tariff_version
+    answers = [node.get(f"/v1/state/proof?key=t/{tid}/{v}", key=key, wallet_id=wallet_id)
+               for v in (version, version + 1)]
+    doc = node.get(f"/v1/tariffs/{tid}/{version}")
+    ok, why = verify_bill_amount(receipt, answers[0], answers[1], doc, genesis)
+    if not ok:
+        raise CommandError(f"the bill's amount does not check: {printable(why)}")
 
 
 def _read_proof(source: str):

@@ -333,3 +333,30 @@ def test_the_documented_driver_transaction_is_signed_by_the_codes_binding_key():
                    "genesis": genesis_hash.hex(), "time": doc["time"], "nonce": doc["nonce"]}
     assert ed25519_ok(binding_key.verify_key.encode(), tag("EV-DRIVER/v1") + raw, sig)
     assert decode_driver(tx).doc == doc
+
+
+def test_a_bills_amount_is_checked_against_the_proven_tariff_version(chain):
+    from dataclasses import replace
+
+    from bureau.ledger.proof import verify_bill_amount
+    from bureau.receipts.codec import decode
+    from bureau.tools.network import DEFAULT_TARIFF
+    chain, _, cid = chain
+    receipt = decode(bytes.fromhex(_proof(chain, cid, 2)["receipt"]["envelope"]))[0]
+    version, following = (state_answer(chain, f"t/{receipt.tariff_id}/{v}") for v in (1, 2))
+    assert following["value"] is None
+    genesis = chain.genesis
+    assert verify_bill_amount(receipt, version, following, DEFAULT_TARIFF, genesis) == (True, "ok")
+    dearer = copy.deepcopy(DEFAULT_TARIFF)
+    dearer["prices"][2][1] += 1
+    forged = copy.deepcopy(version)
+    forged["value"] = forged["proof"]["value"] = version["value"].replace('"effective_from":0', '"effective_from":1')
+    for args, says in [((replace(receipt, amount_fen=receipt.amount_fen + 1), version, following, DEFAULT_TARIFF),
+                        "the tariff prices the periods at"),
+                       ((receipt, version, following, dearer), "not the one whose digest"),
+                       ((receipt, following, version, DEFAULT_TARIFF), "not a proof of t/GD-2026-A/1"),
+                       ((receipt, forged, following, DEFAULT_TARIFF), "does not lead to the root"),
+                       ((replace(receipt, tariff_version=2), following, state_answer(chain, "t/GD-2026-A/3"),
+                         DEFAULT_TARIFF), "the tariff version is not published")]:
+        ok, why = verify_bill_amount(*args, genesis)
+        assert not ok and says in why, (says, why)
