@@ -19,12 +19,13 @@ demo NODES="4": setup
 up NODES="4" CHARGERS="0": setup
     {{py}} scripts/up.py --nodes {{NODES}} --chargers {{CHARGERS}} --db "${DB:-sqlite}"
 
-# benchmarks: end-to-end ingest beside the verification limit; the state map per receipt and its proof sizes; firmware signing under MicroPython (WebAssembly, unix 32/64-bit); the firmware's smallest heap (frozen, 32-bit); sealed peer-link throughput; drivers' balance reads under ingest load
+# benchmarks: end-to-end ingest beside the verification limit; the state map per receipt and its proof sizes; firmware signing under MicroPython (WebAssembly, unix 32/64-bit); the firmware's smallest heap (frozen, 32-bit); sealed peer-link throughput; drivers' balance reads under ingest load; balance-proof size and verification time in the phone page (Chromium)
 bench: setup
     {{py}} bench/ingest.py --receipts 20000 --chargers 200 --nodes 1
     {{py}} bench/ingest.py --receipts 20000 --chargers 200 --nodes 4
     {{py}} bench/ingest.py --receipts 12000 --chargers 200 --nodes 4 --rate 1200
     {{py}} bench/balance_queries.py --nodes 4 --rate 1000
+    {{py}} bench/phone_verify.py
     {{py}} bench/firmware_sign.py
     {{py}} bench/firmware_heap.py
     {{py}} bench/peer_link.py

@@ -19,6 +19,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 [ -d /usr/lib/gcc/x86_64-linux-gnu/12/32 ] || need_apt+=(gcc-multilib)
 # the dashboard's browser test drives Debian's headless Chromium with playwright
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# ...and screenshots the phone page in Chinese, which needs a CJK font
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2

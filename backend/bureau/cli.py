@@ -1,5 +1,5 @@
 """`bureau` command: run a node, make keys and a genesis, sign operator actions, audit a chain,
-migrate the node's database.
+migrate the node's database; a driver's wallet and its verified bills (`bureau driver`).
 
 An expected failure (a bad setting or argument, a missing key file or database, an unreachable
 node, a refused action) is one line on stderr and exit code 1 (2 for a bad command line or
@@ -13,17 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from .cliparse import OneLineParser, int_range
+from .cliparse import CommandError, OneLineParser, int_range
 
 OPERATOR_TIMEOUT_S = 30.0
-
-
-class CommandError(Exception):
-    """An expected failure of a command: its one-line message and exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
+ISSUE_BINDING_CODE = "issue-binding-code"  # makes the code here and signs issue_binding_code with its key
+BINDING_VALID_MAX_H = 7 * 24 - 1  # the ledger takes at most 7 days after the block time; an hour spare for clocks
 
 
 def _run(args) -> int:
@@ -124,6 +118,24 @@ def _json(text: str, what: str):
         raise CommandError(f"invalid JSON in {what}: {e.msg} (line {e.lineno}, column {e.colno})", 2) from None
 
 
+def _binding_code_action(args) -> tuple[str, dict, str]:
+    """issue-binding-code: (action, its arguments, what to print once it commits)."""
+    from datetime import datetime, timezone
+
+    from .ledger import binding
+    from .ledger.tx import ID_RE
+    if args.args:
+        raise CommandError(f"{ISSUE_BINDING_CODE} takes --wallet and --valid-hours, not {' '.join(args.args)}", 2)
+    if not args.wallet or not ID_RE.match(args.wallet):
+        raise CommandError(f"{ISSUE_BINDING_CODE} needs --wallet, a wallet id of 1-32 of A-Z a-z 0-9 . _ -", 2)
+    code = binding.new_code()
+    expires = int(time.time()) + args.valid_hours * 3600
+    until = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields = {"wallet_id": args.wallet, "binding_key": binding.binding_key(args.wallet, code).hex(), "expires": expires}
+    return "issue_binding_code", fields, (f"binding code for wallet {args.wallet}: {binding.display(code)}\n"
+                                          f"valid until {until} ({expires}); give it to the driver, it is not kept")
+
+
 def _operator(args) -> int:
     import httpx
 
@@ -131,16 +143,22 @@ def _operator(args) -> int:
     from .ledger.tx import operator_action
     from .tools.actions import submit_action, wait_committed
     from .tools.pki import http_verify
-    fields = action_args(args.action, args.args)
+    shown = None
+    if args.action == ISSUE_BINDING_CODE:
+        action, fields, shown = _binding_code_action(args)
+    else:
+        action, fields = args.action, action_args(args.action, args.args)
     key = load_key(Path(args.key))
-    tx = operator_action(key, args.operator, args.action, fields)
+    tx = operator_action(key, args.operator, action, fields)
     verify = http_verify(args.ca_file and Path(args.ca_file))
     try:
         tx_hash = submit_action(args.node, tx, verify)
         (height,) = wait_committed(args.node, [tx_hash], args.timeout, verify, key=key, operator_id=args.operator)
     except (httpx.TransportError, httpx.InvalidURL) as e:
         raise CommandError(f"cannot reach the node at {args.node}: {e or type(e).__name__}") from None
-    print(f"{args.action} committed at height {height} (tx {tx_hash})")
+    print(f"{action} committed at height {height} (tx {tx_hash})")
+    if shown is not None:
+        print(shown)
     return 0
 
 
@@ -238,6 +256,8 @@ def _actions_help() -> str:
         for key, arg in spec.items():
             shape = {"integer": "N", "list": "A,B,...", "object": "JSON|@FILE"}.get(arg.kind, "TEXT")
             lines.append(f"    {key}={shape}{'' if arg.required else ' (optional)'}: {arg.help}")
+    lines.append(f"  {ISSUE_BINDING_CODE} --wallet W [--valid-hours H]: a new binding code for the wallet's "
+                 f"driver, printed once and never stored (its binding key goes on chain by issue_binding_code)")
     lines.append("example: bureau operator --node URL --key operator.key --operator operator-1 "
                  "top_up wallet_id=W-1001 amount_fen=5000 reference=bank:7731")
     return "\n".join(lines)
@@ -270,7 +290,11 @@ def parser() -> argparse.ArgumentParser:
                                      "(default: the system's CAs)")
     o.add_argument("--timeout", type=int_range(1, 3600), default=int(OPERATOR_TIMEOUT_S),
                    help="seconds to wait for the block (default %(default)s)")
-    o.add_argument("action", choices=list(ACTIONS), metavar="ACTION", help=", ".join(ACTIONS))
+    o.add_argument("--wallet", help="issue-binding-code: the wallet the code binds a phone to")
+    o.add_argument("--valid-hours", type=int_range(1, BINDING_VALID_MAX_H), default=72,
+                   help="issue-binding-code: hours the code is valid (default %(default)s)")
+    o.add_argument("action", choices=[*ACTIONS, ISSUE_BINDING_CODE], metavar="ACTION",
+                   help=", ".join([*ACTIONS, ISSUE_BINDING_CODE]))
     o.add_argument("args", nargs="*", metavar="ARG", help="key=value, or one JSON object")
     o.set_defaults(fn=_operator)
     v = sub.add_parser("verify-chain", help="re-verify a stored chain from genesis; prints a JSON report")
@@ -308,6 +332,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--pid-file", required=True, help="mosquitto's pid file")
     b.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the node's head")
     b.set_defaults(fn=_broker_sync)
+    from .drivercli import add_parser as add_driver_parser
+    add_driver_parser(sub)
+    from .chargerqr import add_parser as add_charger_parser
+    add_charger_parser(sub)
     return p
 
 

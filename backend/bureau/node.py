@@ -17,7 +17,7 @@ from .ingest.mempool import Mempool
 from .ingest.mqtt import MqttIngest
 from .ledger.genesis import Genesis
 from .ledger.state import Refusal
-from .ledger.tx import KIND_OPERATOR, TxError, decode_operator, tx_hash
+from .ledger.tx import KIND_OPERATOR, KIND_RECEIPT, TxError, decode_operator, tx_hash
 from .metrics import Metrics
 from .storage import Repository
 from .supervisor import Supervisor
@@ -90,7 +90,7 @@ class Node:
         return {"round": self.producer.core.round, "peers_connected": len(peers), "peers": peers}
 
     def _on_refused(self, refusals: list[Refusal]) -> None:
-        self.ingest.on_refused([r for r in refusals if not (r.tx and r.tx[0] == KIND_OPERATOR)])
+        self.ingest.on_refused([r for r in refusals if r.tx and r.tx[0] == KIND_RECEIPT])
         for r in refusals:
             if r.tx and r.tx[0] == KIND_OPERATOR:
                 h = tx_hash(r.tx)

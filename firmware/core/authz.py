@@ -36,6 +36,7 @@ except ImportError:  # CPython
         return x
 
 FORMAT = const(1)
+TARIFF_FORMAT = const(2)  # the tariff push with effective_from; format 1 (without) is still read
 SIG_LEN = const(64)
 MAX_MESSAGE = const(1536)
 ONLINE_TIMEOUT_MS = const(5000)  # no reply by then: a card falls back to the offline list
@@ -105,13 +106,13 @@ class _Reader:
             raise AuthzError("malformed", "bytes after the last field")
 
 
-def _split(env):
+def _split(env, newest=FORMAT):
     if len(env) > MAX_MESSAGE:
         raise AuthzError("oversized", "%d bytes" % len(env))
     if len(env) < SIG_LEN + 1:
         raise AuthzError("malformed", "too short")
     body = memoryview(env)[:-SIG_LEN]  # no copy: the signed message (tag + body) is the one made
-    if body[0] != FORMAT:
+    if not FORMAT <= body[0] <= newest:
         raise AuthzError("unsupported_version", "format %d" % body[0])
     return body, bytes(env[-SIG_LEN:])
 
@@ -173,10 +174,11 @@ def find_in_page(page, uid):
 
 def decode_tariff_push(env):
     """(push dict with the tariff's JSON bytes under "doc", body, signature)."""
-    body, sig = _split(env)
+    body, sig = _split(env, TARIFF_FORMAT)
     r = _Reader(body)
-    r.u8()
+    fmt = r.u8()
     t = {"chain_id": r.text(), "signer": r.text(), "issued_at": r.num(">Q", 8)}
+    t["effective_from"] = r.num(">Q", 8) if fmt == TARIFF_FORMAT else 0
     t["doc"] = bytes(r.take(r.num(">H", 2)))
     r.end()
     return t, body, sig
@@ -548,8 +550,9 @@ class Authz:
     # ---- the signed tariff -------------------------------------------------------------
 
     def open_tariff(self, env, current=None):
-        """A tariff push: (tariff document, issued_at) when it is signed by a trusted bureau
-        and newer than the last one taken, None for an old or repeated push. Raises AuthzError."""
+        """A tariff push: (tariff document, issued_at, effective_from) when it is signed by a
+        trusted bureau and newer than the last one taken, None for an old or repeated push.
+        Raises AuthzError."""
         if not env:
             return None
         t, body, sig = decode_tariff_push(env)
@@ -565,7 +568,7 @@ class Authz:
         if current is not None and current.tariff_id == parsed.tariff_id and parsed.version < current.version:
             raise AuthzError("rollback", "tariff %s v%d is older than v%d" % (parsed.tariff_id, parsed.version,
                                                                               current.version))
-        return doc, t["issued_at"]
+        return doc, t["issued_at"], t["effective_from"]
 
     def tariff_taken(self, issued_at):
         """After the charger stored the tariff: later copies of this push are ignored."""

@@ -122,19 +122,22 @@ class Charger:
         self.flash.write_atomic(TARIFF_FILE, json.dumps(doc).encode())
         self.tariff = t
 
-    def offer_tariff(self, doc):
-        """A verified tariff from the bureau: applied now when idle, else when the running
-        session ends (a session is billed by the tariff it started with). Returns "applied",
-        "pending" or "unchanged"."""
+    def offer_tariff(self, doc, effective_from=0):
+        """A verified tariff from the bureau: applied now when idle and in force by this
+        charger's clock (the clock its receipts' start_time comes from), else kept and applied
+        when the running session ends or its time comes (a session is billed by the tariff in
+        force when it started, docs/ledger.md). Returns "applied", "pending" or "unchanged"."""
         t = Tariff(doc)
         cur = self.tariff
         if cur is not None and (cur.tariff_id, cur.version) == (t.tariff_id, t.version):
             self.flash.remove(PENDING_TARIFF_FILE)
             return "unchanged"
-        if self.session is not None:
-            self.flash.write_atomic(PENDING_TARIFF_FILE, json.dumps(doc).encode())
+        if self.session is not None or self.clock.now() < effective_from:
+            self.flash.write_atomic(PENDING_TARIFF_FILE,
+                                    json.dumps({"doc": doc, "effective_from": effective_from}).encode())
             return "pending"
         self.set_tariff(doc)
+        self.flash.remove(PENDING_TARIFF_FILE)
         return "applied"
 
     def on_signed_tariff(self, payload, authz):
@@ -144,14 +147,20 @@ class Charger:
         found = authz.open_tariff(payload, self.tariff)
         if found is None:
             return None
-        result = self.offer_tariff(found[0])
+        result = self.offer_tariff(found[0], found[2])
         authz.tariff_taken(found[1])
         return result
 
     def _apply_pending_tariff(self):
+        """The kept tariff, once no session runs and its effective time has come."""
         raw = self.flash.read(PENDING_TARIFF_FILE)
-        if raw:
-            self.set_tariff(json.loads(raw))
+        if not raw:
+            return
+        kept = json.loads(raw)
+        if "doc" not in kept:  # kept by a revision without effective times: in force at once
+            kept = {"doc": kept, "effective_from": 0}
+        if self.clock.now() >= kept["effective_from"]:
+            self.set_tariff(kept["doc"])
             self.flash.remove(PENDING_TARIFF_FILE)
 
     # ---- sessions ----------------------------------------------------------------------

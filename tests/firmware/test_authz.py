@@ -117,8 +117,10 @@ for case in V['bad_manifests']:
 
 t = V['tariff']
 a = fresh()
-doc, issued = a.open_tariff(U(t['envelope']))
-assert doc == t['doc'] and issued == t['issued_at']
+doc, issued, since = a.open_tariff(U(t['envelope']))
+assert doc == t['doc'] and issued == t['issued_at'] and since == t['effective_from']
+t1 = V['tariff_format_1']
+assert fresh().open_tariff(U(t1['envelope'])) == (t1['doc'], t1['issued_at'], 0)
 for case in V['bad_tariffs']:
     r = reason_of(fresh().open_tariff, U(case['envelope']))
     assert r == case['reason'], (case['label'], r)
@@ -192,6 +194,9 @@ def test_backend_codec_matches_the_vectors():
         assert reason == case["reason"], case["label"]
     t = wire.verify_tariff(H(AZ["tariff"]["envelope"]), keys, AZ["chain_id"])
     assert t.doc == AZ["tariff"]["doc"] and t.issued_at == AZ["tariff"]["issued_at"]
+    assert t.effective_from == AZ["tariff"]["effective_from"]
+    t1 = wire.verify_tariff(H(AZ["tariff_format_1"]["envelope"]), keys, AZ["chain_id"])
+    assert (t1.doc, t1.issued_at, t1.effective_from) == (t.doc, t.issued_at, 0)
     for case in AZ["bad_tariffs"]:
         try:
             got = wire.verify_tariff(H(case["envelope"]), keys, AZ["chain_id"])
@@ -229,8 +234,8 @@ def feed(a, env, pages, now=NOW):
     return out
 
 
-def signed_tariff(doc, issued, key=BUREAU):
-    return wire.sign_tariff(wire.TariffPush(CHAIN, "bureau-1", issued, doc), key)
+def signed_tariff(doc, issued, key=BUREAU, effective_from=0):
+    return wire.sign_tariff(wire.TariffPush(CHAIN, "bureau-1", issued, doc, effective_from), key)
 
 
 def make(flash=None, verify=nacl_verify):
@@ -402,6 +407,29 @@ def test_signed_tariff_applied_when_idle_deferred_during_a_session_and_never_rol
     assert c2.tariff.version == 3
     # a recorded older push replayed after the reboot is not taken: issued_at is kept on flash
     assert c2.on_signed_tariff(signed_tariff(v2, 101), a2) is None and c2.tariff.version == 3
+
+
+def test_a_tariff_pushed_before_its_effective_time_bills_only_sessions_started_from_then_on():
+    c, a, clock, meter = make()
+    v2 = dict(TARIFF, version=2, prices=[[k, e + 1000, s] for k, e, s in TARIFF["prices"]])
+    switch = NOW + 1200
+    assert c.on_signed_tariff(signed_tariff(v2, 100, effective_from=switch), a) == "pending"
+    assert c.tariff.version == 1
+    c2, a2, clock2, meter2 = make(c.flash)  # kept across a reboot, still not in force
+    assert c2.tariff.version == 1
+    clock2.t = switch - 1
+    c2.start(1, "CARD1", "W-1", 10**6, "auth:1")  # starts a second before the switch: v1 bills it
+    charge(c2, clock2, meter2, 500)  # runs past the switch
+    c2.stop("L")
+    r, _, _ = decode(c2.outbox.get(c2.outbox.pending()[-1]))
+    assert r.start_time == switch - 1 and r.end_time > switch and r.tariff_version == 1
+    assert c2.tariff.version == 2  # in force by the charger's clock once the session is over
+    start = clock2.t
+    c2.start(1, "CARD1", "W-1", 10**6, "auth:2")
+    charge(c2, clock2, meter2, 500)
+    c2.stop("L")
+    r, _, _ = decode(c2.outbox.get(c2.outbox.pending()[-1]))
+    assert r.start_time == start and r.tariff_version == 2 and r.amount_fen == Tariff.from_doc(v2).amount_fen(r.periods)
 
 
 def test_tariff_pushed_mid_session_survives_a_power_cut():

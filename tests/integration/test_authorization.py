@@ -5,6 +5,7 @@ offline list and tariff, refusing a forged list, and getting an offline receipt 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import replace
@@ -19,6 +20,7 @@ import mqtt_session
 from mqtt_client import MQTTClient
 from bureau.api.auth import authorization_header
 from bureau.authz import wire
+from bureau.ledger import canonical
 from bureau.ledger.tariff import Tariff
 from bureau.receipts.codec import decode, seal
 from tests.firmware.test_charger_core import Meter, rng
@@ -430,11 +432,20 @@ def test_firmware_online_offline_list_forged_list_and_tariff_push(bureau, replie
         v2 = dict(TARIFF_DOC, version=2, prices=[[k, e * 2, s] for k, e, s in TARIFF_DOC["prices"]])
         assert bureau.operator("top_up", {"wallet_id": "W-1", "amount_fen": 10_000, "reference": "bank:2"})["status"] == "committed"
         assert bureau.operator("publish_tariff", {"tariff": v2})["status"] == "committed"
-        fw.pump(lambda: fw.core.tariff.version == 2)
-        assert "applied" in fw.tariff_results
+        # in force from its block by the bureau's clock; the charger's clock is behind, so it keeps
+        # v2 until its own clock gets there (receipts name the version in force at their start)
+        fw.pump(lambda: "pending" in fw.tariff_results)
+        versions = bureau.client.get(f"/v1/tariffs/{v2['tariff_id']}/versions").json()
+        assert [v["version"] for v in versions["versions"]] == [1, 2] and versions["in_force"] == 2
+        assert bureau.client.get(f"/v1/tariffs/{v2['tariff_id']}/2").json() == v2
+        assert versions["versions"][1]["digest"] == hashlib.sha256(canonical.dumps(v2)).hexdigest()
+        assert bureau.client.get(f"/v1/tariffs/{v2['tariff_id']}/3").json()["error"] == "unknown_tariff"
+        assert fw.core.tariff.version == 1
+        fw.clock.t = versions["versions"][1]["effective_from"]
         d = fw.tap(CARD_A)
         fw.core.start_authorized(d)
-        fw.charge(1_000)
+        assert fw.core.tariff.version == 2
+        fw.charge(1_000, minutes=2)
         fw.core.stop("L")
         (seq,) = fw.core.outbox.pending()
         r2, _, _ = decode(fw.core.outbox.get(seq))

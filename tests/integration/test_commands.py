@@ -50,6 +50,40 @@ def test_operator_waits_for_the_block_and_prints_its_height(stack):
     assert refused.stderr == "bureau operator: refused: unknown_wallet: wallet W-NONE does not exist\n"
 
 
+def test_issue_binding_code_prints_the_code_once_and_a_phone_binds_with_it(stack):
+    from nacl.signing import SigningKey
+
+    from bureau.ledger import binding
+    from bureau.ledger.tx import bind_phone_tx
+    from bureau.api.auth import authorization_header
+    key = str(stack.root / "net" / "operator.key")
+    url = stack.nodes[0].url
+    stack.operator([("open_wallet", {"wallet_id": "W-BIND"})])
+    p = bureau("operator", "--node", url, "--key", key, "--operator", "operator-1", "issue-binding-code",
+               "--wallet", "W-BIND", "--valid-hours", "2")
+    assert p.returncode == 0, p.stderr
+    shown = p.stdout.split("binding code for wallet W-BIND: ")[1].split()[0]
+    expires = int(p.stdout.split("valid until ")[1].split("(")[1].split(")")[0])
+    assert len(shown) == 19 and shown.count("-") == 3 and 7000 < expires - time.time() <= 7200
+    head = httpx.get(url + "/v1/chain/head", timeout=10).json()
+    phone = SigningKey.generate()
+    tx = bind_phone_tx(binding.signing_key("W-BIND", shown), "W-BIND", phone.verify_key.encode(),
+                       bytes.fromhex(head["genesis_hash"]))
+    resp = httpx.post(url + "/v1/driver/bind", json={"tx": tx.hex()}, timeout=10)
+    assert resp.status_code == 202, resp.text
+    node_id = httpx.get(url + "/healthz", timeout=10).json()["node_id"]
+    deadline = time.monotonic() + 30
+    while True:
+        path = "/v1/wallets/W-BIND"
+        hdr = authorization_header(phone, "W-BIND", "GET", path, node_id=node_id)
+        if httpx.get(url + path, headers={"Authorization": hdr}, timeout=10).status_code == 200:
+            break
+        assert time.monotonic() < deadline, "the bound phone's requests are not answered"
+        time.sleep(0.2)
+    missing = bureau("operator", "--node", url, "--key", key, "--operator", "operator-1", "issue-binding-code")
+    assert missing.returncode == 2 and "needs --wallet" in missing.stderr
+
+
 def test_verify_chain_audits_a_running_nodes_database(stack):
     stack.operator([("open_wallet", {"wallet_id": "W-AUDIT", "public_key": "22" * 32, "cards": []})])
     p = bureau("verify-chain", "--genesis", str(stack.genesis_path), "--db", str(stack.nodes[0].data_dir / "ledger.db"))

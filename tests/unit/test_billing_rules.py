@@ -26,10 +26,9 @@ def _enrolled(repo=None):
     """A ledger with one enrolled charger and an open wallet, the charger's key and receipts."""
     keys, receipts, _ = fleet_receipts(1, 3)
     (cid, key), = keys.items()
-    ledger = Ledger(repo)
+    ledger = Ledger(repo, tariffs=(DEFAULT_TARIFF,))  # in force from 0: the receipts start before T0
     ledger.block([_action("enroll_charger", {"charger_id": cid, "public_key": key.verify_key.encode().hex()}),
-                  _action("open_wallet", {"wallet_id": WALLET, "public_key": "ab" * 32}),
-                  _action("publish_tariff", {"tariff": DEFAULT_TARIFF})], T0_MS)
+                  _action("open_wallet", {"wallet_id": WALLET, "public_key": "ab" * 32})], T0_MS)
     return ledger, key, [env for _, env in receipts]
 
 
@@ -148,7 +147,7 @@ def test_the_state_root_covers_the_billing_state_and_a_restart_reads_it_back(dat
     expected = before.update({f"m/{r3.charger_id}/{r3.meter_serial}": records.meter(3, r3.meter_start_wh, r3.meter_end_wh),
                               f"w/{WALLET}": records.wallet(ledger.balance(WALLET), bytes.fromhex("ab" * 32))})
     assert ex.state_root == expected.root != before.root
-    again = Ledger(Repository(url))
+    again = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))
     s = again.state
     assert s.state_root == ledger.state.state_root
     assert s.sessions == ledger.state.sessions and len(s.sessions) == 3
@@ -158,3 +157,67 @@ def test_the_state_root_covers_the_billing_state_and_a_restart_reads_it_back(dat
     behind = _changed(envs[2], key, seq=5, session_id=b"\x05" * 16)
     ex = again.block([receipt_tx(replay), receipt_tx(behind)], T0_MS + 3000)
     assert _kinds(ex) == [("dropped", "session_billed"), ("dropped", "meter_rollback")]
+
+
+V2 = {**DEFAULT_TARIFF, "version": 2}
+T0_S = T0_MS // 1000
+
+
+def _recent(envelope: bytes, key: SigningKey, start: int, version: int, seq: int | None = None) -> bytes:
+    """The receipt as a 100 s session from `start`, billed by `version` of the tariff."""
+    end = start + 100
+    fields = {"tariff_version": version} if seq is None else {"tariff_version": version, "seq": seq,
+                                                              "session_id": seq.to_bytes(16, "big")}
+    r = decode(_span(envelope, key, start, end, periods=((TARIFF.kind_at(end), 100),)))[0]
+    return _changed(seal(r, key), key, **fields)
+
+
+def test_a_receipt_names_the_tariff_version_in_force_at_its_start(database_urls):
+    url = database_urls("tariff_from")
+    ledger, key, envs = _enrolled(Repository(url))
+    switch = T0_S + 60
+    ex = ledger.block([_action("publish_tariff", {"tariff": V2, "effective_from": switch}, at_ms=T0_MS + 1000)],
+                      T0_MS + 1000)
+    assert _kinds(ex) == [("publish_tariff", None)] and ex.effects[0].detail["effective_from"] == switch
+    assert ledger.state.tariff_versions("GD-2026-A") == [(1, 0), (2, switch)]
+    before = _recent(envs[0], key, switch - 1, 1)  # started a second before v2: v1 bills it
+    v2_early = _recent(envs[1], key, switch - 1, 2, seq=11)
+    v1_late = _recent(envs[1], key, switch, 1, seq=12)  # v1 named after v2 came in force
+    v2_on_time = _recent(envs[2], key, switch, 2, seq=13)
+    now_s = switch + 200
+    for env, reason in ((v2_early, "tariff_not_in_force"), (v1_late, "tariff_not_in_force")):
+        refused = admit_receipt(env, ledger.state, decode(env)[0].charger_id, now_s=now_s)
+        assert isinstance(refused, Refused) and refused.reason == reason, refused
+    assert isinstance(admit_receipt(before, ledger.state, decode(before)[0].charger_id, now_s=now_s), Admitted)
+    ex = ledger.block([receipt_tx(e) for e in (v1_late, before, v2_early, v2_on_time)], now_s * 1000)
+    assert sorted(_kinds(ex)) == sorted([("receipt", None), ("receipt", None), ("dropped", "tariff_not_in_force"),
+                                         ("dropped", "tariff_not_in_force")])
+    assert {e.seq for e in ex.effects} == {1, 13}
+    again = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))  # a restart reads the effective time back
+    assert again.state.tariff_versions("GD-2026-A") == [(1, 0), (2, switch)]
+    assert again.state.state_root == ledger.state.state_root
+
+
+def test_a_tariff_version_comes_in_force_at_or_after_its_block_and_after_the_ones_before():
+    ledger = Ledger(tariffs=(DEFAULT_TARIFF,))
+    block_s = (T0_MS + 1000) // 1000
+    ex = ledger.block([_action("publish_tariff", {"tariff": V2, "effective_from": block_s - 1}),
+                       _action("publish_tariff", {"tariff": {**DEFAULT_TARIFF, "version": 3},
+                                                  "effective_from": block_s + 600}),
+                       _action("publish_tariff", {"tariff": {**DEFAULT_TARIFF, "version": 4},
+                                                  "effective_from": block_s + 599}),
+                       _action("publish_tariff", {"tariff": V2, "effective_from": block_s + 700}),
+                       _action("publish_tariff", {"tariff": {**DEFAULT_TARIFF, "version": 5}}),
+                       _action("publish_tariff", {"tariff": {**DEFAULT_TARIFF, "version": 6},
+                                                  "effective_from": "soon"})], T0_MS + 1000)
+    assert _kinds(ex) == [("refused_action", "effective_in_past"), ("publish_tariff", None),
+                          ("refused_action", "tariff_out_of_order"), ("refused_action", "tariff_out_of_order"),
+                          ("refused_action", "tariff_out_of_order"), ("refused_action", "malformed")]
+    s = ledger.state
+    assert s.tariff_versions("GD-2026-A") == [(1, 0), (3, block_s + 600)]
+    assert s.tariff_in_force("GD-2026-A", block_s + 599).version == 1
+    assert s.tariff_in_force("GD-2026-A", block_s + 600).version == 3
+    assert s.next_tariff("GD-2026-A", block_s)[1] == block_s + 600 and s.next_tariff("GD-2026-A", block_s + 600) is None
+    ex = ledger.block([_action("publish_tariff", {"tariff": {**DEFAULT_TARIFF, "version": 5}}, at_ms=T0_MS + 2000)],
+                      T0_MS + 2000)  # no effective_from: the block's time, which is before v3's
+    assert _kinds(ex) == [("refused_action", "tariff_out_of_order")]

@@ -25,10 +25,9 @@ def _enrolled(repo=None):
     """A ledger with one enrolled charger, an open wallet, and that charger's three receipts."""
     keys, receipts, _ = fleet_receipts(1, 3)
     (cid, key), = keys.items()
-    ledger = Ledger(repo)
+    ledger = Ledger(repo, tariffs=(DEFAULT_TARIFF,))  # in force from 0: the receipts start before T0
     ledger.block([_action("enroll_charger", {"charger_id": cid, "public_key": _hex(key)}),
-                  _action("open_wallet", {"wallet_id": WALLET, "public_key": "ab" * 32}),
-                  _action("publish_tariff", {"tariff": DEFAULT_TARIFF})], T0_MS)
+                  _action("open_wallet", {"wallet_id": WALLET, "public_key": "ab" * 32})], T0_MS)
     return ledger, cid, key, [env for _, env in receipts]
 
 
@@ -124,7 +123,7 @@ def test_the_state_root_covers_rotations_and_a_restart_reads_them_back(database_
                   _action("rotate_operator_key", {"public_key": _hex(NEW_OPERATOR)})], T0_MS + 1000)
     same_blocks.block([receipt_tx(envs[0])], T0_MS + 1000)
     assert ledger.state.state_root != same_blocks.state.state_root
-    again = Ledger(Repository(url))
+    again = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))
     s = again.state
     assert s.state_root == ledger.state.state_root
     assert s.chargers[cid] == new.verify_key.encode() and s.operators["operator-1"] == NEW_OPERATOR.verify_key.encode()

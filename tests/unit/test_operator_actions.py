@@ -16,11 +16,11 @@ NODE = SigningKey(b"\x08" * 32)
 T0_MS = 1_760_000_000_000  # block times of these tests, UTC ms
 
 
-def _genesis() -> Genesis:
-    return Genesis.from_doc({
-        "v": 1, "chain_id": "ev-test", "genesis_time_ms": T0_MS - 1000,
-        "validators": [{"id": "bureau-1", "public_key": NODE.verify_key.encode().hex()}],
-        "operators": [{"id": "operator-1", "public_key": OPERATOR.verify_key.encode().hex()}]})
+def _genesis(tariffs: tuple[dict, ...] = ()) -> Genesis:
+    doc = {"v": 1, "chain_id": "ev-test", "genesis_time_ms": T0_MS - 1000,
+           "validators": [{"id": "bureau-1", "public_key": NODE.verify_key.encode().hex()}],
+           "operators": [{"id": "operator-1", "public_key": OPERATOR.verify_key.encode().hex()}]}
+    return Genesis.from_doc({**doc, "tariffs": list(tariffs)} if tariffs else doc)
 
 
 def _action(action: str, args: dict, at_ms: int = T0_MS, **kw) -> bytes:
@@ -38,8 +38,8 @@ def _top_up(reference: str, amount=1000, wallet="W-1", at_ms=T0_MS):
 class Ledger:
     """A state that applies blocks one after another, optionally stored like a node does."""
 
-    def __init__(self, repo: Repository | None = None) -> None:
-        self.state = LedgerState(_genesis())
+    def __init__(self, repo: Repository | None = None, tariffs: tuple[dict, ...] = ()) -> None:
+        self.state = LedgerState(_genesis(tariffs))  # genesis tariffs are in force from time 0
         self.repo = repo
         if repo is not None:
             repo.load_state(self.state)

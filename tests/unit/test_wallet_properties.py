@@ -1,16 +1,19 @@
 """Wallet totals, as a property: after any run of blocks mixing top-ups, charges (some above the
 balance), duplicate payments and resent receipts, every wallet's balance equals the sum of its
 committed transactions' amounts: in memory, in the stored entries, and after a restart reads
-the state back."""
+the state back. And after every block each wallet's balance proof verifies against the state
+root, while a proof of any other balance does not."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 from nacl.signing import SigningKey
 
+from bureau.ledger.stateproof import verify_state_proof
 from bureau.ledger.tariff import Tariff
 from bureau.ledger.tx import receipt_tx
 from bureau.receipts.codec import Receipt, seal
@@ -41,14 +44,13 @@ def _receipt(seq: int, wallet: str, wh: int) -> bytes:
     return seal(replace(r, periods=periods, amount_fen=TARIFF.amount_fen(periods)), KEY)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=steps, block_size=st.integers(1, 6))
 def test_every_wallet_balance_is_the_sum_of_its_committed_transactions(tmp_path_factory, steps, block_size):
     url = f"sqlite:///{tmp_path_factory.mktemp('wallets') / 'ledger.db'}"
     repo = Repository(url)
-    ledger = Ledger(repo)
-    ledger.block([_action("enroll_charger", {"charger_id": CHARGER, "public_key": KEY.verify_key.encode().hex()}),
-                  _action("publish_tariff", {"tariff": DEFAULT_TARIFF})]
+    ledger = Ledger(repo, tariffs=(DEFAULT_TARIFF,))  # in force from 0: the receipts start before T0
+    ledger.block([_action("enroll_charger", {"charger_id": CHARGER, "public_key": KEY.verify_key.encode().hex()})]
                  + [_action("open_wallet", {"wallet_id": w, "public_key": "ab" * 32}) for w in WALLETS], T0_MS)
     committed = dict.fromkeys(WALLETS, 0)
     model = dict.fromkeys(WALLETS, 0)  # what the steps mean, worked out without the ledger
@@ -75,6 +77,7 @@ def test_every_wallet_balance_is_the_sum_of_its_committed_transactions(tmp_path_
         for e in ex.effects:
             if e.wallet_id is not None:
                 committed[e.wallet_id] += e.delta_fen
+        _check_balance_proofs(ledger.state)
     assert committed == model
     for w in WALLETS:
         assert ledger.state.wallets[w].balance == committed[w]
@@ -82,6 +85,21 @@ def test_every_wallet_balance_is_the_sum_of_its_committed_transactions(tmp_path_
         assert sum(r.delta_fen for r in stored) == committed[w]
         if stored:
             assert stored[0].balance_after == committed[w]  # the newest entry carries the balance
-    restarted = Ledger(Repository(url))
+    restarted = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))
     assert {w: restarted.state.wallets[w].balance for w in WALLETS} == committed
     assert restarted.state.state_root == ledger.state.state_root
+
+
+def _check_balance_proofs(state) -> None:
+    root = state.state_root
+    for w in WALLETS:
+        proof = state.snapshot.state_map.prove(f"w/{w}")
+        assert verify_state_proof(root, proof)[0], proof
+        record = json.loads(proof["value"])
+        assert record["balance_fen"] == state.wallets[w].balance
+        forged = json.loads(proof["value"])
+        forged["balance_fen"] += 1  # the same record with another balance
+        tampered = {**proof, "value": json.dumps(forged, separators=(",", ":"), sort_keys=True)}
+        assert not verify_state_proof(root, tampered)[0]
+        other = {**proof, "key": f"w/{WALLETS[(WALLETS.index(w) + 1) % len(WALLETS)]}"}
+        assert not verify_state_proof(root, other)[0]  # another wallet's key with this one's record

@@ -163,7 +163,7 @@ def authz_vectors() -> dict:
     lookups = [{"uid": e.uid, "wallet_id": e.wallet_id, "limit_fen": e.limit_fen} for e in entries]
     lookups += [{"uid": uid, "wallet_id": None, "limit_fen": None}
                 for uid in ("0000", "04A1B2C3D4E5F5", "04A1B2C3D4E5F8", "5E6F7A8C", "FFFFFFFF", "DEADBEEE")]
-    push = wire.TariffPush(AUTHZ_CHAIN, "bureau-1", AUTHZ_NOW - 30, TARIFF_DOC)
+    push = wire.TariffPush(AUTHZ_CHAIN, "bureau-1", AUTHZ_NOW - 30, TARIFF_DOC, AUTHZ_NOW + 600)
     tariff_env = wire.sign_tariff(push, bureau)
 
     def resign(body: bytes, tag: bytes, key=bureau) -> bytes:
@@ -196,7 +196,11 @@ def authz_vectors() -> dict:
         ("not a tariff document", wire.sign_tariff(replace(push, doc={"v": 1, "tariff_id": "X"}), bureau),
          "malformed"),
         ("truncated", tariff_env[:-70], "malformed"),
+        ("format 3", resign(b"\x03" + tbody[1:], wire.TARIFF_TAG), "unsupported_version"),
     ]
+    # format 1 (no effective_from): the same push as a bureau of the previous revision signs it
+    issued_end = 1 + (1 + len(AUTHZ_CHAIN)) + (1 + len("bureau-1")) + 8
+    legacy = resign(b"\x01" + tbody[1:issued_end] + tbody[issued_end + 8:], wire.TARIFF_TAG)
     return {
         "chain_id": AUTHZ_CHAIN, "now": AUTHZ_NOW, "bureau_seed": seed("bureau-1").hex(),
         "genesis": {"chain_id": AUTHZ_CHAIN, "validators": [
@@ -211,8 +215,10 @@ def authz_vectors() -> dict:
             "signed_message": (wire.LIST_TAG + body).hex(), "envelope": env.hex(),
         },
         "lookups": lookups,
-        "tariff": {"issued_at": push.issued_at, "doc": TARIFF_DOC, "signed_message": (wire.TARIFF_TAG + tbody).hex(),
-                   "envelope": tariff_env.hex()},
+        "tariff": {"issued_at": push.issued_at, "effective_from": push.effective_from, "doc": TARIFF_DOC,
+                   "signed_message": (wire.TARIFF_TAG + tbody).hex(), "envelope": tariff_env.hex()},
+        "tariff_format_1": {"issued_at": push.issued_at, "effective_from": 0, "doc": TARIFF_DOC,
+                            "envelope": legacy.hex()},
         "bad_manifests": [{"label": lb, "envelope": e.hex(), "reason": r} for lb, e, r in bad_manifests],
         "bad_tariffs": [{"label": lb, "envelope": e.hex(), "reason": r} for lb, e, r in bad_tariffs],
     }
@@ -411,9 +417,52 @@ def statemap_vectors() -> dict:
     return {"maps": maps, "bad": [{"label": label, "root": m.root.hex(), "proof": proof} for label, proof in bad]}
 
 
+def binding_vectors() -> dict:
+    """Binding codes as a driver may type them, their one form, the seed and binding key each
+    derives (ledger/binding.py), text that is no code, and one signed bind_phone transaction."""
+    from bureau.ledger import binding
+    from bureau.ledger.tx import DRIVER_TAG, bind_phone_tx
+
+    wallet = "W-1001"
+    typed = ["7K3M-9QXR-2HVD-04TB", "7k3m 9qxr 2hvd o4tb", "ABCDEFGHJKMNPQRS", "0123-4567-89AB-CDEF",
+             "oiL0-1234-5678-9XYZ", "ZZZZ-ZZZZ-ZZZZ-ZZZZ"]
+    codes = []
+    for text in typed:
+        code = binding.normalise(text)
+        codes.append({"wallet_id": wallet, "typed": text, "normalised": code, "display": binding.display(code),
+                      "seed": binding.seed(wallet, text).hex(), "binding_key": binding.binding_key(wallet, text).hex()})
+    other_wallet = {"wallet_id": "W-2002", "typed": typed[0], "normalised": binding.normalise(typed[0]),
+                    "display": binding.display(binding.normalise(typed[0])),
+                    "seed": binding.seed("W-2002", typed[0]).hex(),
+                    "binding_key": binding.binding_key("W-2002", typed[0]).hex()}
+    not_codes = ["7K3M-9QXR-2HVD-04T", "7K3M-9QXR-2HVD-04TBX", "7K3M-9QXR-2HVD-04TU", "7K3M_9QXR_2HVD_04TB", ""]
+    for text in not_codes:
+        try:
+            binding.normalise(text)
+        except binding.BindingCodeError:
+            continue
+        raise AssertionError(f"{text!r} was taken as a code")
+    phone = SigningKey(seed("phone of W-1001"))
+    genesis_hash = hashlib.sha256(b"genesis of the binding vectors").digest()
+    tx = bind_phone_tx(binding.signing_key(wallet, typed[0]), wallet, phone.verify_key.encode(), genesis_hash,
+                       now=AUTHZ_NOW, nonce="00112233445566778899aabbccddeeff")
+    n = int.from_bytes(tx[1:3], "big")
+    return {"tag": BIND_TAG_TEXT, "alphabet": binding.ALPHABET, "codes": [*codes, other_wallet],
+            "not_codes": not_codes,
+            "bind_phone": {"wallet_id": wallet, "code": typed[0], "phone_seed": seed("phone of W-1001").hex(),
+                           "phone_public_key": phone.verify_key.encode().hex(), "genesis_hash": genesis_hash.hex(),
+                           "time": AUTHZ_NOW, "nonce": "00112233445566778899aabbccddeeff",
+                           "json": tx[3:3 + n].decode(), "signed_message": (DRIVER_TAG + tx[3:3 + n]).hex(),
+                           "signature": tx[3 + n:].hex(), "tx": tx.hex()}}
+
+
+BIND_TAG_TEXT = "EV-BIND/v1\n"
+
+
 def main() -> None:
     files = {"receipts.json": receipts(), "receipts-bad.json": bad_receipts(), "tariff.json": tariff_vectors(),
-             "authz.json": authz_vectors(), "replies.json": reply_vectors(), "statemap.json": statemap_vectors()}
+             "authz.json": authz_vectors(), "replies.json": reply_vectors(), "binding.json": binding_vectors(),
+             "statemap.json": statemap_vectors()}
     for name, data in files.items():
         (HERE / name).write_text(json.dumps(data, indent=1) + "\n")
     print("wrote", ", ".join(files))

@@ -11,6 +11,8 @@ from ..authz.api import AuthzController
 from ..dashboard import HANDLERS as DASHBOARD
 from ..ledger.canonical import MAX_DEPTH, nesting_depth
 from ..node import Node
+from ..phone import HANDLERS as PHONE
+from .bind import BindController
 from .chain import ChainController
 from .docs import openapi_config, swagger_ui_asset
 from .errors import HANDLERS, ApiError, refusals
@@ -73,7 +75,8 @@ async def refuse_deep_json(request: Request) -> None:
 
 
 ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, StateController, OperatorController,
-                  AuthzController, healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD]
+                  BindController, AuthzController, healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD,
+                  *PHONE]
 
 
 def create_app(node: Node) -> Litestar:

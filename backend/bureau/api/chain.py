@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency, Provide
+from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, Parameter
 
 from ..chain import Chain
+from ..ledger.records import tariff_digest
+from ..ledger.state import MAX_TARIFF_VERSION
 from ..ledger.tx import tx_hash
 from ..node import Node
 from .errors import ApiError, refusals
@@ -18,6 +22,7 @@ from .schemas import HeaderOut, header_out
 
 MAX_I64 = 2**63 - 1  # heights and entry ids are SQL BIGINTs
 Height = Annotated[int, Parameter(ge=1, le=MAX_I64, description="block height, 1..2^63-1")]
+TariffVersionNo = Annotated[int, Parameter(ge=1, le=MAX_TARIFF_VERSION, description="tariff version, 1..2^32-1")]
 
 
 class ChainHead(msgspec.Struct):
@@ -52,6 +57,19 @@ class TariffDoc(msgspec.Struct):
     version: int
     prices: list[tuple[int, int, int]]  # [kind, energy_price, service_fee]
     schedule: list[tuple[int, int]]  # [start_minute UTC+8, kind]
+
+
+class TariffVersion(msgspec.Struct):
+    version: int
+    effective_from: int  # unix s: a session started from then on (until the next version's) is billed by it
+    digest: str  # hex SHA-256 of the canonical tariff document
+
+
+class TariffVersions(msgspec.Struct):
+    tariff_id: str
+    height: int  # the committed height the list is at
+    in_force: int | None  # the version in force at this node's clock now; None before the first one's time
+    versions: list[TariffVersion]  # ascending
 
 
 class GenesisValidator(msgspec.Struct):
@@ -119,6 +137,25 @@ class ChainReader:
             raise ApiError("unknown_tariff", f"tariff {tariff_id} is not published")
         return msgspec.convert(t.to_doc(), TariffDoc)
 
+    def tariff_versions(self, tariff_id: str) -> TariffVersions:
+        with self.chain.lock:  # the versions and their height from one state
+            state = self.chain.state
+            versions = state.tariff_versions(tariff_id)
+            height = state.height
+            in_force = state.tariff_in_force(tariff_id, int(time.time()))
+            docs = {v: state.tariffs[(tariff_id, v)] for v, _ in versions}
+        if not versions:
+            raise ApiError("unknown_tariff", f"tariff {tariff_id} is not published")
+        return TariffVersions(tariff_id=tariff_id, height=height, in_force=in_force and in_force.version,
+                              versions=[TariffVersion(version=v, effective_from=since, digest=tariff_digest(docs[v]))
+                                        for v, since in versions])
+
+    def tariff_version(self, tariff_id: str, version: int) -> TariffDoc:
+        t = self.chain.state.tariffs.get((tariff_id, version))
+        if t is None:
+            raise ApiError("unknown_tariff", f"tariff {tariff_id} v{version} is not published")
+        return msgspec.convert(t.to_doc(), TariffDoc)
+
 
 def provide_chain_reader(node: NamedDependency[Node]) -> ChainReader:
     return ChainReader(node.chain)
@@ -129,8 +166,10 @@ class ChainController(Controller):
     tags = ["chain"]
     dependencies = {"reader": Provide(provide_chain_reader, sync_to_thread=False)}
 
+    # readable from any origin: a driver's phone page on one node compares its head with the others'
     @get("/chain/head", summary="Latest committed block", sync_to_thread=True,
-         responses=refusals(takes_input=False))
+         responses=refusals(takes_input=False),
+         response_headers=[ResponseHeader(name="Access-Control-Allow-Origin", value="*")])
     def head(self, reader: NamedDependency[ChainReader]) -> ChainHead:
         return reader.head()
 
@@ -159,3 +198,16 @@ class ChainController(Controller):
     @get("/tariffs/{tariff_id:str}", summary="The latest version of a tariff", responses=refusals("unknown_tariff"))
     async def tariff(self, reader: NamedDependency[ChainReader], tariff_id: FromPath[str]) -> TariffDoc:
         return reader.tariff(tariff_id)
+
+    # on a worker thread: the chain's lock may be held by a commit writing to storage
+    @get("/tariffs/{tariff_id:str}/versions", summary="Every version of a tariff with its effective time and digest",
+         sync_to_thread=True, responses=refusals("unknown_tariff"))
+    def tariff_versions(self, reader: NamedDependency[ChainReader], tariff_id: FromPath[str]) -> TariffVersions:
+        return reader.tariff_versions(tariff_id)
+
+    @get("/tariffs/{tariff_id:str}/{version:int}",
+         summary="One version's tariff document (its digest is SHA-256 of the canonical document)",
+         responses=refusals("unknown_tariff"))
+    async def tariff_version(self, reader: NamedDependency[ChainReader], tariff_id: FromPath[str],
+                             version: TariffVersionNo) -> TariffDoc:
+        return reader.tariff_version(tariff_id, version)

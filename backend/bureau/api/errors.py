@@ -41,7 +41,7 @@ UNAUTHORIZED_STATUS = 401
 STATUS_OF_REASON: dict[str, int] = {
     "not_your_wallet": 403,
     "no_block": 404, "no_receipt": 404, "unknown_tx": 404, "unknown_wallet": 404, "unknown_charger": 404,
-    "unknown_tariff": 404, "not_found": 404,
+    "unknown_tariff": 404, "no_binding_code": 404, "not_found": 404,
     "method_not_allowed": 405,
     "duplicate": 409, "insufficient_balance": 409,
     "too_large": 413,

@@ -11,7 +11,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
 from ..chain import Chain
-from ..ingest.admission import admit_operator
+from ..ingest.admission import admit_signed
 from ..ingest.mempool import Mempool, MempoolFull
 from ..ledger.tx import KIND_OPERATOR, decode_operator
 from ..node import Node
@@ -39,6 +39,23 @@ class ActionStatus(msgspec.Struct):
     detail: str | msgspec.UnsetType = msgspec.UNSET
 
 
+def admit_signed_hex(tx_hex: str, kind: int, what: str, chain: Chain, mempool: Mempool) -> tuple[bytes, bytes]:
+    """(tx, hash) of a signed transaction of `kind` (hex) admitted to the mempool, checked against
+    the committed state like the ledger will check it; the TxError or ApiError is the refusal."""
+    try:
+        tx = bytes.fromhex(tx_hex)
+    except ValueError:
+        raise ApiError("malformed", "tx must be hex") from None
+    if not tx or tx[0] != kind:
+        raise ApiError("malformed", f"tx is not {what}")
+    h = admit_signed(tx, chain.state)
+    try:
+        mempool.add(h, tx, verified=True)
+    except MempoolFull as e:
+        raise ApiError("busy", str(e)) from None
+    return tx, h
+
+
 class OperatorDesk:
     """Admits operator actions into the mempool and says what became of them."""
 
@@ -46,19 +63,8 @@ class OperatorDesk:
         self.chain, self.mempool, self.refused = chain, mempool, refused
 
     def submit(self, tx_hex: str) -> ActionAccepted:
-        try:
-            tx = bytes.fromhex(tx_hex)
-        except ValueError:
-            raise ApiError("malformed", "tx must be hex") from None
-        if not tx or tx[0] != KIND_OPERATOR:
-            raise ApiError("malformed", "tx is not an operator action")
-        h = admit_operator(tx, self.chain.state)  # a TxError is the refusal
-        op = decode_operator(tx)
-        try:
-            self.mempool.add(h, tx, verified=True)
-        except MempoolFull as e:
-            raise ApiError("busy", str(e)) from None
-        return ActionAccepted(tx_hash=h.hex(), status="pending", action=op.action)
+        tx, h = admit_signed_hex(tx_hex, KIND_OPERATOR, "an operator action", self.chain, self.mempool)
+        return ActionAccepted(tx_hash=h.hex(), status="pending", action=decode_operator(tx).action)
 
     def status(self, h: bytes) -> ActionStatus:
         # An action is stored as decided (a committed block) or recorded as refused before it

@@ -31,6 +31,9 @@ APP_TOKEN_RE = re.compile(r"app:[0-9a-f]{16}\Z")
 _PRINTABLE = re.compile(r"[\x20-\x7e]{1,64}\Z")
 REPLAY_CACHE = 10_000  # (charger, req) pairs whose reply is resent to a duplicate request
 REPLAY_KEEP_S = 600
+# A tariff version is pushed this long before its effective time: chargers hold it until their
+# clock reaches that time, and one whose clock runs ahead of the bureau's has it already.
+TARIFF_LEAD_S = 600
 
 
 class AuthzError(ReasonedError):
@@ -76,6 +79,7 @@ class AuthzService:
         self.list_dirty.set()
         self.tariff_dirty.set()
         self._last_issued = 0
+        self._next_push_at: int | None = None  # when the next version of the pushed tariff is pushed
         self.seen_height = chain.height  # the last block whose receipts ended their holds
         self.holds.load(self.now())
         chain.on_commit(self.on_commit)
@@ -279,6 +283,9 @@ class AuthzService:
             if ended:
                 self.list_dirty.set()
                 self.metrics.inc("auth_hold_expired", n=len(ended))
+            if self._next_push_at is not None and now >= self._next_push_at:
+                self._next_push_at = None
+                self.tariff_dirty.set()  # the next version comes in force soon: push it ahead
             return len(ended)
 
     # ---- the offline list ----------------------------------------------------------------
@@ -332,11 +339,25 @@ class AuthzService:
     # ---- the tariff push -----------------------------------------------------------------
 
     def tariff_push(self) -> tuple[tuple[str, int], bytes] | None:
-        t = self.chain.state.latest_tariff(self.tariff_id)
+        """The signed push of the node's tariff: the version in force now, or from
+        TARIFF_LEAD_S before the next version's time that one, with its effective time (a charger
+        keeps it until its own clock reaches that time, so no session it starts before then is
+        billed by it, and none after by the old one). `sweep` marks the push due again then."""
+        now = self.now()
+        with self.chain.lock:
+            state = self.chain.state
+            t = state.tariff_in_force(self.tariff_id, now)
+            since = state.tariff_from[(t.tariff_id, t.version)] if t is not None else 0
+            upcoming = state.next_tariff(self.tariff_id, now)
+        if upcoming is not None and upcoming[1] - TARIFF_LEAD_S <= now:
+            (t, since), upcoming = upcoming, None
+            with self.chain.lock:
+                upcoming = self.chain.state.next_tariff(self.tariff_id, since)
+        self._next_push_at = upcoming[1] - TARIFF_LEAD_S if upcoming is not None else None
         if t is None:
             return None
         with self.lock:
-            issued = max(self.now(), self._last_issued + 1)  # chargers take only a newer push
+            issued = max(now, self._last_issued + 1)  # chargers take only a newer push
             self._last_issued = issued
-        push = wire.TariffPush(self.chain.genesis.chain_id, self.node_id, issued, t.to_doc())
+        push = wire.TariffPush(self.chain.genesis.chain_id, self.node_id, issued, t.to_doc(), since)
         return (t.tariff_id, t.version), wire.sign_tariff(push, self.key)

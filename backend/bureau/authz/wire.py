@@ -27,6 +27,7 @@ from .. import crypto
 from ..ledger import canonical
 
 FORMAT = 1
+TARIFF_FORMAT = 2  # format 1 had no effective_from; chargers still read it (as in force at once)
 SIG_LEN = 64
 MAX_MESSAGE = 1536  # the charger's MQTT client takes packets of up to 1664 bytes, topic included
 MAX_PAGES = 60
@@ -70,6 +71,7 @@ class TariffPush:
     signer: str
     issued_at: int
     doc: dict  # tariff document v1 (docs/tariff.md)
+    effective_from: int = 0  # Unix s: sessions the charger starts from then on are billed by it
 
 
 # ---- primitives ------------------------------------------------------------------------------
@@ -119,13 +121,13 @@ class _Reader:
             raise WireError("malformed", f"{len(self.data) - self.i} bytes after the last field")
 
 
-def _split(envelope: bytes) -> tuple[bytes, bytes]:
+def _split(envelope: bytes, formats: tuple[int, ...] = (FORMAT,)) -> tuple[bytes, bytes]:
     if len(envelope) > MAX_MESSAGE:
         raise WireError("oversized", f"{len(envelope)} bytes, limit {MAX_MESSAGE}")
     if len(envelope) < 1 + SIG_LEN:
         raise WireError("malformed", "too short")
     body = envelope[:-SIG_LEN]
-    if body[0] != FORMAT:
+    if body[0] not in formats:
         raise WireError("unsupported_version", f"format {body[0]}")
     return body, envelope[-SIG_LEN:]
 
@@ -267,12 +269,12 @@ def _check_signer(doc_chain: str, signer: str, keys: dict[str, bytes], chain_id:
 
 def tariff_body(t: TariffPush) -> bytes:
     doc = canonical.dumps(t.doc)
-    if not 0 <= t.issued_at <= _U64 or len(doc) > 0xFFFF:
-        raise WireError("malformed", "issued_at or document size out of range")
-    out = bytearray([FORMAT])
+    if not 0 <= t.issued_at <= _U64 or not 0 <= t.effective_from <= _U64 or len(doc) > 0xFFFF:
+        raise WireError("malformed", "issued_at, effective_from or document size out of range")
+    out = bytearray([TARIFF_FORMAT])
     _put_str(out, t.chain_id, "chain id", 1, 64)
     _put_str(out, t.signer, "signer", 1, 32)
-    out += struct.pack(">QH", t.issued_at, len(doc))
+    out += struct.pack(">QQH", t.issued_at, t.effective_from, len(doc))
     out += doc
     return bytes(out)
 
@@ -282,18 +284,19 @@ def sign_tariff(t: TariffPush, signing_key) -> bytes:
 
 
 def decode_tariff(envelope: bytes) -> tuple[TariffPush, bytes, bytes]:
-    body, sig = _split(envelope)
+    body, sig = _split(envelope, (FORMAT, TARIFF_FORMAT))
     r = _Reader(body)
-    r.u8()
+    fmt = r.u8()
     chain_id, signer = r.str(), r.str()
     issued = r.u64()
+    effective_from = r.u64() if fmt == TARIFF_FORMAT else 0
     raw = r.take(r.u16())
     r.end()
     try:
         doc = canonical.loads_canonical(raw)
     except ValueError as e:
         raise WireError("malformed", f"tariff document: {e}") from None
-    return TariffPush(chain_id, signer, issued, doc), body, sig
+    return TariffPush(chain_id, signer, issued, doc, effective_from), body, sig
 
 
 def verify_tariff(envelope: bytes, keys: dict[str, bytes], chain_id: str) -> TariffPush:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from .. import crypto, topics
 from ..ledger.state import LedgerState
-from ..ledger.tx import TxError, action_time_error, decode_operator, receipt_tx, signed_operator_message, tx_hash
+from ..ledger.tx import (KIND_DRIVER, TxError, action_time_error, decode_driver, decode_operator, receipt_tx,
+                         signed_operator_message, tx_hash)
 from ..receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, signed_message
 
 
@@ -104,3 +105,21 @@ def admit_operator(tx: bytes, state: LedgerState, now_s: int | None = None) -> b
     if h in state.operator_txs:
         raise TxError("duplicate", "this action is already decided on the chain (committed or refused)")
     return h
+
+
+def admit_driver(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:
+    """Hash of a driver transaction that may commit on the committed state by this node's clock
+    (the ledger's own check, `LedgerState.driver_error`); raises TxError."""
+    d = decode_driver(tx)
+    h = tx_hash(tx)
+    refused = state.driver_error(d, h, int(time.time()) if now_s is None else now_s)
+    if refused is not None:
+        raise refused
+    return h
+
+
+def admit_signed(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:
+    """An operator action or a driver transaction, by its kind byte."""
+    if tx and tx[0] == KIND_DRIVER:
+        return admit_driver(tx, state, now_s)
+    return admit_operator(tx, state, now_s)

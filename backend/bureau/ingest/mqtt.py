@@ -21,7 +21,7 @@ from ..receipts.ack import ack_message
 from ..receipts.codec import receipt_id
 from ..receipts.reject import reject_message
 from ..supervisor import Supervisor
-from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_operator, admit_receipt
+from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_receipt, admit_signed
 from .mempool import Mempool, MempoolFull
 from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 
@@ -135,7 +135,7 @@ class MqttIngest(BrokerLink):
                     return
                 h = decision.tx_hash
             else:
-                h = admit_operator(tx, self.chain.state)
+                h = admit_signed(tx, self.chain.state)
             self.mempool.add(h, tx, verified=True, local=False)
             self.metrics.inc("relayed_admitted")
         except TxError as e:

@@ -55,3 +55,8 @@ def meter(seq: int, start_wh: int, end_wh: int) -> str:
 
 def payment(wallet_id: str) -> str:
     return _text({"wallet_id": wallet_id})
+
+
+def binding(binding_key: bytes, expires: int) -> str:
+    """An unused binding code of a wallet (deleted when used)."""
+    return _text({"binding_key": binding_key.hex(), "expires": expires})

@@ -30,7 +30,8 @@ from . import records
 from .genesis import Genesis
 from .statemap import StateMap
 from .tariff import Tariff, TariffError
-from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_OPERATOR, KIND_RECEIPT, MAX_TX,
+from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_DRIVER, KIND_OPERATOR, KIND_RECEIPT,
+                 MAX_ACTION_TIME, MAX_BINDING_S, MAX_TX, DriverTx, decode_driver,
                  PAYMENT_REF_RE, TxError, action_time_error, decode_operator, signed_operator_message, tx_hash)
 
 MAX_TOP_UP_FEN = 10**10
@@ -43,8 +44,6 @@ DECIDED_KEPT_MS = (ACTION_MAX_AGE_S + ACTION_MAX_SKEW_S + 1) * 1000
 # charger clocks are NTP-synced but drift between syncs.
 CLOCK_ALLOWANCE_S = 300
 METER_REPLACED = 0x08  # meter_status bit 3 (docs/receipt-v1.md): the firmware saw another meter
-# Every published tariff is in force for a receipt of any start time: its record says so.
-TARIFF_IN_FORCE_FROM = 0
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class MeterMark:
 
 @dataclass
 class Wallet:
-    public_key: bytes
+    public_key: bytes | None  # the phone's key; None until a phone is bound (bind_phone)
     balance: int
 
 
@@ -105,11 +104,13 @@ class Execution:
     operator_rekeys: dict[str, bytes] = field(default_factory=dict)  # likewise
     cards: dict[str, str] = field(default_factory=dict)
     tariffs: dict[tuple[str, int], Tariff] = field(default_factory=dict)
+    tariff_from: dict[tuple[str, int], int] = field(default_factory=dict)  # (id, version) -> effective_from
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
     sessions: set[tuple[str, bytes]] = field(default_factory=set)  # (charger, session id) billed in the block
     meters: dict[tuple[str, str], MeterMark] = field(default_factory=dict)  # (charger, meter serial) -> new mark
     operator_txs: set[bytes] = field(default_factory=set)  # decided here: committed or refused in the block
     payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
+    bindings: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # wallet -> (key, expires); None: used
     time_ms: int = 0
 
     @property
@@ -137,12 +138,15 @@ class LedgerState:
         self.wallets: dict[str, Wallet] = {}
         self.cards: dict[str, str] = {}
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
+        # (id, version) -> effective_from (unix s): genesis tariffs are in force from 0
+        self.tariff_from: dict[tuple[str, int], int] = dict.fromkeys(self.tariffs, 0)
         self.receipts: dict[tuple[str, int], str] = {}
         self.sessions: set[tuple[str, bytes]] = set()  # (charger, session id) of every committed receipt
         self.meters: dict[tuple[str, str], MeterMark] = {}  # (charger, meter serial) -> its latest readings
         # hash -> time (ms) of the block that decided it; pruned as the window passes
         self.operator_txs: dict[bytes, int] = {}
         self.payments: dict[str, str] = {}
+        self.bindings: dict[str, tuple[bytes, int]] = {}  # wallet -> (binding key, expires unix s), unused codes
         self.height = 0
         self.last_hash = genesis.hash
         self.last_time_ms = genesis.time_ms
@@ -168,6 +172,7 @@ class LedgerState:
         yield from (("t", tid, v) for tid, v in self.tariffs)
         yield from (("m", c, m) for c, m in self.meters)
         yield from (("p", p) for p in self.payments)
+        yield from (("b", w) for w in self.bindings)
 
     def _record(self, mark: tuple, ex: Execution) -> str | None:
         """The record of entity `mark` as the state holds it after `ex`; None when it has none."""
@@ -186,13 +191,17 @@ class LedgerState:
             return None if wallet_id is None else records.card(wallet_id, blocked=False)  # no card is blocked yet
         if kind == "t":
             t = ex.tariffs.get(ident) or self.tariffs.get(ident)
-            return None if t is None else records.tariff(t, TARIFF_IN_FORCE_FROM)
+            since = ex.tariff_from.get(ident, self.tariff_from.get(ident))
+            return None if t is None else records.tariff(t, since)
         if kind == "m":
             mark_ = ex.meters.get(ident) or self.meters.get(ident)
             return None if mark_ is None else records.meter(mark_.seq, mark_.start_wh, mark_.end_wh)
         if kind == "p":
             wallet_id = ex.payments.get(ident[0]) or self.payments.get(ident[0])
             return None if wallet_id is None else records.payment(wallet_id)
+        if kind == "b":
+            binding = ex.bindings[ident[0]] if ident[0] in ex.bindings else self.bindings.get(ident[0])
+            return None if binding is None else records.binding(*binding)
         raise ValueError(f"no record kind {kind!r}")
 
     def rebuild_map(self) -> None:
@@ -250,6 +259,11 @@ class LedgerState:
                 return ReceiptError("meter_rollback", f"meter {r.meter_serial} ends at {r.meter_end_wh} Wh, above "
                                                       f"the begin reading {mark.start_wh} Wh of seq {mark.seq}")
         if tariff is not None:
+            in_force = self.tariff_in_force(r.tariff_id, r.start_time, ex)
+            if in_force is None or in_force.version != r.tariff_version:
+                now_in = f"v{in_force.version} was" if in_force is not None else "no version was"
+                return ReceiptError("tariff_not_in_force", f"the session started at {r.start_time}, when {now_in} "
+                                                           f"in force, not {r.tariff_id} v{r.tariff_version}")
             touched = tariff.kinds_between(r.start_time, r.end_time)
             stray = [k for k, wh in r.periods if wh and k not in touched]
             if stray:
@@ -261,6 +275,31 @@ class LedgerState:
     def latest_tariff(self, tariff_id: str) -> Tariff | None:
         versions = [v for (tid, v) in self.tariffs if tid == tariff_id]
         return self.tariffs[(tariff_id, max(versions))] if versions else None
+
+    def tariff_versions(self, tariff_id: str) -> list[tuple[int, int]]:
+        """(version, effective_from) of every published version of `tariff_id`, ascending."""
+        return sorted((v, self.tariff_from[(tid, v)]) for (tid, v) in self.tariffs if tid == tariff_id)
+
+    def tariff_in_force(self, tariff_id: str, at_s: int, ex: Execution | None = None) -> Tariff | None:
+        """The version of `tariff_id` in force at `at_s`: the greatest effective_from <= at_s (versions
+        and their effective times ascend together, `_op_publish_tariff`)."""
+        best = None
+        for source in (self.tariff_from, ex.tariff_from if ex is not None else {}):
+            for (tid, v), since in source.items():
+                if tid == tariff_id and since <= at_s and (best is None or (since, v) > best):
+                    best = (since, v)
+        if best is None:
+            return None
+        ident = (tariff_id, best[1])
+        return self.tariffs.get(ident) or ex.tariffs[ident]
+
+    def next_tariff(self, tariff_id: str, at_s: int) -> tuple[Tariff, int] | None:
+        """The first version of `tariff_id` that comes in force after `at_s`, with its time."""
+        later = [(since, v) for (tid, v), since in self.tariff_from.items() if tid == tariff_id and since > at_s]
+        if not later:
+            return None
+        since, v = min(later)
+        return self.tariffs[(tariff_id, v)], since
 
     # ---- executing a block ---------------------------------------------------------------
 
@@ -298,10 +337,16 @@ class LedgerState:
             self.operators[operator_id] = key
         self.cards.update(ex.cards)
         self.tariffs.update(ex.tariffs)
+        self.tariff_from.update(ex.tariff_from)
         self.receipts.update(ex.receipts)
         self.sessions.update(ex.sessions)
         self.meters.update(ex.meters)
         self.payments.update(ex.payments)
+        for wallet_id, binding in ex.bindings.items():
+            if binding is None:
+                self.bindings.pop(wallet_id, None)
+            else:
+                self.bindings[wallet_id] = binding
         self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
         self.forget_decided_before(time_ms)
         self.snapshot = Snapshot(height, ex.state_map)
@@ -332,6 +377,8 @@ class LedgerState:
             return self._receipt(tx, h, ex, verified)
         if tx[0] == KIND_OPERATOR:
             return self._operator(tx, h, ex, verified)
+        if tx[0] == KIND_DRIVER:
+            return self._driver(tx, h, ex, verified)
         raise TxError("malformed", f"unknown transaction kind {tx[0]}")
 
     def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
@@ -409,6 +456,47 @@ class LedgerState:
         except TxError as e:
             return Effect(h, "refused_action", detail={"action": op.action, "reason": e.reason, "detail": e.detail})
 
+    def driver_error(self, d: DriverTx, h: bytes, now_s: int, ex: Execution | None = None,
+                     check_signature: bool = True) -> TxError | None:
+        """Why driver transaction `d` (hash `h`) may not commit at `now_s` on the committed state
+        and the block `ex` being run; None when it may. Admission asks the same question."""
+        if d.doc["genesis"] != self.genesis.hash.hex():
+            return TxError("wrong_chain", "the transaction names another chain's genesis")
+        late = action_time_error(d.time, now_s)
+        if late is not None:
+            return late
+        if h in self.operator_txs or (ex is not None and h in ex.operator_txs):
+            return TxError("duplicate", "this transaction is already committed")
+        wallet_id = d.wallet_id
+        if ex is not None and wallet_id in ex.bindings:
+            binding = ex.bindings[wallet_id]
+        else:
+            binding = self.bindings.get(wallet_id)
+        if binding is None:
+            return TxError("no_binding_code", f"wallet {wallet_id} has no unused binding code; ask the operator "
+                                              f"for a new one")
+        key, expires = binding
+        if check_signature and not crypto.verify(key, d.signed_message(), d.signature):
+            return TxError("bad_signature", "not signed with the key of the wallet's binding code (a mistyped "
+                                            "code, or another wallet's)")
+        if expires <= now_s:  # valid before its expiry second, like an offline list
+            return TxError("binding_expired", f"the binding code expired at {expires}; ask the operator for a new one")
+        return None
+
+    def _driver(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
+        d = decode_driver(tx)
+        refused = self.driver_error(d, h, ex.time_ms // 1000, ex, check_signature=h not in verified)
+        if refused is not None:
+            raise refused
+        wallet = self._wallet(ex, d.wallet_id)
+        if wallet is None:  # a binding is issued only on an open wallet, and wallets are never closed
+            raise TxError("unknown_wallet", f"wallet {d.wallet_id} does not exist")
+        wallet.public_key = d.public_key
+        ex.bindings[d.wallet_id] = None  # the code is used once
+        ex.operator_txs.add(h)  # decided: a replay is refused duplicate
+        ex.dirty.update({("w", d.wallet_id), ("b", d.wallet_id)})
+        return Effect(h, "bind_phone", d.wallet_id, detail={"public_key": d.public_key.hex()})
+
     def _run_action(self, op, h: bytes, ex: Execution) -> Effect:
         """The action's own effect; on TxError, `ex` must be as it was (checks come before changes)."""
         try:
@@ -476,10 +564,11 @@ class LedgerState:
         return Effect(h, "rotate_operator_key", detail={"operator": operator_id, "public_key": key.hex()})
 
     def _op_open_wallet(self, args, h, ex) -> Effect:
-        wallet_id, key = args["wallet_id"], bytes.fromhex(args["public_key"])
+        wallet_id = args["wallet_id"]
+        key = bytes.fromhex(args["public_key"]) if args.get("public_key") is not None else None
         cards = [str(c) for c in args.get("cards", [])]
-        if not ID_RE.match(wallet_id) or len(key) != 32:
-            raise TxError("malformed", "open_wallet needs a wallet id and the driver's 32-byte public key")
+        if not ID_RE.match(wallet_id) or (key is not None and len(key) != 32):
+            raise TxError("malformed", "open_wallet needs a wallet id and, if given, the driver's 32-byte public key")
         if wallet_id in ex.wallets or wallet_id in self.wallets:
             raise TxError("wallet_exists", f"wallet {wallet_id} already exists")
         for card in cards:
@@ -493,6 +582,21 @@ class LedgerState:
             ex.dirty.add(("k", card))
         ex.dirty.add(("w", wallet_id))
         return Effect(h, "open_wallet", wallet_id, 0, 0, detail={"cards": cards})
+
+    def _op_issue_binding_code(self, args, h, ex) -> Effect:
+        wallet_id, expires = args["wallet_id"], args["expires"]
+        key = bytes.fromhex(args["binding_key"])
+        if not isinstance(wallet_id, str) or not ID_RE.match(wallet_id) or len(key) != 32:
+            raise TxError("malformed", "issue_binding_code needs a wallet id and a 32-byte binding key")
+        block_time_s = ex.time_ms // 1000
+        if type(expires) is not int or not block_time_s < expires <= block_time_s + MAX_BINDING_S:
+            raise TxError("malformed", f"expires must be after the block time {block_time_s} and at most "
+                                       f"{MAX_BINDING_S} s after it")
+        if self.wallets.get(wallet_id) is None and wallet_id not in ex.wallets:
+            raise TxError("unknown_wallet", f"wallet {wallet_id} does not exist")
+        ex.bindings[wallet_id] = (key, expires)  # replaces an unused one
+        ex.dirty.add(("b", wallet_id))
+        return Effect(h, "issue_binding_code", wallet_id, detail={"binding_key": key.hex(), "expires": expires})
 
     def _op_top_up(self, args, h, ex) -> Effect:
         wallet_id, amount, reference = args["wallet_id"], args["amount_fen"], args.get("reference")
@@ -519,12 +623,29 @@ class LedgerState:
             raise TxError("malformed", str(e)) from None
         if not ID_RE.match(tariff.tariff_id) or not tariff.version <= MAX_TARIFF_VERSION:
             raise TxError("malformed", f"a tariff needs an id of 1-32 characters and a version 1..{MAX_TARIFF_VERSION}")
+        block_time_s = ex.time_ms // 1000
+        since = args.get("effective_from", block_time_s)  # absent: in force from the block that commits it
+        if type(since) is not int or not 0 <= since < MAX_ACTION_TIME:
+            raise TxError("malformed", "effective_from must be integer UTC seconds")
+        if since < block_time_s:
+            raise TxError("effective_in_past", f"effective_from {since} is before the block time {block_time_s}; "
+                                               f"a tariff cannot reprice sessions already started")
         ident = (tariff.tariff_id, tariff.version)
         if ident in self.tariffs or ident in ex.tariffs:
             raise TxError("tariff_exists", f"tariff {tariff.tariff_id} v{tariff.version} is already published")
+        # Versions come in force in version order: chargers refuse a push older than the version they hold.
+        published = [(v, t) for (tid, v), t in (*self.tariff_from.items(), *ex.tariff_from.items())
+                     if tid == tariff.tariff_id]
+        if published:
+            latest, latest_from = max(published)
+            if tariff.version < latest or since < latest_from:
+                raise TxError("tariff_out_of_order", f"tariff {tariff.tariff_id} v{latest} is in force from "
+                                                     f"{latest_from}: a new version needs a higher number and an "
+                                                     f"effective_from at or after that")
         ex.tariffs[ident] = tariff
+        ex.tariff_from[ident] = since
         ex.dirty.add(("t", *ident))
-        return Effect(h, "publish_tariff", detail=tariff.to_doc())
+        return Effect(h, "publish_tariff", detail={**tariff.to_doc(), "effective_from": since})
 
 
 def _receipt_ids(tx: bytes) -> tuple[str | None, int | None]:

@@ -4,6 +4,8 @@ kind 1: a charging receipt envelope (docs/receipt-v1.md), exactly as the charger
 kind 2: an operator action: u16 length, canonical JSON, 64-byte Ed25519 signature by an
         operator key named in the genesis; see docs/ledger.md for the actions and the window of
         block times in which an action may commit.
+kind 3: a driver transaction: the same layout, signed by the key the transaction names (for
+        `bind_phone`, the binding key of a binding code, ledger/binding.py), in the same window.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from . import canonical
 
 KIND_RECEIPT = 1
 KIND_OPERATOR = 2
+KIND_DRIVER = 3
 MAX_TX = 4096
 OPERATOR_TAG = b"EV-OPERATOR/v1".ljust(16, b"\x00")
+DRIVER_TAG = b"EV-DRIVER/v1".ljust(16, b"\x00")
+HEX_KEY_RE = re.compile(r"[0-9a-f]{64}\Z")
+NONCE_RE = re.compile(r"[0-9a-f]{16,64}\Z")
+MAX_BINDING_S = 7 * 86400  # a binding code is valid at most this long after the block that issues it
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 PAYMENT_REF_RE = re.compile(r"[A-Za-z0-9._:@/-]{1,64}\Z")
 # An operator action may commit only in a block whose time B (UTC s) has
@@ -55,12 +62,21 @@ ACTIONS: dict[str, dict[str, ActionArg]] = {
     "rotate_operator_key": {"public_key": ActionArg("text", "the signing operator's new Ed25519 public key, 64 hex "
                                                             "digits: its actions verify with it from the next block on")},
     "open_wallet": {"wallet_id": ActionArg("text", "the wallet's id, 1-32 of A-Z a-z 0-9 . _ -"),
-                    "public_key": ActionArg("text", "the driver's phone key, 64 hex digits"),
+                    "public_key": ActionArg("text", "the driver's phone key, 64 hex digits (none: the phone "
+                                                    "binds later with a binding code)", required=False),
                     "cards": ActionArg("list", "card UIDs bound to the wallet", required=False)},
     "top_up": {"wallet_id": ActionArg("text", "an open wallet"),
                "amount_fen": ActionArg("integer", "fen to add, 1..10^10"),
                "reference": ActionArg("text", "the payment's id, credited once ever: 1-64 of A-Z a-z 0-9 . _ : @ / -")},
-    "publish_tariff": {"tariff": ActionArg("object", "a tariff document (docs/tariff.md)")},
+    "issue_binding_code": {"wallet_id": ActionArg("text", "an open wallet"),
+                           "binding_key": ActionArg("text", "the code's binding key, 64 hex digits (the CLI's "
+                                                            "issue-binding-code derives it; the code is never sent)"),
+                           "expires": ActionArg("integer", "UTC s after which the code is refused, at most 7 days "
+                                                           "after the block time")},
+    "publish_tariff": {"tariff": ActionArg("object", "a tariff document (docs/tariff.md)"),
+                       "effective_from": ActionArg("integer", "UTC s from which sessions are billed by it, at or after "
+                                                              "the block time (default: the block that commits it)",
+                                                   required=False)},
 }
 
 
@@ -143,3 +159,69 @@ def decode_operator(tx: bytes) -> OperatorAction:
 
 def signed_operator_message(action: OperatorAction) -> bytes:
     return OPERATOR_TAG + action.raw
+
+
+# ---- driver transactions (kind 3) ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DriverTx:
+    doc: dict
+    raw: bytes
+    signature: bytes
+
+    @property
+    def wallet_id(self) -> str:
+        return self.doc["wallet_id"]
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes.fromhex(self.doc["public_key"])
+
+    @property
+    def time(self) -> int:
+        return self.doc["time"]
+
+    def signed_message(self) -> bytes:
+        return DRIVER_TAG + self.raw
+
+
+def bind_phone_tx(binding_signing_key, wallet_id: str, phone_key: bytes, genesis_hash: bytes, *,
+                  now: int | None = None, nonce: str | None = None) -> bytes:
+    """A signed `bind_phone` transaction (driver CLI, tests, vectors; the phone page builds the same)."""
+    doc = {"v": 1, "action": "bind_phone", "wallet_id": wallet_id, "public_key": phone_key.hex(),
+           "genesis": genesis_hash.hex(), "time": int(time.time() if now is None else now),
+           "nonce": nonce or secrets.token_hex(16)}
+    raw = canonical.dumps(doc)
+    sig = binding_signing_key.sign(DRIVER_TAG + raw).signature
+    return bytes([KIND_DRIVER]) + struct.pack(">H", len(raw)) + raw + sig
+
+
+def decode_driver(tx: bytes) -> DriverTx:
+    """The well-formed driver transaction of `tx`; TxError otherwise (signature not checked)."""
+    if len(tx) < 3 + 64 or tx[0] != KIND_DRIVER:
+        raise TxError("malformed", "driver transaction too short")
+    (n,) = struct.unpack(">H", tx[1:3])
+    if len(tx) != 3 + n + 64:
+        raise TxError("malformed", "driver transaction length does not match")
+    raw, sig = tx[3:3 + n], tx[3 + n:]
+    try:
+        doc = canonical.loads_canonical(raw)
+    except ValueError as e:
+        raise TxError("malformed", str(e)) from None
+    if not isinstance(doc, dict) or doc.get("v") != 1:
+        raise TxError("unsupported_version", "driver transaction must have v = 1")
+    if doc.get("action") != "bind_phone":
+        raise TxError("malformed", f"unknown driver action {doc.get('action')!r}")
+    if set(doc) != {"v", "action", "wallet_id", "public_key", "genesis", "time", "nonce"}:
+        raise TxError("malformed", "bind_phone has v, action, wallet_id, public_key, genesis, time and nonce")
+    if not isinstance(doc["wallet_id"], str) or not ID_RE.match(doc["wallet_id"]):
+        raise TxError("malformed", "wallet_id must be 1-32 of A-Z a-z 0-9 . _ -")
+    for name in ("public_key", "genesis"):
+        if not isinstance(doc[name], str) or not HEX_KEY_RE.match(doc[name]):
+            raise TxError("malformed", f"{name} must be 64 lowercase hex digits")
+    if not isinstance(doc["nonce"], str) or not NONCE_RE.match(doc["nonce"]):
+        raise TxError("malformed", "nonce must be 16-64 lowercase hex digits")
+    t = doc["time"]
+    if type(t) is not int or not 0 <= t < MAX_ACTION_TIME:
+        raise TxError("malformed", "time must be integer UTC seconds")
+    return DriverTx(doc, raw, sig)

@@ -70,7 +70,8 @@ class Repository:
                                      "energy_wh": eff.energy_wh, "time_ms": h.time_ms})
         new_wallets = [{"wallet_id": w, "public_key": v.public_key, "balance_fen": v.balance, "updated_height": h.height}
                        for w, v in ex.wallets.items() if w not in state.wallets]
-        old_wallets = [{"w": w, "b": v.balance, "h": h.height} for w, v in ex.wallets.items() if w in state.wallets]
+        old_wallets = [{"w": w, "b": v.balance, "k": v.public_key, "h": h.height}
+                       for w, v in ex.wallets.items() if w in state.wallets]
         marks = [{"charger_id": c, "meter_serial": m, "seq": v.seq, "start_wh": v.start_wh, "end_wh": v.end_wh,
                   "updated_height": h.height} for (c, m), v in ex.meters.items()]
         new_marks = [row for row in marks if (row["charger_id"], row["meter_serial"]) not in state.meters]
@@ -100,12 +101,14 @@ class Repository:
                 conn.execute(t.wallets.insert(), new_wallets)
             if old_wallets:
                 conn.execute(t.wallets.update().where(t.wallets.c.wallet_id == sa.bindparam("w"))
-                             .values(balance_fen=sa.bindparam("b"), updated_height=sa.bindparam("h")), old_wallets)
+                             .values(balance_fen=sa.bindparam("b"), public_key=sa.bindparam("k"),
+                                     updated_height=sa.bindparam("h")), old_wallets)
             if ex.cards:
                 conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w} for c, w in ex.cards.items()])
             if ex.tariffs:
                 conn.execute(t.tariffs.insert(), [{"tariff_id": tid, "version": v, "doc": dumps(tf.to_doc()).decode(),
-                                                   "height": h.height} for (tid, v), tf in ex.tariffs.items()])
+                                                   "height": h.height, "effective_from": ex.tariff_from[(tid, v)]}
+                                                  for (tid, v), tf in ex.tariffs.items()])
             if rows_receipts:
                 conn.execute(t.receipts.insert(), rows_receipts)
             if rows_entries:
@@ -127,6 +130,12 @@ class Repository:
                          "detail": e.detail["detail"]} for e in ex.effects if e.kind == "refused_action"]
             if refusals:
                 conn.execute(t.operator_refusals.insert(), refusals)
+            if ex.bindings:  # a wallet's unused binding code: replaced by a new one, deleted when used
+                conn.execute(t.binding_codes.delete().where(t.binding_codes.c.wallet_id.in_(list(ex.bindings))))
+                issued = [{"wallet_id": w, "binding_key": b[0], "expires": b[1], "height": h.height}
+                          for w, b in ex.bindings.items() if b is not None]
+                if issued:
+                    conn.execute(t.binding_codes.insert(), issued)
             if ex.payments:
                 conn.execute(t.payments.insert(), [{"reference": ref, "wallet_id": w, "height": h.height}
                                                    for ref, w in ex.payments.items()])
@@ -147,11 +156,12 @@ class Repository:
                     old_keys.setdefault(owner, []).append((row.height, keys[owner]))
                     keys[owner] = bytes(row.public_key)
             for row in conn.execute(sa.select(t.wallets)):
-                state.wallets[row.wallet_id] = Wallet(bytes(row.public_key), row.balance_fen)
+                state.wallets[row.wallet_id] = Wallet(row.public_key and bytes(row.public_key), row.balance_fen)
             for row in conn.execute(sa.select(t.cards)):
                 state.cards[row.uid] = row.wallet_id
             for row in conn.execute(sa.select(t.tariffs)):
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
+                state.tariff_from[(row.tariff_id, row.version)] = row.effective_from
             for row in conn.execute(sa.select(t.receipts.c.charger_id, t.receipts.c.seq, t.receipts.c.receipt_id)):
                 state.receipts[(row.charger_id, row.seq)] = row.receipt_id
             for row in conn.execute(sa.select(t.billed_sessions.c.charger_id, t.billed_sessions.c.session_id)):
@@ -160,6 +170,8 @@ class Repository:
                 state.meters[(row.charger_id, row.meter_serial)] = MeterMark(row.seq, row.start_wh, row.end_wh)
             for row in conn.execute(sa.select(t.payments.c.reference, t.payments.c.wallet_id)):
                 state.payments[row.reference] = row.wallet_id
+            for row in conn.execute(sa.select(t.binding_codes)):
+                state.bindings[row.wallet_id] = (bytes(row.binding_key), row.expires)
             last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()
             if last is not None:
                 # only the actions still inside their window: the same set a running node keeps

@@ -54,7 +54,7 @@ chargers = Table(
 wallets = Table(
     "wallets", metadata,
     Column("wallet_id", String(32), primary_key=True),
-    Column("public_key", LargeBinary(32), nullable=False),
+    Column("public_key", LargeBinary(32), nullable=True),  # none until a phone is bound
     Column("balance_fen", BigInteger, nullable=False),
     Column("updated_height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
@@ -122,6 +122,7 @@ tariffs = Table(
     Column("version", BigInteger, primary_key=True, autoincrement=False),
     Column("doc", Text, nullable=False),
     Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+    Column("effective_from", BigInteger, nullable=False),  # unix s: receipts started from then on name it
 )
 
 operator_txs = Table(  # every decided operator action: committed, or refused in its block
@@ -142,6 +143,14 @@ payments = Table(  # payment references credited by top-ups: each one once
     "payments", metadata,
     Column("reference", String(64), primary_key=True),
     Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+)
+
+binding_codes = Table(  # each wallet's unused binding code: replaced by a new one, deleted when used
+    "binding_codes", metadata,
+    Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), primary_key=True),
+    Column("binding_key", LargeBinary(32), nullable=False),
+    Column("expires", BigInteger, nullable=False),
     Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 

@@ -1,0 +1,290 @@
+"""The phone's verifiers (backend/bureau/phone/static/verify.js) in headless Chromium, with
+WebCrypto's Ed25519 and with @noble/ed25519, against the shared vectors and against the node's
+own Python verifiers on the same inputs: a receipt proof the Python check accepts is accepted,
+and a tampered receipt, path, header or certificate fails in both, for the same reason."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import tempfile
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from bureau.api.schemas import header_out
+from bureau.ledger import merkle
+from bureau.ledger.block import Header
+from bureau.ledger.certificate import Certificate, precommit_bytes
+from bureau.ledger.genesis import Genesis
+from bureau.ledger.proof import verify_receipt_proof
+from bureau.ledger.tx import receipt_tx
+from bureau.phone import NOBLE_DIR, STATIC
+from tests.integration.test_dashboard import CHROMIUM, CHROMIUM_ARGS
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+CHAIN = "ev-phone-test"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+
+
+class _Files(SimpleHTTPRequestHandler):
+    """The page's modules at the paths a node serves them under, and an empty page."""
+
+    def translate_path(self, path):
+        path = path.split("?", 1)[0]
+        if path.startswith("/phone/assets/"):
+            return str(STATIC / path.rsplit("/", 1)[1])
+        if path == "/assets/noble-ed25519/index.js":
+            return str(NOBLE_DIR / "index.js")
+        return str(STATIC / "icon.svg")
+
+    def guess_type(self, path):
+        return "text/javascript" if str(path).endswith(".js") else "image/svg+xml"
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Files))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    profile = tempfile.mkdtemp(prefix="phone-verify-chromium-")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                                            headless=True)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+            yield page
+            browser.close()
+    finally:
+        server.shutdown()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _keys(n: int) -> list[SigningKey]:
+    return [SigningKey(hashlib.sha256(f"phone-validator-{i}".encode()).digest()) for i in range(n)]
+
+
+def _genesis(keys: list[SigningKey]) -> dict:
+    return {"v": 1, "chain_id": CHAIN, "genesis_time_ms": 1_793_400_000_000,
+            "validators": [{"id": f"bureau-{i + 1}", "public_key": k.verify_key.encode().hex(), "power": 1}
+                           for i, k in enumerate(keys)],
+            "operators": [{"id": "operator-1", "public_key": "11" * 32}]}
+
+
+def _certificate(keys, signers, height, block_hash, round_=0) -> str:
+    msg = precommit_bytes(CHAIN, height, round_, block_hash)
+    return Certificate(height, round_, block_hash, tuple(
+        (f"bureau-{i + 1}", keys[i].sign(msg).signature) for i in signers)).encode().decode()
+
+
+def _receipt_proof(keys) -> dict:
+    """A bill as GET /v1/receipts/.../proof answers it: receipt vector 0 as the third of five
+    transactions of block 7, certified by three of four validators."""
+    vector = json.loads((VECTORS / "receipts.json").read_text())[0]
+    envelope = bytes.fromhex(vector["envelope"])
+    txs = [b"\x02other-%d" % i for i in range(5)]
+    txs[2] = receipt_tx(envelope)
+    leaves = [merkle.leaf_hash(t) for t in txs]
+    header = Header(CHAIN, 7, hashlib.sha256(b"block 6").digest(), 1_793_494_860_000,
+                    merkle.root_from_leaf_hashes(leaves), hashlib.sha256(b"state").digest(), "bureau-2", len(txs))
+    return {"receipt": {"envelope": vector["envelope"], "amount_fen": vector["fields"]["amount_fen"],
+                        "wallet_id": vector["fields"]["wallet_id"]},
+            "charger_public_key": vector["public_key"], "leaf_index": 2, "tree_size": len(txs),
+            "audit_path": [p.hex() for p in merkle.audit_path(leaves, 2)],
+            "header": msgspec_dict(header_out(header)), "certificate": _certificate(keys, (0, 1, 3), 7, header.hash)}
+
+
+def msgspec_dict(struct) -> dict:
+    import msgspec
+    return msgspec.to_builtins(struct)
+
+
+def _tampered(proof: dict, keys) -> list[tuple[str, dict, str]]:
+    def edit(fn):
+        p = copy.deepcopy(proof)
+        fn(p)
+        return p
+
+    def flip(text: str, i: int) -> str:
+        raw = bytearray(bytes.fromhex(text))
+        raw[i] ^= 1
+        return raw.hex()
+
+    header = Header.decode(bytes.fromhex(proof["header"]["encoded"]))
+    other_time = Header(header.chain_id, header.height, header.prev_hash, header.time_ms + 1, header.tx_root,
+                        header.state_root, header.proposer, header.tx_count)
+    return [
+        ("a receipt byte changed", edit(lambda p: p["receipt"].update(envelope=flip(p["receipt"]["envelope"], 40))),
+         "bad_signature"),
+        ("the receipt of another charger key", edit(lambda p: p.update(charger_public_key="f3" + "00" * 31)),
+         "bad_signature"),
+        ("a sibling of the path changed", edit(lambda p: p["audit_path"].__setitem__(0, flip(p["audit_path"][0], 0))),
+         "bad_path"),
+        ("another leaf index", edit(lambda p: p.update(leaf_index=3)), "bad_path"),
+        ("a path one sibling short", edit(lambda p: p.update(audit_path=p["audit_path"][:-1])), "bad_path"),
+        ("a header byte changed", edit(lambda p: p["header"].update(encoded=other_time.encode().hex())),
+         "wrong_block"),
+        ("a header of another chain", edit(lambda p: p["header"].update(encoded=Header(
+            "ev-other", 7, header.prev_hash, header.time_ms, header.tx_root, header.state_root, "bureau-2",
+            header.tx_count).encode().hex())), "wrong_chain"),
+        ("a header with a trailing byte", edit(lambda p: p["header"].update(encoded=p["header"]["encoded"] + "00")),
+         "bad_header"),
+        ("a certificate of two of four", edit(lambda p: p.update(certificate=_certificate(keys, (0, 1), 7, header.hash))),
+         "insufficient_power"),
+        ("a certificate with a forged signature", edit(lambda p: p.update(certificate=p["certificate"].replace(
+            json.loads(p["certificate"])["signatures"][1]["signature"], "00" * 64))), "bad_signature"),
+        ("a certificate signed by a stranger", edit(lambda p: p.update(certificate=Certificate(
+            7, 0, header.hash, tuple(sorted([(f"bureau-{i + 1}", keys[i].sign(precommit_bytes(
+                CHAIN, 7, 0, header.hash)).signature) for i in (0, 1)] + [("bureau-9", SigningKey(bytes(32)).sign(
+                    precommit_bytes(CHAIN, 7, 0, header.hash)).signature)]))).encode().decode())),
+         "unknown_validator"),
+        ("a certificate of another round's signatures", edit(lambda p: p.update(certificate=p["certificate"].replace(
+            '"round":0', '"round":1'))), "bad_signature"),
+        ("a certificate not in canonical form", edit(lambda p: p.update(certificate=p["certificate"].replace(
+            '{"block_hash"', '{ "block_hash"'))), "bad_certificate"),
+    ]
+
+
+def _run(page, backend: str, script: str, data):
+    return page.evaluate(f"""async ([backend, data]) => {{
+        const v = await import("/phone/assets/verify.js");
+        v.useEd25519Backend(backend);
+        {script}
+    }}""", [backend, data])
+
+
+@pytest.mark.parametrize("backend", ["webcrypto", "noble"])
+def test_receipt_vectors_decode_and_verify_as_the_node_does(browser_page, backend):
+    good = json.loads((VECTORS / "receipts.json").read_text())
+    bad = json.loads((VECTORS / "receipts-bad.json").read_text())
+    tariff = json.loads((VECTORS / "tariff.json").read_text())
+    out = _run(browser_page, backend, """
+        const fields = (r) => JSON.parse(JSON.stringify(r, (k, x) => typeof x === "bigint" ? Number(x) : x));
+        const check = async (envelope, key) => {
+            try {
+                const r = await v.verifyReceiptSignature(v.fromHex(envelope), v.fromHex(key));
+                return v.amountFen(data.tariff, r.periods) === r.amount_fen ? fields(r) : "wrong_amount";
+            } catch (e) { return e.reason; }
+        };
+        return {
+            good: await Promise.all(data.good.map((x) => check(x.envelope, x.public_key))),
+            bad: await Promise.all(data.bad.map((x) => check(x.envelope, x.public_key))),
+            backend: await v.ed25519Backend(),
+        };""", {"good": good, "bad": bad, "tariff": tariff["tariff"]})
+    assert out["backend"] == backend
+    for vector, decoded in zip(good, out["good"]):
+        assert isinstance(decoded, dict), (vector["label"], decoded)
+        expected = {**vector["fields"], "session_id": vector["fields"]["session_id"]}
+        assert {k: decoded[k] for k in expected} == expected, vector["label"]
+    assert out["bad"] == [b["reason"] for b in bad]
+
+
+def test_tariff_amounts_and_periods_match_the_vectors(browser_page):
+    tariff = json.loads((VECTORS / "tariff.json").read_text())
+    out = _run(browser_page, "webcrypto", """
+        return {amounts: data.amounts.map((a) => Number(v.amountFen(data.tariff, a.periods))),
+                kinds: data.kinds.map((k) => v.kindAt(data.tariff, k.unix_s))};""", tariff)
+    assert out["amounts"] == [a["amount_fen"] for a in tariff["amounts"]]
+    assert out["kinds"] == [k["kind"] for k in tariff["kinds"]]
+
+
+def test_inclusion_paths_of_every_leaf_of_small_trees(browser_page):
+    cases = []
+    for size in range(1, 12):
+        leaves = [hashlib.sha256(b"%d" % i).digest() for i in range(size)]
+        root = merkle.root_from_leaf_hashes(leaves)
+        for i in range(size):
+            path = merkle.audit_path(leaves, i)
+            cases.append({"leaf": leaves[i].hex(), "index": i, "size": size, "path": [p.hex() for p in path],
+                          "root": root.hex(), "ok": True})
+            if path:  # the same path for the neighbour leaf, or with a sibling changed, must not verify
+                cases.append({**cases[-1], "leaf": leaves[(i + 1) % size].hex(), "ok": False})
+                cases.append({**cases[-2], "path": [path[0][::-1].hex()] + [p.hex() for p in path[1:]], "ok": False})
+    out = _run(browser_page, "webcrypto", """
+        const h = v.fromHex;
+        return Promise.all(data.map((c) => v.verifyInclusion(h(c.leaf), c.index, c.size, c.path.map((x) => h(x)), h(c.root))));
+    """, cases)
+    assert out == [c["ok"] for c in cases]
+    # RFC 6962's leaf and node hashes
+    out = _run(browser_page, "webcrypto", """
+        return [v.toHex(await v.leafHash(v.fromHex("00ff"))), v.toHex(await v.nodeHash(new Uint8Array(32), new Uint8Array(32)))];
+    """, None)
+    assert out == [merkle.leaf_hash(b"\x00\xff").hex(), merkle.node_hash(bytes(32), bytes(32)).hex()]
+
+
+@pytest.mark.parametrize("backend", ["webcrypto", "noble"])
+def test_a_receipt_proof_verifies_and_every_tampered_part_fails_as_in_python(browser_page, backend):
+    keys = _keys(4)
+    genesis_doc = _genesis(keys)
+    genesis = Genesis.from_doc(genesis_doc)
+    proof = _receipt_proof(keys)
+    cases = [("as the node answers it", proof, "ok")] + _tampered(proof, keys)
+    # a summary field changed: the phone reads the envelope only, so the bill still verifies
+    summary = copy.deepcopy(proof)
+    summary["receipt"]["amount_fen"] = 1
+    cases.append(("a summary field changed", summary, "ok"))
+    out = _run(browser_page, backend, """
+        const results = [];
+        for (const p of data.proofs) {
+            const r = await v.verifyReceiptProof(p, data.genesis);
+            results.push(r.ok ? ["ok", Number(r.receipt.amount_fen), r.header.height] : [r.reason, r.detail]);
+        }
+        return results;""", {"proofs": [c[1] for c in cases], "genesis": genesis_doc})
+    for (label, p, reason), got in zip(cases, out):
+        python_ok, python_why = verify_receipt_proof(p, genesis)
+        assert got[0] == reason, (label, got)
+        assert python_ok == (reason == "ok"), (label, python_why)  # the node's verifier agrees
+    assert out[0][1:] == [910, 7]
+
+
+def test_the_genesis_hash_and_canonical_json_match_the_node(browser_page):
+    keys = _keys(4)
+    doc = _genesis(keys)
+    doc["tariffs"] = [json.loads((VECTORS / "tariff.json").read_text())["tariff"]]
+    doc["chain_id"] = 'ev "quoted" \\ ü 中 😀\x7f\n'
+    out = _run(browser_page, "webcrypto", "return [await v.genesisHash(data), v.canonicalJson(data)];", doc)
+    from bureau.ledger.canonical import dumps
+    assert out == [hashlib.sha256(dumps(doc)).hexdigest(), dumps(doc).decode()]
+
+
+def test_ed25519_keys_and_signatures_agree_with_libsodium(browser_page):
+    seed = hashlib.sha256(b"a phone").digest()
+    key = SigningKey(seed)
+    message = b"EV-QUERY/v2\nbureau-1\nGET\n/v1/wallets/W-1\n1793491200\n00112233445566778899aabbccddeeff"
+    for backend in ("webcrypto", "noble"):
+        out = _run(browser_page, backend, """
+            const seed = v.fromHex(data.seed), msg = v.fromHex(data.message);
+            return [v.toHex(await v.ed25519PublicKey(seed)), v.toHex(await v.ed25519Sign(seed, msg))];""",
+                   {"seed": seed.hex(), "message": message.hex()})
+        assert out == [key.verify_key.encode().hex(), key.sign(message).signature.hex()], backend
+
+
+STATEMAP = VECTORS / "statemap.json"  # the state map's shared vectors (docs/state.md)
+
+
+@pytest.mark.skipif(not STATEMAP.exists(), reason="tests/vectors/statemap.json is not in this checkout")
+@pytest.mark.parametrize("backend", ["webcrypto", "noble"])
+def test_state_proofs_of_the_shared_vectors_verify_and_the_tampered_ones_fail(browser_page, backend):
+    vectors = json.loads(STATEMAP.read_text())
+    good = [{"root": m["root"], "proof": p} for m in vectors["maps"] for p in m["proofs"]]
+    out = _run(browser_page, backend, """
+        const check = (c) => v.verifyStateProof(v.fromHex(c.root), c.proof).then((r) => r.ok ? "ok" : r.reason);
+        return [await Promise.all(data.good.map(check)), await Promise.all(data.bad.map(check))];""",
+               {"good": good, "bad": vectors["bad"]})
+    assert out[0] == ["ok"] * len(good)
+    from bureau.ledger.stateproof import verify_state_proof  # the node's verifier agrees on each
+    assert all(verify_state_proof(bytes.fromhex(c["root"]), c["proof"])[0] for c in good)
+    assert not any(verify_state_proof(bytes.fromhex(b["root"]), b["proof"])[0] for b in vectors["bad"])
+    assert len(vectors["bad"]) >= 5 and "ok" not in out[1], list(zip([b["label"] for b in vectors["bad"]], out[1]))
