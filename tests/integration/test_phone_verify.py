@@ -288,3 +288,27 @@ def test_state_proofs_of_the_shared_vectors_verify_and_the_tampered_ones_fail(br
     assert all(verify_state_proof(bytes.fromhex(c["root"]), c["proof"])[0] for c in good)
     assert not any(verify_state_proof(bytes.fromhex(b["root"]), b["proof"])[0] for b in vectors["bad"])
     assert len(vectors["bad"]) >= 5 and "ok" not in out[1], list(zip([b["label"] for b in vectors["bad"]], out[1]))
+
+
+@pytest.mark.parametrize("backend", ["webcrypto", "noble"])
+def test_binding_codes_keys_and_the_bind_tx_match_the_shared_vectors(browser_page, backend):
+    """The code as typed, normalised; the binding seed and key the phone derives from it; the
+    kind-3 bind_phone transaction it signs: byte for byte those of tests/vectors/binding.json
+    (made by ledger/binding.py, which the operator's tool and the node use)."""
+    vectors = json.loads((VECTORS / "binding.json").read_text())
+    out = _run(browser_page, backend, """
+        const c = await import("/phone/assets/client.js");
+        const codes = [];
+        for (const x of data.codes) {
+            const code = c.normaliseCode(x.typed);
+            const seed = code && await c.bindingSeed(x.wallet_id, code);
+            codes.push([code, seed && v.toHex(seed), seed && v.toHex(await v.ed25519PublicKey(seed))]);
+        }
+        const b = data.bind_phone;
+        const tx = await c.bindTx(b.wallet_id, c.normaliseCode(b.code), b.phone_public_key, b.genesis_hash, b.time, b.nonce);
+        return {codes, not_codes: data.not_codes.map((x) => c.normaliseCode(x)), tx: v.toHex(tx),
+                backend: await v.ed25519Backend()};""", vectors)
+    assert out["backend"] == backend
+    assert out["codes"] == [[x["normalised"], x["seed"], x["binding_key"]] for x in vectors["codes"]]
+    assert out["not_codes"] == [None] * len(vectors["not_codes"])
+    assert out["tx"] == vectors["bind_phone"]["tx"]
