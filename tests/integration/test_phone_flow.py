@@ -328,3 +328,65 @@ def test_a_wallet_opened_with_the_phones_key_shows_a_balance_verified_by_a_state
     expect(card).to_have_attribute("data-verified", "false", timeout=60_000)
     expect(page.locator("#balance-mark")).to_contain_text("wrong_root")
     expect(page.locator("#balance")).to_have_text("–")
+
+
+def _isolate(node, others) -> None:
+    """Restarts a node cut off from its peers (it listens for them elsewhere and dials ports where
+    nobody listens), so its head stays where it was while the others commit."""
+    from bureau.tools.mosquitto import free_port
+
+    node.stop()
+    node.env = {**node.env, "BUREAU_PEER_LISTEN": f"127.0.0.1:{free_port()}",
+                "BUREAU_PEER_ADDRESSES": ",".join(f"{o.node_id}=127.0.0.1:{free_port()}" for o in others)}
+    node.start()
+    node.wait_healthy()
+
+
+def test_a_node_behind_the_others_is_said_to_be_behind_and_its_figures_are_still_verified(tmp_path, phone):
+    """One of four validators, cut off from its peers, stays at its head while the other three
+    commit two more blocks: the page against it verifies the balance it has and says the node is
+    behind by how much; once it is back among its peers and caught up, the notice goes."""
+    from playwright.sync_api import expect
+
+    stack = Stack(tmp_path / "stack", nodes_count=4).start()
+    try:
+        lagging, others = stack.nodes[3], stack.nodes[:3]
+        page = phone
+        url = lagging.url
+        page.goto(f"{url}/phone")
+        expect(page.locator("#setup")).to_be_visible(timeout=30_000)
+        keep = _keep(page)
+        stack.operator([("open_wallet", {"wallet_id": WALLET, "public_key": keep["public_key"]}),
+                        ("top_up", {"wallet_id": WALLET, "amount_fen": 1_000, "reference": "bank:behind-0"})])
+        _wait(lambda: len(set(stack.heights())) == 1, "the four nodes never agreed on a head")
+        head = httpx.get(url + "/v1/chain/head", timeout=30).json()
+        _isolate(lagging, others)
+        for n in (1, 2):  # two more blocks among the three
+            stack.operator([("top_up", {"wallet_id": WALLET, "amount_fen": 100, "reference": f"bank:behind-{n}"})])
+        theirs = stack.heights()[0]
+        assert stack.heights() == [theirs] * 3 + [head["height"]] and theirs >= head["height"] + 2
+
+        page.evaluate("k => localStorage.setItem('chargeledger.phone.v1', JSON.stringify(k))",
+                      {**keep, "wallet_id": WALLET, "node_id": lagging.node_id, "genesis_hash": head["genesis_hash"]})
+        page.reload()
+        card = page.locator("#balance-card")
+        expect(card).to_have_attribute("data-verified", "true", timeout=60_000)
+        assert (card.get_attribute("data-fen"), card.get_attribute("data-height")) == ("1000", str(head["height"]))
+        behind = page.locator('#notices [data-kind="behind"]')
+        expect(behind).to_have_text(f"This node is {theirs - head['height']} blocks behind the others (its head "
+                                    f"{head['height']}, theirs {theirs}): new figures may be missing.", timeout=60_000)
+        # open charges are kept by the node that serves chargers: the page says so, once asked
+        expect(page.locator('#holds [data-reason="not_served_here"]')).to_contain_text(
+            "This node does not keep open charges: chargers are authorized by bureau-1")
+        _shot(page, "behind-en")
+
+        lagging.stop()  # back among its peers: it catches up, and the page says nothing more
+        lagging.env = {k: v for k, v in lagging.env.items() if k not in ("BUREAU_PEER_LISTEN", "BUREAU_PEER_ADDRESSES")}
+        lagging.start()
+        lagging.wait_healthy()
+        _wait(lambda: stack.heights()[3] == theirs, "the node never caught up")
+        page.click("#refresh")
+        expect(card).to_have_attribute("data-fen", "1200", timeout=60_000)
+        expect(behind).to_have_count(0, timeout=60_000)
+    finally:
+        stack.stop()

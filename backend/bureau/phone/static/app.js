@@ -257,6 +257,12 @@ async function refreshSessions() {
   $("sessions").dataset.count = String(cards.length);
 }
 
+// Holds live on the one bureau that answers chargers' authorizations; another says which one.
+function holdsNotShown(e) {
+  if (!(e instanceof NodeError) || e.reason !== "not_served_here") { reportError(e, $("holds")); return; }
+  $("holds").replaceChildren(el("li", { class: "muted", "data-reason": e.reason }, t("holds_elsewhere", { detail: e.message })));
+}
+
 let refreshing = null;
 async function refresh() {
   // one refresh at a time; a timer tick during a slow one waits for the next
@@ -264,7 +270,7 @@ async function refresh() {
     try {
       if (!genesis && !await connect()) return;
       await refreshBalance();
-      await refreshHolds().catch((e) => reportError(e, $("holds")));
+      await refreshHolds().catch(holdsNotShown);
       await refreshSessions();
       notice("refused", null);
       await checkBehind();
