@@ -162,6 +162,19 @@ def _charge_from_the_start(charger) -> None:
     assert charger.deliver(90), "the charger's receipt was not acknowledged"
 
 
+def _replays_are_refused(stack, sent) -> None:
+    """The page's bind transaction, sent again to every node, is a duplicate; its signed balance
+    request is refused as replayed by the node it was for and as for another node by the rest."""
+    [bind] = [json.loads(body) for method, u, _, body in sent if u.endswith("/v1/driver/bind")]
+    [(u, auth)] = [(u, a) for method, u, a, _ in sent if "/v1/state/proof" in u][:1]
+    path = u.split(stack.nodes[0].url, 1)[1]
+    for i, n in enumerate(stack.nodes):
+        r = httpx.post(n.url + "/v1/driver/bind", json=bind, timeout=30)
+        assert (r.status_code, r.json()["error"]) == (409, "duplicate"), n.node_id
+        r = httpx.get(n.url + path, headers={"Authorization": auth}, timeout=30)
+        assert (r.status_code, r.json()["error"]) == (401, "replayed" if i == 0 else "wrong_node"), n.node_id
+
+
 def _before_a_period_change() -> int:
     """Ten minutes before the last 10:00 in China (UTC+8) at least an hour ago: there the default
     tariff goes from flat (2) to peak (1), so a 20-minute session is billed in two periods."""
@@ -241,6 +254,8 @@ def test_bind_top_up_start_from_the_link_charge_and_see_the_verified_bill(stack,
     assert link == f"{url}/phone#start={CHARGER}"
     try:
         _connect_charger(stack, charger)
+        sent = []  # what the page sends, to send again as one who captured it would
+        page.on("request", lambda r: sent.append((r.method, r.url, r.headers.get("authorization"), r.post_data)))
         page.goto(f"{url}/phone")
         expect(page.locator("#setup")).to_be_visible(timeout=30_000)
         page.fill("#wallet-id", WALLET)
@@ -254,6 +269,7 @@ def test_bind_top_up_start_from_the_link_charge_and_see_the_verified_bill(stack,
         card = page.locator("#balance-card")
         expect(card).to_have_attribute("data-verified", "true", timeout=60_000)
         assert card.get_attribute("data-fen") == "0"
+        _replays_are_refused(stack, sent)
 
         _operator_cli(stack, "top_up", f"wallet_id={WALLET}", "amount_fen=20000", "reference=bank:phone-1")
         page.goto(link)  # the charger's QR code
