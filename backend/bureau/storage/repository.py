@@ -103,8 +103,13 @@ class Repository:
                 conn.execute(t.wallets.update().where(t.wallets.c.wallet_id == sa.bindparam("w"))
                              .values(balance_fen=sa.bindparam("b"), public_key=sa.bindparam("k"),
                                      updated_height=sa.bindparam("h")), old_wallets)
-            if ex.cards:
-                conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w} for c, w in ex.cards.items()])
+            changed_cards = sorted(set(ex.cards) | set(ex.card_blocks))
+            if changed_cards:  # a card's row is its binding as the block leaves it; unbound: none
+                conn.execute(t.cards.delete().where(t.cards.c.uid.in_(changed_cards)))
+                bound = [{"uid": c, "wallet_id": w, "blocked": state.card_blocked(c, ex)}
+                         for c in changed_cards if (w := ex.cards[c] if c in ex.cards else state.cards.get(c))]
+                if bound:
+                    conn.execute(t.cards.insert(), bound)
             if ex.tariffs:
                 conn.execute(t.tariffs.insert(), [{"tariff_id": tid, "version": v, "doc": dumps(tf.to_doc()).decode(),
                                                    "height": h.height, "effective_from": ex.tariff_from[(tid, v)]}
@@ -159,6 +164,8 @@ class Repository:
                 state.wallets[row.wallet_id] = Wallet(row.public_key and bytes(row.public_key), row.balance_fen)
             for row in conn.execute(sa.select(t.cards)):
                 state.cards[row.uid] = row.wallet_id
+                if row.blocked:
+                    state.blocked_cards.add(row.uid)
             for row in conn.execute(sa.select(t.tariffs)):
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
                 state.tariff_from[(row.tariff_id, row.version)] = row.effective_from
