@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from ..errors import ReasonedError
 from ..ledger.tx import ID_RE
-from ..receipts.codec import ReceiptError, decode as decode_receipt
 from . import wire
 from ..config import AuthzSettings
 from .holds import Hold, HoldBook
@@ -256,23 +255,14 @@ class AuthzService:
     # ---- commits and time ----------------------------------------------------------------
 
     def on_commit(self, block, ex) -> None:
-        """Called by the chain after a block is stored: end holds whose receipt committed."""
+        """Called by the chain after a block is stored: forget the holds its receipts settled
+        (the block's transaction released them in the database)."""
         try:
             with self.lock:
-                refs = []
                 if any(eff.wallet_id is not None for eff in ex.effects):
                     self.list_dirty.set()
-                for tx, eff in zip(ex.txs, ex.effects):
-                    if eff.kind == "receipt" and self.holds.has_charger(eff.charger_id):
-                        try:
-                            r, _, _ = decode_receipt(tx[1:])
-                        except ReceiptError:
-                            continue
-                        h = self.holds.get(r.auth_ref)
-                        if h is not None and h.charger_id == r.charger_id:
-                            refs.append(r.auth_ref)
-                if refs:
-                    self.holds.release(refs, self.now(), "committed")
+                self.holds.settled([(eff.auth_ref, eff.charger_id) for eff in ex.effects
+                                    if eff.kind == "receipt" and eff.auth_ref])
                 if ex.tariffs:
                     self.tariff_dirty.set()
                 self.seen_height = block.height

@@ -75,6 +75,7 @@ class Effect:
     receipt_id: str | None = None
     energy_wh: int = 0
     detail: dict | None = None
+    auth_ref: str | None = None  # a receipt's: the hold it settles (released in the block's commit)
 
 
 @dataclass(frozen=True)
@@ -451,7 +452,7 @@ class LedgerState:
             ex.dirty.add(("m", *meter))
         ex.dirty.add(("w", r.wallet_id))
         return Effect(h, "receipt", r.wallet_id, -r.amount_fen, wallet.balance, r.charger_id, r.seq, rid,
-                      r.energy_wh)
+                      r.energy_wh, auth_ref=r.auth_ref)
 
     def _operator(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
         op = decode_operator(tx)

@@ -141,6 +141,15 @@ class Repository:
                           for w, b in ex.bindings.items() if b is not None]
                 if issued:
                     conn.execute(t.binding_codes.insert(), issued)
+            settled = [{"ref": e.auth_ref, "c": e.charger_id} for e in ex.effects if e.kind == "receipt" and e.auth_ref]
+            if settled:
+                # The holds the block's receipts settle end with the block, in its transaction: a
+                # crash after the commit cannot keep a driver's money held (authz/holds.py).
+                hc = t.authz_holds.c
+                conn.execute(t.authz_holds.update()
+                             .where((hc.auth_ref == sa.bindparam("ref")) & (hc.charger_id == sa.bindparam("c"))
+                                    & hc.released_s.is_(None))
+                             .values(released_s=h.time_ms // 1000, release_reason="committed"), settled)
             if ex.payments:
                 conn.execute(t.payments.insert(), [{"reference": ref, "wallet_id": w, "height": h.height}
                                                    for ref, w in ex.payments.items()])
