@@ -128,3 +128,24 @@ def test_a_database_with_rows_naming_missing_rows_is_not_upgraded(database_urls)
             assert sa.inspect(conn).get_foreign_keys("cards") == []
     finally:
         engine.dispose()
+
+
+def test_a_tariff_published_before_effective_times_is_in_force_from_its_blocks_second(database_urls):
+    """Migration 0005 fills `effective_from` with the publishing block's time in whole seconds,
+    rounded down as the ledger reads block times (a true division would round up on PostgreSQL)."""
+    engine = make_engine(database_urls("tariff_from"))
+    try:
+        migrate.upgrade(engine, "0004")
+        block_ms = 1_760_000_000_999
+        tariffs = sa.table("tariffs", sa.column("tariff_id"), sa.column("version"), sa.column("doc"),
+                           sa.column("height"))
+        with engine.begin() as conn:
+            conn.execute(t.blocks.insert(), {"height": 1, "hash": b"\x01" * 32, "prev_hash": b"\x00" * 32,
+                                             "time_ms": block_ms, "tx_root": b"\x00" * 32, "state_root": b"\x00" * 32,
+                                             "proposer": "bureau-1", "tx_count": 0, "header": b"h", "certificate": b"{}"})
+            conn.execute(tariffs.insert(), {"tariff_id": "GD-2026-A", "version": 2, "doc": "{}", "height": 1})
+        assert migrate.upgrade(engine)[1] == migrate.head()
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(t.tariffs.c.effective_from)).scalar_one() == block_ms // 1000
+    finally:
+        engine.dispose()
