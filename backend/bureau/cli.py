@@ -1,5 +1,5 @@
 """`bureau` command: run a node, make keys and a genesis, sign operator actions, audit a chain,
-migrate the node's database.
+migrate the node's database; a driver's wallet and its verified bills (`bureau driver`).
 
 An expected failure (a bad setting or argument, a missing key file or database, an unreachable
 node, a refused action) is one line on stderr and exit code 1 (2 for a bad command line or
@@ -13,19 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from .cliparse import OneLineParser, int_range
+from .cliparse import CommandError, OneLineParser, int_range
 
 OPERATOR_TIMEOUT_S = 30.0
 ISSUE_BINDING_CODE = "issue-binding-code"  # makes the code here and signs issue_binding_code with its key
 BINDING_VALID_MAX_H = 7 * 24 - 1  # the ledger takes at most 7 days after the block time; an hour spare for clocks
-
-
-class CommandError(Exception):
-    """An expected failure of a command: its one-line message and exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _run(args) -> int:
@@ -337,6 +329,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--pid-file", required=True, help="mosquitto's pid file")
     b.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the node's head")
     b.set_defaults(fn=_broker_sync)
+    from .drivercli import add_parser as add_driver_parser
+    add_driver_parser(sub)
     from .chargerqr import add_parser as add_charger_parser
     add_charger_parser(sub)
     return p

@@ -1,10 +1,20 @@
-"""Command lines that answer a mistake in one line: an argparse parser whose errors are one line
-on stderr and exit code 2, and the argument types the commands share."""
+"""Command lines that answer a mistake in one line: the error a command raises for an expected
+failure, an argparse parser whose errors are one line on stderr and exit code 2, and the
+argument types the commands share."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+class CommandError(Exception):
+    """An expected failure of a command: its one-line message and exit code. (Here, not in
+    cli.py, so that it is one class when `python -m bureau.cli` runs cli.py as __main__.)"""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -57,6 +57,13 @@ def load_or_create_key(path: Path) -> SigningKey:
     path = Path(path)
     if path.exists():
         return load_key(path)
+    return create_key(path)
+
+
+def create_key(path: Path) -> SigningKey:
+    """A new key from the OS's randomness, its seed written to `path` (hex, mode 0600); a file
+    already there is never replaced (FileExistsError): it may be the only copy of a key."""
+    path = Path(path)
     key = SigningKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
