@@ -52,7 +52,7 @@ def test_a_driver_proves_their_records_and_is_refused_others(bureau, replies):
     resp = ask("w/W-1001")
     assert resp.status_code == 200, resp.text
     wallet = _checked(bureau, resp.json())
-    assert wallet == {"balance_fen": 100_000 - 910, "public_key": driver.verify_key.encode().hex()}
+    assert wallet == {"balance_fen": 100_000 - 910, "debt_fen": 0, "public_key": driver.verify_key.encode().hex()}
     assert wallet["balance_fen"] == bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001").json()["balance_fen"]
     assert _checked(bureau, ask("k/04A1B2C3D4E5F6").json()) == {"wallet_id": "W-1001", "blocked": False}
     assert _checked(bureau, ask("p/bank:1").json()) == {"wallet_id": "W-1001"}

@@ -43,3 +43,18 @@ def test_headers_without_a_bureau_or_of_the_old_form_are_refused():
     assert _reason(None, "bureau-1", guard) == "missing_auth"
     stale = authorization_header(DRIVER, "W-1", "GET", PATH, node_id="bureau-1", ts=NOW - 121)
     assert _reason(stale, "bureau-1", guard) == "stale_request"
+
+
+def test_a_wallet_whose_key_changed_is_verified_with_its_new_key():
+    phone = SigningKey(b"\x06" * 32)
+    keys = {"W-1": DRIVER.verify_key.encode()}
+    guard = ReplayGuard(120)
+    old = authorization_header(DRIVER, "W-1", "GET", PATH, node_id="bureau-1", ts=NOW)
+    assert check(old, "GET", PATH, keys.get, guard, "bureau-1", now=NOW) == "W-1"  # the old key, verified once
+    keys["W-1"] = phone.verify_key.encode()  # a phone bound: the wallet answers to its key only
+    again = authorization_header(DRIVER, "W-1", "GET", PATH, node_id="bureau-1", ts=NOW)
+    with pytest.raises(Unauthorized) as e:
+        check(again, "GET", PATH, keys.get, guard, "bureau-1", now=NOW)
+    assert e.value.reason == "bad_signature"
+    new = authorization_header(phone, "W-1", "GET", PATH, node_id="bureau-1", ts=NOW)
+    assert check(new, "GET", PATH, keys.get, guard, "bureau-1", now=NOW) == "W-1"

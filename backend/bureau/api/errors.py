@@ -46,7 +46,7 @@ STATUS_OF_REASON: dict[str, int] = {
     # not_served_here: the detail names the bureau that serves it. Not 421 (misdirected): a
     # browser sends a request answered 421 again on a new connection, and the replay guard
     # refuses that copy of a signed request, so the page would read "replayed".
-    "duplicate": 409, "insufficient_balance": 409, "not_served_here": 409,
+    "duplicate": 409, "insufficient_balance": 409, "in_debt": 409, "not_served_here": 409,
     "too_large": 413,
     "busy": 503, "charger_unreachable": 503,
 }

@@ -176,16 +176,22 @@ async function refreshHolds() {
 
 // The tariff version a receipt names: its chain record t/<id>/<version> proven by a state proof,
 // and the document whose digest the record holds.
+// The next version's record shows whether this one was still in force at a session's start.
 async function tariffEvidence(tariffId, version) {
   const name = `${tariffId}/${version}`;
   if (tariffs.has(name)) return tariffs.get(name);
   const key = `t/${name}`;
-  const [answer, doc] = await Promise.all([
-    signedRequest(keep, "GET", `/v1/state/proof?key=${encodeURIComponent(key)}`),
-    getPublic(`/v1/tariffs/${encodeURIComponent(tariffId)}/${version}`)]);
-  const proven = await verifyStateAnswer(answer, genesis, key);
-  const evidence = { doc, proven };
-  if (proven.ok) tariffs.set(name, evidence);
+  const nextKey = `t/${tariffId}/${version + 1}`;
+  const proof = (k) => signedRequest(keep, "GET", `/v1/state/proof?key=${encodeURIComponent(k)}`);
+  const [answer, nextAnswer, doc] = await Promise.all([
+    proof(key), proof(nextKey), getPublic(`/v1/tariffs/${encodeURIComponent(tariffId)}/${version}`)]);
+  let proven = await verifyStateAnswer(answer, genesis, key);
+  const next = proven.ok ? await verifyStateAnswer(nextAnswer, genesis, nextKey) : null;
+  if (next && !next.ok) proven = next;
+  const evidence = { doc, proven, next: next && next.ok ? next.value : null };
+  // kept once a later version exists: until then one may be published that takes over from a
+  // later session's start
+  if (proven.ok && evidence.next) tariffs.set(name, evidence);
   return evidence;
 }
 
@@ -197,8 +203,8 @@ async function verifyBill(chargerId, seq) {
   }
   if (!result.ok) return result;
   const { receipt } = result;
-  const { doc, proven } = await tariffEvidence(receipt.tariff_id, receipt.tariff_version);
-  const amount = proven.ok ? await verifyAmount(receipt, doc, proven.value) : proven;
+  const { doc, proven, next } = await tariffEvidence(receipt.tariff_id, receipt.tariff_version);
+  const amount = proven.ok ? await verifyAmount(receipt, doc, proven.value, next) : proven;
   return amount.ok ? { ...result, tariff: doc, amount } : { ...amount, receipt };
 }
 
