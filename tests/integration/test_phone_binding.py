@@ -86,3 +86,27 @@ def test_a_bind_is_refused_for_another_chain_a_wrong_code_an_expired_code_or_an_
     renewed = _issue(bureau, "W-RF")  # a new code replaces the old one; the old one's key is refused
     assert reason(bind_phone_tx(key, "W-RF", phone, genesis)) == "bad_signature"
     assert _bind(bureau, bind_phone_tx(binding.signing_key("W-RF", renewed), "W-RF", phone, genesis)).status_code == 202
+
+
+def test_a_bind_sent_twice_goes_in_once_and_one_signed_with_another_wallets_code_is_refused(bureau):
+    genesis = bytes.fromhex(bureau.client.get("/v1/chain/head").json()["genesis_hash"])
+    for wallet in ("W-A", "W-B"):
+        assert bureau.operator("open_wallet", {"wallet_id": wallet})["status"] == "committed"
+    code_a, code_b = _issue(bureau, "W-A"), _issue(bureau, "W-B")
+    phone = SigningKey.generate()
+    # W-B's code on a bind of W-A: the binding key on chain is W-A's, and the code derives per wallet
+    stolen = bind_phone_tx(binding.signing_key("W-B", code_b), "W-A", phone.verify_key.encode(), genesis)
+    assert _bind(bureau, stolen).json()["error"] == "bad_signature"
+    stolen = bind_phone_tx(binding.signing_key("W-A", code_b), "W-A", phone.verify_key.encode(), genesis)
+    assert _bind(bureau, stolen).json()["error"] == "bad_signature"
+    tx = bind_phone_tx(binding.signing_key("W-A", code_a), "W-A", phone.verify_key.encode(), genesis)
+    first = _bind(bureau, tx)
+    assert first.status_code == 202
+    again = _bind(bureau, tx)  # at once: still waiting it is the same transaction, once committed a duplicate
+    assert (again.status_code, again.json().get("tx_hash") or again.json()["error"]) in (
+        (202, first.json()["tx_hash"]), (409, "duplicate"))
+    assert _wait_bound(bureau, phone, "W-A")["balance_fen"] == 0
+    replay = _bind(bureau, tx)
+    assert (replay.status_code, replay.json()["error"]) == (409, "duplicate")
+    assert bureau.driver_get(phone, "W-B", "/v1/wallets/W-B").status_code == 401  # W-B has no phone yet
+    assert bureau.node.chain.state.bindings.get("W-B") is not None  # and its code is still unused

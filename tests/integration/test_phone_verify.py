@@ -288,3 +288,53 @@ def test_state_proofs_of_the_shared_vectors_verify_and_the_tampered_ones_fail(br
     assert all(verify_state_proof(bytes.fromhex(c["root"]), c["proof"])[0] for c in good)
     assert not any(verify_state_proof(bytes.fromhex(b["root"]), b["proof"])[0] for b in vectors["bad"])
     assert len(vectors["bad"]) >= 5 and "ok" not in out[1], list(zip([b["label"] for b in vectors["bad"]], out[1]))
+
+
+@pytest.mark.parametrize("backend", ["webcrypto", "noble"])
+def test_binding_codes_keys_and_the_bind_tx_match_the_shared_vectors(browser_page, backend):
+    """The code as typed, normalised; the binding seed and key the phone derives from it; the
+    kind-3 bind_phone transaction it signs: byte for byte those of tests/vectors/binding.json
+    (made by ledger/binding.py, which the operator's tool and the node use)."""
+    vectors = json.loads((VECTORS / "binding.json").read_text())
+    out = _run(browser_page, backend, """
+        const c = await import("/phone/assets/client.js");
+        const codes = [];
+        for (const x of data.codes) {
+            const code = c.normaliseCode(x.typed);
+            const seed = code && await c.bindingSeed(x.wallet_id, code);
+            codes.push([code, seed && v.toHex(seed), seed && v.toHex(await v.ed25519PublicKey(seed))]);
+        }
+        const b = data.bind_phone;
+        const tx = await c.bindTx(b.wallet_id, c.normaliseCode(b.code), b.phone_public_key, b.genesis_hash, b.time, b.nonce);
+        return {codes, not_codes: data.not_codes.map((x) => c.normaliseCode(x)), tx: v.toHex(tx),
+                backend: await v.ed25519Backend()};""", vectors)
+    assert out["backend"] == backend
+    assert out["codes"] == [[x["normalised"], x["seed"], x["binding_key"]] for x in vectors["codes"]]
+    assert out["not_codes"] == [None] * len(vectors["not_codes"])
+    assert out["tx"] == vectors["bind_phone"]["tx"]
+
+
+def test_a_bill_is_priced_by_the_tariff_version_in_force_at_its_start(browser_page):
+    """verifyAmount, as ledger/proof.py verify_bill_amount: the version began at or before the
+    session's start and the next one (absent, or) after it; the document has the record's digest."""
+    vector = json.loads((VECTORS / "receipts.json").read_text())[0]
+    doc = json.loads((VECTORS / "tariff.json").read_text())["tariff"]
+    from bureau.ledger import canonical
+    digest = hashlib.sha256(canonical.dumps(doc)).hexdigest()
+    start = vector["fields"]["start_time"]
+    cases = [  # (record's effective_from, next version's effective_from or None, the reason or "ok")
+        (0, None, "ok"), (start, None, "ok"), (start + 1, None, "tariff_not_in_force"),
+        (0, start + 1, "ok"), (0, start, "tariff_not_in_force"), (0, start - 3600, "tariff_not_in_force")]
+    out = _run(browser_page, "webcrypto", """
+        const r = await v.verifyReceiptSignature(v.fromHex(data.envelope), v.fromHex(data.key));
+        const results = [];
+        for (const [from, next] of data.cases) {
+            const got = await v.verifyAmount(r, data.doc, {digest: data.digest, effective_from: from},
+                                             next === null ? null : {digest: "00", effective_from: next});
+            results.push(got.ok ? "ok" : got.reason);
+        }
+        const other = await v.verifyAmount(r, data.doc, {digest: "ab".repeat(32), effective_from: 0}, null);
+        results.push(other.ok ? "ok" : other.reason);
+        return results;""", {"envelope": vector["envelope"], "key": vector["public_key"], "doc": doc,
+                             "digest": digest, "cases": [[a, b] for a, b, _ in cases]})
+    assert out == [c for _, _, c in cases] + ["wrong_tariff"]

@@ -52,7 +52,7 @@ def test_a_driver_proves_their_records_and_is_refused_others(bureau, replies):
     resp = ask("w/W-1001")
     assert resp.status_code == 200, resp.text
     wallet = _checked(bureau, resp.json())
-    assert wallet == {"balance_fen": 100_000 - 910, "public_key": driver.verify_key.encode().hex()}
+    assert wallet == {"balance_fen": 100_000 - 910, "debt_fen": 0, "public_key": driver.verify_key.encode().hex()}
     assert wallet["balance_fen"] == bureau.driver_get(driver, "W-1001", "/v1/wallets/W-1001").json()["balance_fen"]
     assert _checked(bureau, ask("k/04A1B2C3D4E5F6").json()) == {"wallet_id": "W-1001", "blocked": False}
     assert _checked(bureau, ask("p/bank:1").json()) == {"wallet_id": "W-1001"}
@@ -96,3 +96,29 @@ def test_a_restart_refuses_a_database_whose_state_is_not_the_head_roots(database
         conn.execute(t.wallets.update().values(balance_fen=10**9))
     with pytest.raises(StateRootMismatch, match="head block 1"):
         Ledger(Repository(url))
+
+
+def test_a_state_proof_request_replayed_stale_or_for_another_wallet_is_refused(bureau):
+    from bureau.api.auth import authorization_header
+    charger, driver, other = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    _setup(bureau, charger, driver)
+    assert bureau.operator("open_wallet", {"wallet_id": "W-2002", "public_key": other.verify_key.encode().hex()})[
+        "status"] == "committed"
+    path = "/v1/state/proof?key=w/W-1001"
+    hdr = {"Authorization": authorization_header(driver, "W-1001", "GET", path, node_id="bureau-1")}
+    assert bureau.client.get(path, headers=hdr).status_code == 200
+    r = bureau.client.get(path, headers=hdr)
+    assert (r.status_code, r.json()["error"]) == (401, "replayed")
+    old = authorization_header(driver, "W-1001", "GET", path, node_id="bureau-1", ts=1_000_000)
+    r = bureau.client.get(path, headers={"Authorization": old})
+    assert (r.status_code, r.json()["error"]) == (401, "stale_request")
+    # W-2002's own signature, asking for W-1001's balance; and W-1001's, claiming to be W-2002
+    r = bureau.driver_get(other, "W-2002", path)
+    assert (r.status_code, r.json()["error"]) == (403, "not_your_wallet")
+    r = bureau.driver_get(driver, "W-2002", "/v1/state/proof?key=w/W-2002")
+    assert (r.status_code, r.json()["error"]) == (401, "bad_signature")
+    # the query is signed: the same header for another key is refused
+    other_key = "/v1/state/proof?key=w/W-2002"
+    signed = {"Authorization": authorization_header(driver, "W-1001", "GET", path, node_id="bureau-1")}
+    r = bureau.client.get(other_key, headers=signed)
+    assert (r.status_code, r.json()["error"]) == (401, "bad_signature")

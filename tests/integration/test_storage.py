@@ -26,7 +26,7 @@ from tests.support.bureau import ReplyListener, TestBureau
 def test_the_migrations_head_is_the_declared_schema(database_urls):
     repo = Repository(database_urls("head"))
     try:
-        assert migrate.current(repo.engine) == migrate.head() == "0006"
+        assert migrate.current(repo.engine) == migrate.head() == "0007"
         with repo.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), t.metadata)
         assert diff == []
@@ -93,9 +93,9 @@ def test_a_release_database_upgrades_and_the_node_resumes_on_it(tmp_path, mosqui
             b.close()
         _copy_into_release_schema(written, release)
 
-        assert _db_command("current", release) == {"head": "0006", "current": "0001", "up_to_date": False}
+        assert _db_command("current", release) == {"head": "0007", "current": "0001", "up_to_date": False}
         upgraded = _db_command("upgrade", release)  # what an operator runs (docs/storage.md)
-        assert (upgraded["before"], upgraded["current"], upgraded["up_to_date"]) == ("0001", "0006", True)
+        assert (upgraded["before"], upgraded["current"], upgraded["up_to_date"]) == ("0001", "0007", True)
         print(f"upgrade of {height} blocks: {upgraded['seconds']} s")
 
         b = TestBureau(tmp_path, mosquitto, release)  # same node, same genesis, the upgraded database
@@ -126,5 +126,26 @@ def test_a_database_with_rows_naming_missing_rows_is_not_upgraded(database_urls)
         with engine.connect() as conn:
             assert not sa.inspect(conn).has_table("alembic_version")
             assert sa.inspect(conn).get_foreign_keys("cards") == []
+    finally:
+        engine.dispose()
+
+
+def test_a_tariff_published_before_effective_times_is_in_force_from_its_blocks_second(database_urls):
+    """Migration 0005 fills `effective_from` with the publishing block's time in whole seconds,
+    rounded down as the ledger reads block times (a true division would round up on PostgreSQL)."""
+    engine = make_engine(database_urls("tariff_from"))
+    try:
+        migrate.upgrade(engine, "0004")
+        block_ms = 1_760_000_000_999
+        tariffs = sa.table("tariffs", sa.column("tariff_id"), sa.column("version"), sa.column("doc"),
+                           sa.column("height"))
+        with engine.begin() as conn:
+            conn.execute(t.blocks.insert(), {"height": 1, "hash": b"\x01" * 32, "prev_hash": b"\x00" * 32,
+                                             "time_ms": block_ms, "tx_root": b"\x00" * 32, "state_root": b"\x00" * 32,
+                                             "proposer": "bureau-1", "tx_count": 0, "header": b"h", "certificate": b"{}"})
+            conn.execute(tariffs.insert(), {"tariff_id": "GD-2026-A", "version": 2, "doc": "{}", "height": 1})
+        assert migrate.upgrade(engine)[1] == migrate.head()
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(t.tariffs.c.effective_from)).scalar_one() == block_ms // 1000
     finally:
         engine.dispose()

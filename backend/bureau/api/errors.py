@@ -43,9 +43,11 @@ STATUS_OF_REASON: dict[str, int] = {
     "no_block": 404, "no_receipt": 404, "unknown_tx": 404, "unknown_wallet": 404, "unknown_charger": 404,
     "unknown_tariff": 404, "no_binding_code": 404, "not_found": 404,
     "method_not_allowed": 405,
-    "duplicate": 409, "insufficient_balance": 409,
+    # not_served_here: the detail names the bureau that serves it. Not 421 (misdirected): a
+    # browser sends a request answered 421 again on a new connection, and the replay guard
+    # refuses that copy of a signed request, so the page would read "replayed".
+    "duplicate": 409, "insufficient_balance": 409, "in_debt": 409, "not_served_here": 409,
     "too_large": 413,
-    "not_served_here": 421,  # the detail names the bureau that serves it
     "busy": 503, "charger_unreachable": 503,
 }
 DEFAULT_STATUS = 400  # malformed, invalid_request, too_deep, bad_cap, expired...

@@ -86,7 +86,8 @@ class AuthzController(Controller):
     @post("/{wallet_id:str}/start", status_code=202, sync_to_thread=True,
           summary="Start charging from the phone: a one-time token the charger redeems for an authorization",
           responses=refusals("not_your_wallet", "not_served_here", "unknown_charger", "charger_retired",
-                             "bad_cap", "insufficient_balance", "charger_unreachable", driver_signed=True))
+                             "bad_cap", "insufficient_balance", "in_debt", "charger_unreachable",
+                             driver_signed=True))
     def start(self, desk: NamedDependency[AuthzDesk], own_wallet: NamedDependency[str],
               charger_id: Annotated[str, QueryParameter(min_length=1, max_length=32)],
               cap_fen: Annotated[int, QueryParameter(ge=1)]) -> StartOut:

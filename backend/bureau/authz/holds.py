@@ -2,7 +2,8 @@
 
 A wallet may authorize at most its balance minus what its other open holds reserve, so two
 chargers cannot both spend the same money. A hold ends when the receipt naming its auth_ref
-commits, when the charger releases it (the session never started), or when it expires.
+commits (released in the transaction that writes the block), when the charger releases it (the
+session never started), or when it expires.
 
 Holds are kept in memory for O(1) decisions and written to the node's database before a
 decision leaves the node, so a restart neither forgets a promise nor makes it twice.
@@ -110,6 +111,14 @@ class HoldBook:
             conn.execute(holds_table.update().where(holds_table.c.auth_ref == sa.bindparam("ref"))
                          .values(released_s=now, release_reason=reason),
                          [{"ref": h.auth_ref} for h in ended])
+        for h in ended:
+            self._unindex(h)
+        return ended
+
+    def settled(self, refs: list[tuple[str, str]]) -> list[Hold]:
+        """Forget the holds (auth_ref, charger) that a committed block's receipts settled: the
+        block's own database transaction released them (storage/repository.py)."""
+        ended = [h for ref, charger in refs if (h := self._by_ref.get(ref)) is not None and h.charger_id == charger]
         for h in ended:
             self._unindex(h)
         return ended

@@ -33,7 +33,10 @@ def charger(public_key: bytes, retired: bool) -> str:
 
 
 def wallet(balance_fen: int, public_key: bytes | None) -> str:
-    return _text({"balance_fen": balance_fen, "public_key": public_key.hex() if public_key is not None else None})
+    """`debt_fen` is what a top-up must settle before the wallet authorizes again (bills of energy
+    delivered may take the balance below zero)."""
+    return _text({"balance_fen": balance_fen, "debt_fen": max(0, -balance_fen),
+                  "public_key": public_key.hex() if public_key is not None else None})
 
 
 def card(wallet_id: str, blocked: bool) -> str:

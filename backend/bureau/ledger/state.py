@@ -21,6 +21,7 @@ in the map: the blocks' transactions prove it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -43,6 +44,7 @@ DECIDED_KEPT_MS = (ACTION_MAX_AGE_S + ACTION_MAX_SKEW_S + 1) * 1000
 # How far a receipt's end time may lie past the block time (or, at admission, the node's clock):
 # charger clocks are NTP-synced but drift between syncs.
 CLOCK_ALLOWANCE_S = 300
+REASON_RE = re.compile(r"[\x20-\x7e]{1,200}\Z")  # why an operator refunded, adjusted or blocked: shown as given
 METER_REPLACED = 0x08  # meter_status bit 3 (docs/receipt-v1.md): the firmware saw another meter
 
 
@@ -73,6 +75,7 @@ class Effect:
     receipt_id: str | None = None
     energy_wh: int = 0
     detail: dict | None = None
+    auth_ref: str | None = None  # a receipt's: the hold it settles (released in the block's commit)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class Execution:
     retired: set[str] = field(default_factory=set)  # chargers retired in the block
     charger_rekeys: dict[str, bytes] = field(default_factory=dict)  # new keys, in effect from the next block
     operator_rekeys: dict[str, bytes] = field(default_factory=dict)  # likewise
-    cards: dict[str, str] = field(default_factory=dict)
+    cards: dict[str, str | None] = field(default_factory=dict)  # card uid -> wallet; None: unbound in the block
+    card_blocks: dict[str, bool] = field(default_factory=dict)  # card uid -> blocked, as the block leaves it
     tariffs: dict[tuple[str, int], Tariff] = field(default_factory=dict)
     tariff_from: dict[tuple[str, int], int] = field(default_factory=dict)  # (id, version) -> effective_from
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -137,6 +141,7 @@ class LedgerState:
         self.operator_old_keys: dict[str, list[tuple[int, bytes]]] = {}
         self.wallets: dict[str, Wallet] = {}
         self.cards: dict[str, str] = {}
+        self.blocked_cards: set[str] = set()  # bound cards refused at authorization and left off the offline list
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
         # (id, version) -> effective_from (unix s): genesis tariffs are in force from 0
         self.tariff_from: dict[tuple[str, int], int] = dict.fromkeys(self.tariffs, 0)
@@ -187,8 +192,8 @@ class LedgerState:
             w = ex.wallets.get(ident[0]) or self.wallets.get(ident[0])
             return None if w is None else records.wallet(w.balance, w.public_key)
         if kind == "k":
-            wallet_id = ex.cards.get(ident[0]) or self.cards.get(ident[0])
-            return None if wallet_id is None else records.card(wallet_id, blocked=False)  # no card is blocked yet
+            wallet_id = self._card_wallet(ident[0], ex)
+            return None if wallet_id is None else records.card(wallet_id, self.card_blocked(ident[0], ex))
         if kind == "t":
             t = ex.tariffs.get(ident) or self.tariffs.get(ident)
             since = ex.tariff_from.get(ident, self.tariff_from.get(ident))
@@ -335,7 +340,16 @@ class LedgerState:
         for operator_id, key in ex.operator_rekeys.items():
             self.operator_old_keys.setdefault(operator_id, []).append((height, self.operators[operator_id]))
             self.operators[operator_id] = key
-        self.cards.update(ex.cards)
+        for card, wallet_id in ex.cards.items():
+            if wallet_id is None:
+                self.cards.pop(card, None)
+            else:
+                self.cards[card] = wallet_id
+        for card, blocked in ex.card_blocks.items():
+            if blocked:
+                self.blocked_cards.add(card)
+            else:
+                self.blocked_cards.discard(card)
         self.tariffs.update(ex.tariffs)
         self.tariff_from.update(ex.tariff_from)
         self.receipts.update(ex.receipts)
@@ -359,6 +373,15 @@ class LedgerState:
         horizon = time_ms - DECIDED_KEPT_MS
         if any(t < horizon for t in self.operator_txs.values()):
             self.operator_txs = {h: t for h, t in self.operator_txs.items() if t >= horizon}
+
+    def _card_wallet(self, card: str, ex: Execution) -> str | None:
+        """The wallet `card` is bound to, with the block `ex` so far."""
+        return ex.cards[card] if card in ex.cards else self.cards.get(card)
+
+    def card_blocked(self, card: str, ex: Execution | None = None) -> bool:
+        if ex is not None and card in ex.card_blocks:
+            return ex.card_blocks[card]
+        return card in self.blocked_cards
 
     def _wallet(self, ex: Execution, wallet_id: str) -> Wallet | None:
         w = ex.wallets.get(wallet_id)
@@ -429,7 +452,7 @@ class LedgerState:
             ex.dirty.add(("m", *meter))
         ex.dirty.add(("w", r.wallet_id))
         return Effect(h, "receipt", r.wallet_id, -r.amount_fen, wallet.balance, r.charger_id, r.seq, rid,
-                      r.energy_wh)
+                      r.energy_wh, auth_ref=r.auth_ref)
 
     def _operator(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
         op = decode_operator(tx)
@@ -574,7 +597,7 @@ class LedgerState:
         for card in cards:
             if not ID_RE.match(card):
                 raise TxError("malformed", f"card uid {card!r} is not valid")
-            if card in self.cards or card in ex.cards:
+            if self._card_wallet(card, ex) is not None:
                 raise TxError("card_in_use", f"card {card} belongs to another wallet")
         ex.wallets[wallet_id] = Wallet(key, 0)
         for card in cards:
@@ -598,23 +621,88 @@ class LedgerState:
         ex.dirty.add(("b", wallet_id))
         return Effect(h, "issue_binding_code", wallet_id, detail={"binding_key": key.hex(), "expires": expires})
 
-    def _op_top_up(self, args, h, ex) -> Effect:
-        wallet_id, amount, reference = args["wallet_id"], args["amount_fen"], args.get("reference")
-        if type(amount) is not int or not 0 < amount <= MAX_TOP_UP_FEN:
-            raise TxError("malformed", f"top_up amount must be 1..{MAX_TOP_UP_FEN} fen")
+    def _credit(self, kind: str, args, h, ex, delta: int, detail: dict) -> Effect:
+        """A payment-referenced change of a wallet's balance (top_up, refund, adjust): each
+        reference counts once, ever, across the three."""
+        wallet_id, reference = args["wallet_id"], args.get("reference")
         if not isinstance(reference, str) or not PAYMENT_REF_RE.match(reference):
-            raise TxError("malformed", "top_up needs the payment's reference: 1-64 of A-Z a-z 0-9 . _ : @ / -")
+            raise TxError("malformed", f"{kind} needs the payment's reference: 1-64 of A-Z a-z 0-9 . _ : @ / -")
         credited = ex.payments.get(reference) or self.payments.get(reference)
         if credited is not None:
             raise TxError("duplicate_payment", f"payment {reference} is already credited to wallet {credited}")
         if self.wallets.get(wallet_id) is None and wallet_id not in ex.wallets:
             raise TxError("unknown_wallet", f"wallet {wallet_id} does not exist")
         wallet = self._wallet(ex, wallet_id)
-        wallet.balance += amount
+        wallet.balance += delta
         ex.payments[reference] = wallet_id
         ex.dirty.add(("p", reference))
         ex.dirty.add(("w", wallet_id))
-        return Effect(h, "top_up", wallet_id, amount, wallet.balance, detail={"reference": reference})
+        return Effect(h, kind, wallet_id, delta, wallet.balance, detail={"reference": reference, **detail})
+
+    def _op_top_up(self, args, h, ex) -> Effect:
+        amount = args["amount_fen"]
+        if type(amount) is not int or not 0 < amount <= MAX_TOP_UP_FEN:
+            raise TxError("malformed", f"top_up amount must be 1..{MAX_TOP_UP_FEN} fen")
+        return self._credit("top_up", args, h, ex, amount, {})
+
+    def _op_refund(self, args, h, ex) -> Effect:
+        amount = args["amount_fen"]
+        if type(amount) is not int or not 0 < amount <= MAX_TOP_UP_FEN:
+            raise TxError("malformed", f"refund amount must be 1..{MAX_TOP_UP_FEN} fen")
+        return self._credit("refund", args, h, ex, amount, {"note": _reason_text(args, "refund")})
+
+    def _op_adjust(self, args, h, ex) -> Effect:
+        delta = args["delta_fen"]
+        if type(delta) is not int or not 0 < abs(delta) <= MAX_TOP_UP_FEN:
+            raise TxError("malformed", f"adjust delta must be ±1..{MAX_TOP_UP_FEN} fen")
+        return self._credit("adjust", args, h, ex, delta, {"note": _reason_text(args, "adjust")})
+
+    def _card_arg(self, args, ex, action: str) -> tuple[str, str]:
+        """(card, its wallet) of an action on a bound card."""
+        card = args["card"]
+        if not isinstance(card, str) or not ID_RE.match(card):
+            raise TxError("malformed", f"{action} needs a card uid of 1-32 of A-Z a-z 0-9 . _ -")
+        wallet_id = self._card_wallet(card, ex)
+        if wallet_id is None:
+            raise TxError("unknown_card", f"card {card} is not bound to a wallet")
+        return card, wallet_id
+
+    def _op_bind_card(self, args, h, ex) -> Effect:
+        wallet_id, card = args["wallet_id"], args["card"]
+        if not isinstance(card, str) or not ID_RE.match(card):
+            raise TxError("malformed", "bind_card needs a card uid of 1-32 of A-Z a-z 0-9 . _ -")
+        if self.wallets.get(wallet_id) is None and wallet_id not in ex.wallets:
+            raise TxError("unknown_wallet", f"wallet {wallet_id} does not exist")
+        if self._card_wallet(card, ex) is not None:
+            raise TxError("card_in_use", f"card {card} is bound to a wallet; unbind it first")
+        ex.cards[card] = wallet_id
+        ex.card_blocks[card] = False
+        ex.dirty.add(("k", card))
+        return Effect(h, "bind_card", wallet_id, detail={"card": card})
+
+    def _op_unbind_card(self, args, h, ex) -> Effect:
+        card, wallet_id = self._card_arg(args, ex, "unbind_card")
+        ex.cards[card] = None
+        ex.card_blocks[card] = False  # a block ends with the binding: the uid may be bound afresh
+        ex.dirty.add(("k", card))
+        return Effect(h, "unbind_card", wallet_id, detail={"card": card})
+
+    def _op_block_card(self, args, h, ex) -> Effect:
+        card, wallet_id = self._card_arg(args, ex, "block_card")
+        reason = _reason_text(args, "block_card")
+        if self.card_blocked(card, ex):
+            raise TxError("card_blocked", f"card {card} is already blocked")
+        ex.card_blocks[card] = True
+        ex.dirty.add(("k", card))
+        return Effect(h, "block_card", wallet_id, detail={"card": card, "note": reason})
+
+    def _op_unblock_card(self, args, h, ex) -> Effect:
+        card, wallet_id = self._card_arg(args, ex, "unblock_card")
+        if not self.card_blocked(card, ex):
+            raise TxError("card_not_blocked", f"card {card} is not blocked")
+        ex.card_blocks[card] = False
+        ex.dirty.add(("k", card))
+        return Effect(h, "unblock_card", wallet_id, detail={"card": card})
 
     def _op_publish_tariff(self, args, h, ex) -> Effect:
         try:
@@ -646,6 +734,13 @@ class LedgerState:
         ex.tariff_from[ident] = since
         ex.dirty.add(("t", *ident))
         return Effect(h, "publish_tariff", detail={**tariff.to_doc(), "effective_from": since})
+
+
+def _reason_text(args, action: str) -> str:
+    reason = args["reason"]
+    if not isinstance(reason, str) or not REASON_RE.match(reason):
+        raise TxError("malformed", f"{action} needs a reason: 1-200 printable characters")
+    return reason
 
 
 def _receipt_ids(tx: bytes) -> tuple[str | None, int | None]:

@@ -103,8 +103,13 @@ class Repository:
                 conn.execute(t.wallets.update().where(t.wallets.c.wallet_id == sa.bindparam("w"))
                              .values(balance_fen=sa.bindparam("b"), public_key=sa.bindparam("k"),
                                      updated_height=sa.bindparam("h")), old_wallets)
-            if ex.cards:
-                conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w} for c, w in ex.cards.items()])
+            changed_cards = sorted(set(ex.cards) | set(ex.card_blocks))
+            if changed_cards:  # a card's row is its binding as the block leaves it; unbound: none
+                conn.execute(t.cards.delete().where(t.cards.c.uid.in_(changed_cards)))
+                bound = [{"uid": c, "wallet_id": w, "blocked": state.card_blocked(c, ex)}
+                         for c in changed_cards if (w := ex.cards[c] if c in ex.cards else state.cards.get(c))]
+                if bound:
+                    conn.execute(t.cards.insert(), bound)
             if ex.tariffs:
                 conn.execute(t.tariffs.insert(), [{"tariff_id": tid, "version": v, "doc": dumps(tf.to_doc()).decode(),
                                                    "height": h.height, "effective_from": ex.tariff_from[(tid, v)]}
@@ -136,6 +141,15 @@ class Repository:
                           for w, b in ex.bindings.items() if b is not None]
                 if issued:
                     conn.execute(t.binding_codes.insert(), issued)
+            settled = [{"ref": e.auth_ref, "c": e.charger_id} for e in ex.effects if e.kind == "receipt" and e.auth_ref]
+            if settled:
+                # The holds the block's receipts settle end with the block, in its transaction: a
+                # crash after the commit cannot keep a driver's money held (authz/holds.py).
+                hc = t.authz_holds.c
+                conn.execute(t.authz_holds.update()
+                             .where((hc.auth_ref == sa.bindparam("ref")) & (hc.charger_id == sa.bindparam("c"))
+                                    & hc.released_s.is_(None))
+                             .values(released_s=h.time_ms // 1000, release_reason="committed"), settled)
             if ex.payments:
                 conn.execute(t.payments.insert(), [{"reference": ref, "wallet_id": w, "height": h.height}
                                                    for ref, w in ex.payments.items()])
@@ -159,6 +173,8 @@ class Repository:
                 state.wallets[row.wallet_id] = Wallet(row.public_key and bytes(row.public_key), row.balance_fen)
             for row in conn.execute(sa.select(t.cards)):
                 state.cards[row.uid] = row.wallet_id
+                if row.blocked:
+                    state.blocked_cards.add(row.uid)
             for row in conn.execute(sa.select(t.tariffs)):
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
                 state.tariff_from[(row.tariff_id, row.version)] = row.effective_from

@@ -7,8 +7,8 @@ without its transaction, a transaction without its block or an entry without its
 Nothing is ever deleted from the chain tables: the keys guard writes, and need no index of
 their own for cascades."""
 
-from sqlalchemy import (BigInteger, Column, ForeignKey, ForeignKeyConstraint, Index, Integer, LargeBinary, MetaData,
-                        String, Table, Text, text)
+from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, ForeignKeyConstraint, Index, Integer, LargeBinary,
+                        MetaData, String, Table, Text, false, text)
 
 # PostgreSQL's own names for the constraints, so a database made by create_all before the
 # schema was migrated (unnamed constraints) and one made by the migrations agree on every name.
@@ -114,6 +114,7 @@ cards = Table(
     "cards", metadata,
     Column("uid", String(32), primary_key=True),
     Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
+    Column("blocked", Boolean, nullable=False, server_default=false()),  # refused at authorization
 )
 
 tariffs = Table(

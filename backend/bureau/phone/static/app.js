@@ -25,8 +25,14 @@ const yuan = (fen) => {
   return `${sign}¥${a / 100n}.${String(a % 100n).padStart(2, "0")}`;
 };
 const kwh = (wh) => `${(Number(wh) / 1000).toFixed(3)} kWh`;
-const when = (unixS) => new Date(Number(unixS) * 1000).toLocaleString(currentLang() === "zh" ? "zh-CN" : "en-GB",
+const dateTime = () => new Intl.DateTimeFormat(currentLang() === "zh" ? "zh-CN" : "en-GB",
   { dateStyle: "medium", timeStyle: "short" });
+const when = (unixS) => dateTime().format(new Date(Number(unixS) * 1000));
+// a session's start and end, the day said once when both are on it
+const span = (startS, endS) => dateTime().formatRange(new Date(Number(startS) * 1000), new Date(Number(endS) * 1000));
+
+// Parts of a line, each kept whole (a wrap falls between them, never inside "block 6"), " · " between.
+const parts = (...texts) => texts.flatMap((text, i) => [...(i ? [" · "] : []), el("span", { class: "part" }, text)]);
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -159,21 +165,33 @@ async function refreshHolds() {
   $("holds").replaceChildren(...(view.holds.length ? view.holds.map((h) => el("li", {},
     t("hold_line", { charger: h.charger_id, amount: yuan(h.amount_fen), until: when(h.expires) })))
     : [el("li", { class: "muted" }, t("no_holds"))]));
+  const started = $("start-status").dataset.started;
+  if (started && !startCharger() && !view.holds.some((h) => h.charger_id === started)
+      && !view.pending_starts.some((s) => s.charger_id === started)) {
+    $("start").hidden = true;  // neither waiting at the charger nor charging: the bill says the rest
+    delete $("start-status").dataset.started;
+  }
   return view;
 }
 
 // The tariff version a receipt names: its chain record t/<id>/<version> proven by a state proof,
 // and the document whose digest the record holds.
+// The next version's record shows whether this one was still in force at a session's start.
 async function tariffEvidence(tariffId, version) {
   const name = `${tariffId}/${version}`;
   if (tariffs.has(name)) return tariffs.get(name);
   const key = `t/${name}`;
-  const [answer, doc] = await Promise.all([
-    signedRequest(keep, "GET", `/v1/state/proof?key=${encodeURIComponent(key)}`),
-    getPublic(`/v1/tariffs/${encodeURIComponent(tariffId)}/${version}`)]);
-  const proven = await verifyStateAnswer(answer, genesis, key);
-  const evidence = { doc, proven };
-  if (proven.ok) tariffs.set(name, evidence);
+  const nextKey = `t/${tariffId}/${version + 1}`;
+  const proof = (k) => signedRequest(keep, "GET", `/v1/state/proof?key=${encodeURIComponent(k)}`);
+  const [answer, nextAnswer, doc] = await Promise.all([
+    proof(key), proof(nextKey), getPublic(`/v1/tariffs/${encodeURIComponent(tariffId)}/${version}`)]);
+  let proven = await verifyStateAnswer(answer, genesis, key);
+  const next = proven.ok ? await verifyStateAnswer(nextAnswer, genesis, nextKey) : null;
+  if (next && !next.ok) proven = next;
+  const evidence = { doc, proven, next: next && next.ok ? next.value : null };
+  // kept once a later version exists: until then one may be published that takes over from a
+  // later session's start
+  if (proven.ok && evidence.next) tariffs.set(name, evidence);
   return evidence;
 }
 
@@ -185,8 +203,8 @@ async function verifyBill(chargerId, seq) {
   }
   if (!result.ok) return result;
   const { receipt } = result;
-  const { doc, proven } = await tariffEvidence(receipt.tariff_id, receipt.tariff_version);
-  const amount = proven.ok ? await verifyAmount(receipt, doc, proven.value) : proven;
+  const { doc, proven, next } = await tariffEvidence(receipt.tariff_id, receipt.tariff_version);
+  const amount = proven.ok ? await verifyAmount(receipt, doc, proven.value, next) : proven;
   return amount.ok ? { ...result, tariff: doc, amount } : { ...amount, receipt };
 }
 
@@ -202,21 +220,26 @@ function billCard(entry, bill) {
   }
   card.dataset.amountFen = String(r.amount_fen);
   card.dataset.energyWh = String(r.energy_wh);
+  if (bill.header) card.dataset.height = String(bill.header.height);
   card.append(
     el("header", {}, el("strong", {}, r.charger_id), el("span", { class: "amount" }, yuan(r.amount_fen))),
-    el("div", { class: "meta" }, `${when(r.start_time)} – ${when(r.end_time)} · ${kwh(r.energy_wh)} · `
-      + `${t("stop" + r.stop_reason)} · ${t("seq", { seq: r.seq })}`
-      + (bill.header ? ` · ${t("block", { height: bill.header.height })}` : "")));
+    el("div", { class: "meta" }, ...parts(span(r.start_time, r.end_time), kwh(r.energy_wh), t("stop" + r.stop_reason),
+      t("seq", { seq: r.seq }), ...(bill.header ? [t("block", { height: bill.header.height })] : []))));
   if (bill.ok) {
     const rates = bill.amount.rates;
-    const rows = r.periods.map(([kind, wh]) => el("tr", {}, el("td", {}, t("kind" + kind)), el("td", {}, kwh(wh)),
+    const rows = r.periods.map(([kind, wh]) => el("tr", { "data-kind": String(kind), "data-wh": String(wh) },
+      el("td", {}, t("kind" + kind)), el("td", {}, kwh(wh)),
       el("td", {}, `¥${(Number(rates[kind]) / 10000).toFixed(4)}`),
       el("td", {}, yuan((BigInt(wh) * rates[kind] + 50000n) / 100000n))));
     card.append(el("table", { class: "periods" },
       el("thead", {}, el("tr", {}, ...["period", "energy", "price", "subtotal"].map((k) => el("th", {}, t(k))))),
       el("tbody", {}, ...rows)));
-    const from = bill.amount.effective_from ? when(bill.amount.effective_from) : t("from_genesis");
-    card.append(el("div", { class: "meta" }, t("tariff_in_force", { id: r.tariff_id, version: r.tariff_version, from })));
+    const since = bill.amount.effective_from
+      ? t("tariff_in_force", { id: r.tariff_id, version: r.tariff_version, from: when(bill.amount.effective_from) })
+      : t("tariff_from_genesis", { id: r.tariff_id, version: r.tariff_version });
+    card.append(el("div", { class: "meta tariff", "data-tariff": `${r.tariff_id}/${r.tariff_version}`,
+      "data-effective-from": String(bill.amount.effective_from) },
+    since));
   }
   card.append(status);
   return card;
@@ -240,6 +263,12 @@ async function refreshSessions() {
   $("sessions").dataset.count = String(cards.length);
 }
 
+// Holds live on the one bureau that answers chargers' authorizations; another says which one.
+function holdsNotShown(e) {
+  if (!(e instanceof NodeError) || e.reason !== "not_served_here") { reportError(e, $("holds")); return; }
+  $("holds").replaceChildren(el("li", { class: "muted", "data-reason": e.reason }, t("holds_elsewhere", { detail: e.message })));
+}
+
 let refreshing = null;
 async function refresh() {
   // one refresh at a time; a timer tick during a slow one waits for the next
@@ -247,7 +276,7 @@ async function refresh() {
     try {
       if (!genesis && !await connect()) return;
       await refreshBalance();
-      await refreshHolds().catch((e) => reportError(e, $("holds")));
+      await refreshHolds().catch(holdsNotShown);
       await refreshSessions();
       notice("refused", null);
       await checkBehind();
@@ -263,8 +292,8 @@ async function refresh() {
 function showWallet() {
   $("setup").hidden = true;
   $("wallet").hidden = false;
-  $("about").textContent = `${t("phone_key")} ${keep.public_key.slice(0, 16)}… · ${keep.wallet_id} · `
-    + t("key_backend", { backend: document.body.dataset.ed25519 });
+  $("about").replaceChildren(...parts(`${t("phone_key")} ${keep.public_key.slice(0, 16)}…`, keep.wallet_id,
+    t("key_backend", { backend: document.body.dataset.ed25519 })));
   refresh();
   handleDeepLink();
 }

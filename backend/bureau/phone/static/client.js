@@ -83,9 +83,11 @@ export const bindingSeed = (walletId, code) => sha256(enc.encode(`EV-BIND/v1\n${
 const DRIVER_TAG = tag16("EV-DRIVER/v1");
 
 // kind 3 ‖ u16 length ‖ canonical JSON ‖ signature by the binding key over the tag ‖ JSON
-export async function bindTx(walletId, code, phonePublicKey, genesisHash, nowS = Math.floor(Date.now() / 1000)) {
+// (time and nonce are given only by the tests of the shared vectors)
+export async function bindTx(walletId, code, phonePublicKey, genesisHash, nowS = Math.floor(Date.now() / 1000),
+  nonce = randomHex(16)) {
   const doc = { v: 1, action: "bind_phone", wallet_id: walletId, public_key: phonePublicKey, genesis: genesisHash,
-    time: nowS, nonce: randomHex(16) };
+    time: nowS, nonce };
   const json = enc.encode(canonicalJson(doc));
   const sig = await ed25519Sign(await bindingSeed(walletId, code), concat(DRIVER_TAG, json));
   return concat([3, json.length >> 8, json.length & 0xff], json, sig);

@@ -454,10 +454,15 @@ export function verifyStateAnswer(answer, genesis, key) {
 }
 
 // The amount of a verified receipt recomputed from a tariff document, which must be the one the
-// chain's record t/<id>/<version> names by digest (a verified state answer's value).
-export function verifyAmount(receipt, tariffDoc, tariffRecord) {
+// chain's record t/<id>/<version> names by digest (a verified state answer's value); and that
+// version in force at the session's start: it began at or before the start, and the next
+// version's record (t/<id>/<version + 1>, verified too; null when absent) begins after it
+// (ledger/proof.py verify_bill_amount).
+export function verifyAmount(receipt, tariffDoc, tariffRecord, nextRecord) {
   return outcome(async () => {
     if (!tariffRecord) fail("unknown_tariff", `tariff ${receipt.tariff_id} v${receipt.tariff_version} is not on the chain`);
+    if (tariffRecord.effective_from > receipt.start_time) fail("tariff_not_in_force", `v${receipt.tariff_version} came in force after the session's start`);
+    if (nextRecord && nextRecord.effective_from <= receipt.start_time) fail("tariff_not_in_force", `v${receipt.tariff_version + 1} was in force at the session's start`);
     const digest = toHex(await sha256(utf8(canonicalJson(tariffDoc))));
     if (digest !== tariffRecord.digest) fail("wrong_tariff", "the tariff document is not the one the chain names");
     if (tariffDoc.tariff_id !== receipt.tariff_id || tariffDoc.version !== receipt.tariff_version) fail("wrong_tariff", "the tariff document is another version");

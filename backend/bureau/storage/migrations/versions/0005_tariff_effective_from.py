@@ -19,8 +19,9 @@ def upgrade() -> None:
     with op.batch_alter_table("tariffs") as batch:
         batch.add_column(sa.Column("effective_from", sa.BigInteger, nullable=True))
     tariffs = sa.table("tariffs", sa.column("height"), sa.column("effective_from"))
-    blocks = sa.table("blocks", sa.column("height"), sa.column("time_ms"))
-    block_s = sa.select(blocks.c.time_ms / 1000).where(blocks.c.height == tariffs.c.height).scalar_subquery()
+    blocks = sa.table("blocks", sa.column("height"), sa.column("time_ms", sa.BigInteger))
+    # whole seconds, rounded down, as the ledger reads a block's time (floor division on both backends)
+    block_s = sa.select(blocks.c.time_ms // 1000).where(blocks.c.height == tariffs.c.height).scalar_subquery()
     op.execute(tariffs.update().values(effective_from=block_s))
     with op.batch_alter_table("tariffs") as batch:
         batch.alter_column("effective_from", existing_type=sa.BigInteger, nullable=False)
