@@ -220,6 +220,7 @@ def _init_network(args) -> int:
 
 
 def _broker_sync(args) -> int:
+    import logging
     import os
     import signal
     import threading
