@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import queue
 import statistics
 import sys
@@ -65,6 +66,7 @@ def verify_rate(receipts: list[tuple[str, int, bytes]], keys: dict[str, SigningK
 
 def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
     receipts, keys = make_receipts(n, chargers)
+    cores = os.cpu_count() or 1
     verify_per_s = verify_rate(receipts, keys)
     with tempfile.TemporaryDirectory(prefix="evbench-") as tmp:
         stack = Stack(Path(tmp), nodes_count=nodes).start()
@@ -123,11 +125,16 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
         finally:
             stack.stop()
         # Audit: full re-verification of one node's stored chain (certificates, Merkle roots,
-        # every receipt signature, state replay) against the same verification limit.
+        # every receipt signature, state replay) against the same verification limit, in one
+        # process and on one worker process per core.
         repo = Repository(f"sqlite:///{stack.nodes[0].data_dir / 'ledger.db'}")
+        genesis = Genesis.load(stack.genesis_path)
         a0 = time.perf_counter()
-        report = audit_chain(Genesis.load(stack.genesis_path), repo)
+        report = audit_chain(genesis, repo)
         audit_s = time.perf_counter() - a0
+        a0 = time.perf_counter()
+        parallel = audit_chain(genesis, repo, jobs=cores)
+        parallel_s = time.perf_counter() - a0
         repo.close()
     latencies.sort()
 
@@ -142,7 +149,11 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
             "verify_per_s_one_core": round(verify_per_s),
             "ratio_to_verify_limit": round(committed_per_s / verify_per_s, 3), "heights": heights,
             "audit_chain_valid": report["chain_valid"], "audit_receipts_per_s": round(report["receipts"] / audit_s),
-            "audit_ratio_to_verify_limit": round(report["receipts"] / audit_s / verify_per_s, 3)}
+            "audit_ratio_to_verify_limit": round(report["receipts"] / audit_s / verify_per_s, 3),
+            "cores": cores, "parallel_audit_chain_valid": parallel["chain_valid"] and parallel == report,
+            "parallel_audit_receipts_per_s": round(parallel["receipts"] / parallel_s),
+            "parallel_audit_ratio_to_cores_verify_limit": round(parallel["receipts"] / parallel_s
+                                                                / (cores * verify_per_s), 3)}
 
 
 
@@ -160,9 +171,11 @@ def main() -> int:
           f"PyNaCl verify limit {result['verify_per_s_one_core']}/s on one core "
           f"(ratio {result['ratio_to_verify_limit']}); audit re-verified the chain at "
           f"{result['audit_receipts_per_s']} receipts/s (ratio {result['audit_ratio_to_verify_limit']}, "
-          f"valid {result['audit_chain_valid']})")
+          f"valid {result['audit_chain_valid']}), on {result['cores']} processes at "
+          f"{result['parallel_audit_receipts_per_s']} receipts/s (ratio to {result['cores']} x the limit "
+          f"{result['parallel_audit_ratio_to_cores_verify_limit']}, valid {result['parallel_audit_chain_valid']})")
     print(json.dumps(result))
-    return 0 if result["lost"] == 0 and result["audit_chain_valid"] else 1
+    return 0 if result["lost"] == 0 and result["audit_chain_valid"] and result["parallel_audit_chain_valid"] else 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -166,14 +167,18 @@ def _verify_chain(args) -> int:
     from .ledger.audit import audit_chain
     from .ledger.genesis import Genesis
     from .storage.existing import open_existing
+    from .tools.progress import ProgressBar
     genesis = Genesis.load(Path(args.genesis))
     repo = open_existing(args.db)
+    bar = ProgressBar()
     try:
         started = time.perf_counter()
-        report = audit_chain(genesis, repo)
+        report = audit_chain(genesis, repo, jobs=args.jobs, progress=bar)
     finally:
+        bar.close()
         repo.close()
     report["seconds"] = round(time.perf_counter() - started, 3)
+    report["jobs"] = args.jobs
     print(json.dumps(report))
     return 0 if report["chain_valid"] else 1
 
@@ -302,6 +307,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--genesis", required=True)
     v.add_argument("--db", "--db-url", dest="db", required=True, metavar="PATH_OR_URL",
                    help="a node's SQLite file (opened read-only) or a database URL")
+    v.add_argument("--jobs", type=int_range(1, 1024), default=os.cpu_count() or 1,
+                   help="processes checking signatures, each with its own database connection "
+                        "(default: one per core)")
     v.set_defaults(fn=_verify_chain)
     d = sub.add_parser("db", help="the node database's schema revision (current), or migrate it (upgrade); JSON")
     d.add_argument("db_cmd", choices=["current", "upgrade"])

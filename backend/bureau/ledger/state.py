@@ -22,7 +22,9 @@ in the map: the blocks' transactions prove it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 from .. import crypto
@@ -309,18 +311,21 @@ class LedgerState:
     # ---- executing a block ---------------------------------------------------------------
 
     def execute(self, txs: list[bytes], block_time_ms: int,
-                verified: frozenset[bytes] | set[bytes] = frozenset()) -> Execution:
+                verified: frozenset[bytes] | set[bytes] = frozenset(),
+                receipt_keys: Mapping[bytes, bytes] = MappingProxyType({})) -> Execution:
         """Run `txs` in order on top of the current state, without changing it, as a block of
         time `block_time_ms` (UTC ms; operator actions are checked against it).
 
         `verified` holds tx hashes whose signatures this node has already checked at ingest, so
         the proposer does not check them twice; a node validating someone else's block passes
-        nothing and checks every signature.
+        nothing and checks every signature. `receipt_keys` maps receipt tx hashes to the charger
+        key their signature was checked with (the audit's workers): one whose key is the key in
+        effect here is not checked again, rotated or not.
         """
         ex = Execution(txs=[], effects=[], refused=[], time_ms=block_time_ms)
         for tx in txs:
             try:
-                effect = self._execute_one(tx, ex, verified)
+                effect = self._execute_one(tx, ex, verified, receipt_keys)
             except (TxError, ReceiptError) as e:
                 charger, seq = _receipt_ids(tx)
                 ex.refused.append(Refusal(tx, e.reason, e.detail, charger, seq))
@@ -392,19 +397,19 @@ class LedgerState:
             w = ex.wallets[wallet_id] = Wallet(base.public_key, base.balance)
         return w
 
-    def _execute_one(self, tx: bytes, ex: Execution, verified) -> Effect:
+    def _execute_one(self, tx: bytes, ex: Execution, verified, receipt_keys) -> Effect:
         if not tx or len(tx) > MAX_TX:
             raise TxError("malformed", "empty or oversized transaction")
         h = tx_hash(tx)
         if tx[0] == KIND_RECEIPT:
-            return self._receipt(tx, h, ex, verified)
+            return self._receipt(tx, h, ex, verified, receipt_keys)
         if tx[0] == KIND_OPERATOR:
             return self._operator(tx, h, ex, verified)
         if tx[0] == KIND_DRIVER:
             return self._driver(tx, h, ex, verified)
         raise TxError("malformed", f"unknown transaction kind {tx[0]}")
 
-    def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
+    def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified, receipt_keys) -> Effect:
         envelope = tx[1:]
         r, body, sig = decode_receipt(envelope)
         key = ex.chargers.get(r.charger_id) or self.chargers.get(r.charger_id)
@@ -413,8 +418,8 @@ class LedgerState:
         if r.charger_id in self.retired or r.charger_id in ex.retired:
             raise ReceiptError("charger_retired", f"charger {r.charger_id} is retired")
         # A signature checked at ingest may have been checked with a key rotated away since.
-        if (h not in verified or r.charger_id in self.charger_old_keys) \
-                and not crypto.verify(key, signed_message(body), sig):
+        checked = receipt_keys.get(h) == key or (h in verified and r.charger_id not in self.charger_old_keys)
+        if not checked and not crypto.verify(key, signed_message(body), sig):
             rotated = self.rotated_key_error(self.charger_old_keys, r.charger_id, signed_message(body), sig)
             if rotated is not None:
                 raise ReceiptError(rotated.reason, rotated.detail)

@@ -159,16 +159,8 @@ class Repository:
     def load_state(self, state: LedgerState) -> None:
         """Fill a genesis-fresh `state` with what the database holds."""
         with self.engine.connect() as conn:
-            for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
-                state.chargers[row.charger_id] = bytes(row.public_key)
+            self._load_keys(conn, state)
             state.retired.update(conn.execute(sa.select(t.retired_chargers.c.charger_id)).scalars())
-            for table, keys, old_keys, who in ((t.charger_keys, state.chargers, state.charger_old_keys, "charger_id"),
-                                               (t.operator_keys, state.operators, state.operator_old_keys,
-                                                "operator_id")):
-                for row in conn.execute(sa.select(table).order_by(table.c.height)):  # as apply() made them
-                    owner = getattr(row, who)
-                    old_keys.setdefault(owner, []).append((row.height, keys[owner]))
-                    keys[owner] = bytes(row.public_key)
             for row in conn.execute(sa.select(t.wallets)):
                 state.wallets[row.wallet_id] = Wallet(row.public_key and bytes(row.public_key), row.balance_fen)
             for row in conn.execute(sa.select(t.cards)):
@@ -206,6 +198,24 @@ class Repository:
                 f"the state loaded from the database has root {state.state_root.hex()}, but its head block "
                 f"{last.height} says {bytes(last.state_root).hex()}: the database does not hold the state its "
                 f"chain produced (restore it, or check the chain with `bureau verify-chain`)")
+
+    def load_keys(self, state: LedgerState) -> None:
+        """Fill a genesis-fresh `state` with the chargers' and operators' keys and their rotations
+        only: enough for `state.charger_key_at` (the audit's workers, which trust nothing else)."""
+        with self.engine.connect() as conn:
+            self._load_keys(conn, state)
+
+    @staticmethod
+    def _load_keys(conn, state: LedgerState) -> None:
+        for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
+            state.chargers[row.charger_id] = bytes(row.public_key)
+        for table, keys, old_keys, who in ((t.charger_keys, state.chargers, state.charger_old_keys, "charger_id"),
+                                           (t.operator_keys, state.operators, state.operator_old_keys,
+                                            "operator_id")):
+            for row in conn.execute(sa.select(table).order_by(table.c.height)):  # as apply() made them
+                owner = getattr(row, who)
+                old_keys.setdefault(owner, []).append((row.height, keys[owner]))
+                keys[owner] = bytes(row.public_key)
 
     def head_height(self) -> int:
         with self.engine.connect() as conn:
