@@ -90,12 +90,12 @@ def test_verify_chain_audits_a_running_nodes_database(stack):
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert report["chain_valid"] and report["blocks"] >= 1
-    assert report["jobs"] == (os.cpu_count() or 1) and p.stderr == ""  # no progress bar off a terminal
+    assert report["jobs"] == 1 and p.stderr == ""  # no progress bar off a terminal
     p = bureau("verify-chain", "--genesis", str(stack.genesis_path), "--db", str(stack.nodes[0].data_dir / "ledger.db"),
-               "--jobs", "1")
+               "--jobs", "2")
     assert p.returncode == 0, p.stderr
-    one = json.loads(p.stdout)
-    assert one["jobs"] == 1 and one["chain_valid"] and one["blocks"] >= report["blocks"]
+    two = json.loads(p.stdout)
+    assert two["jobs"] == 2 and two["chain_valid"] and two["blocks"] >= report["blocks"]
 
 
 def test_a_second_stack_on_one_data_directory_is_refused(stack):
