@@ -191,6 +191,11 @@ def main() -> int:
         print(f"genesis: {stack.genesis_path}; operator key: {root / 'net' / 'operator.key'}")
         print(f"dashboard: {stack.nodes[0].url}/dashboard, signed in with the operator token in "
               f"{stack.operator_token_path} (also the bearer token of /metrics; docs/observability.md)")
+        op = (f".venv/bin/bureau operator --node {stack.nodes[0].url} --ca-file {stack.ca_file} "
+              f"--key {root / 'net' / 'operator.key'} --operator operator-1")
+        print(f"drivers' phone page: {stack.nodes[0].url}/phone (every node serves it; docs/phone.md); a wallet and "
+              f"the one-time code that binds a phone to it:\n  {op} open_wallet wallet_id=W-1\n"
+              f"  {op} issue-binding-code --wallet W-1")
         if args.chargers and not stopping:
             drivers = start_chargers(stack, root, args.chargers, args.speed)
         print("running; Ctrl-C stops", flush=True)

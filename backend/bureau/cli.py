@@ -29,8 +29,10 @@ def _run(args) -> int:
     from .api.app import create_app
     from .logfmt import configure
     from .node import Node
+    from .runtime import freeze_startup_heap, tune_for_serving
     from .supervisor import EXIT_FAILED
 
+    tune_for_serving()
     configure(settings.log_format)
     http = settings.http
     tls = {"ssl_certfile": str(http.tls_cert_file), "ssl_keyfile": str(http.tls_key_file)} if http.tls_cert_file else {}
@@ -41,6 +43,7 @@ def _run(args) -> int:
                                            access_log=False, **tls))
     node.supervisor.stop_after_failure(lambda: setattr(server, "should_exit", True))
     node.start()
+    freeze_startup_heap()
     try:
         server.run()
     finally:

@@ -45,6 +45,23 @@ def test_headers_without_a_bureau_or_of_the_old_form_are_refused():
     assert _reason(stale, "bureau-1", guard) == "stale_request"
 
 
+def test_the_replay_guard_forgets_a_nonce_only_once_it_expired():
+    guard = ReplayGuard(120)
+    assert guard.first_use("wallet:W-1", "aa" * 8, NOW, NOW)
+    assert guard.first_use("wallet:W-1", "bb" * 8, NOW + 1, NOW)
+    for now in (NOW, NOW + 120):  # swept in this second already, then in a later one
+        assert not guard.first_use("wallet:W-1", "aa" * 8, NOW, now)
+    assert guard.first_use("wallet:W-1", "aa" * 8, NOW + 1, NOW + 121)  # expired and forgotten: a new request
+    assert not guard.first_use("wallet:W-1", "bb" * 8, NOW + 1, NOW + 121)
+
+
+def test_the_replay_guard_keeps_within_its_limit_in_one_second():
+    guard = ReplayGuard(120, limit=3)
+    for i in range(10):
+        assert guard.first_use("wallet:W-1", f"{i:016x}", NOW, NOW)
+        assert len(guard._seen) <= 3
+
+
 def test_a_wallet_whose_key_changed_is_verified_with_its_new_key():
     phone = SigningKey(b"\x06" * 32)
     keys = {"W-1": DRIVER.verify_key.encode()}

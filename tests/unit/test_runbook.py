@@ -81,8 +81,11 @@ def test_a_bureau_command_parses(words):
         assert e.code == 0, out.getvalue()  # only --help may end the parse
         return
     if getattr(args, "cmd", None) == "operator":
-        from bureau.cli import action_args
-        action_args(args.action, args.args)  # key=value words fit the action's arguments
+        from bureau.cli import ISSUE_BINDING_CODE, action_args
+        if args.action == ISSUE_BINDING_CODE:
+            assert args.wallet and not args.args  # the code's wallet, no action arguments
+        else:
+            action_args(args.action, args.args)  # key=value words fit the action's arguments
 
 
 @pytest.mark.parametrize("words", [c for c in RUNBOOK_COMMANDS if c[0] == "just"], ids=" ".join)

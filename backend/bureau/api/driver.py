@@ -1,4 +1,8 @@
-"""Dependencies of the driver-signed routes: the wallet a request is signed by (api/auth.py)."""
+"""Dependencies of the driver-signed routes: the wallet a request is signed by (api/auth.py).
+
+Each route takes one of them, resolved alone on the event loop (a few microseconds of Ed25519
+and dict lookups): Litestar resolves sibling dependencies of one level in an anyio task group,
+which costs more than the check itself, so a route's other dependencies hang below them."""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from . import auth
 from .errors import ApiError
 
 
-
-def provide_signer(request: Request, node: NamedDependency[Node]) -> str:
+def signer_of(request: Request, node: Node) -> str:
     """The wallet whose key signed this request, for this bureau and only once."""
     wallets = node.chain.state.wallets
-    path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    url = request.url
+    path_qs = url.path + (f"?{url.query}" if url.query else "")
 
     def key_of(wallet_id: str) -> bytes | None:
         w = wallets.get(wallet_id)
@@ -24,13 +28,16 @@ def provide_signer(request: Request, node: NamedDependency[Node]) -> str:
                       node.settings.node_id)
 
 
-def provide_own_wallet(wallet_id: FromPath[str], signer: NamedDependency[str]) -> str:
-    """The wallet of the path, when its own driver signed the request."""
-    if signer != wallet_id:
+def provide_signer(request: Request, node: NamedDependency[Node]) -> str:
+    return signer_of(request, node)
+
+
+def provide_own_wallet(request: Request, node: NamedDependency[Node], wallet_id: FromPath[str]) -> str:
+    """The wallet of the path, when its own driver signed the request (the signature is checked first)."""
+    if signer_of(request, node) != wallet_id:
         raise ApiError("not_your_wallet", "a driver reads only their own wallet")
     return wallet_id
 
 
-# a few microseconds of Ed25519 and dict lookups: answered on the event loop
 DRIVER_DEPENDENCIES = {"signer": Provide(provide_signer, sync_to_thread=False)}
-OWN_WALLET_DEPENDENCIES = {**DRIVER_DEPENDENCIES, "own_wallet": Provide(provide_own_wallet, sync_to_thread=False)}
+OWN_WALLET_DEPENDENCIES = {"own_wallet": Provide(provide_own_wallet, sync_to_thread=False)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Controller, get
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from ..chain import Chain
@@ -57,23 +57,19 @@ class WalletReader:
             energy_wh=r.energy_wh, time=iso_utc(r.time_ms)) for r in rows])
 
 
-def provide_wallet_reader(node: NamedDependency[Node]) -> WalletReader:
-    return WalletReader(node.chain)
-
-
 class WalletController(Controller):
     path = "/v1/wallets"
     tags = ["wallets (driver-signed)"]
-    dependencies = {**OWN_WALLET_DEPENDENCIES, "wallets": Provide(provide_wallet_reader, sync_to_thread=False)}
+    dependencies = OWN_WALLET_DEPENDENCIES  # alone: a sibling dependency would cost a task group (api/driver.py)
 
     @get("/{wallet_id:str}", summary="Balance of the caller's wallet, O(1)", responses=refusals("not_your_wallet", driver_signed=True))
-    async def balance(self, wallets: NamedDependency[WalletReader], own_wallet: NamedDependency[str]) -> WalletBalance:
-        return wallets.balance(own_wallet)
+    async def balance(self, node: NamedDependency[Node], own_wallet: NamedDependency[str]) -> WalletBalance:
+        return WalletReader(node.chain).balance(own_wallet)
 
     @get("/{wallet_id:str}/history", summary="Entries of the caller's wallet, newest first", sync_to_thread=True,
          responses=refusals("not_your_wallet", driver_signed=True))
-    def history(self, wallets: NamedDependency[WalletReader], own_wallet: NamedDependency[str],
+    def history(self, node: NamedDependency[Node], own_wallet: NamedDependency[str],
                 limit: int = Parameter(default=50, ge=1, le=500),
                 before: int | None = Parameter(default=None, ge=1, le=MAX_I64,
                                                description="entries with a smaller id only")) -> WalletHistory:
-        return wallets.history(own_wallet, limit, before)
+        return WalletReader(node.chain).history(own_wallet, limit, before)
