@@ -241,6 +241,19 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
+# Per-client limits on outgoing QoS 1 messages (docs/broker.md, "Queues"). A client that is slow,
+# paused or offline with a persistent session (a bureau's ingest link) has its messages queued;
+# past a limit mosquitto drops the rest for that client, and its defaults (20 in flight, 1000
+# queued) drop most of a burst. Both bounds are per client and hold a bureau's share of a long
+# outage: a million receipts of some 220 bytes, and 256 MiB of payload, so that a stuck client
+# cannot take the broker's memory (the count also bounds mosquitto's overhead per tiny message).
+QUEUE_LIMITS = (
+    "max_inflight_messages 1000",
+    "max_queued_messages 1000000",
+    f"max_queued_bytes {256 * 1024 * 1024}",
+)
+
+
 def broker_config(port: int, *, bind: str | None, passwd_file: Path | None, acl_file: Path | None,
                   tls: TlsFiles | None, run_as: str | None) -> str:
     """mosquitto.conf of a bureau broker: one listener (TLS when `tls`), logins from the
@@ -263,10 +276,11 @@ def broker_config(port: int, *, bind: str | None, passwd_file: Path | None, acl_
     lines += [
         "persistence false",
         "log_dest stderr",
+        # notice is where mosquitto says "Outgoing messages are being dropped for client <id>"
         "log_type error",
         "log_type warning",
-        "max_queued_messages 100000",
-        "max_inflight_messages 1000",
+        "log_type notice",
+        *QUEUE_LIMITS,
         "max_packet_size 65536",
     ]
     if passwd_file:
