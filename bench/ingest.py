@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import statistics
 import sys
 import tempfile
@@ -62,6 +63,25 @@ def verify_rate(receipts: list[tuple[str, int, bytes]], keys: dict[str, SigningK
             vks[cid].verify(signed_message(env[:-64]), env[-64:])
         done += min(2000, len(receipts))
     return done / (time.perf_counter() - start)
+
+
+DROP_LINE = re.compile(r"Outgoing messages are being dropped for client (\S+?)\.?$", re.M)
+
+
+def broker_drops(log_text: str) -> list[str]:
+    """The clients mosquitto logged dropping messages for (a full queue; logged at notice, which
+    the project's brokers log): a receipt or an ack lost there never reaches its reader."""
+    return sorted(set(DROP_LINE.findall(log_text)))
+
+
+def nodes_received(stack: Stack) -> int:
+    """Receipts the nodes' ingest links took from the broker (bureau_received_total, summed)."""
+    total = 0
+    for i in range(len(stack.nodes)):
+        for line in stack.operator_get("/metrics", i).text.splitlines():
+            if line.startswith("bureau_received_total "):
+                total += int(float(line.split()[1]))
+    return total
 
 
 def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
@@ -119,8 +139,11 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
                     last = t
                 elif msg["type"] == "reject":
                     rejects[msg["reason"]] = rejects.get(msg["reason"], 0) + 1
+            timed_out = len(latencies) + sum(rejects.values()) < n
             sub.loop_stop()
             pub.loop_stop()
+            received_by_nodes = nodes_received(stack)
+            dropped_for = broker_drops((stack.broker.workdir / "mosquitto.log").read_text(errors="replace"))
             heights = [httpx.get(node.url + "/v1/chain/head", timeout=5).json()["height"] for node in stack.nodes]
         finally:
             stack.stop()
@@ -144,6 +167,7 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
     committed_per_s = len(latencies) / (last - t0) if latencies else 0.0
     return {"bench": "ingest", "nodes": nodes, "receipts": n, "chargers": chargers, "committed": len(latencies),
             "rejected": rejects, "lost": n - len(latencies) - sum(rejects.values()),
+            "timed_out": timed_out, "received_by_nodes": received_by_nodes, "broker_dropped_for": dropped_for,
             "publish_per_s": round(n / (t_published - t0)), "committed_per_s": round(committed_per_s),
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
             "verify_per_s_one_core": round(verify_per_s),
@@ -174,6 +198,12 @@ def main() -> int:
           f"valid {result['audit_chain_valid']}), on {result['cores']} processes at "
           f"{result['parallel_audit_receipts_per_s']} receipts/s (ratio to {result['cores']} x the limit "
           f"{result['parallel_audit_ratio_to_cores_verify_limit']}, valid {result['parallel_audit_chain_valid']})")
+    if result["lost"]:
+        print(f"LOST {result['lost']} receipts (neither acked nor rejected): the nodes took "
+              f"{result['received_by_nodes']} of {result['receipts']} from the broker; "
+              + (f"the broker logged dropping messages for {', '.join(result['broker_dropped_for'])}"
+                 if result["broker_dropped_for"] else "the broker logged no drops")
+              + ("; the wait for answers timed out" if result["timed_out"] else ""))
     print(json.dumps(result))
     return 0 if result["lost"] == 0 and result["audit_chain_valid"] and result["parallel_audit_chain_valid"] else 1
 
