@@ -87,6 +87,7 @@ def verify_rate(receipts: list[tuple[str, int, bytes]], keys: dict[str, SigningK
     return done / (time.perf_counter() - start)
 
 
+QUIET_S = 60  # the wait for answers ends after this long without one
 DROP_LINE = re.compile(r"Outgoing messages are being dropped for client (\S+?)\.?$", re.M)
 
 
@@ -133,19 +134,21 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
             latencies: list[float] = []
             rejects: dict[str, int] = {}
             last = t0
-            deadline = time.monotonic() + 180
-            while len(latencies) + sum(rejects.values()) < n and time.monotonic() < deadline:
+            # A loaded stack commits slowly, not never: wait while answers keep coming, and give
+            # up only after QUIET_S without any (what is missing then is lost, not late).
+            quiet_until = time.monotonic() + QUIET_S
+            while len(latencies) + sum(rejects.values()) < n and time.monotonic() < quiet_until:
                 try:
                     t, payload = acks.get(timeout=1)
                 except queue.Empty:
                     continue
+                quiet_until = time.monotonic() + QUIET_S
                 msg = json.loads(payload)
                 if msg["type"] == "ack" and msg["receipt"] in sent:
                     latencies.append(t - sent.pop(msg["receipt"]))
                     last = t
                 elif msg["type"] == "reject":
                     rejects[msg["reason"]] = rejects.get(msg["reason"], 0) + 1
-            timed_out = len(latencies) + sum(rejects.values()) < n
             sub.loop_stop()
             pub.loop_stop()
             received_by_nodes = nodes_received(stack)
@@ -173,7 +176,7 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
     committed_per_s = len(latencies) / (last - t0) if latencies else 0.0
     return {"bench": "ingest", "nodes": nodes, "receipts": n, "chargers": chargers, "committed": len(latencies),
             "rejected": rejects, "lost": n - len(latencies) - sum(rejects.values()),
-            "timed_out": timed_out, "received_by_nodes": received_by_nodes, "broker_dropped_for": dropped_for,
+            "received_by_nodes": received_by_nodes, "broker_dropped_for": dropped_for,
             "publish_per_s": round(n / (t_published - t0)), "committed_per_s": round(committed_per_s),
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
             "verify_per_s_one_core": round(verify_per_s),
@@ -209,7 +212,7 @@ def main() -> int:
               f"{result['received_by_nodes']} of {result['receipts']} from the broker; "
               + (f"the broker logged dropping messages for {', '.join(result['broker_dropped_for'])}"
                  if result["broker_dropped_for"] else "the broker logged no drops")
-              + ("; the wait for answers timed out" if result["timed_out"] else ""))
+              + f"; no answer came in the last {QUIET_S} s")
     print(json.dumps(result))
     return 0 if result["lost"] == 0 and result["audit_chain_valid"] and result["parallel_audit_chain_valid"] else 1
 
