@@ -157,11 +157,12 @@ def _update(node, depth: int, paths: list[int], entries: list[tuple], lo: int, h
 def _update_one(top, depth: int, bits: int, key: str, new):
     """`top` (the subtree at `depth`) with `key` (path `bits`) set to leaf `new`, or deleted if None:
     down the path, then the nodes on it rebuilt bottom up."""
-    node, trail = top, []
+    node, trail, shift = top, [], 255 - depth
     while node is not None and len(node) == 3:
         trail.append(node)
-        node = node[2] if (bits >> (255 - depth)) & 1 else node[1]
-        depth += 1
+        node = node[2] if (bits >> shift) & 1 else node[1]
+        shift -= 1
+    depth = 255 - shift
     if node is None or node[2] == key:
         if node is None and new is None:
             return top  # deleting an absent key
@@ -175,8 +176,17 @@ def _update_one(top, depth: int, bits: int, key: str, new):
             (_sha256(_NODE + node[0] + new[0]).digest(), node, new)
         sub = _wrap(pair, bits, split, depth)
     for parent in reversed(trail):
-        depth -= 1
-        if (bits >> (255 - depth)) & 1:
+        shift += 1
+        if sub is not None and len(sub) == 3:  # a node stays one: no compression above it
+            if (bits >> shift) & 1:
+                sibling = parent[1]
+                sub = (_sha256(b"".join((_NODE, sibling[0] if sibling is not None else EMPTY, sub[0]))).digest(),
+                       sibling, sub)
+            else:
+                sibling = parent[2]
+                sub = (_sha256(b"".join((_NODE, sub[0], sibling[0] if sibling is not None else EMPTY))).digest(),
+                       sub, sibling)
+        elif (bits >> shift) & 1:
             sub = _join(parent[1], sub)
         else:
             sub = _join(sub, parent[2])
