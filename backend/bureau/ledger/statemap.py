@@ -163,12 +163,10 @@ def _update_one(top, depth: int, bits: int, key: str, new):
         node = node[2] if (bits >> shift) & 1 else node[1]
         shift -= 1
     depth = 255 - shift
-    if node is None or node[2] == key:
-        if node is None and new is None:
-            return top  # deleting an absent key
-        sub = new
-    elif new is None:
+    if new is None and (node is None or node[2] != key):
         return top  # deleting an absent key
+    if node is None or node[2] == key:
+        sub = new
     else:  # the new leaf and the one here part at the first bit their paths differ
         other = node[1]
         split = 256 - (bits ^ other).bit_length()
