@@ -24,13 +24,12 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from nacl.signing import SigningKey
 
 from bureau.api.auth import authorization_header
 from bureau.tools.stack import Stack
 
-from ingest import make_receipts
+from ingest import fleet_clients, make_receipts
 
 
 def _signed_requests(wallets: list[tuple[str, bytes]], node_id: str, host: str, count: int) -> list[bytes]:
@@ -95,10 +94,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _query_process(args: tuple, out: mp.Queue) -> None:
+def _query_process(args: tuple, out: mp.Queue, go) -> None:
     port, node_id, wallets, seconds, concurrency, max_rate = args
     requests = _signed_requests(wallets, node_id, f"127.0.0.1:{port}", int(seconds * max_rate))
     out.put(("ready", None))
+    go.wait()  # once ingest is steady and the CPU counters are read
     out.put(("result", asyncio.run(_query_load(port, requests, seconds, concurrency))))
 
 
@@ -118,28 +118,14 @@ def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, m
             actions += [("open_wallet", {"wallet_id": w, "public_key": k.verify_key.encode().hex()}) for w, k in phones]
             stack.operator(actions)
             acks: queue.Queue = queue.Queue()
-            sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
-            sub.username_pw_set(*stack.broker_login("bench-sub", role="fleet"))
-            sub.on_message = lambda c, u, m: acks.put(time.perf_counter())
-            subscribed = threading.Event()
-            sub.on_subscribe = lambda *a: subscribed.set()
-            sub.connect("127.0.0.1", stack.broker.port)
-            sub.loop_start()
-            sub.subscribe("ev/v1/charger/+/reply", qos=1)
-            subscribed.wait(5)
-            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
-            pub.username_pw_set(*stack.broker_login("bench-pub", role="fleet"))
-            pub.max_inflight_messages_set(1000)
-            pub.max_queued_messages_set(0)
-            pub.connect("127.0.0.1", stack.broker.port)
-            pub.loop_start()
+            sub, pub = fleet_clients(stack, acks)
 
             ctx = mp.get_context("spawn")
-            out = ctx.Queue()
+            out, go = ctx.Queue(), ctx.Event()
             target = stack.nodes[0]
             query = ctx.Process(target=_query_process, args=((target.http_port, target.node_id,
                                                                [(w, k.encode()) for w, k in phones], seconds,
-                                                               concurrency, max_rate), out))
+                                                               concurrency, max_rate), out, go))
             query.start()
             assert out.get(timeout=300)[0] == "ready"
 
@@ -159,6 +145,7 @@ def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, m
             time.sleep(5)  # ingest reaches its steady state before the queries start
             window.append(time.perf_counter())
             node_cpu = [_cpu_s(target.proc.pid), _cpu_s(query.pid)]
+            go.set()
             kind, result = out.get(timeout=seconds + 120)
             node_cpu = [_cpu_s(target.proc.pid) - node_cpu[0], _cpu_s(query.pid) - node_cpu[1]]
             window.append(time.perf_counter())
@@ -168,7 +155,7 @@ def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, m
             deadline = time.monotonic() + 60
             while len(acked) < n and time.monotonic() < deadline:
                 try:
-                    acked.append(acks.get(timeout=1))
+                    acked.append(acks.get(timeout=1)[0])
                 except queue.Empty:
                     continue
             sub.loop_stop()

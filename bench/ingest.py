@@ -54,6 +54,28 @@ def make_receipts(n: int, chargers: int) -> tuple[list[tuple[str, int, bytes]], 
     return out, keys
 
 
+def fleet_clients(stack: Stack, replies: queue.Queue) -> tuple[mqtt.Client, mqtt.Client]:
+    """The bench speaks for all its chargers: two fleet logins (one per connection; a client id
+    is its user name), one subscribed to every charger's replies (put on `replies` as (time,
+    payload)), one publishing their receipts. Both loops are started."""
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
+    sub.username_pw_set(*stack.broker_login("bench-sub", role="fleet"))
+    sub.on_message = lambda c, u, m: replies.put((time.perf_counter(), m.payload))
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.connect("127.0.0.1", stack.broker.port)
+    sub.loop_start()
+    sub.subscribe("ev/v1/charger/+/reply", qos=1)
+    subscribed.wait(5)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    pub.username_pw_set(*stack.broker_login("bench-pub", role="fleet"))
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", stack.broker.port)
+    pub.loop_start()
+    return sub, pub
+
+
 def verify_rate(receipts: list[tuple[str, int, bytes]], keys: dict[str, SigningKey], seconds: float = 2.0) -> float:
     vks = {c: VerifyKey(k.verify_key.encode()) for c, k in keys.items()}
     done, start = 0, time.perf_counter()
@@ -76,23 +98,7 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
                         ("top_up", {"wallet_id": "W-BENCH", "amount_fen": 10**10, "reference": "bench"})]
             stack.operator(actions)
             acks: queue.Queue = queue.Queue()
-            # the bench speaks for all its chargers: two fleet logins (one per connection; a
-            # client id is its user name)
-            sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
-            sub.username_pw_set(*stack.broker_login("bench-sub", role="fleet"))
-            sub.on_message = lambda c, u, m: acks.put((time.perf_counter(), m.payload))
-            subscribed = threading.Event()
-            sub.on_subscribe = lambda *a: subscribed.set()
-            sub.connect("127.0.0.1", stack.broker.port)
-            sub.loop_start()
-            sub.subscribe("ev/v1/charger/+/reply", qos=1)
-            subscribed.wait(5)
-            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
-            pub.username_pw_set(*stack.broker_login("bench-pub", role="fleet"))
-            pub.max_inflight_messages_set(1000)
-            pub.max_queued_messages_set(0)
-            pub.connect("127.0.0.1", stack.broker.port)
-            pub.loop_start()
+            sub, pub = fleet_clients(stack, acks)
             ids = [hashlib.sha256(env).hexdigest() for _, _, env in receipts]
             sent: dict[str, float] = {}
             t0 = time.perf_counter()

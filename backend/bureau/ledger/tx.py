@@ -141,22 +141,32 @@ def operator_action(signing_key, operator: str, action: str, args: dict, *, now:
     """Build and sign an operator action transaction (CLI, demo and tests)."""
     doc = {"v": 1, "action": action, "operator": operator, "args": args,
            "nonce": nonce or secrets.token_hex(16), "time": int(time.time() if now is None else now)}
+    return signed_json_tx(KIND_OPERATOR, OPERATOR_TAG, doc, signing_key)
+
+
+def signed_json_tx(kind: int, tag: bytes, doc: dict, signing_key) -> bytes:
+    """kind | u16 length | canonical JSON | Ed25519 signature over tag + JSON: kinds 2 and 3."""
     raw = canonical.dumps(doc)
-    sig = signing_key.sign(OPERATOR_TAG + raw).signature
-    return bytes([KIND_OPERATOR]) + struct.pack(">H", len(raw)) + raw + sig
+    sig = signing_key.sign(tag + raw).signature
+    return bytes([kind]) + struct.pack(">H", len(raw)) + raw + sig
+
+
+def _split_json_tx(tx: bytes, what: str) -> tuple[object, bytes, bytes]:
+    """(parsed JSON, its bytes, signature) of a kind 2 or 3 transaction; TxError("malformed")."""
+    if len(tx) < 3 + 64:
+        raise TxError("malformed", f"{what} too short")
+    (n,) = struct.unpack(">H", tx[1:3])
+    if len(tx) != 3 + n + 64:
+        raise TxError("malformed", f"{what} length does not match")
+    raw, sig = tx[3:3 + n], tx[3 + n:]
+    try:
+        return canonical.loads_canonical(raw), raw, sig
+    except ValueError as e:
+        raise TxError("malformed", str(e)) from None
 
 
 def decode_operator(tx: bytes) -> OperatorAction:
-    if len(tx) < 3 + 64:
-        raise TxError("malformed", "operator action too short")
-    (n,) = struct.unpack(">H", tx[1:3])
-    if len(tx) != 3 + n + 64:
-        raise TxError("malformed", "operator action length does not match")
-    raw, sig = tx[3:3 + n], tx[3 + n:]
-    try:
-        doc = canonical.loads_canonical(raw)
-    except ValueError as e:
-        raise TxError("malformed", str(e)) from None
+    doc, raw, sig = _split_json_tx(tx, "operator action")
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise TxError("unsupported_version", "operator action must have v = 1")
     if doc.get("action") not in ACTIONS:
@@ -205,23 +215,14 @@ def bind_phone_tx(binding_signing_key, wallet_id: str, phone_key: bytes, genesis
     doc = {"v": 1, "action": "bind_phone", "wallet_id": wallet_id, "public_key": phone_key.hex(),
            "genesis": genesis_hash.hex(), "time": int(time.time() if now is None else now),
            "nonce": nonce or secrets.token_hex(16)}
-    raw = canonical.dumps(doc)
-    sig = binding_signing_key.sign(DRIVER_TAG + raw).signature
-    return bytes([KIND_DRIVER]) + struct.pack(">H", len(raw)) + raw + sig
+    return signed_json_tx(KIND_DRIVER, DRIVER_TAG, doc, binding_signing_key)
 
 
 def decode_driver(tx: bytes) -> DriverTx:
     """The well-formed driver transaction of `tx`; TxError otherwise (signature not checked)."""
-    if len(tx) < 3 + 64 or tx[0] != KIND_DRIVER:
-        raise TxError("malformed", "driver transaction too short")
-    (n,) = struct.unpack(">H", tx[1:3])
-    if len(tx) != 3 + n + 64:
-        raise TxError("malformed", "driver transaction length does not match")
-    raw, sig = tx[3:3 + n], tx[3 + n:]
-    try:
-        doc = canonical.loads_canonical(raw)
-    except ValueError as e:
-        raise TxError("malformed", str(e)) from None
+    if not tx or tx[0] != KIND_DRIVER:
+        raise TxError("malformed", "not a driver transaction")
+    doc, raw, sig = _split_json_tx(tx, "driver transaction")
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise TxError("unsupported_version", "driver transaction must have v = 1")
     if doc.get("action") != "bind_phone":
