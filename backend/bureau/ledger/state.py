@@ -15,12 +15,8 @@ commit later at any node. Hashes are forgotten once the action's time window has
 State root v2: the root of the state map (ledger/statemap.py, docs/state.md) after the block, one
 record per entity (ledger/records.py). A transaction marks the entities it changes (`ex.dirty`);
 the end of `execute` builds each marked entity's record once from its whole state. History
-(committed receipt ids, billed sessions, decided actions) is checked here but is not in the map:
-the blocks' transactions prove it.
-
-Memory is O(chargers + wallets + open work), not O(receipts): committed receipts and billed
-sessions are asked of an injected `History` (storage at a node, ledger/history.py), with a
-per-charger seq window in memory that answers the common case, a new receipt, without a lookup.
+(committed receipt ids, billed sessions, decided actions) is kept here for the checks but is not
+in the map: the blocks' transactions prove it.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ from .. import crypto
 from ..receipts.codec import ReceiptError, decode as decode_receipt, receipt_id, signed_message
 from . import records
 from .genesis import Genesis
-from .history import History, MemoryHistory, SeqWindows
 from .statemap import StateMap
 from .tariff import Tariff, TariffError
 from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_DRIVER, KIND_OPERATOR, KIND_RECEIPT,
@@ -130,17 +125,14 @@ class Execution:
 
 
 class LedgerState:
-    """Chargers, wallets, cards, tariffs, each charger's seq window, credited payment references
-    and the operator actions decided within their window, held in memory.
+    """Chargers, wallets, cards, tariffs, committed receipt ids, credited payment references and
+    the operator actions decided within their window, held in memory.
 
-    Balances are read in O(1); storage persists the same data and rebuilds this at start. Receipts
-    and sessions beyond the seq window are asked of `history` (default: kept in memory, for a
-    state without storage; `Repository.load_state` puts its own in).
+    Balances are read in O(1); storage persists the same data and rebuilds this at start.
     """
 
-    def __init__(self, genesis: Genesis, history: History | None = None) -> None:
+    def __init__(self, genesis: Genesis) -> None:
         self.genesis = genesis
-        self.history: History = MemoryHistory() if history is None else history
         self.operators = dict(genesis.operators)
         self.chargers: dict[str, bytes] = {}  # every charger ever enrolled, retired ones too (their
         # receipts on chain stay verifiable)
@@ -155,7 +147,8 @@ class LedgerState:
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
         # (id, version) -> effective_from (unix s): genesis tariffs are in force from 0
         self.tariff_from: dict[tuple[str, int], int] = dict.fromkeys(self.tariffs, 0)
-        self.seq_windows = SeqWindows()  # per charger: which recent seqs are committed
+        self.receipts: dict[tuple[str, int], str] = {}
+        self.sessions: set[tuple[str, bytes]] = set()  # (charger, session id) of every committed receipt
         self.meters: dict[tuple[str, str], MeterMark] = {}  # (charger, meter serial) -> its latest readings
         # hash -> time (ms) of the block that decided it; pruned as the window passes
         self.operator_txs: dict[bytes, int] = {}
@@ -250,17 +243,14 @@ class LedgerState:
         return None
 
     def committed_receipt(self, charger_id: str, seq: int) -> str | None:
-        """The id of the committed receipt (charger_id, seq); None when the seq is unused."""
-        if self.seq_windows.committed(charger_id, seq) is False:
-            return None  # the common case, a new receipt: no lookup
-        return self.history.receipt_id(charger_id, seq)
+        return self.receipts.get((charger_id, seq))
 
     def billing_error(self, r, tariff: Tariff | None, now_s: int, ex: Execution | None = None) -> ReceiptError | None:
         """The first billing rule of docs/ledger.md that receipt `r` breaks against the committed
         state (and the block `ex` being run), with `now_s` the block time; None when it breaks
         none. The period rule is checked only with the receipt's `tariff`."""
-        if (ex is not None and (r.charger_id, r.session_id) in ex.sessions) \
-                or self.history.session_billed(r.charger_id, r.session_id):
+        session = (r.charger_id, r.session_id)
+        if session in self.sessions or (ex is not None and session in ex.sessions):
             return ReceiptError("session_billed", f"session {r.session_id.hex()} of {r.charger_id} is already billed")
         if r.end_time > now_s + CLOCK_ALLOWANCE_S:
             return ReceiptError("from_future", f"end_time {r.end_time} is more than {CLOCK_ALLOWANCE_S} s "
@@ -367,9 +357,8 @@ class LedgerState:
                 self.blocked_cards.discard(card)
         self.tariffs.update(ex.tariffs)
         self.tariff_from.update(ex.tariff_from)
-        for charger_id, seq in ex.receipts:
-            self.seq_windows.add(charger_id, seq)
-        self.history.record(ex.receipts, ex.sessions)
+        self.receipts.update(ex.receipts)
+        self.sessions.update(ex.sessions)
         self.meters.update(ex.meters)
         self.payments.update(ex.payments)
         for wallet_id, binding in ex.bindings.items():
@@ -437,7 +426,7 @@ class LedgerState:
             raise ReceiptError("bad_signature", "signature does not verify with the enrolled key")
         ident = (r.charger_id, r.seq)
         rid = receipt_id(envelope)
-        seen = ex.receipts.get(ident) or self.committed_receipt(*ident)
+        seen = ex.receipts.get(ident) or self.receipts.get(ident)
         if seen is not None:
             if seen == rid:
                 raise ReceiptError("duplicate", f"receipt {r.charger_id}#{r.seq} is already committed")
