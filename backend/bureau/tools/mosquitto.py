@@ -12,6 +12,7 @@ on-chain registry (`set_chargers`, from bureau.tools.broker_registry), kept in c
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pwd
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import topics
@@ -127,13 +129,22 @@ class BrokerAccess:
         self.registry_path = self.directory / "chargers.json"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.users: dict[str, dict[str, str]] = {}  # user -> {"role": ..., "password": ...}
-        if self.credentials_path.exists():
-            self.users = json.loads(self.credentials_path.read_text())
         self.chargers: dict[str, str] = {}  # the registry's chargers: charger id -> password
-        if self.registry_path.exists():
-            self.chargers = json.loads(self.registry_path.read_text())
         self._lock = threading.Lock()
-        self.write()
+        with self._files():
+            if not (self.passwd_path.exists() and self.acl_path.exists()):
+                self._write()
+
+    @contextmanager
+    def _files(self):
+        """Hold the directory's lock file and load its current contents: the broker-sync daemon
+        and an operator's command may change the same directory at once, and each change starts
+        from what the other last wrote."""
+        with self._lock, open(self.directory / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.users = json.loads(self.credentials_path.read_text()) if self.credentials_path.exists() else {}
+            self.chargers = json.loads(self.registry_path.read_text()) if self.registry_path.exists() else {}
+            yield
 
     def add(self, user: str, role: str, password: str | None = None) -> tuple[tuple[str, str], bool]:
         """(user, password) of `user` in `role`, made now (with a random password unless one is
@@ -145,7 +156,7 @@ class BrokerAccess:
                              "patterns use it as is)")
         if not USERNAME_RE.match(user):
             raise ValueError(f"broker user name {user!r} is not 1-64 of A-Z a-z 0-9 . _ -")
-        with self._lock:
+        with self._files():
             known = self.users.get(user)
             if user in self.chargers:
                 raise ValueError(f"broker user {user!r} is a charger of the on-chain registry")
@@ -156,7 +167,7 @@ class BrokerAccess:
                     raise ValueError(f"broker user {user!r} already exists with another password")
                 return (user, known["password"]), False
             self.users[user] = {"role": role, "password": password or secrets.token_urlsafe(24)}
-            self.write()
+            self._write()
             return (user, self.users[user]["password"]), True
 
     def set_chargers(self, chargers: dict[str, str]) -> bool:
@@ -165,29 +176,25 @@ class BrokerAccess:
         for cid in chargers:
             if not ID_RE.match(cid):
                 raise ValueError(f"charger id {cid!r} is not 1-32 of A-Z a-z 0-9 . _ -")
-        with self._lock:
+        with self._files():
             taken = sorted(set(chargers) & set(self.users))
             if taken:
                 raise ValueError(f"charger ids {', '.join(taken)} are already broker logins of other roles")
             if chargers == self.chargers:
                 return False
             self.chargers = dict(chargers)
-            self.write()
+            self._write()
             return True
 
-    def write(self) -> None:
+    def _write(self) -> None:
+        """Write all four files (under the lock of `_files`), each by rename of a fresh temporary
+        file, so a reader never sees half a file."""
+        logins = {u: v["password"] for u, v in self.users.items()} | self.chargers
         _write_private(self.credentials_path, json.dumps(self.users, indent=1, sort_keys=True))
         _write_private(self.registry_path, json.dumps(self.chargers, indent=1, sort_keys=True))
-        logins = {u: v["password"] for u, v in self.users.items()} | self.chargers
-        plain = self.directory / "passwd.new"
-        _write_private(plain, "".join(f"{u}:{pw}\n" for u, pw in sorted(logins.items())))
-        if logins:  # mosquitto_passwd -U hashes a file of user:password lines in place
-            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-            subprocess.run([tool, "-U", str(plain)], check=True, capture_output=True)
-        acl = self.directory / "acl.new"
-        _write_private(acl, self.acl_text())
-        for made, final in ((plain, self.passwd_path), (acl, self.acl_path)):
-            os.replace(made, final)
+        _write_private(self.passwd_path, "".join(f"{u}:{pw}\n" for u, pw in sorted(logins.items())),
+                       hash_passwords=bool(logins))
+        _write_private(self.acl_path, self.acl_text())
 
     def acl_text(self) -> str:
         blocks = [f"# Written by bureau.tools.mosquitto from {self.credentials_path.name}; see docs/broker.md.\n",
@@ -201,11 +208,21 @@ class BrokerAccess:
 USERNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
+def _write_private(path: Path, text: str, hash_passwords: bool = False) -> None:
+    """Replace `path` (mode 0600) by `text` through a temporary file of its own in the same
+    directory; with `hash_passwords`, mosquitto_passwd -U hashes its user:password lines first."""
+    fd, made = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(made, 0o600)
+        if hash_passwords:
+            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+            subprocess.run([tool, "-U", made], check=True, capture_output=True)
+        os.replace(made, path)
+    except BaseException:
+        Path(made).unlink(missing_ok=True)
+        raise
 
 
 def connack_code(port: int, user: str, password: str, timeout: float = 2.0, *, ca_file: Path | None = None) -> int:
