@@ -10,6 +10,7 @@ from sqlalchemy import event
 
 from ..ledger.block import Block, Header
 from ..ledger.canonical import dumps
+from ..ledger.history import SEQ_WINDOW
 from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, MeterMark, Wallet
 from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
@@ -36,6 +37,42 @@ def make_engine(url: str) -> sa.Engine:
 
 class StateRootMismatch(ValueError):
     """The entities in the database do not make the state root of the stored head block."""
+
+
+SESSIONS_PER_QUERY = 250  # well inside SQLite's and PostgreSQL's bound-parameter limits
+
+
+class StoredHistory:
+    """The committed receipts and billed sessions, read from the tables `commit_block` writes them
+    to (by their primary keys): the ledger's `History` at a node. The chain commits a block here
+    before its state applies it and executes the next block only after that, so the tables hold
+    exactly the state's history whenever it executes."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def receipt_id(self, charger_id: str, seq: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.receipts.c.receipt_id)
+                                .where(t.receipts.c.charger_id == charger_id, t.receipts.c.seq == seq)).scalar()
+
+    def billed_sessions(self, sessions: set[tuple[str, bytes]]) -> set[tuple[str, bytes]]:
+        """One query per `SESSIONS_PER_QUERY` pairs, an OR of primary-key matches: each is an
+        index search on SQLite and PostgreSQL alike (a row-value IN makes SQLite scan)."""
+        pairs, found = sorted(sessions), set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(pairs), SESSIONS_PER_QUERY):
+                chunk = pairs[i:i + SESSIONS_PER_QUERY]
+                where = " OR ".join(f"(charger_id = :c{j} AND session_id = :s{j})" for j in range(len(chunk)))
+                params = {}
+                for j, (charger_id, session_id) in enumerate(chunk):
+                    params[f"c{j}"], params[f"s{j}"] = charger_id, session_id
+                rows = conn.execute(sa.text(f"SELECT charger_id, session_id FROM billed_sessions WHERE {where}"), params)
+                found.update((c, bytes(sid)) for c, sid in rows)
+        return found
+
+    def record(self, receipts, sessions) -> None:
+        """Nothing to do: `Repository.commit_block` wrote them in the block's transaction."""
 
 
 class Repository:
@@ -157,7 +194,9 @@ class Repository:
     # ---- reading -------------------------------------------------------------------------
 
     def load_state(self, state: LedgerState) -> None:
-        """Fill a genesis-fresh `state` with what the database holds."""
+        """Fill a genesis-fresh `state` with what the database holds, and make the database its
+        history: only the seq windows of the receipts come into memory."""
+        state.history = StoredHistory(self.engine)
         with self.engine.connect() as conn:
             self._load_keys(conn, state)
             state.retired.update(conn.execute(sa.select(t.retired_chargers.c.charger_id)).scalars())
@@ -170,10 +209,13 @@ class Repository:
             for row in conn.execute(sa.select(t.tariffs)):
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
                 state.tariff_from[(row.tariff_id, row.version)] = row.effective_from
-            for row in conn.execute(sa.select(t.receipts.c.charger_id, t.receipts.c.seq, t.receipts.c.receipt_id)):
-                state.receipts[(row.charger_id, row.seq)] = row.receipt_id
-            for row in conn.execute(sa.select(t.billed_sessions.c.charger_id, t.billed_sessions.c.session_id)):
-                state.sessions.add((row.charger_id, bytes(row.session_id)))
+            r = t.receipts.c
+            highest = sa.select(r.charger_id, sa.func.max(r.seq).label("high")).group_by(r.charger_id).subquery()
+            in_window = (sa.select(r.charger_id, r.seq)
+                         .join(highest, (highest.c.charger_id == r.charger_id)
+                               & (r.seq > highest.c.high - SEQ_WINDOW)).order_by(r.charger_id, r.seq.desc()))
+            for row in conn.execute(in_window):  # each charger's highest first: the rest fit in its window
+                state.seq_windows.add(row.charger_id, row.seq)
             for row in conn.execute(sa.select(t.meter_marks)):
                 state.meters[(row.charger_id, row.meter_serial)] = MeterMark(row.seq, row.start_wh, row.end_wh)
             for row in conn.execute(sa.select(t.payments.c.reference, t.payments.c.wallet_id)):
