@@ -42,6 +42,25 @@ class StateRootMismatch(ValueError):
 SESSIONS_PER_QUERY = 250  # well inside SQLite's and PostgreSQL's bound-parameter limits
 
 
+def _placeholder(conn: sa.Connection) -> str:
+    """The driver's positional parameter mark: `?` for sqlite3, `%s` for psycopg."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _insert_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """executemany at the driver, rows as tuples in `columns` order: for the tables that take rows
+    per receipt, SQLAlchemy's per-row parameter processing cost more than the inserts."""
+    ph = _placeholder(conn)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})",
+                         rows)
+
+
+TX_COLUMNS = ("height", "idx", "tx_hash", "kind", "data")
+RECEIPT_COLUMNS = ("charger_id", "seq", "receipt_id", "wallet_id", "amount_fen", "energy_wh", "height", "idx")
+ENTRY_COLUMNS = ("wallet_id", "height", "idx", "kind", "delta_fen", "balance_after", "tx_hash", "charger_id", "seq",
+                 "energy_wh", "time_ms")
+
+
 class StoredHistory:
     """The committed receipts and billed sessions, read from the tables `commit_block` writes them
     to (by their primary keys): the ledger's `History` at a node. The chain commits a block here
@@ -61,13 +80,12 @@ class StoredHistory:
         index search on SQLite and PostgreSQL alike (a row-value IN makes SQLite scan)."""
         pairs, found = sorted(sessions), set()
         with self.engine.connect() as conn:
+            ph = _placeholder(conn)
             for i in range(0, len(pairs), SESSIONS_PER_QUERY):
                 chunk = pairs[i:i + SESSIONS_PER_QUERY]
-                where = " OR ".join(f"(charger_id = :c{j} AND session_id = :s{j})" for j in range(len(chunk)))
-                params = {}
-                for j, (charger_id, session_id) in enumerate(chunk):
-                    params[f"c{j}"], params[f"s{j}"] = charger_id, session_id
-                rows = conn.execute(sa.text(f"SELECT charger_id, session_id FROM billed_sessions WHERE {where}"), params)
+                where = " OR ".join([f"(charger_id = {ph} AND session_id = {ph})"] * len(chunk))
+                rows = conn.exec_driver_sql(f"SELECT charger_id, session_id FROM billed_sessions WHERE {where}",
+                                            tuple(v for pair in chunk for v in pair))
                 found.update((c, bytes(sid)) for c, sid in rows)
         return found
 
@@ -94,17 +112,15 @@ class Repository:
         """
         h = block.header
         rows_tx, rows_receipts, rows_entries = [], [], []
+        height, time_ms = h.height, h.time_ms
         for idx, (tx, eff) in enumerate(zip(block.txs, ex.effects)):
-            rows_tx.append({"height": h.height, "idx": idx, "tx_hash": eff.tx_hash, "kind": eff.kind, "data": tx})
+            rows_tx.append((height, idx, eff.tx_hash, eff.kind, tx))
             if eff.kind == "receipt":
-                rows_receipts.append({"charger_id": eff.charger_id, "seq": eff.seq, "receipt_id": eff.receipt_id,
-                                      "wallet_id": eff.wallet_id, "amount_fen": -eff.delta_fen,
-                                      "energy_wh": eff.energy_wh, "height": h.height, "idx": idx})
+                rows_receipts.append((eff.charger_id, eff.seq, eff.receipt_id, eff.wallet_id, -eff.delta_fen,
+                                      eff.energy_wh, height, idx))
             if eff.wallet_id is not None and eff.balance_after is not None:
-                rows_entries.append({"wallet_id": eff.wallet_id, "height": h.height, "idx": idx, "kind": eff.kind,
-                                     "delta_fen": eff.delta_fen, "balance_after": eff.balance_after,
-                                     "tx_hash": eff.tx_hash, "charger_id": eff.charger_id, "seq": eff.seq,
-                                     "energy_wh": eff.energy_wh, "time_ms": h.time_ms})
+                rows_entries.append((eff.wallet_id, height, idx, eff.kind, eff.delta_fen, eff.balance_after,
+                                     eff.tx_hash, eff.charger_id, eff.seq, eff.energy_wh, time_ms))
         new_wallets = [{"wallet_id": w, "public_key": v.public_key, "balance_fen": v.balance, "updated_height": h.height}
                        for w, v in ex.wallets.items() if w not in state.wallets]
         old_wallets = [{"w": w, "b": v.balance, "k": v.public_key, "h": h.height}
@@ -121,7 +137,7 @@ class Repository:
                 "tx_root": h.tx_root, "state_root": h.state_root, "proposer": h.proposer, "tx_count": h.tx_count,
                 "header": h.encode(), "certificate": certificate})
             if rows_tx:
-                conn.execute(t.txs.insert(), rows_tx)
+                _insert_rows(conn, t.txs, TX_COLUMNS, rows_tx)
             # parents before the rows that name them: the foreign keys are checked per statement
             if ex.chargers:
                 conn.execute(t.chargers.insert(), [{"charger_id": c, "public_key": k, "enrolled_height": h.height}
@@ -152,12 +168,12 @@ class Repository:
                                                    "height": h.height, "effective_from": ex.tariff_from[(tid, v)]}
                                                   for (tid, v), tf in ex.tariffs.items()])
             if rows_receipts:
-                conn.execute(t.receipts.insert(), rows_receipts)
+                _insert_rows(conn, t.receipts, RECEIPT_COLUMNS, rows_receipts)
             if rows_entries:
-                conn.execute(t.wallet_entries.insert(), rows_entries)
+                _insert_rows(conn, t.wallet_entries, ENTRY_COLUMNS, rows_entries)
             if ex.sessions:
-                conn.execute(t.billed_sessions.insert(), [{"charger_id": c, "session_id": sid, "height": h.height}
-                                                          for c, sid in sorted(ex.sessions)])
+                _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height"),
+                             [(c, sid, height) for c, sid in sorted(ex.sessions)])
             if new_marks:
                 conn.execute(t.meter_marks.insert(), new_marks)
             if old_marks:
