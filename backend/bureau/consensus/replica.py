@@ -80,7 +80,7 @@ class LedgerBlocks:
             known = self._executions.get(block.hash)
             if known is not None:
                 return True
-            verified = frozenset(h for h in map(tx_hash, block.txs) if h in self.mempool.verified)
+            verified = self.mempool.checked(map(tx_hash, block.txs))
             ex = self.chain.check(block, verified)
         except (BlockError, ChainError, ValueError) as e:
             self.invalid_blocks += 1

@@ -111,7 +111,7 @@ class MqttIngest(BrokerLink):
         if isinstance(decision, Admitted):
             try:
                 self._remember_origin(decision.tx_hash, time.monotonic() if arrived is None else arrived)
-                self.mempool.add(decision.tx_hash, decision.tx, verified=True)
+                self.mempool.add(decision.tx_hash, decision.tx, verified=True, decoded=decision.decoded)
                 self.metrics.inc("admitted")
             except MempoolFull as e:
                 self._take_origin(decision.tx_hash)
@@ -152,10 +152,10 @@ class MqttIngest(BrokerLink):
                     if isinstance(decision, Refused):
                         self.metrics.inc("relayed_rejected", decision.reason)
                     return
-                h = decision.tx_hash
+                h, decoded = decision.tx_hash, decision.decoded
             else:
-                h = admit_signed(tx, self.chain.state)
-            self.mempool.add(h, tx, verified=True, local=False)
+                h, decoded = admit_signed(tx, self.chain.state), None
+            self.mempool.add(h, tx, verified=True, local=False, decoded=decoded)
             self.metrics.inc("relayed_admitted")
         except TxError as e:
             self.metrics.inc("relayed_rejected", e.reason)

@@ -325,14 +325,15 @@ class LedgerState:
     # ---- executing a block ---------------------------------------------------------------
 
     def execute(self, txs: list[bytes], block_time_ms: int,
-                verified: frozenset[bytes] | set[bytes] = frozenset(),
+                verified: Mapping[bytes, tuple | None] | frozenset[bytes] | set[bytes] = frozenset(),
                 receipt_keys: Mapping[bytes, bytes] = MappingProxyType({})) -> Execution:
         """Run `txs` in order on top of the current state, without changing it, as a block of
         time `block_time_ms` (UTC ms; operator actions are checked against it).
 
         `verified` holds tx hashes whose signatures this node has already checked at ingest, so
         the proposer does not check them twice; a node validating someone else's block passes
-        nothing and checks every signature. `receipt_keys` maps receipt tx hashes to the charger
+        those of its transactions it admitted itself, an audit nothing. As a mapping, a receipt's
+        hash may map to admission's (receipt, body, signature), so it is not decoded again. `receipt_keys` maps receipt tx hashes to the charger
         key their signature was checked with (the audit's workers): one whose key is the key in
         effect here is not checked again, rotated or not.
         """
@@ -428,7 +429,8 @@ class LedgerState:
 
     def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified, receipt_keys) -> Effect:
         envelope = tx[1:]
-        r, body, sig = decode_receipt(envelope)
+        parsed = verified.get(h) if isinstance(verified, Mapping) else None
+        r, body, sig = parsed if parsed is not None else decode_receipt(envelope)
         key = ex.chargers.get(r.charger_id) or self.chargers.get(r.charger_id)
         if key is None:
             raise ReceiptError("unknown_charger", f"charger {r.charger_id} is not enrolled")
