@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 
 from .. import topics
 from ..brokerlink import BrokerLink
@@ -24,6 +25,10 @@ from ..supervisor import Supervisor
 from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_receipt, admit_signed
 from .mempool import Mempool, MempoolFull
 from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
+
+# Arrival times kept for the acks of receipts taken here (at most the mempool's limit wait): one
+# whose copy is dropped unseen (a full mempool, a relayed copy refused elsewhere) cannot pile up.
+ORIGINS_KEPT = 200_000
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,8 @@ class MqttIngest(BrokerLink):
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         # receipts admitted here from MQTT, with their arrival (monotonic s): this node acks them
-        self._origin: dict[bytes, float] = {}
+        self._origin: OrderedDict[bytes, float] = OrderedDict()  # oldest first, at most ORIGINS_KEPT
+        self._origin_lock = threading.Lock()  # workers add, the commit listener takes
         self.presence = ChargerPresence()
         self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
@@ -104,10 +110,11 @@ class MqttIngest(BrokerLink):
         decision = admit(topic, payload, self.chain.state)
         if isinstance(decision, Admitted):
             try:
-                self._origin[decision.tx_hash] = time.monotonic() if arrived is None else arrived
+                self._remember_origin(decision.tx_hash, time.monotonic() if arrived is None else arrived)
                 self.mempool.add(decision.tx_hash, decision.tx, verified=True)
                 self.metrics.inc("admitted")
             except MempoolFull as e:
+                self._take_origin(decision.tx_hash)
                 self._reject(decision.charger_id, decision.seq, decision.receipt_id, "busy", str(e))
         elif isinstance(decision, AlreadyCommitted):
             found = self._block_of(decision.charger_id, decision.seq)
@@ -119,6 +126,18 @@ class MqttIngest(BrokerLink):
             self._ack(decision.charger_id, decision.seq, decision.receipt_id, *found)
         else:
             self._reject(decision.charger_id, decision.seq, decision.receipt_id, decision.reason, decision.detail)
+
+    def _remember_origin(self, h: bytes, arrived: float) -> None:
+        with self._origin_lock:
+            self._origin[h] = arrived
+            self._origin.move_to_end(h)
+            while len(self._origin) > ORIGINS_KEPT:
+                self._origin.popitem(last=False)
+
+    def _take_origin(self, h: bytes) -> float | None:
+        """The arrival of a receipt taken here (this node answers its charger), forgotten; else None."""
+        with self._origin_lock:
+            return self._origin.pop(h, None)
 
     def submit_relayed(self, txs: list[bytes]) -> None:
         """Transactions another bureau admitted: checked here again before they may wait."""
@@ -160,11 +179,9 @@ class MqttIngest(BrokerLink):
         """Receipts refused when a block was built (e.g. the wallet vanished meanwhile). Only the
         bureau that took the receipt from its charger answers, so the charger gets one reply."""
         for r in refusals:
-            h = tx_hash(r.tx)
-            if h not in self._origin:
+            if self._take_origin(tx_hash(r.tx)) is None:
                 self.metrics.inc("relayed_rejected", r.reason)
                 continue
-            self._origin.pop(h, None)
             if r.reason == "duplicate":
                 continue  # the first copy's ack answers it
             self._reject(r.charger_id, r.seq, receipt_id(r.tx[1:]), r.reason, r.detail)
@@ -177,7 +194,7 @@ class MqttIngest(BrokerLink):
         for eff in ex.effects:
             if eff.kind == "receipt":
                 n += 1
-                arrived = self._origin.pop(eff.tx_hash, None)
+                arrived = self._take_origin(eff.tx_hash)
                 if arrived is not None:
                     self.metrics.receipt_latency.observe(now - arrived)
                     self._ack(eff.charger_id, eff.seq, eff.receipt_id, block.height, block.hash)

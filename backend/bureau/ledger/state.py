@@ -15,8 +15,12 @@ commit later at any node. Hashes are forgotten once the action's time window has
 State root v2: the root of the state map (ledger/statemap.py, docs/state.md) after the block, one
 record per entity (ledger/records.py). A transaction marks the entities it changes (`ex.dirty`);
 the end of `execute` builds each marked entity's record once from its whole state. History
-(committed receipt ids, billed sessions, decided actions) is kept here for the checks but is not
-in the map: the blocks' transactions prove it.
+(committed receipt ids, billed sessions, decided actions) is checked here but is not in the map:
+the blocks' transactions prove it.
+
+Memory is O(chargers + wallets + open work), not O(receipts): committed receipts and billed
+sessions are asked of an injected `History` (storage at a node, ledger/history.py), with a
+per-charger seq window in memory that answers the common case, a new receipt, without a lookup.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .. import crypto
 from ..receipts.codec import ReceiptError, decode as decode_receipt, receipt_id, signed_message
 from . import records
 from .genesis import Genesis
+from .history import History, MemoryHistory, SeqWindows
 from .statemap import StateMap
 from .tariff import Tariff, TariffError
 from . import evidence as evidence_tx, valset
@@ -114,6 +119,8 @@ class Execution:
     tariff_from: dict[tuple[str, int], int] = field(default_factory=dict)  # (id, version) -> effective_from
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
     sessions: set[tuple[str, bytes]] = field(default_factory=set)  # (charger, session id) billed in the block
+    # those of the block's sessions that earlier blocks billed: one history lookup per block
+    billed_before: set[tuple[str, bytes]] = field(default_factory=set)
     meters: dict[tuple[str, str], MeterMark] = field(default_factory=dict)  # (charger, meter serial) -> new mark
     operator_txs: set[bytes] = field(default_factory=set)  # decided here: committed or refused in the block
     payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
@@ -128,14 +135,17 @@ class Execution:
 
 
 class LedgerState:
-    """Chargers, wallets, cards, tariffs, committed receipt ids, credited payment references and
-    the operator actions decided within their window, held in memory.
+    """Chargers, wallets, cards, tariffs, each charger's seq window, credited payment references
+    and the operator actions decided within their window, held in memory.
 
-    Balances are read in O(1); storage persists the same data and rebuilds this at start.
+    Balances are read in O(1); storage persists the same data and rebuilds this at start. Receipts
+    and sessions beyond the seq window are asked of `history` (default: kept in memory, for a
+    state without storage; `Repository.load_state` puts its own in).
     """
 
-    def __init__(self, genesis: Genesis) -> None:
+    def __init__(self, genesis: Genesis, history: History | None = None) -> None:
         self.genesis = genesis
+        self.history: History = MemoryHistory() if history is None else history
         self.operators = dict(genesis.operators)
         self.chargers: dict[str, bytes] = {}  # every charger ever enrolled, retired ones too (their
         # receipts on chain stay verifiable)
@@ -150,8 +160,7 @@ class LedgerState:
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
         # (id, version) -> effective_from (unix s): genesis tariffs are in force from 0
         self.tariff_from: dict[tuple[str, int], int] = dict.fromkeys(self.tariffs, 0)
-        self.receipts: dict[tuple[str, int], str] = {}
-        self.sessions: set[tuple[str, bytes]] = set()  # (charger, session id) of every committed receipt
+        self.seq_windows = SeqWindows()  # per charger: which recent seqs are committed
         self.meters: dict[tuple[str, str], MeterMark] = {}  # (charger, meter serial) -> its latest readings
         # hash -> time (ms) of the block that decided it; pruned as the window passes
         self.operator_txs: dict[bytes, int] = {}
@@ -256,14 +265,19 @@ class LedgerState:
         return None
 
     def committed_receipt(self, charger_id: str, seq: int) -> str | None:
-        return self.receipts.get((charger_id, seq))
+        """The id of the committed receipt (charger_id, seq); None when the seq is unused."""
+        if self.seq_windows.committed(charger_id, seq) is False:
+            return None  # the common case, a new receipt: no lookup
+        return self.history.receipt_id(charger_id, seq)
 
     def billing_error(self, r, tariff: Tariff | None, now_s: int, ex: Execution | None = None) -> ReceiptError | None:
         """The first billing rule of docs/ledger.md that receipt `r` breaks against the committed
         state (and the block `ex` being run), with `now_s` the block time; None when it breaks
-        none. The period rule is checked only with the receipt's `tariff`."""
-        session = (r.charger_id, r.session_id)
-        if session in self.sessions or (ex is not None and session in ex.sessions):
+        none. The period rule is checked only with the receipt's `tariff`. `session_billed` is
+        checked only in a block (`ex`): admission leaves it to the block's one batched lookup, and
+        the proposer's refusal answers the charger."""
+        if ex is not None and ((r.charger_id, r.session_id) in ex.sessions
+                               or (r.charger_id, r.session_id) in ex.billed_before):
             return ReceiptError("session_billed", f"session {r.session_id.hex()} of {r.charger_id} is already billed")
         if r.end_time > now_s + CLOCK_ALLOWANCE_S:
             return ReceiptError("from_future", f"end_time {r.end_time} is more than {CLOCK_ALLOWANCE_S} s "
@@ -336,6 +350,8 @@ class LedgerState:
         effect here is not checked again, rotated or not.
         """
         ex = Execution(txs=[], effects=[], refused=[], time_ms=block_time_ms)
+        sessions = {s for s in map(_receipt_session, txs) if s is not None}
+        ex.billed_before = self.history.billed_sessions(sessions) if sessions else set()
         for tx in txs:
             try:
                 effect = self._execute_one(tx, ex, verified, receipt_keys)
@@ -370,8 +386,9 @@ class LedgerState:
                 self.blocked_cards.discard(card)
         self.tariffs.update(ex.tariffs)
         self.tariff_from.update(ex.tariff_from)
-        self.receipts.update(ex.receipts)
-        self.sessions.update(ex.sessions)
+        for charger_id, seq in ex.receipts:
+            self.seq_windows.add(charger_id, seq)
+        self.history.record(ex.receipts, ex.sessions)
         self.meters.update(ex.meters)
         self.payments.update(ex.payments)
         for wallet_id, binding in ex.bindings.items():
@@ -444,7 +461,7 @@ class LedgerState:
             raise ReceiptError("bad_signature", "signature does not verify with the enrolled key")
         ident = (r.charger_id, r.seq)
         rid = receipt_id(envelope)
-        seen = ex.receipts.get(ident) or self.receipts.get(ident)
+        seen = ex.receipts.get(ident) or self.committed_receipt(*ident)
         if seen is not None:
             if seen == rid:
                 raise ReceiptError("duplicate", f"receipt {r.charger_id}#{r.seq} is already committed")
@@ -811,6 +828,22 @@ def _reason_text(args, action: str) -> str:
     if not isinstance(reason, str) or not REASON_RE.match(reason):
         raise TxError("malformed", f"{action} needs a reason: 1-200 printable characters")
     return reason
+
+
+def _receipt_session(tx: bytes) -> tuple[str, bytes] | None:
+    """(charger id, session id) read from a receipt transaction's fixed prefix without decoding
+    it (fields 2 and 4 of docs/receipt-v1.md); None for other kinds or a cut-short prefix (the
+    full decode refuses it)."""
+    if not tx or tx[0] != KIND_RECEIPT or len(tx) < 3:
+        return None
+    n = tx[2]
+    session = tx[7 + n:23 + n]
+    if len(session) != 16:
+        return None
+    try:
+        return tx[3:3 + n].decode("ascii"), session
+    except UnicodeDecodeError:
+        return None
 
 
 def _receipt_ids(tx: bytes) -> tuple[str | None, int | None]:
