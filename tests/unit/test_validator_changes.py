@@ -190,3 +190,25 @@ def test_a_restarted_node_reads_back_the_sets_and_the_evidence(tmp_path):
     assert again.state.validators_at(3).by_id("bureau-5") is not None
     assert again.repo.validator_changes()[0]["height"] == 1
     assert canonical.loads_canonical(again.repo.validator_changes()[0]["certificate"].encode())["height"] == 1
+
+
+def test_the_approval_command_prints_what_the_rule_accepts(tmp_path):
+    import subprocess
+    import sys
+
+    genesis_file = tmp_path / "genesis.json"
+    genesis_file.write_text(json.dumps(_genesis().doc))
+    change = {"v": 1, "seq": 0, "changes": [ADD_5]}
+    (tmp_path / "change.json").write_text(json.dumps(change))
+    approvals = []
+    for vid in ("bureau-1", "bureau-2", "bureau-3"):
+        key_file = tmp_path / f"{vid}.key"
+        key_file.write_text(KEYS[vid].encode().hex() + "\n")  # the seed, as node key files hold it
+        out = subprocess.run([sys.executable, "-m", "bureau.cli", "approve-validators", "--key", str(key_file),
+                              "--validator", vid, "--genesis", str(genesis_file), "--change",
+                              f"@{tmp_path / 'change.json'}"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        approvals.append(json.loads(out.stdout))
+    tx = operator_action(OPERATOR, "operator-1", "change_validators", {"change": change, "approvals": approvals},
+                         now=T0_MS // 1000)
+    assert _outcome(Chain().block([tx])) == [("change_validators", None)]
