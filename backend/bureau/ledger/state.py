@@ -38,7 +38,8 @@ from .genesis import Genesis
 from .history import History, MemoryHistory, SeqWindows
 from .statemap import StateMap
 from .tariff import Tariff, TariffError
-from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_DRIVER, KIND_OPERATOR, KIND_RECEIPT,
+from . import evidence as evidence_tx, valset
+from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_DRIVER, KIND_EVIDENCE, KIND_OPERATOR, KIND_RECEIPT,
                  MAX_ACTION_TIME, MAX_BINDING_S, MAX_TX, DriverTx, decode_driver,
                  PAYMENT_REF_RE, TxError, action_time_error, decode_operator, signed_operator_message, tx_hash)
 
@@ -124,6 +125,8 @@ class Execution:
     operator_txs: set[bytes] = field(default_factory=set)  # decided here: committed or refused in the block
     payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
     bindings: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # wallet -> (key, expires); None: used
+    epoch: valset.Epoch | None = None  # the validator set a change_validators of the block decided
+    evidence: dict[tuple, tuple[bytes, bytes]] = field(default_factory=dict)  # new equivocations, as self.evidence
     time_ms: int = 0
 
     @property
@@ -163,6 +166,10 @@ class LedgerState:
         self.operator_txs: dict[bytes, int] = {}
         self.payments: dict[str, str] = {}
         self.bindings: dict[str, tuple[bytes, int]] = {}  # wallet -> (binding key, expires unix s), unused codes
+        # the validator sets decided so far (the genesis set first) and when each is in force
+        self.schedule = valset.Schedule.genesis(genesis.validators)
+        # (validator id, height, round, step) of every recorded equivocation -> its two block ids
+        self.evidence: dict[tuple, tuple[bytes, bytes]] = {}
         self.height = 0
         self.last_hash = genesis.hash
         self.last_time_ms = genesis.time_ms
@@ -189,6 +196,8 @@ class LedgerState:
         yield from (("m", c, m) for c, m in self.meters)
         yield from (("p", p) for p in self.payments)
         yield from (("b", w) for w in self.bindings)
+        yield ("v", "set")
+        yield from (("e", *slot) for slot in self.evidence)
 
     def _record(self, mark: tuple, ex: Execution) -> str | None:
         """The record of entity `mark` as the state holds it after `ex`; None when it has none."""
@@ -218,6 +227,10 @@ class LedgerState:
         if kind == "b":
             binding = ex.bindings[ident[0]] if ident[0] in ex.bindings else self.bindings.get(ident[0])
             return None if binding is None else records.binding(*binding)
+        if kind == "v":
+            return (ex.epoch or self.schedule.latest).record()
+        if kind == "e":
+            return records.evidence(*(ex.evidence.get(ident) or self.evidence[ident]))
         raise ValueError(f"no record kind {kind!r}")
 
     def rebuild_map(self) -> None:
@@ -386,6 +399,9 @@ class LedgerState:
                 self.bindings[wallet_id] = binding
         self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
         self.forget_decided_before(time_ms)
+        self.evidence.update(ex.evidence)
+        if ex.epoch is not None:
+            self.schedule.add(ex.epoch)
         self.snapshot = Snapshot(height, ex.state_map)
         self.height = height
         self.last_hash = block_hash
@@ -425,6 +441,8 @@ class LedgerState:
             return self._operator(tx, h, ex, verified)
         if tx[0] == KIND_DRIVER:
             return self._driver(tx, h, ex, verified)
+        if tx[0] == KIND_EVIDENCE:
+            return self._evidence(tx, h, ex)
         raise TxError("malformed", f"unknown transaction kind {tx[0]}")
 
     def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified, receipt_keys) -> Effect:
@@ -554,6 +572,53 @@ class LedgerState:
             if isinstance(e, (TxError, ReceiptError)):
                 raise
             raise TxError("malformed", f"bad arguments for {op.action}: {e}") from None
+
+    def validators_at(self, height: int):
+        """The validator set in force at block `height` (known up to the head + EFFECT_DELAY)."""
+        return self.schedule.at(height)
+
+    def _evidence(self, tx: bytes, h: bytes, ex: Execution) -> Effect:
+        """Two conflicting signed votes of one validator (ledger/evidence.py): recorded once per
+        (validator, height, round, step) as an `e/` record; anyone may submit it."""
+        a, b = evidence_tx.decode(tx)
+        height = self.height + 1
+        if a.height > height:
+            raise TxError("evidence_too_new", f"votes of height {a.height} are after the block's height {height}")
+        validators = self.schedule.at(a.height)
+        if a.validator >= len(validators):
+            raise TxError("unknown_validator", f"no validator {a.validator} in the set in force at {a.height}")
+        v = validators[a.validator]
+        if not evidence_tx.signed_by(self.genesis.chain_id, v.public_key, a, b):
+            raise TxError("bad_signature", f"the votes are not both signed by {v.id}")
+        slot = (v.id, a.height, a.round, int(a.kind))
+        if slot in self.evidence or slot in ex.evidence:
+            raise TxError("evidence_recorded", f"an equivocation of {v.id} at height {a.height} round {a.round} "
+                                               f"is already recorded")
+        ex.evidence[slot] = (a.block_hash, b.block_hash)
+        ex.dirty.add(("e", *slot))
+        return Effect(h, "evidence", detail={"validator": v.id, "height": a.height, "round": a.round,
+                                             "step": int(a.kind), "block_ids": [a.block_hash.hex(), b.block_hash.hex()]})
+
+    def _op_change_validators(self, args, h, ex) -> Effect:
+        if set(args) != {"change", "approvals"}:
+            raise TxError("malformed", "change_validators takes change and approvals")
+        height = self.height + 1
+        latest = ex.epoch or self.schedule.latest
+        if ex.epoch is not None or latest.from_height > height:
+            raise TxError("change_pending", f"validator set {latest.seq} comes in force at height "
+                                            f"{latest.from_height}; propose the next change after that")
+        change = args["change"]
+        new = valset.apply_change(latest.validators, change)
+        if type(change["seq"]) is not int or change["seq"] != latest.seq:
+            raise TxError("wrong_seq", f"the change replaces set {change['seq']!r}; the set in force is {latest.seq}")
+        power = valset.approval_power(latest.validators, self.genesis.chain_id, change, args["approvals"])
+        if not latest.validators.has_quorum(power):
+            raise TxError("insufficient_approval", f"approvals carry {power} of {latest.validators.total_power} "
+                                                   "voting power, not more than 2/3")
+        ex.epoch = valset.Epoch(latest.seq + 1, height + valset.EFFECT_DELAY, new)
+        ex.dirty.add(("v", "set"))
+        return Effect(h, "change_validators", detail={"seq": ex.epoch.seq, "from_height": ex.epoch.from_height,
+                                                      "validators": valset.validators_doc(new)})
 
     def _op_enroll_charger(self, args, h, ex) -> Effect:
         charger_id, key = args["charger_id"], bytes.fromhex(args["public_key"])

@@ -8,6 +8,7 @@ import json
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from ..ledger import evidence, valset
 from ..ledger.block import Block, Header
 from ..ledger.canonical import dumps
 from ..ledger.history import SEQ_WINDOW
@@ -16,6 +17,9 @@ from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
 from . import migrate
 from . import tables as t
+
+
+VALSET_KEY = "v/set"
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -188,6 +192,10 @@ class Repository:
                          "detail": e.detail["detail"]} for e in ex.effects if e.kind == "refused_action"]
             if refusals:
                 conn.execute(t.operator_refusals.insert(), refusals)
+            if ex.epoch is not None:  # with the proof a light client follows the change by (docs/consensus.md)
+                conn.execute(t.validator_sets.insert(), [{
+                    "seq": ex.epoch.seq, "height": h.height, "from_height": ex.epoch.from_height,
+                    "record": ex.epoch.record(), "proof": dumps(ex.state_map.prove(VALSET_KEY)).decode()}])
             if ex.bindings:  # a wallet's unused binding code: replaced by a new one, deleted when used
                 conn.execute(t.binding_codes.delete().where(t.binding_codes.c.wallet_id.in_(list(ex.bindings))))
                 issued = [{"wallet_id": w, "binding_key": b[0], "expires": b[1], "height": h.height}
@@ -238,6 +246,11 @@ class Repository:
                 state.payments[row.reference] = row.wallet_id
             for row in conn.execute(sa.select(t.binding_codes)):
                 state.bindings[row.wallet_id] = (bytes(row.binding_key), row.expires)
+            for row in conn.execute(sa.select(t.txs.c.data).where(t.txs.c.kind == "evidence")
+                                    .order_by(t.txs.c.height, t.txs.c.idx)):
+                a, b = evidence.decode(bytes(row.data))
+                vid = state.schedule.at(a.height)[a.validator].id
+                state.evidence[(vid, a.height, a.round, int(a.kind))] = (a.block_hash, b.block_hash)
             last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()
             if last is not None:
                 # only the actions still inside their window: the same set a running node keeps
@@ -259,12 +272,15 @@ class Repository:
 
     def load_keys(self, state: LedgerState) -> None:
         """Fill a genesis-fresh `state` with the chargers' and operators' keys and their rotations
-        only: enough for `state.charger_key_at` (the audit's workers, which trust nothing else)."""
+        and the validator sets decided: enough for `state.charger_key_at` and `validators_at`
+        (the audit's workers, whose findings the replay checks)."""
         with self.engine.connect() as conn:
             self._load_keys(conn, state)
 
     @staticmethod
     def _load_keys(conn, state: LedgerState) -> None:
+        for row in conn.execute(sa.select(t.validator_sets.c.record).order_by(t.validator_sets.c.seq)):
+            state.schedule.add(valset.Epoch.from_record(row.record))
         for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
             state.chargers[row.charger_id] = bytes(row.public_key)
         for table, keys, old_keys, who in ((t.charger_keys, state.chargers, state.charger_old_keys, "charger_id"),
@@ -274,6 +290,16 @@ class Repository:
                 owner = getattr(row, who)
                 old_keys.setdefault(owner, []).append((row.height, keys[owner]))
                 keys[owner] = bytes(row.public_key)
+
+    def validator_changes(self) -> list[dict]:
+        """Every validator-set change decided on chain, oldest first: the deciding block's height,
+        header and certificate, and the state proof of its v/set record (docs/consensus.md)."""
+        vs, b = t.validator_sets.c, t.blocks.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(vs.height, vs.proof, b.header, b.certificate)
+                                .join(t.blocks, b.height == vs.height).order_by(vs.seq)).all()
+        return [{"height": r.height, "header": bytes(r.header).hex(), "certificate": bytes(r.certificate).decode(),
+                 "proof": json.loads(r.proof)} for r in rows]
 
     def head_height(self) -> int:
         with self.engine.connect() as conn:
