@@ -46,7 +46,9 @@ class MqttIngest(BrokerLink):
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
                          clean_session=False, name="ingest", tls=tls, ca_file=ca_file,
                          threads=[supervisor.thread(f"ingest-{i}", self._work) for i in range(workers)])
-        self.client.max_inflight_messages_set(2000)
+        # No client-side in-flight limit: with one, paho rescans every unacked message on each
+        # PUBACK (its _update_inflight), O(in flight) per ack sent; the broker bounds its queues.
+        self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
