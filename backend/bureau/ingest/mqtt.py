@@ -29,11 +29,14 @@ from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 # Arrival times kept for the acks of receipts taken here (at most the mempool's limit wait): one
 # whose copy is dropped unseen (a full mempool, a relayed copy refused elsewhere) cannot pile up.
 ORIGINS_KEPT = 200_000
-# While this many transactions wait in the mempool (four full blocks), admission pauses: the
-# receipts it has not acked (PUBACK) stay with the broker, whose in-flight limit per client
-# (max_inflight_messages) stops sending more, so a burst queues at the broker, in its bounded,
-# logged queues, instead of in this process, and consensus keeps the CPU it needs to commit.
+# While this many transactions wait in the mempool (four full blocks), admission pauses. Once
+# it is paused, or this many receipts wait here to be admitted, receipts are PUBACKed only when
+# admitted: the broker's in-flight limit per client (max_inflight_messages) then stops it sending
+# more, so a burst queues at the broker, in its bounded, logged queues, instead of in this
+# process, and consensus keeps the CPU it needs to commit. Otherwise paho acks on arrival, in its
+# own thread: an ack from an admission thread costs a wake-up of paho's loop per receipt.
 MEMPOOL_PAUSE_AT = 20_000
+HOLD_ACKS_AT = 2_000
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,7 @@ class MqttIngest(BrokerLink):
         # PUBACK (its _update_inflight), O(in flight) per ack sent; the broker bounds its queues.
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
-        # A receipt is PUBACKed once admitted (or refused), not on arrival: see MEMPOOL_PAUSE_AT.
-        self.client.manual_ack_set(True)
-        self.pause_at = MEMPOOL_PAUSE_AT
+        self.pause_at, self.hold_acks_at = MEMPOOL_PAUSE_AT, HOLD_ACKS_AT
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         # receipts admitted here from MQTT, with their arrival (monotonic s): this node acks them
@@ -99,7 +100,10 @@ class MqttIngest(BrokerLink):
         if not self.intake.is_set():
             return  # not acked: the broker keeps it for the restarted node's session
         self.metrics.inc("received")
-        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic(), msg.mid, msg.qos))
+        # paho reads the flag after this callback: it decides this message's PUBACK
+        hold = len(self.mempool) >= self.pause_at or self._queue.qsize() >= self.hold_acks_at
+        client.manual_ack_set(hold)
+        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic(), msg.mid, msg.qos if hold else 0))
 
     # ---- admission (worker threads) ------------------------------------------------------
 
@@ -119,7 +123,7 @@ class MqttIngest(BrokerLink):
                 self.handle_relayed(payload)
             else:
                 self.handle(topic, payload, arrived)  # bad input is refused inside; anything else fails the node
-                if qos:
+                if qos:  # held: its PUBACK lets the broker send the next
                     self.client.ack(mid, qos)
 
     def handle(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
