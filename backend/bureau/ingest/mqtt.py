@@ -29,6 +29,11 @@ from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 # Arrival times kept for the acks of receipts taken here (at most the mempool's limit wait): one
 # whose copy is dropped unseen (a full mempool, a relayed copy refused elsewhere) cannot pile up.
 ORIGINS_KEPT = 200_000
+# While this many transactions wait in the mempool (four full blocks), admission pauses: the
+# receipts it has not acked (PUBACK) stay with the broker, whose in-flight limit per client
+# (max_inflight_messages) stops sending more, so a burst queues at the broker, in its bounded,
+# logged queues, instead of in this process, and consensus keeps the CPU it needs to commit.
+MEMPOOL_PAUSE_AT = 20_000
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +51,13 @@ class MqttIngest(BrokerLink):
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
                          clean_session=False, name="ingest", tls=tls, ca_file=ca_file,
                          threads=[supervisor.thread(f"ingest-{i}", self._work) for i in range(workers)])
-        self.client.max_inflight_messages_set(2000)
+        # No client-side in-flight limit: with one, paho rescans every unacked message on each
+        # PUBACK (its _update_inflight), O(in flight) per ack sent; the broker bounds its queues.
+        self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
+        # A receipt is PUBACKed once admitted (or refused), not on arrival: see MEMPOOL_PAUSE_AT.
+        self.client.manual_ack_set(True)
+        self.pause_at = MEMPOOL_PAUSE_AT
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         # receipts admitted here from MQTT, with their arrival (monotonic s): this node acks them
@@ -92,16 +102,20 @@ class MqttIngest(BrokerLink):
                 self.metrics.inc("status_refused", e.args[0])
             return
         if not self.intake.is_set():
-            return
+            return  # not acked: the broker keeps it for the restarted node's session
         self.metrics.inc("received")
-        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic()))
+        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic(), msg.mid, msg.qos))
 
     # ---- admission (worker threads) ------------------------------------------------------
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            if len(self.mempool) >= self.pause_at:
+                self.metrics.inc("admission_paused")
+                self.mempool.drained.wait(0.5)
+                continue
             try:
-                topic, payload, arrived = self._queue.get(timeout=0.5)
+                topic, payload, arrived, mid, qos = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
             if not self.intake.is_set():
@@ -110,6 +124,8 @@ class MqttIngest(BrokerLink):
                 self.handle_relayed(payload)
             else:
                 self.handle(topic, payload, arrived)  # bad input is refused inside; anything else fails the node
+                if qos:
+                    self.client.ack(mid, qos)
 
     def handle(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
         decision = admit(topic, payload, self.chain.state)
@@ -147,7 +163,7 @@ class MqttIngest(BrokerLink):
     def submit_relayed(self, txs: list[bytes]) -> None:
         """Transactions another bureau admitted: checked here again before they may wait."""
         for tx in txs:
-            self._queue.put((None, tx, None))
+            self._queue.put((None, tx, None, 0, 0))
 
     def handle_relayed(self, tx: bytes) -> None:
         try:
