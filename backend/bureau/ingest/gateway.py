@@ -30,7 +30,7 @@ from .admission import Admitted, AlreadyCommitted, Refused, admit_receipt
 from .handoff import (CH_ADMIT, CH_REFUSE, CH_REGISTRY, CH_REPLY, MAX_WORKER_FRAME, ChargerRegistry, HandoffError,
                       decode_admit, decode_refuse, encode_registry, encode_reply)
 from .mempool import Mempool, MempoolFull
-from .mqtt import ORIGINS_KEPT
+from .mqtt import MEMPOOL_PAUSE_AT, ORIGINS_KEPT
 
 log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -213,6 +213,11 @@ class WorkerGateway:
         """A receipt the worker verified with `key`: the node's state checks, without the
         signature again unless the charger's key changed since the worker's copy of the registry."""
         self.metrics.inc("worker_received")
+        while len(self.mempool) >= MEMPOOL_PAUSE_AT and not link.closed.is_set():
+            # as MqttIngest pauses: this link's reads stop, TCP holds the worker's sends, and its
+            # bounded buffer drops what the broker keeps sending (the chargers resend)
+            self.metrics.inc("admission_paused")
+            self.mempool.drained.wait(0.5)
         decision = admit_receipt(envelope, self.chain.state, charger_id,
                                  signature_checked=self.chain.state.chargers.get(charger_id) == key)
         if isinstance(decision, Admitted):
