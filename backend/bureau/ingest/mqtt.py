@@ -67,6 +67,7 @@ class MqttIngest(BrokerLink):
         self.presence = ChargerPresence()
         self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
+        self.take_receipts = True  # False: this bureau's ingest workers take them (ingest/gateway.py)
         chain.on_commit(self._on_commit)
 
     # ---- MQTT callbacks (paho's network thread) ------------------------------------------
@@ -77,7 +78,11 @@ class MqttIngest(BrokerLink):
             return
         # With several bureaus on one broker, a shared subscription hands each receipt to one of
         # them; it reaches the others over the peer links.
-        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + topics.every_charger(topics.RECEIPT), qos=1)
+        receipts = topics.every_charger(topics.RECEIPT)
+        if self.take_receipts:
+            client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + receipts, qos=1)
+        else:  # the persistent session may still hold the subscription of a run without workers
+            client.unsubscribe([receipts, "$share/bureaus/" + receipts])
         # every bureau reads every charger's retained status (QoS 0: nothing queued while down;
         # the retained copies say who is online on each subscribe)
         client.subscribe(STATUS_TOPICS, qos=0)
