@@ -12,6 +12,7 @@ from nacl.signing import SigningKey
 
 from bureau.chain import Chain
 from bureau.ledger import snapshot
+from bureau.ledger.audit import audit_chain
 from bureau.ledger.certificate import Certificate, precommit_bytes
 from bureau.ledger.genesis import Genesis
 from bureau.ledger.tx import operator_action
@@ -67,6 +68,9 @@ def test_a_snapshot_restores_the_state_and_a_node_carries_on_from_it(served, tmp
     again = joined.stored_snapshot(genesis)
     assert again.records == snap.records and again.history_digest() == snap.history_digest()
     assert snapshot.restore(genesis, again).height == 3
+    report = audit_chain(genesis, joined)
+    assert report["chain_valid"] and (report["from_height"], report["height"]) == (4, 4), report
+    assert report["state_root"] == chain.state.state_root.hex()
     # and a joined node serves a snapshot of its own, equal to the full node's
     assert joined.take_snapshot(follower.state).history_digest() \
         == chain.repo.take_snapshot(chain.state).history_digest()

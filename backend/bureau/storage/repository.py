@@ -287,21 +287,20 @@ class Repository:
         with self.engine.connect() as conn:
             self._load_keys(conn, state)
 
-    @classmethod
-    def _load_keys(cls, conn, state: LedgerState, upto: int | None = None) -> None:
+    def _load_keys(self, conn, state: LedgerState, upto: int | None = None) -> None:
         """The keys and validator sets as block `upto` (default: the head) left them."""
         def until(column):
             return sa.true() if upto is None else column <= upto
         vs = t.validator_sets.c
         for row in conn.execute(sa.select(vs.record).where(until(vs.height)).order_by(vs.seq)):
             state.schedule.add(valset.Epoch.from_record(row.record))
-        # a node that joined from a snapshot: the keys at its base, and those they replaced
-        for key, value in cls._snapshot_records(conn, "o/"):
-            state.operators[key[2:]] = bytes.fromhex(json.loads(value)["public_key"])
-        sk = t.snapshot_keys.c
-        for row in conn.execute(sa.select(t.snapshot_keys).order_by(sk.until_height)):
-            olds = state.charger_old_keys if row.role == "c" else state.operator_old_keys
-            olds.setdefault(row.owner, []).append((row.until_height, bytes(row.public_key)))
+        if self.snapshot_base() is not None:  # joined from a snapshot: the keys at its base, and those they replaced
+            for key, value in self._snapshot_records(conn, "o/"):
+                state.operators[key[2:]] = bytes.fromhex(json.loads(value)["public_key"])
+            sk = t.snapshot_keys.c
+            for row in conn.execute(sa.select(t.snapshot_keys).order_by(sk.until_height)):
+                olds = state.charger_old_keys if row.role == "c" else state.operator_old_keys
+                olds.setdefault(row.owner, []).append((row.until_height, bytes(row.public_key)))
         c = t.chargers.c
         for row in conn.execute(sa.select(c.charger_id, c.public_key).where(until(c.enrolled_height))):
             state.chargers[row.charger_id] = bytes(row.public_key)
@@ -325,6 +324,8 @@ class Repository:
         """The height of the snapshot this node joined from (it holds blocks after it only);
         None for a node that holds its chain from the genesis. Never changes once set."""
         if self._base is None:
+            if not sa.inspect(self.engine).has_table(t.snapshot_base.name):
+                return None  # a database of an older schema opened as it is (an audit): from the genesis
             with self.engine.connect() as conn:
                 self._base = conn.execute(sa.select(sa.func.max(t.snapshot_base.c.height))).scalar() or 0
         return self._base or None
