@@ -5,6 +5,7 @@ root is not the certified one, and a certificate by another validator set are ea
 one reason."""
 
 import json
+import os
 import time
 
 import pytest
@@ -120,3 +121,19 @@ def test_a_changed_chunk_or_history_does_not_pass_the_wire(served):
     chunks[0]["items"][0][2] = chunks[0]["items"][0][2].replace("1", "2", 1)
     with pytest.raises(snapshot.SnapshotError, match="chunk 0 is not the one the manifest names"):
         snapshot.from_wire(manifest, chunks)
+
+
+def test_bureau_join_says_in_one_line_why_it_did_not_join(tmp_path, capsys, monkeypatch):
+    from bureau.cli import main
+    from bureau.tools.mosquitto import free_port
+    from tests.support.proofchain import genesis_doc
+    genesis = tmp_path / "genesis.json"
+    genesis.write_text(json.dumps(genesis_doc()))
+    token = tmp_path / "token"
+    token.write_text("t" * 40)
+    for name in [k for k in os.environ if k.startswith("BUREAU_")]:
+        monkeypatch.delenv(name)
+    code = main(["join", "--node-id", "bureau-1", "--data-dir", str(tmp_path / "data"), "--genesis", str(genesis),
+                 "--from", f"http://127.0.0.1:{free_port()}", "--token-file", str(token)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err and err.startswith("bureau join: snapshot refused: unreachable: "), err

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
+from litestar.params import Parameter
 
 from ..chain import Chain
 from ..ledger import snapshot
@@ -21,6 +23,34 @@ from .errors import ApiError, refusals
 from .operator_auth import require_operator
 
 REUSE_S = 30.0
+Height = Annotated[int, Parameter(ge=0, le=2**63 - 1, description="the snapshot's block height")]
+Index = Annotated[int, Parameter(ge=0, le=2**31 - 1, description="the chunk's index, from 0")]
+
+
+class SnapshotManifest(msgspec.Struct):
+    """docs/consensus.md, "Joining from a snapshot": wire format v1."""
+    v: int
+    height: int
+    header: str  # hex of the header bytes of block `height`
+    certificate: str  # its commit certificate
+    validator_changes: list[dict[str, Any]]  # as GET /v1/validators serves them, up to `height`
+    items: int
+    chunks: list[str]  # SHA-256 hex of each chunk's canonical JSON, in order
+    history_digest: str
+
+
+class SnapshotChunk(msgspec.Struct):
+    v: int
+    height: int
+    index: int
+    items: list[list[Any]]  # ["record", key, value], ["tariff", doc], then the history items
+
+
+class SnapshotHistory(msgspec.Struct):
+    v: int
+    height: int
+    history_digest: str
+    items: int
 
 
 class SnapshotKeeper:
@@ -52,8 +82,9 @@ class SnapshotKeeper:
 
     def history(self, height: int) -> dict:
         repo = self.chain.repo
-        if not repo.first_kept() - 1 <= height <= self.chain.height:
-            raise ApiError("not_kept", f"this node answers the history of heights {repo.first_kept() - 1} to "
+        lowest = max(1, repo.first_kept() - 1)
+        if not lowest <= height <= self.chain.height:
+            raise ApiError("not_kept", f"this node answers the history of heights {lowest} to "
                                        f"{self.chain.height}, not {height}")
         header, _ = repo.header(height)
         items = snapshot.StateSnapshot(height, "", "", [], {},
@@ -68,20 +99,20 @@ class SnapshotController(Controller):
 
     @get("", summary="The manifest of a snapshot of the state at this node's head (operator only)",
          sync_to_thread=True, responses=refusals("not_kept", operator_only=True, takes_input=False))
-    def manifest(self, request: Request, keeper: NamedDependency[SnapshotKeeper]) -> dict[str, Any]:
+    def manifest(self, request: Request, keeper: NamedDependency[SnapshotKeeper]) -> SnapshotManifest:
         require_operator(request)
-        return keeper.manifest()
+        return SnapshotManifest(**keeper.manifest())
 
     @get("/{height:int}/chunks/{index:int}", summary="One chunk of the kept snapshot (operator only)",
          sync_to_thread=True, responses=refusals("not_kept", "not_found", operator_only=True))
-    def chunk(self, request: Request, keeper: NamedDependency[SnapshotKeeper], height: int,
-              index: int) -> dict[str, Any]:
+    def chunk(self, request: Request, keeper: NamedDependency[SnapshotKeeper], height: Height,
+              index: Index) -> SnapshotChunk:
         require_operator(request)
-        return keeper.chunk(height, index)
+        return SnapshotChunk(**keeper.chunk(height, index))
 
     @get("/{height:int}/history", summary="The digest of a snapshot's history at a height, to cross-check one "
                                          "(operator only)",
          sync_to_thread=True, responses=refusals("not_kept", operator_only=True))
-    def history(self, request: Request, keeper: NamedDependency[SnapshotKeeper], height: int) -> dict[str, Any]:
+    def history(self, request: Request, keeper: NamedDependency[SnapshotKeeper], height: Height) -> SnapshotHistory:
         require_operator(request)
-        return keeper.history(height)
+        return SnapshotHistory(**keeper.history(height))
