@@ -68,6 +68,22 @@ def _join(args) -> int:
     return _run(args)
 
 
+def _ingest_worker(args) -> int:
+    import signal
+
+    from .config import Settings
+    from .ingest.worker import IngestWorker
+    from .logfmt import configure
+    settings = Settings.from_env(node_id=args.node_id, genesis=args.genesis, mqtt_port=args.mqtt_port,
+                                 worker_id=args.worker_id, worker_node=args.node)
+    configure(settings.log_format)
+    worker = IngestWorker(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
 def _keygen(args) -> int:
     from .crypto import load_or_create_key
     key = load_or_create_key(Path(args.out))
@@ -321,6 +337,14 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--token-file", help="the operator token (default: BUREAU_HTTP_OPERATOR_TOKEN_FILE)")
     j.add_argument("--ca-file", help="the network's CA certificate to verify the nodes' HTTPS against")
     j.set_defaults(fn=_join)
+    w = sub.add_parser("ingest-worker", help="take a share of a bureau's receipts from the broker, verify them and "
+                                             "hand them to the node (docs/ingest-workers.md)")
+    w.add_argument("--node-id", help="the bureau the worker works for (BUREAU_NODE_ID)")
+    w.add_argument("--genesis")
+    w.add_argument("--worker-id", help="BUREAU_WORKER_ID")
+    w.add_argument("--node", help="host:port of the node's worker link (BUREAU_WORKER_NODE)")
+    w.add_argument("--mqtt-port", type=int_range(1, 65535))
+    w.set_defaults(fn=_ingest_worker)
     k = sub.add_parser("keygen", help="make an Ed25519 key file (kept if it exists); prints the public key")
     k.add_argument("--out", required=True)
     k.set_defaults(fn=_keygen)

@@ -13,6 +13,7 @@ from .crypto import load_key
 from .api.auth import ReplayGuard
 from .api.operator_auth import load_token
 from .authz import Authz
+from .ingest.gateway import WorkerGateway, load_worker_keys
 from .ingest.mempool import Mempool, MempoolFull
 from .ingest.mqtt import MqttIngest
 from .ledger.genesis import Genesis
@@ -78,6 +79,13 @@ class Node:
         if len(self.genesis.validators) > 1:
             self.mempool.on_local_add.append(lambda tx: self.producer.share([tx]))
             self.ingest.shared_subscription = settings.mqtt.shared_subscription
+        self.workers: WorkerGateway | None = None  # ingest workers take the receipts from the broker
+        if settings.worker.listen:
+            self.workers = WorkerGateway(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
+                                         signing_key=self.key, listen=settings.worker.listen,
+                                         worker_keys=load_worker_keys(settings.worker.keys_file),
+                                         supervisor=self.supervisor)
+            self.ingest.take_receipts = False
         self.authz = Authz(self)
         self._observe()
 
@@ -117,7 +125,10 @@ class Node:
         return {"round": self.producer.core.round, "peers_connected": len(peers), "peers": peers}
 
     def _on_refused(self, refusals: list[Refusal]) -> None:
-        self.ingest.on_refused([r for r in refusals if r.tx and r.tx[0] == KIND_RECEIPT])
+        receipts = [r for r in refusals if r.tx and r.tx[0] == KIND_RECEIPT]
+        self.ingest.on_refused(receipts)
+        if self.workers:
+            self.workers.on_refused(receipts)
         for r in refusals:
             if r.tx and r.tx[0] == KIND_OPERATOR:
                 h = tx_hash(r.tx)
@@ -148,6 +159,8 @@ class Node:
 
     def start(self) -> None:
         self.ingest.start()
+        if self.workers:
+            self.workers.start()
         self.producer.start()
         self.authz.start()
         self.started = True
@@ -169,5 +182,7 @@ class Node:
     def stop(self) -> None:
         self.authz.stop()
         self.producer.stop()
+        if self.workers:
+            self.workers.stop()
         self.ingest.stop()
         self.repo.close()

@@ -19,6 +19,7 @@ class Mempool:
         self.verified: dict[bytes, tuple | None] = {}
         self._lock = threading.Lock()
         self.not_empty = threading.Event()
+        self.drained = threading.Event()  # set by every removal: ingest paused at a full mempool waits on it
         # Told of every transaction admitted here first (not of those relayed by peers), so
         # consensus can relay it to the other bureaus.
         self.on_local_add: list = []
@@ -74,3 +75,5 @@ class Mempool:
                 self.verified.pop(h, None)
             if not self._txs:
                 self.not_empty.clear()
+        self.drained.set()
+        self.drained.clear()

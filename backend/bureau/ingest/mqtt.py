@@ -29,6 +29,14 @@ from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 # Arrival times kept for the acks of receipts taken here (at most the mempool's limit wait): one
 # whose copy is dropped unseen (a full mempool, a relayed copy refused elsewhere) cannot pile up.
 ORIGINS_KEPT = 200_000
+# While this many transactions wait in the mempool (four full blocks), admission pauses. Once
+# it is paused, or this many receipts wait here to be admitted, receipts are PUBACKed only when
+# admitted: the broker's in-flight limit per client (max_inflight_messages) then stops it sending
+# more, so a burst queues at the broker, in its bounded, logged queues, instead of in this
+# process, and consensus keeps the CPU it needs to commit. Otherwise paho acks on arrival, in its
+# own thread: an ack from an admission thread costs a wake-up of paho's loop per receipt.
+MEMPOOL_PAUSE_AT = 20_000
+HOLD_ACKS_AT = 2_000
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +54,11 @@ class MqttIngest(BrokerLink):
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
                          clean_session=False, name="ingest", tls=tls, ca_file=ca_file,
                          threads=[supervisor.thread(f"ingest-{i}", self._work) for i in range(workers)])
-        self.client.max_inflight_messages_set(2000)
+        # No client-side in-flight limit: with one, paho rescans every unacked message on each
+        # PUBACK (its _update_inflight), O(in flight) per ack sent; the broker bounds its queues.
+        self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
+        self.pause_at, self.hold_acks_at = MEMPOOL_PAUSE_AT, HOLD_ACKS_AT
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         # receipts admitted here from MQTT, with their arrival (monotonic s): this node acks them
@@ -56,6 +67,7 @@ class MqttIngest(BrokerLink):
         self.presence = ChargerPresence()
         self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
+        self.take_receipts = True  # False: this bureau's ingest workers take them (ingest/gateway.py)
         chain.on_commit(self._on_commit)
 
     # ---- MQTT callbacks (paho's network thread) ------------------------------------------
@@ -66,7 +78,11 @@ class MqttIngest(BrokerLink):
             return
         # With several bureaus on one broker, a shared subscription hands each receipt to one of
         # them; it reaches the others over the peer links.
-        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + topics.every_charger(topics.RECEIPT), qos=1)
+        receipts = topics.every_charger(topics.RECEIPT)
+        if self.take_receipts:
+            client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + receipts, qos=1)
+        else:  # the persistent session may still hold the subscription of a run without workers
+            client.unsubscribe([receipts, "$share/bureaus/" + receipts])
         # every bureau reads every charger's retained status (QoS 0: nothing queued while down;
         # the retained copies say who is online on each subscribe)
         client.subscribe(STATUS_TOPICS, qos=0)
@@ -87,16 +103,23 @@ class MqttIngest(BrokerLink):
                 self.metrics.inc("status_refused", e.args[0])
             return
         if not self.intake.is_set():
-            return
+            return  # not acked: the broker keeps it for the restarted node's session
         self.metrics.inc("received")
-        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic()))
+        # paho reads the flag after this callback: it decides this message's PUBACK
+        hold = len(self.mempool) >= self.pause_at or self._queue.qsize() >= self.hold_acks_at
+        client.manual_ack_set(hold)
+        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic(), msg.mid, msg.qos if hold else 0))
 
     # ---- admission (worker threads) ------------------------------------------------------
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            if len(self.mempool) >= self.pause_at:
+                self.metrics.inc("admission_paused")
+                self.mempool.drained.wait(0.5)
+                continue
             try:
-                topic, payload, arrived = self._queue.get(timeout=0.5)
+                topic, payload, arrived, mid, qos = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
             if not self.intake.is_set():
@@ -105,6 +128,8 @@ class MqttIngest(BrokerLink):
                 self.handle_relayed(payload)
             else:
                 self.handle(topic, payload, arrived)  # bad input is refused inside; anything else fails the node
+                if qos:  # held: its PUBACK lets the broker send the next
+                    self.client.ack(mid, qos)
 
     def handle(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
         decision = admit(topic, payload, self.chain.state)
@@ -142,7 +167,7 @@ class MqttIngest(BrokerLink):
     def submit_relayed(self, txs: list[bytes]) -> None:
         """Transactions another bureau admitted: checked here again before they may wait."""
         for tx in txs:
-            self._queue.put((None, tx, None))
+            self._queue.put((None, tx, None, 0, 0))
 
     def handle_relayed(self, tx: bytes) -> None:
         try:
