@@ -1,7 +1,8 @@
 """CPU by component of running processes: py-spy samples each process's running threads (100 Hz,
-raw collapsed stacks), each sample is charged to the component of the innermost frame that names
-one (`COMPONENTS`, by file path), and the shares are scaled to the processes' measured CPU time
-(utime + stime from /proc), so the figures add up to what the processes really used.
+raw collapsed stacks), samples of threads that wait (`WAITS`) are left out, each other sample is
+charged to the component of the innermost frame that names one (`COMPONENTS`, by file path), and
+the shares are scaled to the processes' measured CPU time (utime + stime from /proc), so the
+figures add up to what the processes really used.
 
 Used by bench/ingest.py --profile: CPU-ms per 1,000 committed receipts, by component, for the
 nodes together and for the bench's own publisher.
@@ -21,7 +22,7 @@ RATE_HZ = 100
 # (component, path fragments): the first component whose fragment appears in a frame's file,
 # looking from the innermost frame outwards. Order matters: the more specific first.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("signature verification", ("nacl/", "bureau/crypto.py")),
+    ("signatures (verify receipts, sign replies)", ("nacl/", "bureau/crypto.py")),
     ("receipt decoding", ("bureau/receipts/codec.py",)),
     ("state map and records", ("bureau/ledger/statemap.py", "bureau/ledger/records.py", "ledger/canonical.py")),
     ("storage (SQLAlchemy, SQLite)", ("sqlalchemy/", "sqlite3/", "bureau/storage/", "psycopg/")),
@@ -35,10 +36,21 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 OTHER = "other (interpreter, threading, GC)"
 
+# Innermost frames where a thread waits, not computes (py-spy under load reports some waiting
+# threads as active): lock and event waits, select loops, blocking socket reads, fsync.
+WAITS = ("Condition.wait (threading.py", "Event.wait (threading.py", "Thread.join (threading.py",
+         "(selectors.py", "Runner.run (asyncio/runners.py", "PeerTransport._serve (bureau/peers/transport.py",
+         "Client._loop (paho/mqtt/client.py", "Wal.append (bureau/consensus/replica.py",
+         "DefaultDialect.do_commit (sqlalchemy/engine/default.py")
 
-def component(stack: str) -> str:
-    """The component of one collapsed stack (`frame;frame;...`, outermost first)."""
-    for frame in reversed(stack.split(";")):
+
+def component(stack: str) -> str | None:
+    """The component of one collapsed stack (`frame;frame;...`, outermost first); None for a
+    thread that waits."""
+    frames = stack.split(";")
+    if any(w in frames[-1] for w in WAITS):
+        return None
+    for frame in reversed(frames):
         for name, fragments in COMPONENTS:
             if any(f in frame for f in fragments):
                 return name
@@ -88,8 +100,8 @@ class Profile:
                 continue
             for line in path.read_text(errors="replace").splitlines():
                 stack, _, count = line.rpartition(" ")
-                if stack and count.isdigit():
-                    samples[component(stack)] += int(count)
+                if stack and count.isdigit() and (part := component(stack)) is not None:
+                    samples[part] += int(count)
         total_ms = sum(self.cpu_used.get(n, 0.0) for n in names)
         seen = sum(samples.values())
         if not seen or not per:
