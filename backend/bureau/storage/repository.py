@@ -81,7 +81,8 @@ class StoredHistory:
                                  .where(t.receipts.c.charger_id == charger_id, t.receipts.c.seq == seq)).scalar()
             if found is None:  # a receipt of the blocks a node that joined from a snapshot does not hold
                 sr = t.snapshot_receipts.c
-                found = conn.execute(sa.select(sr.receipt_id).where(sr.charger_id == charger_id, sr.seq == seq)).scalar()
+                found = conn.execute(sa.select(sr.receipt_id)
+                                     .where(sr.charger_id == charger_id, sr.seq == seq)).scalar()
             return found
 
     def billed_sessions(self, sessions: set[tuple[str, bytes]]) -> set[tuple[str, bytes]]:
