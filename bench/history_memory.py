@@ -131,7 +131,9 @@ def reopened_rss_kib(url: str, fleet_args: list[str]) -> int:
     out = subprocess.run([sys.executable, "-c", code, url, *fleet_args], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], timeout=1800)
     if out.returncode != 0:
-        raise SystemExit(f"reopening {url} failed: {out.stderr.strip().splitlines()[-1:]}")
+        lines = out.stderr.strip().splitlines()
+        cause = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
+        raise SystemExit(f"reopening {url} failed: {cause}")
     return int(out.stdout.strip())
 
 
