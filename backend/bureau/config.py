@@ -114,6 +114,19 @@ class AuthzSettings:
     max_request_bytes: int = _between(1024, 64, 65_536)
 
 
+@dataclass(frozen=True)
+class OcppSettings:
+    """The node's CSMS for OCPP charge points (docs/ocpp.md): security profile 2, so it serves
+    WSS only, with the API's TLS certificate (BUREAU_HTTP_TLS_CERT_FILE / _KEY_FILE)."""
+    port: int = _between(0, 0, 65535)  # 0: no OCPP listener
+    host: str = "127.0.0.1"
+    max_message_bytes: int = _between(65_536, 1024, 16 * 1024 * 1024)  # a larger frame closes the connection
+    max_connections: int = _between(1000, 1)  # more charge points are refused at the upgrade (503)
+    rate_per_s: int = _between(20, 1)  # messages a connection may send per second (a burst of twice that)
+    heartbeat_s: int = _between(300, 10, 86_400)  # the interval BootNotification gives the charge point
+    commit_wait_s: int = _between(20, 1, 300)  # a stop waits this long for its bill's block before it is retried
+
+
 # section attribute -> the prefix of its variables after BUREAU_ ("" : the field name alone)
 SECTIONS: dict[str, tuple[type, str]] = {
     "mqtt": (MqttSettings, "MQTT_"),
@@ -121,6 +134,7 @@ SECTIONS: dict[str, tuple[type, str]] = {
     "consensus": (ConsensusSettings, ""),
     "storage": (StorageSettings, ""),
     "authz": (AuthzSettings, "AUTHZ_"),
+    "ocpp": (OcppSettings, "OCPP_"),
 }
 
 
@@ -135,11 +149,15 @@ class Settings:
     consensus: ConsensusSettings = field(default_factory=ConsensusSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     authz: AuthzSettings = field(default_factory=AuthzSettings)
+    ocpp: OcppSettings = field(default_factory=OcppSettings)
     log_format: str = "text"  # "text" or "json": one JSON object per line (bureau/logfmt.py)
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: allowed: {', '.join(LOG_FORMATS)}")
+        if self.ocpp.port and self.http.tls_cert_file is None:
+            raise SettingsError(f"{ENV_PREFIX}OCPP_PORT={self.ocpp.port}: the OCPP listener serves TLS only "
+                                f"(security profile 2); set {ENV_PREFIX}HTTP_TLS_CERT_FILE and _KEY_FILE")
 
     def mqtt_login(self, link: str) -> tuple[str, str | None]:
         """(user name, password) of one of the node's broker links; the user name is its client id."""

@@ -19,6 +19,7 @@ from .ledger.genesis import Genesis
 from .ledger.state import Refusal
 from .ledger.tx import KIND_OPERATOR, KIND_RECEIPT, TxError, decode_operator, tx_hash
 from .metrics import Metrics
+from .ocpp.service import Csms
 from .storage import Repository
 from .supervisor import Supervisor
 
@@ -69,6 +70,7 @@ class Node:
             self.mempool.on_local_add.append(lambda tx: self.producer.share([tx]))
             self.ingest.shared_subscription = settings.mqtt.shared_subscription
         self.authz = Authz(self)
+        self.ocpp = Csms(self)  # OCPP charge points, when BUREAU_OCPP_PORT is set (docs/ocpp.md)
         self._observe()
 
     def _observe(self) -> None:
@@ -123,6 +125,7 @@ class Node:
         self.ingest.start()
         self.producer.start()
         self.authz.start()
+        self.ocpp.start()
         self.started = True
         log.info("node %s up at height %d", self.settings.node_id, self.chain.height)
 
@@ -140,6 +143,7 @@ class Node:
         return {"ok": True, "height": self.chain.height}
 
     def stop(self) -> None:
+        self.ocpp.stop()
         self.authz.stop()
         self.producer.stop()
         self.ingest.stop()

@@ -63,3 +63,8 @@ def payment(wallet_id: str) -> str:
 def binding(binding_key: bytes, expires: int) -> str:
     """An unused binding code of a wallet (deleted when used)."""
     return _text({"binding_key": binding_key.hex(), "expires": expires})
+
+
+def ocpp_charger(ocpp_version: str, password_digest: str, ocmf_key: str | None) -> str:
+    """An OCPP charge point's enrollment: its password only as the salted digest."""
+    return _text({"ocpp": ocpp_version, "password_digest": password_digest, "ocmf_key": ocmf_key})

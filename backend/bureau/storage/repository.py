@@ -10,7 +10,7 @@ from sqlalchemy import event
 
 from ..ledger.block import Block, Header
 from ..ledger.canonical import dumps
-from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, MeterMark, Wallet
+from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, MeterMark, OcppCharger, Wallet
 from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
 from . import migrate
@@ -56,13 +56,18 @@ class Repository:
         Call before `state.apply(ex, ...)`: `state` still tells which wallets are new.
         """
         h = block.header
-        rows_tx, rows_receipts, rows_entries = [], [], []
+        rows_tx, rows_receipts, rows_entries, rows_ocpp = [], [], [], []
         for idx, (tx, eff) in enumerate(zip(block.txs, ex.effects)):
             rows_tx.append({"height": h.height, "idx": idx, "tx_hash": eff.tx_hash, "kind": eff.kind, "data": tx})
             if eff.kind == "receipt":
                 rows_receipts.append({"charger_id": eff.charger_id, "seq": eff.seq, "receipt_id": eff.receipt_id,
                                       "wallet_id": eff.wallet_id, "amount_fen": -eff.delta_fen,
                                       "energy_wh": eff.energy_wh, "height": h.height, "idx": idx})
+            if eff.kind == "ocpp_bill":
+                rows_ocpp.append({"charger_id": eff.charger_id, "transaction_id": eff.detail["transaction_id"],
+                                  "wallet_id": eff.wallet_id, "amount_fen": -eff.delta_fen, "energy_wh": eff.energy_wh,
+                                  "verified_by": eff.detail["verified_by"], "time_ms": h.time_ms,
+                                  "height": h.height, "idx": idx})
             if eff.wallet_id is not None and eff.balance_after is not None:
                 rows_entries.append({"wallet_id": eff.wallet_id, "height": h.height, "idx": idx, "kind": eff.kind,
                                      "delta_fen": eff.delta_fen, "balance_after": eff.balance_after,
@@ -97,6 +102,10 @@ class Repository:
             if ex.operator_rekeys:
                 conn.execute(t.operator_keys.insert(), [{"operator_id": o, "height": h.height, "public_key": k}
                                                         for o, k in ex.operator_rekeys.items()])
+            if ex.ocpp_chargers:
+                conn.execute(t.ocpp_chargers.insert(), [
+                    {"charger_id": c, "ocpp_version": cp.ocpp_version, "password_digest": cp.password_digest,
+                     "ocmf_key": cp.ocmf_key, "enrolled_height": h.height} for c, cp in ex.ocpp_chargers.items()])
             if new_wallets:
                 conn.execute(t.wallets.insert(), new_wallets)
             if old_wallets:
@@ -118,6 +127,8 @@ class Repository:
                 conn.execute(t.receipts.insert(), rows_receipts)
             if rows_entries:
                 conn.execute(t.wallet_entries.insert(), rows_entries)
+            if rows_ocpp:
+                conn.execute(t.ocpp_bills.insert(), rows_ocpp)
             if ex.sessions:
                 conn.execute(t.billed_sessions.insert(), [{"charger_id": c, "session_id": sid, "height": h.height}
                                                           for c, sid in sorted(ex.sessions)])
@@ -141,7 +152,8 @@ class Repository:
                           for w, b in ex.bindings.items() if b is not None]
                 if issued:
                     conn.execute(t.binding_codes.insert(), issued)
-            settled = [{"ref": e.auth_ref, "c": e.charger_id} for e in ex.effects if e.kind == "receipt" and e.auth_ref]
+            settled = [{"ref": e.auth_ref, "c": e.charger_id} for e in ex.effects
+                       if e.kind in ("receipt", "ocpp_bill") and e.auth_ref]
             if settled:
                 # The holds the block's receipts settle end with the block, in its transaction: a
                 # crash after the commit cannot keep a driver's money held (authz/holds.py).
@@ -180,6 +192,10 @@ class Repository:
                 state.payments[row.reference] = row.wallet_id
             for row in conn.execute(sa.select(t.binding_codes)):
                 state.bindings[row.wallet_id] = (bytes(row.binding_key), row.expires)
+            for row in conn.execute(sa.select(t.ocpp_chargers)):
+                state.ocpp_chargers[row.charger_id] = OcppCharger(row.ocpp_version, row.password_digest, row.ocmf_key)
+            for row in conn.execute(sa.select(t.ocpp_bills.c.charger_id, t.ocpp_bills.c.transaction_id)):
+                state.ocpp_bills.add((row.charger_id, row.transaction_id))
             last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()
             if last is not None:
                 # only the actions still inside their window: the same set a running node keeps

@@ -1,0 +1,54 @@
+"""OCPP charge points: `ocpp_chargers` (enroll_ocpp_charger) and `ocpp_bills` (tx kind 4,
+docs/ocpp.md); an open hold's `charger_id` may now name an OCPP charge point, so its foreign key
+to `chargers` goes.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "ocpp_chargers",
+        sa.Column("charger_id", sa.String(32), primary_key=True),
+        sa.Column("ocpp_version", sa.String(8), nullable=False),
+        sa.Column("password_digest", sa.String(160), nullable=False),
+        sa.Column("ocmf_key", sa.Text, nullable=True),
+        sa.Column("enrolled_height", sa.BigInteger, sa.ForeignKey("blocks.height", name="ocpp_chargers_enrolled_height_fkey"),
+                  nullable=False),
+    )
+    op.create_table(
+        "ocpp_bills",
+        sa.Column("charger_id", sa.String(32), sa.ForeignKey("ocpp_chargers.charger_id",
+                                                            name="ocpp_bills_charger_id_fkey"), primary_key=True),
+        sa.Column("transaction_id", sa.String(36), primary_key=True),
+        sa.Column("wallet_id", sa.String(32), sa.ForeignKey("wallets.wallet_id", name="ocpp_bills_wallet_id_fkey"),
+                  nullable=False),
+        sa.Column("amount_fen", sa.BigInteger, nullable=False),
+        sa.Column("energy_wh", sa.BigInteger, nullable=False),
+        sa.Column("verified_by", sa.String(32), nullable=False),
+        sa.Column("time_ms", sa.BigInteger, nullable=False),
+        sa.Column("height", sa.BigInteger, nullable=False),
+        sa.Column("idx", sa.Integer, nullable=False),
+        sa.ForeignKeyConstraint(["height", "idx"], ["txs.height", "txs.idx"], name="ocpp_bills_height_idx_fkey"),
+        sa.PrimaryKeyConstraint("charger_id", "transaction_id", name="ocpp_bills_pkey"),
+    )
+    op.create_index("ix_ocpp_bills_time", "ocpp_bills", ["time_ms"])
+    with op.batch_alter_table("authz_holds") as batch:
+        batch.drop_constraint("authz_holds_charger_id_fkey", type_="foreignkey")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("authz_holds") as batch:
+        batch.create_foreign_key("authz_holds_charger_id_fkey", "chargers", ["charger_id"], ["charger_id"])
+    op.drop_index("ix_ocpp_bills_time", "ocpp_bills")
+    op.drop_table("ocpp_bills")
+    op.drop_table("ocpp_chargers")

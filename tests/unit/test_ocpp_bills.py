@@ -1,0 +1,120 @@
+"""OCPP charge points on the ledger (docs/ocpp.md): the enrollment keeps only the password's
+digest; a bill (tx kind 4) signed by a validator's node key is billed by the receipts' rules
+(tariff in force, periods from the readings, the tariff's amount, one bill per (charge point,
+transaction id)); an OCMF record must verify with the meter key enrolled and match the readings;
+a restarted node reads it all back to the same state root."""
+
+import pytest
+from nacl.signing import SigningKey
+
+from bureau.ledger import ocppbill
+from bureau.ledger.tariff import Tariff
+from bureau.ocpp import password
+from bureau.storage import Repository
+from bureau.tools.network import DEFAULT_TARIFF
+from tests.support.ocmf_meter import OcmfMeter
+from tests.unit.test_operator_actions import NODE, T0_MS, Ledger, _action, _kinds, _top_up
+
+TARIFF = Tariff.from_doc(DEFAULT_TARIFF)
+CP = "CP-OCPP-1"
+T0 = T0_MS // 1000
+DIGEST = password.make_digest("correct horse battery", log2_n=10)
+
+
+def _ledger(repo=None, ocmf_key=None):
+    ledger = Ledger(repo, tariffs=(DEFAULT_TARIFF,))
+    args = {"charger_id": CP, "ocpp_version": "1.6", "password_digest": DIGEST}
+    if ocmf_key:
+        args["ocmf_key"] = ocmf_key
+    ledger.block([_action("enroll_ocpp_charger", args),
+                  _action("open_wallet", {"wallet_id": "W-1", "public_key": "ab" * 32}), _top_up("bank:1", 10_000)],
+                 T0_MS)
+    return ledger
+
+
+def _doc(tid="7", readings=None, ocmf=None, **over):
+    readings = readings or [[T0 - 3600, 1000], [T0 - 1800, 5000], [T0 - 60, 9000]]
+    periods = ocppbill.periods_of(TARIFF, readings)
+    doc = {"v": 1, "bureau": "bureau-1", "charger_id": CP, "ocpp": "1.6", "transaction_id": tid,
+           "id_token": "04A1B2C3", "wallet_id": "W-1", "auth_ref": "auth:0123456789abcdef",
+           "start_time": readings[0][0], "end_time": readings[-1][0], "readings": readings,
+           "tariff_id": TARIFF.tariff_id, "tariff_version": TARIFF.version, "periods": periods,
+           "amount_fen": TARIFF.amount_fen(periods), "stop_reason": "Local", "ocmf": ocmf}
+    return {**doc, **over}
+
+
+def test_the_enrollment_holds_the_digest_and_a_bill_is_billed_once():
+    ledger = _ledger()
+    assert ledger.state.ocpp_chargers[CP].password_digest == DIGEST
+    assert password.check("correct horse battery", DIGEST) and not password.check("correct horse batterY", DIGEST)
+    doc = _doc()
+    ex = ledger.block([ocppbill.bill_tx(NODE, doc)], T0_MS + 1000)
+    assert _kinds(ex) == [("ocpp_bill", None)]
+    assert ex.effects[0].detail == {"transaction_id": "7", "verified_by": "bureau-1"}
+    assert ledger.balance() == 10_000 - doc["amount_fen"] and doc["amount_fen"] > 0
+    # the same transaction again, even built otherwise (another reading), is refused
+    again = ledger.block([ocppbill.bill_tx(NODE, _doc(readings=[[T0 - 3600, 1000], [T0 - 60, 9000]]))], T0_MS + 2000)
+    assert _kinds(again) == [("dropped", "session_billed")]
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"amount_fen": 1}, "wrong_amount"),
+    ({"periods": [[3, 8000]]}, "period_mismatch"),
+    ({"tariff_version": 9}, "unknown_tariff"),
+    ({"charger_id": "CP-NOT-ENROLLED"}, "unknown_charger"),
+    ({"wallet_id": "W-NONE"}, "unknown_wallet"),
+    ({"bureau": "bureau-9"}, "unknown_bureau"),
+    ({"readings": [[T0 - 60, 9000], [T0 - 3600, 1000]]}, "malformed"),
+    ({"end_time": T0 + 3600, "readings": [[T0 - 3600, 1000], [T0 + 3600, 9000]], "periods": [[1, 8000]],
+      "amount_fen": TARIFF.amount_fen([(1, 8000)])}, "from_future"),
+])
+def test_a_bill_that_breaks_a_billing_rule_is_refused(change, reason):
+    ledger = _ledger()
+    ex = ledger.block([ocppbill.bill_tx(NODE, {**_doc(), **change})], T0_MS + 1000)
+    assert _kinds(ex) == [("dropped", reason)]
+    assert ledger.balance() == 10_000
+
+
+def test_a_bill_signed_by_another_key_is_refused():
+    ledger = _ledger()
+    ex = ledger.block([ocppbill.bill_tx(SigningKey(b"\x09" * 32), _doc())], T0_MS + 1000)
+    assert _kinds(ex) == [("dropped", "bad_signature")]
+
+
+def test_the_enrollment_refuses_a_plain_password_and_a_taken_id():
+    ledger = _ledger()
+    plain = {"charger_id": "CP-2", "ocpp_version": "2.0.1", "password_digest": "correct horse battery"}
+    ex = ledger.block([_action("enroll_ocpp_charger", plain),
+                       _action("enroll_ocpp_charger", {**plain, "password_digest": DIGEST, "ocpp_version": "1.5"}),
+                       _action("enroll_charger", {"charger_id": CP, "public_key": "cd" * 32})], T0_MS + 1000)
+    assert _kinds(ex) == [("refused_action", "malformed"), ("refused_action", "malformed"),
+                          ("refused_action", "charger_exists")]
+
+
+def test_an_ocmf_record_must_verify_with_the_enrolled_meter_key_and_match_the_readings():
+    meter = OcmfMeter()
+    ledger = _ledger(ocmf_key=meter.public_key_hex)
+    good = ledger.block([ocppbill.bill_tx(NODE, _doc("1", ocmf=meter.record(1000, 9000)))], T0_MS + 1000)
+    assert _kinds(good) == [("ocpp_bill", None)] and good.effects[0].detail["verified_by"] == "ocmf"
+    bad = ledger.block([ocppbill.bill_tx(NODE, _doc("2", ocmf=meter.record(1000, 9000, tamper=True))),
+                        ocppbill.bill_tx(NODE, _doc("3", ocmf=meter.record(1000, 8000))),
+                        ocppbill.bill_tx(NODE, _doc("4", ocmf=OcmfMeter(2).record(1000, 9000)))], T0_MS + 2000)
+    assert _kinds(bad) == [("dropped", "bad_meter_signature"), ("dropped", "meter_mismatch"),
+                           ("dropped", "bad_meter_signature")]
+
+
+def test_a_restarted_node_reads_the_enrollment_and_the_bills_back(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = _ledger(Repository(url))
+    ledger.block([ocppbill.bill_tx(NODE, _doc())], T0_MS + 1000)
+    again = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))
+    assert again.state.state_root == ledger.state.state_root
+    assert again.state.ocpp_bills == {(CP, "7")} and again.state.ocpp_chargers == ledger.state.ocpp_chargers
+    assert _kinds(again.block([ocppbill.bill_tx(NODE, _doc())], T0_MS + 2000)) == [("dropped", "session_billed")]
+
+
+def test_boundary_readings_keep_the_periods():
+    readings = [[T0 - 7200 + 300 * i, 1000 + 250 * i] for i in range(25)]
+    kept = ocppbill.boundary_readings(TARIFF, readings)
+    assert len(kept) < len(readings)
+    assert ocppbill.periods_of(TARIFF, kept) == ocppbill.periods_of(TARIFF, readings)
