@@ -344,6 +344,8 @@ def parser() -> argparse.ArgumentParser:
     add_driver_parser(sub)
     from .chargerqr import add_parser as add_charger_parser
     add_charger_parser(sub)
+    from .ocpp.cli import add_parser as add_ocpp_parser
+    add_ocpp_parser(sub)
     return p
 
 

@@ -13,12 +13,13 @@ import time
 
 import httpx
 import pytest
-from nacl.signing import SigningKey
+from nacl.signing import SigningKey  # noqa: F401  (the type _wallet returns)
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bureau.api.auth import authorization_header
+from bureau.crypto import create_key
 from bureau.ledger.tariff import Tariff
 from bureau.ocpp import password
 from bureau.tools.mosquitto import free_port
@@ -26,6 +27,7 @@ from bureau.tools.network import DEFAULT_TARIFF
 from bureau.tools.pki import client_tls_context
 from bureau.tools.stack import Stack
 from tests.support.ocmf_meter import OcmfMeter
+from tests.integration.test_commands import bureau
 from tests.support.ocpp_station import iso, raw, station
 
 TARIFF = Tariff.from_doc(DEFAULT_TARIFF)
@@ -51,7 +53,8 @@ def stack(tmp_path_factory):
 
 
 def _wallet(stack, name: str, card: str, amount_fen: int = 20_000) -> SigningKey:
-    key = SigningKey.generate()
+    """An open, topped-up wallet whose driver key is in <stack>/drivers/<name>.key."""
+    key = create_key(stack.root / "drivers" / f"{name}.key")
     stack.operator([("open_wallet", {"wallet_id": name, "public_key": key.verify_key.encode().hex(), "cards": [card]})])
     stack.operator([("top_up", {"wallet_id": name, "amount_fen": amount_fen, "reference": f"bank:{name}"})])
     return key
@@ -254,6 +257,73 @@ def test_a_phone_start_reaches_the_charge_point_and_the_prepaid_amount_stops_it(
     amount = _amount([[t0, 0], [t0 + 1500, 2_000], [t0 + 1510, 2_000]])
     bills = _bills_everywhere(stack, key, "W-APP", 20_000 - amount)
     assert len(bills) == 1 and amount >= 200
+
+
+# ---- the operator's commands, and the driver's check of the meter's signature -----------------
+
+def test_the_operators_reset_and_availability_reach_the_charge_point(stack):
+    login = ["--key", str(stack.root / "net" / "operator.key"), "--operator", "operator-1", "--ca-file",
+             str(stack.ca_file), "--node", stack.nodes[2].url]
+
+    async def run():
+        async with station(stack.ocpp_ports[2], "CP201", SECRET, "2.0.1", stack.tls_context) as cp:
+            reset = await asyncio.to_thread(bureau, "ocpp", "reset", "CP201", "--hard", *login)
+            assert reset.returncode == 0, reset.stderr
+            assert json.loads(reset.stdout) == {"charger_id": "CP201", "command": "reset", "status": "Accepted"}
+            assert (await cp.seen.wait_for("Reset"))["type"] == "Immediate"
+            off = await asyncio.to_thread(bureau, "ocpp", "availability", "CP201", "--inoperative", *login)
+            assert off.returncode == 0, off.stderr
+            assert (await cp.seen.wait_for("ChangeAvailability"))["type"] == "Inoperative"
+        gone = await asyncio.to_thread(bureau, "ocpp", "reset", "CP201", *login)
+        assert gone.returncode == 1 and "charger_unreachable" in gone.stderr
+
+    asyncio.run(run())
+
+
+def test_the_driver_cli_tells_a_meter_signed_bill_from_a_bureau_attested_one(stack):
+    _wallet(stack, "W-CLI", "04C1C1C1C1")
+    t0 = int(time.time()) - 600
+    token = {"id_token": "04C1C1C1C1", "type": "ISO14443"}
+
+    async def run():
+        async with station(stack.ocpp_ports[0], "CP16", SECRET, "1.6", stack.tls_context) as cp:
+            start = await cp.call(call16.StartTransaction(connector_id=1, id_tag="04C1C1C1C1", meter_start=30_000,
+                                                          timestamp=iso(t0)))
+            await cp.call(call16.StopTransaction(meter_stop=31_000, timestamp=iso(t0 + 300),
+                                                 transaction_id=start.transaction_id,
+                                                 transaction_data=_energy_v16(t0 + 300, 31_000,
+                                                                              METER.record(30_000, 31_000))))
+        async with station(stack.ocpp_ports[0], "CP201", SECRET, "2.0.1", stack.tls_context) as cp:
+            await cp.call(call201.TransactionEvent(
+                event_type="Started", timestamp=iso(t0), trigger_reason="Authorized", seq_no=0,
+                transaction_info={"transaction_id": "T-CLI"}, id_token=token,
+                meter_value=_energy_v201(t0, 50_000, "Transaction.Begin")))
+            await cp.call(call201.TransactionEvent(
+                event_type="Ended", timestamp=iso(t0 + 300), trigger_reason="StopAuthorized", seq_no=1,
+                transaction_info={"transaction_id": "T-CLI"}, meter_value=_energy_v201(t0 + 300, 50_700)))
+
+    asyncio.run(run())
+    key_file = str(stack.root / "drivers" / "W-CLI.key")
+    reader = ["--key", key_file, "--node", stack.nodes[0].url, "--ca-file", str(stack.ca_file), "--wallet", "W-CLI",
+              "--genesis", str(stack.genesis_path)]
+    history = bureau("driver", "history", *reader)
+    assert history.returncode == 0, history.stderr
+    hashes = [line.rsplit("tx ", 1)[1] for line in history.stdout.splitlines() if "ocpp_bill" in line]
+    verdicts = []
+    for h in hashes:
+        p = bureau("driver", "ocpp-proof", "--tx", h, "--summary", *reader)
+        assert p.returncode == 0, p.stderr
+        verdicts.append(p.stdout)
+    assert any("CP16" in v and "readings: the meter's OCMF signature" in v for v in verdicts), verdicts
+    assert any("CP201" in v and "attested by bureau bureau-1 (no meter signature)" in v for v in verdicts), verdicts
+    # a saved proof whose meter record was altered no longer verifies
+    proof = bureau("driver", "ocpp-proof", "--tx", next(h for h, v in zip(hashes, verdicts) if "CP16" in v), *reader)
+    doc = json.loads(proof.stdout)
+    doc["ocmf_key"] = OcmfMeter(99).public_key_hex
+    forged = stack.root / "forged.json"
+    forged.write_text(json.dumps(doc))
+    p = bureau("driver", "verify", str(forged), "--genesis", str(stack.genesis_path))
+    assert p.returncode == 1 and "bad_meter_signature" in p.stderr
 
 
 # ---- bad frames ---------------------------------------------------------------------------------

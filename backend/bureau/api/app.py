@@ -11,6 +11,7 @@ from ..authz.api import AuthzController
 from ..dashboard import HANDLERS as DASHBOARD
 from ..ledger.canonical import MAX_DEPTH, nesting_depth
 from ..node import Node
+from ..ocpp.api import OcppBillController, OcppOperatorController
 from ..phone import HANDLERS as PHONE
 from .bind import BindController
 from .chain import ChainController
@@ -75,7 +76,7 @@ async def refuse_deep_json(request: Request) -> None:
 
 
 ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, StateController, OperatorController,
-                  BindController, AuthzController, healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD,
+                  BindController, AuthzController, OcppOperatorController, OcppBillController, healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD,
                   *PHONE]
 
 

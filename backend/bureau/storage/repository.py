@@ -305,6 +305,13 @@ class Repository:
             return "refused", refused.reason, refused.detail, refused.height
         return "committed", "", "", decided.height
 
+    def ocpp_bill_location(self, tx_hash: bytes):
+        """The committed OCPP bill (its ocpp_bills row) of the transaction with hash `tx_hash`."""
+        b, x = t.ocpp_bills.c, t.txs.c
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.ocpp_bills).join(t.txs, (x.height == b.height) & (x.idx == b.idx))
+                                .where(x.tx_hash == tx_hash)).first()
+
     def count_receipts(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(t.receipts)).scalar_one()
