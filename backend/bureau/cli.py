@@ -346,6 +346,8 @@ def parser() -> argparse.ArgumentParser:
     add_charger_parser(sub)
     from .ocpp.cli import add_parser as add_ocpp_parser
     add_ocpp_parser(sub)
+    from .ocpi.cli import add_parser as add_ocpi_parser
+    add_ocpi_parser(sub)
     return p
 
 

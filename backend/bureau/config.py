@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -127,6 +128,23 @@ class OcppSettings:
     commit_wait_s: int = _between(20, 1, 300)  # a stop waits this long for its bill's block before it is retried
 
 
+@dataclass(frozen=True)
+class OcpiSettings:
+    """OCPI 2.2.1 out (docs/ocpi.md): tariffs and CDRs for roaming partners."""
+    tokens_file: Path | None = None  # the credentials tokens issued (hashed; bureau ocpi issue-token); None: no OCPI
+    country_code: str = "CN"  # ISO 3166-1 alpha-2 of the CPO, in every object
+    party_id: str = ""  # the CPO's OCPI party id (3 of A-Z 0-9); needed with tokens_file
+    vat_percent: int = _between(13, 0, 100)  # the VAT included in the tariffs' prices (China: 13 % on electricity)
+    page_limit: int = _between(100, 1, 1000)  # the most objects one page holds, whatever `limit` asks
+
+    def __post_init__(self) -> None:
+        if self.tokens_file is not None and not re.fullmatch(r"[A-Z0-9]{3}", self.party_id):
+            raise SettingsError(f"{ENV_PREFIX}OCPI_PARTY_ID={self.party_id!r}: allowed: 3 of A-Z 0-9 "
+                                f"(needed with {ENV_PREFIX}OCPI_TOKENS_FILE)")
+        if not re.fullmatch(r"[A-Z]{2}", self.country_code):
+            raise SettingsError(f"{ENV_PREFIX}OCPI_COUNTRY_CODE={self.country_code!r}: allowed: 2 of A-Z")
+
+
 # section attribute -> the prefix of its variables after BUREAU_ ("" : the field name alone)
 SECTIONS: dict[str, tuple[type, str]] = {
     "mqtt": (MqttSettings, "MQTT_"),
@@ -135,6 +153,7 @@ SECTIONS: dict[str, tuple[type, str]] = {
     "storage": (StorageSettings, ""),
     "authz": (AuthzSettings, "AUTHZ_"),
     "ocpp": (OcppSettings, "OCPP_"),
+    "ocpi": (OcpiSettings, "OCPI_"),
 }
 
 
@@ -150,6 +169,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     authz: AuthzSettings = field(default_factory=AuthzSettings)
     ocpp: OcppSettings = field(default_factory=OcppSettings)
+    ocpi: OcpiSettings = field(default_factory=OcpiSettings)
     log_format: str = "text"  # "text" or "json": one JSON object per line (bureau/logfmt.py)
 
     def __post_init__(self) -> None:

@@ -65,6 +65,7 @@ def binding(binding_key: bytes, expires: int) -> str:
     return _text({"binding_key": binding_key.hex(), "expires": expires})
 
 
-def ocpp_charger(ocpp_version: str, password_digest: str, ocmf_key: str | None) -> str:
+def ocpp_charger(ocpp_version: str, password_digest: str, ocmf_key: str | None, location: dict | None) -> str:
     """An OCPP charge point's enrollment: its password only as the salted digest."""
-    return _text({"ocpp": ocpp_version, "password_digest": password_digest, "ocmf_key": ocmf_key})
+    return _text({"ocpp": ocpp_version, "password_digest": password_digest, "ocmf_key": ocmf_key,
+                  "location": location})

@@ -36,6 +36,7 @@ from .tariff import Tariff, TariffError
 from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_DRIVER, KIND_OPERATOR, KIND_RECEIPT,
                  MAX_ACTION_TIME, MAX_BINDING_S, MAX_TX, DriverTx, decode_driver,
                  PAYMENT_REF_RE, TxError, action_time_error, decode_operator, signed_operator_message, tx_hash)
+from ..ocpi import site
 from ..ocpp.password import DIGEST_RE
 
 MAX_TOP_UP_FEN = 10**10
@@ -65,6 +66,7 @@ class OcppCharger:
     ocpp_version: str
     password_digest: str
     ocmf_key: str | None  # hex DER SubjectPublicKeyInfo of its meter's P-256 key
+    location: dict | None = None  # where it stands (ocpi/site.py), for OCPI CDRs
 
 
 @dataclass
@@ -225,7 +227,7 @@ class LedgerState:
             return None if binding is None else records.binding(*binding)
         if kind == "q":
             cp = ex.ocpp_chargers.get(ident[0]) or self.ocpp_chargers[ident[0]]
-            return records.ocpp_charger(cp.ocpp_version, cp.password_digest, cp.ocmf_key)
+            return records.ocpp_charger(cp.ocpp_version, cp.password_digest, cp.ocmf_key, cp.location)
         raise ValueError(f"no record kind {kind!r}")
 
     def rebuild_map(self) -> None:
@@ -589,14 +591,20 @@ class LedgerState:
                 ocmf.load_public_key(key)
             except ocmf.OcmfError as e:
                 raise TxError("malformed", e.detail) from None
+        location = args.get("location")
+        if location is not None:
+            try:
+                site.check(location)
+            except site.SiteError as e:
+                raise TxError("malformed", str(e)) from None
         if charger_id in self.retired or charger_id in ex.retired:
             raise TxError("charger_retired", f"charger {charger_id} is retired; its id is never enrolled again")
         if self._charger_id_taken(charger_id, ex):
             raise TxError("charger_exists", f"charger {charger_id} is already enrolled")
-        ex.ocpp_chargers[charger_id] = OcppCharger(version, digest, key)
+        ex.ocpp_chargers[charger_id] = OcppCharger(version, digest, key, location)
         ex.dirty.add(("q", charger_id))
         return Effect(h, "enroll_ocpp_charger", charger_id=charger_id,
-                      detail={"ocpp_version": version, "ocmf_key": key})
+                      detail={"ocpp_version": version, "ocmf_key": key, "location": location})
 
     def _ocpp_bill(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
         """An OCPP charge point's finished transaction, billed by the rules of a receipt

@@ -63,7 +63,10 @@ ACTIONS: dict[str, dict[str, ActionArg]] = {
         "password_digest": ActionArg("text", "the salted scrypt digest of its HTTP Basic password "
                                              "(bureau operator's --password derives it; never the password)"),
         "ocmf_key": ActionArg("text", "its meter's OCMF P-256 public key, DER SubjectPublicKeyInfo in hex "
-                                      "(none: bills are attested by the bureau)", required=False)},
+                                      "(none: bills are attested by the bureau)", required=False),
+        "location": ActionArg("object", "where it stands, for OCPI CDRs (docs/ocpp.md: id, address, city, country, "
+                                        "latitude, longitude, evse_uid, evse_id, connector_id, connector_standard, "
+                                        "connector_format, connector_power_type)", required=False)},
     "retire_charger": {"charger_id": ActionArg("text", "an enrolled charger, retired for good (docs/ledger.md)")},
     "rotate_charger_key": {"charger_id": ActionArg("text", "an enrolled charger that is not retired"),
                            "public_key": ActionArg("text", "its new Ed25519 public key, 64 hex digits: its receipts "

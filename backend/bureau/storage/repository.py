@@ -105,7 +105,8 @@ class Repository:
             if ex.ocpp_chargers:
                 conn.execute(t.ocpp_chargers.insert(), [
                     {"charger_id": c, "ocpp_version": cp.ocpp_version, "password_digest": cp.password_digest,
-                     "ocmf_key": cp.ocmf_key, "enrolled_height": h.height} for c, cp in ex.ocpp_chargers.items()])
+                     "ocmf_key": cp.ocmf_key, "location": cp.location and dumps(cp.location).decode(),
+                     "enrolled_height": h.height} for c, cp in ex.ocpp_chargers.items()])
             if new_wallets:
                 conn.execute(t.wallets.insert(), new_wallets)
             if old_wallets:
@@ -193,7 +194,8 @@ class Repository:
             for row in conn.execute(sa.select(t.binding_codes)):
                 state.bindings[row.wallet_id] = (bytes(row.binding_key), row.expires)
             for row in conn.execute(sa.select(t.ocpp_chargers)):
-                state.ocpp_chargers[row.charger_id] = OcppCharger(row.ocpp_version, row.password_digest, row.ocmf_key)
+                state.ocpp_chargers[row.charger_id] = OcppCharger(row.ocpp_version, row.password_digest, row.ocmf_key,
+                                                                  json.loads(row.location) if row.location else None)
             for row in conn.execute(sa.select(t.ocpp_bills.c.charger_id, t.ocpp_bills.c.transaction_id)):
                 state.ocpp_bills.add((row.charger_id, row.transaction_id))
             last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()

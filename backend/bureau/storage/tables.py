@@ -178,6 +178,7 @@ ocpp_chargers = Table(  # OCPP charge points (enroll_ocpp_charger): their passwo
     Column("ocpp_version", String(8), nullable=False),
     Column("password_digest", String(160), nullable=False),
     Column("ocmf_key", Text, nullable=True),  # hex DER SubjectPublicKeyInfo of the meter's P-256 key
+    Column("location", Text, nullable=True),  # canonical JSON of its location (ocpi/site.py)
     Column("enrolled_height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("ocpp_version", sa.String(8), nullable=False),
         sa.Column("password_digest", sa.String(160), nullable=False),
         sa.Column("ocmf_key", sa.Text, nullable=True),
+        sa.Column("location", sa.Text, nullable=True),
         sa.Column("enrolled_height", sa.BigInteger, sa.ForeignKey("blocks.height", name="ocpp_chargers_enrolled_height_fkey"),
                   nullable=False),
     )
