@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, Parameter, QueryParameter
 
 from ..api.driver import DRIVER_DEPENDENCIES
 from ..api.errors import ApiError, refusals
@@ -85,7 +85,7 @@ class OcppOperatorController(Controller):
           summary="Reset a connected OCPP charge point (operator only)",
           responses=refusals("charger_unreachable", operator_only=True))
     def reset(self, request: Request, desk: NamedDependency[OcppDesk], charger_id: FromPath[str],
-              hard: bool = False) -> CommandOut:
+              hard: Annotated[bool, QueryParameter(description="at once, not when idle")] = False) -> CommandOut:
         require_operator(request)
         return desk.command(charger_id, "reset", hard)
 
@@ -93,7 +93,8 @@ class OcppOperatorController(Controller):
           summary="Make a connected OCPP charge point's connector (0: all) available or not (operator only)",
           responses=refusals("charger_unreachable", operator_only=True))
     def availability(self, request: Request, desk: NamedDependency[OcppDesk], charger_id: FromPath[str],
-                     available: bool, connector: int = Parameter(default=0, ge=0, le=255)) -> CommandOut:
+                     available: Annotated[bool, QueryParameter()],
+                     connector: Annotated[int, QueryParameter(ge=0, le=255)] = 0) -> CommandOut:
         require_operator(request)
         return desk.command(charger_id, "change_availability", connector, available)
 
