@@ -70,7 +70,7 @@ def fleet_clients(stack: Stack, replies: queue.Queue) -> tuple[mqtt.Client, mqtt
     subscribed.wait(5)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
     pub.username_pw_set(*stack.broker_login("bench-pub", role="fleet"))
-    pub.max_inflight_messages_set(1000)
+    pub.max_inflight_messages_set(0)  # (a limit makes paho rescan its in-flight messages on every PUBACK)
     pub.max_queued_messages_set(0)
     pub.connect("127.0.0.1", stack.broker.port)
     pub.loop_start()

@@ -162,6 +162,17 @@ def _operator(args) -> int:
     return 0
 
 
+def _approve_validators(args) -> int:
+    """One validator's approval of a validator-set change, as change_validators' approvals list takes it."""
+    from .crypto import load_key
+    from .ledger.genesis import Genesis
+    from .ledger.valset import approve
+    change = _typed("change", "object", args.change)
+    key = load_key(Path(args.key))
+    print(json.dumps(approve(key, args.validator, Genesis.load(Path(args.genesis)).chain_id, change)))
+    return 0
+
+
 def _verify_chain(args) -> int:
     from .ledger.audit import audit_chain
     from .ledger.genesis import Genesis
@@ -302,6 +313,13 @@ def parser() -> argparse.ArgumentParser:
                    help=", ".join([*ACTIONS, ISSUE_BINDING_CODE]))
     o.add_argument("args", nargs="*", metavar="ARG", help="key=value, or one JSON object")
     o.set_defaults(fn=_operator)
+    a = sub.add_parser("approve-validators", help="sign a validator's approval of a validator-set change; prints "
+                                                  "{validator, signature} for change_validators (docs/consensus.md)")
+    a.add_argument("--key", required=True, help="the validator's node key file")
+    a.add_argument("--validator", required=True, help="the validator's id in the set in force")
+    a.add_argument("--genesis", required=True, help="the chain's genesis file")
+    a.add_argument("--change", required=True, help="the change document: JSON, or @file holding it")
+    a.set_defaults(fn=_approve_validators)
     v = sub.add_parser("verify-chain", help="re-verify a stored chain from genesis; prints a JSON report")
     v.add_argument("--genesis", required=True)
     v.add_argument("--db", "--db-url", dest="db", required=True, metavar="PATH_OR_URL",

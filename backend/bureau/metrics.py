@@ -24,6 +24,8 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     # ingest (MQTT receipts)
     "received": ("Receipt messages received from the broker", False),
     "admitted": ("Receipts admitted into the mempool from the broker", False),
+    "admission_paused": ("Half-second waits of admission at a full mempool (MEMPOOL_PAUSE_AT), the broker "
+                         "holding the receipts not yet taken", False),
     "rejected": ("Receipts from the broker rejected, by reason", True),
     "committed": ("Receipts committed in blocks (rate: receipts ingested per second)", False),
     "resent_acks": ("Acks sent again for receipts already committed", False),

@@ -22,6 +22,7 @@ class Admitted:
     charger_id: str
     seq: int
     receipt_id: str
+    decoded: tuple | None = None  # (receipt, body, signature) as parsed here: execution reuses it
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
     if billing is not None:
         return Refused(charger, r.seq, billing.reason, billing.detail, rid)
     tx = receipt_tx(payload)
-    return Admitted(tx, tx_hash(tx), charger, r.seq, rid)
+    return Admitted(tx, tx_hash(tx), charger, r.seq, rid, (r, body, sig))
 
 
 def admit_operator(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:

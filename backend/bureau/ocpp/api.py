@@ -14,7 +14,7 @@ from litestar.params import FromPath, Parameter, QueryParameter
 from ..api.driver import DRIVER_DEPENDENCIES
 from ..api.errors import ApiError, refusals
 from ..api.operator_auth import require_operator
-from ..api.schemas import HeaderOut, header_out
+from ..api.schemas import HeaderOut, ValidatorChangeOut, header_out, validator_changes_out
 from ..ledger import merkle, ocppbill
 from ..node import Node
 from .service import CsmsUnavailable
@@ -41,6 +41,7 @@ class OcppBillProof(msgspec.Struct):
     audit_path: list[str]
     header: HeaderOut
     certificate: str
+    validator_changes: list[ValidatorChangeOut]  # to follow the validator sets from the genesis to the block
 
 
 class OcppDesk:
@@ -69,7 +70,8 @@ class OcppDesk:
         return OcppBillProof(tx=tx.hex(), bill=bill.doc, verified_by=loc.verified_by,
                              ocmf_key=enrolled.ocmf_key if enrolled else None, leaf_index=loc.idx,
                              tree_size=len(leaves), audit_path=[p.hex() for p in merkle.audit_path(leaves, loc.idx)],
-                             header=header_out(block.header), certificate=cert.decode())
+                             header=header_out(block.header), certificate=cert.decode(),
+                             validator_changes=validator_changes_out(chain.repo))
 
 
 def provide_ocpp_desk(node: NamedDependency[Node]) -> OcppDesk:

@@ -197,6 +197,15 @@ ocpp_bills = Table(  # every committed OCPP bill (tx kind 4): one per (charge po
     Index("ix_ocpp_bills_time", "time_ms"),
 )
 
+validator_sets = Table(  # each validator set decided on chain (change_validators), with its record's proof
+    "validator_sets", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),  # the block that decided it
+    Column("from_height", BigInteger, nullable=False),
+    Column("record", Text, nullable=False),  # the v/set record after that block (docs/state.md)
+    Column("proof", Text, nullable=False),   # its state proof JSON v1 against that block's state root
+)
+
 # Open authorizations (authz/holds.py): written by this node alone, never part of the chain.
 # `charger_id` names one of our chargers or an OCPP charge point (one namespace, ledger/state.py).
 authz_holds = Table(

@@ -2,15 +2,15 @@
 docs/ocpp.md); an open hold's `charger_id` may now name an OCPP charge point, so its foreign key
 to `chargers` goes.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
