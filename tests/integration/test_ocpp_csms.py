@@ -223,6 +223,36 @@ def test_v201_ended_event_resent_after_a_dropped_connection_bills_once(stack):
     assert len(bills) == 1 and bills[0]["energy_wh"] == 1500
 
 
+def test_v16_transaction_survives_a_restart_of_its_bureau(stack):
+    """The transaction's readings are in the node's database: the stop after a restart bills them."""
+    key = _wallet(stack, "W-R16", "04A1A1A1A1")
+    t0 = int(time.time()) - 1500
+    node = stack.nodes[3]
+
+    async def before():
+        async with station(stack.ocpp_ports[3], "CP16", SECRET, "1.6", stack.tls_context) as cp:
+            start = await cp.call(call16.StartTransaction(connector_id=1, id_tag="04A1A1A1A1", meter_start=40_000,
+                                                          timestamp=iso(t0)))
+            await cp.call(call16.MeterValues(connector_id=1, transaction_id=start.transaction_id,
+                                             meter_value=_energy_v16(t0 + 600, 41_000)))
+            return start.transaction_id
+
+    async def after(tid):
+        async with station(stack.ocpp_ports[3], "CP16", SECRET, "1.6", stack.tls_context) as cp:
+            stop = await cp.call(call16.StopTransaction(meter_stop=43_000, timestamp=iso(t0 + 1200),
+                                                        transaction_id=tid))
+            assert stop.id_tag_info == {"status": "Accepted"}  # (a transaction unknown here gets none)
+
+    tid = asyncio.run(before())
+    node.stop()
+    node.start()
+    node.wait_healthy()
+    asyncio.run(after(tid))
+    amount = _amount([[t0, 40_000], [t0 + 600, 41_000], [t0 + 1200, 43_000]])
+    bills = _bills_everywhere(stack, key, "W-R16", 20_000 - amount)
+    assert len(bills) == 1 and bills[0]["energy_wh"] == 3000
+
+
 # ---- the phone's start, and the prepaid amount ----------------------------------------------
 
 def test_a_phone_start_reaches_the_charge_point_and_the_prepaid_amount_stops_it(stack):

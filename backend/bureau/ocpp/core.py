@@ -4,7 +4,8 @@ transactions in progress with their meter readings, and the signed bill of each 
 calls; time comes in as arguments.
 
 A transaction is kept per charge point, not per connection, so a charge point that reconnects
-(to this node) carries on with it; it is forgotten once its bill commits.
+(to this node) carries on with it, and in the node's database (`store`), so a restarted node does
+too; it is forgotten once its bill commits.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class BillOutcome:
 
 
 class CsmsCore:
-    def __init__(self, node_id: str, chain, authz, signing_key, tariff_id: str) -> None:
+    def __init__(self, node_id: str, chain, authz, signing_key, tariff_id: str, store=None) -> None:
         self.node_id = node_id
         self.chain = chain
         self.authz = authz  # AuthzService: one book of holds with the node's chargers
@@ -73,6 +74,14 @@ class CsmsCore:
         self.transactions: dict[tuple[str, str], Transaction] = {}
         self._pending: dict[tuple[str, str], tuple[Decision, int]] = {}  # (cp, token) -> Authorize's hold
         self.bills: dict[bytes, tuple[str, str]] = {}  # tx hash -> (cp, transaction id) waiting for a block
+        self.store = store  # a TransactionStore (ocpp/store.py), or None: memory only
+        if store is not None:
+            kept = store.load(Transaction)
+            billed = [(t.charger_id, t.transaction_id) for t in kept
+                      if (t.charger_id, t.transaction_id) in chain.state.ocpp_bills]
+            store.drop(billed)  # (a crash between a bill's commit and its row's removal)
+            self.transactions = {(t.charger_id, t.transaction_id): t for t in kept
+                                 if (t.charger_id, t.transaction_id) not in billed}
         chain.on_commit(self._on_commit)
 
     # ---- authorization -------------------------------------------------------------------
@@ -133,16 +142,22 @@ class CsmsCore:
             t.readings.append([at, meter_wh])
         with self.lock:
             self.transactions[(charger_id, transaction_id)] = t
+            self._save(t, now)
         return t, decision
+
+    def _save(self, t: Transaction, now: int) -> None:
+        if self.store is not None:
+            self.store.save(t, now)
 
     def transaction(self, charger_id: str, transaction_id: str) -> Transaction | None:
         with self.lock:
             return self.transactions.get((charger_id, transaction_id))
 
-    def meter(self, t: Transaction, readings: list[tuple[int, int]], ocmf: str | None = None) -> bool:
+    def meter(self, t: Transaction, readings: list[tuple[int, int]], ocmf: str | None = None, now: int = 0) -> bool:
         """Readings of a running transaction; True when its cost reached the authorized amount,
         so the CSMS stops it (asked once)."""
         with self.lock:
+            before = (len(t.readings), t.ocmf)
             for at, wh in sorted(readings):
                 if not t.readings:
                     t.start_time = min(t.start_time, at)
@@ -151,6 +166,8 @@ class CsmsCore:
                     t.readings.append([at, wh])
             if ocmf is not None:
                 t.ocmf = ocmf
+            if (len(t.readings), t.ocmf) != before:
+                self._save(t, now)
             tariff = self.chain.state.tariff_in_force(t.tariff_id, t.start_time)
             if tariff is None or t.stop_asked or len(t.readings) < 2:
                 return False
@@ -214,3 +231,5 @@ class CsmsCore:
                 for e in billed:
                     self.bills.pop(e.tx_hash, None)
                     self.transactions.pop((e.charger_id, e.detail["transaction_id"]), None)
+            if self.store is not None:
+                self.store.drop([(e.charger_id, e.detail["transaction_id"]) for e in billed])

@@ -28,6 +28,7 @@ from ..ledger.tx import ID_RE, tx_hash
 from ..ingest.mempool import MempoolFull
 from . import password
 from .core import BillOutcome, CsmsCore, Transaction
+from .store import TransactionStore
 from .station import RateLimited, LimitedConnection
 from .v16 import Station16
 from .v201 import Station201
@@ -67,7 +68,8 @@ class Csms:
         self.settings = node.settings.ocpp
         self.chain, self.mempool, self.metrics = node.chain, node.mempool, node.metrics
         service = node.authz.service
-        self.core = CsmsCore(node.settings.node_id, node.chain, service, node.key, service.tariff_id)
+        self.core = CsmsCore(node.settings.node_id, node.chain, service, node.key, service.tariff_id,
+                             TransactionStore(node.repo.engine))
         self.enabled = bool(self.settings.port)
         self.stations: dict[str, object] = {}  # identity -> the station of its live connection
         self.status: dict[str, dict] = {}  # identity -> connector -> last StatusNotification

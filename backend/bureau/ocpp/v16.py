@@ -82,7 +82,7 @@ class Station16(StationMixin, ChargePoint):
     async def on_meter_values(self, connector_id, meter_value, transaction_id=None, **_):
         readings, ocmf = self._readings(meter_value)
         t = self.core.transaction(self.id, str(transaction_id)) if transaction_id is not None else None
-        if t is not None and self.core.meter(t, readings, ocmf):
+        if t is not None and self.core.meter(t, readings, ocmf, self.csms.now()):
             self.csms.spawn(self.call(call.RemoteStopTransaction(transaction_id=int(t.transaction_id))))
         return call_result.MeterValues()
 
@@ -92,7 +92,7 @@ class Station16(StationMixin, ChargePoint):
         readings, ocmf = self._readings(transaction_data or [])
         t = self.core.transaction(self.id, str(transaction_id))
         if t is not None:
-            self.core.meter(t, readings, ocmf)
+            self.core.meter(t, readings, ocmf, self.csms.now())
             await self.csms.bill(t, self.core.stop(t, meter_stop, at, reason or "Local", self.csms.now()))
             return call_result.StopTransaction(id_tag_info={"status": "Accepted"})
         self.csms.note_unknown_stop(self.id, str(transaction_id))

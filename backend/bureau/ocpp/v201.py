@@ -95,11 +95,11 @@ class Station201(StationMixin, ChargePoint):
             reply["id_token_info"] = {"status": "Accepted"}
         if event_type == "Ended":
             end_at, end = readings[-1] if readings else (at, None)
-            self.core.meter(t, readings[:-1], ocmf)
+            self.core.meter(t, readings[:-1], ocmf, self.csms.now())
             reason = transaction_info.get("stopped_reason") or "Local"
             await self.csms.bill(t, self.core.stop(t, end, end_at, reason, self.csms.now(), ocmf))
             return call_result.TransactionEvent(**reply)
-        if self.core.meter(t, readings, ocmf):
+        if self.core.meter(t, readings, ocmf, self.csms.now()):
             self.csms.spawn(self.call(call.RequestStopTransaction(transaction_id=tid)))
         return call_result.TransactionEvent(**reply)
 

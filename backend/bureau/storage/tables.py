@@ -206,6 +206,16 @@ validator_sets = Table(  # each validator set decided on chain (change_validator
     Column("proof", Text, nullable=False),   # its state proof JSON v1 against that block's state root
 )
 
+# OCPP transactions in progress on this node (ocpp/store.py): written by this node alone, never part
+# of the chain; a row goes when the transaction's bill commits.
+ocpp_transactions = Table(
+    "ocpp_transactions", metadata,
+    Column("charger_id", String(32), primary_key=True),
+    Column("transaction_id", String(36), primary_key=True),
+    Column("doc", Text, nullable=False),  # JSON of ocpp.core.Transaction
+    Column("updated_s", BigInteger, nullable=False),
+)
+
 # Open authorizations (authz/holds.py): written by this node alone, never part of the chain.
 # `charger_id` names one of our chargers or an OCPP charge point (one namespace, ledger/state.py).
 authz_holds = Table(

@@ -1,5 +1,5 @@
 """OCPP charge points: `ocpp_chargers` (enroll_ocpp_charger) and `ocpp_bills` (tx kind 4,
-docs/ocpp.md); an open hold's `charger_id` may now name an OCPP charge point, so its foreign key
+docs/ocpp.md), and the node's own `ocpp_transactions` in progress; an open hold's `charger_id` may now name an OCPP charge point, so its foreign key
 to `chargers` goes.
 
 Revision ID: 0009
@@ -43,6 +43,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("charger_id", "transaction_id", name="ocpp_bills_pkey"),
     )
     op.create_index("ix_ocpp_bills_time", "ocpp_bills", ["time_ms"])
+    op.create_table(
+        "ocpp_transactions",
+        sa.Column("charger_id", sa.String(32), primary_key=True),
+        sa.Column("transaction_id", sa.String(36), primary_key=True),
+        sa.Column("doc", sa.Text, nullable=False),
+        sa.Column("updated_s", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("charger_id", "transaction_id", name="ocpp_transactions_pkey"),
+    )
     with op.batch_alter_table("authz_holds") as batch:
         batch.drop_constraint("authz_holds_charger_id_fkey", type_="foreignkey")
 
@@ -50,6 +58,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("authz_holds") as batch:
         batch.create_foreign_key("authz_holds_charger_id_fkey", "chargers", ["charger_id"], ["charger_id"])
+    op.drop_table("ocpp_transactions")
     op.drop_index("ix_ocpp_bills_time", "ocpp_bills")
     op.drop_table("ocpp_bills")
     op.drop_table("ocpp_chargers")
