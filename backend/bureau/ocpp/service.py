@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import logging
+import secrets
 import ssl
 import threading
 import time
@@ -36,6 +39,8 @@ from .v201 import Station201
 log = logging.getLogger(__name__)
 STATIONS = {"ocpp1.6": Station16, "ocpp2.0.1": Station201}
 CALL_TIMEOUT_S = 15
+SCRYPT_AT_ONCE = 2  # password checks running at once (the machine's cores, not more)
+PASSED_KEPT = 10_000
 
 
 class CsmsUnavailable(Exception):
@@ -75,6 +80,8 @@ class Csms:
         self.status: dict[str, dict] = {}  # identity -> connector -> last StatusNotification
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
+        self._passed: set[tuple[str, bytes, str]] = set()  # (identity, HMAC of a password that passed, digest)
+        self._memo_key = secrets.token_bytes(32)
         self._tasks: set[asyncio.Task] = set()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -112,6 +119,7 @@ class Csms:
     async def _serve(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._scrypt_slots = asyncio.Semaphore(SCRYPT_AT_ONCE)
         s = self.settings
         async with serve(self._handle, s.host, s.port, ssl=self._tls(), process_request=self._upgrade,
                          select_subprotocol=self._subprotocol, subprotocols=list(STATIONS), compression=None,
@@ -143,14 +151,29 @@ class Csms:
         refused = (HTTPStatus.UNAUTHORIZED, "unauthorized", "unknown charge point or wrong password")
         if cp is None or ident in self.chain.state.retired or creds is None or creds[0] != ident:
             return self._refuse(connection, *refused)
-        ok = await asyncio.get_running_loop().run_in_executor(None, password.check, creds[1], cp.password_digest)
-        if not ok:
+        if not await self._password_ok(ident, creds[1], cp.password_digest):
             return self._refuse(connection, *refused)
         offered = [p.strip() for h in request.headers.get_all("Sec-WebSocket-Protocol") for p in h.split(",")]
         if "ocpp" + cp.ocpp_version not in offered:
             return self._refuse(connection, HTTPStatus.BAD_REQUEST, "subprotocol",
                                 f"{ident} is enrolled for ocpp{cp.ocpp_version}; offered {offered}")
         return None
+
+    async def _password_ok(self, ident: str, given: str, digest: str) -> bool:
+        """scrypt costs tens of ms of CPU by design: a password that passed is remembered (its HMAC
+        under a key of this process, per identity and digest) for the reconnects, and at most SCRYPT_AT_ONCE checks
+        run at a time, so a flood of wrong passwords queues (and times out its handshakes)
+        instead of taking the node's CPU."""
+        seen = (ident, hmac.new(self._memo_key, given.encode(), hashlib.sha256).digest(), digest)
+        if seen in self._passed:
+            return True
+        async with self._scrypt_slots:
+            ok = await asyncio.get_running_loop().run_in_executor(None, password.check, given, digest)
+        if ok:
+            if len(self._passed) >= PASSED_KEPT:
+                self._passed.clear()
+            self._passed.add(seen)
+        return ok
 
     def _subprotocol(self, connection, subprotocols):
         cp = self.chain.state.ocpp_chargers.get(identity_of(connection.request.path) or "")
