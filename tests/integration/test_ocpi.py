@@ -2,13 +2,14 @@
 `bureau ocpi issue-token` reads the tariffs and the CDRs of committed OCPP bills, in OCPI's
 envelope, paged by offset/limit with X-Total-Count and the Link to the next page, filtered by
 date_from/date_to; the meter's OCMF record is the CDR's signed_data; a missing or unknown token
-and bad parameters get OCPI's status codes."""
+and bad parameters get OCPI's status codes. The chain with the OCPP bills re-verifies from genesis."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import datetime
+import json
 import time
 
 import httpx
@@ -124,3 +125,10 @@ def test_refusals_in_ocpis_status_codes(stack, token, params, http, code):
         body = resp.json()
         check(body, ENVELOPE)
         assert body["status_code"] == code and body["data"] is None and body["status_message"]
+
+
+def test_the_chain_with_ocpp_bills_verifies_from_genesis(stack):
+    db = stack.nodes[0].data_dir / "ledger.db"
+    p = bureau("verify-chain", "--genesis", str(stack.genesis_path), "--db", str(db))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(p.stdout.splitlines()[-1])["chain_valid"] is True
