@@ -72,6 +72,16 @@ def test_the_tokens_file_keeps_only_the_tokens_digest(stack):
     assert stack.ocpi_token not in stack.tokens_file.read_text()
 
 
+def test_the_version_endpoints_name_the_modules_served(stack):
+    versions = _get(stack, "/ocpi/versions").json()
+    check(versions, ENVELOPE)
+    assert versions["data"] == [{"version": "2.2.1", "url": stack.nodes[0].url + "/ocpi/2.2.1"}]
+    details = _get(stack, "/ocpi/2.2.1").json()["data"]
+    assert {(e["identifier"], e["role"]) for e in details["endpoints"]} == {("cdrs", "SENDER"), ("tariffs", "SENDER")}
+    assert all(e["url"].startswith(stack.nodes[0].url + "/ocpi/2.2.1/") for e in details["endpoints"])
+    assert _get(stack, "/ocpi/versions", "").status_code == 401
+
+
 def test_tariffs_in_ocpis_envelope(stack):
     resp = _get(stack, "/ocpi/2.2.1/tariffs")
     assert resp.status_code == 200, resp.text

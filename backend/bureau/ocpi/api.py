@@ -139,4 +139,24 @@ def ocpi_cdrs(request: Request, node: NamedDependency[Node]) -> Response:
     return _answer(request, run)
 
 
-HANDLERS = [ocpi_tariffs, ocpi_cdrs]
+def _listing(request: Request, node: Node, data_of) -> Response:
+    """An unpaged answer for a partner with a token (the version information endpoints)."""
+    now = time.time()
+    if _book(node).party(request.headers.get("authorization")) is None:
+        return Response(model.envelope(None, now, model.CLIENT_ERROR, "missing or unknown credentials token "
+                                                                      "(Authorization: Token ...)"), status_code=401)
+    return Response(model.envelope(data_of(str(request.base_url).rstrip("/")), now))
+
+
+@get("/ocpi/versions", include_in_schema=False, sync_to_thread=False)
+def ocpi_versions(request: Request, node: NamedDependency[Node]) -> Response:
+    return _listing(request, node, lambda base: [{"version": model.VERSION, "url": base + PREFIX}])
+
+
+@get(PREFIX, include_in_schema=False, sync_to_thread=False)
+def ocpi_version_details(request: Request, node: NamedDependency[Node]) -> Response:
+    return _listing(request, node, lambda base: {"version": model.VERSION, "endpoints": [
+        {"identifier": module, "role": "SENDER", "url": f"{base}{PREFIX}/{module}"} for module in ("cdrs", "tariffs")]})
+
+
+HANDLERS = [ocpi_versions, ocpi_version_details, ocpi_tariffs, ocpi_cdrs]

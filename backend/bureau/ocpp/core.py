@@ -155,20 +155,25 @@ class CsmsCore:
 
     def meter(self, t: Transaction, readings: list[tuple[int, int]], ocmf: str | None = None, now: int = 0) -> bool:
         """Readings of a running transaction; True when its cost reached the authorized amount,
-        so the CSMS stops it (asked once)."""
+        so the CSMS stops it (asked once). Of a run of readings in one tariff period only the last
+        is kept (`ocppbill.boundary_readings`, as it goes): a long transaction stays small."""
         with self.lock:
-            before = (len(t.readings), t.ocmf)
+            tariff = self.chain.state.tariff_in_force(t.tariff_id, t.start_time)
+            changed = ocmf is not None and ocmf != t.ocmf
             for at, wh in sorted(readings):
                 if not t.readings:
                     t.start_time = min(t.start_time, at)
-                    t.readings.append([at, wh])
-                elif at >= t.readings[-1][0] and wh >= t.readings[-1][1]:
-                    t.readings.append([at, wh])
+                elif at < t.readings[-1][0] or wh < t.readings[-1][1] or [at, wh] == t.readings[-1]:
+                    continue  # out of order or repeated: the register only goes up
+                if len(t.readings) >= 2 and tariff is not None \
+                        and tariff.kind_at(t.readings[-1][0]) == tariff.kind_at(at):
+                    t.readings.pop()  # the new reading ends the same period run
+                t.readings.append([at, wh])
+                changed = True
             if ocmf is not None:
                 t.ocmf = ocmf
-            if (len(t.readings), t.ocmf) != before:
+            if changed:
                 self._save(t, now)
-            tariff = self.chain.state.tariff_in_force(t.tariff_id, t.start_time)
             if tariff is None or t.stop_asked or len(t.readings) < 2:
                 return False
             cost = tariff.amount_fen(ocppbill.periods_of(tariff, t.readings))
