@@ -5,6 +5,8 @@ transaction id)); an OCMF record must verify with the meter key enrolled and mat
 a restarted node reads it all back to the same state root."""
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from nacl.signing import SigningKey
 
 from bureau.ledger import ocppbill
@@ -118,3 +120,26 @@ def test_boundary_readings_keep_the_periods():
     kept = ocppbill.boundary_readings(TARIFF, readings)
     assert len(kept) < len(readings)
     assert ocppbill.periods_of(TARIFF, kept) == ocppbill.periods_of(TARIFF, readings)
+
+
+@pytest.mark.parametrize("record", [
+    "OCMF|" + "[" * 1000 + "]" * 1000 + '|{"SA":"ECDSA-secp256r1-SHA256","SD":"00"}',  # deeper than the parser goes
+    'OCMF|{"RD":[]}|' + "[" * 1000 + "]" * 1000,
+])
+def test_a_hostile_ocmf_record_is_refused_not_raised(record):
+    """A bill is built by one bureau and executed by all: its OCMF record must fail as a refusal
+    on every node, never as an exception out of the block's execution."""
+    meter = OcmfMeter()
+    ledger = _ledger(ocmf_key=meter.public_key_hex)
+    ex = ledger.block([ocppbill.bill_tx(NODE, _doc("9", ocmf=record))], T0_MS + 1000)
+    assert _kinds(ex) == [("dropped", "malformed")]
+
+
+def test_a_signed_reading_out_of_range_is_refused():
+    meter = OcmfMeter()
+    ledger = _ledger(ocmf_key=meter.public_key_hex)
+    payload = meter.record(1000, 9000).split("|")[1].replace('"RV":9.0', '"RV":1e999999')
+    signed = meter.key.sign(payload.encode(), ec.ECDSA(hashes.SHA256())).hex()  # the meter signed it: still refused
+    record = f'OCMF|{payload}|{{"SA":"ECDSA-secp256r1-SHA256","SD":"{signed}"}}'
+    ex = ledger.block([ocppbill.bill_tx(NODE, _doc("10", ocmf=record))], T0_MS + 1000)
+    assert _kinds(ex) == [("dropped", "malformed")]

@@ -43,3 +43,14 @@ def test_readings_out_of_order_or_running_back_are_dropped():
     core.meter(t, [(T0 + 600, 500)])
     core.meter(t, [(T0 + 300, 700), (T0 + 900, 400), (T0 + 600, 500)])
     assert t.readings == [[T0, 0], [T0 + 600, 500]]
+
+
+def test_a_meter_value_out_of_range_is_refused_before_any_arithmetic():
+    import pytest
+
+    from bureau.ocpp.meter import MeterValueError, readings_v16, readings_v201
+    for value in ("1e999999999", "-5", "NaN"):
+        with pytest.raises(MeterValueError):
+            readings_v16([{"timestamp": "2026-12-01T00:00:00Z", "sampled_value": [{"value": value}]}])
+    with pytest.raises(MeterValueError):
+        readings_v201([{"timestamp": "2026-12-01T00:00:00Z", "sampled_value": [{"value": 1e308}]}])

@@ -19,9 +19,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import ReasonedError
+from .canonical import MAX_DEPTH, nesting_depth
 
 ALGORITHM = "ECDSA-secp256r1-SHA256"
 MAX_RECORD = 2048
+MAX_WH = 10**12  # a register beyond a terawatt-hour is no meter's
 END_TX = frozenset("ELRAPST")
 
 
@@ -55,8 +57,8 @@ def _wh(reading: dict) -> int:
     if scale is None:
         raise OcmfError("malformed", f"OCMF reading unit {unit!r}; allowed: kWh, Wh")
     wh = value * scale
-    if wh != wh.to_integral_value() or wh < 0:
-        raise OcmfError("malformed", f"OCMF reading {value} {unit} is not a whole number of Wh")
+    if not wh.is_finite() or not 0 <= wh <= MAX_WH or wh != wh.to_integral_value():
+        raise OcmfError("malformed", f"OCMF reading {value} {unit} is not a whole number of Wh up to {MAX_WH}")
     return int(wh)
 
 
@@ -69,6 +71,9 @@ def verify(record: str, spki_hex: str) -> OcmfReading:
     payload, sep2, signature = rest.rpartition("|")
     if head != "OCMF" or not sep or not sep2:
         raise OcmfError("malformed", "an OCMF record is OCMF|<payload>|<signature>")
+    # every bureau parses what one charge point sent: nothing may nest deeper than the parser recurses
+    if max(nesting_depth(payload.encode(), MAX_DEPTH), nesting_depth(signature.encode(), MAX_DEPTH)) > MAX_DEPTH:
+        raise OcmfError("malformed", f"OCMF JSON nests deeper than {MAX_DEPTH} levels")
     try:
         body, sig = json.loads(payload), json.loads(signature)
     except ValueError:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
+
+from ..ledger.ocppbill import MAX_WH
 
 ENERGY = "Energy.Active.Import.Register"
-SCALE_V16 = {"Wh": Decimal(1), "kWh": Decimal(1000)}
+SCALE = {"Wh": Decimal(1), "kWh": Decimal(1000)}
 
 
 class MeterValueError(ValueError):
@@ -31,10 +33,21 @@ def unix_s(timestamp: str) -> int:
     return int(t.timestamp())
 
 
-def _whole_wh(value: Decimal) -> int:
-    if value < 0:
-        raise MeterValueError(f"energy register {value} Wh is negative")
-    return int(value)  # a register's fraction of a Wh is not yet delivered energy
+def _whole_wh(value, scale: Decimal, multiplier: int = 0) -> int:
+    """The register in whole Wh (a fraction of a Wh is not yet delivered energy), checked in
+    range before any arithmetic a hostile value could blow up."""
+    if type(multiplier) is not int or not -9 <= multiplier <= 9:
+        raise MeterValueError(f"unit multiplier {multiplier!r}; allowed: -9..9")
+    try:
+        raw = Decimal(str(value))
+        if not raw.is_finite() or not 0 <= raw <= MAX_WH:
+            raise MeterValueError(f"energy value {value!r} is outside 0..{MAX_WH}")
+        wh = raw * scale * Decimal(10) ** multiplier
+    except DecimalException:
+        raise MeterValueError(f"energy value {value!r} is not a number") from None
+    if not 0 <= wh <= MAX_WH:
+        raise MeterValueError(f"energy register {wh} Wh is outside 0..{MAX_WH}")
+    return int(wh)
 
 
 def _ocmf_text(data: str) -> str | None:
@@ -63,13 +76,10 @@ def readings_v16(meter_values: list[dict]) -> tuple[list[tuple[int, int]], str |
             if sv.get("format") == "SignedData":
                 ocmf = _ocmf_text(value) or ocmf
                 continue
-            scale = SCALE_V16.get(sv.get("unit", "Wh"))
+            scale = SCALE.get(sv.get("unit", "Wh"))
             if scale is None:
                 raise MeterValueError(f"energy unit {sv.get('unit')!r}; allowed: Wh, kWh")
-            try:
-                readings.append((at, _whole_wh(Decimal(value) * scale)))
-            except InvalidOperation:
-                raise MeterValueError(f"energy value {value!r} is not a number") from None
+            readings.append((at, _whole_wh(value, scale)))
     return readings, ocmf
 
 
@@ -85,9 +95,8 @@ def readings_v201(meter_values: list[dict]) -> tuple[list[tuple[int, int]], str 
             if signed and signed.get("encoding_method", "OCMF") == "OCMF":
                 ocmf = _ocmf_text(str(signed.get("signed_meter_data", ""))) or ocmf
             unit = sv.get("unit_of_measure") or {}
-            scale = {"Wh": Decimal(1), "kWh": Decimal(1000)}.get(unit.get("unit", "Wh"))
+            scale = SCALE.get(unit.get("unit", "Wh"))
             if scale is None:
                 raise MeterValueError(f"energy unit {unit.get('unit')!r}; allowed: Wh, kWh")
-            multiplier = unit.get("multiplier", 0)
-            readings.append((at, _whole_wh(Decimal(str(sv["value"])) * scale * Decimal(10) ** multiplier)))
+            readings.append((at, _whole_wh(sv["value"], scale, unit.get("multiplier", 0))))
     return readings, ocmf
