@@ -54,3 +54,29 @@ def test_a_meter_value_out_of_range_is_refused_before_any_arithmetic():
             readings_v16([{"timestamp": "2026-12-01T00:00:00Z", "sampled_value": [{"value": value}]}])
     with pytest.raises(MeterValueError):
         readings_v201([{"timestamp": "2026-12-01T00:00:00Z", "sampled_value": [{"value": 1e308}]}])
+
+
+def test_an_authorize_no_transaction_uses_gives_its_hold_back():
+    from bureau.ocpp.core import PENDING_AUTH_S
+
+    class Authz:
+        released = []
+
+        def authorize_ocpp(self, cp, method, token):
+            return {"decision": "accept", "wallet_id": "W-1", "auth_ref": "auth:00000000000000aa",
+                    "authorized_fen": 500, "reason": None, "detail": None}
+
+        def release_ocpp(self, cp, auth_ref):
+            self.released.append((cp, auth_ref))
+            return True
+
+    authz = Authz()
+    core = CsmsCore("bureau-1", _Chain(), authz=authz, signing_key=None, tariff_id=TARIFF.tariff_id)
+    assert core.authorize("CP", "04AA", T0).accepted
+    assert core.authorize("CP", "04AA", T0 + 10).auth_ref == "auth:00000000000000aa"  # the same hold again
+    core.expire_pending(T0 + PENDING_AUTH_S - 1)
+    assert authz.released == []
+    core.expire_pending(T0 + PENDING_AUTH_S)
+    assert authz.released == [("CP", "auth:00000000000000aa")]
+    t, decision = core.start("CP", "7", "1.6", "04AA", 0, T0 + PENDING_AUTH_S, T0 + PENDING_AUTH_S)
+    assert decision.accepted  # a start after that asks again (here: accepted anew)

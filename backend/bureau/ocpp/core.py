@@ -89,7 +89,7 @@ class CsmsCore:
     def authorize(self, charger_id: str, id_token: str, now: int) -> Decision:
         """Authorize: a hold kept for the transaction that follows (its StartTransaction or
         TransactionEvent Started names the same token)."""
-        self._expire_pending(now)
+        self.expire_pending(now)
         with self.lock:
             held = self._pending.get((charger_id, id_token))
         if held is not None:
@@ -106,7 +106,8 @@ class CsmsCore:
             return Decision(False, r["reason"], r["detail"], r.get("wallet_id"))
         return Decision(True, None, None, r["wallet_id"], r["auth_ref"], r["authorized_fen"])
 
-    def _expire_pending(self, now: int) -> None:
+    def expire_pending(self, now: int) -> None:
+        """Release the holds of Authorizes no transaction used within PENDING_AUTH_S."""
         with self.lock:
             stale = [(k, d) for k, (d, at) in self._pending.items() if at + PENDING_AUTH_S <= now]
             for k, _ in stale:

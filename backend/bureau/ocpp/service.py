@@ -41,6 +41,7 @@ STATIONS = {"ocpp1.6": Station16, "ocpp2.0.1": Station201}
 CALL_TIMEOUT_S = 15
 SCRYPT_AT_ONCE = 2  # password checks running at once (the machine's cores, not more)
 PASSED_KEPT = 10_000
+SWEEP_S = 30  # how often unused Authorize holds are looked for
 
 
 class CsmsUnavailable(Exception):
@@ -127,7 +128,13 @@ class Csms:
             self.port = server.sockets[0].getsockname()[1]
             log.info("OCPP listener on %s:%d", s.host, self.port)
             self._ready.set()
+            self.spawn(self._sweep())
             await self._stop.wait()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            await asyncio.get_running_loop().run_in_executor(None, self.core.expire_pending, self.now())
 
     def stop(self) -> None:
         if self.loop is not None and self._stop is not None:
