@@ -13,6 +13,7 @@ from .crypto import load_key
 from .api.auth import ReplayGuard
 from .api.operator_auth import load_token
 from .authz import Authz
+from .ingest.gateway import WorkerGateway, load_worker_keys
 from .ingest.mempool import Mempool, MempoolFull
 from .ingest.mqtt import MqttIngest
 from .ledger.genesis import Genesis
@@ -79,6 +80,13 @@ class Node:
         if len(self.genesis.validators) > 1:
             self.mempool.on_local_add.append(lambda tx: self.producer.share([tx]))
             self.ingest.shared_subscription = settings.mqtt.shared_subscription
+        self.workers: WorkerGateway | None = None  # ingest workers take the receipts from the broker
+        if settings.worker.listen:
+            self.workers = WorkerGateway(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
+                                         signing_key=self.key, listen=settings.worker.listen,
+                                         worker_keys=load_worker_keys(settings.worker.keys_file),
+                                         supervisor=self.supervisor)
+            self.ingest.take_receipts = False
         self.authz = Authz(self)
         self.ocpp = Csms(self)  # OCPP charge points, when BUREAU_OCPP_PORT is set (docs/ocpp.md)
         self._observe()
@@ -92,9 +100,11 @@ class Node:
             peek.close()
 
     def _submit_evidence(self, tx: bytes) -> None:
-        """Equivocation this node saw, for the next block it proposes (ledger/evidence.py)."""
+        """Equivocation this node saw (ledger/evidence.py): into its mempool and, as a local
+        transaction, relayed to the other bureaus, which admit it too (ingest/admission.py), so
+        whichever proposes next records it."""
         try:
-            self.mempool.add(tx_hash(tx), tx, verified=False, local=False)
+            self.mempool.add(tx_hash(tx), tx, verified=False, local=True)
         except MempoolFull:
             self.metrics.inc("evidence_dropped", "busy")
 
@@ -117,7 +127,10 @@ class Node:
         return {"round": self.producer.core.round, "peers_connected": len(peers), "peers": peers}
 
     def _on_refused(self, refusals: list[Refusal]) -> None:
-        self.ingest.on_refused([r for r in refusals if r.tx and r.tx[0] == KIND_RECEIPT])
+        receipts = [r for r in refusals if r.tx and r.tx[0] == KIND_RECEIPT]
+        self.ingest.on_refused(receipts)
+        if self.workers:
+            self.workers.on_refused(receipts)
         for r in refusals:
             if r.tx and r.tx[0] == KIND_OPERATOR:
                 h = tx_hash(r.tx)
@@ -148,6 +161,8 @@ class Node:
 
     def start(self) -> None:
         self.ingest.start()
+        if self.workers:
+            self.workers.start()
         self.producer.start()
         self.authz.start()
         self.ocpp.start()
@@ -171,5 +186,7 @@ class Node:
         self.ocpp.stop()
         self.authz.stop()
         self.producer.stop()
+        if self.workers:
+            self.workers.stop()
         self.ingest.stop()
         self.repo.close()

@@ -35,7 +35,7 @@ def test_a_full_mempool_pauses_admission_and_the_broker_keeps_the_rest(tmp_path)
     with Mosquitto(anonymous=True) as broker:
         ingest = MqttIngest(chain, mempool, Metrics(), node_id="bureau-1", signing_key=NODE, host="127.0.0.1",
                             port=broker.port, client_id="bureau-1.ingest")
-        ingest.pause_at = 5
+        ingest.pause_at, ingest.hold_acks_at = 5, 2
         ingest.start()
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fleet")
         pub.connect("127.0.0.1", broker.port)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from .. import crypto, topics
 from ..ledger.ocppbill import KIND_OCPP_BILL
 from ..ledger.state import LedgerState
-from ..ledger.tx import (KIND_DRIVER, TxError, action_time_error, decode_driver, decode_operator, receipt_tx,
-                         signed_operator_message, tx_hash)
+from ..ledger.tx import (KIND_DRIVER, KIND_EVIDENCE, TxError, action_time_error, decode_driver, decode_operator,
+                         receipt_tx, signed_operator_message, tx_hash)
 from ..receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, signed_message
 
 
@@ -51,9 +51,35 @@ def admit(topic: str, payload: bytes, state: LedgerState) -> Admitted | AlreadyC
 
 
 def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None = None,
-                  now_s: int | None = None) -> Admitted | AlreadyCommitted | Refused:
+                  now_s: int | None = None, signature_checked: bool = False) -> Admitted | AlreadyCommitted | Refused:
     """The checks of a receipt envelope before it may wait for a block: from a charger's topic
-    (`topic_charger` set) or relayed by another bureau (None); `now_s` is this node's clock."""
+    (`topic_charger` set) or relayed by another bureau (None); `now_s` is this node's clock.
+    `signature_checked`: an ingest worker of this bureau verified the signature against the
+    charger registry this state holds (ingest/gateway.py), so it is not verified again."""
+    screened = screen_receipt(payload, state, topic_charger, signature_checked)
+    if isinstance(screened, Refused):
+        return screened
+    r, body, sig, rid = screened
+    charger = r.charger_id
+    committed = state.committed_receipt(charger, r.seq)
+    if committed == rid:
+        return AlreadyCommitted(charger, r.seq, rid)
+    if committed is not None:
+        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt", rid)
+    # the billing rules against the committed state, with this node's clock for the block time
+    billing = state.billing_error(r, state.tariffs.get((r.tariff_id, r.tariff_version)),
+                                  int(time.time()) if now_s is None else now_s)
+    if billing is not None:
+        return Refused(charger, r.seq, billing.reason, billing.detail, rid)
+    tx = receipt_tx(payload)
+    return Admitted(tx, tx_hash(tx), charger, r.seq, rid, (r, body, sig))
+
+
+def screen_receipt(payload: bytes, registry, topic_charger: str | None = None,
+                   signature_checked: bool = False) -> tuple | Refused:
+    """The checks that need only the charger registry (`registry`: a LedgerState, or a worker's
+    copy of its `chargers`, `retired` and `charger_old_keys`): size, decoding, topic, enrollment
+    and the signature. (receipt, body, signature, receipt id), or Refused."""
     charger = topic_charger
     if len(payload) > MAX_ENVELOPE:
         return Refused(charger, None, "oversized", f"{len(payload)} bytes, limit {MAX_ENVELOPE}")
@@ -67,28 +93,17 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
     elif r.charger_id != charger:
         # The broker's ACL lets a charger publish only on its own topic; the receipt must agree.
         return Refused(charger, r.seq, "wrong_topic", f"receipt of {r.charger_id} on the topic of {charger}", rid)
-    key = state.chargers.get(charger)
+    key = registry.chargers.get(charger)
     if key is None:
         return Refused(charger, r.seq, "unknown_charger", f"charger {charger} is not enrolled", rid)
-    if charger in state.retired:
+    if charger in registry.retired:
         return Refused(charger, r.seq, "charger_retired", f"charger {charger} is retired", rid)
-    if not crypto.verify(key, signed_message(body), sig):
-        rotated = state.rotated_key_error(state.charger_old_keys, charger, signed_message(body), sig)
+    if not signature_checked and not crypto.verify(key, signed_message(body), sig):
+        rotated = registry.rotated_key_error(registry.charger_old_keys, charger, signed_message(body), sig)
         if rotated is not None:
             return Refused(charger, r.seq, rotated.reason, rotated.detail, rid)
         return Refused(charger, r.seq, "bad_signature", "signature does not verify with the enrolled key", rid)
-    committed = state.committed_receipt(charger, r.seq)
-    if committed == rid:
-        return AlreadyCommitted(charger, r.seq, rid)
-    if committed is not None:
-        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt", rid)
-    # the billing rules against the committed state, with this node's clock for the block time
-    billing = state.billing_error(r, state.tariffs.get((r.tariff_id, r.tariff_version)),
-                                  int(time.time()) if now_s is None else now_s)
-    if billing is not None:
-        return Refused(charger, r.seq, billing.reason, billing.detail, rid)
-    tx = receipt_tx(payload)
-    return Admitted(tx, tx_hash(tx), charger, r.seq, rid, (r, body, sig))
+    return r, body, sig, rid
 
 
 def admit_operator(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:
@@ -129,10 +144,21 @@ def admit_ocpp_bill(tx: bytes, state: LedgerState, now_s: int | None = None) -> 
     return tx_hash(tx)
 
 
+def admit_evidence(tx: bytes, state: LedgerState) -> bytes:
+    """Hash of equivocation evidence (kind 5) the next block may record: both votes signed by the
+    validator they name in the set in force at their height, its slot not recorded yet (the
+    ledger's own check, `LedgerState.evidence_slot`); raises TxError. Any node's evidence reaches
+    the chain: the node that saw the equivocation relays it, and every node admits it so."""
+    state.evidence_slot(tx)
+    return tx_hash(tx)
+
+
 def admit_signed(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:
-    """An operator action, a driver transaction or an OCPP bill, by its kind byte."""
+    """An operator action, a driver transaction, an OCPP bill or equivocation evidence, by its kind byte."""
     if tx and tx[0] == KIND_DRIVER:
         return admit_driver(tx, state, now_s)
     if tx and tx[0] == KIND_OCPP_BILL:
         return admit_ocpp_bill(tx, state, now_s)
+    if tx and tx[0] == KIND_EVIDENCE:
+        return admit_evidence(tx, state)
     return admit_operator(tx, state, now_s)

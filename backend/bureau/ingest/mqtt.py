@@ -8,7 +8,6 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 
 from .. import topics
 from ..brokerlink import BrokerLink
@@ -24,16 +23,17 @@ from ..receipts.reject import reject_message
 from ..supervisor import Supervisor
 from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_receipt, admit_signed
 from .mempool import Mempool, MempoolFull
+from .origins import Origins
 from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 
-# Arrival times kept for the acks of receipts taken here (at most the mempool's limit wait): one
-# whose copy is dropped unseen (a full mempool, a relayed copy refused elsewhere) cannot pile up.
-ORIGINS_KEPT = 200_000
-# While this many transactions wait in the mempool (four full blocks), admission pauses: the
-# receipts it has not acked (PUBACK) stay with the broker, whose in-flight limit per client
-# (max_inflight_messages) stops sending more, so a burst queues at the broker, in its bounded,
-# logged queues, instead of in this process, and consensus keeps the CPU it needs to commit.
+# While this many transactions wait in the mempool (four full blocks), admission pauses. Once
+# it is paused, or this many receipts wait here to be admitted, receipts are PUBACKed only when
+# admitted: the broker's in-flight limit per client (max_inflight_messages) then stops it sending
+# more, so a burst queues at the broker, in its bounded, logged queues, instead of in this
+# process, and consensus keeps the CPU it needs to commit. Otherwise paho acks on arrival, in its
+# own thread: an ack from an admission thread costs a wake-up of paho's loop per receipt.
 MEMPOOL_PAUSE_AT = 20_000
+HOLD_ACKS_AT = 2_000
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,15 @@ class MqttIngest(BrokerLink):
         # PUBACK (its _update_inflight), O(in flight) per ack sent; the broker bounds its queues.
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
-        # A receipt is PUBACKed once admitted (or refused), not on arrival: see MEMPOOL_PAUSE_AT.
-        self.client.manual_ack_set(True)
-        self.pause_at = MEMPOOL_PAUSE_AT
+        self.pause_at, self.hold_acks_at = MEMPOOL_PAUSE_AT, HOLD_ACKS_AT
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         # receipts admitted here from MQTT, with their arrival (monotonic s): this node acks them
-        self._origin: OrderedDict[bytes, float] = OrderedDict()  # oldest first, at most ORIGINS_KEPT
-        self._origin_lock = threading.Lock()  # workers add, the commit listener takes
+        self._origin: Origins[float] = Origins()
         self.presence = ChargerPresence()
         self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
+        self.take_receipts = True  # False: this bureau's ingest workers take them (ingest/gateway.py)
         chain.on_commit(self._on_commit)
 
     # ---- MQTT callbacks (paho's network thread) ------------------------------------------
@@ -76,7 +74,11 @@ class MqttIngest(BrokerLink):
             return
         # With several bureaus on one broker, a shared subscription hands each receipt to one of
         # them; it reaches the others over the peer links.
-        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + topics.every_charger(topics.RECEIPT), qos=1)
+        receipts = topics.every_charger(topics.RECEIPT)
+        if self.take_receipts:
+            client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + receipts, qos=1)
+        else:  # the persistent session may still hold the subscription of a run without workers
+            client.unsubscribe([receipts, "$share/bureaus/" + receipts])
         # every bureau reads every charger's retained status (QoS 0: nothing queued while down;
         # the retained copies say who is online on each subscribe)
         client.subscribe(STATUS_TOPICS, qos=0)
@@ -99,7 +101,10 @@ class MqttIngest(BrokerLink):
         if not self.intake.is_set():
             return  # not acked: the broker keeps it for the restarted node's session
         self.metrics.inc("received")
-        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic(), msg.mid, msg.qos))
+        # paho reads the flag after this callback: it decides this message's PUBACK
+        hold = len(self.mempool) >= self.pause_at or self._queue.qsize() >= self.hold_acks_at
+        client.manual_ack_set(hold)
+        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic(), msg.mid, msg.qos if hold else 0))
 
     # ---- admission (worker threads) ------------------------------------------------------
 
@@ -119,18 +124,18 @@ class MqttIngest(BrokerLink):
                 self.handle_relayed(payload)
             else:
                 self.handle(topic, payload, arrived)  # bad input is refused inside; anything else fails the node
-                if qos:
+                if qos:  # held: its PUBACK lets the broker send the next
                     self.client.ack(mid, qos)
 
     def handle(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
         decision = admit(topic, payload, self.chain.state)
         if isinstance(decision, Admitted):
             try:
-                self._remember_origin(decision.tx_hash, time.monotonic() if arrived is None else arrived)
+                self._origin.remember(decision.tx_hash, time.monotonic() if arrived is None else arrived)
                 self.mempool.add(decision.tx_hash, decision.tx, verified=True, decoded=decision.decoded)
                 self.metrics.inc("admitted")
             except MempoolFull as e:
-                self._take_origin(decision.tx_hash)
+                self._origin.take(decision.tx_hash)
                 self._reject(decision.charger_id, decision.seq, decision.receipt_id, "busy", str(e))
         elif isinstance(decision, AlreadyCommitted):
             found = self._block_of(decision.charger_id, decision.seq)
@@ -142,18 +147,6 @@ class MqttIngest(BrokerLink):
             self._ack(decision.charger_id, decision.seq, decision.receipt_id, *found)
         else:
             self._reject(decision.charger_id, decision.seq, decision.receipt_id, decision.reason, decision.detail)
-
-    def _remember_origin(self, h: bytes, arrived: float) -> None:
-        with self._origin_lock:
-            self._origin[h] = arrived
-            self._origin.move_to_end(h)
-            while len(self._origin) > ORIGINS_KEPT:
-                self._origin.popitem(last=False)
-
-    def _take_origin(self, h: bytes) -> float | None:
-        """The arrival of a receipt taken here (this node answers its charger), forgotten; else None."""
-        with self._origin_lock:
-            return self._origin.pop(h, None)
 
     def submit_relayed(self, txs: list[bytes]) -> None:
         """Transactions another bureau admitted: checked here again before they may wait."""
@@ -195,7 +188,7 @@ class MqttIngest(BrokerLink):
         """Receipts refused when a block was built (e.g. the wallet vanished meanwhile). Only the
         bureau that took the receipt from its charger answers, so the charger gets one reply."""
         for r in refusals:
-            if self._take_origin(tx_hash(r.tx)) is None:
+            if self._origin.take(tx_hash(r.tx)) is None:
                 self.metrics.inc("relayed_rejected", r.reason)
                 continue
             if r.reason == "duplicate":
@@ -210,7 +203,7 @@ class MqttIngest(BrokerLink):
         for eff in ex.effects:
             if eff.kind == "receipt":
                 n += 1
-                arrived = self._take_origin(eff.tx_hash)
+                arrived = self._origin.take(eff.tx_hash)
                 if arrived is not None:
                     self.metrics.receipt_latency.observe(now - arrived)
                     self._ack(eff.charger_id, eff.seq, eff.receipt_id, block.height, block.hash)
