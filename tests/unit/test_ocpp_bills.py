@@ -143,3 +143,34 @@ def test_a_signed_reading_out_of_range_is_refused():
     record = f'OCMF|{payload}|{{"SA":"ECDSA-secp256r1-SHA256","SD":"{signed}"}}'
     ex = ledger.block([ocppbill.bill_tx(NODE, _doc("10", ocmf=record))], T0_MS + 1000)
     assert _kinds(ex) == [("dropped", "malformed")]
+
+
+def test_a_snapshot_carries_the_ocpp_enrollments_to_a_joining_node(tmp_path):
+    import json
+    import time
+
+    from bureau.chain import Chain
+    from bureau.ledger import snapshot
+    from bureau.ledger.genesis import Genesis
+    from bureau.ledger.tx import operator_action
+    from tests.support.proofchain import OPERATOR, certificate, proof_chain
+
+    chain, doc, _ = proof_chain(tmp_path)
+    now = int(time.time())
+    enroll = operator_action(OPERATOR, "operator-1", "enroll_ocpp_charger",
+                             {"charger_id": CP, "ocpp_version": "2.0.1", "password_digest": DIGEST,
+                              "ocmf_key": OcmfMeter().public_key_hex}, now=now)
+    block, ex = chain.build([enroll], "bureau-1", now * 1000 + 10)
+    chain.commit(block, certificate(doc["chain_id"], block.height, block.hash), ex)
+    manifest, chunks = snapshot.manifest_and_chunks(chain.repo.take_snapshot(chain.state))
+    snap = snapshot.from_wire(json.loads(json.dumps(manifest)), [json.loads(json.dumps(c)) for c in chunks])
+    genesis = Genesis.from_doc(doc)
+    state = snapshot.restore(genesis, snap)
+    assert state.ocpp_chargers == chain.state.ocpp_chargers
+    joined = Repository(f"sqlite:///{tmp_path}/joined.sqlite")
+    joined.load_snapshot(snap, state, "test")
+    follower = Chain(genesis, joined)
+    assert follower.state.state_root == chain.state.state_root
+    assert follower.state.ocpp_chargers == chain.state.ocpp_chargers
+    chain.repo.close()
+    joined.close()

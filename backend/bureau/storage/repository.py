@@ -446,6 +446,11 @@ class Repository:
                 conn.execute(t.wallets.insert(), [{"wallet_id": w, "public_key": v.public_key,
                                                    "balance_fen": v.balance, "updated_height": base}
                                                   for w, v in state.wallets.items()])
+            if state.ocpp_chargers:
+                conn.execute(t.ocpp_chargers.insert(), [
+                    {"charger_id": c, "ocpp_version": cp.ocpp_version, "password_digest": cp.password_digest,
+                     "ocmf_key": cp.ocmf_key, "location": cp.location and dumps(cp.location).decode(),
+                     "enrolled_height": base} for c, cp in state.ocpp_chargers.items()])
             if state.cards:
                 conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w, "blocked": c in state.blocked_cards}
                                                 for c, w in state.cards.items()])

@@ -2,15 +2,15 @@
 docs/ocpp.md), and the node's own `ocpp_transactions` in progress; an open hold's `charger_id` may now name an OCPP charge point, so its foreign key
 to `chargers` goes.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
