@@ -163,7 +163,7 @@ class AuthzService:
         return reply
 
     def release_ocpp(self, charger_id: str, auth_ref: str) -> bool:
-        """End an OCPP charge point's hold that no transaction used (its start was refused)."""
+        """End an OCPP charge point's hold that no transaction used (an Authorize nothing started with)."""
         with self.lock:
             return self._release(charger_id, None, auth_ref)["released"]
 
