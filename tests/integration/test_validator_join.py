@@ -9,7 +9,6 @@ certified height H from one bureau, cross-checked with a second, holds no block 
 up from H + 1 and then takes part in committing; its audit starts from the snapshot."""
 
 import json
-import time
 
 import httpx
 import pytest
@@ -24,15 +23,13 @@ from bureau.storage import Repository
 from bureau.tools.mosquitto import free_port
 from bureau.tools.stack import NodeProcess, Stack
 from tests.support.fleet import Fleet, fleet_receipts, setup_actions
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    wait_for(predicate, f"timed out waiting for {what}", timeout, poll=0.2)
 
 
 def _head(node: NodeProcess) -> int:
