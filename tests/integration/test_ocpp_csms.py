@@ -29,6 +29,7 @@ from bureau.tools.stack import Stack
 from tests.support.ocmf_meter import OcmfMeter
 from tests.integration.test_commands import bureau
 from tests.support.ocpp_station import iso, raw, station
+from tests.support.waiting import wait_for
 
 TARIFF = Tariff.from_doc(DEFAULT_TARIFF)
 SECRET = "s3cret-charge-point-pw"
@@ -70,15 +71,15 @@ def _get(stack, key, wallet: str, i: int, path: str) -> dict:
 
 def _bills_everywhere(stack, key, wallet: str, balance: int, timeout: float = 60.0) -> list[dict]:
     """The wallet's OCPP bills, once every bureau shows the same balance and bills."""
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = [(_get(stack, key, wallet, i, f"/v1/wallets/{wallet}")["balance_fen"],
+    def seen():
+        return [(_get(stack, key, wallet, i, f"/v1/wallets/{wallet}")["balance_fen"],
                  [e for e in _get(stack, key, wallet, i, f"/v1/wallets/{wallet}/history")["entries"]
                   if e["kind"] == "ocpp_bill"]) for i in range(len(stack.nodes))]
-        if all(s == (balance, seen[0][1]) for s in seen):
-            return seen[0][1]
-        assert time.monotonic() < deadline, f"bureaus disagree or lag: {seen}"
-        time.sleep(0.2)
+
+    def agreed():
+        now = seen()
+        return now[0][1] if all(s == (balance, now[0][1]) for s in now) else None
+    return wait_for(agreed, f"the bureaus do not all show balance {balance} and the same bills", timeout, poll=0.2)
 
 
 def _energy_v16(at: int, wh: int, signed: str | None = None) -> list[dict]:
