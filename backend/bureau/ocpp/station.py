@@ -13,7 +13,7 @@ from ocpp.messages import CallError, MessageType, unpack
 
 log = logging.getLogger(__name__)
 
-# OCPP 1.6 spells two error codes its own way (OCPP-J 1.6, 4.2.3); 2.0.1 fixed them.
+# OCPP 1.6 spells two error codes its own way (OCPP-J 1.6, CallError); 2.0.1 fixed them.
 V16_CODES = {"FormatViolation": "FormationViolation", "OccurrenceConstraintViolation": "OccurenceConstraintViolation"}
 V201_CODES = {v: k for k, v in V16_CODES.items()}
 
@@ -46,7 +46,7 @@ class LimitedConnection:
 
 def unique_id_of(raw) -> str:
     """The message id of a frame that could not be taken, for its CallError; "-1" when it has
-    none that can be read (OCPP 2.0.1 part 4, 4.2.3)."""
+    none that can be read (OCPP-J 2.0.1, Part 4, CALLERROR)."""
     try:
         msg = json.loads(raw)
     except (ValueError, TypeError):
