@@ -415,6 +415,10 @@ def parser() -> argparse.ArgumentParser:
     add_driver_parser(sub)
     from .chargerqr import add_parser as add_charger_parser
     add_charger_parser(sub)
+    from .ocpp.cli import add_parser as add_ocpp_parser
+    add_ocpp_parser(sub)
+    from .ocpi.cli import add_parser as add_ocpi_parser
+    add_ocpi_parser(sub)
     return p
 
 

@@ -116,6 +116,36 @@ class AuthzSettings:
 
 
 @dataclass(frozen=True)
+class OcppSettings:
+    """The node's CSMS for OCPP charge points (docs/ocpp.md): security profile 2, so it serves
+    WSS only, with the API's TLS certificate (BUREAU_HTTP_TLS_CERT_FILE / _KEY_FILE)."""
+    port: int = _between(0, 0, 65535)  # 0: no OCPP listener
+    host: str = "127.0.0.1"
+    max_message_bytes: int = _between(65_536, 1024, 16 * 1024 * 1024)  # a larger frame closes the connection
+    max_connections: int = _between(1000, 1)  # more charge points are refused at the upgrade (503)
+    rate_per_s: int = _between(20, 1)  # messages a connection may send per second (a burst of twice that)
+    heartbeat_s: int = _between(300, 10, 86_400)  # the interval BootNotification gives the charge point
+    commit_wait_s: int = _between(20, 1, 300)  # a stop waits this long for its bill's block before it is retried
+
+
+@dataclass(frozen=True)
+class OcpiSettings:
+    """OCPI 2.2.1 out (docs/ocpi.md): tariffs and CDRs for roaming partners."""
+    tokens_file: Path | None = None  # the credentials tokens issued (hashed; bureau ocpi issue-token); None: no OCPI
+    country_code: str = "CN"  # ISO 3166-1 alpha-2 of the CPO, in every object
+    party_id: str = ""  # the CPO's OCPI party id (3 of A-Z 0-9); needed with tokens_file
+    vat_percent: int = _between(13, 0, 100)  # the VAT included in the tariffs' prices (China: 13 % on electricity)
+    page_limit: int = _between(100, 1, 1000)  # the most objects one page holds, whatever `limit` asks
+
+    def __post_init__(self) -> None:
+        if self.tokens_file is not None and not re.fullmatch(r"[A-Z0-9]{3}", self.party_id):
+            raise SettingsError(f"{ENV_PREFIX}OCPI_PARTY_ID={self.party_id!r}: allowed: 3 of A-Z 0-9 "
+                                f"(needed with {ENV_PREFIX}OCPI_TOKENS_FILE)")
+        if not re.fullmatch(r"[A-Z]{2}", self.country_code):
+            raise SettingsError(f"{ENV_PREFIX}OCPI_COUNTRY_CODE={self.country_code!r}: allowed: 2 of A-Z")
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """Ingest workers (docs/ingest-workers.md). On the node: `listen` turns the worker link on
     (the node then takes no receipts from the broker itself) and `keys_file` names the workers
@@ -148,6 +178,8 @@ SECTIONS: dict[str, tuple[type, str]] = {
     "consensus": (ConsensusSettings, ""),
     "storage": (StorageSettings, ""),
     "authz": (AuthzSettings, "AUTHZ_"),
+    "ocpp": (OcppSettings, "OCPP_"),
+    "ocpi": (OcpiSettings, "OCPI_"),
     "worker": (WorkerSettings, "WORKER_"),
 }
 
@@ -163,12 +195,17 @@ class Settings:
     consensus: ConsensusSettings = field(default_factory=ConsensusSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     authz: AuthzSettings = field(default_factory=AuthzSettings)
+    ocpp: OcppSettings = field(default_factory=OcppSettings)
+    ocpi: OcpiSettings = field(default_factory=OcpiSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     log_format: str = "text"  # "text" or "json": one JSON object per line (bureau/logfmt.py)
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: allowed: {', '.join(LOG_FORMATS)}")
+        if self.ocpp.port and self.http.tls_cert_file is None:
+            raise SettingsError(f"{ENV_PREFIX}OCPP_PORT={self.ocpp.port}: the OCPP listener serves TLS only "
+                                f"(security profile 2); set {ENV_PREFIX}HTTP_TLS_CERT_FILE and _KEY_FILE")
 
     def mqtt_login(self, link: str) -> tuple[str, str | None]:
         """(user name, password) of one of the node's broker links; the user name is its client id."""

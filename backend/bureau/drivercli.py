@@ -227,9 +227,32 @@ def check_state_answer(answer: dict, genesis) -> str:
     return f"valid: {printable(key)} = {printable(value, 2000)} {where}"
 
 
+def check_ocpp_bill_proof(proof: dict, genesis) -> str:
+    """The verified OCPP bill in one line, saying who vouches for its readings: the meter's own
+    OCMF signature, or the bureau that served the charge point (ledger/proof.py)."""
+    from .ledger import ocppbill
+    from .ledger.block import Header
+    from .ledger.proof import verify_ocpp_bill_proof
+    ok, why, level = verify_ocpp_bill_proof(proof, genesis)
+    if not ok:
+        raise CommandError(f"invalid: {printable(why)}")
+    b = ocppbill.decode(bytes.fromhex(proof["tx"]))
+    if proof.get("bill") not in (None, b.doc):
+        raise CommandError("invalid: the proof's bill differs from the signed bill transaction")
+    header = Header.decode(bytes.fromhex(proof["header"]["encoded"]))
+    who = "the meter's OCMF signature" if level == "ocmf" else f"attested by bureau {level.split(':', 1)[1]} " \
+                                                                "(no meter signature)"
+    return (f"valid: OCPP bill {b.charger_id} transaction {printable(b.transaction_id, 40)} of wallet {b.wallet_id}: "
+            f"{b.energy_wh} Wh, {_fen(b.amount_fen)}, {_when(b.start_time)} to {_when(b.end_time)}, tariff "
+            f"{b.tariff_id} v{b.tariff_version}; in block {header.height} of {genesis.chain_id}, certified by the "
+            f"validators; readings: {who}")
+
+
 def check_proof_document(doc, genesis) -> str:
     if not isinstance(doc, dict):
         raise CommandError("invalid: a proof is a JSON object")
+    if "tx" in doc and "audit_path" in doc:
+        return check_ocpp_bill_proof(doc, genesis)
     if "receipt" in doc and "audit_path" in doc:
         return check_receipt_proof(doc, genesis)
     if "proof" in doc and "key" in doc:
@@ -322,7 +345,10 @@ def _history(args) -> int:
 
 
 def _history_line(e: dict) -> str:
-    what = f"{e['charger_id']}#{e['seq']} {e['energy_wh']} Wh" if e.get("charger_id") else ""
+    if e.get("charger_id") and e.get("seq") is None:  # an OCPP bill: its proof is asked by tx hash
+        what = f"{e['charger_id']} {e['energy_wh']} Wh  tx {e['tx_hash']}"
+    else:
+        what = f"{e['charger_id']}#{e['seq']} {e['energy_wh']} Wh" if e.get("charger_id") else ""
     return (f"{e['time']}  {e['kind']:<14} {e['delta_fen']:>+10} fen  balance {e['balance_after']:>10} fen  "
             f"block {e['height']}  {what}").rstrip()
 
@@ -360,12 +386,31 @@ def _proof(args) -> int:
     return 0
 
 
-def check_amount(node: NodeClient, key, wallet_id: str, proof: dict, genesis) -> None:
+def _ocpp_proof(args) -> int:
+    from .ledger import ocppbill
+    from .ledger.tariff import Tariff
+    node, key, wallet_id, genesis = _signed_reader(args)
+    proof = node.get(f"/v1/ocpp/bills/{args.tx}/proof", key=key, wallet_id=wallet_id)
+    try:
+        line = check_ocpp_bill_proof(proof, genesis)
+    except CommandError as e:
+        raise CommandError(f"the node's proof is {e}") from None
+    bill = ocppbill.decode(bytes.fromhex(proof["tx"]))
+    check_amount(node, key, wallet_id, proof, genesis, bill)
+    tariff = Tariff.from_doc(node.get(f"/v1/tariffs/{bill.tariff_id}/{bill.tariff_version}"))
+    if ocppbill.periods_of(tariff, bill.doc["readings"]) != bill.doc["periods"]:
+        raise CommandError("the bill's periods are not what its readings give under its tariff")
+    print(line if args.summary else json.dumps(proof, indent=1))
+    return 0
+
+
+def check_amount(node: NodeClient, key, wallet_id: str, proof: dict, genesis, bill=None) -> None:
     """The bill's amount is its tariff version's price (ledger/proof.py verify_bill_amount), with
-    that version and the next proven from the state and the document from the node."""
+    that version and the next proven from the state and the document from the node. `bill`: an
+    OCPP bill (it names its tariff, start and periods as a receipt does), else the proof's receipt."""
     from .ledger.proof import verify_bill_amount
     from .receipts.codec import decode
-    receipt, _, _ = decode(bytes.fromhex(proof["receipt"]["envelope"]))
+    receipt = bill if bill is not None else decode(bytes.fromhex(proof["receipt"]["envelope"]))[0]
     tid, version = receipt.tariff_id, receipt.tariff_version
     answers = [node.get(f"/v1/state/proof?key=t/{tid}/{v}", key=key, wallet_id=wallet_id)
                for v in (version, version + 1)]
@@ -439,6 +484,12 @@ def add_parser(sub) -> None:
     p.add_argument("--charger", required=True, help="the charger's id")
     p.add_argument("--seq", required=True, type=int_range(1, 2**32 - 1), help="the receipt's seq")
     p.set_defaults(fn=_proof)
+    op = cmds.add_parser("ocpp-proof", help="fetch an OCPP bill's proof (its tx hash, from history), check it and "
+                                            "its amount, and print its JSON; says whether the meter signed it")
+    node_args(op)
+    op.add_argument("--tx", required=True, help="the bill's tx hash (64 hex digits)")
+    op.add_argument("--summary", action="store_true", help="print the one-line verdict instead of the JSON")
+    op.set_defaults(fn=_ocpp_proof)
     v = cmds.add_parser("verify", help="check a saved receipt proof or state proof answer against the genesis "
                                        "alone (no node); prints `valid: ...` or the reason it is invalid (exit 1)")
     v.add_argument("file", metavar="FILE", help="a proof's JSON, or - for stdin")

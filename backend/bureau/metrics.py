@@ -66,6 +66,11 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "authz_tariff_published": ("Tariffs published to chargers", False),
     "authz_retained_wrong": ("Retained documents found changed or erased on the broker, by kind", True),
     "authz_retained_restored": ("Retained documents written again, by kind", True),
+    # OCPP charge points
+    "ocpp_refused": ("OCPP connections refused at the upgrade or closed, by reason", True),
+    "ocpp_bills": ("OCPP bills committed after the charge point's stop, by verification (ocmf or bureau)", True),
+    "ocpp_bill_refused": ("OCPP bills the ledger's rules refused, by reason", True),
+    "ocpp_unknown_stop": ("OCPP stops of transactions neither running here nor billed", False),
 }
 
 # buckets (s) for a block interval of 200 ms and a loaded machine

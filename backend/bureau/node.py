@@ -20,6 +20,7 @@ from .ledger.genesis import Genesis
 from .ledger.state import Refusal
 from .ledger.tx import KIND_OPERATOR, KIND_RECEIPT, TxError, decode_operator, tx_hash
 from .metrics import Metrics
+from .ocpp.service import Csms
 from .storage import Repository, migrate
 from .supervisor import Supervisor
 
@@ -87,6 +88,7 @@ class Node:
                                          supervisor=self.supervisor)
             self.ingest.take_receipts = False
         self.authz = Authz(self)
+        self.ocpp = Csms(self)  # OCPP charge points, when BUREAU_OCPP_PORT is set (docs/ocpp.md)
         self._observe()
 
     @staticmethod
@@ -163,6 +165,7 @@ class Node:
             self.workers.start()
         self.producer.start()
         self.authz.start()
+        self.ocpp.start()
         self.started = True
         log.info("node %s up at height %d", self.settings.node_id, self.chain.height)
 
@@ -180,6 +183,7 @@ class Node:
         return {"ok": True, "height": self.chain.height}
 
     def stop(self) -> None:
+        self.ocpp.stop()
         self.authz.stop()
         self.producer.stop()
         if self.workers:

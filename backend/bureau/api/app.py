@@ -11,6 +11,8 @@ from ..authz.api import AuthzController
 from ..dashboard import HANDLERS as DASHBOARD
 from ..ledger.canonical import MAX_DEPTH, nesting_depth
 from ..node import Node
+from ..ocpi.api import HANDLERS as OCPI
+from ..ocpp.api import OcppBillController, OcppOperatorController
 from ..phone import HANDLERS as PHONE
 from .bind import BindController
 from .chain import ChainController
@@ -77,8 +79,8 @@ async def refuse_deep_json(request: Request) -> None:
 
 ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, StateController, OperatorController,
                   SnapshotController,
-                  BindController, AuthzController, healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD,
-                  *PHONE]
+                  BindController, AuthzController, OcppOperatorController, OcppBillController, healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD,
+                  *PHONE, *OCPI]
 
 
 def create_app(node: Node) -> Litestar:

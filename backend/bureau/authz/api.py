@@ -17,6 +17,7 @@ from litestar.params import QueryParameter
 from ..api.driver import OWN_WALLET_DEPENDENCIES
 from ..api.errors import ApiError, refusals
 from ..node import Node
+from ..ocpp.service import CsmsUnavailable
 from . import Authz
 
 
@@ -52,20 +53,39 @@ class WalletAuthorizations(msgspec.Struct):
 
 
 class AuthzDesk:
-    """The phone side of the authorization service, on the bureau that serves chargers."""
+    """The phone side of the authorization service, on the bureau that serves chargers (for an
+    OCPP charge point: the bureau it is connected to, which sends it the RemoteStart)."""
 
-    def __init__(self, authz: Authz) -> None:
+    def __init__(self, authz: Authz, csms=None) -> None:
         self.authz = authz
+        self.csms = csms
 
     def _served_here(self) -> None:
         if not self.authz.enabled:
             raise ApiError("not_served_here", f"chargers are authorized by {self.authz.served_by}; ask that node")
 
     def start(self, wallet_id: str, charger_id: str, cap_fen: int) -> StartOut:
+        if self.csms is not None and charger_id in self.csms.chain.state.ocpp_chargers:
+            return self._ocpp_start(wallet_id, charger_id, cap_fen)
         self._served_here()
         start, command = self.authz.service.app_start(wallet_id, charger_id, cap_fen)  # an AuthzError refuses
         if not self.authz.shell.send_start(charger_id, command):
             raise ApiError("charger_unreachable", "the node cannot reach the MQTT broker now; try again")
+        return StartOut(wallet_id=wallet_id, token=start.token, charger_id=start.charger_id, cap_fen=start.cap_fen,
+                        expires=start.expires_s, used=start.used)
+
+    def _ocpp_start(self, wallet_id: str, charger_id: str, cap_fen: int) -> StartOut:
+        """The one-time token goes to the charge point as the RemoteStart's idTag; its
+        Authorize or transaction start redeems it like a charger's app request."""
+        if charger_id not in self.csms.stations:
+            raise ApiError("charger_unreachable", f"charge point {charger_id} is not connected to this bureau")
+        start, _ = self.authz.service.app_start(wallet_id, charger_id, cap_fen)
+        try:
+            status = self.csms.request(charger_id, "remote_start", start.token)
+        except CsmsUnavailable as e:
+            raise ApiError(e.reason, e.detail) from None
+        if status != "Accepted":
+            raise ApiError("charger_unreachable", f"charge point {charger_id} answered the start with {status}")
         return StartOut(wallet_id=wallet_id, token=start.token, charger_id=start.charger_id, cap_fen=start.cap_fen,
                         expires=start.expires_s, used=start.used)
 
@@ -75,7 +95,7 @@ class AuthzDesk:
 
 
 def provide_authz_desk(node: NamedDependency[Node]) -> AuthzDesk:
-    return AuthzDesk(node.authz)
+    return AuthzDesk(node.authz, node.ocpp)
 
 
 class AuthzController(Controller):

@@ -145,6 +145,32 @@ class AuthzService:
             return _reject(req, "unknown_charger", f"charger {charger_id} is not enrolled")
         if charger_id in state.retired:
             return _reject(req, "charger_retired", f"charger {charger_id} is retired")
+        return self._grant(charger_id, req, method, token, now)
+
+    def authorize_ocpp(self, charger_id: str, method: str, token: str) -> dict:
+        """The decision for an OCPP charge point's Authorize or start (bureau/ocpp): the same
+        rules and holds as a charger's online request; the reply is not signed (OCPP answers
+        over the charge point's own authenticated connection)."""
+        with self.lock:
+            state = self.chain.state
+            if charger_id not in state.ocpp_chargers:
+                reply = _reject(None, "unknown_charger", f"charge point {charger_id} is not enrolled for OCPP")
+            elif charger_id in state.retired:
+                reply = _reject(None, "charger_retired", f"charge point {charger_id} is retired")
+            else:
+                reply = self._grant(charger_id, None, method, token, self.now())
+        self.metrics.inc("auth_" + reply["decision"], reply["reason"] or "")
+        return reply
+
+    def release_ocpp(self, charger_id: str, auth_ref: str) -> bool:
+        """End an OCPP charge point's hold that no transaction used (an Authorize nothing started with)."""
+        with self.lock:
+            return self._release(charger_id, None, auth_ref)["released"]
+
+    def _grant(self, charger_id: str, req, method: str, token: str, now: int) -> dict:
+        """The decision for an enrolled charger: the token's wallet, its balance less the open
+        holds, and the hold that promises the amount, durable before the reply leaves."""
+        state = self.chain.state
         if method == "card":
             if not ID_RE.match(token):
                 return _reject(req, "malformed", "a card token is the card UID (1-32 of A-Z a-z 0-9 . _ -)")
@@ -213,7 +239,7 @@ class AuthzService:
         s = self.settings
         with self.lock:
             state = self.chain.state
-            if charger_id not in state.chargers:
+            if charger_id not in state.chargers and charger_id not in state.ocpp_chargers:
                 raise AuthzError("unknown_charger", f"charger {charger_id} is not enrolled")
             if charger_id in state.retired:
                 raise AuthzError("charger_retired", f"charger {charger_id} is retired")
@@ -262,7 +288,7 @@ class AuthzService:
                 if any(eff.wallet_id is not None for eff in ex.effects):
                     self.list_dirty.set()
                 self.holds.settled([(eff.auth_ref, eff.charger_id) for eff in ex.effects
-                                    if eff.kind == "receipt" and eff.auth_ref])
+                                    if eff.kind in ("receipt", "ocpp_bill") and eff.auth_ref])
                 if ex.tariffs:
                     self.tariff_dirty.set()
                 self.seen_height = block.height

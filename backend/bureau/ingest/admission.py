@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from .. import crypto, topics
+from ..ledger.ocppbill import KIND_OCPP_BILL
 from ..ledger.state import LedgerState
 from ..ledger.tx import (KIND_DRIVER, KIND_EVIDENCE, TxError, action_time_error, decode_driver, decode_operator,
                          receipt_tx, signed_operator_message, tx_hash)
@@ -134,6 +135,15 @@ def admit_driver(tx: bytes, state: LedgerState, now_s: int | None = None) -> byt
     return h
 
 
+def admit_ocpp_bill(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:
+    """Hash of an OCPP bill (another bureau's, relayed) that the ledger would take on the
+    committed state at this node's clock; raises TxError with the ledger's reason."""
+    ex = state.execute([tx], max((int(time.time()) if now_s is None else now_s) * 1000, state.last_time_ms + 1))
+    if ex.refused:
+        raise TxError(ex.refused[0].reason, ex.refused[0].detail)
+    return tx_hash(tx)
+
+
 def admit_evidence(tx: bytes, state: LedgerState) -> bytes:
     """Hash of equivocation evidence (kind 5) the next block may record: both votes signed by the
     validator they name in the set in force at their height, its slot not recorded yet (the
@@ -144,9 +154,11 @@ def admit_evidence(tx: bytes, state: LedgerState) -> bytes:
 
 
 def admit_signed(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:
-    """An operator action, a driver transaction or equivocation evidence, by its kind byte."""
+    """An operator action, a driver transaction, an OCPP bill or equivocation evidence, by its kind byte."""
     if tx and tx[0] == KIND_DRIVER:
         return admit_driver(tx, state, now_s)
+    if tx and tx[0] == KIND_OCPP_BILL:
+        return admit_ocpp_bill(tx, state, now_s)
     if tx and tx[0] == KIND_EVIDENCE:
         return admit_evidence(tx, state)
     return admit_operator(tx, state, now_s)

@@ -30,7 +30,7 @@ from .block import BlockError, Header
 from .genesis import Genesis
 from .stateproof import verify_state_proof
 from .tariff import Tariff, TariffError
-from .tx import receipt_tx
+from .tx import TxError, receipt_tx
 from .valset import EFFECT_DELAY, Epoch, Schedule
 
 
@@ -99,6 +99,40 @@ def verify_receipt_proof(proof: dict, genesis: Genesis) -> tuple[bool, str]:
     except (KeyError, TypeError, ValueError, ReceiptError, BlockError, AttributeError) as e:
         return False, f"proof is malformed or does not verify: {e}"
     return True, "ok"
+
+
+def verify_ocpp_bill_proof(proof: dict, genesis: Genesis) -> tuple[bool, str, str | None]:
+    """(ok, why, level) of an OCPP bill proof (`GET /v1/ocpp/bills/<tx hash>/proof`): the bill is
+    in a certified block and signed by the validator it names; level "ocmf" when its OCMF record
+    verifies with the meter key and carries the bill's readings (the meter's own signature),
+    else "bureau:<id>" (the readings are that bureau's word). docs/ocpp.md, "Verification levels"."""
+    from . import ocmf, ocppbill
+    try:
+        tx = bytes.fromhex(proof["tx"])
+        bill = ocppbill.decode(tx)
+        schedule = follow_validator_changes(genesis, proof.get("validator_changes", []))
+        header = certified_header(proof["header"]["encoded"], proof["certificate"], genesis, schedule)
+        bureau = schedule.at(header.height).by_id(bill.doc["bureau"])
+        if bureau is None or not crypto.verify(bureau.public_key, bill.signed_message(), bill.signature):
+            return False, f"the bill is not signed by validator {bill.doc['bureau']}", None
+        path = [bytes.fromhex(p) for p in proof["audit_path"]]
+        if proof["tree_size"] != header.tx_count:
+            return False, "tree size differs from the header's transaction count", None
+        if not merkle.verify_inclusion(merkle.leaf_hash(tx), proof["leaf_index"], header.tx_count, path,
+                                       header.tx_root):
+            return False, "the bill is not in the block", None
+        if bill.doc["ocmf"] is None:
+            return True, "ok", f"bureau:{bill.doc['bureau']}"
+        signed = ocmf.verify(bill.doc["ocmf"], proof["ocmf_key"])
+        if (signed.begin_wh, signed.end_wh) != (bill.meter_start_wh, bill.meter_end_wh):
+            return False, "the meter signed other readings than the bill's", None
+    except NotCertified as e:
+        return False, str(e), None
+    except (ocmf.OcmfError, TxError) as e:
+        return False, f"{e.reason}: {e.detail}", None
+    except (KeyError, TypeError, ValueError, BlockError, AttributeError) as e:
+        return False, f"proof is malformed or does not verify: {e}", None
+    return True, "ok", "ocmf"
 
 
 def verify_state_answer(answer: dict, genesis: Genesis) -> tuple[bool, str]:

@@ -65,6 +65,12 @@ def binding(binding_key: bytes, expires: int) -> str:
     return _text({"binding_key": binding_key.hex(), "expires": expires})
 
 
+def ocpp_charger(ocpp_version: str, password_digest: str, ocmf_key: str | None, location: dict | None) -> str:
+    """An OCPP charge point's enrollment: its password only as the salted digest."""
+    return _text({"ocpp": ocpp_version, "password_digest": password_digest, "ocmf_key": ocmf_key,
+                  "location": location})
+
+
 def evidence(block_id_a: bytes, block_id_b: bytes) -> str:
     """An equivocation: the two block ids (nil = 32 zero bytes) one validator voted for."""
     return _text({"block_ids": sorted([block_id_a.hex(), block_id_b.hex()])})

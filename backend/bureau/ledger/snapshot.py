@@ -29,7 +29,7 @@ from .certificate import CertificateError
 from .genesis import Genesis
 from .history import MemoryHistory
 from .proof import NotCertified, certified_header, follow_validator_changes
-from .state import LedgerState, MeterMark, Wallet
+from .state import LedgerState, MeterMark, OcppCharger, Wallet
 from .statemap import StateMap
 from .tariff import Tariff, TariffError
 from . import records
@@ -248,6 +248,9 @@ def _fill(state: LedgerState, snap: StateSnapshot) -> None:
             state.bindings[rest] = (bytes.fromhex(doc["binding_key"]), doc["expires"])
         elif kind == "e":
             state.evidence.update(evidence_of([(key, value)]))
+        elif kind == "q":
+            state.ocpp_chargers[rest] = OcppCharger(doc["ocpp"], doc["password_digest"], doc["ocmf_key"],
+                                                    doc["location"])
         elif key != "v/set":
             raise SnapshotError("malformed", f"record {key} is of no kind the ledger writes")
     if set(state.operators) != set(state.genesis.operators):

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from .. import crypto
 from ..receipts.codec import ReceiptError, decode as decode_receipt, receipt_id, signed_message
-from . import records
+from . import ocmf, ocppbill, records
 from .genesis import Genesis
 from .history import History, MemoryHistory, SeqWindows
 from .statemap import StateMap
@@ -42,6 +42,8 @@ from . import evidence as evidence_tx, valset
 from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_DRIVER, KIND_EVIDENCE, KIND_OPERATOR, KIND_RECEIPT,
                  MAX_ACTION_TIME, MAX_BINDING_S, MAX_TX, DriverTx, decode_driver,
                  PAYMENT_REF_RE, TxError, action_time_error, decode_operator, signed_operator_message, tx_hash)
+from ..ocpi import site
+from ..ocpp.password import DIGEST_RE
 
 MAX_TOP_UP_FEN = 10**10
 MAX_TARIFF_VERSION = 2**32 - 1  # the u32 a receipt names it with
@@ -62,6 +64,15 @@ class MeterMark:
     seq: int
     start_wh: int
     end_wh: int
+
+
+@dataclass(frozen=True)
+class OcppCharger:
+    """An OCPP charge point's enrollment (enroll_ocpp_charger, docs/ocpp.md)."""
+    ocpp_version: str
+    password_digest: str
+    ocmf_key: str | None  # hex DER SubjectPublicKeyInfo of its meter's P-256 key
+    location: dict | None = None  # where it stands (ocpi/site.py), for OCPI CDRs
 
 
 @dataclass
@@ -125,6 +136,8 @@ class Execution:
     operator_txs: set[bytes] = field(default_factory=set)  # decided here: committed or refused in the block
     payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
     bindings: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # wallet -> (key, expires); None: used
+    ocpp_chargers: dict[str, OcppCharger] = field(default_factory=dict)  # enrolled in the block
+    ocpp_bills: set[tuple[str, str]] = field(default_factory=set)  # (charge point, transaction id) billed
     epoch: valset.Epoch | None = None  # the validator set a change_validators of the block decided
     evidence: dict[tuple, tuple[bytes, bytes]] = field(default_factory=dict)  # new equivocations, as self.evidence
     time_ms: int = 0
@@ -166,6 +179,8 @@ class LedgerState:
         self.operator_txs: dict[bytes, int] = {}
         self.payments: dict[str, str] = {}
         self.bindings: dict[str, tuple[bytes, int]] = {}  # wallet -> (binding key, expires unix s), unused codes
+        self.ocpp_chargers: dict[str, OcppCharger] = {}
+        self.ocpp_bills: set[tuple[str, str]] = set()  # (charge point, transaction id) of every OCPP bill
         # the validator sets decided so far (the genesis set first) and when each is in force
         self.schedule = valset.Schedule.genesis(genesis.validators)
         # (validator id, height, round, step) of every recorded equivocation -> its two block ids
@@ -196,6 +211,7 @@ class LedgerState:
         yield from (("m", c, m) for c, m in self.meters)
         yield from (("p", p) for p in self.payments)
         yield from (("b", w) for w in self.bindings)
+        yield from (("q", c) for c in self.ocpp_chargers)
         yield ("v", "set")
         yield from (("e", *slot) for slot in self.evidence)
 
@@ -227,6 +243,9 @@ class LedgerState:
         if kind == "b":
             binding = ex.bindings[ident[0]] if ident[0] in ex.bindings else self.bindings.get(ident[0])
             return None if binding is None else records.binding(*binding)
+        if kind == "q":
+            cp = ex.ocpp_chargers.get(ident[0]) or self.ocpp_chargers[ident[0]]
+            return records.ocpp_charger(cp.ocpp_version, cp.password_digest, cp.ocmf_key, cp.location)
         if kind == "v":
             return (ex.epoch or self.schedule.latest).record()
         if kind == "e":
@@ -397,6 +416,8 @@ class LedgerState:
                 self.bindings.pop(wallet_id, None)
             else:
                 self.bindings[wallet_id] = binding
+        self.ocpp_chargers.update(ex.ocpp_chargers)
+        self.ocpp_bills.update(ex.ocpp_bills)
         self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
         self.forget_decided_before(time_ms)
         self.evidence.update(ex.evidence)
@@ -441,6 +462,8 @@ class LedgerState:
             return self._operator(tx, h, ex, verified)
         if tx[0] == KIND_DRIVER:
             return self._driver(tx, h, ex, verified)
+        if tx[0] == ocppbill.KIND_OCPP_BILL:
+            return self._ocpp_bill(tx, h, ex, verified)
         if tx[0] == KIND_EVIDENCE:
             return self._evidence(tx, h, ex)
         raise TxError("malformed", f"unknown transaction kind {tx[0]}")
@@ -635,11 +658,100 @@ class LedgerState:
             raise TxError("malformed", "enroll_charger needs a charger id and a 32-byte public key")
         if charger_id in self.retired or charger_id in ex.retired:
             raise TxError("charger_retired", f"charger {charger_id} is retired; its id is never enrolled again")
-        if charger_id in self.chargers or charger_id in ex.chargers:
+        if self._charger_id_taken(charger_id, ex):
             raise TxError("charger_exists", f"charger {charger_id} is already enrolled")
         ex.chargers[charger_id] = key
         ex.dirty.add(("c", charger_id))
         return Effect(h, "enroll_charger", charger_id=charger_id, detail={"public_key": key.hex()})
+
+    def _charger_id_taken(self, charger_id: str, ex: Execution) -> bool:
+        """One namespace for our chargers and OCPP charge points: holds and bills name either by id."""
+        return any(charger_id in d for d in (self.chargers, ex.chargers, self.ocpp_chargers, ex.ocpp_chargers))
+
+    def _op_enroll_ocpp_charger(self, args, h, ex) -> Effect:
+        charger_id, version, digest = args["charger_id"], args["ocpp_version"], args["password_digest"]
+        key = args.get("ocmf_key")
+        if not isinstance(charger_id, str) or not ID_RE.match(charger_id):
+            raise TxError("malformed", "enroll_ocpp_charger needs a charger id of 1-32 of A-Z a-z 0-9 . _ -")
+        if version not in ocppbill.OCPP_VERSIONS:
+            raise TxError("malformed", f"ocpp_version must be one of {', '.join(ocppbill.OCPP_VERSIONS)}")
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise TxError("malformed", "password_digest must be scrypt$<log2 N>$<r>$<p>$<salt hex>$<digest hex>")
+        if key is not None:
+            if not isinstance(key, str):
+                raise TxError("malformed", "ocmf_key must be hex text")
+            try:
+                ocmf.load_public_key(key)
+            except ocmf.OcmfError as e:
+                raise TxError("malformed", e.detail) from None
+        location = args.get("location")
+        if location is not None:
+            try:
+                site.check(location)
+            except site.SiteError as e:
+                raise TxError("malformed", str(e)) from None
+        if charger_id in self.retired or charger_id in ex.retired:
+            raise TxError("charger_retired", f"charger {charger_id} is retired; its id is never enrolled again")
+        if self._charger_id_taken(charger_id, ex):
+            raise TxError("charger_exists", f"charger {charger_id} is already enrolled")
+        ex.ocpp_chargers[charger_id] = OcppCharger(version, digest, key, location)
+        ex.dirty.add(("q", charger_id))
+        return Effect(h, "enroll_ocpp_charger", charger_id=charger_id,
+                      detail={"ocpp_version": version, "ocmf_key": key, "location": location})
+
+    def _ocpp_bill(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
+        """An OCPP charge point's finished transaction, billed by the rules of a receipt
+        (billing_error, the tariff's amount) with the meter readings the serving bureau signed."""
+        bill = ocppbill.decode(tx)
+        validator = self.schedule.at(self.height + 1).by_id(bill.doc["bureau"])  # the set in force for this block
+        if validator is None:
+            raise TxError("unknown_bureau", f"{bill.doc['bureau']} is not a validator of this chain")
+        if h not in verified and not crypto.verify(validator.public_key, bill.signed_message(), bill.signature):
+            raise TxError("bad_signature", f"the bill does not verify with the node key of {bill.doc['bureau']}")
+        cp = ex.ocpp_chargers.get(bill.charger_id) or self.ocpp_chargers.get(bill.charger_id)
+        if cp is None:
+            raise TxError("unknown_charger", f"charge point {bill.charger_id} is not enrolled for OCPP")
+        if bill.charger_id in self.retired or bill.charger_id in ex.retired:
+            raise TxError("charger_retired", f"charge point {bill.charger_id} is retired")
+        ident = (bill.charger_id, bill.transaction_id)
+        if ident in self.ocpp_bills or ident in ex.ocpp_bills:
+            raise TxError("session_billed", f"transaction {bill.transaction_id} of {bill.charger_id} is already billed")
+        tariff = ex.tariffs.get((bill.tariff_id, bill.tariff_version)) \
+            or self.tariffs.get((bill.tariff_id, bill.tariff_version))
+        if tariff is None:
+            raise TxError("unknown_tariff", f"tariff {bill.tariff_id} v{bill.tariff_version} is not published")
+        refused = self.billing_error(bill, tariff, ex.time_ms // 1000, ex)
+        if refused is not None:
+            raise TxError(refused.reason, refused.detail)
+        periods = ocppbill.periods_of(tariff, bill.doc["readings"])
+        if bill.doc["periods"] != periods:
+            raise TxError("period_mismatch", f"periods {bill.doc['periods']}, the readings give {periods}")
+        try:
+            expected = tariff.amount_fen(bill.periods)
+        except TariffError as e:
+            raise TxError("wrong_amount", str(e)) from None
+        if expected != bill.amount_fen:
+            raise TxError("wrong_amount", f"amount {bill.amount_fen} fen, the tariff gives {expected}")
+        if bill.doc["ocmf"] is not None:
+            if cp.ocmf_key is None:
+                raise TxError("no_meter_key", f"charge point {bill.charger_id} has no OCMF key enrolled")
+            try:
+                signed = ocmf.verify(bill.doc["ocmf"], cp.ocmf_key)
+            except ocmf.OcmfError as e:
+                raise TxError(e.reason, e.detail) from None
+            if (signed.begin_wh, signed.end_wh) != (bill.meter_start_wh, bill.meter_end_wh):
+                raise TxError("meter_mismatch", f"the meter signed {signed.begin_wh}..{signed.end_wh} Wh, the bill "
+                                                f"says {bill.meter_start_wh}..{bill.meter_end_wh} Wh")
+        wallet = self._wallet(ex, bill.wallet_id)
+        if wallet is None:
+            raise TxError("unknown_wallet", f"wallet {bill.wallet_id} does not exist")
+        wallet.balance -= bill.amount_fen  # delivered energy: billed even below zero, like a receipt
+        ex.ocpp_bills.add(ident)
+        ex.dirty.add(("w", bill.wallet_id))
+        return Effect(h, "ocpp_bill", bill.wallet_id, -bill.amount_fen, wallet.balance, bill.charger_id, None, None,
+                      bill.energy_wh, detail={"transaction_id": bill.transaction_id,
+                                              "verified_by": "ocmf" if bill.doc["ocmf"] else bill.doc["bureau"]},
+                      auth_ref=bill.auth_ref)
 
     def _op_retire_charger(self, args, h, ex) -> Effect:
         charger_id = args["charger_id"]

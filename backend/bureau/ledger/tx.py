@@ -6,6 +6,8 @@ kind 2: an operator action: u16 length, canonical JSON, 64-byte Ed25519 signatur
         block times in which an action may commit.
 kind 3: a driver transaction: the same layout, signed by the key the transaction names (for
         `bind_phone`, the binding key of a binding code, ledger/binding.py), in the same window.
+kind 4: an OCPP bill, the same layout, signed by the bureau that served the charge point
+        (ledger/ocppbill.py, docs/ocpp.md).
 kind 5: equivocation evidence: two conflicting votes of one validator, each in its consensus wire
         encoding (ledger/evidence.py, docs/consensus.md); unsigned, anyone may submit it.
 """
@@ -58,6 +60,16 @@ class ActionArg:
 ACTIONS: dict[str, dict[str, ActionArg]] = {
     "enroll_charger": {"charger_id": ActionArg("text", "the charger's id, 1-32 of A-Z a-z 0-9 . _ -"),
                        "public_key": ActionArg("text", "its Ed25519 public key, 64 hex digits")},
+    "enroll_ocpp_charger": {
+        "charger_id": ActionArg("text", "the OCPP charge point's identity, 1-32 of A-Z a-z 0-9 . _ -"),
+        "ocpp_version": ActionArg("text", "1.6 or 2.0.1: the subprotocol it speaks (ocpp1.6 / ocpp2.0.1)"),
+        "password_digest": ActionArg("text", "the salted scrypt digest of its HTTP Basic password "
+                                             "(bureau operator's --password derives it; never the password)"),
+        "ocmf_key": ActionArg("text", "its meter's OCMF P-256 public key, DER SubjectPublicKeyInfo in hex "
+                                      "(none: bills are attested by the bureau)", required=False),
+        "location": ActionArg("object", "where it stands, for OCPI CDRs (docs/ocpp.md: id, address, city, country, "
+                                        "latitude, longitude, evse_uid, evse_id, connector_id, connector_standard, "
+                                        "connector_format, connector_power_type)", required=False)},
     "retire_charger": {"charger_id": ActionArg("text", "an enrolled charger, retired for good (docs/ledger.md)")},
     "rotate_charger_key": {"charger_id": ActionArg("text", "an enrolled charger that is not retired"),
                            "public_key": ActionArg("text", "its new Ed25519 public key, 64 hex digits: its receipts "

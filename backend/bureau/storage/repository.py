@@ -13,7 +13,7 @@ from ..ledger import evidence, snapshot, valset
 from ..ledger.block import Block, Header
 from ..ledger.canonical import dumps
 from ..ledger.history import SEQ_WINDOW
-from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, MeterMark, Wallet
+from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, MeterMark, OcppCharger, Wallet
 from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
 from . import migrate
@@ -122,13 +122,18 @@ class Repository:
         Call before `state.apply(ex, ...)`: `state` still tells which wallets are new.
         """
         h = block.header
-        rows_tx, rows_receipts, rows_entries = [], [], []
+        rows_tx, rows_receipts, rows_entries, rows_ocpp = [], [], [], []
         height, time_ms = h.height, h.time_ms
         for idx, (tx, eff) in enumerate(zip(block.txs, ex.effects)):
             rows_tx.append((height, idx, eff.tx_hash, eff.kind, tx))
             if eff.kind == "receipt":
                 rows_receipts.append((eff.charger_id, eff.seq, eff.receipt_id, eff.wallet_id, -eff.delta_fen,
                                       eff.energy_wh, height, idx))
+            if eff.kind == "ocpp_bill":
+                rows_ocpp.append({"charger_id": eff.charger_id, "transaction_id": eff.detail["transaction_id"],
+                                  "wallet_id": eff.wallet_id, "amount_fen": -eff.delta_fen, "energy_wh": eff.energy_wh,
+                                  "verified_by": eff.detail["verified_by"], "time_ms": h.time_ms,
+                                  "height": h.height, "idx": idx})
             if eff.wallet_id is not None and eff.balance_after is not None:
                 rows_entries.append((eff.wallet_id, height, idx, eff.kind, eff.delta_fen, eff.balance_after,
                                      eff.tx_hash, eff.charger_id, eff.seq, eff.energy_wh, time_ms))
@@ -161,6 +166,11 @@ class Repository:
             if ex.operator_rekeys:
                 conn.execute(t.operator_keys.insert(), [{"operator_id": o, "height": h.height, "public_key": k}
                                                         for o, k in ex.operator_rekeys.items()])
+            if ex.ocpp_chargers:
+                conn.execute(t.ocpp_chargers.insert(), [
+                    {"charger_id": c, "ocpp_version": cp.ocpp_version, "password_digest": cp.password_digest,
+                     "ocmf_key": cp.ocmf_key, "location": cp.location and dumps(cp.location).decode(),
+                     "enrolled_height": h.height} for c, cp in ex.ocpp_chargers.items()])
             if new_wallets:
                 conn.execute(t.wallets.insert(), new_wallets)
             if old_wallets:
@@ -182,6 +192,8 @@ class Repository:
                 _insert_rows(conn, t.receipts, RECEIPT_COLUMNS, rows_receipts)
             if rows_entries:
                 _insert_rows(conn, t.wallet_entries, ENTRY_COLUMNS, rows_entries)
+            if rows_ocpp:
+                conn.execute(t.ocpp_bills.insert(), rows_ocpp)
             if ex.sessions:
                 _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height"),
                              [(c, sid, height) for c, sid in sorted(ex.sessions)])
@@ -209,7 +221,8 @@ class Repository:
                           for w, b in ex.bindings.items() if b is not None]
                 if issued:
                     conn.execute(t.binding_codes.insert(), issued)
-            settled = [{"ref": e.auth_ref, "c": e.charger_id} for e in ex.effects if e.kind == "receipt" and e.auth_ref]
+            settled = [{"ref": e.auth_ref, "c": e.charger_id} for e in ex.effects
+                       if e.kind in ("receipt", "ocpp_bill") and e.auth_ref]
             if settled:
                 # The holds the block's receipts settle end with the block, in its transaction: a
                 # crash after the commit cannot keep a driver's money held (authz/holds.py).
@@ -254,6 +267,11 @@ class Repository:
                 state.payments[row.reference] = row.wallet_id
             for row in conn.execute(sa.select(t.binding_codes)):
                 state.bindings[row.wallet_id] = (bytes(row.binding_key), row.expires)
+            for row in conn.execute(sa.select(t.ocpp_chargers)):
+                state.ocpp_chargers[row.charger_id] = OcppCharger(row.ocpp_version, row.password_digest, row.ocmf_key,
+                                                                  json.loads(row.location) if row.location else None)
+            for row in conn.execute(sa.select(t.ocpp_bills.c.charger_id, t.ocpp_bills.c.transaction_id)):
+                state.ocpp_bills.add((row.charger_id, row.transaction_id))
             state.evidence.update(snapshot.evidence_of(self._snapshot_records(conn, "e/")))
             for row in conn.execute(sa.select(t.txs.c.data).where(t.txs.c.kind == "evidence")
                                     .order_by(t.txs.c.height, t.txs.c.idx)):
@@ -428,6 +446,11 @@ class Repository:
                 conn.execute(t.wallets.insert(), [{"wallet_id": w, "public_key": v.public_key,
                                                    "balance_fen": v.balance, "updated_height": base}
                                                   for w, v in state.wallets.items()])
+            if state.ocpp_chargers:
+                conn.execute(t.ocpp_chargers.insert(), [
+                    {"charger_id": c, "ocpp_version": cp.ocpp_version, "password_digest": cp.password_digest,
+                     "ocmf_key": cp.ocmf_key, "location": cp.location and dumps(cp.location).decode(),
+                     "enrolled_height": base} for c, cp in state.ocpp_chargers.items()])
             if state.cards:
                 conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w, "blocked": c in state.blocked_cards}
                                                 for c, w in state.cards.items()])
@@ -545,6 +568,13 @@ class Repository:
         if refused is not None:
             return "refused", refused.reason, refused.detail, refused.height
         return "committed", "", "", decided.height
+
+    def ocpp_bill_location(self, tx_hash: bytes):
+        """The committed OCPP bill (its ocpp_bills row) of the transaction with hash `tx_hash`."""
+        b, x = t.ocpp_bills.c, t.txs.c
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.ocpp_bills).join(t.txs, (x.height == b.height) & (x.idx == b.idx))
+                                .where(x.tx_hash == tx_hash)).first()
 
     def count_receipts(self) -> int:
         with self.engine.connect() as conn:

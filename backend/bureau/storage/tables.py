@@ -172,6 +172,31 @@ meter_marks = Table(  # per charger and meter, the readings of its highest-seq c
     Column("updated_height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 
+ocpp_chargers = Table(  # OCPP charge points (enroll_ocpp_charger): their password only as its digest
+    "ocpp_chargers", metadata,
+    Column("charger_id", String(32), primary_key=True),
+    Column("ocpp_version", String(8), nullable=False),
+    Column("password_digest", String(160), nullable=False),
+    Column("ocmf_key", Text, nullable=True),  # hex DER SubjectPublicKeyInfo of the meter's P-256 key
+    Column("location", Text, nullable=True),  # canonical JSON of its location (ocpi/site.py)
+    Column("enrolled_height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+)
+
+ocpp_bills = Table(  # every committed OCPP bill (tx kind 4): one per (charge point, transaction id)
+    "ocpp_bills", metadata,
+    Column("charger_id", String(32), ForeignKey("ocpp_chargers.charger_id"), primary_key=True),
+    Column("transaction_id", String(36), primary_key=True),
+    Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("energy_wh", BigInteger, nullable=False),
+    Column("verified_by", String(32), nullable=False),  # "ocmf" (the meter's signature) or the attesting bureau
+    Column("time_ms", BigInteger, nullable=False),  # the block's: OCPI CDRs are listed by it
+    Column("height", BigInteger, nullable=False),
+    Column("idx", Integer, nullable=False),
+    ForeignKeyConstraint(["height", "idx"], ["txs.height", "txs.idx"]),
+    Index("ix_ocpp_bills_time", "time_ms"),
+)
+
 validator_sets = Table(  # each validator set decided on chain (change_validators), with its record's proof
     "validator_sets", metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
@@ -181,12 +206,23 @@ validator_sets = Table(  # each validator set decided on chain (change_validator
     Column("proof", Text, nullable=False),   # its state proof JSON v1 against that block's state root
 )
 
+# OCPP transactions in progress on this node (ocpp/store.py): written by this node alone, never part
+# of the chain; a row goes when the transaction's bill commits.
+ocpp_transactions = Table(
+    "ocpp_transactions", metadata,
+    Column("charger_id", String(32), primary_key=True),
+    Column("transaction_id", String(36), primary_key=True),
+    Column("doc", Text, nullable=False),  # JSON of ocpp.core.Transaction
+    Column("updated_s", BigInteger, nullable=False),
+)
+
 # Open authorizations (authz/holds.py): written by this node alone, never part of the chain.
+# `charger_id` names one of our chargers or an OCPP charge point (one namespace, ledger/state.py).
 authz_holds = Table(
     "authz_holds", metadata,
     Column("auth_ref", String(64), primary_key=True),
     Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
-    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), nullable=False),
+    Column("charger_id", String(32), nullable=False),
     Column("method", String(8), nullable=False),
     Column("token", String(64), nullable=False),
     Column("amount_fen", BigInteger, nullable=False),

@@ -3,7 +3,8 @@
 // except the open holds, which live on the node and are labelled as its figures.
 import { bindTx, getPublic, loadKeep, newPhoneKey, NodeError, normaliseCode, peerHead, saveKeep, signedRequest } from "./client.js";
 import { currentLang, pickLang, setLang, t } from "./i18n.js";
-import { ed25519Backend, genesisHash, toHex, verifyAmount, verifyReceiptProof, verifyStateAnswer } from "./verify.js";
+import { ed25519Backend, genesisHash, periodsOf, toHex, verifyAmount, verifyOcppBillProof, verifyReceiptProof,
+  verifyStateAnswer } from "./verify.js";
 
 const $ = (id) => document.getElementById(id);
 const ID_RE = /^[A-Za-z0-9._-]{1,32}$/;
@@ -208,6 +209,52 @@ async function verifyBill(chargerId, seq) {
   return amount.ok ? { ...result, tariff: doc, amount } : { ...amount, receipt };
 }
 
+// An OCPP charge point's bill: the bill signed by the bureau that served it, its amount the
+// tariff's price of the periods its readings give, and who vouches for the readings: the meter's
+// own OCMF signature, or that bureau alone (shown as a different mark).
+async function verifyOcppBill(txHash) {
+  const proof = await signedRequest(keep, "GET", `/v1/ocpp/bills/${txHash}/proof`);
+  let result = await verifyOcppBillProof(proof, genesis);
+  if (result.ok && result.bill.wallet_id !== keep.wallet_id) {
+    result = { ok: false, reason: "not_your_wallet", detail: `the bill is of ${result.bill.wallet_id}` };
+  }
+  if (!result.ok) return result;
+  const { bill } = result;
+  const { doc, proven, next } = await tariffEvidence(bill.tariff_id, bill.tariff_version);
+  let amount = proven.ok ? await verifyAmount(bill, doc, proven.value, next) : proven;
+  if (amount.ok && JSON.stringify(periodsOf(doc, bill.readings)) !== JSON.stringify(bill.periods)) {
+    amount = { ok: false, reason: "period_mismatch", detail: "the periods are not what the readings give" };
+  }
+  return amount.ok ? { ...result, tariff: doc, amount } : { ...amount, bill };
+}
+
+function ocppMark(target, bill) {
+  mark(target, bill);
+  if (!bill.ok) return;
+  target.dataset.level = bill.level;
+  target.textContent += " · " + (bill.level === "ocmf" ? t("meter_signed") : t("bureau_attested", { bureau: bill.bureau }));
+}
+
+function ocppBillCard(entry, bill) {
+  const card = el("li", { class: "bill ocpp", "data-charger": entry.charger_id, "data-tx": entry.tx_hash,
+    "data-verified": String(bill.ok) });
+  const b = bill.bill, status = el("div", { class: "mark" });
+  ocppMark(status, bill);
+  if (!b) {
+    card.append(el("header", {}, el("strong", {}, entry.charger_id)), status);
+    return card;
+  }
+  card.dataset.amountFen = String(b.amount_fen);
+  card.dataset.energyWh = String(b.energy_wh);
+  if (bill.level) card.dataset.level = bill.level;
+  card.append(
+    el("header", {}, el("strong", {}, b.charger_id), el("span", { class: "amount" }, yuan(b.amount_fen))),
+    el("div", { class: "meta" }, ...parts(span(b.start_time, b.end_time), kwh(b.energy_wh), `OCPP ${b.ocpp}`,
+      t("ocpp_transaction", { id: b.transaction_id }), ...(bill.header ? [t("block", { height: bill.header.height })] : []))));
+  card.append(status);
+  return card;
+}
+
 function billCard(entry, bill) {
   const card = el("li", { class: "bill", "data-charger": entry.charger_id, "data-seq": String(entry.seq),
     "data-verified": String(bill.ok) });
@@ -247,9 +294,15 @@ function billCard(entry, bill) {
 
 async function refreshSessions() {
   const page = await signedRequest(keep, "GET", `/v1/wallets/${keep.wallet_id}/history?limit=50`);
-  const charges = page.entries.filter((e) => e.charger_id && e.seq);
+  const charges = page.entries.filter((e) => e.charger_id && (e.seq || e.kind === "ocpp_bill"));
   const cards = [];
   for (const entry of charges) {
+    if (entry.kind === "ocpp_bill") {
+      const bill = bills.get(entry.tx_hash) ?? await verifyOcppBill(entry.tx_hash);
+      if (bill.ok) bills.set(entry.tx_hash, bill);
+      cards.push(ocppBillCard(entry, bill));
+      continue;
+    }
     const name = `${entry.charger_id}#${entry.seq}`;
     if (!bills.has(name)) {
       const bill = await verifyBill(entry.charger_id, entry.seq);

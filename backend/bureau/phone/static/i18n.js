@@ -31,6 +31,8 @@ const LABELS = {
     refused: "Refused by the node: {reason} — {detail}",
     other_chain: "This node is on another chain than the one this phone was bound on (genesis {got}, bound {pinned}). Nothing it says is shown.",
     key_backend: "Signatures: {backend}", phone_key: "Phone key", node: "Node {node}",
+    meter_signed: "meter-signed readings (OCMF)", ocpp_transaction: "transaction {id}",
+    bureau_attested: "readings attested by bureau {bureau}, not signed by the meter",
   },
   zh: {
     title: "充电钱包", lang_switch: "English", loading: "正在连接节点…",
@@ -62,6 +64,8 @@ const LABELS = {
     refused: "节点拒绝：{reason} — {detail}",
     other_chain: "该节点所在的链与本手机绑定时的链不同（创世 {got}，绑定 {pinned}）。不显示它的任何数据。",
     key_backend: "签名：{backend}", phone_key: "手机密钥", node: "节点 {node}",
+    meter_signed: "电表签名读数（OCMF）", ocpp_transaction: "交易 {id}",
+    bureau_attested: "读数由节点 {bureau} 证明，非电表签名",
   },
 };
 

@@ -493,6 +493,96 @@ export function verifyReceiptProof(proof, genesis) {
   });
 }
 
+// ---- OCPP bills (tx kind 4, ledger/ocppbill.py; ledger/proof.py verify_ocpp_bill_proof) ----
+
+const OCPP_BILL_TAG = tag16("EV-OCPPBILL/v1");
+
+// kind 4 | u16 length | canonical JSON | Ed25519 signature over the tag and the JSON
+function splitOcppBill(tx) {
+  if (tx.length < 3 + 64 || tx[0] !== 4) fail("malformed", "not an OCPP bill transaction");
+  const n = (tx[1] << 8) | tx[2];
+  if (tx.length !== 3 + n + 64) fail("malformed", "OCPP bill length does not match");
+  const raw = tx.subarray(3, 3 + n);
+  let doc;
+  try { doc = parseCanonical(new TextDecoder("utf-8", { fatal: true }).decode(raw)); } catch (e) { fail("malformed", `OCPP bill is not canonical JSON: ${e.message}`); }
+  if (!doc || doc.v !== 1 || !Array.isArray(doc.readings) || doc.readings.length < 2) fail("malformed", "not an OCPP bill v1");
+  return { doc, raw, signature: tx.subarray(3 + n) };
+}
+
+// An ECDSA signature as OCMF carries it (DER SEQUENCE of two INTEGERs) as WebCrypto takes it (r ‖ s)
+function derToRaw(der) {
+  const int = (at) => {
+    if (der[at] !== 0x02) fail("malformed", "OCMF signature is not DER");
+    const len = der[at + 1];
+    let v = der.subarray(at + 2, at + 2 + len);
+    while (v.length > 32 && v[0] === 0) v = v.subarray(1);
+    if (v.length > 32) fail("malformed", "OCMF signature integer is too long");
+    return [concat(new Uint8Array(32 - v.length), v), at + 2 + len];
+  };
+  if (der[0] !== 0x30 || der[1] !== der.length - 2) fail("malformed", "OCMF signature is not a DER SEQUENCE");
+  const [r, next] = int(2);
+  const [s2] = int(next);
+  return concat(r, s2);
+}
+
+// The meter's own signature (ECDSA P-256 over the payload as sent) and its begin and end
+// readings in Wh (ledger/ocmf.py verify)
+export async function verifyOcmf(record, spkiHex) {
+  const first = record.indexOf("|"), last = record.lastIndexOf("|");
+  if (record.slice(0, first) !== "OCMF" || last <= first) fail("malformed", "an OCMF record is OCMF|<payload>|<signature>");
+  const payload = record.slice(first + 1, last);
+  let body, sig;
+  try { body = JSON.parse(payload); sig = JSON.parse(record.slice(last + 1)); } catch (e) { fail("malformed", "OCMF payload and signature must be JSON"); }
+  if ((sig.SA ?? "ECDSA-secp256r1-SHA256") !== "ECDSA-secp256r1-SHA256") fail("unsupported_algorithm", `OCMF algorithm ${sig.SA}`);
+  let key;
+  try {
+    key = await crypto.subtle.importKey("spki", fromHex(spkiHex), { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+  } catch (e) { fail("malformed", "the meter key is not a P-256 public key"); }
+  const ok = await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, key, derToRaw(fromHex(String(sig.SD))), utf8(payload));
+  if (!ok) fail("bad_meter_signature", "the OCMF record does not verify with the meter key enrolled");
+  const rd = Array.isArray(body.RD) ? body.RD : [];
+  const wh = (r) => Math.round(Number(r.RV) * ({ kWh: 1000, Wh: 1 }[r.RU] ?? NaN));
+  const begin = rd.filter((r) => r.TX === "B"), end = rd.filter((r) => "ELRAPST".includes(r.TX ?? "-"));
+  if (begin.length !== 1 || end.length !== 1) fail("malformed", "an OCMF record has one begin and one end reading");
+  return { begin_wh: wh(begin[0]), end_wh: wh(end[0]) };
+}
+
+// An OCPP bill (GET /v1/ocpp/bills/<tx hash>/proof): signed by the validator it names, in a
+// certified block; `level` says who vouches for the readings: "ocmf" (the meter's signature
+// verified here) or "bureau" (the serving bureau's word alone).
+export function verifyOcppBillProof(proof, genesis) {
+  return outcome(async () => {
+    const tx = fromHex(proof.tx);
+    const { doc, raw, signature } = splitOcppBill(tx);
+    const bureau = genesis.validators.find((v) => v.id === doc.bureau);
+    if (!bureau) fail("unknown_validator", `${doc.bureau} is not a validator of ${genesis.chain_id}`);
+    if (!await ed25519Verify(fromHex(bureau.public_key, 32), concat(OCPP_BILL_TAG, raw), signature)) {
+      fail("bad_signature", `the bill is not signed by ${doc.bureau}`);
+    }
+    const header = await verifyCertifiedHeader(genesis, proof.header.encoded, proof.certificate);
+    if (proof.tree_size !== header.tx_count) fail("bad_path", "tree size differs from the header's transaction count");
+    const path = proof.audit_path.map((p) => fromHex(p, 32));
+    if (!await verifyInclusion(await leafHash(tx), proof.leaf_index, header.tx_count, path, header.tx_root)) fail("bad_path", "the bill is not in the block");
+    const start = doc.readings[0][1], end = doc.readings[doc.readings.length - 1][1];
+    const bill = { ...doc, amount_fen: BigInt(doc.amount_fen), energy_wh: end - start };  // a receipt's amount is a u64 too
+    if (doc.ocmf === null) return { bill, header, level: "bureau", bureau: doc.bureau };
+    const signed = await verifyOcmf(doc.ocmf, proof.ocmf_key);
+    if (signed.begin_wh !== start || signed.end_wh !== end) fail("meter_mismatch", "the meter signed other readings than the bill's");
+    return { bill, header, level: "ocmf", bureau: doc.bureau };
+  });
+}
+
+// The energy per period kind of [time, Wh] readings: between two readings, the later one's period
+// (ledger/ocppbill.py periods_of).
+export function periodsOf(tariffDoc, readings) {
+  const out = new Map();
+  for (let i = 1; i < readings.length; i++) {
+    const wh = readings[i][1] - readings[i - 1][1];
+    if (wh > 0) { const k = kindAt(tariffDoc, readings[i][0]); out.set(k, (out.get(k) ?? 0) + wh); }
+  }
+  return [...out.entries()].sort((a, b) => a[0] - b[0]);
+}
+
 // A state record (GET /v1/state/proof): the header certified, then the proof to its state_root.
 // Answers the record's value parsed (null when the map has no such key).
 export function verifyStateAnswer(answer, genesis, key) {
