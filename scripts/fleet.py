@@ -374,7 +374,8 @@ def main() -> int:
                         "keep up with 2,000 chargers (default 300: a day in five minutes)")
     p.add_argument("--sessions-per-charger", type=float, default=4.0,
                    help="drivers arriving per charger per day (some find it taken and go elsewhere)")
-    p.add_argument("--interval-s", type=int, default=60, help="simulated seconds between a session's meter readings")
+    p.add_argument("--interval-s", type=int, default=300,
+                   help="simulated seconds between a session's meter readings (a common OCPP meter-value interval)")
     p.add_argument("--workers", type=int, default=2, help="processes the chargers are spread over")
     p.add_argument("--wallets", type=int, default=200, help="drivers' wallets (each with its phone's key)")
     p.add_argument("--phone-rate", type=float, default=10.0, help="phone queries per second over all bureaus")
