@@ -132,7 +132,8 @@ class Fleet:
                     "broker_port": self.stack.broker.port, "genesis": self.stack.genesis, "tariff": DEFAULT_TARIFF,
                     "day_start": DAY_START, "interval_s": a.interval_s, "sessions_per_day": a.sessions_per_charger,
                     "wallets": [wid for wid, _ in self.wallets], "seed": a.seed,
-                    "flash_root": str(self.flash_root / f"worker-{w}")}
+                    "flash_root": str(self.flash_root / f"worker-{w}"),
+                    "profile": str(Path(a.profile) / f"worker-{w}.prof") if a.profile else None}
             proc = self.ctx.Process(target=worker_main, args=(child, spec), name=f"fleet-worker-{w}")
             proc.start()
             self.workers.append((proc, parent))
@@ -229,9 +230,10 @@ class Fleet:
                     s = self.samples[-1]
                     day_frac = min(DAY_S, max(0, int((now - self.day_t0) * speed)))
                     p99 = s["p99_ms"]
+                    behind = f" (simulation {s['behind_s']:.0f} s behind)" if s["behind_s"] >= 1 else ""
                     bar(day_frac, DAY_S, detail=(
-                        f"sim {s['clock']}  issued {s['issued']}  committed {s['acked']}  backlog {s['pending']}  "
-                        f"charging {s['charging']}  p99 {'-' if p99 is None else f'{p99:.0f}'} ms").ljust(100))
+                        f"sim {s['clock']}{behind}  issued {s['issued']}  committed {s['acked']}  backlog {s['pending']}  "
+                        f"charging {s['charging']}  p99 {'-' if p99 is None else f'{p99:.0f}'} ms").ljust(110))
                 day_done = len(stats) == len(self.workers) and all(s["day_done"] for s in stats)
                 if day_done and drain_deadline is None:
                     drain_deadline = now + a.drain_s
@@ -259,11 +261,12 @@ class Fleet:
         self._pending_lat = [[] for _ in self.workers]
         sim = min((s["sim"] for s in stats if s["sim"] is not None), default=None)
         local = None if sim is None else (sim + LOCAL_OFFSET_S) % DAY_S
-        clock = "--:--" if sim is None else ("+1d " if sim >= DAY_START + DAY_S else "") + \
-            f"{local // 3600:02d}:{local % 3600 // 60:02d}"
+        days = 0 if sim is None else (sim - DAY_START) // DAY_S
+        clock = "--:--" if sim is None else (f"+{days}d " if days else "") + f"{local // 3600:02d}:{local % 3600 // 60:02d}"
         hour = None if sim is None or sim >= DAY_START + DAY_S else (sim - DAY_START) / 3600
         s = {"t": round(now - self.day_t0, 2), "sim": sim, "clock": clock, "hour": hour,
              **{k: sum(x[k] for x in stats) for k in ("issued", "acked", "pending", "charging")},
+             "behind_s": max(x["behind_s"] for x in stats),
              "latencies_ms": lat, "p99_ms": latency_summary(lat)["p99"]}
         self.samples.append(s)
 
@@ -344,7 +347,7 @@ class Fleet:
             "peak_backlog": max((s["pending"] for s in self.samples), default=0),
             "peak_charging": max((s["charging"] for s in self.samples), default=0),
             "worker_lag_s": max(d["lag_s"] for d in self.done),
-            "worker_cpu_s": [d["cpu_s"] for d in self.done],
+            "worker_cpu_s": [d["cpu_s"] for d in self.done], "worker_rss_kib": [d["rss_kib"] for d in self.done],
             "phones": {"queries": ph["queries"], "requests": len(requests),
                        "rate_per_s": round(len(requests) / phone_window, 1) if phone_window else None,
                        "latency_ms": latency_summary(requests),
@@ -383,6 +386,7 @@ def main() -> int:
     p.add_argument("--drain-s", type=float, default=180.0, help="deadline after the day for the last acks")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "var" / "fleet-report"), help="directory of the plots and report.json")
+    p.add_argument("--profile", metavar="DIR", help="run each worker under cProfile; statistics to DIR/worker-N.prof")
     p.add_argument("--keep", action="store_true", help="keep the work directory (node logs and databases)")
     args = p.parse_args()
     if args.chargers < 1 or args.workers < 1 or args.day_s <= 0 or args.interval_s < 1 or args.wallets < 1 \
@@ -390,6 +394,8 @@ def main() -> int:
         p.error("need --chargers, --workers, --wallets >= 1, --day-s, --phone-rate > 0, --interval-s >= 1 and "
                 "--proof-sample in 0..1")
     args.workers = min(args.workers, args.chargers)
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="evfleet-"))
     try:
         result = Fleet(args, workdir).run()

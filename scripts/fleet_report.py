@@ -74,10 +74,13 @@ def plot(samples: list[dict], out_dir: Path, title: str) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(t, [s["pending"] for s in samples], label="receipts in chargers' flash, not yet acked", lw=1)
+    ax2 = ax.twinx()
+    ax2.plot(t, [s["behind_s"] for s in samples], color="grey", ls=":", label="simulation behind its clock (s)")
+    ax2.set_ylabel("s behind")
     _day_axis(ax, samples)
     ax.set_ylabel("receipts")
     ax.set_title(f"{title}: backlog")
-    ax.legend(loc="upper left")
+    _legend(ax, ax2)
     save(fig, "backlog.png")
     return written
 
@@ -117,6 +120,8 @@ def print_report(r: dict) -> None:
     print(f"phones: {ph['queries']} queries ({ph['requests']} requests, {ph['rate_per_s']}/s), latency p50 "
           f"{ph['latency_ms']['p50']} ms, p95 {ph['latency_ms']['p95']} ms, p99 {ph['latency_ms']['p99']} ms; "
           f"verified {ph['verified']}, verification failures {ph['verification_failures']}, answers {ph['statuses']}")
+    print(f"workers: CPU {r['worker_cpu_s']} s, RSS " + ", ".join(
+        "?" if k is None else f"{k / 1024:.0f} MiB" for k in r["worker_rss_kib"]))
     for name, m in r["rss_kib"].items():
         print(f"memory {name}: RSS max {m['max'] / 1024:.1f} MiB, last {m['last'] / 1024:.1f} MiB")
     print(f"plots: {', '.join(r['plots'])}")

@@ -6,7 +6,7 @@ shell: controller, session, tariff periods, signing, flash outbox, uplink) on hw
 with its own MQTT connection through the firmware's MQTT client and its own broker login. That
 client never blocks (non-blocking socket, `poll()` does what is due), so no charger needs a
 thread: one epoll on every charger's socket says whose bytes arrived, and every charger is
-also visited about once a second for what its uplink does on time (keepalive, status, resends).
+also visited every few seconds for what its uplink does on time (keepalive, status, resends).
 
 Time: the fleet shares one simulated clock, `day_start + (monotonic() - t0) * speed`. A
 charger's own clock (ControllerSim's) is moved to it only when the charger has something to do:
@@ -21,7 +21,7 @@ whole machine's disks, once per write, which two thousand chargers cannot afford
 writes and renames, which power-cut safety rests on, is the firmware's unchanged.
 
 The worker talks to its parent over a multiprocessing connection: ("keys", ...) after boot,
-then "connect", ("go", t0, speed), "finish"; it sends ("stats", {...}) twice a second and
+then "connect", ("go", t0, speed), "finish"; it sends ("stats", {...}) every second and
 ("done", {...}) with every receipt it issued at the end."""
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from .simcharger import SimulatedCharger
 from flash import Flash  # noqa: E402
 from mqtt_client import MQTTError  # noqa: E402
 
-STATS_EVERY_S = 0.5
-VISIT_EVERY_S = 1.0  # every charger's uplink runs at least this often (keepalive 30 s, status 30 s)
+STATS_EVERY_S = 1.0
+VISIT_EVERY_S = 5.0  # every charger's uplink runs at least this often (keepalive 30 s, status 30 s, resend 20 s)
 SESSION_BUDGET_S = 0.05  # session work per loop round before the network is served again
 POWERS_W = (7_000, 11_000, 18_400)  # single phase 230 V at 32, 48 and 80 A
 
@@ -274,17 +274,21 @@ class FleetWorker:
 
     def stats(self, wall: float) -> dict:
         lat: list[float] = []
-        for c in self.chargers:
+        issued = acked = pending = charging = connected = 0
+        for c in self.chargers:  # one pass: this runs every second over every charger
             if c.latencies_ms:
                 lat += c.latencies_ms
                 c.latencies_ms = []
-        return {"wall": wall, "sim": self.sim_now(wall), "issued": sum(len(c.issued) for c in self.chargers),
-                "acked": sum(c.acked for c in self.chargers), "pending": sum(c.pending for c in self.chargers),
-                "charging": sum(1 for c in self.chargers if c.charging),
-                "connected": sum(1 for c in self.chargers if c.sim.uplink is not None and c.sim.uplink.up),
-                "day_done": self.t0 is not None and not self.due, "latencies_ms": lat,
-                "lag_s": round(self.max_lag_s, 2), "cpu_s": round(time.process_time(), 2),
-                "client_errors": self.client_errors}
+            issued += len(c.issued)
+            acked += c.acked
+            pending += len(c.unsent) + len(c.unacked)
+            charging += c.session is not None
+            up = c.sim.uplink
+            connected += up is not None and up.up
+        return {"wall": wall, "sim": self.sim_now(wall), "issued": issued, "acked": acked, "pending": pending,
+                "charging": charging, "connected": connected, "day_done": self.t0 is not None and not self.due,
+                "latencies_ms": lat, "behind_s": round(self.behind_s(wall), 2), "lag_s": round(self.max_lag_s, 2),
+                "cpu_s": round(time.process_time(), 2), "client_errors": self.client_errors}
 
     def run(self) -> None:
         conn = self.conn
@@ -323,6 +327,14 @@ class FleetWorker:
                 next_stats = wall + STATS_EVERY_S
                 conn.send(("stats", self.stats(wall)))
 
+    def behind_s(self, wall: float) -> float:
+        """Wall seconds the oldest piece of session work waits past its simulated time: how
+        far this worker is behind the fleet's clock."""
+        until = self.sim_now(wall)
+        if until is None or not self.due or self.due[0][0] >= until:
+            return 0.0
+        return (until - self.due[0][0]) / self.speed
+
     def _work_due(self, wall: float) -> bool:
         until = self.sim_now(wall)
         return until is not None and bool(self.due) and self.due[0][0] <= until
@@ -340,17 +352,34 @@ class FleetWorker:
             "start_failures": [f for c in self.chargers for f in c.start_failures][:5],
             "start_failed": sum(len(c.start_failures) for c in self.chargers), "stop_reasons": stops,
             "refused": [f"{c.charger_id}/{n}" for c in self.chargers for n in c.core.outbox.refused()],
-            "rejected": sum(c.c.rejected for c in self.chargers),
+            "rejected": sum(c.c.rejected for c in self.chargers), "rss_kib": _rss_kib(),
         })
         for c in self.chargers:
             c.c.close()
         self.conn.send(("done", final))
 
 
-def worker_main(conn, spec: dict) -> None:
-    """Entry point of a worker process (multiprocessing, spawn)."""
+def _rss_kib() -> int | None:
     try:
-        FleetWorker(conn, spec).run()
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def worker_main(conn, spec: dict) -> None:
+    """Entry point of a worker process (multiprocessing, spawn). With spec["profile"] (a
+    path) the worker runs under cProfile and writes its statistics there."""
+    try:
+        if spec.get("profile"):
+            import cProfile
+            cProfile.runctx("FleetWorker(conn, spec).run()", globals(), {"conn": conn, "spec": spec},
+                            spec["profile"])
+        else:
+            FleetWorker(conn, spec).run()
     finally:
         conn.close()
 
