@@ -43,6 +43,7 @@ from mqtt_client import MQTTError  # noqa: E402
 
 STATS_EVERY_S = 1.0
 VISIT_EVERY_S = 5.0  # every charger's uplink runs at least this often (keepalive 30 s, status 30 s, resend 20 s)
+CONNECT_VISIT_S = 0.5  # while the fleet connects: the CONNECT goes out at the first visit after the TCP handshake
 SESSION_BUDGET_S = 0.05  # session work per loop round before the network is served again
 POWERS_W = (7_000, 11_000, 18_400)  # single phase 230 V at 32, 48 and 80 A
 
@@ -243,18 +244,19 @@ class FleetWorker:
         self._track_socket(c)
 
     def _visit_some(self, wall: float) -> None:
-        """Round-robin: every charger about once per VISIT_EVERY_S."""
+        """Round-robin: every charger about once per VISIT_EVERY_S (CONNECT_VISIT_S before the day)."""
+        every = VISIT_EVERY_S if self.t0 is not None else CONNECT_VISIT_S
         n = len(self.chargers)
-        count = int((wall - self._visit_clock) * n / VISIT_EVERY_S)
+        count = int((wall - self._visit_clock) * n / every)
         if count <= 0:
             return
-        self._visit_clock += count * VISIT_EVERY_S / n
-        if wall - self._visit_clock > VISIT_EVERY_S:
-            self._visit_clock = wall - VISIT_EVERY_S  # behind: never more than one full round at once
+        self._visit_clock += count * every / n
+        if wall - self._visit_clock > every:
+            self._visit_clock = wall - every  # behind: never more than one full round at once
         for _ in range(min(count, n)):
             c = self.chargers[self._cursor]
             self._cursor = (self._cursor + 1) % n
-            if wall - c.last_visit >= VISIT_EVERY_S / 2:
+            if wall - c.last_visit >= every / 2:
                 self._pump(c, wall)
 
     def _sessions(self, wall: float) -> None:
