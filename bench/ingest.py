@@ -33,6 +33,9 @@ from bureau.receipts.codec import Receipt, seal, signed_message
 from bureau.tools.network import DEFAULT_TARIFF
 from bureau.tools.stack import Stack
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_profile import Profile  # noqa: E402
+
 
 def make_receipts(n: int, chargers: int) -> tuple[list[tuple[str, int, bytes]], dict[str, SigningKey]]:
     tariff = Tariff.from_doc(DEFAULT_TARIFF)
@@ -70,7 +73,7 @@ def fleet_clients(stack: Stack, replies: queue.Queue) -> tuple[mqtt.Client, mqtt
     subscribed.wait(5)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
     pub.username_pw_set(*stack.broker_login("bench-pub", role="fleet"))
-    pub.max_inflight_messages_set(1000)
+    pub.max_inflight_messages_set(0)  # (a limit makes paho rescan its in-flight messages on every PUBACK)
     pub.max_queued_messages_set(0)
     pub.connect("127.0.0.1", stack.broker.port)
     pub.loop_start()
@@ -107,7 +110,7 @@ def nodes_received(stack: Stack) -> int:
     return total
 
 
-def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
+def run(n: int, chargers: int, nodes: int, rate: int, profile_dir: Path | None = None) -> dict:
     receipts, keys = make_receipts(n, chargers)
     cores = os.cpu_count() or 1
     verify_per_s = verify_rate(receipts, keys)
@@ -122,6 +125,10 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
             sub, pub = fleet_clients(stack, acks)
             ids = [hashlib.sha256(env).hexdigest() for _, _, env in receipts]
             sent: dict[str, float] = {}
+            node_names = [f"node-{i + 1}" for i in range(nodes)]
+            profile = None if profile_dir is None else Profile(
+                profile_dir, {**{name: node.proc.pid for name, node in zip(node_names, stack.nodes)},
+                              "bench": os.getpid()})
             t0 = time.perf_counter()
             for i, (cid, seq, env) in enumerate(receipts):
                 if rate:
@@ -149,6 +156,8 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
                     last = t
                 elif msg["type"] == "reject":
                     rejects[msg["reason"]] = rejects.get(msg["reason"], 0) + 1
+            if profile is not None:
+                profile.stop()
             sub.loop_stop()
             pub.loop_stop()
             received_by_nodes = nodes_received(stack)
@@ -174,7 +183,9 @@ def run(n: int, chargers: int, nodes: int, rate: int) -> dict:
         return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1) if latencies else None
 
     committed_per_s = len(latencies) / (last - t0) if latencies else 0.0
-    return {"bench": "ingest", "nodes": nodes, "receipts": n, "chargers": chargers, "committed": len(latencies),
+    cpu = {} if profile is None else {"cpu_ms_per_1000_nodes": profile.breakdown(node_names, len(latencies)),
+                                      "cpu_ms_per_1000_bench": profile.breakdown(["bench"], len(latencies))}
+    return {**cpu, "bench": "ingest", "nodes": nodes, "receipts": n, "chargers": chargers, "committed": len(latencies),
             "rejected": rejects, "lost": n - len(latencies) - sum(rejects.values()),
             "received_by_nodes": received_by_nodes, "broker_dropped_for": dropped_for,
             "publish_per_s": round(n / (t_published - t0)), "committed_per_s": round(committed_per_s),
@@ -196,8 +207,10 @@ def main() -> int:
     p.add_argument("--chargers", type=int, default=200)
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--rate", type=int, default=0, help="publish rate per second (0 = as fast as possible)")
+    p.add_argument("--profile", type=Path, help="sample the nodes and the bench with py-spy into this folder and "
+                                                "report CPU-ms per 1,000 committed receipts by component")
     args = p.parse_args()
-    result = run(args.receipts, args.chargers, args.nodes, args.rate)
+    result = run(args.receipts, args.chargers, args.nodes, args.rate, args.profile)
     print(f"ingest, {result['nodes']} node(s): {result['committed']}/{result['receipts']} receipts committed and acked, "
           f"{result['committed_per_s']}/s end to end (publisher {result['publish_per_s']}/s); "
           f"publish->ack p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
@@ -207,6 +220,11 @@ def main() -> int:
           f"valid {result['audit_chain_valid']}), on {result['cores']} processes at "
           f"{result['parallel_audit_receipts_per_s']} receipts/s (ratio to {result['cores']} x the limit "
           f"{result['parallel_audit_ratio_to_cores_verify_limit']}, valid {result['parallel_audit_chain_valid']})")
+    for who in ("nodes", "bench"):
+        parts = result.get(f"cpu_ms_per_1000_{who}")
+        if parts:
+            print(f"CPU-ms per 1,000 committed receipts, {who} ({parts['total']} in all): "
+                  + "; ".join(f"{c} {ms}" for c, ms in parts.items() if c != "total"))
     if result["lost"]:
         print(f"LOST {result['lost']} receipts (neither acked nor rejected): the nodes took "
               f"{result['received_by_nodes']} of {result['receipts']} from the broker; "

@@ -69,7 +69,8 @@ class Chain:
             return ex
 
     def commit(self, block: Block, cert: bytes, ex: Execution) -> None:
-        certificate.verify(self.genesis.validators, self.genesis.chain_id, block.height, block.hash, cert)
+        certificate.verify(self.state.validators_at(block.height), self.genesis.chain_id, block.height, block.hash,
+                           cert)
         with self.lock:
             if block.height != self.state.height + 1 or block.header.prev_hash != self.state.last_hash:
                 raise ChainError(f"commit of block {block.height} on head {self.state.height}")

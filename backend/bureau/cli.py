@@ -51,6 +51,22 @@ def _run(args) -> int:
     return EXIT_FAILED if node.supervisor.reason is not None else 0
 
 
+def _ingest_worker(args) -> int:
+    import signal
+
+    from .config import Settings
+    from .ingest.worker import IngestWorker
+    from .logfmt import configure
+    settings = Settings.from_env(node_id=args.node_id, genesis=args.genesis, mqtt_port=args.mqtt_port,
+                                 worker_id=args.worker_id, worker_node=args.node)
+    configure(settings.log_format)
+    worker = IngestWorker(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
 def _keygen(args) -> int:
     from .crypto import load_or_create_key
     key = load_or_create_key(Path(args.out))
@@ -159,6 +175,17 @@ def _operator(args) -> int:
     print(f"{action} committed at height {height} (tx {tx_hash})")
     if shown is not None:
         print(shown)
+    return 0
+
+
+def _approve_validators(args) -> int:
+    """One validator's approval of a validator-set change, as change_validators' approvals list takes it."""
+    from .crypto import load_key
+    from .ledger.genesis import Genesis
+    from .ledger.valset import approve
+    change = _typed("change", "object", args.change)
+    key = load_key(Path(args.key))
+    print(json.dumps(approve(key, args.validator, Genesis.load(Path(args.genesis)).chain_id, change)))
     return 0
 
 
@@ -281,6 +308,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--mqtt-port", type=int_range(1, 65535))
     r.add_argument("--http-port", type=int_range(1, 65535))
     r.set_defaults(fn=_run)
+    w = sub.add_parser("ingest-worker", help="take a share of a bureau's receipts from the broker, verify them and "
+                                             "hand them to the node (docs/ingest-workers.md)")
+    w.add_argument("--node-id", help="the bureau the worker works for (BUREAU_NODE_ID)")
+    w.add_argument("--genesis")
+    w.add_argument("--worker-id", help="BUREAU_WORKER_ID")
+    w.add_argument("--node", help="host:port of the node's worker link (BUREAU_WORKER_NODE)")
+    w.add_argument("--mqtt-port", type=int_range(1, 65535))
+    w.set_defaults(fn=_ingest_worker)
     k = sub.add_parser("keygen", help="make an Ed25519 key file (kept if it exists); prints the public key")
     k.add_argument("--out", required=True)
     k.set_defaults(fn=_keygen)
@@ -302,6 +337,13 @@ def parser() -> argparse.ArgumentParser:
                    help=", ".join([*ACTIONS, ISSUE_BINDING_CODE]))
     o.add_argument("args", nargs="*", metavar="ARG", help="key=value, or one JSON object")
     o.set_defaults(fn=_operator)
+    a = sub.add_parser("approve-validators", help="sign a validator's approval of a validator-set change; prints "
+                                                  "{validator, signature} for change_validators (docs/consensus.md)")
+    a.add_argument("--key", required=True, help="the validator's node key file")
+    a.add_argument("--validator", required=True, help="the validator's id in the set in force")
+    a.add_argument("--genesis", required=True, help="the chain's genesis file")
+    a.add_argument("--change", required=True, help="the change document: JSON, or @file holding it")
+    a.set_defaults(fn=_approve_validators)
     v = sub.add_parser("verify-chain", help="re-verify a stored chain from genesis; prints a JSON report")
     v.add_argument("--genesis", required=True)
     v.add_argument("--db", "--db-url", dest="db", required=True, metavar="PATH_OR_URL",

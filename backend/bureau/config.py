@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -114,6 +115,32 @@ class AuthzSettings:
     max_request_bytes: int = _between(1024, 64, 65_536)
 
 
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Ingest workers (docs/ingest-workers.md). On the node: `listen` turns the worker link on
+    (the node then takes no receipts from the broker itself) and `keys_file` names the workers
+    allowed on it. On a `bureau ingest-worker`: the other fields."""
+    listen: str = ""  # host:port the node serves its workers on; empty: no workers, today's ingest
+    keys_file: Path | None = None  # lines "<worker id> <public key hex>": the workers the node lets in
+    id: str = ""  # this worker's id: its login on the link, and `<bureau>.<id>` on the broker
+    key_file: Path | None = None  # this worker's Ed25519 key; default: <data_dir>/<id>.key
+    node: str = ""  # host:port of its node's worker link
+    queue_limit: int = _between(10_000, 1, 1_000_000)  # receipts buffered before the worker drops new ones
+    threads: int = _between(2, 1, 64)  # verification threads
+
+    def __post_init__(self) -> None:
+        for name, address in (("LISTEN", self.listen), ("NODE", self.node)):
+            if address and _host_port_error(address):
+                raise SettingsError(f"{ENV_PREFIX}WORKER_{name}={address!r}: {_host_port_error(address)}")
+        if self.listen and self.keys_file is None:
+            raise SettingsError(f"{ENV_PREFIX}WORKER_LISTEN needs {ENV_PREFIX}WORKER_KEYS_FILE (the workers let in)")
+        if self.id and not WORKER_ID_RE.match(self.id):
+            raise SettingsError(f"{ENV_PREFIX}WORKER_ID={self.id!r}: allowed: 1-32 of A-Z a-z 0-9 _ -")
+
+
+WORKER_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
+
+
 # section attribute -> the prefix of its variables after BUREAU_ ("" : the field name alone)
 SECTIONS: dict[str, tuple[type, str]] = {
     "mqtt": (MqttSettings, "MQTT_"),
@@ -121,6 +148,7 @@ SECTIONS: dict[str, tuple[type, str]] = {
     "consensus": (ConsensusSettings, ""),
     "storage": (StorageSettings, ""),
     "authz": (AuthzSettings, "AUTHZ_"),
+    "worker": (WorkerSettings, "WORKER_"),
 }
 
 
@@ -135,6 +163,7 @@ class Settings:
     consensus: ConsensusSettings = field(default_factory=ConsensusSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     authz: AuthzSettings = field(default_factory=AuthzSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     log_format: str = "text"  # "text" or "json": one JSON object per line (bureau/logfmt.py)
 
     def __post_init__(self) -> None:
@@ -146,6 +175,10 @@ class Settings:
         if link not in BROKER_LINKS:
             raise ValueError(f"unknown broker link {link!r}; links are {', '.join(BROKER_LINKS)}")
         return f"{self.mqtt.username or self.node_id}.{link}", self.mqtt.password
+
+    def worker_login(self) -> tuple[str, str | None]:
+        """(user name, password) of an ingest worker's broker login: `<bureau>.<worker id>`."""
+        return f"{self.mqtt.username or self.node_id}.{self.worker.id}", self.mqtt.password
 
     @property
     def database_url(self) -> str:

@@ -24,6 +24,8 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     # ingest (MQTT receipts)
     "received": ("Receipt messages received from the broker", False),
     "admitted": ("Receipts admitted into the mempool from the broker", False),
+    "admission_paused": ("Half-second waits of admission at a full mempool (MEMPOOL_PAUSE_AT), the broker "
+                         "holding the receipts not yet taken", False),
     "rejected": ("Receipts from the broker rejected, by reason", True),
     "committed": ("Receipts committed in blocks (rate: receipts ingested per second)", False),
     "resent_acks": ("Acks sent again for receipts already committed", False),
@@ -33,6 +35,13 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "relayed_admitted": ("Transactions relayed by peers and admitted here", False),
     "relayed_rejected": ("Transactions relayed by peers or refused in a block, by reason", True),
     "operator_refused": ("Operator actions refused (final in a block, or dropped before one), by reason", True),
+    # ingest workers (docs/ingest-workers.md)
+    "worker_received": ("Receipts ingest workers handed to this node", False),
+    "worker_admitted": ("Receipts from ingest workers admitted into the mempool", False),
+    "worker_refused": ("Ingest worker logins refused, by reason", True),
+    "worker_disconnected": ("Ingest worker links dropped, by reason", True),
+    "worker_reply_dropped": ("Acks and rejects not sent: their worker was gone or behind (the charger resends)",
+                             False),
     # consensus and peers
     "blocks_committed": ("Blocks committed by consensus", False),
     "consensus_verdict": ("Consensus messages refused by the core, by verdict", True),

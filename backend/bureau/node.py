@@ -13,13 +13,14 @@ from .crypto import load_key
 from .api.auth import ReplayGuard
 from .api.operator_auth import load_token
 from .authz import Authz
-from .ingest.mempool import Mempool
+from .ingest.gateway import WorkerGateway, load_worker_keys
+from .ingest.mempool import Mempool, MempoolFull
 from .ingest.mqtt import MqttIngest
 from .ledger.genesis import Genesis
 from .ledger.state import Refusal
 from .ledger.tx import KIND_OPERATOR, KIND_RECEIPT, TxError, decode_operator, tx_hash
 from .metrics import Metrics
-from .storage import Repository
+from .storage import Repository, migrate
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,20 @@ class Node:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.genesis = Genesis.load(settings.genesis)
         self.key = load_key(settings.node_key_file)
-        me = self.genesis.validator(settings.node_id)
-        if me.public_key != self.key.verify_key.encode():
+        first = self.genesis.validators.by_id(settings.node_id)
+        if first is not None and first.public_key != self.key.verify_key.encode() \
+                and not self._has_chain(settings.database_url):
+            # no chain yet, so no change could have rotated the genesis key
             raise NodeKeyMismatch(f"{settings.node_key_file} is not the key the genesis names for {settings.node_id}")
         self.repo = Repository(settings.database_url)
         self.chain = Chain(self.genesis, self.repo)
+        # a bureau named by the set in force or a coming one; or, with its peer listener set, one
+        # that joins before a change names it (it follows the chain until it is a validator)
+        me = self.chain.state.schedule.peers_from(self.chain.height + 1).get(settings.node_id)
+        if me is None and not settings.consensus.peer_listen:
+            me = self.genesis.validator(settings.node_id)  # GenesisError: no validator of that id
+        if me is not None and me.public_key != self.key.verify_key.encode():
+            raise NodeKeyMismatch(f"{settings.node_key_file} is not the key the chain names for {settings.node_id}")
         self.mempool = Mempool(settings.consensus.mempool_limit)
         self.metrics = Metrics()
         self.replay_guard = ReplayGuard(settings.http.auth_window_s)
@@ -62,14 +72,37 @@ class Node:
         # one validator or many: the same consensus (a lone validator has no peers to dial)
         self.producer = BftReplica(self.chain, self.mempool, self.metrics, settings.node_id, self.key,
                                    data_dir=settings.data_dir, listen=blocks.peer_listen or me.address,
+                                   on_evidence=self._submit_evidence,
                                    max_txs=blocks.max_block_txs, commit_delay_ms=blocks.block_interval_ms,
                                    on_refused=self._on_refused, relay=self.ingest.submit_relayed,
                                    peer_addresses=blocks.peer_address_map, supervisor=self.supervisor)
         if len(self.genesis.validators) > 1:
             self.mempool.on_local_add.append(lambda tx: self.producer.share([tx]))
             self.ingest.shared_subscription = settings.mqtt.shared_subscription
+        self.workers: WorkerGateway | None = None  # ingest workers take the receipts from the broker
+        if settings.worker.listen:
+            self.workers = WorkerGateway(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
+                                         signing_key=self.key, listen=settings.worker.listen,
+                                         worker_keys=load_worker_keys(settings.worker.keys_file),
+                                         supervisor=self.supervisor)
+            self.ingest.take_receipts = False
         self.authz = Authz(self)
         self._observe()
+
+    @staticmethod
+    def _has_chain(url: str) -> bool:
+        peek = Repository(url, create=False)
+        try:
+            return migrate.current(peek.engine) is not None and peek.head_height() > 0
+        finally:
+            peek.close()
+
+    def _submit_evidence(self, tx: bytes) -> None:
+        """Equivocation this node saw, for the next block it proposes (ledger/evidence.py)."""
+        try:
+            self.mempool.add(tx_hash(tx), tx, verified=False, local=False)
+        except MempoolFull:
+            self.metrics.inc("evidence_dropped", "busy")
 
     def _observe(self) -> None:
         """The node's gauges, read at each scrape; commits are timed and their refusals logged."""
@@ -90,7 +123,10 @@ class Node:
         return {"round": self.producer.core.round, "peers_connected": len(peers), "peers": peers}
 
     def _on_refused(self, refusals: list[Refusal]) -> None:
-        self.ingest.on_refused([r for r in refusals if r.tx and r.tx[0] == KIND_RECEIPT])
+        receipts = [r for r in refusals if r.tx and r.tx[0] == KIND_RECEIPT]
+        self.ingest.on_refused(receipts)
+        if self.workers:
+            self.workers.on_refused(receipts)
         for r in refusals:
             if r.tx and r.tx[0] == KIND_OPERATOR:
                 h = tx_hash(r.tx)
@@ -121,6 +157,8 @@ class Node:
 
     def start(self) -> None:
         self.ingest.start()
+        if self.workers:
+            self.workers.start()
         self.producer.start()
         self.authz.start()
         self.started = True
@@ -142,5 +180,7 @@ class Node:
     def stop(self) -> None:
         self.authz.stop()
         self.producer.stop()
+        if self.workers:
+            self.workers.stop()
         self.ingest.stop()
         self.repo.close()

@@ -63,7 +63,7 @@ class Fleet:
         user, password = broker.login(name, "fleet")  # speaks for every charger of the fleet
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=user)
         self.client.username_pw_set(user, password)
-        self.client.max_inflight_messages_set(1000)
+        self.client.max_inflight_messages_set(0)  # (a limit makes paho rescan its in-flight messages on every PUBACK)
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker.port)

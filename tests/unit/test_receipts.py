@@ -52,8 +52,11 @@ def test_every_single_byte_truncation_is_refused():
     env = bytes.fromhex(GOOD[0]["envelope"])
     body = env[:-64]
     for n in range(1, len(body)):
-        with pytest.raises(ReceiptError):
+        with pytest.raises(ReceiptError) as err:
             decode(body[:n] + env[-64:])
+        assert err.value.reason == "malformed", n
+    with pytest.raises(ReceiptError, match="2 bytes after the last field"):
+        decode(body + b"ab" + env[-64:])
 
 
 def test_check_rejects_out_of_range_fields():

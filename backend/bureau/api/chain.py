@@ -18,7 +18,7 @@ from ..ledger.state import MAX_TARIFF_VERSION
 from ..ledger.tx import tx_hash
 from ..node import Node
 from .errors import ApiError, refusals
-from .schemas import HeaderOut, header_out
+from .schemas import HeaderOut, ValidatorChangeOut, header_out, validator_changes_out
 
 MAX_I64 = 2**63 - 1  # heights and entry ids are SQL BIGINTs
 Height = Annotated[int, Parameter(ge=1, le=MAX_I64, description="block height, 1..2^63-1")]
@@ -157,6 +157,25 @@ class ChainReader:
         return msgspec.convert(t.to_doc(), TariffDoc)
 
 
+class ValidatorSetOut(msgspec.Struct):
+    seq: int  # the set version: 0 the genesis set, then one per change
+    from_height: int
+    validators: list[GenesisValidator]
+
+
+class ValidatorsOut(msgspec.Struct):
+    height: int  # the head
+    in_force: ValidatorSetOut  # at the next height
+    latest: ValidatorSetOut  # the last decided (in force from its from_height)
+    changes: list[ValidatorChangeOut]  # every change, oldest first: a light client follows them from the genesis
+
+
+def _set_out(epoch) -> ValidatorSetOut:
+    from ..ledger.valset import validators_doc
+    return ValidatorSetOut(seq=epoch.seq, from_height=epoch.from_height,
+                           validators=[GenesisValidator(**v) for v in validators_doc(epoch.validators)])
+
+
 def provide_chain_reader(node: NamedDependency[Node]) -> ChainReader:
     return ChainReader(node.chain)
 
@@ -177,6 +196,14 @@ class ChainController(Controller):
          sync_to_thread=True, responses=refusals("no_block"))
     def block(self, reader: NamedDependency[ChainReader], height: Height) -> BlockOut:
         return reader.block(height)
+
+    @get("/validators", summary="The validator set in force, the last one decided, and every change since the genesis",
+         sync_to_thread=True, responses=refusals(takes_input=False))
+    def validators(self, reader: NamedDependency[ChainReader]) -> ValidatorsOut:
+        chain = reader.chain
+        schedule, height = chain.state.schedule, chain.height
+        return ValidatorsOut(height=height, in_force=_set_out(schedule.epoch_at(height + 1)),
+                             latest=_set_out(schedule.latest), changes=validator_changes_out(chain.repo))
 
     # Served as loaded, not re-shaped: a client can check it against the head's genesis_hash.
     @get("/genesis", summary="The genesis document (validator set to check certificates with)",

@@ -15,7 +15,7 @@ from ..node import Node
 from ..receipts.codec import decode as decode_receipt
 from .driver import DRIVER_DEPENDENCIES
 from .errors import ApiError, refusals
-from .schemas import HeaderOut, header_out
+from .schemas import HeaderOut, ValidatorChangeOut, header_out, validator_changes_out
 
 MAX_SEQ = 2**32 - 1  # a receipt's seq is a u32 (docs/receipt-v1.md)
 Seq = Annotated[int, Parameter(ge=1, le=MAX_SEQ, description="receipt seq, 1..2^32-1")]
@@ -46,6 +46,7 @@ class ReceiptProof(msgspec.Struct):
     audit_path: list[str]  # hex sibling hashes from the leaf up to the header's tx_root
     header: HeaderOut
     certificate: str  # the block's commit certificate, canonical JSON text
+    validator_changes: list[ValidatorChangeOut]  # to follow the validator sets from the genesis to the block
 
 
 class ReceiptProver:
@@ -70,7 +71,8 @@ class ReceiptProver:
         return ReceiptProof(receipt=receipt, charger_public_key=chain.state.charger_key_at(charger_id, loc.height).hex(),
                             leaf_index=loc.idx, tree_size=len(leaves),
                             audit_path=[p.hex() for p in merkle.audit_path(leaves, loc.idx)],
-                            header=header_out(block.header), certificate=cert.decode())
+                            header=header_out(block.header), certificate=cert.decode(),
+                            validator_changes=validator_changes_out(chain.repo))
 
 
 def provide_receipt_prover(node: NamedDependency[Node]) -> ReceiptProver:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 import msgspec
 
@@ -35,3 +36,16 @@ def header_out(h: Header) -> HeaderOut:
                      prev_hash=h.prev_hash.hex(), time_ms=h.time_ms, time=iso_utc(h.time_ms),
                      tx_root=h.tx_root.hex(), state_root=h.state_root.hex(), proposer=h.proposer,
                      tx_count=h.tx_count, encoded=h.encode().hex())
+
+
+class ValidatorChangeOut(msgspec.Struct):
+    """A validator-set change decided on chain: the deciding block's header and certificate and the
+    state proof of its `v/set` record (docs/consensus.md)."""
+    height: int
+    header: str  # hex header bytes
+    certificate: str  # canonical JSON text
+    proof: dict[str, Any]  # state proof JSON v1 of v/set against the header's state_root
+
+
+def validator_changes_out(repo) -> list[ValidatorChangeOut]:
+    return [ValidatorChangeOut(**c) for c in repo.validator_changes()]

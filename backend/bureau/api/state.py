@@ -16,10 +16,10 @@ from ..chain import Chain
 from ..node import Node
 from .driver import DRIVER_DEPENDENCIES
 from .errors import ApiError, refusals
-from .schemas import HeaderOut, header_out
+from .schemas import HeaderOut, ValidatorChangeOut, header_out, validator_changes_out
 
 MAX_KEY = 200  # longer than any key an entity's ids make (docs/state.md)
-PUBLIC_KINDS = frozenset({"o", "c", "t", "m"})  # operators, chargers, tariffs, meter marks
+PUBLIC_KINDS = frozenset({"o", "c", "t", "m", "v", "e"})  # operators, chargers, tariffs, meter marks, validators, evidence
 OWN_KINDS = frozenset({"w", "b"})  # the key names the wallet
 OWNED_RECORD_KINDS = frozenset({"k", "p"})  # the record names the wallet: cards, payment references
 StateKey = Annotated[str, Parameter(min_length=1, max_length=MAX_KEY,
@@ -48,6 +48,7 @@ class StateProofOut(msgspec.Struct):
     proof: StateProof  # against header.state_root
     header: HeaderOut
     certificate: str  # the commit certificate of block `height`, canonical JSON text
+    validator_changes: list[ValidatorChangeOut]  # to follow the validator sets from the genesis to `height`
 
 
 class StateProver:
@@ -57,7 +58,7 @@ class StateProver:
     def proof(self, wallet_id: str, key: str) -> StateProofOut:
         kind, slash, rest = key.partition("/")
         if not slash or not rest or kind not in PUBLIC_KINDS | OWN_KINDS | OWNED_RECORD_KINDS:
-            raise ApiError("bad_key", f"{key!r} is not a state key: o/, c/, w/, k/, t/, m/, p/ or b/ and an id")
+            raise ApiError("bad_key", f"{key!r} is not a state key: o/, c/, w/, k/, t/, m/, p/, b/, v/ or e/ and an id")
         snapshot = self.chain.state.snapshot  # one value: the map and its height agree
         value = snapshot.state_map.get(key)
         if kind in OWN_KINDS and rest != wallet_id \
@@ -68,7 +69,8 @@ class StateProver:
             raise ApiError("no_block", "the chain has no block yet: no header certifies a state root")
         header, cert = self.chain.repo.header(snapshot.height)  # stored before the state moved to it
         return StateProofOut(key=key, value=value, height=snapshot.height, proof=msgspec.convert(snapshot.state_map.prove(key), StateProof),
-                             header=header_out(header), certificate=cert.decode())
+                             header=header_out(header), certificate=cert.decode(),
+                             validator_changes=validator_changes_out(self.chain.repo))
 
 
 def provide_state_prover(node: NamedDependency[Node]) -> StateProver:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ledger import certificate
+from ..ledger.valset import Schedule
 from .signing import DoubleSignError, SafeSigner, SignatureCache
 from .types import (
     MAX_BLOCK_BYTES, MAX_MESSAGE_BYTES, MAX_SYNC_BATCH, NIL, BlockHash, Certificate, Committed, Evidence,
@@ -154,22 +155,27 @@ class _Height:
 class Core:
     """One validator's (or observer's, with signing_key=None) consensus state machine."""
 
-    def __init__(self, config: Config, validators: ValidatorSet, signing_key: Any, *, block_hash: BlockHash,
-                 height: int = 1, now_ms: int = 0, last_signed: LastSigned | None = None,
+    def __init__(self, config: Config, validators: ValidatorSet | Schedule, signing_key: Any, *,
+                 block_hash: BlockHash, height: int = 1, now_ms: int = 0, last_signed: LastSigned | None = None,
                  wal: list[Record] | tuple = (), verifier: Any = None) -> None:
+        """`validators` is one set for every height, or the chain's `Schedule` of sets, which the
+        shell extends as it applies blocks (a set decided at height d is in force from d + 2, so
+        the sets of this height and the next are known once the height before was applied).
+        With a schedule, a signing key outside the set in force makes this node an observer at
+        that height."""
         if height < 1:
             raise ValueError("heights start at 1")
         self.config = config
         self.chain_id = config.chain_id
-        self.validators = validators
+        self._static = isinstance(validators, ValidatorSet)
+        self.schedule = Schedule.genesis(validators) if self._static else validators
         self._block_hash = block_hash
         self.verifier = verifier if verifier is not None else SignatureCache()
         self.signer: SafeSigner | None = None
-        self.index: int | None = None
+        self.index: int | None = None  # this node's index in the set in force at `height`
         if signing_key is not None:
             self.signer = SafeSigner(signing_key, last_signed)
-            self.index = validators.index_of_key(self.signer.public_key)
-            if self.index is None:
+            if self._static and validators.index_of_key(self.signer.public_key) is None:
                 raise ValueError("the signing key is not one of the validators' keys")
         self.now = now_ms
         self.stats: Counter = Counter()
@@ -200,6 +206,7 @@ class Core:
         self.height = height
         self._hs = _Height(height)
         self._next_hs: _Height | None = None
+        self.index = self._own_index(height)
         self._restore(list(wal), last_signed)
 
     # ------------------------------------------------------------------ introspection
@@ -241,8 +248,28 @@ class Core:
         """False between a commit and the start of round 0 of the next height."""
         return not self._awaiting_apply and self._start_at is None
 
+    @property
+    def validators(self) -> ValidatorSet:
+        """The set in force at the height being decided."""
+        return self.schedule.at(self.height)
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        return self.schedule.at(height)
+
+    def _known_through(self) -> int:
+        """The last height whose validator set the schedule is sure of: with a schedule, the
+        height after the last applied one + 1."""
+        if self._static:
+            return certificate.MAX_HEIGHT
+        return self.height if self._awaiting_apply else self.height + 1
+
+    def _own_index(self, height: int) -> int | None:
+        if self.signer is None:
+            return None
+        return self.schedule.at(height).index_of_key(self.signer.public_key)
+
     def proposer(self, height: int, round_: int) -> int:
-        return self.validators.proposer(height, round_)
+        return self.schedule.at(height).proposer(height, round_)
 
     def sync_status(self) -> dict:
         """What a lagging node knows: its height, peers known to be ahead and the best height
@@ -398,7 +425,7 @@ class Core:
                 lock = rec
         # decided but maybe not applied before the crash: hand them out again
         h = H
-        while h in decisions:
+        while h in decisions and h <= self._known_through():
             d = decisions[h]
             bh = self._peer_hash(d.block)
             if bh is None or not self._certifies(h, bh, d.certificate):
@@ -435,7 +462,7 @@ class Core:
                 rs = hs.at(hs.valid_round)
                 for idx, sig in lock.valid_pol:
                     v = Vote(PREVOTE, H, hs.valid_round, hs.valid_hash, idx, sig)
-                    if idx < len(self.validators) and not rs.prevotes.has(idx, v.block_hash) and self._verify_vote(v):
+                    if idx < len(self.validators_at(H)) and not rs.prevotes.has(idx, v.block_hash) and self._verify_vote(v):
                         self._add_vote(hs, rs, v)
         hs.persisted_round = max_round
         if not own and lock is None and max_round == 0:
@@ -459,7 +486,9 @@ class Core:
     # ------------------------------------------------------------------ inputs
 
     def _verify_vote(self, v: Vote) -> bool:
-        return self.verifier.verify(self.validators[v.validator].public_key, v.sign_bytes(self.chain_id), v.signature)
+        vals = self.schedule.at(v.height)
+        return v.validator < len(vals) and self.verifier.verify(vals[v.validator].public_key,
+                                                                v.sign_bytes(self.chain_id), v.signature)
 
     def _hash(self, block: bytes) -> bytes:
         bh = self._block_hash(block)
@@ -492,12 +521,12 @@ class Core:
     def _on_vote(self, v: Vote, peer: Any) -> str:
         if v.kind not in (PREVOTE, PRECOMMIT):
             return "bad_message"
-        if v.validator >= len(self.validators):
-            return "unknown_validator"
         H = self.height
         if v.height < H:
             return "stale_height"
-        if v.height > H + 1:
+        if v.validator >= len(self.schedule.at(v.height)):
+            return "unknown_validator"
+        if v.height > H + 1 or v.height > self._known_through():
             if not self._verify_vote(v):
                 return "bad_signature"
             self._note_peer(peer, v.height)
@@ -527,7 +556,8 @@ class Core:
 
     def _add_vote(self, hs: _Height, rs: _Round, v: Vote) -> None:
         idx = v.validator
-        power = self.validators.power(idx)
+        vals = self.schedule.at(hs.height)
+        power = vals.power(idx)
         vset = rs.prevotes if v.kind == PREVOTE else rs.precommits
         if idx not in vset.first:
             vset.first[idx] = v
@@ -543,7 +573,7 @@ class Core:
         p = vset.by_hash.get(v.block_hash, 0) + power
         vset.by_hash[v.block_hash] = p
         if v.kind == PRECOMMIT and v.block_hash != NIL:
-            q = self.validators.quorum_power
+            q = vals.quorum_power
             if p >= q > p - power:
                 hs.commit_quorums.append((v.round, v.block_hash))
 
@@ -551,9 +581,10 @@ class Core:
         if idx in rs.senders:
             return
         rs.senders.add(idx)
-        power = self.validators.power(idx)
+        vals = self.schedule.at(hs.height)
+        power = vals.power(idx)
         rs.sender_power += power
-        third = self.validators.skip_power
+        third = vals.skip_power
         if rs.sender_power >= third > rs.sender_power - power:
             hs.skip_rounds.append(r)
 
@@ -565,12 +596,13 @@ class Core:
             return "bad_pol_round"
         if len(p.block) > self.config.max_block_bytes:
             return "block_too_large"
-        proposer = self.validators.proposer(p.height, p.round)
-        if p.height > H + 1:
+        vals = self.schedule.at(p.height)
+        proposer = vals.proposer(p.height, p.round)
+        if p.height > H + 1 or p.height > self._known_through():
             bh = self._peer_hash(p.block)
             if bh is None:
                 return "bad_block"
-            if not self.verifier.verify(self.validators[proposer].public_key, p.sign_bytes(self.chain_id, bh),
+            if not self.verifier.verify(vals[proposer].public_key, p.sign_bytes(self.chain_id, bh),
                                         p.signature):
                 return "bad_signature"
             self._note_peer(peer, p.height)
@@ -587,7 +619,7 @@ class Core:
         bh = self._peer_hash(p.block)
         if bh is None:
             return "bad_block"
-        if not self.verifier.verify(self.validators[proposer].public_key, p.sign_bytes(self.chain_id, bh),
+        if not self.verifier.verify(vals[proposer].public_key, p.sign_bytes(self.chain_id, bh),
                                     p.signature):
             return "bad_signature"
         self._note_peer(peer, p.height)
@@ -598,7 +630,7 @@ class Core:
         self._note_sender(hs, rs, p.round, proposer)
         if p.pol:
             vrs = hs.at(p.pol_round)
-            n = len(self.validators)
+            n = len(vals)
             for idx, sig in p.pol:
                 if idx >= n or vrs.prevotes.has(idx, bh):
                     continue
@@ -639,7 +671,8 @@ class Core:
 
     def _certifies(self, height: int, block_hash: bytes, cert: bytes) -> bool:
         try:
-            certificate.verify(self.validators, self.chain_id, height, block_hash, cert, verifier=self.verifier)
+            certificate.verify(self.schedule.at(height), self.chain_id, height, block_hash, cert,
+                               verifier=self.verifier)
         except certificate.CertificateError:
             return False
         return True
@@ -657,7 +690,8 @@ class Core:
             bh = self._peer_hash(e.block)
             if bh is None:
                 return "bad_block"
-            if not self._certifies(e.height, bh, e.certificate):
+            # a height whose set is not known yet is checked when it is (`_apply_synced`)
+            if e.height <= self._known_through() and not self._certifies(e.height, bh, e.certificate):
                 return "bad_certificate"
             self._sync_pending[e.height] = (e.block, e.certificate)
             self._note_peer(peer, e.height + 1)
@@ -730,6 +764,7 @@ class Core:
 
     def _enter_height(self, h: int) -> None:
         self.height = h
+        self.index = self._own_index(h)
         nxt = self._next_hs
         self._hs = nxt if nxt is not None and nxt.height == h else _Height(h)
         self._next_hs = None
@@ -753,7 +788,7 @@ class Core:
         if hs.step != PROPOSE:
             return
         self._schedule(self.config.timeouts.propose(r), PROPOSE, r)
-        if self.index is not None and self.validators.proposer(self.height, r) == self.index:
+        if self.index is not None and self.proposer(self.height, r) == self.index:
             if (r, PROPOSE) in hs.own:       # a restored own proposal goes out with _rebroadcast
                 return
             if hs.valid_block is not None:   # L15: re-propose the valid value
@@ -909,7 +944,7 @@ class Core:
                 if valid is not None:
                     self.stats["certified_block_invalid"] += 1
                 continue
-            vals = self.validators
+            vals = self.schedule.at(hs.height)
             sigs = tuple(sorted((vals[i].id, sig) for i, sig in hs.rounds[r].precommits.signatures_for(bh)))
             self._decide(block, Certificate(hs.height, r, bh, sigs).encode())
             return True
@@ -918,6 +953,11 @@ class Core:
     def _apply_synced(self) -> bool:
         block, cert = self._sync_pending[self.height]
         bh = self._hash(block)
+        if not self._static and not self._certifies(self.height, bh, cert):
+            # taken before this height's set was known (or checked again now that it is)
+            del self._sync_pending[self.height]
+            self.stats["bad_certificate"] += 1
+            return False
         hs = self._hs
         hs.blocks.setdefault(bh, block)
         valid = self._valid(hs, bh)

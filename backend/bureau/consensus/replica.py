@@ -26,6 +26,7 @@ from typing import Callable
 
 from ..chain import Chain, ChainError
 from ..ingest.mempool import Mempool
+from ..ledger import evidence
 from ..ledger.block import Block, BlockError, block_hash
 from ..ledger.state import Execution, Refusal
 from ..ledger.tx import tx_hash
@@ -80,7 +81,7 @@ class LedgerBlocks:
             known = self._executions.get(block.hash)
             if known is not None:
                 return True
-            verified = frozenset(h for h in map(tx_hash, block.txs) if h in self.mempool.verified)
+            verified = self.mempool.checked(map(tx_hash, block.txs))
             ex = self.chain.check(block, verified)
         except (BlockError, ChainError, ValueError) as e:
             self.invalid_blocks += 1
@@ -187,7 +188,8 @@ class BftReplica:
                  on_refused: Callable[[list[Refusal]], None] = lambda r: None,
                  relay: Callable[[list[bytes]], None] = lambda txs: None,
                  peer_addresses: dict[str, str] | None = None, stall_ms: int = 20_000,
-                 supervisor: Supervisor | None = None) -> None:
+                 supervisor: Supervisor | None = None,
+                 on_evidence: Callable[[bytes], None] = lambda tx: None) -> None:
         self.supervisor = supervisor or Supervisor()
         self.chain, self.mempool, self.metrics, self.node_id = chain, mempool, metrics, node_id
         self.relay = relay
@@ -196,13 +198,16 @@ class BftReplica:
         self.on_refused = on_refused
         self.wal = Wal(Path(data_dir) / "consensus.wal")
         config = Config(chain.genesis.chain_id, timeouts=timeouts or Timeouts(), commit_delay_ms=commit_delay_ms)
-        self.core = Core(config, chain.genesis.validators, signing_key, block_hash=block_hash,
+        # the ledger's schedule of validator sets: apply() extends it, the core reads each height's set from it
+        self.core = Core(config, chain.state.schedule, signing_key, block_hash=block_hash,
                          height=chain.height + 1, now_ms=_now_ms(), last_signed=self.wal.last_signed(),
                          wal=self.wal.records)
         self.inbox = PeerInbox()
         self.flood = FloodMeter()
         self.transport = PeerTransport(chain.genesis, node_id, signing_key, listen, self._on_peer_message,
-                                       addresses=peer_addresses, metrics=metrics, supervisor=self.supervisor)
+                                       addresses=peer_addresses, metrics=metrics, supervisor=self.supervisor,
+                                       peers=chain.state.schedule.peers_from(chain.height + 1))
+        self.on_evidence = on_evidence
         self.sync_server = SyncServer(chain.repo, lambda peer, data: self.transport.send(peer, CH_CONSENSUS, data),
                                       metrics, batch=config.sync_batch, on_refused=self._note_excess,
                                       supervisor=self.supervisor)
@@ -330,6 +335,8 @@ class BftReplica:
             self.metrics.inc("equivocation_evidence")
             log.warning("validator %d signed two messages at height %d round %d step %d",
                         ev.validator, ev.height, ev.round, ev.step)
+            if isinstance(ev.first, Vote) and isinstance(ev.second, Vote) and ev.first.block_hash != ev.second.block_hash:
+                self.on_evidence(evidence.encode(ev.first, ev.second))  # recorded on chain (kind 5)
         # the core's questions, about the chain as the commits above left it
         if rd.propose is not None and rd.propose.height == self.chain.height + 1:
             self.core.propose(self.blocks.build(self.on_refused))
@@ -340,6 +347,10 @@ class BftReplica:
         block = Block.decode(raw)
         ex = self.blocks.execution(block)
         self.chain.commit(block, certificate, ex)  # block and state in one database transaction
+        schedule = self.chain.state.schedule
+        if ex.epoch is not None or schedule.latest.from_height == height + 1:
+            # a validator-set change decided (link with the validators to come) or in force (drop the removed)
+            self.transport.set_peers(self.chain.state.schedule.peers_from(height + 1))
         self.mempool.remove(map(tx_hash, block.txs))
         self.blocks.forget_below(height + 1)
         self._next_height_seen = False

@@ -21,6 +21,7 @@ class Admitted:
     charger_id: str
     seq: int
     receipt_id: str
+    decoded: tuple | None = None  # (receipt, body, signature) as parsed here: execution reuses it
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,35 @@ def admit(topic: str, payload: bytes, state: LedgerState) -> Admitted | AlreadyC
 
 
 def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None = None,
-                  now_s: int | None = None) -> Admitted | AlreadyCommitted | Refused:
+                  now_s: int | None = None, signature_checked: bool = False) -> Admitted | AlreadyCommitted | Refused:
     """The checks of a receipt envelope before it may wait for a block: from a charger's topic
-    (`topic_charger` set) or relayed by another bureau (None); `now_s` is this node's clock."""
+    (`topic_charger` set) or relayed by another bureau (None); `now_s` is this node's clock.
+    `signature_checked`: an ingest worker of this bureau verified the signature against the
+    charger registry this state holds (ingest/gateway.py), so it is not verified again."""
+    screened = screen_receipt(payload, state, topic_charger, signature_checked)
+    if isinstance(screened, Refused):
+        return screened
+    r, body, sig, rid = screened
+    charger = r.charger_id
+    committed = state.committed_receipt(charger, r.seq)
+    if committed == rid:
+        return AlreadyCommitted(charger, r.seq, rid)
+    if committed is not None:
+        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt", rid)
+    # the billing rules against the committed state, with this node's clock for the block time
+    billing = state.billing_error(r, state.tariffs.get((r.tariff_id, r.tariff_version)),
+                                  int(time.time()) if now_s is None else now_s)
+    if billing is not None:
+        return Refused(charger, r.seq, billing.reason, billing.detail, rid)
+    tx = receipt_tx(payload)
+    return Admitted(tx, tx_hash(tx), charger, r.seq, rid, (r, body, sig))
+
+
+def screen_receipt(payload: bytes, registry, topic_charger: str | None = None,
+                   signature_checked: bool = False) -> tuple | Refused:
+    """The checks that need only the charger registry (`registry`: a LedgerState, or a worker's
+    copy of its `chargers`, `retired` and `charger_old_keys`): size, decoding, topic, enrollment
+    and the signature. (receipt, body, signature, receipt id), or Refused."""
     charger = topic_charger
     if len(payload) > MAX_ENVELOPE:
         return Refused(charger, None, "oversized", f"{len(payload)} bytes, limit {MAX_ENVELOPE}")
@@ -65,28 +92,17 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
     elif r.charger_id != charger:
         # The broker's ACL lets a charger publish only on its own topic; the receipt must agree.
         return Refused(charger, r.seq, "wrong_topic", f"receipt of {r.charger_id} on the topic of {charger}", rid)
-    key = state.chargers.get(charger)
+    key = registry.chargers.get(charger)
     if key is None:
         return Refused(charger, r.seq, "unknown_charger", f"charger {charger} is not enrolled", rid)
-    if charger in state.retired:
+    if charger in registry.retired:
         return Refused(charger, r.seq, "charger_retired", f"charger {charger} is retired", rid)
-    if not crypto.verify(key, signed_message(body), sig):
-        rotated = state.rotated_key_error(state.charger_old_keys, charger, signed_message(body), sig)
+    if not signature_checked and not crypto.verify(key, signed_message(body), sig):
+        rotated = registry.rotated_key_error(registry.charger_old_keys, charger, signed_message(body), sig)
         if rotated is not None:
             return Refused(charger, r.seq, rotated.reason, rotated.detail, rid)
         return Refused(charger, r.seq, "bad_signature", "signature does not verify with the enrolled key", rid)
-    committed = state.committed_receipt(charger, r.seq)
-    if committed == rid:
-        return AlreadyCommitted(charger, r.seq, rid)
-    if committed is not None:
-        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt", rid)
-    # the billing rules against the committed state, with this node's clock for the block time
-    billing = state.billing_error(r, state.tariffs.get((r.tariff_id, r.tariff_version)),
-                                  int(time.time()) if now_s is None else now_s)
-    if billing is not None:
-        return Refused(charger, r.seq, billing.reason, billing.detail, rid)
-    tx = receipt_tx(payload)
-    return Admitted(tx, tx_hash(tx), charger, r.seq, rid)
+    return r, body, sig, rid
 
 
 def admit_operator(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:

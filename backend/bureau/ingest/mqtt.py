@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 
 from .. import topics
 from ..brokerlink import BrokerLink
@@ -25,6 +26,18 @@ from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_receipt
 from .mempool import Mempool, MempoolFull
 from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 
+# Arrival times kept for the acks of receipts taken here (at most the mempool's limit wait): one
+# whose copy is dropped unseen (a full mempool, a relayed copy refused elsewhere) cannot pile up.
+ORIGINS_KEPT = 200_000
+# While this many transactions wait in the mempool (four full blocks), admission pauses. Once
+# it is paused, or this many receipts wait here to be admitted, receipts are PUBACKed only when
+# admitted: the broker's in-flight limit per client (max_inflight_messages) then stops it sending
+# more, so a burst queues at the broker, in its bounded, logged queues, instead of in this
+# process, and consensus keeps the CPU it needs to commit. Otherwise paho acks on arrival, in its
+# own thread: an ack from an admission thread costs a wake-up of paho's loop per receipt.
+MEMPOOL_PAUSE_AT = 20_000
+HOLD_ACKS_AT = 2_000
+
 log = logging.getLogger(__name__)
 
 
@@ -41,15 +54,20 @@ class MqttIngest(BrokerLink):
         super().__init__(host=host, port=port, client_id=client_id, username=username, password=password,
                          clean_session=False, name="ingest", tls=tls, ca_file=ca_file,
                          threads=[supervisor.thread(f"ingest-{i}", self._work) for i in range(workers)])
-        self.client.max_inflight_messages_set(2000)
+        # No client-side in-flight limit: with one, paho rescans every unacked message on each
+        # PUBACK (its _update_inflight), O(in flight) per ack sent; the broker bounds its queues.
+        self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
+        self.pause_at, self.hold_acks_at = MEMPOOL_PAUSE_AT, HOLD_ACKS_AT
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         # receipts admitted here from MQTT, with their arrival (monotonic s): this node acks them
-        self._origin: dict[bytes, float] = {}
+        self._origin: OrderedDict[bytes, float] = OrderedDict()  # oldest first, at most ORIGINS_KEPT
+        self._origin_lock = threading.Lock()  # workers add, the commit listener takes
         self.presence = ChargerPresence()
         self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
+        self.take_receipts = True  # False: this bureau's ingest workers take them (ingest/gateway.py)
         chain.on_commit(self._on_commit)
 
     # ---- MQTT callbacks (paho's network thread) ------------------------------------------
@@ -60,7 +78,11 @@ class MqttIngest(BrokerLink):
             return
         # With several bureaus on one broker, a shared subscription hands each receipt to one of
         # them; it reaches the others over the peer links.
-        client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + topics.every_charger(topics.RECEIPT), qos=1)
+        receipts = topics.every_charger(topics.RECEIPT)
+        if self.take_receipts:
+            client.subscribe(("$share/bureaus/" if self.shared_subscription else "") + receipts, qos=1)
+        else:  # the persistent session may still hold the subscription of a run without workers
+            client.unsubscribe([receipts, "$share/bureaus/" + receipts])
         # every bureau reads every charger's retained status (QoS 0: nothing queued while down;
         # the retained copies say who is online on each subscribe)
         client.subscribe(STATUS_TOPICS, qos=0)
@@ -81,16 +103,23 @@ class MqttIngest(BrokerLink):
                 self.metrics.inc("status_refused", e.args[0])
             return
         if not self.intake.is_set():
-            return
+            return  # not acked: the broker keeps it for the restarted node's session
         self.metrics.inc("received")
-        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic()))
+        # paho reads the flag after this callback: it decides this message's PUBACK
+        hold = len(self.mempool) >= self.pause_at or self._queue.qsize() >= self.hold_acks_at
+        client.manual_ack_set(hold)
+        self._queue.put((msg.topic, bytes(msg.payload), time.monotonic(), msg.mid, msg.qos if hold else 0))
 
     # ---- admission (worker threads) ------------------------------------------------------
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            if len(self.mempool) >= self.pause_at:
+                self.metrics.inc("admission_paused")
+                self.mempool.drained.wait(0.5)
+                continue
             try:
-                topic, payload, arrived = self._queue.get(timeout=0.5)
+                topic, payload, arrived, mid, qos = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
             if not self.intake.is_set():
@@ -99,15 +128,18 @@ class MqttIngest(BrokerLink):
                 self.handle_relayed(payload)
             else:
                 self.handle(topic, payload, arrived)  # bad input is refused inside; anything else fails the node
+                if qos:  # held: its PUBACK lets the broker send the next
+                    self.client.ack(mid, qos)
 
     def handle(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
         decision = admit(topic, payload, self.chain.state)
         if isinstance(decision, Admitted):
             try:
-                self._origin[decision.tx_hash] = time.monotonic() if arrived is None else arrived
-                self.mempool.add(decision.tx_hash, decision.tx, verified=True)
+                self._remember_origin(decision.tx_hash, time.monotonic() if arrived is None else arrived)
+                self.mempool.add(decision.tx_hash, decision.tx, verified=True, decoded=decision.decoded)
                 self.metrics.inc("admitted")
             except MempoolFull as e:
+                self._take_origin(decision.tx_hash)
                 self._reject(decision.charger_id, decision.seq, decision.receipt_id, "busy", str(e))
         elif isinstance(decision, AlreadyCommitted):
             found = self._block_of(decision.charger_id, decision.seq)
@@ -120,10 +152,22 @@ class MqttIngest(BrokerLink):
         else:
             self._reject(decision.charger_id, decision.seq, decision.receipt_id, decision.reason, decision.detail)
 
+    def _remember_origin(self, h: bytes, arrived: float) -> None:
+        with self._origin_lock:
+            self._origin[h] = arrived
+            self._origin.move_to_end(h)
+            while len(self._origin) > ORIGINS_KEPT:
+                self._origin.popitem(last=False)
+
+    def _take_origin(self, h: bytes) -> float | None:
+        """The arrival of a receipt taken here (this node answers its charger), forgotten; else None."""
+        with self._origin_lock:
+            return self._origin.pop(h, None)
+
     def submit_relayed(self, txs: list[bytes]) -> None:
         """Transactions another bureau admitted: checked here again before they may wait."""
         for tx in txs:
-            self._queue.put((None, tx, None))
+            self._queue.put((None, tx, None, 0, 0))
 
     def handle_relayed(self, tx: bytes) -> None:
         try:
@@ -133,10 +177,10 @@ class MqttIngest(BrokerLink):
                     if isinstance(decision, Refused):
                         self.metrics.inc("relayed_rejected", decision.reason)
                     return
-                h = decision.tx_hash
+                h, decoded = decision.tx_hash, decision.decoded
             else:
-                h = admit_signed(tx, self.chain.state)
-            self.mempool.add(h, tx, verified=True, local=False)
+                h, decoded = admit_signed(tx, self.chain.state), None
+            self.mempool.add(h, tx, verified=True, local=False, decoded=decoded)
             self.metrics.inc("relayed_admitted")
         except TxError as e:
             self.metrics.inc("relayed_rejected", e.reason)
@@ -160,11 +204,9 @@ class MqttIngest(BrokerLink):
         """Receipts refused when a block was built (e.g. the wallet vanished meanwhile). Only the
         bureau that took the receipt from its charger answers, so the charger gets one reply."""
         for r in refusals:
-            h = tx_hash(r.tx)
-            if h not in self._origin:
+            if self._take_origin(tx_hash(r.tx)) is None:
                 self.metrics.inc("relayed_rejected", r.reason)
                 continue
-            self._origin.pop(h, None)
             if r.reason == "duplicate":
                 continue  # the first copy's ack answers it
             self._reject(r.charger_id, r.seq, receipt_id(r.tx[1:]), r.reason, r.detail)
@@ -177,7 +219,7 @@ class MqttIngest(BrokerLink):
         for eff in ex.effects:
             if eff.kind == "receipt":
                 n += 1
-                arrived = self._origin.pop(eff.tx_hash, None)
+                arrived = self._take_origin(eff.tx_hash)
                 if arrived is not None:
                     self.metrics.receipt_latency.observe(now - arrived)
                     self._ack(eff.charger_id, eff.seq, eff.receipt_id, block.height, block.hash)

@@ -35,19 +35,29 @@ class BlockCheck:
     signature verified, as tx hash -> the charger key it verified with."""
     block: Block
     problem: str | None
+    certificate: bytes
     receipt_keys: dict[bytes, bytes]
+    certified_by: tuple | None = None  # signers(set) the certificate verified against, as storage says
 
 
 def check_block(genesis: Genesis, keys: LedgerState, block: Block, cert: bytes) -> BlockCheck:
     """The checks of one block that need no state but the chargers' keys (`keys`, as storage
-    recorded them): its certificate, its Merkle root and its receipts' signatures."""
+    recorded them, and the validator sets storage says were decided): its certificate, its Merkle
+    root and its receipts' signatures. The replay checks the certificate again when the set it
+    replayed differs from the one used here."""
     h = block.header
+    certified_by = None
     try:
-        certificate.verify(genesis.validators, genesis.chain_id, h.height, h.hash, cert)
+        validators = keys.validators_at(h.height)
+        certificate.verify(validators, genesis.chain_id, h.height, h.hash, cert)
+        certified_by = signers(validators)
+    except ValueError:
+        pass
+    try:
         if not block.check_tx_root():
             raise ValueError("Merkle root does not match the transactions")
     except ValueError as e:
-        return BlockCheck(block, str(e), {})
+        return BlockCheck(block, str(e), cert, {}, certified_by)
     receipt_keys = {}
     for tx in block.txs:
         if tx[:1] != bytes([KIND_RECEIPT]):
@@ -59,7 +69,11 @@ def check_block(genesis: Genesis, keys: LedgerState, block: Block, cert: bytes) 
         key = keys.charger_key_at(r.charger_id, h.height)
         if key is not None and crypto.verify(key, signed_message(body), sig):
             receipt_keys[tx_hash(tx)] = key
-    return BlockCheck(block, None, receipt_keys)
+    return BlockCheck(block, None, cert, receipt_keys, certified_by)
+
+
+def signers(validators) -> tuple:
+    return tuple((v.id, v.public_key, v.power) for v in validators)
 
 
 def check_range(genesis: Genesis, keys: LedgerState, repo, start: int, end: int) -> list[BlockCheck]:
@@ -98,6 +112,9 @@ def _replay(genesis: Genesis, checked: Iterable[list[BlockCheck]], total: int, p
                     raise ValueError("header does not link to the previous block")
                 if check.problem is not None:
                     raise ValueError(check.problem)
+                validators = state.validators_at(h.height)  # as the replayed chain decided them
+                if check.certified_by != signers(validators):
+                    certificate.verify(validators, genesis.chain_id, h.height, h.hash, check.certificate)
                 ex = state.execute(list(check.block.txs), h.time_ms, receipt_keys=check.receipt_keys)
                 if ex.refused:
                     raise ValueError(f"invalid transaction: {ex.refused[0].reason}: {ex.refused[0].detail}")

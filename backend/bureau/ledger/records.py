@@ -63,3 +63,8 @@ def payment(wallet_id: str) -> str:
 def binding(binding_key: bytes, expires: int) -> str:
     """An unused binding code of a wallet (deleted when used)."""
     return _text({"binding_key": binding_key.hex(), "expires": expires})
+
+
+def evidence(block_id_a: bytes, block_id_b: bytes) -> str:
+    """An equivocation: the two block ids (nil = 32 zero bytes) one validator voted for."""
+    return _text({"block_ids": sorted([block_id_a.hex(), block_id_b.hex()])})

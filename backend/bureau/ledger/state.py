@@ -15,8 +15,12 @@ commit later at any node. Hashes are forgotten once the action's time window has
 State root v2: the root of the state map (ledger/statemap.py, docs/state.md) after the block, one
 record per entity (ledger/records.py). A transaction marks the entities it changes (`ex.dirty`);
 the end of `execute` builds each marked entity's record once from its whole state. History
-(committed receipt ids, billed sessions, decided actions) is kept here for the checks but is not
-in the map: the blocks' transactions prove it.
+(committed receipt ids, billed sessions, decided actions) is checked here but is not in the map:
+the blocks' transactions prove it.
+
+Memory is O(chargers + wallets + open work), not O(receipts): committed receipts and billed
+sessions are asked of an injected `History` (storage at a node, ledger/history.py), with a
+per-charger seq window in memory that answers the common case, a new receipt, without a lookup.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from .. import crypto
 from ..receipts.codec import ReceiptError, decode as decode_receipt, receipt_id, signed_message
 from . import records
 from .genesis import Genesis
+from .history import History, MemoryHistory, SeqWindows
 from .statemap import StateMap
 from .tariff import Tariff, TariffError
-from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_DRIVER, KIND_OPERATOR, KIND_RECEIPT,
+from . import evidence as evidence_tx, valset
+from .tx import (ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, ID_RE, KIND_DRIVER, KIND_EVIDENCE, KIND_OPERATOR, KIND_RECEIPT,
                  MAX_ACTION_TIME, MAX_BINDING_S, MAX_TX, DriverTx, decode_driver,
                  PAYMENT_REF_RE, TxError, action_time_error, decode_operator, signed_operator_message, tx_hash)
 
@@ -113,10 +119,14 @@ class Execution:
     tariff_from: dict[tuple[str, int], int] = field(default_factory=dict)  # (id, version) -> effective_from
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
     sessions: set[tuple[str, bytes]] = field(default_factory=set)  # (charger, session id) billed in the block
+    # those of the block's sessions that earlier blocks billed: one history lookup per block
+    billed_before: set[tuple[str, bytes]] = field(default_factory=set)
     meters: dict[tuple[str, str], MeterMark] = field(default_factory=dict)  # (charger, meter serial) -> new mark
     operator_txs: set[bytes] = field(default_factory=set)  # decided here: committed or refused in the block
     payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
     bindings: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # wallet -> (key, expires); None: used
+    epoch: valset.Epoch | None = None  # the validator set a change_validators of the block decided
+    evidence: dict[tuple, tuple[bytes, bytes]] = field(default_factory=dict)  # new equivocations, as self.evidence
     time_ms: int = 0
 
     @property
@@ -125,14 +135,17 @@ class Execution:
 
 
 class LedgerState:
-    """Chargers, wallets, cards, tariffs, committed receipt ids, credited payment references and
-    the operator actions decided within their window, held in memory.
+    """Chargers, wallets, cards, tariffs, each charger's seq window, credited payment references
+    and the operator actions decided within their window, held in memory.
 
-    Balances are read in O(1); storage persists the same data and rebuilds this at start.
+    Balances are read in O(1); storage persists the same data and rebuilds this at start. Receipts
+    and sessions beyond the seq window are asked of `history` (default: kept in memory, for a
+    state without storage; `Repository.load_state` puts its own in).
     """
 
-    def __init__(self, genesis: Genesis) -> None:
+    def __init__(self, genesis: Genesis, history: History | None = None) -> None:
         self.genesis = genesis
+        self.history: History = MemoryHistory() if history is None else history
         self.operators = dict(genesis.operators)
         self.chargers: dict[str, bytes] = {}  # every charger ever enrolled, retired ones too (their
         # receipts on chain stay verifiable)
@@ -147,13 +160,16 @@ class LedgerState:
         self.tariffs: dict[tuple[str, int], Tariff] = {(t.tariff_id, t.version): t for t in genesis.tariffs}
         # (id, version) -> effective_from (unix s): genesis tariffs are in force from 0
         self.tariff_from: dict[tuple[str, int], int] = dict.fromkeys(self.tariffs, 0)
-        self.receipts: dict[tuple[str, int], str] = {}
-        self.sessions: set[tuple[str, bytes]] = set()  # (charger, session id) of every committed receipt
+        self.seq_windows = SeqWindows()  # per charger: which recent seqs are committed
         self.meters: dict[tuple[str, str], MeterMark] = {}  # (charger, meter serial) -> its latest readings
         # hash -> time (ms) of the block that decided it; pruned as the window passes
         self.operator_txs: dict[bytes, int] = {}
         self.payments: dict[str, str] = {}
         self.bindings: dict[str, tuple[bytes, int]] = {}  # wallet -> (binding key, expires unix s), unused codes
+        # the validator sets decided so far (the genesis set first) and when each is in force
+        self.schedule = valset.Schedule.genesis(genesis.validators)
+        # (validator id, height, round, step) of every recorded equivocation -> its two block ids
+        self.evidence: dict[tuple, tuple[bytes, bytes]] = {}
         self.height = 0
         self.last_hash = genesis.hash
         self.last_time_ms = genesis.time_ms
@@ -180,6 +196,8 @@ class LedgerState:
         yield from (("m", c, m) for c, m in self.meters)
         yield from (("p", p) for p in self.payments)
         yield from (("b", w) for w in self.bindings)
+        yield ("v", "set")
+        yield from (("e", *slot) for slot in self.evidence)
 
     def _record(self, mark: tuple, ex: Execution) -> str | None:
         """The record of entity `mark` as the state holds it after `ex`; None when it has none."""
@@ -209,6 +227,10 @@ class LedgerState:
         if kind == "b":
             binding = ex.bindings[ident[0]] if ident[0] in ex.bindings else self.bindings.get(ident[0])
             return None if binding is None else records.binding(*binding)
+        if kind == "v":
+            return (ex.epoch or self.schedule.latest).record()
+        if kind == "e":
+            return records.evidence(*(ex.evidence.get(ident) or self.evidence[ident]))
         raise ValueError(f"no record kind {kind!r}")
 
     def rebuild_map(self) -> None:
@@ -243,14 +265,19 @@ class LedgerState:
         return None
 
     def committed_receipt(self, charger_id: str, seq: int) -> str | None:
-        return self.receipts.get((charger_id, seq))
+        """The id of the committed receipt (charger_id, seq); None when the seq is unused."""
+        if self.seq_windows.committed(charger_id, seq) is False:
+            return None  # the common case, a new receipt: no lookup
+        return self.history.receipt_id(charger_id, seq)
 
     def billing_error(self, r, tariff: Tariff | None, now_s: int, ex: Execution | None = None) -> ReceiptError | None:
         """The first billing rule of docs/ledger.md that receipt `r` breaks against the committed
         state (and the block `ex` being run), with `now_s` the block time; None when it breaks
-        none. The period rule is checked only with the receipt's `tariff`."""
-        session = (r.charger_id, r.session_id)
-        if session in self.sessions or (ex is not None and session in ex.sessions):
+        none. The period rule is checked only with the receipt's `tariff`. `session_billed` is
+        checked only in a block (`ex`): admission leaves it to the block's one batched lookup, and
+        the proposer's refusal answers the charger."""
+        if ex is not None and ((r.charger_id, r.session_id) in ex.sessions
+                               or (r.charger_id, r.session_id) in ex.billed_before):
             return ReceiptError("session_billed", f"session {r.session_id.hex()} of {r.charger_id} is already billed")
         if r.end_time > now_s + CLOCK_ALLOWANCE_S:
             return ReceiptError("from_future", f"end_time {r.end_time} is more than {CLOCK_ALLOWANCE_S} s "
@@ -311,18 +338,21 @@ class LedgerState:
     # ---- executing a block ---------------------------------------------------------------
 
     def execute(self, txs: list[bytes], block_time_ms: int,
-                verified: frozenset[bytes] | set[bytes] = frozenset(),
+                verified: Mapping[bytes, tuple | None] | frozenset[bytes] | set[bytes] = frozenset(),
                 receipt_keys: Mapping[bytes, bytes] = MappingProxyType({})) -> Execution:
         """Run `txs` in order on top of the current state, without changing it, as a block of
         time `block_time_ms` (UTC ms; operator actions are checked against it).
 
         `verified` holds tx hashes whose signatures this node has already checked at ingest, so
         the proposer does not check them twice; a node validating someone else's block passes
-        nothing and checks every signature. `receipt_keys` maps receipt tx hashes to the charger
+        those of its transactions it admitted itself, an audit nothing. As a mapping, a receipt's
+        hash may map to admission's (receipt, body, signature), so it is not decoded again. `receipt_keys` maps receipt tx hashes to the charger
         key their signature was checked with (the audit's workers): one whose key is the key in
         effect here is not checked again, rotated or not.
         """
         ex = Execution(txs=[], effects=[], refused=[], time_ms=block_time_ms)
+        sessions = {s for s in map(_receipt_session, txs) if s is not None}
+        ex.billed_before = self.history.billed_sessions(sessions) if sessions else set()
         for tx in txs:
             try:
                 effect = self._execute_one(tx, ex, verified, receipt_keys)
@@ -357,8 +387,9 @@ class LedgerState:
                 self.blocked_cards.discard(card)
         self.tariffs.update(ex.tariffs)
         self.tariff_from.update(ex.tariff_from)
-        self.receipts.update(ex.receipts)
-        self.sessions.update(ex.sessions)
+        for charger_id, seq in ex.receipts:
+            self.seq_windows.add(charger_id, seq)
+        self.history.record(ex.receipts, ex.sessions)
         self.meters.update(ex.meters)
         self.payments.update(ex.payments)
         for wallet_id, binding in ex.bindings.items():
@@ -368,6 +399,9 @@ class LedgerState:
                 self.bindings[wallet_id] = binding
         self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
         self.forget_decided_before(time_ms)
+        self.evidence.update(ex.evidence)
+        if ex.epoch is not None:
+            self.schedule.add(ex.epoch)
         self.snapshot = Snapshot(height, ex.state_map)
         self.height = height
         self.last_hash = block_hash
@@ -407,11 +441,14 @@ class LedgerState:
             return self._operator(tx, h, ex, verified)
         if tx[0] == KIND_DRIVER:
             return self._driver(tx, h, ex, verified)
+        if tx[0] == KIND_EVIDENCE:
+            return self._evidence(tx, h, ex)
         raise TxError("malformed", f"unknown transaction kind {tx[0]}")
 
     def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified, receipt_keys) -> Effect:
         envelope = tx[1:]
-        r, body, sig = decode_receipt(envelope)
+        parsed = verified.get(h) if isinstance(verified, Mapping) else None
+        r, body, sig = parsed if parsed is not None else decode_receipt(envelope)
         key = ex.chargers.get(r.charger_id) or self.chargers.get(r.charger_id)
         if key is None:
             raise ReceiptError("unknown_charger", f"charger {r.charger_id} is not enrolled")
@@ -426,7 +463,7 @@ class LedgerState:
             raise ReceiptError("bad_signature", "signature does not verify with the enrolled key")
         ident = (r.charger_id, r.seq)
         rid = receipt_id(envelope)
-        seen = ex.receipts.get(ident) or self.receipts.get(ident)
+        seen = ex.receipts.get(ident) or self.committed_receipt(*ident)
         if seen is not None:
             if seen == rid:
                 raise ReceiptError("duplicate", f"receipt {r.charger_id}#{r.seq} is already committed")
@@ -535,6 +572,53 @@ class LedgerState:
             if isinstance(e, (TxError, ReceiptError)):
                 raise
             raise TxError("malformed", f"bad arguments for {op.action}: {e}") from None
+
+    def validators_at(self, height: int):
+        """The validator set in force at block `height` (known up to the head + EFFECT_DELAY)."""
+        return self.schedule.at(height)
+
+    def _evidence(self, tx: bytes, h: bytes, ex: Execution) -> Effect:
+        """Two conflicting signed votes of one validator (ledger/evidence.py): recorded once per
+        (validator, height, round, step) as an `e/` record; anyone may submit it."""
+        a, b = evidence_tx.decode(tx)
+        height = self.height + 1
+        if a.height > height:
+            raise TxError("evidence_too_new", f"votes of height {a.height} are after the block's height {height}")
+        validators = self.schedule.at(a.height)
+        if a.validator >= len(validators):
+            raise TxError("unknown_validator", f"no validator {a.validator} in the set in force at {a.height}")
+        v = validators[a.validator]
+        if not evidence_tx.signed_by(self.genesis.chain_id, v.public_key, a, b):
+            raise TxError("bad_signature", f"the votes are not both signed by {v.id}")
+        slot = (v.id, a.height, a.round, int(a.kind))
+        if slot in self.evidence or slot in ex.evidence:
+            raise TxError("evidence_recorded", f"an equivocation of {v.id} at height {a.height} round {a.round} "
+                                               f"is already recorded")
+        ex.evidence[slot] = (a.block_hash, b.block_hash)
+        ex.dirty.add(("e", *slot))
+        return Effect(h, "evidence", detail={"validator": v.id, "height": a.height, "round": a.round,
+                                             "step": int(a.kind), "block_ids": [a.block_hash.hex(), b.block_hash.hex()]})
+
+    def _op_change_validators(self, args, h, ex) -> Effect:
+        if set(args) != {"change", "approvals"}:
+            raise TxError("malformed", "change_validators takes change and approvals")
+        height = self.height + 1
+        latest = ex.epoch or self.schedule.latest
+        if ex.epoch is not None or latest.from_height > height:
+            raise TxError("change_pending", f"validator set {latest.seq} comes in force at height "
+                                            f"{latest.from_height}; propose the next change after that")
+        change = args["change"]
+        new = valset.apply_change(latest.validators, change)
+        if type(change["seq"]) is not int or change["seq"] != latest.seq:
+            raise TxError("wrong_seq", f"the change replaces set {change['seq']!r}; the set in force is {latest.seq}")
+        power = valset.approval_power(latest.validators, self.genesis.chain_id, change, args["approvals"])
+        if not latest.validators.has_quorum(power):
+            raise TxError("insufficient_approval", f"approvals carry {power} of {latest.validators.total_power} "
+                                                   "voting power, not more than 2/3")
+        ex.epoch = valset.Epoch(latest.seq + 1, height + valset.EFFECT_DELAY, new)
+        ex.dirty.add(("v", "set"))
+        return Effect(h, "change_validators", detail={"seq": ex.epoch.seq, "from_height": ex.epoch.from_height,
+                                                      "validators": valset.validators_doc(new)})
 
     def _op_enroll_charger(self, args, h, ex) -> Effect:
         charger_id, key = args["charger_id"], bytes.fromhex(args["public_key"])
@@ -746,6 +830,22 @@ def _reason_text(args, action: str) -> str:
     if not isinstance(reason, str) or not REASON_RE.match(reason):
         raise TxError("malformed", f"{action} needs a reason: 1-200 printable characters")
     return reason
+
+
+def _receipt_session(tx: bytes) -> tuple[str, bytes] | None:
+    """(charger id, session id) read from a receipt transaction's fixed prefix without decoding
+    it (fields 2 and 4 of docs/receipt-v1.md); None for other kinds or a cut-short prefix (the
+    full decode refuses it)."""
+    if not tx or tx[0] != KIND_RECEIPT or len(tx) < 3:
+        return None
+    n = tx[2]
+    session = tx[7 + n:23 + n]
+    if len(session) != 16:
+        return None
+    try:
+        return tx[3:3 + n].decode("ascii"), session
+    except UnicodeDecodeError:
+        return None
 
 
 def _receipt_ids(tx: bytes) -> tuple[str | None, int | None]:

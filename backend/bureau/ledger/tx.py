@@ -6,6 +6,8 @@ kind 2: an operator action: u16 length, canonical JSON, 64-byte Ed25519 signatur
         block times in which an action may commit.
 kind 3: a driver transaction: the same layout, signed by the key the transaction names (for
         `bind_phone`, the binding key of a binding code, ledger/binding.py), in the same window.
+kind 5: equivocation evidence: two conflicting votes of one validator, each in its consensus wire
+        encoding (ledger/evidence.py, docs/consensus.md); unsigned, anyone may submit it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from . import canonical
 KIND_RECEIPT = 1
 KIND_OPERATOR = 2
 KIND_DRIVER = 3
+KIND_EVIDENCE = 5
 MAX_TX = 4096
 OPERATOR_TAG = b"EV-OPERATOR/v1".ljust(16, b"\x00")
 DRIVER_TAG = b"EV-DRIVER/v1".ljust(16, b"\x00")
@@ -91,6 +94,11 @@ ACTIONS: dict[str, dict[str, ActionArg]] = {
                        "effective_from": ActionArg("integer", "UTC s from which sessions are billed by it, at or after "
                                                               "the block time (default: the block that commits it)",
                                                    required=False)},
+    "change_validators": {"change": ActionArg("object", "the validator-set change {v: 1, seq, changes} "
+                                                        "(docs/consensus.md), in force from 2 blocks after it commits"),
+                          "approvals": ActionArg("list", "JSON list of {validator, signature}: approvals of the "
+                                                         "change by more than 2/3 of the power in force "
+                                                         "(`bureau approve-validators`)")},
 }
 
 

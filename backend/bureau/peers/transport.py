@@ -31,6 +31,7 @@ from collections import deque
 from typing import Callable
 
 from ..ledger.genesis import Genesis
+from ..ledger.validators import Validator
 from ..metrics import Metrics
 from ..supervisor import Supervisor
 from .handshake import (CH_HELLO, CH_PROOF, MAX_FRAME, MAX_HANDSHAKE_FRAME, SEAL_OVERHEAD, FrameAuthError, FrameReader,
@@ -96,6 +97,7 @@ class _Outbound:
         self.queued_bytes = 0
         self.cond = threading.Condition()
         self.connected = False
+        self.stopping = threading.Event()  # the transport stops, or the peer left the validator sets
         self.thread = owner.supervisor.thread(f"peer-out-{peer_id}", self._run)
 
     def put(self, channel: int, payload: bytes) -> str | None:
@@ -121,7 +123,7 @@ class _Outbound:
     def _take(self, max_bytes: int) -> list[tuple[int, bytes]]:
         """What waits, up to about `max_bytes` (at least one frame); empty when stopping."""
         with self.cond:
-            while not self.queue and not self.owner.stopping.is_set():
+            while not self.queue and not self.stopping.is_set():
                 self.cond.wait(0.5)
             out, size = [], 0
             while self.queue and (not out or size < max_bytes):
@@ -141,11 +143,11 @@ class _Outbound:
 
     def _run(self) -> None:
         backoff = 0.05
-        while not self.owner.stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 sock = socket.create_connection(_split_addr(self.address), timeout=2.0)
             except OSError:
-                self.owner.stopping.wait(backoff)
+                self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             try:
@@ -154,7 +156,7 @@ class _Outbound:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._set_connected(True)
                 backoff = 0.05
-                while not self.owner.stopping.is_set():
+                while not self.stopping.is_set():
                     # what else waits goes in the same write: fewer syscalls under load
                     batch = self._take(256 * 1024)
                     if batch:
@@ -164,7 +166,7 @@ class _Outbound:
             finally:
                 self._set_connected(False)
                 sock.close()
-            self.owner.stopping.wait(backoff)
+            self.stopping.wait(backoff)
             backoff = min(backoff * 2, 2.0)
 
 
@@ -172,7 +174,9 @@ class PeerTransport:
     def __init__(self, genesis: Genesis, node_id: str, signing_key, listen: str, on_message: OnMessage,
                  *, max_queue_bytes: int = 64 * 1024 * 1024, addresses: dict[str, str] | None = None,
                  metrics: Metrics | None = None, max_pending: int = 16, handshake_timeout_s: float = 5.0,
-                 supervisor: Supervisor | None = None) -> None:
+                 supervisor: Supervisor | None = None, peers: dict[str, Validator] | None = None) -> None:
+        """`peers`: the validators to link with by id (default: the genesis's); `addresses`
+        overrides where to dial some of them."""
         self.supervisor = supervisor or Supervisor()
         self.genesis, self.node_id, self.key = genesis, node_id, signing_key
         self.on_message = on_message
@@ -180,10 +184,13 @@ class PeerTransport:
         self.metrics = metrics or Metrics()
         self.max_pending, self.handshake_timeout_s = max_pending, handshake_timeout_s
         self.stopping = threading.Event()
-        self.keys = {v.id: v.public_key for v in genesis.validators}
-        addresses = addresses or {v.id: v.address for v in genesis.validators}
+        peers = peers if peers is not None else {v.id: v for v in genesis.validators}
+        self.keys = {vid: v.public_key for vid, v in peers.items()}
+        self._address_overrides = dict(addresses or {})
+        addresses = addresses or {vid: v.address for vid, v in peers.items()}
         self.listen_addr = listen
         self.out = {pid: _Outbound(self, pid, addr) for pid, addr in addresses.items() if pid != node_id}
+        self._started = False
         self.dropped = 0
         self._server: socket.socket | None = None
         self._lock = threading.Lock()
@@ -194,16 +201,44 @@ class PeerTransport:
     # ---- public ------------------------------------------------------------------------
 
     def start(self) -> None:
-        if set(self.keys) == {self.node_id}:
+        self._started = True
+        if set(self.keys) <= {self.node_id}:
             return  # a lone validator: no peer could log in, none to dial
+        self._listen()
+        for o in list(self.out.values()):
+            o.thread.start()
+
+    def set_peers(self, peers: dict[str, Validator]) -> None:
+        """The validators to link with are now `peers` (a validator-set change was decided): new
+        ones are dialled at their address (unless overridden) and may log in; links to ones no
+        longer named stop."""
+        self.keys = {vid: v.public_key for vid, v in peers.items()}  # a new dict: handshakes read it whole
+        for pid in [p for p in self.out if p not in peers]:
+            link = self.out.pop(pid)
+            link.stopping.set()
+            with link.cond:
+                link.cond.notify_all()
+            self.disconnect(pid)
+        for pid, v in peers.items():
+            addr = self._address_overrides.get(pid, v.address)
+            if pid == self.node_id or not addr or (pid in self.out and self.out[pid].address == addr):
+                continue
+            old = self.out.pop(pid, None)
+            if old is not None:
+                old.stopping.set()
+            link = self.out[pid] = _Outbound(self, pid, addr)
+            if self._started:
+                link.thread.start()
+        if self._started and self._server is None and set(self.keys) - {self.node_id}:
+            self._listen()
+
+    def _listen(self) -> None:
         host, port = _split_addr(self.listen_addr)
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._server.bind((host, port))
         self._server.listen(64)
         self.supervisor.thread("peer-listen", self._accept).start()
-        for o in self.out.values():
-            o.thread.start()
 
     def send(self, peer_id: str, channel: int, payload: bytes) -> bool:
         link = self.out.get(peer_id)
@@ -258,7 +293,8 @@ class PeerTransport:
             socks = list(self._pending) + list(self._inbound.values())
         for s in socks:
             _close(s)
-        for o in self.out.values():
+        for o in list(self.out.values()):
+            o.stopping.set()
             with o.cond:
                 o.cond.notify_all()
 

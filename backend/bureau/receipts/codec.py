@@ -133,64 +133,72 @@ def receipt_id(envelope: bytes) -> str:
     return hashlib.sha256(envelope).hexdigest()
 
 
-class _Reader:
-    __slots__ = ("buf", "pos")
-
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.buf):
-            raise ReceiptError("malformed", "receipt ends early")
-        chunk = self.buf[self.pos:end]
-        self.pos = end
-        return chunk
-
-    def unpack(self, fmt: str):
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
-
-    def text(self) -> str:
-        n = self.take(1)[0]
-        raw = self.take(n)
-        try:
-            return raw.decode("ascii")
-        except UnicodeDecodeError:
-            raise ReceiptError("malformed", "text field is not ASCII") from None
+_U32_AT = struct.Struct(">I").unpack_from
+_U64_AT = struct.Struct(">Q").unpack_from
+_TIMES_AT = struct.Struct(">QQB").unpack_from  # start_time, end_time, time_flags
+_METER_AT = struct.Struct(">QQBB").unpack_from  # meter_start_wh, meter_end_wh, meter_status, stop_reason
+_TARIFF_AT = struct.Struct(">IB").unpack_from  # tariff_version, number of periods
+_PERIOD_AT = struct.Struct(">BQ").unpack_from
 
 
 def decode(envelope: bytes) -> tuple[Receipt, bytes, bytes]:
     """Parse and check an envelope; returns (receipt, body, signature). The signature is not
-    verified here: that needs the charger's enrolled key (see ledger)."""
+    verified here: that needs the charger's enrolled key (see ledger).
+
+    One flat pass of fixed-layout reads (every node decodes every receipt): a read past the end
+    raises IndexError or struct.error, and a text cut short leaves the position past the end,
+    which the check of the final position catches."""
     if len(envelope) > MAX_ENVELOPE:
         raise ReceiptError("oversized", f"{len(envelope)} bytes, limit {MAX_ENVELOPE}")
     if len(envelope) <= SIG_LEN:
         raise ReceiptError("malformed", "shorter than a signature")
     body, sig = envelope[:-SIG_LEN], envelope[-SIG_LEN:]
-    if body[0] != VERSION:
-        raise ReceiptError("unsupported_version", f"version {body[0]}")
-    rd = _Reader(body)
-    (version,) = rd.unpack(">B")
-    charger_id = rd.text()
-    (seq,) = rd.unpack(">I")
-    session_id = rd.take(16)
-    (auth_method,) = rd.unpack(">B")
-    id_token, wallet_id = rd.text(), rd.text()
-    (authorized_fen,) = rd.unpack(">Q")
-    auth_ref = rd.text()
-    start_time, end_time, time_flags = rd.unpack(">QQB")
-    meter_serial = rd.text()
-    meter_start_wh, meter_end_wh, meter_status, stop = rd.unpack(">QQBB")
-    tariff_id = rd.text()
-    tariff_version, n_periods = rd.unpack(">IB")
-    if n_periods > PERIOD_KINDS:
-        raise ReceiptError("malformed", f"{n_periods} periods, at most {PERIOD_KINDS}")
-    periods = tuple(rd.unpack(">BQ") for _ in range(n_periods))
-    (amount_fen,) = rd.unpack(">Q")
-    firmware_version = rd.text()
-    if rd.pos != len(body):
-        raise ReceiptError("malformed", f"{len(body) - rd.pos} bytes after the last field")
+    version = body[0]
+    if version != VERSION:
+        raise ReceiptError("unsupported_version", f"version {version}")
+    try:
+        n = body[1]
+        charger_id = body[2:2 + n].decode("ascii")
+        p = 2 + n
+        (seq,) = _U32_AT(body, p)
+        session_id = body[p + 4:p + 20]
+        auth_method = body[p + 20]
+        n = body[p + 21]
+        id_token = body[p + 22:p + 22 + n].decode("ascii")
+        p += 22 + n
+        n = body[p]
+        wallet_id = body[p + 1:p + 1 + n].decode("ascii")
+        p += 1 + n
+        (authorized_fen,) = _U64_AT(body, p)
+        n = body[p + 8]
+        auth_ref = body[p + 9:p + 9 + n].decode("ascii")
+        p += 9 + n
+        start_time, end_time, time_flags = _TIMES_AT(body, p)
+        n = body[p + 17]
+        meter_serial = body[p + 18:p + 18 + n].decode("ascii")
+        p += 18 + n
+        meter_start_wh, meter_end_wh, meter_status, stop = _METER_AT(body, p)
+        n = body[p + 18]
+        tariff_id = body[p + 19:p + 19 + n].decode("ascii")
+        p += 19 + n
+        tariff_version, n_periods = _TARIFF_AT(body, p)
+        p += 5
+        if n_periods > PERIOD_KINDS:
+            raise ReceiptError("malformed", f"{n_periods} periods, at most {PERIOD_KINDS}")
+        periods = tuple(_PERIOD_AT(body, p + 9 * i) for i in range(n_periods))
+        p += 9 * n_periods
+        (amount_fen,) = _U64_AT(body, p)
+        n = body[p + 8]
+        firmware_version = body[p + 9:p + 9 + n].decode("ascii")
+        p += 9 + n
+    except (IndexError, struct.error):
+        raise ReceiptError("malformed", "receipt ends early") from None
+    except UnicodeDecodeError:
+        raise ReceiptError("malformed", "text field is not ASCII") from None
+    if p > len(body):
+        raise ReceiptError("malformed", "receipt ends early")
+    if p != len(body):
+        raise ReceiptError("malformed", f"{len(body) - p} bytes after the last field")
     receipt = Receipt(
         charger_id=charger_id, seq=seq, session_id=session_id, auth_method=auth_method,
         id_token=id_token, wallet_id=wallet_id, authorized_fen=authorized_fen, auth_ref=auth_ref,

@@ -8,13 +8,18 @@ import json
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from ..ledger import evidence, valset
 from ..ledger.block import Block, Header
 from ..ledger.canonical import dumps
+from ..ledger.history import SEQ_WINDOW
 from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, MeterMark, Wallet
 from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
 from . import migrate
 from . import tables as t
+
+
+VALSET_KEY = "v/set"
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -38,6 +43,60 @@ class StateRootMismatch(ValueError):
     """The entities in the database do not make the state root of the stored head block."""
 
 
+SESSIONS_PER_QUERY = 250  # well inside SQLite's and PostgreSQL's bound-parameter limits
+
+
+def _placeholder(conn: sa.Connection) -> str:
+    """The driver's positional parameter mark: `?` for sqlite3, `%s` for psycopg."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _insert_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """executemany at the driver, rows as tuples in `columns` order: for the tables that take rows
+    per receipt, SQLAlchemy's per-row parameter processing cost more than the inserts."""
+    ph = _placeholder(conn)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})",
+                         rows)
+
+
+TX_COLUMNS = ("height", "idx", "tx_hash", "kind", "data")
+RECEIPT_COLUMNS = ("charger_id", "seq", "receipt_id", "wallet_id", "amount_fen", "energy_wh", "height", "idx")
+ENTRY_COLUMNS = ("wallet_id", "height", "idx", "kind", "delta_fen", "balance_after", "tx_hash", "charger_id", "seq",
+                 "energy_wh", "time_ms")
+
+
+class StoredHistory:
+    """The committed receipts and billed sessions, read from the tables `commit_block` writes them
+    to (by their primary keys): the ledger's `History` at a node. The chain commits a block here
+    before its state applies it and executes the next block only after that, so the tables hold
+    exactly the state's history whenever it executes."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def receipt_id(self, charger_id: str, seq: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.receipts.c.receipt_id)
+                                .where(t.receipts.c.charger_id == charger_id, t.receipts.c.seq == seq)).scalar()
+
+    def billed_sessions(self, sessions: set[tuple[str, bytes]]) -> set[tuple[str, bytes]]:
+        """One query per `SESSIONS_PER_QUERY` pairs, an OR of primary-key matches: each is an
+        index search on SQLite and PostgreSQL alike (a row-value IN makes SQLite scan)."""
+        pairs, found = sorted(sessions), set()
+        with self.engine.connect() as conn:
+            ph = _placeholder(conn)
+            for i in range(0, len(pairs), SESSIONS_PER_QUERY):
+                chunk = pairs[i:i + SESSIONS_PER_QUERY]
+                where = " OR ".join([f"(charger_id = {ph} AND session_id = {ph})"] * len(chunk))
+                rows = conn.exec_driver_sql(f"SELECT charger_id, session_id FROM billed_sessions WHERE {where}",
+                                            tuple(v for pair in chunk for v in pair))
+                found.update((c, bytes(sid)) for c, sid in rows)
+        return found
+
+    def record(self, receipts, sessions) -> None:
+        """Nothing to do: `Repository.commit_block` wrote them in the block's transaction."""
+
+
 class Repository:
     def __init__(self, url: str, *, create: bool = True) -> None:
         """`create=False` opens the tables as they are (an audit of an existing chain)."""
@@ -57,17 +116,15 @@ class Repository:
         """
         h = block.header
         rows_tx, rows_receipts, rows_entries = [], [], []
+        height, time_ms = h.height, h.time_ms
         for idx, (tx, eff) in enumerate(zip(block.txs, ex.effects)):
-            rows_tx.append({"height": h.height, "idx": idx, "tx_hash": eff.tx_hash, "kind": eff.kind, "data": tx})
+            rows_tx.append((height, idx, eff.tx_hash, eff.kind, tx))
             if eff.kind == "receipt":
-                rows_receipts.append({"charger_id": eff.charger_id, "seq": eff.seq, "receipt_id": eff.receipt_id,
-                                      "wallet_id": eff.wallet_id, "amount_fen": -eff.delta_fen,
-                                      "energy_wh": eff.energy_wh, "height": h.height, "idx": idx})
+                rows_receipts.append((eff.charger_id, eff.seq, eff.receipt_id, eff.wallet_id, -eff.delta_fen,
+                                      eff.energy_wh, height, idx))
             if eff.wallet_id is not None and eff.balance_after is not None:
-                rows_entries.append({"wallet_id": eff.wallet_id, "height": h.height, "idx": idx, "kind": eff.kind,
-                                     "delta_fen": eff.delta_fen, "balance_after": eff.balance_after,
-                                     "tx_hash": eff.tx_hash, "charger_id": eff.charger_id, "seq": eff.seq,
-                                     "energy_wh": eff.energy_wh, "time_ms": h.time_ms})
+                rows_entries.append((eff.wallet_id, height, idx, eff.kind, eff.delta_fen, eff.balance_after,
+                                     eff.tx_hash, eff.charger_id, eff.seq, eff.energy_wh, time_ms))
         new_wallets = [{"wallet_id": w, "public_key": v.public_key, "balance_fen": v.balance, "updated_height": h.height}
                        for w, v in ex.wallets.items() if w not in state.wallets]
         old_wallets = [{"w": w, "b": v.balance, "k": v.public_key, "h": h.height}
@@ -84,7 +141,7 @@ class Repository:
                 "tx_root": h.tx_root, "state_root": h.state_root, "proposer": h.proposer, "tx_count": h.tx_count,
                 "header": h.encode(), "certificate": certificate})
             if rows_tx:
-                conn.execute(t.txs.insert(), rows_tx)
+                _insert_rows(conn, t.txs, TX_COLUMNS, rows_tx)
             # parents before the rows that name them: the foreign keys are checked per statement
             if ex.chargers:
                 conn.execute(t.chargers.insert(), [{"charger_id": c, "public_key": k, "enrolled_height": h.height}
@@ -115,12 +172,12 @@ class Repository:
                                                    "height": h.height, "effective_from": ex.tariff_from[(tid, v)]}
                                                   for (tid, v), tf in ex.tariffs.items()])
             if rows_receipts:
-                conn.execute(t.receipts.insert(), rows_receipts)
+                _insert_rows(conn, t.receipts, RECEIPT_COLUMNS, rows_receipts)
             if rows_entries:
-                conn.execute(t.wallet_entries.insert(), rows_entries)
+                _insert_rows(conn, t.wallet_entries, ENTRY_COLUMNS, rows_entries)
             if ex.sessions:
-                conn.execute(t.billed_sessions.insert(), [{"charger_id": c, "session_id": sid, "height": h.height}
-                                                          for c, sid in sorted(ex.sessions)])
+                _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height"),
+                             [(c, sid, height) for c, sid in sorted(ex.sessions)])
             if new_marks:
                 conn.execute(t.meter_marks.insert(), new_marks)
             if old_marks:
@@ -135,6 +192,10 @@ class Repository:
                          "detail": e.detail["detail"]} for e in ex.effects if e.kind == "refused_action"]
             if refusals:
                 conn.execute(t.operator_refusals.insert(), refusals)
+            if ex.epoch is not None:  # with the proof a light client follows the change by (docs/consensus.md)
+                conn.execute(t.validator_sets.insert(), [{
+                    "seq": ex.epoch.seq, "height": h.height, "from_height": ex.epoch.from_height,
+                    "record": ex.epoch.record(), "proof": dumps(ex.state_map.prove(VALSET_KEY)).decode()}])
             if ex.bindings:  # a wallet's unused binding code: replaced by a new one, deleted when used
                 conn.execute(t.binding_codes.delete().where(t.binding_codes.c.wallet_id.in_(list(ex.bindings))))
                 issued = [{"wallet_id": w, "binding_key": b[0], "expires": b[1], "height": h.height}
@@ -157,7 +218,9 @@ class Repository:
     # ---- reading -------------------------------------------------------------------------
 
     def load_state(self, state: LedgerState) -> None:
-        """Fill a genesis-fresh `state` with what the database holds."""
+        """Fill a genesis-fresh `state` with what the database holds, and make the database its
+        history: only the seq windows of the receipts come into memory."""
+        state.history = StoredHistory(self.engine)
         with self.engine.connect() as conn:
             self._load_keys(conn, state)
             state.retired.update(conn.execute(sa.select(t.retired_chargers.c.charger_id)).scalars())
@@ -170,16 +233,24 @@ class Repository:
             for row in conn.execute(sa.select(t.tariffs)):
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
                 state.tariff_from[(row.tariff_id, row.version)] = row.effective_from
-            for row in conn.execute(sa.select(t.receipts.c.charger_id, t.receipts.c.seq, t.receipts.c.receipt_id)):
-                state.receipts[(row.charger_id, row.seq)] = row.receipt_id
-            for row in conn.execute(sa.select(t.billed_sessions.c.charger_id, t.billed_sessions.c.session_id)):
-                state.sessions.add((row.charger_id, bytes(row.session_id)))
+            r = t.receipts.c
+            highest = sa.select(r.charger_id, sa.func.max(r.seq).label("high")).group_by(r.charger_id).subquery()
+            in_window = (sa.select(r.charger_id, r.seq)
+                         .join(highest, (highest.c.charger_id == r.charger_id)
+                               & (r.seq > highest.c.high - SEQ_WINDOW)).order_by(r.charger_id, r.seq.desc()))
+            for row in conn.execute(in_window):  # each charger's highest first: the rest fit in its window
+                state.seq_windows.add(row.charger_id, row.seq)
             for row in conn.execute(sa.select(t.meter_marks)):
                 state.meters[(row.charger_id, row.meter_serial)] = MeterMark(row.seq, row.start_wh, row.end_wh)
             for row in conn.execute(sa.select(t.payments.c.reference, t.payments.c.wallet_id)):
                 state.payments[row.reference] = row.wallet_id
             for row in conn.execute(sa.select(t.binding_codes)):
                 state.bindings[row.wallet_id] = (bytes(row.binding_key), row.expires)
+            for row in conn.execute(sa.select(t.txs.c.data).where(t.txs.c.kind == "evidence")
+                                    .order_by(t.txs.c.height, t.txs.c.idx)):
+                a, b = evidence.decode(bytes(row.data))
+                vid = state.schedule.at(a.height)[a.validator].id
+                state.evidence[(vid, a.height, a.round, int(a.kind))] = (a.block_hash, b.block_hash)
             last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()
             if last is not None:
                 # only the actions still inside their window: the same set a running node keeps
@@ -201,12 +272,15 @@ class Repository:
 
     def load_keys(self, state: LedgerState) -> None:
         """Fill a genesis-fresh `state` with the chargers' and operators' keys and their rotations
-        only: enough for `state.charger_key_at` (the audit's workers, which trust nothing else)."""
+        and the validator sets decided: enough for `state.charger_key_at` and `validators_at`
+        (the audit's workers, whose findings the replay checks)."""
         with self.engine.connect() as conn:
             self._load_keys(conn, state)
 
     @staticmethod
     def _load_keys(conn, state: LedgerState) -> None:
+        for row in conn.execute(sa.select(t.validator_sets.c.record).order_by(t.validator_sets.c.seq)):
+            state.schedule.add(valset.Epoch.from_record(row.record))
         for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
             state.chargers[row.charger_id] = bytes(row.public_key)
         for table, keys, old_keys, who in ((t.charger_keys, state.chargers, state.charger_old_keys, "charger_id"),
@@ -216,6 +290,16 @@ class Repository:
                 owner = getattr(row, who)
                 old_keys.setdefault(owner, []).append((row.height, keys[owner]))
                 keys[owner] = bytes(row.public_key)
+
+    def validator_changes(self) -> list[dict]:
+        """Every validator-set change decided on chain, oldest first: the deciding block's height,
+        header and certificate, and the state proof of its v/set record (docs/consensus.md)."""
+        vs, b = t.validator_sets.c, t.blocks.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(vs.height, vs.proof, b.header, b.certificate)
+                                .join(t.blocks, b.height == vs.height).order_by(vs.seq)).all()
+        return [{"height": r.height, "header": bytes(r.header).hex(), "certificate": bytes(r.certificate).decode(),
+                 "proof": json.loads(r.proof)} for r in rows]
 
     def head_height(self) -> int:
         with self.engine.connect() as conn:

@@ -172,6 +172,15 @@ meter_marks = Table(  # per charger and meter, the readings of its highest-seq c
     Column("updated_height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 
+validator_sets = Table(  # each validator set decided on chain (change_validators), with its record's proof
+    "validator_sets", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),  # the block that decided it
+    Column("from_height", BigInteger, nullable=False),
+    Column("record", Text, nullable=False),  # the v/set record after that block (docs/state.md)
+    Column("proof", Text, nullable=False),   # its state proof JSON v1 against that block's state root
+)
+
 # Open authorizations (authz/holds.py): written by this node alone, never part of the chain.
 authz_holds = Table(
     "authz_holds", metadata,

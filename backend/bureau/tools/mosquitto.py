@@ -81,7 +81,7 @@ def free_port() -> int:
         return port
 
 
-ROLES = ("charger", "ingest", "authz", "fleet", "operator")
+ROLES = ("charger", "ingest", "authz", "fleet", "operator", "worker")
 
 # Chargers log in with their charger id as user name and reach only their own topics. Patterns
 # apply to every user; each user's block below adds what its role needs.
@@ -102,6 +102,9 @@ ROLE_TOPICS = {
     # a load generator or test harness speaking for many simulated chargers on one connection
     "fleet": tuple(f"write {_every(leaf)}" for leaf in topics.CHARGER_PUBLISHES)
              + tuple(f"read {_every(leaf)}" for leaf in topics.CHARGER_READS + (topics.STATUS, topics.ENROLL)),
+    # a bureau's ingest worker (`<node id>.<worker id>`): receipts in (through its bureau's shared
+    # subscription), the acks and rejects its node signed out; nothing else
+    "worker": (f"read {_every(topics.RECEIPT)}", f"write {_every(topics.REPLY)}"),
     # an operator's or technician's tool: reads what chargers announce (enrollment, status), sends
     # nothing
     "operator": (f"read {_every(topics.ENROLL)}", f"read {_every(topics.STATUS)}"),
@@ -352,6 +355,10 @@ class Mosquitto:
         for link in BROKER_LINKS[1:]:
             self.login(bureau_username(node_id, link), link, password)
         return node_id, password
+
+    def login_worker(self, node_id: str, worker_id: str) -> tuple[str, str]:
+        """The broker login of one of a bureau's ingest workers, `<node id>.<worker id>`."""
+        return self.login(f"{node_id}.{worker_id}", "worker")
 
     @property
     def running(self) -> bool:
