@@ -51,6 +51,23 @@ def _run(args) -> int:
     return EXIT_FAILED if node.supervisor.reason is not None else 0
 
 
+def _join(args) -> int:
+    """Load a verified snapshot into the node's empty database, then run the node."""
+    from .config import Settings
+    from .ledger.genesis import Genesis
+    from .tools.join import join
+    from .tools.pki import http_verify
+    settings = Settings.from_env(node_id=args.node_id, data_dir=args.data_dir, genesis=args.genesis,
+                                 db_url=args.db_url, mqtt_port=args.mqtt_port, http_port=args.http_port)
+    token_file = args.token_file or settings.http.operator_token_file
+    if token_file is None:
+        raise CommandError("the snapshot is operator only: give --token-file (or BUREAU_HTTP_OPERATOR_TOKEN_FILE)", 2)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    join(Genesis.load(settings.genesis), settings.database_url, args.source, args.cross_check or [],
+         Path(token_file).read_text().strip(), http_verify(args.ca_file) if args.ca_file else True)
+    return _run(args)
+
+
 def _ingest_worker(args) -> int:
     import signal
 
@@ -308,6 +325,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--mqtt-port", type=int_range(1, 65535))
     r.add_argument("--http-port", type=int_range(1, 65535))
     r.set_defaults(fn=_run)
+    j = sub.add_parser("join", help="join from a snapshot of a running node's state, then run the node "
+                                    "(docs/consensus.md, Joining from a snapshot)")
+    for flag in ("--node-id", "--data-dir", "--genesis", "--db-url"):
+        j.add_argument(flag)
+    j.add_argument("--mqtt-port", type=int_range(1, 65535))
+    j.add_argument("--http-port", type=int_range(1, 65535))
+    j.add_argument("--from", dest="source", required=True, metavar="NODE_URL", help="the node whose snapshot to load")
+    j.add_argument("--cross-check", action="append", metavar="NODE_URL",
+                   help="another node whose history digest at the snapshot's height must be the same (repeatable)")
+    j.add_argument("--token-file", help="the operator token (default: BUREAU_HTTP_OPERATOR_TOKEN_FILE)")
+    j.add_argument("--ca-file", help="the network's CA certificate to verify the nodes' HTTPS against")
+    j.set_defaults(fn=_join)
     w = sub.add_parser("ingest-worker", help="take a share of a bureau's receipts from the broker, verify them and "
                                              "hand them to the node (docs/ingest-workers.md)")
     w.add_argument("--node-id", help="the bureau the worker works for (BUREAU_NODE_ID)")
@@ -399,6 +428,9 @@ def _expected_failure(e: BaseException) -> tuple[str, int] | None:
     from .storage.migrate import MigrationError
     from .storage.repository import StateRootMismatch
     from .tools.actions import ActionRefused
+    from .ledger.snapshot import SnapshotError
+    if isinstance(e, SnapshotError):
+        return f"snapshot refused: {e.reason}: {e.detail}", 1
     if isinstance(e, CommandError):
         return str(e), e.code
     if isinstance(e, SettingsError):

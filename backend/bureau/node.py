@@ -98,9 +98,11 @@ class Node:
             peek.close()
 
     def _submit_evidence(self, tx: bytes) -> None:
-        """Equivocation this node saw, for the next block it proposes (ledger/evidence.py)."""
+        """Equivocation this node saw (ledger/evidence.py): into its mempool and, as a local
+        transaction, relayed to the other bureaus, which admit it too (ingest/admission.py), so
+        whichever proposes next records it."""
         try:
-            self.mempool.add(tx_hash(tx), tx, verified=False, local=False)
+            self.mempool.add(tx_hash(tx), tx, verified=False, local=True)
         except MempoolFull:
             self.metrics.inc("evidence_dropped", "busy")
 

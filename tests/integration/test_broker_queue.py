@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from bureau.tools.mosquitto import QUEUE_LIMITS, Mosquitto
+from tests.support.waiting import wait_for
 
 BURST = 3000  # three times mosquitto's default queue
 DROPPED = "Outgoing messages are being dropped for client bureau-1.ingest"
@@ -33,11 +34,8 @@ def _client(client_id: str, login: tuple[str, str], *, clean_session: bool) -> m
     return c
 
 
-def _wait(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+def _wait(condition, what: str, timeout: float = 60.0):
+    return wait_for(condition, what, timeout, poll=0.05)
 
 
 def _burst_to_stopped_ingest(broker: Mosquitto, how: str) -> tuple[set[bytes], mqtt.Client]:

@@ -14,6 +14,7 @@ from nacl.signing import SigningKey
 
 from bureau.tools.mosquitto import BrokerAccess
 from bureau.tools.stack import Stack
+from tests.support.waiting import wait_for
 
 # stands in for mosquitto: counts the SIGHUPs it gets in a file
 RELOAD_COUNTER = """
@@ -30,11 +31,7 @@ while True:
 
 
 def _wait(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not (got := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-    return got
+    return wait_for(condition, what, timeout, poll=0.1)
 
 
 def test_broker_sync_follows_the_registry_and_reloads_the_broker(tmp_path):

@@ -15,13 +15,11 @@ from bureau.storage import Repository
 from bureau.tools.mosquitto import Mosquitto
 from tests.support.fleet import fleet_receipts
 from tests.unit.test_operator_actions import NODE, T0_MS, _action, _genesis
+from tests.support.waiting import wait_for
 
 
-def _wait(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+def _wait(condition, what: str, timeout: float = 60.0):
+    return wait_for(condition, what, timeout, poll=0.05)
 
 
 def test_a_full_mempool_pauses_admission_and_the_broker_keeps_the_rest(tmp_path):

@@ -22,16 +22,14 @@ from bureau.tools.mosquitto import Mosquitto
 from bureau.tools.stack import Stack
 from tests.support.fleet import Fleet, fleet_receipts, setup_actions
 from tests.support.workers import WorkerProcess, worker_node_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 WORKERS = ["w1", "w2", "w3"]
 
 
 def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    wait_for(predicate, f"timed out waiting for {what}", timeout, poll=0.2)
 
 
 class CountingFleet(Fleet):

@@ -4,7 +4,6 @@ real mosquitto and its ACL, and log lines that say what was refused, in text and
 
 import json
 import logging
-import time
 
 import paho.mqtt.client as paho
 import pytest
@@ -16,15 +15,13 @@ from bureau.api.auth import authorization_header
 from bureau.logfmt import JsonFormatter
 from bureau.receipts.codec import seal
 from tests.integration.test_bureau_node import _receipt, _setup
+from tests.support.waiting import wait_for
 
 OPERATOR_ONLY = ("/metrics", "/v1/operator/actions/" + "ab" * 32, "/dashboard/data")
 
 
 def _wait(condition, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
+    wait_for(condition, f"{what} not reached within {timeout} s", timeout, poll=0.05)
 
 
 def _samples(bureau) -> dict:

@@ -14,15 +14,13 @@ from bureau.ledger.genesis import Genesis
 from bureau.tools.stack import Stack
 from tests.support.byzantine import ByzantineBureau
 from bureau.tools.netproxy import LinkProxies
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    wait_for(predicate, f"timed out waiting for {what}", timeout, poll=0.1)
 
 
 def _top_up(stack, node=0):

@@ -23,6 +23,7 @@ from bureau.tools.network import DEFAULT_TARIFF
 from bureau.tools.stack import Stack
 from tests.integration.test_commands import bureau
 from tests.integration.test_dashboard import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.support.waiting import wait_for
 
 VIEWPORT = {"width": 360, "height": 740}
 CHARGER = "CH-PHONE"
@@ -118,11 +119,7 @@ def _driver_get(stack, key, node: int, path: str) -> dict:
 
 
 def _wait(condition, what: str, timeout: float = 90.0, step=None):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, what
-        step() if step else time.sleep(0.2)
-    return value
+    return wait_for(condition, what, timeout, step=step, poll=0.2)
 
 
 def _operator_cli(stack, *args: str) -> str:

@@ -338,3 +338,70 @@ def test_a_bill_is_priced_by_the_tariff_version_in_force_at_its_start(browser_pa
         return results;""", {"envelope": vector["envelope"], "key": vector["public_key"], "doc": doc,
                              "digest": digest, "cases": [[a, b] for a, b, _ in cases]})
     assert out == [c for _, _, c in cases] + ["wrong_tariff"]
+
+
+def _chain_past_a_change(folder: Path) -> tuple[dict, dict]:
+    """(genesis document, the proof of a receipt committed after a change added bureau-5): block
+    1 decides the change, certified by the genesis set; block 3, in force from there, holds the
+    receipt, certified by bureau-1, 2, 3 and 5 (4 of the 5)."""
+    import time
+
+    from bureau.chain import Chain
+    from bureau.ledger import valset
+    from bureau.ledger.tx import operator_action
+    from bureau.storage import Repository
+    from tests.support.proofchain import OPERATOR, VALIDATORS, WALLET, genesis_doc, receipt_proof
+    from tests.support.fleet import fleet_receipts
+    fifth = SigningKey(b"\x55" * 32)
+    doc = genesis_doc("ev-phone-change")
+    genesis = Genesis.from_doc(doc)
+    chain = Chain(genesis, Repository(f"sqlite:///{folder}/chain.sqlite"))
+    keys, receipts, _ = fleet_receipts(1, 1)
+    (cid, ckey), = keys.items()
+    now = int(time.time())
+    change = {"v": 1, "seq": 0, "changes": [{"op": "add", "id": "bureau-5", "power": 1, "address": "", "api": "",
+                                            "public_key": fifth.verify_key.encode().hex()}]}
+    approvals = [valset.approve(VALIDATORS[i], f"bureau-{i + 1}", doc["chain_id"], change) for i in range(3)]
+
+    def act(action: str, args: dict) -> bytes:
+        return operator_action(OPERATOR, "operator-1", action, args, now=now)
+    signers = {f"bureau-{i + 1}": k for i, k in enumerate(VALIDATORS)} | {"bureau-5": fifth}
+    blocks = [[act("enroll_charger", {"charger_id": cid, "public_key": ckey.verify_key.encode().hex()}),
+               act("open_wallet", {"wallet_id": WALLET}),
+               act("change_validators", {"change": change, "approvals": approvals})],
+              [], [receipt_tx(env) for _, env in receipts]]
+    for i, txs in enumerate(blocks):
+        block, ex = chain.build(txs, "bureau-1", now * 1000 + i)
+        ids = ["bureau-1", "bureau-2", "bureau-3"] + (["bureau-5"] if block.height >= 3 else [])
+        sigs = tuple(sorted((vid, signers[vid].sign(precommit_bytes(doc["chain_id"], block.height, 0,
+                                                                       block.hash)).signature) for vid in ids))
+        chain.commit(block, Certificate(block.height, 0, block.hash, sigs).encode(), ex)
+    proof = receipt_proof(chain, cid, 1)
+    chain.repo.close()
+    return doc, proof
+
+
+@pytest.mark.parametrize("backend", ["webcrypto", "noble"])
+def test_a_proof_after_a_validator_change_verifies_by_following_the_change(browser_page, backend, tmp_path):
+    doc, proof = _chain_past_a_change(tmp_path)
+    assert len(proof["validator_changes"]) == 1 and proof["header"]["height"] == 3
+    stripped = {**proof, "validator_changes": []}
+    tampered = copy.deepcopy(proof)
+    record = json.loads(tampered["validator_changes"][0]["proof"]["value"])
+    record["validators"][-1]["power"] = 10  # bureau-5 given all the power
+    tampered["validator_changes"][0]["proof"]["value"] = json.dumps(record, separators=(",", ":"), sort_keys=True)
+    uncertified = copy.deepcopy(proof)
+    uncertified["validator_changes"][0]["certificate"] = proof["certificate"]  # another block's certificate
+    cases = [(proof, "ok"), (stripped, "unknown_validator"), (tampered, "bad_change"),
+             (uncertified, "wrong_block")]
+    out = _run(browser_page, backend, """
+        const results = [];
+        for (const p of data.proofs) {
+            const r = await v.verifyReceiptProof(p, data.genesis);
+            results.push(r.ok ? ["ok"] : [r.reason, r.detail]);
+        }
+        return results;""", {"proofs": [p for p, _ in cases], "genesis": doc})
+    assert [o[0] for o in out] == [reason for _, reason in cases], out
+    assert "bureau-5" in out[1][1] and "height 3" in out[1][1], out[1]
+    genesis = Genesis.from_doc(doc)
+    assert [verify_receipt_proof(p, genesis)[0] for p, _ in cases] == [True, False, False, False]

@@ -13,15 +13,13 @@ from bureau.storage import Repository
 from bureau.tools.stack import Stack
 from tests.support.fleet import WALLET, Fleet, fleet_receipts, setup_actions
 from bureau.tools.netproxy import LinkProxies
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    wait_for(predicate, f"timed out waiting for {what}", timeout, poll=0.2)
 
 
 def _agreed_height(stack: Stack, timeout: float = 120) -> int:

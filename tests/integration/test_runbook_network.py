@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 from bureau.tools.mosquitto import BrokerAccess, Mosquitto, free_port
 from bureau.tools.network import NetworkLayout
 from bureau.tools.pki import http_verify
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = 4
@@ -50,11 +50,7 @@ def env_file(path: Path) -> dict[str, str]:
 
 
 def _wait(condition, what: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while not (got := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-    return got
+    return wait_for(condition, what, timeout, poll=0.2)
 
 
 @pytest.fixture

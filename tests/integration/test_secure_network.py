@@ -19,16 +19,13 @@ from bureau.receipts.ack import verify_ack
 from bureau.receipts.codec import receipt_id
 from bureau.tools.stack import Stack
 from tests.support.fleet import WALLET, fleet_receipts
+from tests.support.waiting import wait_for
 
 ACCEPTED = 0
 
 
 def _wait(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not (got := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-    return got
+    return wait_for(condition, what, timeout, poll=0.05)
 
 
 @pytest.fixture

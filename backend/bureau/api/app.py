@@ -20,6 +20,7 @@ from .home import home
 from .observe import HANDLERS as OBSERVE
 from .operator import OperatorController
 from .receipts import ReceiptController
+from .snapshot import SnapshotController, SnapshotKeeper
 from .state import StateController
 from .wallets import WalletController
 
@@ -75,15 +76,18 @@ async def refuse_deep_json(request: Request) -> None:
 
 
 ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, StateController, OperatorController,
+                  SnapshotController,
                   BindController, AuthzController, healthz, readyz, home, swagger_ui_asset, *OBSERVE, *DASHBOARD,
                   *PHONE]
 
 
 def create_app(node: Node) -> Litestar:
+    keeper = SnapshotKeeper(node.chain)  # the snapshot served to joining bureaus
     app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         # every handler and service gets the node through this, not through app.state
-        dependencies={"node": Provide(lambda: node, use_cache=True, sync_to_thread=False)},
+        dependencies={"node": Provide(lambda: node, use_cache=True, sync_to_thread=False),
+                      "keeper": Provide(lambda: keeper, use_cache=True, sync_to_thread=False)},
         exception_handlers=HANDLERS,
         before_request=refuse_deep_json,
         request_max_body_size=MAX_BODY,

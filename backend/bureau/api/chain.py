@@ -111,6 +111,10 @@ class ChainReader:
 
     def block(self, height: int) -> BlockOut:
         found = self.chain.repo.block(height)
+        if found is None and 0 < height < self.chain.repo.first_kept():
+            first = self.chain.repo.first_kept()
+            raise ApiError("not_kept", f"this bureau joined from a snapshot at height {first - 1}: it holds blocks "
+                                       f"from {first} on (first_height {first}); ask a bureau that holds block {height}")
         if found is None:
             raise ApiError("no_block", f"no block at height {height}")
         block, cert = found
@@ -193,7 +197,7 @@ class ChainController(Controller):
         return reader.head()
 
     @get("/blocks/{height:int}", summary="A committed block: header, commit certificate, transaction hashes",
-         sync_to_thread=True, responses=refusals("no_block"))
+         sync_to_thread=True, responses=refusals("no_block", "not_kept"))
     def block(self, reader: NamedDependency[ChainReader], height: Height) -> BlockOut:
         return reader.block(height)
 

@@ -42,6 +42,7 @@ STATUS_OF_REASON: dict[str, int] = {
     "not_your_wallet": 403,
     "no_block": 404, "no_receipt": 404, "unknown_tx": 404, "unknown_wallet": 404, "unknown_charger": 404,
     "unknown_tariff": 404, "no_binding_code": 404, "not_found": 404,
+    "not_kept": 410,  # a height before the snapshot a node joined from, or a snapshot it no longer keeps
     "method_not_allowed": 405,
     # not_served_here: the detail names the bureau that serves it. Not 421 (misdirected): a
     # browser sends a request answered 421 again on a new connection, and the replay guard

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from .. import crypto, topics
 from ..ledger.state import LedgerState
-from ..ledger.tx import (KIND_DRIVER, TxError, action_time_error, decode_driver, decode_operator, receipt_tx,
-                         signed_operator_message, tx_hash)
+from ..ledger.tx import (KIND_DRIVER, KIND_EVIDENCE, TxError, action_time_error, decode_driver, decode_operator,
+                         receipt_tx, signed_operator_message, tx_hash)
 from ..receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, signed_message
 
 
@@ -134,8 +134,19 @@ def admit_driver(tx: bytes, state: LedgerState, now_s: int | None = None) -> byt
     return h
 
 
+def admit_evidence(tx: bytes, state: LedgerState) -> bytes:
+    """Hash of equivocation evidence (kind 5) the next block may record: both votes signed by the
+    validator they name in the set in force at their height, its slot not recorded yet (the
+    ledger's own check, `LedgerState.evidence_slot`); raises TxError. Any node's evidence reaches
+    the chain: the node that saw the equivocation relays it, and every node admits it so."""
+    state.evidence_slot(tx)
+    return tx_hash(tx)
+
+
 def admit_signed(tx: bytes, state: LedgerState, now_s: int | None = None) -> bytes:
-    """An operator action or a driver transaction, by its kind byte."""
+    """An operator action, a driver transaction or equivocation evidence, by its kind byte."""
     if tx and tx[0] == KIND_DRIVER:
         return admit_driver(tx, state, now_s)
+    if tx and tx[0] == KIND_EVIDENCE:
+        return admit_evidence(tx, state)
     return admit_operator(tx, state, now_s)

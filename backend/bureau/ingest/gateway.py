@@ -11,7 +11,6 @@ import queue
 import socket
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 from ..chain import Chain
@@ -20,6 +19,7 @@ from ..ledger.state import Execution, Refusal
 from ..ledger.tx import tx_hash
 from ..lograte import ThrottledLog
 from ..metrics import Metrics
+from ..peers.transport import close_socket
 from ..peers.handshake import (CH_HELLO, CH_PROOF, MAX_HANDSHAKE_FRAME, FrameReader, HandshakeError, Responder,
                                frame, split_plain)
 from ..receipts.ack import ack_message
@@ -30,7 +30,8 @@ from .admission import Admitted, AlreadyCommitted, Refused, admit_receipt
 from .handoff import (CH_ADMIT, CH_REFUSE, CH_REGISTRY, CH_REPLY, MAX_WORKER_FRAME, ChargerRegistry, HandoffError,
                       decode_admit, decode_refuse, encode_registry, encode_reply)
 from .mempool import Mempool, MempoolFull
-from .mqtt import MEMPOOL_PAUSE_AT, ORIGINS_KEPT
+from .mqtt import MEMPOOL_PAUSE_AT
+from .origins import Origins
 
 log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -87,11 +88,7 @@ class WorkerLink:
 
     def close(self) -> None:
         self.closed.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_socket(self.sock)
 
 
 class WorkerGateway:
@@ -107,7 +104,7 @@ class WorkerGateway:
         self._links: dict[str, WorkerLink] = {}
         self._lock = threading.Lock()
         # receipts a worker handed over -> that worker's link, until its ack or reject is sent
-        self._origin: OrderedDict[bytes, WorkerLink] = OrderedDict()
+        self._origin: Origins[WorkerLink] = Origins()
         self._stop = threading.Event()
         self._reject_log = ThrottledLog(log)
         with chain.lock:
@@ -221,12 +218,12 @@ class WorkerGateway:
         decision = admit_receipt(envelope, self.chain.state, charger_id,
                                  signature_checked=self.chain.state.chargers.get(charger_id) == key)
         if isinstance(decision, Admitted):
-            self._remember(decision.tx_hash, link)
+            self._origin.remember(decision.tx_hash, link)  # a resend through another worker: that one answers
             try:
                 self.mempool.add(decision.tx_hash, decision.tx, verified=True, decoded=decision.decoded)
                 self.metrics.inc("worker_admitted")
             except MempoolFull as e:
-                self._take(decision.tx_hash)
+                self._origin.take(decision.tx_hash)
                 self._reject(link, decision.charger_id, decision.seq, decision.receipt_id, "busy", str(e))
         elif isinstance(decision, AlreadyCommitted):
             found = self.chain.repo.receipt_block(decision.charger_id, decision.seq)
@@ -239,17 +236,6 @@ class WorkerGateway:
             assert isinstance(decision, Refused)
             self._reject(link, decision.charger_id, decision.seq, decision.receipt_id, decision.reason,
                          decision.detail)
-
-    def _remember(self, h: bytes, link: WorkerLink) -> None:
-        with self._lock:  # a resend through another worker makes that one the answering worker
-            self._origin[h] = link
-            self._origin.move_to_end(h)
-            while len(self._origin) > ORIGINS_KEPT:
-                self._origin.popitem(last=False)
-
-    def _take(self, h: bytes) -> WorkerLink | None:
-        with self._lock:
-            return self._origin.pop(h, None)
 
     def _reject(self, link: WorkerLink, charger_id: str | None, seq: int | None, rid: str | None, reason: str,
                 detail: str) -> None:
@@ -274,7 +260,7 @@ class WorkerGateway:
     def on_refused(self, refusals: list[Refusal]) -> None:
         """Receipts refused when a block was built: the worker that took one answers it."""
         for r in refusals:
-            link = self._take(tx_hash(r.tx))
+            link = self._origin.take(tx_hash(r.tx))
             if link is None or r.reason == "duplicate":  # not taken here, or the first copy's ack answers it
                 continue
             self._reject(link, r.charger_id, r.seq, receipt_id(r.tx[1:]), r.reason, r.detail)
@@ -290,6 +276,6 @@ class WorkerGateway:
                 link.send(CH_REGISTRY, registry)
         for eff in ex.effects:
             if eff.kind == "receipt":
-                link = self._take(eff.tx_hash)
+                link = self._origin.take(eff.tx_hash)
                 if link is not None:
                     self._ack(link, eff.charger_id, eff.seq, eff.receipt_id, block.height, block.hash)

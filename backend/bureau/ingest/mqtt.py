@@ -8,7 +8,6 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 
 from .. import topics
 from ..brokerlink import BrokerLink
@@ -24,11 +23,9 @@ from ..receipts.reject import reject_message
 from ..supervisor import Supervisor
 from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_receipt, admit_signed
 from .mempool import Mempool, MempoolFull
+from .origins import Origins
 from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 
-# Arrival times kept for the acks of receipts taken here (at most the mempool's limit wait): one
-# whose copy is dropped unseen (a full mempool, a relayed copy refused elsewhere) cannot pile up.
-ORIGINS_KEPT = 200_000
 # While this many transactions wait in the mempool (four full blocks), admission pauses. Once
 # it is paused, or this many receipts wait here to be admitted, receipts are PUBACKed only when
 # admitted: the broker's in-flight limit per client (max_inflight_messages) then stops it sending
@@ -62,8 +59,7 @@ class MqttIngest(BrokerLink):
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         # receipts admitted here from MQTT, with their arrival (monotonic s): this node acks them
-        self._origin: OrderedDict[bytes, float] = OrderedDict()  # oldest first, at most ORIGINS_KEPT
-        self._origin_lock = threading.Lock()  # workers add, the commit listener takes
+        self._origin: Origins[float] = Origins()
         self.presence = ChargerPresence()
         self._reject_log = ThrottledLog(log)  # one line per reason per 10 s; metrics count them all
         self.shared_subscription = False
@@ -135,11 +131,11 @@ class MqttIngest(BrokerLink):
         decision = admit(topic, payload, self.chain.state)
         if isinstance(decision, Admitted):
             try:
-                self._remember_origin(decision.tx_hash, time.monotonic() if arrived is None else arrived)
+                self._origin.remember(decision.tx_hash, time.monotonic() if arrived is None else arrived)
                 self.mempool.add(decision.tx_hash, decision.tx, verified=True, decoded=decision.decoded)
                 self.metrics.inc("admitted")
             except MempoolFull as e:
-                self._take_origin(decision.tx_hash)
+                self._origin.take(decision.tx_hash)
                 self._reject(decision.charger_id, decision.seq, decision.receipt_id, "busy", str(e))
         elif isinstance(decision, AlreadyCommitted):
             found = self._block_of(decision.charger_id, decision.seq)
@@ -151,18 +147,6 @@ class MqttIngest(BrokerLink):
             self._ack(decision.charger_id, decision.seq, decision.receipt_id, *found)
         else:
             self._reject(decision.charger_id, decision.seq, decision.receipt_id, decision.reason, decision.detail)
-
-    def _remember_origin(self, h: bytes, arrived: float) -> None:
-        with self._origin_lock:
-            self._origin[h] = arrived
-            self._origin.move_to_end(h)
-            while len(self._origin) > ORIGINS_KEPT:
-                self._origin.popitem(last=False)
-
-    def _take_origin(self, h: bytes) -> float | None:
-        """The arrival of a receipt taken here (this node answers its charger), forgotten; else None."""
-        with self._origin_lock:
-            return self._origin.pop(h, None)
 
     def submit_relayed(self, txs: list[bytes]) -> None:
         """Transactions another bureau admitted: checked here again before they may wait."""
@@ -204,7 +188,7 @@ class MqttIngest(BrokerLink):
         """Receipts refused when a block was built (e.g. the wallet vanished meanwhile). Only the
         bureau that took the receipt from its charger answers, so the charger gets one reply."""
         for r in refusals:
-            if self._take_origin(tx_hash(r.tx)) is None:
+            if self._origin.take(tx_hash(r.tx)) is None:
                 self.metrics.inc("relayed_rejected", r.reason)
                 continue
             if r.reason == "duplicate":
@@ -219,7 +203,7 @@ class MqttIngest(BrokerLink):
         for eff in ex.effects:
             if eff.kind == "receipt":
                 n += 1
-                arrived = self._take_origin(eff.tx_hash)
+                arrived = self._origin.take(eff.tx_hash)
                 if arrived is not None:
                     self.metrics.receipt_latency.observe(now - arrived)
                     self._ack(eff.charger_id, eff.seq, eff.receipt_id, block.height, block.hash)

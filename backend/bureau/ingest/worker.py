@@ -22,6 +22,7 @@ from ..brokerlink import BrokerLink
 from ..config import Settings
 from ..crypto import load_key
 from ..ledger.genesis import Genesis
+from ..peers.transport import close_socket
 from ..peers.handshake import (CH_HELLO, CH_PROOF, MAX_FRAME, MAX_HANDSHAKE_FRAME, FrameReader, HandshakeError,
                                Initiator, frame, split_plain)
 from .admission import Refused, screen_receipt
@@ -96,11 +97,7 @@ class NodeLink:
 
     def close(self) -> None:
         self.closed.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_socket(self.sock)
 
 
 class IngestWorker:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .. import crypto
 from ..receipts.codec import ReceiptError, decode as decode_receipt, signed_message
-from . import certificate
+from . import certificate, snapshot
 from .block import Block
 from .genesis import Genesis
 from .state import LedgerState
@@ -87,21 +87,30 @@ def audit_chain(genesis: Genesis, repo, to_height: int | None = None, jobs: int 
     node be audited at a height others are compared at while it keeps committing. `jobs` > 1
     checks signatures on that many processes, each with its own connection to `repo`'s database."""
     total = repo.head_height() if to_height is None else min(to_height, repo.head_height())
-    size = max(1, min(RANGE_BLOCKS, total // (jobs * TASKS_PER_JOB)))
-    ranges = [(s, min(s + size - 1, total)) for s in range(1, total + 1, size)]
+    start = _start(genesis, repo)
+    size = max(1, min(RANGE_BLOCKS, (total - start.height) // (jobs * TASKS_PER_JOB)))
+    ranges = [(s, min(s + size - 1, total)) for s in range(start.height + 1, total + 1, size)]
     if jobs <= 1:
         keys = _keys(genesis, repo)
-        return _replay(genesis, (check_range(genesis, keys, repo, s, e) for s, e in ranges), total, progress)
+        return _replay(start, (check_range(genesis, keys, repo, s, e) for s, e in ranges), total, progress)
     url = repo.engine.url.render_as_string(hide_password=False)
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     with ctx.Pool(jobs, initializer=_worker_init, initargs=(genesis.doc, url)) as pool:
-        return _replay(genesis, pool.imap(_worker_check_range, ranges), total, progress)
+        return _replay(start, pool.imap(_worker_check_range, ranges), total, progress)
 
 
-def _replay(genesis: Genesis, checked: Iterable[list[BlockCheck]], total: int, progress: Progress | None) -> dict:
+def _start(genesis: Genesis, repo) -> LedgerState:
+    """The state the replay starts from: the genesis, or for a node that joined from a snapshot
+    the snapshot it stored, verified again against its certified header (ledger/snapshot.py)."""
+    stored = repo.stored_snapshot(genesis)
+    return LedgerState(genesis) if stored is None else snapshot.restore(genesis, stored)
+
+
+def _replay(state: LedgerState, checked: Iterable[list[BlockCheck]], total: int, progress: Progress | None) -> dict:
     """The state replayed in height order over the workers' findings; the report."""
-    state = LedgerState(genesis)
+    genesis = state.genesis
+    base = state.height
     blocks = receipts = 0
     problem = None
     for batch in checked:
@@ -130,7 +139,7 @@ def _replay(genesis: Genesis, checked: Iterable[list[BlockCheck]], total: int, p
             break
         if progress is not None:
             progress(blocks, total, receipts)
-    return {"chain_valid": problem is None, "blocks": blocks, "receipts": receipts, "height": state.height,
+    return {"chain_valid": problem is None, "from_height": base + 1, "blocks": blocks, "receipts": receipts, "height": state.height,
             "state_root": state.state_root.hex(), "problem": problem,
             "balances_fen": sum(w.balance for w in state.wallets.values())}
 

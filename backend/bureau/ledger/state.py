@@ -577,9 +577,10 @@ class LedgerState:
         """The validator set in force at block `height` (known up to the head + EFFECT_DELAY)."""
         return self.schedule.at(height)
 
-    def _evidence(self, tx: bytes, h: bytes, ex: Execution) -> Effect:
-        """Two conflicting signed votes of one validator (ledger/evidence.py): recorded once per
-        (validator, height, round, step) as an `e/` record; anyone may submit it."""
+    def evidence_slot(self, tx: bytes, ex: Execution | None = None) -> tuple:
+        """(validator id, height, round, step) of the equivocation evidence `tx` proves, if the
+        next block may record it (on the committed state and the block `ex` being run); TxError
+        otherwise. Admission asks the same of evidence a peer relays."""
         a, b = evidence_tx.decode(tx)
         height = self.height + 1
         if a.height > height:
@@ -591,9 +592,17 @@ class LedgerState:
         if not evidence_tx.signed_by(self.genesis.chain_id, v.public_key, a, b):
             raise TxError("bad_signature", f"the votes are not both signed by {v.id}")
         slot = (v.id, a.height, a.round, int(a.kind))
-        if slot in self.evidence or slot in ex.evidence:
+        if slot in self.evidence or (ex is not None and slot in ex.evidence):
             raise TxError("evidence_recorded", f"an equivocation of {v.id} at height {a.height} round {a.round} "
                                                f"is already recorded")
+        return slot
+
+    def _evidence(self, tx: bytes, h: bytes, ex: Execution) -> Effect:
+        """Two conflicting signed votes of one validator (ledger/evidence.py): recorded once per
+        (validator, height, round, step) as an `e/` record; anyone may submit it."""
+        slot = self.evidence_slot(tx, ex)
+        a, b = evidence_tx.decode(tx)
+        v = self.schedule.at(a.height)[a.validator]
         ex.evidence[slot] = (a.block_hash, b.block_hash)
         ex.dirty.add(("e", *slot))
         return Effect(h, "evidence", detail={"validator": v.id, "height": a.height, "round": a.round,

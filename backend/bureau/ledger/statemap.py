@@ -106,6 +106,16 @@ class StateMap:
             shift -= 1
         return node[3] if node is not None and node[2] == key else None
 
+    def items(self):
+        """Every (key, value) record, in path order (a snapshot's records)."""
+        stack = [self._top] if self._top is not None else []
+        while stack:
+            node = stack.pop()
+            if len(node) == 4:
+                yield node[2], node[3]
+            else:
+                stack.extend(n for n in (node[2], node[1]) if n is not None)
+
     def update(self, changes: Mapping[str, str | None]) -> StateMap:
         """A new map with each key of `changes` set to its value, or deleted where it is None.
         Each touched node is hashed once for the whole batch."""

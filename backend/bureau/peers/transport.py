@@ -51,7 +51,8 @@ def _check_size(payload: bytes) -> None:
         raise ValueError("frame over the size limit")
 
 
-def _close(sock: socket.socket) -> None:
+def close_socket(sock: socket.socket) -> None:
+    """Shut a socket down and close it, waking any thread blocked in recv() on it."""
     try:
         sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv() on it
     except OSError:
@@ -279,7 +280,7 @@ class PeerTransport:
                 self._banned_until[peer_id] = time.monotonic() + ban_s
             sock = self._inbound.pop(peer_id, None)
         if sock is not None:
-            _close(sock)
+            close_socket(sock)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -292,7 +293,7 @@ class PeerTransport:
         with self._lock:
             socks = list(self._pending) + list(self._inbound.values())
         for s in socks:
-            _close(s)
+            close_socket(s)
         for o in list(self.out.values()):
             o.stopping.set()
             with o.cond:
@@ -314,7 +315,7 @@ class PeerTransport:
                 self._pending[sock] = time.monotonic()
             if evict is not None:
                 self.metrics.inc("peer_refused", "pending_full")
-                _close(evict)
+                close_socket(evict)
             self.supervisor.thread("peer-in", self._serve, sock).start()
 
     def _login(self, sock: socket.socket) -> tuple[Session, FrameReader, list[bytes]]:
@@ -343,7 +344,7 @@ class PeerTransport:
                 self._inbound[peer_id] = sock
             if old is not None:
                 self.metrics.inc("peer_disconnected", "replaced")
-                _close(old)
+                close_socket(old)
             reader.max_frame = MAX_FRAME
             sock.settimeout(None)
             for body in early:  # frames that came in right behind the proof

@@ -4,11 +4,12 @@ rebuilds the in-memory ledger state from the database at start."""
 from __future__ import annotations
 
 import json
+import time
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ..ledger import evidence, valset
+from ..ledger import evidence, snapshot, valset
 from ..ledger.block import Block, Header
 from ..ledger.canonical import dumps
 from ..ledger.history import SEQ_WINDOW
@@ -76,8 +77,13 @@ class StoredHistory:
 
     def receipt_id(self, charger_id: str, seq: int) -> str | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(t.receipts.c.receipt_id)
-                                .where(t.receipts.c.charger_id == charger_id, t.receipts.c.seq == seq)).scalar()
+            found = conn.execute(sa.select(t.receipts.c.receipt_id)
+                                 .where(t.receipts.c.charger_id == charger_id, t.receipts.c.seq == seq)).scalar()
+            if found is None:  # a receipt of the blocks a node that joined from a snapshot does not hold
+                sr = t.snapshot_receipts.c
+                found = conn.execute(sa.select(sr.receipt_id)
+                                     .where(sr.charger_id == charger_id, sr.seq == seq)).scalar()
+            return found
 
     def billed_sessions(self, sessions: set[tuple[str, bytes]]) -> set[tuple[str, bytes]]:
         """One query per `SESSIONS_PER_QUERY` pairs, an OR of primary-key matches: each is an
@@ -101,6 +107,7 @@ class Repository:
     def __init__(self, url: str, *, create: bool = True) -> None:
         """`create=False` opens the tables as they are (an audit of an existing chain)."""
         self.engine = make_engine(url)
+        self._base: int | None = None  # snapshot_base(), read once
         if create:  # (else: as it is, read-only for an audit)
             migrate.upgrade(self.engine)
 
@@ -233,7 +240,8 @@ class Repository:
             for row in conn.execute(sa.select(t.tariffs)):
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
                 state.tariff_from[(row.tariff_id, row.version)] = row.effective_from
-            r = t.receipts.c
+            r = sa.union_all(sa.select(t.receipts.c.charger_id, t.receipts.c.seq),
+                             sa.select(t.snapshot_receipts.c.charger_id, t.snapshot_receipts.c.seq)).subquery().c
             highest = sa.select(r.charger_id, sa.func.max(r.seq).label("high")).group_by(r.charger_id).subquery()
             in_window = (sa.select(r.charger_id, r.seq)
                          .join(highest, (highest.c.charger_id == r.charger_id)
@@ -246,6 +254,7 @@ class Repository:
                 state.payments[row.reference] = row.wallet_id
             for row in conn.execute(sa.select(t.binding_codes)):
                 state.bindings[row.wallet_id] = (bytes(row.binding_key), row.expires)
+            state.evidence.update(snapshot.evidence_of(self._snapshot_records(conn, "e/")))
             for row in conn.execute(sa.select(t.txs.c.data).where(t.txs.c.kind == "evidence")
                                     .order_by(t.txs.c.height, t.txs.c.idx)):
                 a, b = evidence.decode(bytes(row.data))
@@ -257,7 +266,9 @@ class Repository:
                 decided = (sa.select(t.operator_txs.c.tx_hash, t.blocks.c.time_ms)
                            .join(t.blocks, t.blocks.c.height == t.operator_txs.c.height)
                            .where(t.blocks.c.time_ms >= last.time_ms - DECIDED_KEPT_MS))
-                for row in conn.execute(decided):
+                sd = t.snapshot_decided.c
+                decided_before = sa.select(sd.tx_hash, sd.time_ms).where(sd.time_ms >= last.time_ms - DECIDED_KEPT_MS)
+                for row in (*conn.execute(decided), *conn.execute(decided_before)):
                     state.operator_txs[bytes(row.tx_hash)] = row.time_ms
         if last is not None:
             state.height = last.height
@@ -277,19 +288,178 @@ class Repository:
         with self.engine.connect() as conn:
             self._load_keys(conn, state)
 
-    @staticmethod
-    def _load_keys(conn, state: LedgerState) -> None:
-        for row in conn.execute(sa.select(t.validator_sets.c.record).order_by(t.validator_sets.c.seq)):
+    def _load_keys(self, conn, state: LedgerState, upto: int | None = None) -> None:
+        """The keys and validator sets as block `upto` (default: the head) left them."""
+        def until(column):
+            return sa.true() if upto is None else column <= upto
+        vs = t.validator_sets.c
+        for row in conn.execute(sa.select(vs.record).where(until(vs.height)).order_by(vs.seq)):
             state.schedule.add(valset.Epoch.from_record(row.record))
-        for row in conn.execute(sa.select(t.chargers.c.charger_id, t.chargers.c.public_key)):
+        if self.snapshot_base() is not None:  # joined from a snapshot: the keys at its base, and those they replaced
+            for key, value in self._snapshot_records(conn, "o/"):
+                state.operators[key[2:]] = bytes.fromhex(json.loads(value)["public_key"])
+            sk = t.snapshot_keys.c
+            for row in conn.execute(sa.select(t.snapshot_keys).order_by(sk.until_height)):
+                olds = state.charger_old_keys if row.role == "c" else state.operator_old_keys
+                olds.setdefault(row.owner, []).append((row.until_height, bytes(row.public_key)))
+        c = t.chargers.c
+        for row in conn.execute(sa.select(c.charger_id, c.public_key).where(until(c.enrolled_height))):
             state.chargers[row.charger_id] = bytes(row.public_key)
         for table, keys, old_keys, who in ((t.charger_keys, state.chargers, state.charger_old_keys, "charger_id"),
                                            (t.operator_keys, state.operators, state.operator_old_keys,
                                             "operator_id")):
-            for row in conn.execute(sa.select(table).order_by(table.c.height)):  # as apply() made them
+            for row in conn.execute(sa.select(table).where(until(table.c.height))
+                                    .order_by(table.c.height)):  # as apply() made them
                 owner = getattr(row, who)
                 old_keys.setdefault(owner, []).append((row.height, keys[owner]))
                 keys[owner] = bytes(row.public_key)
+
+    @staticmethod
+    def _snapshot_records(conn, prefix: str) -> list[tuple[str, str]]:
+        sr = t.snapshot_records.c
+        return [(r.key, r.value) for r in conn.execute(sa.select(sr.key, sr.value).where(sr.key.startswith(prefix)))]
+
+    # ---- state sync (ledger/snapshot.py) -------------------------------------------------
+
+    def snapshot_base(self) -> int | None:
+        """The height of the snapshot this node joined from (it holds blocks after it only);
+        None for a node that holds its chain from the genesis. Never changes once set."""
+        if self._base is None:
+            if not sa.inspect(self.engine).has_table(t.snapshot_base.name):
+                return None  # a database of an older schema opened as it is (an audit): from the genesis
+            with self.engine.connect() as conn:
+                self._base = conn.execute(sa.select(sa.func.max(t.snapshot_base.c.height))).scalar() or 0
+        return self._base or None
+
+    def first_kept(self) -> int:
+        """The lowest height whose block (transactions too) this node holds."""
+        return (self.snapshot_base() or 0) + 1
+
+    def take_snapshot(self, state: LedgerState) -> snapshot.StateSnapshot:
+        """The snapshot of the state's current map (read once, as the API reads it) and of what
+        the tables held at that height."""
+        at = state.snapshot
+        found = self.header(at.height)
+        if found is None:
+            raise snapshot.SnapshotError("not_kept", "no certified block to take a snapshot at yet")
+        header, cert = found
+        with self.engine.connect() as conn:
+            docs = self._tariff_docs(conn, state.genesis, at.height)
+        changes = [c for c in self.validator_changes() if c["height"] <= at.height]
+        return snapshot.take(at.state_map, at.height, header.encode().hex(), cert.decode(), changes, docs,
+                             self.snapshot_history(state.genesis, at.height, header.time_ms))
+
+    def snapshot_history(self, genesis, height: int, time_ms: int) -> dict:
+        """What a snapshot at `height` (block time `time_ms`) needs that the map does not hold,
+        read from the tables as that block left them (ledger/snapshot.py)."""
+        keys = LedgerState(genesis)
+        with self.engine.connect() as conn:
+            self._load_keys(conn, keys, upto=height)
+            r, sr = t.receipts.c, t.snapshot_receipts.c
+            receipts = [(row.charger_id, row.seq, row.receipt_id) for row in (
+                *conn.execute(sa.select(r.charger_id, r.seq, r.receipt_id).where(r.height <= height)),
+                *conn.execute(sa.select(sr.charger_id, sr.seq, sr.receipt_id)))]
+            bs = t.billed_sessions.c
+            sessions = [(row.charger_id, bytes(row.session_id).hex())
+                        for row in conn.execute(sa.select(bs.charger_id, bs.session_id).where(bs.height <= height))]
+            horizon = time_ms - DECIDED_KEPT_MS
+            ot, b, sd = t.operator_txs.c, t.blocks.c, t.snapshot_decided.c
+            decided = {bytes(row.tx_hash).hex(): row.time_ms for row in (
+                *conn.execute(sa.select(sd.tx_hash, sd.time_ms).where(sd.time_ms >= horizon)),
+                *conn.execute(sa.select(ot.tx_hash, b.time_ms).join(t.blocks, b.height == ot.height)
+                              .where(ot.height <= height, b.time_ms >= horizon)))}
+        old_keys = [(role, owner, until, key.hex())
+                    for role, olds in (("c", keys.charger_old_keys), ("o", keys.operator_old_keys))
+                    for owner, entries in olds.items() for until, key in entries]
+        return {"old_keys": old_keys, "receipts": receipts, "sessions": sessions, "decided": sorted(decided.items())}
+
+    @staticmethod
+    def _tariff_docs(conn, genesis, height: int) -> list[dict]:
+        """Every tariff document published by block `height`, the genesis ones too."""
+        tr = t.tariffs.c
+        return [tf.to_doc() for tf in genesis.tariffs] + [
+            json.loads(r.doc) for r in conn.execute(sa.select(tr.doc).where(tr.height <= height))]
+
+    def stored_snapshot(self, genesis) -> snapshot.StateSnapshot | None:
+        """The snapshot this node joined from, as stored: what its audit starts from."""
+        base = self.snapshot_base()
+        if base is None:
+            return None
+        header, cert = self.header(base)
+        with self.engine.connect() as conn:
+            recs = dict(self._snapshot_records(conn, ""))
+            docs = self._tariff_docs(conn, genesis, base)
+        changes = [c for c in self.validator_changes() if c["height"] <= base]
+        snap = snapshot.StateSnapshot(base, header.encode().hex(), cert.decode(), changes, recs, docs,
+                                      **self.snapshot_history(genesis, base, header.time_ms))
+        return snap
+
+    def load_snapshot(self, snap: snapshot.StateSnapshot, state: LedgerState, source: str) -> None:
+        """Write a verified snapshot (`state` is `snapshot.restore` of it) into an empty
+        database: the entities as of its height, its header and those of the validator changes,
+        and its history; then `load_state` carries on from there."""
+        base = snap.height
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(sa.func.count()).select_from(t.blocks)).scalar_one():
+                raise snapshot.SnapshotError("has_chain", "the database already holds blocks; a snapshot loads "
+                                                          "only into an empty one")
+            heads = {c["height"]: (bytes.fromhex(c["header"]), c["certificate"].encode())
+                     for c in snap.validator_changes}
+            heads[base] = (bytes.fromhex(snap.header), snap.certificate.encode())
+            for height, (raw, cert) in sorted(heads.items()):
+                h = Header.decode(raw)
+                conn.execute(t.blocks.insert(), {
+                    "height": h.height, "hash": h.hash, "prev_hash": h.prev_hash, "time_ms": h.time_ms,
+                    "tx_root": h.tx_root, "state_root": h.state_root, "proposer": h.proposer,
+                    "tx_count": h.tx_count, "header": raw, "certificate": cert})
+            conn.execute(t.snapshot_base.insert(), {"height": base, "source": source, "loaded_s": int(time.time())})
+            conn.execute(t.snapshot_records.insert(), [{"key": k, "value": v} for k, v in snap.records.items()])
+            for entry in snap.validator_changes:
+                epoch = valset.Epoch.from_record(entry["proof"]["value"])
+                conn.execute(t.validator_sets.insert(), {"seq": epoch.seq, "height": entry["height"],
+                                                         "from_height": epoch.from_height, "record": epoch.record(),
+                                                         "proof": dumps(entry["proof"]).decode()})
+            if state.chargers:
+                conn.execute(t.chargers.insert(), [{"charger_id": c, "public_key": k, "enrolled_height": base}
+                                                   for c, k in state.chargers.items()])
+            if state.retired:
+                conn.execute(t.retired_chargers.insert(), [{"charger_id": c, "height": base} for c in state.retired])
+            if state.wallets:
+                conn.execute(t.wallets.insert(), [{"wallet_id": w, "public_key": v.public_key,
+                                                   "balance_fen": v.balance, "updated_height": base}
+                                                  for w, v in state.wallets.items()])
+            if state.cards:
+                conn.execute(t.cards.insert(), [{"uid": c, "wallet_id": w, "blocked": c in state.blocked_cards}
+                                                for c, w in state.cards.items()])
+            genesis_tariffs = {(tf.tariff_id, tf.version) for tf in state.genesis.tariffs}
+            tariffs = [{"tariff_id": tid, "version": v, "doc": dumps(tf.to_doc()).decode(), "height": base,
+                        "effective_from": state.tariff_from[(tid, v)]}
+                       for (tid, v), tf in state.tariffs.items() if (tid, v) not in genesis_tariffs]
+            if tariffs:
+                conn.execute(t.tariffs.insert(), tariffs)
+            if state.meters:
+                conn.execute(t.meter_marks.insert(), [{"charger_id": c, "meter_serial": m, "seq": v.seq,
+                                                       "start_wh": v.start_wh, "end_wh": v.end_wh,
+                                                       "updated_height": base} for (c, m), v in state.meters.items()])
+            if state.payments:
+                conn.execute(t.payments.insert(), [{"reference": ref, "wallet_id": w, "height": base}
+                                                   for ref, w in state.payments.items()])
+            if state.bindings:
+                conn.execute(t.binding_codes.insert(), [{"wallet_id": w, "binding_key": b[0], "expires": b[1],
+                                                         "height": base} for w, b in state.bindings.items()])
+            if snap.receipts:
+                _insert_rows(conn, t.snapshot_receipts, ("charger_id", "seq", "receipt_id"), snap.receipts)
+            if snap.sessions:
+                _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height"),
+                             [(c, bytes.fromhex(sid), base) for c, sid in sorted(set(snap.sessions))])
+            if snap.old_keys:
+                conn.execute(t.snapshot_keys.insert(), [{"role": r, "owner": o, "until_height": u,
+                                                         "public_key": bytes.fromhex(k)}
+                                                        for r, o, u, k in snap.old_keys])
+            if state.operator_txs:
+                conn.execute(t.snapshot_decided.insert(), [{"tx_hash": h, "time_ms": ms}
+                                                           for h, ms in state.operator_txs.items()])
+        self._base = None
 
     def validator_changes(self) -> list[dict]:
         """Every validator-set change decided on chain, oldest first: the deciding block's height,
@@ -312,6 +482,9 @@ class Repository:
         return (Header.decode(bytes(row.header)), bytes(row.certificate)) if row else None
 
     def block(self, height: int) -> tuple[Block, bytes] | None:
+        """None also below `first_kept()`: a joined node holds some headers there, not blocks."""
+        if height < self.first_kept():
+            return None
         found = self.header(height)
         if found is None:
             return None

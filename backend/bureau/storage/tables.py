@@ -198,3 +198,40 @@ authz_holds = Table(
     Index("ix_authz_holds_open", "expires_s", sqlite_where=text("released_s IS NULL"),
           postgresql_where=text("released_s IS NULL")),
 )
+
+# A node that joined from a snapshot (ledger/snapshot.py, docs/storage.md): the state at the
+# snapshot's height and the history the map does not hold. Blocks up to that height are not held
+# (only the headers of that block and of the blocks that decided validator sets).
+snapshot_base = Table(
+    "snapshot_base", metadata,
+    Column("height", BigInteger, ForeignKey("blocks.height"), primary_key=True, autoincrement=False),
+    Column("source", Text, nullable=False),  # the bureau it came from, and the one that cross-checked it
+    Column("loaded_s", BigInteger, nullable=False),
+)
+
+snapshot_records = Table(  # every state-map record at the snapshot's height
+    "snapshot_records", metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+snapshot_receipts = Table(  # committed receipts of the blocks not held: duplicate and seq-reuse refusals
+    "snapshot_receipts", metadata,
+    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("receipt_id", String(64), nullable=False),
+)
+
+snapshot_keys = Table(  # keys replaced by rotations in the blocks not held, each with its last height
+    "snapshot_keys", metadata,
+    Column("role", String(1), primary_key=True),  # c: a charger's, o: an operator's
+    Column("owner", String(64), primary_key=True),
+    Column("until_height", BigInteger, primary_key=True, autoincrement=False),
+    Column("public_key", LargeBinary(32), nullable=False),
+)
+
+snapshot_decided = Table(  # operator and driver actions decided in the blocks not held, within their window
+    "snapshot_decided", metadata,
+    Column("tx_hash", LargeBinary(32), primary_key=True),
+    Column("time_ms", BigInteger, nullable=False),
+)

@@ -47,6 +47,7 @@ class NodeProcess:
     proc: subprocess.Popen | None = None
     tls: bool = False
     verify: Verify = True  # httpx's verify for this node's API
+    command: tuple[str, ...] = ("run",)  # the `bureau` command and its flags (e.g. join --from URL)
 
     @property
     def url(self) -> str:
@@ -61,7 +62,7 @@ class NodeProcess:
         # Its own process group: a Ctrl-C on the terminal reaches only the script running the
         # stack, which stops the nodes in order, and a stop reaches whatever a node started.
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "bureau.cli", "run"], env=self.env, stdout=log,
+            self.proc = subprocess.Popen([sys.executable, "-m", "bureau.cli", *self.command], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def wait_healthy(self, timeout: float = 120.0) -> dict:

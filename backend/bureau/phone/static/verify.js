@@ -307,17 +307,18 @@ function decodeCertificate(text) {
   return { height: doc.height, round: doc.round, blockHash, signatures };
 }
 
-// More than 2/3 of the genesis validators' power precommitted this block in one round.
-export async function verifyCertificate(genesis, height, blockHash, certText) {
+// More than 2/3 of the power of `validators` (default the genesis set; the set in force at the
+// height, by followValidatorChanges) precommitted this block in one round.
+export async function verifyCertificate(genesis, height, blockHash, certText, validators = genesis.validators) {
   const cert = decodeCertificate(certText);
   if (cert.height !== height || !equal(cert.blockHash, blockHash)) fail("wrong_block", "certificate is for another block");
   const message = precommitBytes(genesis.chain_id, height, cert.round, blockHash);
-  const validators = new Map(genesis.validators.map((v) => [v.id, v]));
-  const total = genesis.validators.reduce((s, v) => s + (v.power ?? 1), 0);
+  const byId = new Map(validators.map((v) => [v.id, v]));
+  const total = validators.reduce((s, v) => s + (v.power ?? 1), 0);
   let power = 0;
   for (const [id, signature] of cert.signatures) {
-    const v = validators.get(id);
-    if (!v) fail("unknown_validator", `${id} is not a validator of ${genesis.chain_id}`);
+    const v = byId.get(id);
+    if (!v) fail("unknown_validator", `${id} is not a validator of ${genesis.chain_id} in the set in force at height ${height}`);
     if (!await ed25519Verify(fromHex(v.public_key, 32), message, signature)) fail("bad_signature", `precommit signature of ${id} does not verify`);
     power += v.power ?? 1;
   }
@@ -325,14 +326,65 @@ export async function verifyCertificate(genesis, height, blockHash, certText) {
   return cert;
 }
 
-// Header bytes → hash → certificate: a header the genesis validators committed.
-export async function verifyCertifiedHeader(genesis, encodedHex, certText) {
+// Header bytes → hash → certificate: a header committed by the set in force at its height
+// (`epochs` from followValidatorChanges; default: the genesis set alone).
+export async function verifyCertifiedHeader(genesis, encodedHex, certText, epochs = null) {
   const bytes = fromHex(encodedHex);
   const header = decodeHeader(bytes);
   if (header.chain_id !== genesis.chain_id) fail("wrong_chain", `block of chain ${header.chain_id}, not ${genesis.chain_id}`);
   header.hash = await sha256(bytes);
-  await verifyCertificate(genesis, header.height, header.hash, certText);
+  await verifyCertificate(genesis, header.height, header.hash, certText,
+    epochs ? validatorsAt(epochs, header.height) : genesis.validators);
   return header;
+}
+
+// ---- validator-set changes (ledger/proof.py follow_validator_changes, docs/consensus.md) ----
+
+export const EFFECT_DELAY = 2;  // decided at height d: in force from d + 2
+
+function validatorsAt(epochs, height) {
+  let found = epochs[0];
+  for (const e of epochs) if (e.from_height <= height) found = e;
+  return found.validators;
+}
+
+function epochOfRecord(text, height) {
+  let rec;
+  try { rec = parseCanonical(text); } catch (e) { fail("bad_change", `the v/set record of block ${height} is not canonical JSON`); }
+  if (!sameFields(rec, "from_height,seq,validators") || !Number.isSafeInteger(rec.seq) || !Number.isSafeInteger(rec.from_height)
+    || !Array.isArray(rec.validators) || rec.validators.length < 1) fail("bad_change", `the v/set record of block ${height} is malformed`);
+  for (const v of rec.validators) {
+    if (!sameFields(v, "address,api,id,power,public_key") || typeof v.id !== "string" || !Number.isSafeInteger(v.power) || v.power < 1) {
+      fail("bad_change", `a validator of the v/set record of block ${height} is malformed`);
+    }
+    fromHex(v.public_key, 32);
+  }
+  return rec;
+}
+
+// The validator sets from the genesis through `changes` (a proof's validator_changes, oldest
+// first): each change's header certified by the set in force at its height, its v/set record
+// proven in that header's state and naming the next set version, in force EFFECT_DELAY later.
+export async function followValidatorChanges(genesis, changes) {
+  if (!Array.isArray(changes)) fail("bad_change", "validator_changes must be a list");
+  const epochs = [{ seq: 0, from_height: 1, validators: genesis.validators }];
+  for (const entry of changes) {
+    if (!entry || typeof entry !== "object") fail("bad_change", "a validator change is not an object");
+    const latest = epochs[epochs.length - 1];
+    const header = await verifyCertifiedHeader(genesis, entry.header, entry.certificate, epochs);
+    const proof = entry.proof;
+    if (entry.height !== header.height || !proof || proof.key !== "v/set" || typeof proof.value !== "string") {
+      fail("bad_change", `the change at height ${entry.height} does not prove its v/set record`);
+    }
+    const checked = await verifyStateProof(header.state_root, proof);
+    if (!checked.ok) fail("bad_change", `the v/set record of block ${header.height}: ${checked.detail}`);
+    const rec = epochOfRecord(proof.value, header.height);
+    if (rec.seq !== latest.seq + 1 || rec.from_height !== header.height + EFFECT_DELAY || header.height < latest.from_height) {
+      fail("bad_change", `block ${header.height} does not decide validator set ${latest.seq + 1}`);
+    }
+    epochs.push({ seq: rec.seq, from_height: rec.from_height, validators: rec.validators });
+  }
+  return epochs;
 }
 
 // ---- tariffs (ledger/tariff.py, docs/tariff.md) --------------------------------------------
@@ -424,13 +476,15 @@ async function outcome(check) {
 }
 
 // A bill (GET /v1/receipts/.../proof; ledger/proof.py verify_receipt_proof): the charger's
-// signature over the envelope, the header certified by the genesis validators, the RFC 6962
-// path from the receipt's transaction to the header's tx_root.
+// signature over the envelope, the header certified by the set in force at its height (followed
+// from the genesis through the proof's validator_changes), the RFC 6962 path from the receipt's
+// transaction to the header's tx_root.
 export function verifyReceiptProof(proof, genesis) {
   return outcome(async () => {
     const envelope = fromHex(proof.receipt.envelope);
     const receipt = await verifyReceiptSignature(envelope, fromHex(proof.charger_public_key, 32));
-    const header = await verifyCertifiedHeader(genesis, proof.header.encoded, proof.certificate);
+    const epochs = await followValidatorChanges(genesis, proof.validator_changes ?? []);
+    const header = await verifyCertifiedHeader(genesis, proof.header.encoded, proof.certificate, epochs);
     if (proof.tree_size !== header.tx_count) fail("bad_path", "tree size differs from the header's transaction count");
     const leaf = await leafHash(concat([1], envelope));  // a receipt transaction: kind 1 ‖ envelope
     const path = proof.audit_path.map((p) => fromHex(p, 32));
@@ -445,7 +499,8 @@ export function verifyStateAnswer(answer, genesis, key) {
   return outcome(async () => {
     if (answer.key !== key || answer.proof.key !== key) fail("wrong_key", `the answer is for ${answer.key}, not ${key}`);
     if (answer.value !== answer.proof.value) fail("bad_proof", "the value differs from the proven one");
-    const header = await verifyCertifiedHeader(genesis, answer.header.encoded, answer.certificate);
+    const epochs = await followValidatorChanges(genesis, answer.validator_changes ?? []);
+    const header = await verifyCertifiedHeader(genesis, answer.header.encoded, answer.certificate, epochs);
     if (header.height !== answer.height) fail("wrong_block", "the proof's height differs from its header's");
     const checked = await verifyStateProof(header.state_root, answer.proof);
     if (!checked.ok) fail(checked.reason, checked.detail);
