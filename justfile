@@ -68,3 +68,7 @@ flash-micropython PORT IMAGE: setup
 # install, provision and enroll a charger on PORT (CONFIG: hardware/board/config.example.json); ARGS: --node URL --operator-key FILE ... (scripts/flash.py --help); DRY_RUN=1 prints what it would do
 flash PORT CONFIG *ARGS: firmware-build
     {{py}} scripts/flash.py {{PORT}} {{CONFIG}} {{ARGS}}
+
+# N simulated chargers (the firmware's own code, multiplexed over a few processes) through a simulated day against 4 bureaus and mosquitto, phones querying meanwhile; report, plots in var/fleet-report, JSON last line
+fleet N="2000" *ARGS: setup
+    {{py}} scripts/fleet.py --chargers {{N}} {{ARGS}}

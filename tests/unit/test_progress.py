@@ -28,3 +28,12 @@ def test_a_stream_that_is_no_terminal_gets_nothing():
     bar(2, 2, 20)
     bar.close()
     assert out.getvalue() == ""
+
+
+def test_a_caller_may_show_its_own_figures_after_the_bar():
+    out = Terminal()
+    bar = ProgressBar(out)
+    bar(3, 4, detail="sim 18:00, 120 receipts")
+    bar.close()
+    text = out.getvalue()
+    assert f"[{'#' * 22}{'.' * 8}] sim 18:00, 120 receipts " in text and "blocks" not in text

@@ -1,5 +1,6 @@
-"""A one-line progress bar on a terminal (blocks done / total, receipts/s, ETA), rewritten with
-\r at most a few times a second; nothing when the stream is not a terminal."""
+"""A one-line progress bar on a terminal (blocks done / total, receipts/s, ETA, or a caller's
+own figures), rewritten with \r at most a few times a second; nothing when the stream is not a
+terminal."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ class ProgressBar:
         self.last: float | None = None  # the first update is drawn at once
         self.drawn = False
 
-    def __call__(self, done: int, total: int, receipts: int) -> None:
+    def __call__(self, done: int, total: int, receipts: int = 0, detail: str | None = None) -> None:
+        """`detail` replaces the blocks / receipts/s / ETA text after the bar."""
         now = time.monotonic()
         if not self.shown or (self.last is not None and now - self.last < EVERY_S and done < total):
             return
@@ -26,8 +28,9 @@ class ProgressBar:
         elapsed = max(now - self.started, 1e-9)
         fill = WIDTH * done // total if total else WIDTH
         eta = elapsed * (total - done) / done if done else 0.0
-        self.stream.write(f"\r[{'#' * fill}{'.' * (WIDTH - fill)}] {done}/{total} blocks, "
-                          f"{receipts / elapsed:,.0f} receipts/s, ETA {eta:,.0f} s ")
+        text = detail if detail is not None else (f"{done}/{total} blocks, {receipts / elapsed:,.0f} receipts/s, "
+                                                  f"ETA {eta:,.0f} s")
+        self.stream.write(f"\r[{'#' * fill}{'.' * (WIDTH - fill)}] {text} ")
         self.stream.flush()
         self.drawn = True
 

@@ -36,13 +36,16 @@ class SimulatedCharger:
                  broker_host: str = "127.0.0.1", step_s: int = 30, mqtt_username: str | None = None,
                  mqtt_password: str | None = None, resend_ms: int = fw_charger.RESEND_MS,
                  counter: EnergyCounter | None = None, genesis: dict | None = None,
-                 broker_ca: bytes | None = None) -> None:
+                 broker_ca: bytes | None = None, flash=None, card_reader: bool = True) -> None:
         """`power_w`: what the vehicle draws (the charge point offers that current); `genesis`
         (GET /v1/genesis) provisions bureau.json as the technician's tool does (acks and replies
         are checked with its keys) and fits the card reader, so `authorize_card` runs the
         firmware's authorization flow against the bureau; `broker_ca` (the network's CA, DER or
         PEM): MQTT over TLS with that CA pinned, through the firmware's broker_tls, the
-        broker's certificate naming `broker_host`."""
+        broker's certificate naming `broker_host`. `flash`: the charger's flash files in place
+        of a `flash.Flash` on `flash_dir`; `card_reader=False` leaves the RC522 out (sessions
+        are then authorized with `plug_in_and_start` only; acks are still checked with the
+        genesis keys)."""
         self.charger_id = charger_id
         self.step_s = step_s
         self.broker = (broker_host, broker_port, mqtt_username, mqtt_password)
@@ -55,10 +58,10 @@ class SimulatedCharger:
                                  start_time=start_time if start_time is not None else int(time.time()) - 86400,
                                  regmap=regmap, counter=counter, current_ma=current_ma, voltage=VOLTAGE,
                                  step_ms=CONTROL_STEP_MS, meter_serial=f"SDM-{charger_id}", ventilation=False,
-                                 genesis=genesis)
+                                 genesis=genesis, flash=flash)
         self.sim.vehicle.max_current_ma = current_ma
         self.sim.charger.resend_ms = resend_ms
-        if genesis is not None:
+        if genesis is not None and card_reader:
             self.sim.enable_authz()
         self.core = self.sim.charger
         self.counter = counter
