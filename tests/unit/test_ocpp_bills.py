@@ -145,7 +145,7 @@ def test_a_signed_reading_out_of_range_is_refused():
     assert _kinds(ex) == [("dropped", "malformed")]
 
 
-def test_a_snapshot_carries_the_ocpp_enrollments_to_a_joining_node(tmp_path):
+def test_a_snapshot_carries_the_ocpp_enrollments_and_bills_to_a_joining_node(tmp_path):
     import json
     import time
 
@@ -153,7 +153,8 @@ def test_a_snapshot_carries_the_ocpp_enrollments_to_a_joining_node(tmp_path):
     from bureau.ledger import snapshot
     from bureau.ledger.genesis import Genesis
     from bureau.ledger.tx import operator_action
-    from tests.support.proofchain import OPERATOR, certificate, proof_chain
+    from tests.support.fleet import WALLET
+    from tests.support.proofchain import OPERATOR, VALIDATORS, certificate, proof_chain
 
     chain, doc, _ = proof_chain(tmp_path)
     now = int(time.time())
@@ -161,6 +162,10 @@ def test_a_snapshot_carries_the_ocpp_enrollments_to_a_joining_node(tmp_path):
                              {"charger_id": CP, "ocpp_version": "2.0.1", "password_digest": DIGEST,
                               "ocmf_key": OcmfMeter().public_key_hex}, now=now)
     block, ex = chain.build([enroll], "bureau-1", now * 1000 + 10)
+    chain.commit(block, certificate(doc["chain_id"], block.height, block.hash), ex)
+    bill = ocppbill.bill_tx(VALIDATORS[0], _doc(ocpp="2.0.1", wallet_id=WALLET))
+    block, ex = chain.build([bill], "bureau-1", now * 1000 + 20)
+    assert not ex.refused, ex.refused
     chain.commit(block, certificate(doc["chain_id"], block.height, block.hash), ex)
     manifest, chunks = snapshot.manifest_and_chunks(chain.repo.take_snapshot(chain.state))
     snap = snapshot.from_wire(json.loads(json.dumps(manifest)), [json.loads(json.dumps(c)) for c in chunks])
@@ -172,5 +177,10 @@ def test_a_snapshot_carries_the_ocpp_enrollments_to_a_joining_node(tmp_path):
     follower = Chain(genesis, joined)
     assert follower.state.state_root == chain.state.state_root
     assert follower.state.ocpp_chargers == chain.state.ocpp_chargers
+    # the bill committed before the snapshot is known to the joined node: a second one is refused
+    assert snap.ocpp_bills == [(CP, "7")] and follower.state.ocpp_bills == {(CP, "7")}
+    again = ocppbill.bill_tx(VALIDATORS[0], _doc(ocpp="2.0.1", wallet_id=WALLET, readings=[[T0 - 3600, 1000],
+                                                                                          [T0 - 60, 9000]]))
+    assert [r.reason for r in follower.state.execute([again], now * 1000 + 30).refused] == ["session_billed"]
     chain.repo.close()
     joined.close()

@@ -58,11 +58,13 @@ class StateSnapshot:
     receipts: list[tuple[str, int, str]] = field(default_factory=list)  # (charger, seq, receipt id) committed
     sessions: list[tuple[str, str]] = field(default_factory=list)  # (charger, session id hex) billed
     decided: list[tuple[str, int]] = field(default_factory=list)  # (tx hash hex, time ms of its block) in window
+    ocpp_bills: list[tuple[str, str]] = field(default_factory=list)  # (charge point, transaction id) billed
 
     def history_items(self) -> list[list]:
         """The unverifiable part, in one canonical order: what a second bureau cross-checks."""
         return sorted([["key", *k] for k in self.old_keys] + [["receipt", *r] for r in self.receipts]
-                      + [["session", *s] for s in self.sessions] + [["decided", *d] for d in self.decided])
+                      + [["session", *s] for s in self.sessions] + [["decided", *d] for d in self.decided]
+                      + [["ocpp_bill", *b] for b in self.ocpp_bills])
 
     def history_digest(self) -> str:
         return history_digest(self.history_items())
@@ -83,7 +85,7 @@ def take(state_map: StateMap, height: int, header_hex: str, certificate: str, ch
          tariffs: list[dict], history: dict) -> StateSnapshot:
     """The snapshot of `state_map` (the map after block `height`) with what storage read at that
     height: `tariffs` (documents of every version published by then) and `history` (the lists
-    old_keys, receipts, sessions, decided)."""
+    old_keys, receipts, sessions, decided, ocpp_bills)."""
     recs = dict(state_map.items())
     wanted = {k for k in recs if k.startswith("t/")}
     docs = [d for d in tariffs if f"t/{d['tariff_id']}/{d['version']}" in wanted]
@@ -154,6 +156,8 @@ def _add_item(snap: StateSnapshot, item: list) -> None:
         snap.sessions.append((str(item[1]), str(item[2])))
     elif kind == "decided" and len(item) == 3 and type(item[2]) is int:
         snap.decided.append((str(item[1]), item[2]))
+    elif kind == "ocpp_bill" and len(item) == 3:
+        snap.ocpp_bills.append((str(item[1]), str(item[2])))
     else:
         raise SnapshotError("malformed", f"item {str(item)[:80]} is of no kind a snapshot holds")
 
@@ -268,5 +272,10 @@ def _fill(state: LedgerState, snap: StateSnapshot) -> None:
         history.receipts[(charger_id, seq)] = rid
     for charger_id, session in snap.sessions:
         history.sessions.add((charger_id, bytes.fromhex(session)))
+    for charger_id, transaction_id in snap.ocpp_bills:
+        if charger_id not in state.ocpp_chargers:
+            raise SnapshotError("bad_history", f"OCPP bill {charger_id}/{transaction_id} of a charge point never "
+                                               "enrolled")
+        state.ocpp_bills.add((charger_id, transaction_id))
     for tx_hash, time_ms in snap.decided:
         state.operator_txs[bytes.fromhex(tx_hash)] = time_ms

@@ -270,8 +270,9 @@ class Repository:
             for row in conn.execute(sa.select(t.ocpp_chargers)):
                 state.ocpp_chargers[row.charger_id] = OcppCharger(row.ocpp_version, row.password_digest, row.ocmf_key,
                                                                   json.loads(row.location) if row.location else None)
-            for row in conn.execute(sa.select(t.ocpp_bills.c.charger_id, t.ocpp_bills.c.transaction_id)):
-                state.ocpp_bills.add((row.charger_id, row.transaction_id))
+            for table in (t.ocpp_bills, t.snapshot_ocpp_bills):  # (the second: a node joined from a snapshot)
+                for row in conn.execute(sa.select(table.c.charger_id, table.c.transaction_id)):
+                    state.ocpp_bills.add((row.charger_id, row.transaction_id))
             state.evidence.update(snapshot.evidence_of(self._snapshot_records(conn, "e/")))
             for row in conn.execute(sa.select(t.txs.c.data).where(t.txs.c.kind == "evidence")
                                     .order_by(t.txs.c.height, t.txs.c.idx)):
@@ -386,10 +387,15 @@ class Repository:
                 *conn.execute(sa.select(sd.tx_hash, sd.time_ms).where(sd.time_ms >= horizon)),
                 *conn.execute(sa.select(ot.tx_hash, b.time_ms).join(t.blocks, b.height == ot.height)
                               .where(ot.height <= height, b.time_ms >= horizon)))}
+            ob, sob = t.ocpp_bills.c, t.snapshot_ocpp_bills.c
+            ocpp_bills = [(row.charger_id, row.transaction_id) for row in (
+                *conn.execute(sa.select(ob.charger_id, ob.transaction_id).where(ob.height <= height)),
+                *conn.execute(sa.select(sob.charger_id, sob.transaction_id)))]
         old_keys = [(role, owner, until, key.hex())
                     for role, olds in (("c", keys.charger_old_keys), ("o", keys.operator_old_keys))
                     for owner, entries in olds.items() for until, key in entries]
-        return {"old_keys": old_keys, "receipts": receipts, "sessions": sessions, "decided": sorted(decided.items())}
+        return {"old_keys": old_keys, "receipts": receipts, "sessions": sessions, "decided": sorted(decided.items()),
+                "ocpp_bills": ocpp_bills}
 
     @staticmethod
     def _tariff_docs(conn, genesis, height: int) -> list[dict]:
@@ -475,6 +481,8 @@ class Repository:
             if snap.sessions:
                 _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height"),
                              [(c, bytes.fromhex(sid), base) for c, sid in sorted(set(snap.sessions))])
+            if snap.ocpp_bills:
+                _insert_rows(conn, t.snapshot_ocpp_bills, ("charger_id", "transaction_id"), sorted(set(snap.ocpp_bills)))
             if snap.old_keys:
                 conn.execute(t.snapshot_keys.insert(), [{"role": r, "owner": o, "until_height": u,
                                                          "public_key": bytes.fromhex(k)}

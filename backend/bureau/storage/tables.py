@@ -266,6 +266,12 @@ snapshot_keys = Table(  # keys replaced by rotations in the blocks not held, eac
     Column("public_key", LargeBinary(32), nullable=False),
 )
 
+snapshot_ocpp_bills = Table(  # OCPP bills of the blocks not held: one bill per (charge point, transaction id)
+    "snapshot_ocpp_bills", metadata,
+    Column("charger_id", String(32), ForeignKey("ocpp_chargers.charger_id"), primary_key=True),
+    Column("transaction_id", String(36), primary_key=True),
+)
+
 snapshot_decided = Table(  # operator and driver actions decided in the blocks not held, within their window
     "snapshot_decided", metadata,
     Column("tx_hash", LargeBinary(32), primary_key=True),
