@@ -23,7 +23,7 @@ from bureau.ledger import merkle
 from bureau.ledger.block import Header
 from bureau.ledger.certificate import Certificate, precommit_bytes
 from bureau.ledger.genesis import Genesis
-from bureau.ledger.proof import verify_receipt_proof
+from bureau.ledger.proof import verify_ocpp_bill_proof, verify_receipt_proof
 from bureau.ledger.tx import receipt_tx
 from bureau.phone import NOBLE_DIR, STATIC
 from tests.integration.test_dashboard import CHROMIUM, CHROMIUM_ARGS
@@ -340,10 +340,11 @@ def test_a_bill_is_priced_by_the_tariff_version_in_force_at_its_start(browser_pa
     assert out == [c for _, _, c in cases] + ["wrong_tariff"]
 
 
-def _chain_past_a_change(folder: Path) -> tuple[dict, dict]:
+def _chain_past_a_change(folder: Path, ocpp_bill: bool = False) -> tuple[dict, dict]:
     """(genesis document, the proof of a receipt committed after a change added bureau-5): block
     1 decides the change, certified by the genesis set; block 3, in force from there, holds the
-    receipt, certified by bureau-1, 2, 3 and 5 (4 of the 5)."""
+    receipt, certified by bureau-1, 2, 3 and 5 (4 of the 5). With `ocpp_bill`, block 3 holds an
+    OCPP bill signed by bureau-5 instead, and the proof is that bill's."""
     import time
 
     from bureau.chain import Chain
@@ -370,13 +371,29 @@ def _chain_past_a_change(folder: Path) -> tuple[dict, dict]:
                act("open_wallet", {"wallet_id": WALLET}),
                act("change_validators", {"change": change, "approvals": approvals})],
               [], [receipt_tx(env) for _, env in receipts]]
+    if ocpp_bill:
+        from bureau.ledger import ocppbill
+        from tests.unit.test_ocpp_bills import CP, DIGEST, _doc
+        blocks[0].append(act("enroll_ocpp_charger", {"charger_id": CP, "ocpp_version": "1.6",
+                                                     "password_digest": DIGEST}))
+        blocks[2] = [ocppbill.bill_tx(fifth, _doc(wallet_id=WALLET, bureau="bureau-5"))]
     for i, txs in enumerate(blocks):
         block, ex = chain.build(txs, "bureau-1", now * 1000 + i)
         ids = ["bureau-1", "bureau-2", "bureau-3"] + (["bureau-5"] if block.height >= 3 else [])
         sigs = tuple(sorted((vid, signers[vid].sign(precommit_bytes(doc["chain_id"], block.height, 0,
                                                                        block.hash)).signature) for vid in ids))
         chain.commit(block, Certificate(block.height, 0, block.hash, sigs).encode(), ex)
-    proof = receipt_proof(chain, cid, 1)
+    if ocpp_bill:
+        from types import SimpleNamespace
+
+        import msgspec
+
+        from bureau.ledger.tx import tx_hash
+        from bureau.ocpp.api import OcppDesk
+        proof = json.loads(msgspec.json.encode(OcppDesk(SimpleNamespace(chain=chain)).proof(
+            WALLET, tx_hash(blocks[2][0]))))
+    else:
+        proof = receipt_proof(chain, cid, 1)
     chain.repo.close()
     return doc, proof
 
@@ -405,3 +422,22 @@ def test_a_proof_after_a_validator_change_verifies_by_following_the_change(brows
     assert "bureau-5" in out[1][1] and "height 3" in out[1][1], out[1]
     genesis = Genesis.from_doc(doc)
     assert [verify_receipt_proof(p, genesis)[0] for p, _ in cases] == [True, False, False, False]
+
+
+@pytest.mark.parametrize("backend", ["webcrypto", "noble"])
+def test_an_ocpp_bill_signed_by_a_bureau_added_later_verifies_by_following_the_change(browser_page, backend,
+                                                                                      tmp_path):
+    doc, proof = _chain_past_a_change(tmp_path, ocpp_bill=True)
+    assert proof["bill"]["bureau"] == "bureau-5" and proof["header"]["height"] == 3
+    cases = [(proof, "ok"), ({**proof, "validator_changes": []}, "unknown_validator")]
+    out = _run(browser_page, backend, """
+        const results = [];
+        for (const p of data.proofs) {
+            const r = await v.verifyOcppBillProof(p, data.genesis);
+            results.push(r.ok ? ["ok", r.level] : [r.reason, r.detail]);
+        }
+        return results;""", {"proofs": [p for p, _ in cases], "genesis": doc})
+    assert [o[0] for o in out] == [reason for _, reason in cases], out
+    assert out[0][1] == "bureau", out[0]
+    genesis = Genesis.from_doc(doc)
+    assert [verify_ocpp_bill_proof(p, genesis)[0] for p, _ in cases] == [True, False]

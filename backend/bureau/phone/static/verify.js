@@ -554,12 +554,14 @@ export function verifyOcppBillProof(proof, genesis) {
   return outcome(async () => {
     const tx = fromHex(proof.tx);
     const { doc, raw, signature } = splitOcppBill(tx);
-    const bureau = genesis.validators.find((v) => v.id === doc.bureau);
-    if (!bureau) fail("unknown_validator", `${doc.bureau} is not a validator of ${genesis.chain_id}`);
+    const epochs = await followValidatorChanges(genesis, proof.validator_changes ?? []);
+    const header = await verifyCertifiedHeader(genesis, proof.header.encoded, proof.certificate, epochs);
+    // the bill's signer: a validator in force at the block that holds it
+    const bureau = validatorsAt(epochs, header.height).find((v) => v.id === doc.bureau);
+    if (!bureau) fail("unknown_validator", `${doc.bureau} is not a validator of ${genesis.chain_id} at block ${header.height}`);
     if (!await ed25519Verify(fromHex(bureau.public_key, 32), concat(OCPP_BILL_TAG, raw), signature)) {
       fail("bad_signature", `the bill is not signed by ${doc.bureau}`);
     }
-    const header = await verifyCertifiedHeader(genesis, proof.header.encoded, proof.certificate);
     if (proof.tree_size !== header.tx_count) fail("bad_path", "tree size differs from the header's transaction count");
     const path = proof.audit_path.map((p) => fromHex(p, 32));
     if (!await verifyInclusion(await leafHash(tx), proof.leaf_index, header.tx_count, path, header.tx_root)) fail("bad_path", "the bill is not in the block");
