@@ -423,3 +423,25 @@ def test_unknown_and_wrongly_authenticated_charge_points_are_refused_at_the_upgr
         assert refused.value.response.status_code == status
 
     asyncio.run(run())
+
+
+def test_a_rotated_password_ends_the_old_login_and_only_the_new_one_gets_in(stack):
+    new_secret = "a-new-password-for-cp-rot"
+    stack.operator([("enroll_ocpp_charger", {"charger_id": "CP-ROT", "ocpp_version": "1.6",
+                                             "password_digest": password.make_digest(SECRET)})])
+
+    async def run():
+        async with station(stack.ocpp_ports[0], "CP-ROT", SECRET, "1.6", stack.tls_context) as cp:
+            await cp.call(call16.Heartbeat())  # logged in with the first password
+            await asyncio.get_running_loop().run_in_executor(None, stack.operator, [(
+                "rotate_ocpp_password", {"charger_id": "CP-ROT", "password_digest": password.make_digest(new_secret)})])
+            await asyncio.wait_for(cp._connection.wait_closed(), 60)
+            assert cp._connection.close_code == 1008
+        with pytest.raises(InvalidStatus) as refused:
+            async with station(stack.ocpp_ports[0], "CP-ROT", SECRET, "1.6", stack.tls_context):
+                pass
+        assert refused.value.response.status_code == 401
+        async with station(stack.ocpp_ports[0], "CP-ROT", new_secret, "1.6", stack.tls_context) as cp:
+            await cp.call(call16.Heartbeat())
+
+    asyncio.run(run())

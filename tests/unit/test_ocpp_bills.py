@@ -184,3 +184,24 @@ def test_a_snapshot_carries_the_ocpp_enrollments_and_bills_to_a_joining_node(tmp
     assert [r.reason for r in follower.state.execute([again], now * 1000 + 30).refused] == ["session_billed"]
     chain.repo.close()
     joined.close()
+
+
+def test_a_password_rotation_replaces_the_digest_on_chain_and_in_storage(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = _ledger(Repository(url))
+    new = password.make_digest("a brand new password", log2_n=10)
+    before = ledger.state.state_map.get(f"q/{CP}")
+    ex = ledger.block([_action("rotate_ocpp_password", {"charger_id": CP, "password_digest": new}),
+                       _action("rotate_ocpp_password", {"charger_id": "CP-NONE", "password_digest": new}, T0_MS + 1),
+                       _action("rotate_ocpp_password", {"charger_id": CP, "password_digest": "plain"}, T0_MS + 2)],
+                      T0_MS + 1000)
+    assert [(e.kind, (e.detail or {}).get("reason")) for e in ex.effects] == [
+        ("rotate_ocpp_password", None), ("refused_action", "unknown_charger"), ("refused_action", "malformed")]
+    assert ledger.state.ocpp_chargers[CP].password_digest == new
+    assert ledger.state.state_map.get(f"q/{CP}") != before and new in ledger.state.state_map.get(f"q/{CP}")
+    again = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))
+    assert again.state.ocpp_chargers[CP].password_digest == new
+    assert again.state.state_root == ledger.state.state_root
+    same = again.block([_action("rotate_ocpp_password", {"charger_id": CP, "password_digest": new}, T0_MS + 3)],
+                       T0_MS + 2000)
+    assert [(e.kind, (e.detail or {}).get("reason")) for e in same.effects] == [("refused_action", "malformed")]

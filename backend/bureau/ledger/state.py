@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -137,6 +137,7 @@ class Execution:
     payments: dict[str, str] = field(default_factory=dict)  # payment reference -> wallet id
     bindings: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)  # wallet -> (key, expires); None: used
     ocpp_chargers: dict[str, OcppCharger] = field(default_factory=dict)  # enrolled in the block
+    ocpp_passwords: dict[str, str] = field(default_factory=dict)  # charge point -> its new password digest
     ocpp_bills: set[tuple[str, str]] = field(default_factory=set)  # (charge point, transaction id) billed
     epoch: valset.Epoch | None = None  # the validator set a change_validators of the block decided
     evidence: dict[tuple, tuple[bytes, bytes]] = field(default_factory=dict)  # new equivocations, as self.evidence
@@ -244,7 +245,7 @@ class LedgerState:
             binding = ex.bindings[ident[0]] if ident[0] in ex.bindings else self.bindings.get(ident[0])
             return None if binding is None else records.binding(*binding)
         if kind == "q":
-            cp = ex.ocpp_chargers.get(ident[0]) or self.ocpp_chargers[ident[0]]
+            cp = self.ocpp_charger(ident[0], ex)
             return records.ocpp_charger(cp.ocpp_version, cp.password_digest, cp.ocmf_key, cp.location)
         if kind == "v":
             return (ex.epoch or self.schedule.latest).record()
@@ -417,6 +418,8 @@ class LedgerState:
             else:
                 self.bindings[wallet_id] = binding
         self.ocpp_chargers.update(ex.ocpp_chargers)
+        for charger_id, digest in ex.ocpp_passwords.items():
+            self.ocpp_chargers[charger_id] = replace(self.ocpp_chargers[charger_id], password_digest=digest)
         self.ocpp_bills.update(ex.ocpp_bills)
         self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
         self.forget_decided_before(time_ms)
@@ -698,6 +701,25 @@ class LedgerState:
         ex.dirty.add(("q", charger_id))
         return Effect(h, "enroll_ocpp_charger", charger_id=charger_id,
                       detail={"ocpp_version": version, "ocmf_key": key, "location": location})
+
+    def _op_rotate_ocpp_password(self, args, h, ex) -> Effect:
+        charger_id, digest = args["charger_id"], args["password_digest"]
+        cp = self.ocpp_charger(charger_id, ex) if isinstance(charger_id, str) else None
+        if cp is None:
+            raise TxError("unknown_charger", f"{charger_id} is not an enrolled OCPP charge point")
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise TxError("malformed", "password_digest must be scrypt$<log2 N>$<r>$<p>$<salt hex>$<digest hex>")
+        if digest == cp.password_digest:
+            raise TxError("malformed", f"{charger_id} has this password digest already")
+        ex.ocpp_passwords[charger_id] = digest
+        ex.dirty.add(("q", charger_id))
+        return Effect(h, "rotate_ocpp_password", charger_id=charger_id)
+
+    def ocpp_charger(self, charger_id: str, ex: Execution | None = None) -> OcppCharger | None:
+        """The enrollment of an OCPP charge point as the state (and the block `ex`) leaves it."""
+        cp = (ex.ocpp_chargers.get(charger_id) if ex is not None else None) or self.ocpp_chargers.get(charger_id)
+        digest = ex.ocpp_passwords.get(charger_id) if ex is not None else None
+        return cp if cp is None or digest is None else replace(cp, password_digest=digest)
 
     def _ocpp_bill(self, tx: bytes, h: bytes, ex: Execution, verified) -> Effect:
         """An OCPP charge point's finished transaction, billed by the rules of a receipt

@@ -70,6 +70,10 @@ ACTIONS: dict[str, dict[str, ActionArg]] = {
         "location": ActionArg("object", "where it stands, for OCPI CDRs (docs/ocpp.md: id, address, city, country, "
                                         "latitude, longitude, evse_uid, evse_id, connector_id, connector_standard, "
                                         "connector_format, connector_power_type)", required=False)},
+    "rotate_ocpp_password": {
+        "charger_id": ActionArg("text", "an enrolled OCPP charge point"),
+        "password_digest": ActionArg("text", "the salted scrypt digest of its new HTTP Basic password (`bureau ocpp "
+                                             "password-digest`): the old one is refused from the next block on")},
     "retire_charger": {"charger_id": ActionArg("text", "an enrolled charger, retired for good (docs/ledger.md)")},
     "rotate_charger_key": {"charger_id": ActionArg("text", "an enrolled charger that is not retired"),
                            "public_key": ActionArg("text", "its new Ed25519 public key, 64 hex digits: its receipts "

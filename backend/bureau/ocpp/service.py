@@ -244,10 +244,18 @@ class Csms:
         billed = [e for e in ex.effects if e.kind == "ocpp_bill"]
         for e in billed:
             self.metrics.inc("ocpp_bills", "ocmf" if e.detail["verified_by"] == "ocmf" else "bureau")
-        if self.loop is None or not billed:
+        if self.loop is None:
             return
-        hashes = [e.tx_hash for e in billed]
-        self.loop.call_soon_threadsafe(self._resolve, hashes)
+        if ex.ocpp_passwords:  # a connection logged in with the old password ends: it must log in anew
+            self.loop.call_soon_threadsafe(self._drop, sorted(ex.ocpp_passwords))
+        if billed:
+            self.loop.call_soon_threadsafe(self._resolve, [e.tx_hash for e in billed])
+
+    def _drop(self, idents: list[str]) -> None:
+        for ident in idents:
+            station = self.stations.get(ident)
+            if station is not None:
+                self.spawn(station._connection.ws.close(1008, "password changed"))
 
     def _resolve(self, hashes: list[bytes]) -> None:
         for h in hashes:

@@ -171,6 +171,10 @@ class Repository:
                     {"charger_id": c, "ocpp_version": cp.ocpp_version, "password_digest": cp.password_digest,
                      "ocmf_key": cp.ocmf_key, "location": cp.location and dumps(cp.location).decode(),
                      "enrolled_height": h.height} for c, cp in ex.ocpp_chargers.items()])
+            if ex.ocpp_passwords:  # (after the enrollments: one block may enroll and rotate)
+                conn.execute(t.ocpp_chargers.update().where(t.ocpp_chargers.c.charger_id == sa.bindparam("c"))
+                             .values(password_digest=sa.bindparam("d")),
+                             [{"c": c, "d": d} for c, d in ex.ocpp_passwords.items()])
             if new_wallets:
                 conn.execute(t.wallets.insert(), new_wallets)
             if old_wallets:
