@@ -300,7 +300,7 @@ def test_only_the_bureau_that_took_a_receipt_from_its_charger_answers_a_refusal_
     ingest._publish = lambda charger_id, payload: sent.append((charger_id, json.loads(payload)))
     charger = SigningKey.generate()
     mine, relayed = (receipt_tx(seal(_receipt(seq, wallet_id="W-404"), charger)) for seq in (1, 2))
-    ingest._origin[tx_hash(mine)] = time.monotonic()
+    ingest._origin.remember(tx_hash(mine), time.monotonic())
     ingest.on_refused([Refusal(mine, "unknown_wallet", "gone", "GZ-TH-0001", 1),
                        Refusal(relayed, "unknown_wallet", "gone", "GZ-TH-0001", 2)])
     assert [(c, m["seq"], m["reason"]) for c, m in sent] == [("GZ-TH-0001", 1, "unknown_wallet")]
