@@ -13,7 +13,7 @@ from .. import topics
 from ..brokerlink import BrokerLink
 from ..chain import Chain
 from ..ledger.block import Block
-from ..ledger.state import Execution, Refusal
+from ..ledger.state import Execution, Refusal, receipt_ids
 from ..lograte import ThrottledLog
 from ..metrics import Metrics
 from ..ledger.tx import KIND_RECEIPT, TxError, tx_hash
@@ -156,6 +156,8 @@ class MqttIngest(BrokerLink):
     def handle_relayed(self, tx: bytes) -> None:
         try:
             if tx and tx[0] == KIND_RECEIPT:
+                if self._known(tx):
+                    return
                 decision = admit_receipt(tx[1:], self.chain.state)
                 if not isinstance(decision, Admitted):
                     if isinstance(decision, Refused):
@@ -170,6 +172,20 @@ class MqttIngest(BrokerLink):
             self.metrics.inc("relayed_rejected", e.reason)
         except MempoolFull:
             self.metrics.inc("relayed_rejected", "busy")
+
+    def _known(self, tx: bytes) -> bool:
+        """A relayed receipt that waits here already, or names a seq a block already committed:
+        neither can be admitted, so neither is verified again. Under a backlog the relayed
+        copies queue behind the chargers' receipts and their blocks commit first, so without
+        this every node verified most receipts twice (in the block, then its late relay)."""
+        if tx_hash(tx) in self.mempool:
+            self.metrics.inc("relayed_rejected", "waiting")
+            return True
+        charger, seq = receipt_ids(tx)
+        if charger is not None and self.chain.state.seq_windows.committed(charger, seq):
+            self.metrics.inc("relayed_rejected", "duplicate")
+            return True
+        return False
 
     def _block_of(self, charger_id: str, seq: int) -> tuple[int, bytes] | None:
         """(height, block hash) of the block that holds a committed receipt."""

@@ -377,7 +377,7 @@ class LedgerState:
             try:
                 effect = self._execute_one(tx, ex, verified, receipt_keys)
             except (TxError, ReceiptError) as e:
-                charger, seq = _receipt_ids(tx)
+                charger, seq = receipt_ids(tx)
                 ex.refused.append(Refusal(tx, e.reason, e.detail, charger, seq))
                 continue
             ex.txs.append(tx)
@@ -991,8 +991,9 @@ def _receipt_session(tx: bytes) -> tuple[str, bytes] | None:
         return None
 
 
-def _receipt_ids(tx: bytes) -> tuple[str | None, int | None]:
-    """Best-effort charger id and seq of a refused receipt, for the reply to the charger."""
+def receipt_ids(tx: bytes) -> tuple[str | None, int | None]:
+    """Best-effort charger id and seq of a receipt transaction from its fixed prefix, without
+    decoding it (for the reply to a refused one, and ingest's check of a relayed one)."""
     if not tx or tx[0] != KIND_RECEIPT:
         return None, None
     body = tx[1:]
