@@ -47,7 +47,7 @@ class StateRootMismatch(ValueError):
 SESSIONS_PER_QUERY = 250  # well inside SQLite's and PostgreSQL's bound-parameter limits
 
 
-def _placeholder(conn: sa.Connection) -> str:
+def _param_mark(conn: sa.Connection) -> str:
     """The driver's positional parameter mark: `?` for sqlite3, `%s` for psycopg."""
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
@@ -55,7 +55,7 @@ def _placeholder(conn: sa.Connection) -> str:
 def _insert_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """executemany at the driver, rows as tuples in `columns` order: for the tables that take rows
     per receipt, SQLAlchemy's per-row parameter processing cost more than the inserts."""
-    ph = _placeholder(conn)
+    ph = _param_mark(conn)
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})",
                          rows)
 
@@ -90,7 +90,7 @@ class StoredHistory:
         index search on SQLite and PostgreSQL alike (a row-value IN makes SQLite scan)."""
         pairs, found = sorted(sessions), set()
         with self.engine.connect() as conn:
-            ph = _placeholder(conn)
+            ph = _param_mark(conn)
             for i in range(0, len(pairs), SESSIONS_PER_QUERY):
                 chunk = pairs[i:i + SESSIONS_PER_QUERY]
                 where = " OR ".join([f"(charger_id = {ph} AND session_id = {ph})"] * len(chunk))
