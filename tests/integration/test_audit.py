@@ -112,3 +112,15 @@ def test_a_sound_chain_verifies_alike_and_key_tables_are_not_trusted(database_ur
         assert audit_chain(genesis, repo, jobs=2) == one
     finally:
         repo.close()
+
+
+def test_blocks_are_read_in_batches_as_one_by_one_and_end_at_the_first_height_not_held(database_urls):
+    genesis, repo = build_chain(database_urls("batches"))
+    try:
+        one_by_one = [repo.block(height) for height in range(1, BLOCKS + 2)]
+        assert list(repo.blocks(1, batch=5)) == one_by_one
+        assert list(repo.blocks(3, 9, batch=2)) == one_by_one[2:9]
+        assert list(repo.blocks(BLOCKS, BLOCKS + 10, batch=4)) == one_by_one[BLOCKS - 1:]
+        assert list(repo.blocks(BLOCKS + 2)) == []
+    finally:
+        repo.close()
