@@ -7,13 +7,19 @@ the state is replayed in order here with what they found (`LedgerState.execute(r
 A worker checks each receipt against the key the database's key tables say was in effect at its
 height; the replay trusts that check only when it is the key the replayed state holds, and checks
 every other signature itself, so the audit trusts nothing in the database but the blocks.
+
+Each receipt is decoded once, in the worker that verifies it: the replay takes the decoded
+receipt with the block (`BlockCheck.decoded`). The replay of block k runs while the workers check
+later ranges, with at most `IN_FLIGHT_PER_JOB` ranges per worker asked for and not yet replayed,
+so memory stays bounded however long the chain.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from .. import crypto
 from ..receipts.codec import ReceiptError, decode as decode_receipt, signed_message
@@ -25,31 +31,35 @@ from .tx import KIND_RECEIPT, tx_hash
 
 RANGE_BLOCKS = 64  # blocks a worker reads and checks per task, at most
 TASKS_PER_JOB = 8  # a short chain is still cut into enough ranges to keep every worker busy
+IN_FLIGHT_PER_JOB = 3  # ranges per worker checked or queued ahead of the replay
+RECEIPT_KIND_BYTE = bytes([KIND_RECEIPT])
 
 Progress = Callable[[int, int, int], None]  # (blocks done, blocks in all, receipts done)
 
 
 @dataclass(frozen=True)
 class BlockCheck:
-    """A worker's findings on one block: its first problem, if any, and the receipts whose
-    signature verified, as tx hash -> the charger key it verified with."""
+    """A worker's findings on one block: its first problem, if any, the receipts whose
+    signature verified, as tx hash -> the charger key it verified with, and every receipt that
+    decoded, as tx hash -> (receipt, body, signature)."""
     block: Block
     problem: str | None
     certificate: bytes
     receipt_keys: dict[bytes, bytes]
     certified_by: tuple | None = None  # signers(set) the certificate verified against, as storage says
+    decoded: dict[bytes, tuple] = field(default_factory=dict)
 
 
 def check_block(genesis: Genesis, keys: LedgerState, block: Block, cert: bytes) -> BlockCheck:
     """The checks of one block that need no state but the chargers' keys (`keys`, as storage
     recorded them, and the validator sets storage says were decided): its certificate, its Merkle
-    root and its receipts' signatures. The replay checks the certificate again when the set it
-    replayed differs from the one used here."""
-    h = block.header
+    root and its receipts' signatures, with each receipt decoded for the replay. The replay checks
+    the certificate again when the set it replayed differs from the one used here."""
+    header, height = block.header, block.header.height
     certified_by = None
     try:
-        validators = keys.validators_at(h.height)
-        certificate.verify(validators, genesis.chain_id, h.height, h.hash, cert)
+        validators = keys.validators_at(height)
+        certificate.verify(validators, genesis.chain_id, height, header.hash, cert)
         certified_by = signers(validators)
     except ValueError:
         pass
@@ -58,18 +68,20 @@ def check_block(genesis: Genesis, keys: LedgerState, block: Block, cert: bytes) 
             raise ValueError("Merkle root does not match the transactions")
     except ValueError as e:
         return BlockCheck(block, str(e), cert, {}, certified_by)
-    receipt_keys = {}
+    receipt_keys, decoded = {}, {}
     for tx in block.txs:
-        if tx[:1] != bytes([KIND_RECEIPT]):
+        if tx[:1] != RECEIPT_KIND_BYTE:
             continue  # operator and driver transactions are few: the replay checks them
         try:
-            r, body, sig = decode_receipt(tx[1:])
+            parsed = r, body, sig = decode_receipt(tx[1:])
         except ReceiptError:
             continue  # the replay refuses it, with its reason
-        key = keys.charger_key_at(r.charger_id, h.height)
+        h = tx_hash(tx)
+        decoded[h] = parsed
+        key = keys.charger_key_at(r.charger_id, height)
         if key is not None and crypto.verify(key, signed_message(body), sig):
-            receipt_keys[tx_hash(tx)] = key
-    return BlockCheck(block, None, cert, receipt_keys, certified_by)
+            receipt_keys[h] = key
+    return BlockCheck(block, None, cert, receipt_keys, certified_by, decoded)
 
 
 def signers(validators) -> tuple:
@@ -97,7 +109,20 @@ def audit_chain(genesis: Genesis, repo, to_height: int | None = None, jobs: int 
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     with ctx.Pool(jobs, initializer=_worker_init, initargs=(genesis.doc, url)) as pool:
-        return _replay(start, pool.imap(_worker_check_range, ranges), total, progress)
+        return _replay(start, _checked_ahead(pool, ranges, jobs * IN_FLIGHT_PER_JOB), total, progress)
+
+
+def _checked_ahead(pool, ranges: list[tuple[int, int]], in_flight: int) -> Iterator[list[BlockCheck]]:
+    """The workers' findings on `ranges`, in order, with at most `in_flight` ranges asked for
+    ahead of the one the replay takes next (the pool's imap would queue every range's findings
+    while the replay lags behind the workers)."""
+    pending: deque = deque()
+    for bounds in ranges:
+        pending.append(pool.apply_async(_worker_check_range, (bounds,)))
+        if len(pending) > in_flight:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def _start(genesis: Genesis, repo) -> LedgerState:
@@ -124,7 +149,8 @@ def _replay(state: LedgerState, checked: Iterable[list[BlockCheck]], total: int,
                 validators = state.validators_at(h.height)  # as the replayed chain decided them
                 if check.certified_by != signers(validators):
                     certificate.verify(validators, genesis.chain_id, h.height, h.hash, check.certificate)
-                ex = state.execute(list(check.block.txs), h.time_ms, receipt_keys=check.receipt_keys)
+                ex = state.execute(list(check.block.txs), h.time_ms, receipt_keys=check.receipt_keys,
+                                   decoded=check.decoded)
                 if ex.refused:
                     raise ValueError(f"invalid transaction: {ex.refused[0].reason}: {ex.refused[0].detail}")
                 if ex.state_root != h.state_root:

@@ -359,7 +359,8 @@ class LedgerState:
 
     def execute(self, txs: list[bytes], block_time_ms: int,
                 verified: Mapping[bytes, tuple | None] | frozenset[bytes] | set[bytes] = frozenset(),
-                receipt_keys: Mapping[bytes, bytes] = MappingProxyType({})) -> Execution:
+                receipt_keys: Mapping[bytes, bytes] = MappingProxyType({}),
+                decoded: Mapping[bytes, tuple] = MappingProxyType({})) -> Execution:
         """Run `txs` in order on top of the current state, without changing it, as a block of
         time `block_time_ms` (UTC ms; operator actions are checked against it).
 
@@ -368,14 +369,16 @@ class LedgerState:
         those of its transactions it admitted itself, an audit nothing. As a mapping, a receipt's
         hash may map to admission's (receipt, body, signature), so it is not decoded again. `receipt_keys` maps receipt tx hashes to the charger
         key their signature was checked with (the audit's workers): one whose key is the key in
-        effect here is not checked again, rotated or not.
+        effect here is not checked again, rotated or not. `decoded` maps receipt tx hashes to
+        their (receipt, body, signature) as `receipts.codec.decode` gave them (the audit's
+        workers), trusted for nothing but the decoding.
         """
         ex = Execution(txs=[], effects=[], refused=[], time_ms=block_time_ms)
         sessions = {s for s in map(_receipt_session, txs) if s is not None}
         ex.billed_before = self.history.billed_sessions(sessions) if sessions else set()
         for tx in txs:
             try:
-                effect = self._execute_one(tx, ex, verified, receipt_keys)
+                effect = self._execute_one(tx, ex, verified, receipt_keys, decoded)
             except (TxError, ReceiptError) as e:
                 charger, seq = receipt_ids(tx)
                 ex.refused.append(Refusal(tx, e.reason, e.detail, charger, seq))
@@ -455,12 +458,12 @@ class LedgerState:
             w = ex.wallets[wallet_id] = Wallet(base.public_key, base.balance)
         return w
 
-    def _execute_one(self, tx: bytes, ex: Execution, verified, receipt_keys) -> Effect:
+    def _execute_one(self, tx: bytes, ex: Execution, verified, receipt_keys, decoded) -> Effect:
         if not tx or len(tx) > MAX_TX:
             raise TxError("malformed", "empty or oversized transaction")
         h = tx_hash(tx)
         if tx[0] == KIND_RECEIPT:
-            return self._receipt(tx, h, ex, verified, receipt_keys)
+            return self._receipt(tx, h, ex, verified, receipt_keys, decoded)
         if tx[0] == KIND_OPERATOR:
             return self._operator(tx, h, ex, verified)
         if tx[0] == KIND_DRIVER:
@@ -471,9 +474,9 @@ class LedgerState:
             return self._evidence(tx, h, ex)
         raise TxError("malformed", f"unknown transaction kind {tx[0]}")
 
-    def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified, receipt_keys) -> Effect:
+    def _receipt(self, tx: bytes, h: bytes, ex: Execution, verified, receipt_keys, decoded) -> Effect:
         envelope = tx[1:]
-        parsed = verified.get(h) if isinstance(verified, Mapping) else None
+        parsed = decoded.get(h) or (verified.get(h) if isinstance(verified, Mapping) else None)
         r, body, sig = parsed if parsed is not None else decode_receipt(envelope)
         key = ex.chargers.get(r.charger_id) or self.chargers.get(r.charger_id)
         if key is None:
