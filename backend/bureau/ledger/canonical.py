@@ -7,8 +7,13 @@ import json
 MAX_DEPTH = 16  # deeper than any document of ours; Python's parser would recurse until it fails
 
 
+# json.dumps with these options builds an encoder per call; the state map's records are encoded
+# twice per receipt, so one encoder serves them all (it holds no state between calls).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def dumps(doc) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _ENCODER.encode(doc).encode()
 
 
 def nesting_depth(raw: bytes, limit: int) -> int:
