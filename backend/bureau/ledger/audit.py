@@ -108,6 +108,9 @@ def audit_chain(genesis: Genesis, repo, to_height: int | None = None, jobs: int 
     url = repo.engine.url.render_as_string(hide_password=False)
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        # workers fork from a server that imported these once, not each importing them anew
+        ctx.set_forkserver_preload([__name__, "bureau.storage"])
     with ctx.Pool(jobs, initializer=_worker_init, initargs=(genesis.doc, url)) as pool:
         return _replay(start, _checked_ahead(pool, ranges, jobs * IN_FLIGHT_PER_JOB), total, progress)
 
