@@ -14,7 +14,7 @@ from .api.auth import ReplayGuard
 from .api.operator_auth import load_token
 from .authz import Authz
 from .ingest.gateway import WorkerGateway, load_worker_keys
-from .ingest.quarantine import Quarantine
+from .ingest.quarantine import Quarantine, counter
 from .ingest.mempool import Mempool, MempoolFull
 from .ingest.mqtt import MqttIngest
 from .ledger.genesis import Genesis
@@ -65,7 +65,8 @@ class Node:
         # the status endpoint can say why; refusals recorded in a block are read from storage.
         self.refused_ops: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         # inputs whose admission check raised: kept for the operator, the node goes on (ingest/quarantine.py)
-        self.quarantine = Quarantine(settings.data_dir / "quarantine", self.metrics, self.supervisor)
+        self.quarantine = Quarantine(settings.data_dir / "quarantine", counter(self.metrics, "quarantined"),
+                                     self.supervisor)
         user, password = settings.mqtt_login("ingest")
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
                                  signing_key=self.key, host=settings.mqtt.host, port=settings.mqtt.port,

@@ -5,6 +5,7 @@ node through the supervisor, as any other unexpected failure does."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from bureau.chain import Chain
 from bureau.ingest import mqtt as ingest_mqtt
 from bureau.ingest.mempool import Mempool
 from bureau.ingest.mqtt import MqttIngest
-from bureau.ingest.quarantine import Quarantine
+from bureau.ingest.quarantine import Quarantine, counter
 from bureau.ledger.tx import receipt_tx, tx_hash
 from bureau.metrics import Metrics
 from bureau.storage import Repository
@@ -41,7 +42,7 @@ def node(tmp_path, monkeypatch):
         return real_admit(topic, payload, state)
     monkeypatch.setattr(ingest_mqtt, "admit", admit_with_a_bug)
     mempool, metrics, supervisor = Mempool(), Metrics(), Supervisor()
-    quarantine = Quarantine(tmp_path / "quarantine", metrics, supervisor, burst=3)
+    quarantine = Quarantine(tmp_path / "quarantine", counter(metrics, "quarantined"), supervisor, burst=3)
     ingest = MqttIngest(chain, mempool, metrics, node_id="bureau-1", signing_key=key, host="127.0.0.1", port=1,
                         client_id="bureau-1.ingest", supervisor=supervisor, quarantine=quarantine)
     sent = []
@@ -82,8 +83,34 @@ def test_many_distinct_inputs_failing_fail_the_node(node, monkeypatch):
 
 
 def test_the_oldest_kept_inputs_go_first(tmp_path):
-    q = Quarantine(tmp_path, Metrics(), None, kept=2)
+    q = Quarantine(tmp_path, lambda source: None, None, kept=2)
     for i in range(4):
         q.hold("relayed", None, b"tx-%d" % i, ValueError(i))
     assert sorted(p.read_bytes() for p in tmp_path.glob("*.bin")) == [b"tx-2", b"tx-3"]
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_an_ingest_workers_screening_that_raises_keeps_the_receipt(tmp_path, monkeypatch):
+    """An ingest worker's verify thread does not die on such a receipt (it would, silently, and
+    the worker would stop screening once all its threads had): it keeps the input and goes on."""
+    import threading
+
+    from bureau.ingest import worker as worker_mod
+
+    def screen_with_a_bug(payload, registry, charger):
+        raise IndexError("a parser bug this payload reaches")
+    monkeypatch.setattr(worker_mod, "screen_receipt", screen_with_a_bug)
+    w = worker_mod.IngestWorker.__new__(worker_mod.IngestWorker)  # its broker and node link are not needed here
+    w.counts, w._counts_lock = {"quarantined": 0}, threading.Lock()
+    w.quarantine = Quarantine(tmp_path, lambda source: w._count("quarantined"), None)
+
+    class Link:
+        sent: list = []
+
+        def send(self, channel, payload):
+            self.sent.append(channel)
+            return True
+    link = Link()
+    w.screen(link, None, topics.receipt("CH-1"), b"poison")
+    assert w.counts["quarantined"] == 1 and link.sent == []
+    assert (tmp_path / (hashlib.sha256(b"poison").hexdigest() + ".bin")).read_bytes() == b"poison"

@@ -33,7 +33,7 @@ from .handoff import (CH_ADMIT, CH_REFUSE, CH_REGISTRY, CH_REPLY, MAX_WORKER_FRA
 from .mempool import Mempool, MempoolFull
 from .mqtt import MEMPOOL_PAUSE_AT
 from .origins import Origins
-from .quarantine import Quarantine
+from .quarantine import Quarantine, counter
 
 log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -101,7 +101,7 @@ class WorkerGateway:
         self.node_id, self._key = node_id, signing_key
         self.worker_keys = {w: k for w, k in worker_keys.items() if w != node_id}
         self.supervisor = supervisor or Supervisor()
-        self.quarantine = quarantine or Quarantine(None, metrics, self.supervisor)
+        self.quarantine = quarantine or Quarantine(None, counter(metrics, "quarantined"), self.supervisor)
         host, _, port = listen.rpartition(":")
         self._server = socket.create_server((host, int(port)), reuse_port=False)
         self.address = f"{host}:{self._server.getsockname()[1]}"

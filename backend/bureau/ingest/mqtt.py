@@ -24,7 +24,7 @@ from ..supervisor import Supervisor
 from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_receipt, admit_signed
 from .mempool import Mempool, MempoolFull
 from .origins import Origins
-from .quarantine import Quarantine
+from .quarantine import Quarantine, counter
 from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 
 # While this many transactions wait in the mempool (four full blocks), admission pauses. Once
@@ -46,7 +46,7 @@ class MqttIngest(BrokerLink):
                  quarantine: Quarantine | None = None) -> None:
         self.chain, self.mempool, self.metrics = chain, mempool, metrics
         supervisor = supervisor or Supervisor()
-        self.quarantine = quarantine or Quarantine(None, metrics, supervisor)
+        self.quarantine = quarantine or Quarantine(None, counter(metrics, "quarantined"), supervisor)
         self.intake = threading.Event()  # set while receipts are taken from the broker
         self.intake.set()
         self.node_id, self._key = node_id, signing_key  # acks and rejects are signed with this node's key

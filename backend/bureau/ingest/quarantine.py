@@ -29,7 +29,8 @@ from collections import OrderedDict, deque
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..metrics import Metrics
+from typing import Callable
+
 from ..supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,13 @@ RECORD_VERSION = 1
 
 
 class Quarantine:
-    def __init__(self, directory: Path | None, metrics: Metrics, supervisor: Supervisor | None = None,
+    def __init__(self, directory: Path | None, count: Callable[[str], None], supervisor: Supervisor | None = None,
                  kept: int = KEPT, burst: int = BURST, window_s: float = WINDOW_S,
                  clock=time.monotonic) -> None:
-        """`directory` None: inputs are logged and counted, not written (a node without a data
-        directory, as in unit tests)."""
-        self.directory, self.metrics, self.supervisor = directory, metrics, supervisor
+        """`count(source)` counts every input held (a node's metric, a worker's stats);
+        `directory` None: inputs are logged and counted, not written (as in unit tests).
+        Without a `supervisor` a burst is logged, not fatal."""
+        self.directory, self.count, self.supervisor = directory, count, supervisor
         self.kept, self.burst, self.window_s, self.clock = kept, burst, window_s, clock
         self._seen: OrderedDict[str, None] = OrderedDict()  # digests held, bounded like the files
         self._recent: deque[float] = deque()  # times of distinct failures within the window
@@ -66,7 +68,7 @@ class Quarantine:
             while self._recent and now - self._recent[0] > self.window_s:
                 self._recent.popleft()
             burst = len(self._recent) >= self.burst
-        self.metrics.inc("quarantined", source)
+        self.count(source)
         if again:
             return  # the charger's resend of one already kept: counted, not logged again
         log.error("admission of a %s raised %s: the input is kept as %s and not answered", source,
@@ -95,3 +97,8 @@ class Quarantine:
         for old in kept[:max(0, len(kept) - self.kept)]:
             old.with_suffix(".bin").unlink(missing_ok=True)
             old.unlink(missing_ok=True)
+
+
+def counter(metrics, name: str) -> Callable[[str], None]:
+    """`count` for a node: its metric `name`, labelled by source."""
+    return lambda source: metrics.inc(name, source)
