@@ -52,6 +52,7 @@ class Quarantine:
         self.kept, self.burst, self.window_s, self.clock = kept, burst, window_s, clock
         self._seen: OrderedDict[str, None] = OrderedDict()  # digests held, bounded like the files
         self._recent: deque[float] = deque()  # times of distinct failures within the window
+        self.held = 0  # distinct inputs held since start (the dashboard shows it)
         self._lock = threading.Lock()
 
     def hold(self, source: str, topic: str | None, payload: bytes, exc: Exception) -> None:
@@ -62,6 +63,7 @@ class Quarantine:
             again = digest in self._seen
             if not again:
                 self._seen[digest] = None
+                self.held += 1
                 if len(self._seen) > self.kept:
                     self._seen.popitem(last=False)
                 self._recent.append(now)
