@@ -29,6 +29,7 @@ from nacl.signing import SigningKey
 from bureau.api.auth import authorization_header
 from bureau.tools.stack import Stack
 
+from cpu_profile import Profile
 from ingest import fleet_clients, make_receipts
 
 
@@ -102,7 +103,8 @@ def _query_process(args: tuple, out: mp.Queue, go) -> None:
     out.put(("result", asyncio.run(_query_load(port, requests, seconds, concurrency))))
 
 
-def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, max_rate: int) -> dict:
+def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, max_rate: int,
+        profile_dir: Path | None = None) -> dict:
     n = int(rate * (seconds + 10))  # ingest runs before, during and after the query window
     receipts, keys = make_receipts(max(n, 1), 200)
     receipts = receipts[:n]
@@ -144,10 +146,13 @@ def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, m
             publisher.start()
             time.sleep(5)  # ingest reaches its steady state before the queries start
             window.append(time.perf_counter())
+            profile = None if profile_dir is None else Profile(profile_dir, {"node": target.proc.pid})
             node_cpu = [_cpu_s(target.proc.pid), _cpu_s(query.pid)]
             go.set()
             kind, result = out.get(timeout=seconds + 120)
             node_cpu = [_cpu_s(target.proc.pid) - node_cpu[0], _cpu_s(query.pid) - node_cpu[1]]
+            if profile is not None:
+                profile.stop()
             window.append(time.perf_counter())
             query.join(30)
             publisher.join(seconds + 60)
@@ -162,6 +167,8 @@ def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, m
             pub.loop_stop()
         finally:
             stack.stop()
+    by_component = {} if profile is None else {
+        "node_cpu_us_per_query_by_component": profile.breakdown(["node"], max(result["queries"], 1))}
     in_window = sum(1 for t in acked if window[0] <= t <= window[1])
     return {"bench": "balance_queries", "nodes": nodes, "wallets": wallets, "ingest_rate": rate,
             "receipts_acked": len(acked), "receipts_sent": n,
@@ -169,7 +176,7 @@ def run(nodes: int, wallets: int, rate: int, seconds: float, concurrency: int, m
             **result,
             # CPU per answered query, of the bureau answering them (with its share of ingest) and of the load generator
             "node_cpu_us_per_query": round(1e6 * node_cpu[0] / max(result["queries"], 1)),
-            "client_cpu_us_per_query": round(1e6 * node_cpu[1] / max(result["queries"], 1))}
+            "client_cpu_us_per_query": round(1e6 * node_cpu[1] / max(result["queries"], 1)), **by_component}
 
 
 def main() -> int:
@@ -180,8 +187,10 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="length of the query window")
     p.add_argument("--concurrency", type=int, default=8, help="queries in flight")
     p.add_argument("--max-rate", type=int, default=6000, help="queries signed beforehand per second of window")
+    p.add_argument("--profile", type=Path, help="sample the answering bureau with py-spy into this folder during "
+                   "the query window; adds its CPU per query by component")
     args = p.parse_args()
-    r = run(args.nodes, args.wallets, args.rate, args.seconds, args.concurrency, args.max_rate)
+    r = run(args.nodes, args.wallets, args.rate, args.seconds, args.concurrency, args.max_rate, args.profile)
     ok = r["statuses"].get(200, 0) == r["queries"]
     print(f"balance queries at one of {r['nodes']} bureaus while they ingest {r['ingest_rate']} receipts/s "
           f"({r['ingest_per_s_during_queries']}/s acked during the window): {r['queries_per_s']} queries/s "
