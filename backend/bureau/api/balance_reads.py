@@ -64,9 +64,9 @@ class BalanceReads:
         await send({"type": "http.response.body", "body": body})
 
     def answer(self, scope: dict, wallet_id: str) -> tuple[int, bytes]:
-        query = scope.get("query_string", b"").decode()
-        path_qs = scope["path"] + (f"?{query}" if query else "")
         try:
+            query = scope.get("query_string", b"").decode()
+            path_qs = scope["path"] + (f"?{query}" if query else "")
             return 200, _encode(self.reader.balance(
                 own_wallet(self.node, _authorization(scope), "GET", path_qs, wallet_id)))
         except ReasonedError as e:

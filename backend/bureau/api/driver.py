@@ -2,7 +2,8 @@
 
 Each route takes one of them, resolved alone on the event loop (a few microseconds of Ed25519
 and dict lookups): Litestar resolves sibling dependencies of one level in an anyio task group,
-which costs more than the check itself, so a route's other dependencies hang below them."""
+which costs more than the check itself, so a route's other dependencies hang below them. The
+balance read answered in front of Litestar (api/balance_reads.py) makes the same check."""
 
 from __future__ import annotations
 
