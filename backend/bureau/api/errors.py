@@ -76,6 +76,8 @@ def refusals(*reasons: str, driver_signed: bool = False, takes_input: bool = Tru
         by_status[UNAUTHORIZED_STATUS] = list(UNAUTHORIZED_REASONS)
     if operator_only:
         by_status[UNAUTHORIZED_STATUS] = list(OPERATOR_UNAUTHORIZED_REASONS)
+    if driver_signed or operator_only:  # the replay guard is full (api/auth.py)
+        by_status[STATUS_OF_REASON["busy"]] = ["busy"]
     for reason in reasons:
         by_status.setdefault(STATUS_OF_REASON.get(reason, DEFAULT_STATUS), []).append(reason)
     return {status: ResponseSpec(Refusal, description="Refused: " + ", ".join(sorted(set(names))),
