@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from bureau.tools.mosquitto import free_port
+from bureau.tools.pki import issue_server_cert, make_ca
 from bureau.tools.stack import Stack
 from tests.integration.test_commands import bureau
 from tests.unit.test_ocpi_schema import ENVELOPE, check
@@ -29,7 +31,7 @@ class Partner:
     """A roaming partner's OCPI API on 127.0.0.1: `mode` chooses what its versions endpoint
     answers; every Authorization header it got is kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls_dir=None) -> None:
         self.mode = "good"
         self.seen: list[tuple[str, str | None]] = []
         partner = self
@@ -41,6 +43,11 @@ class Partner:
             def do_GET(self) -> None:
                 partner.seen.append((self.path, self.headers.get("Authorization")))
                 base = f"http://127.0.0.1:{self.server.server_address[1]}"
+                if partner.mode == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+                    self.end_headers()
+                    return
                 if self.path == "/ocpi/versions":
                     body = partner.versions(base)
                 elif self.path == "/ocpi/2.2.1":
@@ -56,7 +63,16 @@ class Partner:
                 self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ocpi/versions"
+        scheme = "http"
+        if tls_dir is not None:  # a certificate of a CA nobody trusts
+            make_ca(tls_dir / "ca.crt", tls_dir / "ca.key", "not a trusted CA")
+            issue_server_cert(tls_dir / "ca.crt", tls_dir / "ca.key", tls_dir / "p.crt", tls_dir / "p.key",
+                              "partner", ["127.0.0.1"])
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(tls_dir / "p.crt", tls_dir / "p.key")
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/ocpi/versions"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def versions(self, base: str) -> bytes:
@@ -74,6 +90,14 @@ class Partner:
 @pytest.fixture(scope="module")
 def partner():
     p = Partner()
+    yield p
+    p.server.shutdown()
+    p.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def untrusted_partner(tmp_path_factory):
+    p = Partner(tmp_path_factory.mktemp("partner-tls"))
     yield p
     p.server.shutdown()
     p.server.server_close()
@@ -170,7 +194,7 @@ def test_a_bad_credentials_object_gets_2001_and_changes_nothing(stack, fresh, bo
 
 
 @pytest.mark.parametrize("mode, code", [("unreachable", 3001), ("oversized", 3001), ("garbage", 3001),
-                                        ("no-2.2.1", 3002)])
+                                        ("redirect", 3001), ("no-2.2.1", 3002)])
 def test_a_partner_whose_api_cannot_be_used_keeps_token_a(stack, fresh, mode, code):
     a, _ = _issue(stack, "--registration")
     before = stack.tokens_file.read_bytes()
@@ -184,6 +208,15 @@ def test_a_partner_whose_api_cannot_be_used_keeps_token_a(stack, fresh, mode, co
     fresh.mode = "good"
     assert _call(stack, "GET", "/ocpi/versions", a).status_code == 200
     assert _call(stack, "POST", "/ocpi/2.2.1/credentials", a, _ours(fresh)).json()["status_code"] == 1000
+
+
+def test_a_partner_whose_certificate_does_not_verify_gets_3001(stack, untrusted_partner):
+    a, _ = _issue(stack, "--registration")
+    before = stack.tokens_file.read_bytes()
+    resp = _call(stack, "POST", "/ocpi/2.2.1/credentials", a, _ours(untrusted_partner))
+    assert resp.json()["status_code"] == 3001 and "CERTIFICATE_VERIFY_FAILED" in resp.json()["status_message"]
+    assert untrusted_partner.seen == [] and stack.tokens_file.read_bytes() == before
+    assert _call(stack, "GET", "/ocpi/versions", a).status_code == 200
 
 
 def test_a_second_post_is_405(stack, fresh):

@@ -139,9 +139,10 @@ def test_the_first_format_still_reads_and_is_kept_when_rewritten(tmp_path):
 
 def test_a_newer_format_is_refused(tmp_path):
     path = tmp_path / "tokens"
-    path.write_text("# bureau ocpi tokens v3\n")
+    path.write_text(f"# bureau ocpi tokens v3\n{digest('t')} CN*ABC\n")
     with pytest.raises(TokenFileError):
         TokenBook(path).issue("CN*ABC")
+    assert TokenBook(path).entry(_header("t")) is None  # the node takes no token from it
 
 
 def test_a_registration_token_is_exchanged_once(tmp_path):

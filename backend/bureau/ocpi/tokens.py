@@ -17,6 +17,7 @@ import binascii
 import fcntl
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 FORMAT = 2
 HEADER = f"# bureau ocpi tokens v{FORMAT}"  # the first line of a file this module wrote
 HEADER_RE = re.compile(r"# bureau ocpi tokens v(\d+)\Z")
@@ -133,7 +135,11 @@ class TokenBook:
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._seen == key:
             return
-        items = parse(self.path.read_text())
+        try:
+            items = parse(self.path.read_text())
+        except TokenFileError as e:
+            log.error("OCPI tokens file %s: %s; no OCPI token is accepted", self.path, e)
+            items = []
         self._entries = {e.digest: e for e in items if isinstance(e, Entry)}
         self._seen = key
 
