@@ -21,11 +21,12 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from ..privatefile import write_private
 
 log = logging.getLogger(__name__)
 FORMAT = 2
@@ -177,7 +178,7 @@ class TokenBook:
             before = list(items)
             yield items
             if items != before:
-                _write_private(self.path, render(items))
+                write_private(self.path, render(items))
 
     def issue(self, party: str, kind: str = CREDENTIALS) -> str:
         """A new token of `kind` for `party`; only its digest is written."""
@@ -226,17 +227,3 @@ def issue(path: Path, party: str, kind: str = CREDENTIALS) -> str:
     """A new token of `kind` for `party` in the tokens file at `path` (made with mode 0600)."""
     return TokenBook(path).issue(party, kind)
 
-
-def _write_private(path: Path, text: str) -> None:
-    """Replace `path` (mode 0600) by `text` through a temporary file in the same directory."""
-    fd, made = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(made, 0o600)
-        os.replace(made, path)
-    except BaseException:
-        Path(made).unlink(missing_ok=True)
-        raise
