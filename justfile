@@ -19,18 +19,9 @@ demo NODES="4": setup
 up NODES="4" CHARGERS="0": setup
     {{py}} scripts/up.py --nodes {{NODES}} --chargers {{CHARGERS}} --db "${DB:-sqlite}"
 
-# benchmarks: end-to-end ingest beside the verification limit, with CPU-ms per 1,000 receipts by component (py-spy); a node's RSS from 10k to 1M committed receipts and bytes on disk per receipt; the state map per receipt and its proof sizes; firmware signing under MicroPython (WebAssembly, unix 32/64-bit); the firmware's smallest heap (frozen, 32-bit); sealed peer-link throughput; drivers' balance reads under ingest load; balance-proof size and verification time in the phone page (Chromium)
-bench: setup
-    {{py}} bench/ingest.py --receipts 20000 --chargers 200 --nodes 1
-    {{py}} bench/ingest.py --receipts 20000 --chargers 200 --nodes 4 --profile "$(mktemp -d)"
-    {{py}} bench/ingest.py --receipts 12000 --chargers 200 --nodes 4 --rate 1200
-    {{py}} bench/balance_queries.py --nodes 4 --rate 1000
-    {{py}} bench/phone_verify.py
-    {{py}} bench/firmware_sign.py
-    {{py}} bench/firmware_heap.py
-    {{py}} bench/peer_link.py
-    {{py}} bench/state_map.py
-    {{py}} bench/history_memory.py
+# benchmarks: end-to-end ingest beside the verification limit, with CPU-ms per 1,000 receipts by component (py-spy); a node's RSS from 10k to 1M committed receipts and bytes on disk per receipt; the state map per receipt and its proof sizes; firmware signing under MicroPython (WebAssembly, unix 32/64-bit); the firmware's smallest heap (frozen, 32-bit); sealed peer-link throughput; drivers' balance reads under ingest load; balance-proof size and verification time in the phone page (Chromium); last, a table of the goals beside this run's figures. NAMES: only those (bench/run_all.py)
+bench *NAMES: setup
+    {{py}} bench/run_all.py {{ if NAMES == "" { "" } else { "--only " + NAMES } }}
 
 # compile the firmware with mpy-cross (xtensawin) and report each module's size; write the custom ESP32 image's freeze manifest and print how to build it
 firmware-build: setup

@@ -74,6 +74,7 @@ def _ingest_worker(args) -> int:
     from .config import Settings
     from .ingest.worker import IngestWorker
     from .logfmt import configure
+    from .supervisor import EXIT_FAILED
     settings = Settings.from_env(node_id=args.node_id, genesis=args.genesis, mqtt_port=args.mqtt_port,
                                  worker_id=args.worker_id, worker_node=args.node)
     configure(settings.log_format)
@@ -81,7 +82,7 @@ def _ingest_worker(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     worker.run()
-    return 0
+    return EXIT_FAILED if worker.supervisor.failed.is_set() else 0
 
 
 def _keygen(args) -> int:

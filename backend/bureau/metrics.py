@@ -31,6 +31,8 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "resent_acks": ("Acks sent again for receipts already committed", False),
     "resent_acks_deferred": ("Resent receipts committed but not yet readable, left for the charger's next resend",
                              False),
+    "quarantined": ("Inputs whose admission check raised, kept in <data dir>/quarantine and not answered, by "
+                    "source (receipt, relayed); resends counted again", True),
     "status_refused": ("Charger status messages not understood, by reason", True),
     "relayed_admitted": ("Transactions relayed by peers and admitted here", False),
     "relayed_rejected": ("Transactions relayed by peers or refused in a block, by reason", True),

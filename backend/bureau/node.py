@@ -14,6 +14,7 @@ from .api.auth import ReplayGuard
 from .api.operator_auth import load_token
 from .authz import Authz
 from .ingest.gateway import WorkerGateway, load_worker_keys
+from .ingest.quarantine import Quarantine, counter
 from .ingest.mempool import Mempool, MempoolFull
 from .ingest.mqtt import MqttIngest
 from .ledger.genesis import Genesis
@@ -63,11 +64,15 @@ class Node:
         # Actions this node dropped before any block held them (expired, already decided...), so
         # the status endpoint can say why; refusals recorded in a block are read from storage.
         self.refused_ops: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        # inputs whose admission check raised: kept for the operator, the node goes on (ingest/quarantine.py)
+        self.quarantine = Quarantine(settings.data_dir / "quarantine", counter(self.metrics, "quarantined"),
+                                     self.supervisor)
         user, password = settings.mqtt_login("ingest")
         self.ingest = MqttIngest(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
                                  signing_key=self.key, host=settings.mqtt.host, port=settings.mqtt.port,
                                  client_id=user, username=user, password=password, tls=settings.mqtt.tls,
-                                 ca_file=settings.mqtt.ca_file, supervisor=self.supervisor)
+                                 ca_file=settings.mqtt.ca_file, supervisor=self.supervisor,
+                                 quarantine=self.quarantine)
         self.supervisor.on_failure(lambda reason: self.ingest.stop_intake())
         blocks = settings.consensus
         # one validator or many: the same consensus (a lone validator has no peers to dial)
@@ -85,7 +90,7 @@ class Node:
             self.workers = WorkerGateway(self.chain, self.mempool, self.metrics, node_id=settings.node_id,
                                          signing_key=self.key, listen=settings.worker.listen,
                                          worker_keys=load_worker_keys(settings.worker.keys_file),
-                                         supervisor=self.supervisor)
+                                         supervisor=self.supervisor, quarantine=self.quarantine)
             self.ingest.take_receipts = False
         self.authz = Authz(self)
         self.ocpp = Csms(self)  # OCPP charge points, when BUREAU_OCPP_PORT is set (docs/ocpp.md)

@@ -50,6 +50,28 @@ def test_operator_waits_for_the_block_and_prints_its_height(stack):
     assert refused.stderr == "bureau operator: refused: unknown_wallet: wallet W-NONE does not exist\n"
 
 
+def test_an_action_refused_at_the_node_is_refused_with_the_nodes_reason(stack):
+    """A refusal before the action reaches the mempool (an operator key the genesis does not
+    know, the same action twice) reaches the operator with the node's reason, not its status."""
+    from nacl.signing import SigningKey
+
+    from bureau.crypto import load_key
+    from bureau.ledger.tx import operator_action
+    from bureau.tools.actions import ActionRefused, submit_action
+
+    url = stack.nodes[0].url
+    args = {"wallet_id": "W-TWICE", "public_key": "22" * 32, "cards": []}
+    with pytest.raises(ActionRefused) as stranger:
+        submit_action(url, operator_action(SigningKey.generate(), "operator-1", "open_wallet", args))
+    assert stranger.value.reason == "bad_signature", stranger.value
+
+    tx = operator_action(load_key(stack.root / "net" / "operator.key"), "operator-1", "open_wallet", args)
+    submit_action(url, tx)
+    with pytest.raises(ActionRefused) as twice:
+        submit_action(url, tx)
+    assert twice.value.reason == "duplicate", twice.value
+
+
 def test_issue_binding_code_prints_the_code_once_and_a_phone_binds_with_it(stack):
     from nacl.signing import SigningKey
 

@@ -1,8 +1,8 @@
 """The operator dashboard in headless Chromium against a real four-bureau stack with a simulated
 charger (the firmware code): after the operator signs in with the node's token, the page shows
 every bureau's height, the charger online, and a receipts-per-second chart that moved while the
-charger's receipts were committed. Screenshots at 1280 and 360 px wide are kept under
-tests/artifacts/."""
+charger's receipts were committed; a panel says when inputs are kept in quarantine. Screenshots
+at 1280 and 360 px wide are kept under tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -105,6 +105,17 @@ def test_the_dashboard_shows_every_bureau_the_charger_and_the_receipt_rate(stack
             narrow = page.screenshot(path=str(ARTIFACTS / "dashboard-360.png"), full_page=True)
             # nothing wider than the phone's screen: no sideways scrolling
             assert page.evaluate("document.documentElement.scrollWidth") <= 360
+            # the quarantine panel: hidden while the node holds nothing, shown with the count when it does
+            # (the node's own answer, its count changed on the way: nothing real makes admission raise)
+            expect(page.locator("#quarantine")).to_be_hidden()
+
+            def with_quarantined(route):
+                real = route.fetch()
+                route.fulfill(response=real, json={**real.json(), "quarantined": 2})
+            page.route("**/dashboard/data", with_quarantined)
+            expect(page.locator("#quarantine")).to_be_visible(timeout=10_000)
+            expect(page.locator("#quarantined")).to_have_text("2")
+            page.screenshot(path=str(ARTIFACTS / "dashboard-quarantine-360.png"), full_page=True)
             browser.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)

@@ -86,6 +86,31 @@ def exec_on_flash(interpreter: str, flash: Path, code: str, timeout: float = 60.
     return proc.stdout
 
 
+# The fakes of the ESP32 port's own modules (and the bench's link) that the device imports. On
+# the ESP32 these are C in flash; under the unix port their class and function objects are on
+# the Python heap, so a heap budget for the firmware gives the rig this much on top.
+PORT_FAKES = ("machine", "network", "ntptime", "benchlink", "benchsocket")
+
+
+def port_fakes_heap_bytes(interpreter: str) -> int:
+    """Heap bytes the imports of PORT_FAKES take in `interpreter` (after a collection): what
+    the rig costs the heap beyond the firmware."""
+    script = ("import gc\ngc.collect()\na = gc.mem_alloc()\n"
+              + "".join("import %s\n" % name for name in PORT_FAKES)
+              + "gc.collect()\nprint(gc.mem_alloc() - a)\n")
+    env = dict(device_env(), BENCH_PORT="1")  # nothing connects at import
+    proc = subprocess.run([interpreter, "-X", "heapsize=512K", "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"importing the port's fakes failed: {proc.stdout}{proc.stderr}")
+    return int(proc.stdout.split()[-1])
+
+
+def rig_heap(interpreter: str, firmware_kb: int) -> str:
+    """The -X heapsize that leaves the firmware `firmware_kb` KB beside the port's fakes."""
+    return "%dK" % (firmware_kb + -(-port_fakes_heap_bytes(interpreter) // 1024))
+
+
 class Device:
     """One charger process. Its output is collected line by line (`lines`)."""
 

@@ -106,6 +106,7 @@ class DashboardData(msgspec.Struct):
     receipts_received: int
     receipts_committed: int
     rejects: dict[str, int]  # receipts rejected, by reason
+    quarantined: int  # distinct inputs whose admission check raised, kept in <data dir>/quarantine
     nodes: list[NodeView]  # every validator of the genesis, in its order
 
 
@@ -159,7 +160,7 @@ async def data(request: Request) -> DashboardData:
         height=node.chain.height, round=view["round"], peers=view["peers"], mempool_size=len(node.mempool),
         chargers_online=node.ingest.presence.online(), chargers_known=node.ingest.presence.known(),
         receipts_received=m.get("received"), receipts_committed=m.get("committed"), rejects=m.by_reason("rejected"),
-        nodes=await network_view(node))
+        quarantined=node.quarantine.held, nodes=await network_view(node))
 
 
 HANDLERS = [page, login, logout, asset, data]

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import topics
 from ..chain import Chain
 from ..ledger.block import Block
 from ..ledger.state import Execution, Refusal
@@ -32,6 +33,7 @@ from .handoff import (CH_ADMIT, CH_REFUSE, CH_REGISTRY, CH_REPLY, MAX_WORKER_FRA
 from .mempool import Mempool, MempoolFull
 from .mqtt import MEMPOOL_PAUSE_AT
 from .origins import Origins
+from .quarantine import Quarantine, counter
 
 log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -93,11 +95,13 @@ class WorkerLink:
 
 class WorkerGateway:
     def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, *, node_id: str, signing_key, listen: str,
-                 worker_keys: dict[str, bytes], supervisor: Supervisor | None = None) -> None:
+                 worker_keys: dict[str, bytes], supervisor: Supervisor | None = None,
+                 quarantine: Quarantine | None = None) -> None:
         self.chain, self.mempool, self.metrics = chain, mempool, metrics
         self.node_id, self._key = node_id, signing_key
         self.worker_keys = {w: k for w, k in worker_keys.items() if w != node_id}
         self.supervisor = supervisor or Supervisor()
+        self.quarantine = quarantine or Quarantine(None, counter(metrics, "quarantined"), self.supervisor)
         host, _, port = listen.rpartition(":")
         self._server = socket.create_server((host, int(port)), reuse_port=False)
         self.address = f"{host}:{self._server.getsockname()[1]}"
@@ -215,8 +219,12 @@ class WorkerGateway:
             # bounded buffer drops what the broker keeps sending (the chargers resend)
             self.metrics.inc("admission_paused")
             self.mempool.drained.wait(0.5)
-        decision = admit_receipt(envelope, self.chain.state, charger_id,
-                                 signature_checked=self.chain.state.chargers.get(charger_id) == key)
+        try:
+            decision = admit_receipt(envelope, self.chain.state, charger_id,
+                                     signature_checked=self.chain.state.chargers.get(charger_id) == key)
+        except Exception as e:  # the checks of one untrusted input failed: keep it, stop nothing
+            self.quarantine.hold("receipt", topics.receipt(charger_id), envelope, e)
+            return
         if isinstance(decision, Admitted):
             self._origin.remember(decision.tx_hash, link)  # a resend through another worker: that one answers
             try:

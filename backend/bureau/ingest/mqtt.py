@@ -24,6 +24,7 @@ from ..supervisor import Supervisor
 from .admission import Admitted, AlreadyCommitted, Refused, admit, admit_receipt, admit_signed
 from .mempool import Mempool, MempoolFull
 from .origins import Origins
+from .quarantine import Quarantine, counter
 from .presence import STATUS_TOPICS, ChargerPresence, StatusRefused
 
 # While this many transactions wait in the mempool (four full blocks), admission pauses. Once
@@ -41,9 +42,11 @@ log = logging.getLogger(__name__)
 class MqttIngest(BrokerLink):
     def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, *, node_id: str, signing_key, host: str,
                  port: int, client_id: str, username: str | None = None, password: str | None = None,
-                 workers: int = 2, tls: bool = False, ca_file=None, supervisor: Supervisor | None = None) -> None:
+                 workers: int = 2, tls: bool = False, ca_file=None, supervisor: Supervisor | None = None,
+                 quarantine: Quarantine | None = None) -> None:
         self.chain, self.mempool, self.metrics = chain, mempool, metrics
         supervisor = supervisor or Supervisor()
+        self.quarantine = quarantine or Quarantine(None, counter(metrics, "quarantined"), supervisor)
         self.intake = threading.Event()  # set while receipts are taken from the broker
         self.intake.set()
         self.node_id, self._key = node_id, signing_key  # acks and rejects are signed with this node's key
@@ -128,7 +131,11 @@ class MqttIngest(BrokerLink):
                     self.client.ack(mid, qos)
 
     def handle(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
-        decision = admit(topic, payload, self.chain.state)
+        try:
+            decision = admit(topic, payload, self.chain.state)
+        except Exception as e:  # the checks of one untrusted input failed: keep it, stop nothing
+            self.quarantine.hold("receipt", topic, payload, e)
+            return
         if isinstance(decision, Admitted):
             try:
                 self._origin.remember(decision.tx_hash, time.monotonic() if arrived is None else arrived)
@@ -155,23 +162,33 @@ class MqttIngest(BrokerLink):
 
     def handle_relayed(self, tx: bytes) -> None:
         try:
-            if tx and tx[0] == KIND_RECEIPT:
-                if self._known(tx):
-                    return
-                decision = admit_receipt(tx[1:], self.chain.state)
-                if not isinstance(decision, Admitted):
-                    if isinstance(decision, Refused):
-                        self.metrics.inc("relayed_rejected", decision.reason)
-                    return
-                h, decoded = decision.tx_hash, decision.decoded
-            else:
-                h, decoded = admit_signed(tx, self.chain.state), None
-            self.mempool.add(h, tx, verified=True, local=False, decoded=decoded)
-            self.metrics.inc("relayed_admitted")
+            admitted = self._admit_relayed(tx)
         except TxError as e:
             self.metrics.inc("relayed_rejected", e.reason)
+            return
+        except Exception as e:  # the checks of one input failed: keep it, stop nothing
+            self.quarantine.hold("relayed", None, tx, e)
+            return
+        if admitted is None:
+            return
+        try:
+            self.mempool.add(admitted[0], tx, verified=True, local=False, decoded=admitted[1])
+            self.metrics.inc("relayed_admitted")
         except MempoolFull:
             self.metrics.inc("relayed_rejected", "busy")
+
+    def _admit_relayed(self, tx: bytes):
+        """(tx hash, decoded receipt or None) of a relayed tx that may wait here, or None."""
+        if tx and tx[0] == KIND_RECEIPT:
+            if self._known(tx):
+                return None
+            decision = admit_receipt(tx[1:], self.chain.state)
+            if not isinstance(decision, Admitted):
+                if isinstance(decision, Refused):
+                    self.metrics.inc("relayed_rejected", decision.reason)
+                return None
+            return decision.tx_hash, decision.decoded
+        return admit_signed(tx, self.chain.state), None
 
     def _known(self, tx: bytes) -> bool:
         """A relayed receipt that waits here already, or names a seq a block already committed:

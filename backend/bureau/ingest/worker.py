@@ -25,9 +25,11 @@ from ..ledger.genesis import Genesis
 from ..peers.transport import close_socket
 from ..peers.handshake import (CH_HELLO, CH_PROOF, MAX_FRAME, MAX_HANDSHAKE_FRAME, FrameReader, HandshakeError,
                                Initiator, frame, split_plain)
+from ..supervisor import Supervisor
 from .admission import Refused, screen_receipt
 from .handoff import (CH_ADMIT, CH_REFUSE, CH_REGISTRY, CH_REPLY, ChargerRegistry, HandoffError, WorkerRefusal,
                       decode_registry, decode_reply, encode_admit, encode_refuse)
+from .quarantine import Quarantine
 
 log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -115,8 +117,14 @@ class IngestWorker:
         self.linked = threading.Event()  # set while the link is up and the registry came
         self._queue: queue.Queue = queue.Queue(maxsize=w.queue_limit)
         self._stop = threading.Event()
-        self.counts = dict.fromkeys(("received", "dropped", "handed", "refused", "replies"), 0)
+        self.counts = dict.fromkeys(("received", "dropped", "handed", "refused", "replies", "quarantined"), 0)
         self._counts_lock = threading.Lock()
+        # a receipt whose screening raises is kept and left unanswered; a burst of them stops the
+        # worker (exit EXIT_FAILED), as a node stops (ingest/quarantine.py)
+        self.supervisor = Supervisor()
+        self.supervisor.on_failure(lambda reason: self.stop())
+        self.quarantine = Quarantine(settings.data_dir / "quarantine" / w.id, lambda source: self._count("quarantined"),
+                                     self.supervisor)
         user, password = settings.worker_login()
         mq = settings.mqtt
         self.broker = BrokerLink(host=mq.host, port=mq.port, client_id=user, username=user, password=password,
@@ -168,7 +176,11 @@ class IngestWorker:
         if charger is None:
             self._count("refused")
             return
-        screened = screen_receipt(payload, registry, charger)
+        try:
+            screened = screen_receipt(payload, registry, charger)
+        except Exception as e:  # the checks of one untrusted input failed: keep it, stop nothing
+            self.quarantine.hold("receipt", topic, payload, e)
+            return
         if isinstance(screened, Refused):
             self._count("refused")
             link.send(CH_REFUSE, encode_refuse(WorkerRefusal(charger, screened.seq, screened.receipt_id,

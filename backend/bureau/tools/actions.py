@@ -30,7 +30,7 @@ def submit_action(node_url: str, tx: bytes, verify: Verify = True) -> str:
             body = resp.json()
         except ValueError:
             body = {}
-        raise ActionRefused(str(body.get("reason", resp.status_code)), str(body.get("detail", resp.text[:300])))
+        raise ActionRefused(str(body.get("error", resp.status_code)), str(body.get("detail", resp.text[:300])))
     return resp.json()["tx_hash"]
 
 

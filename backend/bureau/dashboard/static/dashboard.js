@@ -64,6 +64,8 @@ function show(d) {
   const rejects = Object.entries(d.rejects).sort((a, b) => b[1] - a[1]);
   rows(document.querySelector("#rejects tbody"), rejects);
   document.getElementById("no-rejects").hidden = rejects.length > 0;
+  text("quarantined", d.quarantined);
+  document.getElementById("quarantine").hidden = !d.quarantined;
   const t = Date.now();
   if (last !== null && t > last.t) {
     rates.push(Math.max(0, d.receipts_committed - last.committed) * 1000 / (t - last.t));
