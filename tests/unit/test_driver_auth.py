@@ -71,6 +71,22 @@ def test_the_replay_guard_refuses_past_its_limit_and_forgets_no_nonce_that_could
     assert len(guard._seen) == 1  # by then only it is kept
 
 
+def test_one_wallet_cannot_fill_the_replay_guard_for_everyone():
+    guard = ReplayGuard(120, limit=10, per_principal=3)
+    for i in range(3):
+        assert guard.first_use("wallet:W-NOISY", f"{i:016x}", NOW + 120, NOW)  # signed ahead, kept longest
+    with pytest.raises(ApiError) as e:
+        guard.first_use("wallet:W-NOISY", "ff" * 8, NOW, NOW)
+    assert e.value.reason == "too_many_requests"
+    for i in range(7):  # the others still have the rest of the guard
+        assert guard.first_use(f"wallet:W-{i}", "aa" * 8, NOW, NOW)
+    with pytest.raises(ApiError) as full:
+        guard.first_use("wallet:W-LATE", "aa" * 8, NOW, NOW)
+    assert full.value.reason == "busy"
+    assert guard.first_use("wallet:W-NOISY", "ff" * 8, NOW, NOW + 241)  # its nonces expired: its share is back
+    assert guard._held == {"wallet:W-NOISY": 1}
+
+
 def test_a_wallet_whose_key_changed_is_verified_with_its_new_key():
     phone = SigningKey(b"\x06" * 32)
     keys = {"W-1": DRIVER.verify_key.encode()}
