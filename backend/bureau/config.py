@@ -136,6 +136,7 @@ class OcpiSettings:
     party_id: str = ""  # the CPO's OCPI party id (3 of A-Z 0-9); needed with tokens_file
     vat_percent: int = _between(13, 0, 100)  # the VAT included in the tariffs' prices (China: 13 % on electricity)
     page_limit: int = _between(100, 1, 1000)  # the most objects one page holds, whatever `limit` asks
+    business_name: str = ""  # the CPO's name in our credentials object (BusinessDetails.name); needed with tokens_file
 
     def __post_init__(self) -> None:
         if self.tokens_file is not None and not re.fullmatch(r"[A-Z0-9]{3}", self.party_id):
@@ -143,6 +144,10 @@ class OcpiSettings:
                                 f"(needed with {ENV_PREFIX}OCPI_TOKENS_FILE)")
         if not re.fullmatch(r"[A-Z]{2}", self.country_code):
             raise SettingsError(f"{ENV_PREFIX}OCPI_COUNTRY_CODE={self.country_code!r}: allowed: 2 of A-Z")
+        if (self.tokens_file is not None or self.business_name) and not (
+                0 < len(self.business_name) <= 100 and self.business_name.isprintable()):
+            raise SettingsError(f"{ENV_PREFIX}OCPI_BUSINESS_NAME={self.business_name!r}: allowed: 1-100 printable "
+                                f"characters (needed with {ENV_PREFIX}OCPI_TOKENS_FILE)")
 
 
 @dataclass(frozen=True)

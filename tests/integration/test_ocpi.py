@@ -36,7 +36,7 @@ def stack(tmp_path_factory):
     s = Stack(root / "stack", nodes_count=1, tls=True).prepare()
     s.tokens_file = root / "ocpi-tokens"
     s.launch(node_env={"bureau-1": {"BUREAU_OCPP_PORT": str(port), "BUREAU_OCPI_TOKENS_FILE": str(s.tokens_file),
-                                    "BUREAU_OCPI_PARTY_ID": "CLG"}})
+                                    "BUREAU_OCPI_PARTY_ID": "CLG", "BUREAU_OCPI_BUSINESS_NAME": "Chargeledger"}})
     s.operator([("enroll_ocpp_charger", {"charger_id": "CP-LOC-1", "ocpp_version": "1.6",
                                          "password_digest": password.make_digest(SECRET),
                                          "ocmf_key": METER.public_key_hex, "location": LOCATION}),
@@ -77,7 +77,8 @@ def test_the_version_endpoints_name_the_modules_served(stack):
     check(versions, ENVELOPE)
     assert versions["data"] == [{"version": "2.2.1", "url": stack.nodes[0].url + "/ocpi/2.2.1"}]
     details = _get(stack, "/ocpi/2.2.1").json()["data"]
-    assert {(e["identifier"], e["role"]) for e in details["endpoints"]} == {("cdrs", "SENDER"), ("tariffs", "SENDER")}
+    assert {(e["identifier"], e["role"]) for e in details["endpoints"]} == {("cdrs", "SENDER"), ("credentials", "SENDER"),
+                                                                            ("tariffs", "SENDER")}
     assert all(e["url"].startswith(stack.nodes[0].url + "/ocpi/2.2.1/") for e in details["endpoints"])
     assert _get(stack, "/ocpi/versions", "").status_code == 401
 

@@ -4,7 +4,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from bureau.api.auth import ReplayGuard, authorization_header, check
-from bureau.api.errors import Unauthorized
+from bureau.api.errors import ApiError, Unauthorized
 
 DRIVER = SigningKey(b"\x05" * 32)
 NOW = 1_760_000_000
@@ -15,9 +15,9 @@ def _key_of(wallet_id):
     return DRIVER.verify_key.encode() if wallet_id == "W-1" else None
 
 
-def _reason(header, node_id, guard):
+def _reason(header, node_id, guard, now=NOW):
     with pytest.raises(Unauthorized) as e:
-        check(header, "GET", PATH, _key_of, guard, node_id, now=NOW)
+        check(header, "GET", PATH, _key_of, guard, node_id, now=now)
     return e.value.reason
 
 
@@ -55,11 +55,36 @@ def test_the_replay_guard_forgets_a_nonce_only_once_it_expired():
     assert not guard.first_use("wallet:W-1", "bb" * 8, NOW + 1, NOW + 121)
 
 
-def test_the_replay_guard_keeps_within_its_limit_in_one_second():
+def test_the_replay_guard_refuses_past_its_limit_and_forgets_no_nonce_that_could_be_replayed():
     guard = ReplayGuard(120, limit=3)
-    for i in range(10):
-        assert guard.first_use("wallet:W-1", f"{i:016x}", NOW, NOW)
-        assert len(guard._seen) <= 3
+    long_lived = authorization_header(DRIVER, "W-1", "GET", PATH, node_id="bureau-1", ts=NOW + 120)
+    assert check(long_lived, "GET", PATH, _key_of, guard, "bureau-1", now=NOW) == "W-1"
+    for i in range(2):
+        assert guard.first_use("wallet:W-2", f"{i:016x}", NOW, NOW)
+    with pytest.raises(ApiError) as e:  # full: refused, not taken by forgetting one
+        guard.first_use("wallet:W-2", "ff" * 8, NOW, NOW + 1)
+    assert e.value.reason == "busy"
+    for now in (NOW + 1, NOW + 120):
+        assert _reason(long_lived, "bureau-1", guard, now=now) == "replayed"
+    assert guard.first_use("wallet:W-2", "ff" * 8, NOW, NOW + 121)  # the two of ts NOW expired: room again
+    assert _reason(long_lived, "bureau-1", guard, now=NOW + 240) == "replayed"  # its ts + 120 s not passed yet
+    assert len(guard._seen) == 1  # by then only it is kept
+
+
+def test_one_wallet_cannot_fill_the_replay_guard_for_everyone():
+    guard = ReplayGuard(120, limit=10, per_principal=3)
+    for i in range(3):
+        assert guard.first_use("wallet:W-NOISY", f"{i:016x}", NOW + 120, NOW)  # signed ahead, kept longest
+    with pytest.raises(ApiError) as e:
+        guard.first_use("wallet:W-NOISY", "ff" * 8, NOW, NOW)
+    assert e.value.reason == "too_many_requests"
+    for i in range(7):  # the others still have the rest of the guard
+        assert guard.first_use(f"wallet:W-{i}", "aa" * 8, NOW, NOW)
+    with pytest.raises(ApiError) as full:
+        guard.first_use("wallet:W-LATE", "aa" * 8, NOW, NOW)
+    assert full.value.reason == "busy"
+    assert guard.first_use("wallet:W-NOISY", "ff" * 8, NOW, NOW + 241)  # its nonces expired: its share is back
+    assert guard._held == {"wallet:W-NOISY": 1}
 
 
 def test_a_wallet_whose_key_changed_is_verified_with_its_new_key():

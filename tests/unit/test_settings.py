@@ -109,3 +109,12 @@ def test_the_log_format_is_text_or_json():
     assert Settings.from_env({"BUREAU_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(SettingsError, match="BUREAU_LOG_FORMAT='xml': allowed: text, json"):
         Settings.from_env({"BUREAU_LOG_FORMAT": "xml"})
+
+
+def test_the_ocpi_business_name_comes_with_the_tokens_file():
+    ocpi = {"BUREAU_OCPI_TOKENS_FILE": "/t", "BUREAU_OCPI_PARTY_ID": "CLG"}
+    with pytest.raises(SettingsError, match="BUREAU_OCPI_BUSINESS_NAME='': allowed: 1-100 printable"):
+        Settings.from_env(ocpi)
+    with pytest.raises(SettingsError, match="BUREAU_OCPI_BUSINESS_NAME"):
+        Settings.from_env({**ocpi, "BUREAU_OCPI_BUSINESS_NAME": "x" * 101})
+    assert Settings.from_env({**ocpi, "BUREAU_OCPI_BUSINESS_NAME": "Chargeledger"}).ocpi.business_name == "Chargeledger"

@@ -14,6 +14,7 @@ from ..node import Node
 from ..ocpi.api import HANDLERS as OCPI
 from ..ocpp.api import OcppBillController, OcppOperatorController
 from ..phone import HANDLERS as PHONE
+from .balance_reads import BalanceReads
 from .bind import BindController
 from .chain import ChainController
 from .docs import openapi_config, swagger_ui_asset
@@ -83,7 +84,8 @@ ROUTE_HANDLERS = [ChainController, WalletController, ReceiptController, StateCon
                   *PHONE, *OCPI]
 
 
-def create_app(node: Node) -> Litestar:
+def create_app(node: Node) -> BalanceReads:
+    """The node's ASGI app: Litestar, with drivers' balance reads answered in front of it."""
     keeper = SnapshotKeeper(node.chain)  # the snapshot served to joining bureaus
     app = Litestar(
         route_handlers=ROUTE_HANDLERS,
@@ -97,4 +99,4 @@ def create_app(node: Node) -> Litestar:
         debug=False,
     )
     app.state.node = node  # for hooks and handlers that have no dependency injection
-    return app
+    return BalanceReads(app, node)

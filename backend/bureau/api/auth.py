@@ -16,10 +16,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import OrderedDict
 
 from .. import crypto
-from .errors import Unauthorized
+from .errors import ApiError, Unauthorized
 
 _HEADER = re.compile(r"EV-Sig (wallet|operator)=([A-Za-z0-9._-]{1,32}),node=([A-Za-z0-9._-]{1,64}),ts=(\d{1,12}),"
                      r"nonce=([0-9a-f]{16,64}),sig=([0-9a-f]{128})\Z")
@@ -41,32 +40,52 @@ def authorization_header(signing_key, wallet_id: str, method: str, path_qs: str,
 
 
 class ReplayGuard:
-    """Nonces seen within the window, forgotten once they could no longer be accepted."""
+    """Nonces accepted within the window, each kept while its timestamp could still be accepted
+    and forgotten then. At most `limit` at once: past it a request is refused as `busy`, never
+    accepted by forgetting a nonce whose request could still be replayed. One wallet or operator
+    holds at most `per_principal` of them, so a single key signing requests as fast as it can
+    (or ahead of the clock, to keep them longer) is refused `too_many_requests` alone, and cannot
+    fill the guard for everyone."""
 
-    def __init__(self, window_s: int, limit: int = 1_000_000) -> None:
-        self.window_s, self.limit = window_s, limit
-        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+    def __init__(self, window_s: int, limit: int = 1_000_000, per_principal: int = 10_000) -> None:
+        self.window_s, self.limit, self.per_principal = window_s, limit, per_principal
+        self._seen: set[tuple[str, str]] = set()
+        self._held: dict[str, int] = {}  # principal -> its nonces kept
+        # by the second after which they expire: a timestamp is within a window of the clock, so
+        # these are at most 2 windows of seconds, looked through once a second
+        self._expiring: dict[int, list[tuple[str, str]]] = {}
         self._lock = threading.Lock()
         self._swept_at: int | None = None
 
     def first_use(self, wallet_id: str, nonce: str, ts: int, now: int) -> bool:
         key = (wallet_id, nonce)
         with self._lock:
-            # once a second: within one, nothing accepted since the last sweep has expired yet
-            if now != self._swept_at or len(self._seen) >= self.limit:
+            if now != self._swept_at:  # within one second, nothing accepted since has expired yet
                 self._forget(now)
             if key in self._seen:
                 return False
-            self._seen[key] = ts + self.window_s
+            held = self._held.get(wallet_id, 0)
+            if held >= self.per_principal:
+                raise ApiError("too_many_requests", f"{self.per_principal} requests of yours were accepted within "
+                                                    f"the last {2 * self.window_s} s; wait a minute and send it again")
+            if len(self._seen) >= self.limit:
+                raise ApiError("busy", f"this bureau holds {self.limit} signed requests that may not be used again "
+                                       f"yet; send it again in a few seconds")
+            self._seen.add(key)
+            self._held[wallet_id] = held + 1
+            self._expiring.setdefault(ts + self.window_s, []).append(key)
             return True
 
     def _forget(self, now: int) -> None:
-        seen = self._seen
-        while seen:
-            expires = next(iter(seen.values()))
-            if expires >= now and len(seen) < self.limit:
-                break
-            seen.popitem(last=False)
+        for second in [s for s in self._expiring if s < now]:
+            keys = self._expiring.pop(second)
+            self._seen.difference_update(keys)
+            for principal, _ in keys:
+                left = self._held[principal] - 1
+                if left:
+                    self._held[principal] = left
+                else:
+                    del self._held[principal]
         self._swept_at = now
 
 

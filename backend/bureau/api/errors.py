@@ -49,6 +49,7 @@ STATUS_OF_REASON: dict[str, int] = {
     # refuses that copy of a signed request, so the page would read "replayed".
     "duplicate": 409, "insufficient_balance": 409, "in_debt": 409, "not_served_here": 409,
     "too_large": 413,
+    "too_many_requests": 429,  # one wallet's or operator's signed requests beyond its share of the replay guard
     "busy": 503, "charger_unreachable": 503,
 }
 DEFAULT_STATUS = 400  # malformed, invalid_request, too_deep, bad_cap, expired...
@@ -76,6 +77,9 @@ def refusals(*reasons: str, driver_signed: bool = False, takes_input: bool = Tru
         by_status[UNAUTHORIZED_STATUS] = list(UNAUTHORIZED_REASONS)
     if operator_only:
         by_status[UNAUTHORIZED_STATUS] = list(OPERATOR_UNAUTHORIZED_REASONS)
+    if driver_signed or operator_only:  # the replay guard is full, or holds the caller's share (api/auth.py)
+        by_status[STATUS_OF_REASON["busy"]] = ["busy"]
+        by_status[STATUS_OF_REASON["too_many_requests"]] = ["too_many_requests"]
     for reason in reasons:
         by_status.setdefault(STATUS_OF_REASON.get(reason, DEFAULT_STATUS), []).append(reason)
     return {status: ResponseSpec(Refusal, description="Refused: " + ", ".join(sorted(set(names))),

@@ -64,6 +64,8 @@ class WalletController(Controller):
 
     @get("/{wallet_id:str}", summary="Balance of the caller's wallet, O(1)", responses=refusals("not_your_wallet", driver_signed=True))
     async def balance(self, node: NamedDependency[Node], own_wallet: NamedDependency[str]) -> WalletBalance:
+        # served by api/balance_reads.py in front of Litestar; this route documents it and
+        # answers what that does not take (a trailing slash, which Litestar drops; a root path)
         return WalletReader(node.chain).balance(own_wallet)
 
     @get("/{wallet_id:str}/history", summary="Entries of the caller's wallet, newest first", sync_to_thread=True,

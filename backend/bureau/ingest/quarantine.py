@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 import traceback
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from typing import Callable
 
+from ..privatefile import write_private
 from ..supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,8 @@ class Quarantine:
         record = {"v": RECORD_VERSION, "source": source, "topic": topic, "error": f"{type(exc).__name__}: {exc}",
                   "traceback": "".join(traceback.format_exception(exc)),
                   "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        for name, data in ((f"{digest}.bin", payload), (f"{digest}.json", json.dumps(record, indent=1).encode())):
-            tmp = d / f".{name}.{os.getpid()}.{threading.get_ident()}"
-            tmp.write_bytes(data)
-            os.replace(tmp, d / name)
+        write_private(d / f"{digest}.bin", payload)
+        write_private(d / f"{digest}.json", json.dumps(record, indent=1))
         kept = sorted(d.glob("*.json"), key=lambda p: p.stat().st_mtime)
         for old in kept[:max(0, len(kept) - self.kept)]:
             old.with_suffix(".bin").unlink(missing_ok=True)

@@ -1,24 +1,30 @@
-"""OCPI 2.2.1 endpoints of the CPO role, sender interface (docs/ocpi.md): GET tariffs and CDRs,
-paged, for a partner holding a credentials token. Answers are OCPI's envelope, not the node's
-own error shape: an OCPI client reads `status_code`."""
+"""OCPI 2.2.1 endpoints of the CPO role (docs/ocpi.md): GET tariffs and CDRs, paged, for a
+partner holding a credentials token, and the credentials module by which a partner with a
+registration token registers. Answers are OCPI's envelope, not the node's own error shape: an
+OCPI client reads `status_code`."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import time
 
+import anyio.to_thread
 import sqlalchemy as sa
-from litestar import Request, Response, get
+from litestar import Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 
 from ..ledger import ocppbill
 from ..node import Node
 from ..storage import tables as t
-from . import model
+from . import credentials, model
+from .partner import check_partner
 from .tokens import TokenBook
 
+log = logging.getLogger(__name__)
 PREFIX = f"/ocpi/{model.VERSION}"
+MODULES = (("cdrs", "SENDER"), ("credentials", "SENDER"), ("tariffs", "SENDER"))
 _books: dict[object, TokenBook] = {}
 
 
@@ -140,9 +146,10 @@ def ocpi_cdrs(request: Request, node: NamedDependency[Node]) -> Response:
 
 
 def _listing(request: Request, node: Node, data_of) -> Response:
-    """An unpaged answer for a partner with a token (the version information endpoints)."""
+    """An unpaged answer for a partner with a token of either kind (the version information
+    endpoints: a partner reads them before it registers)."""
     now = time.time()
-    if _book(node).party(request.headers.get("authorization")) is None:
+    if _book(node).entry(request.headers.get("authorization")) is None:
         return Response(model.envelope(None, now, model.CLIENT_ERROR, "missing or unknown credentials token "
                                                                       "(Authorization: Token ...)"), status_code=401)
     return Response(model.envelope(data_of(str(request.base_url).rstrip("/")), now))
@@ -156,7 +163,71 @@ def ocpi_versions(request: Request, node: NamedDependency[Node]) -> Response:
 @get(PREFIX, include_in_schema=False, sync_to_thread=False)
 def ocpi_version_details(request: Request, node: NamedDependency[Node]) -> Response:
     return _listing(request, node, lambda base: {"version": model.VERSION, "endpoints": [
-        {"identifier": module, "role": "SENDER", "url": f"{base}{PREFIX}/{module}"} for module in ("cdrs", "tariffs")]})
+        {"identifier": module, "role": role, "url": f"{base}{PREFIX}/{module}"} for module, role in MODULES]})
 
 
-HANDLERS = [ocpi_versions, ocpi_version_details, ocpi_tariffs, ocpi_cdrs]
+def _credentials(request: Request, node: Node, method: str, body: bytes | None = None) -> Response:
+    """One call of the credentials module (ocpi/credentials.py decides; this does the I/O): the
+    partner's API is read before the tokens file changes, so a partner that cannot be used keeps
+    its token and nothing is written."""
+    now = time.time()
+    book, s = _book(node), node.settings.ocpi
+    found = book.entry(request.headers.get("authorization"))
+
+    def ours(token: str) -> dict:
+        return credentials.our_credentials(token, str(request.base_url).rstrip("/") + "/ocpi/versions",
+                                           country_code=s.country_code, party_id=s.party_id,
+                                           business_name=s.business_name)
+    try:
+        step = credentials.step(method, found[1].kind if found else None)
+        token, entry = found
+        if step == "show":
+            data = ours(token)
+        elif step == "unregister":
+            if not book.revoke(token, entry.kind):
+                raise credentials.CredentialsRefusal(401, model.CLIENT_ERROR, "unknown_token", "the token is gone")
+            data = None
+        else:
+            try:
+                given = json.loads(body or b"")
+            except (ValueError, UnicodeDecodeError):
+                raise credentials.bad_object("the body is not JSON") from None
+            partner = credentials.parse_credentials(given)
+            check_partner(partner.url, partner.token)
+            fresh = book.exchange(token, entry.kind, partner.token, partner.url)
+            if fresh is None:  # exchanged or revoked by another request while we read the partner
+                raise credentials.CredentialsRefusal(401, model.CLIENT_ERROR, "unknown_token", "the token is gone")
+            data = ours(fresh)
+    except credentials.CredentialsRefusal as e:
+        if found is not None:
+            log.info("ocpi credentials %s by %s refused: %s", method, found[1].party, e.message)
+        return Response(model.envelope(None, now, e.status_code, e.message), status_code=e.http_status)
+    log.info("ocpi credentials %s by %s: %s", method, entry.party, step)
+    return Response(model.envelope(data, now))
+
+
+@get(f"{PREFIX}/credentials", include_in_schema=False, sync_to_thread=False)
+def ocpi_credentials_get(request: Request, node: NamedDependency[Node]) -> Response:
+    return _credentials(request, node, "GET")
+
+
+# POST and PUT read the partner's API (blocking, seconds at most): in a worker thread
+@post(f"{PREFIX}/credentials", include_in_schema=False, status_code=200)
+async def ocpi_credentials_post(request: Request, node: NamedDependency[Node]) -> Response:
+    body = await request.body()
+    return await anyio.to_thread.run_sync(_credentials, request, node, "POST", body)
+
+
+@put(f"{PREFIX}/credentials", include_in_schema=False, status_code=200)
+async def ocpi_credentials_put(request: Request, node: NamedDependency[Node]) -> Response:
+    body = await request.body()
+    return await anyio.to_thread.run_sync(_credentials, request, node, "PUT", body)
+
+
+@delete(f"{PREFIX}/credentials", include_in_schema=False, sync_to_thread=True, status_code=200)
+def ocpi_credentials_delete(request: Request, node: NamedDependency[Node]) -> Response:
+    return _credentials(request, node, "DELETE")
+
+
+HANDLERS = [ocpi_versions, ocpi_version_details, ocpi_tariffs, ocpi_cdrs, ocpi_credentials_get,
+            ocpi_credentials_post, ocpi_credentials_put, ocpi_credentials_delete]

@@ -31,6 +31,7 @@ from pathlib import Path
 from .. import topics
 from ..config import BROKER_LINKS
 from ..ledger.tx import ID_RE
+from ..privatefile import write_private
 from .pki import TlsFiles, client_tls_context
 
 
@@ -193,11 +194,11 @@ class BrokerAccess:
         """Write all four files (under the lock of `_files`), each by rename of a fresh temporary
         file, so a reader never sees half a file."""
         logins = {u: v["password"] for u, v in self.users.items()} | self.chargers
-        _write_private(self.credentials_path, json.dumps(self.users, indent=1, sort_keys=True))
-        _write_private(self.registry_path, json.dumps(self.chargers, indent=1, sort_keys=True))
-        _write_private(self.passwd_path, "".join(f"{u}:{pw}\n" for u, pw in sorted(logins.items())),
-                       hash_passwords=bool(logins))
-        _write_private(self.acl_path, self.acl_text())
+        write_private(self.credentials_path, json.dumps(self.users, indent=1, sort_keys=True))
+        write_private(self.registry_path, json.dumps(self.chargers, indent=1, sort_keys=True))
+        write_private(self.passwd_path, "".join(f"{u}:{pw}\n" for u, pw in sorted(logins.items())),
+                      _hash_passwords if logins else None)
+        write_private(self.acl_path, self.acl_text())
 
     def acl_text(self) -> str:
         blocks = [f"# Written by bureau.tools.mosquitto from {self.credentials_path.name}; see docs/broker.md.\n",
@@ -211,21 +212,10 @@ class BrokerAccess:
 USERNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
-def _write_private(path: Path, text: str, hash_passwords: bool = False) -> None:
-    """Replace `path` (mode 0600) by `text` through a temporary file of its own in the same
-    directory; with `hash_passwords`, mosquitto_passwd -U hashes its user:password lines first."""
-    fd, made = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(made, 0o600)
-        if hash_passwords:
-            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-            subprocess.run([tool, "-U", made], check=True, capture_output=True)
-        os.replace(made, path)
-    except BaseException:
-        Path(made).unlink(missing_ok=True)
-        raise
+def _hash_passwords(path: str) -> None:
+    """mosquitto_passwd -U: hash the user:password lines of the file at `path` in place."""
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    subprocess.run([tool, "-U", path], check=True, capture_output=True)
 
 
 def connack_code(port: int, user: str, password: str, timeout: float = 2.0, *, ca_file: Path | None = None) -> int:
