@@ -4,6 +4,7 @@ queue behind the chargers' receipts, and verifying them again doubled a node's s
 
 from __future__ import annotations
 
+import time
 
 from bureau import crypto
 from bureau.chain import Chain
@@ -48,3 +49,19 @@ def test_a_late_or_waiting_relayed_receipt_is_not_verified_again(tmp_path, monke
     assert len(mempool) == 2
     text = metrics.exposition().decode()
     assert 'relayed_rejected_total{reason="duplicate"} 1.0' in text and 'reason="waiting"} 1.0' in text, text
+
+
+def test_relayed_actions_wait_in_the_order_their_peer_sent_them(tmp_path):
+    """A wallet opened and topped up at once at another bureau: the top-up must not wait ahead
+    of the opening here (a block proposed here would refuse it unknown_wallet, for good)."""
+    chain = Chain(_genesis((DEFAULT_TARIFF,)), Repository(f"sqlite:///{tmp_path / 'node.db'}"))
+    mempool = Mempool()
+    ingest = MqttIngest(chain, mempool, Metrics(), node_id="bureau-1", signing_key=NODE, host="127.0.0.1", port=1,
+                        client_id="bureau-1.ingest")  # its admission threads are not started
+    now_ms = int(time.time() * 1000)  # admission checks an action's time against the clock
+    actions = [_action("open_wallet", {"wallet_id": "W-NEW", "public_key": "ab" * 32}, now_ms),
+               _action("top_up", {"wallet_id": "W-NEW", "amount_fen": 100, "reference": "bank:relay"}, now_ms)]
+    ingest.submit_relayed(actions)
+    assert [tx for _, tx in mempool.peek(10)] == actions
+    block, ex = chain.build([tx for _, tx in mempool.peek(10)], "bureau-1", now_ms)
+    assert not ex.refused, ex.refused

@@ -156,9 +156,17 @@ class MqttIngest(BrokerLink):
             self._reject(decision.charger_id, decision.seq, decision.receipt_id, decision.reason, decision.detail)
 
     def submit_relayed(self, txs: list[bytes]) -> None:
-        """Transactions another bureau admitted: checked here again before they may wait."""
+        """Transactions another bureau admitted: checked here again before they may wait.
+        Receipts go to the admission threads, in any order (the ledger takes a charger's receipts
+        out of seq order). Other transactions are checked here, in the order the peer sent them:
+        actions may depend on one another (a top-up of the wallet opened just before), and two
+        admission threads could swap them, so a proposer here would put the top-up first and
+        the ledger would refuse it for good."""
         for tx in txs:
-            self._queue.put((None, tx, None, 0, 0))
+            if tx and tx[0] == KIND_RECEIPT:
+                self._queue.put((None, tx, None, 0, 0))
+            else:
+                self.handle_relayed(tx)
 
     def handle_relayed(self, tx: bytes) -> None:
         try:
