@@ -77,7 +77,7 @@ class WorkerCpu:
                 try:
                     self.last_ms[pid] = cpu_ms(pid)
                 except (OSError, IndexError):
-                    pass
+                    pass  # it exited between the listing and the read: its last figure stands
 
     def stop(self) -> float:
         """CPU seconds of every descendant seen."""

@@ -115,7 +115,7 @@ def run_one(name: str, args: list[str], tmp: Path) -> tuple[dict | None, float]:
             try:
                 last_json = json.loads(line)
             except ValueError:
-                pass
+                pass  # a line of output that only starts like JSON
     proc.wait()
     seconds = time.monotonic() - t0
     if proc.returncode != 0:

@@ -1,11 +1,13 @@
 """Files that hold secrets or state another process reads while they change: each is replaced
 whole, by rename of a temporary file of its own in the same directory, mode 0600, so a reader
-sees the old file or the new one and never half of either."""
+sees the old file or the new one and never half of either; writers take turns under a lock file."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -26,3 +28,12 @@ def write_private(path: Path, data: str | bytes, prepare: Callable[[str], None] 
     except BaseException:
         Path(made).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def exclusive_lock(path: Path):
+    """Hold an exclusive flock on the lock file `path` (made mode 0600 if missing) for the block:
+    the node and an operator's command may change the same files at once."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

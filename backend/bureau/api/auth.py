@@ -57,14 +57,14 @@ class ReplayGuard:
         self._lock = threading.Lock()
         self._swept_at: int | None = None
 
-    def first_use(self, wallet_id: str, nonce: str, ts: int, now: int) -> bool:
-        key = (wallet_id, nonce)
+    def first_use(self, principal: str, nonce: str, ts: int, now: int) -> bool:
+        key = (principal, nonce)
         with self._lock:
             if now != self._swept_at:  # within one second, nothing accepted since has expired yet
                 self._forget(now)
             if key in self._seen:
                 return False
-            held = self._held.get(wallet_id, 0)
+            held = self._held.get(principal, 0)
             if held >= self.per_principal:
                 raise ApiError("too_many_requests", f"{self.per_principal} requests of yours were accepted within "
                                                     f"the last {2 * self.window_s} s; wait a minute and send it again")
@@ -72,7 +72,7 @@ class ReplayGuard:
                 raise ApiError("busy", f"this bureau holds {self.limit} signed requests that may not be used again "
                                        f"yet; send it again in a few seconds")
             self._seen.add(key)
-            self._held[wallet_id] = held + 1
+            self._held[principal] = held + 1
             self._expiring.setdefault(ts + self.window_s, []).append(key)
             return True
 

@@ -166,6 +166,11 @@ def ocpi_version_details(request: Request, node: NamedDependency[Node]) -> Respo
         {"identifier": module, "role": role, "url": f"{base}{PREFIX}/{module}"} for module, role in MODULES]})
 
 
+def _token_gone() -> credentials.CredentialsRefusal:
+    """The token was exchanged or revoked by another request meanwhile."""
+    return credentials.CredentialsRefusal(401, model.CLIENT_ERROR, "unknown_token", "the token is gone")
+
+
 def _credentials(request: Request, node: Node, method: str, body: bytes | None = None) -> Response:
     """One call of the credentials module (ocpi/credentials.py decides; this does the I/O): the
     partner's API is read before the tokens file changes, so a partner that cannot be used keeps
@@ -185,7 +190,7 @@ def _credentials(request: Request, node: Node, method: str, body: bytes | None =
             data = ours(token)
         elif step == "unregister":
             if not book.revoke(token, entry.kind):
-                raise credentials.CredentialsRefusal(401, model.CLIENT_ERROR, "unknown_token", "the token is gone")
+                raise _token_gone()
             data = None
         else:
             try:
@@ -196,7 +201,7 @@ def _credentials(request: Request, node: Node, method: str, body: bytes | None =
             check_partner(partner.url, partner.token)
             fresh = book.exchange(token, entry.kind, partner.token, partner.url)
             if fresh is None:  # exchanged or revoked by another request while we read the partner
-                raise credentials.CredentialsRefusal(401, model.CLIENT_ERROR, "unknown_token", "the token is gone")
+                raise _token_gone()
             data = ours(fresh)
     except credentials.CredentialsRefusal as e:
         if found is not None:

@@ -90,6 +90,14 @@ def check_url(value, name: str) -> str:
     return value
 
 
+def _url(value, name: str) -> str:
+    """check_url for a field of the partner's object: a 2001 refusal naming it."""
+    try:
+        return check_url(value, name)
+    except ValueError as e:
+        raise bad_object(str(e)) from None
+
+
 def _text(obj: dict, name: str, limit: int, where: str, required: bool = True) -> str | None:
     value = obj.get(name)
     if value is None and not required:
@@ -102,12 +110,9 @@ def _text(obj: dict, name: str, limit: int, where: str, required: bool = True) -
 def _image(logo, where: str) -> None:
     if not isinstance(logo, dict):
         raise bad_object(f"{where}logo must be an Image object")
-    try:
-        check_url(logo.get("url"), f"{where}logo.url")
-        if logo.get("thumbnail") is not None:
-            check_url(logo["thumbnail"], f"{where}logo.thumbnail")
-    except ValueError as e:
-        raise bad_object(str(e)) from None
+    _url(logo.get("url"), f"{where}logo.url")
+    if logo.get("thumbnail") is not None:
+        _url(logo["thumbnail"], f"{where}logo.thumbnail")
     if logo.get("category") not in IMAGE_CATEGORIES:
         raise bad_object(f"{where}logo.category must be one of {', '.join(sorted(IMAGE_CATEGORIES))}")
     _text(logo, "type", 4, f"{where}logo.")
@@ -133,10 +138,7 @@ def _role(obj, i: int) -> dict:
         raise bad_object(f"{where}business_details must be a BusinessDetails object")
     _text(details, "name", 100, f"{where}business_details.")
     if details.get("website") is not None:
-        try:
-            check_url(details["website"], f"{where}business_details.website")
-        except ValueError as e:
-            raise bad_object(str(e)) from None
+        _url(details["website"], f"{where}business_details.website")
     if details.get("logo") is not None:
         _image(details["logo"], f"{where}business_details.")
     return {"role": obj["role"], "party_id": party_id.upper(), "country_code": country.upper()}
@@ -152,10 +154,7 @@ def parse_credentials(obj) -> PartnerCredentials:
     token = obj.get("token")
     if not isinstance(token, str) or not PARTNER_TOKEN_RE.match(token):
         raise bad_object("token must be 1-64 printable ASCII characters without whitespace")
-    try:
-        url = check_url(obj.get("url"), "url")
-    except ValueError as e:
-        raise bad_object(str(e)) from None
+    url = _url(obj.get("url"), "url")
     roles = obj.get("roles")
     if not isinstance(roles, list) or not 0 < len(roles) <= MAX_ROLES:
         raise bad_object(f"roles must be a list of 1-{MAX_ROLES} CredentialsRole objects")

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import threading
@@ -26,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..privatefile import write_private
+from ..privatefile import exclusive_lock, write_private
 
 log = logging.getLogger(__name__)
 FORMAT = 2
@@ -168,9 +166,7 @@ class TokenBook:
         Held under the file's lock so changes from the node and the command line never cross."""
         if self.path is None:
             raise TokenFileError("no tokens file is set (BUREAU_OCPI_TOKENS_FILE)")
-        lock_path = self.path.with_name(f".{self.path.name}.lock")
-        with self._lock, open(os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._lock, exclusive_lock(self.path.with_name(f".{self.path.name}.lock")):
             try:
                 items = parse(self.path.read_text())
             except FileNotFoundError:

@@ -12,7 +12,6 @@ on-chain registry (`set_chargers`, from bureau.tools.broker_registry), kept in c
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import pwd
@@ -31,7 +30,7 @@ from pathlib import Path
 from .. import topics
 from ..config import BROKER_LINKS
 from ..ledger.tx import ID_RE
-from ..privatefile import write_private
+from ..privatefile import exclusive_lock, write_private
 from .pki import TlsFiles, client_tls_context
 
 
@@ -144,8 +143,7 @@ class BrokerAccess:
         """Hold the directory's lock file and load its current contents: the broker-sync daemon
         and an operator's command may change the same directory at once, and each change starts
         from what the other last wrote."""
-        with self._lock, open(self.directory / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._lock, exclusive_lock(self.directory / ".lock"):
             self.users = json.loads(self.credentials_path.read_text()) if self.credentials_path.exists() else {}
             self.chargers = json.loads(self.registry_path.read_text()) if self.registry_path.exists() else {}
             yield
