@@ -119,12 +119,13 @@ class NodeClient:
         import httpx
 
         from .api.auth import authorization_header
+        from .tools.httpclient import shared_client
         headers = {}
         if key is not None:
             headers["Authorization"] = authorization_header(key, wallet_id, method, path, node_id=self.node_id())
         try:
-            resp = httpx.request(method, self.url + path, json=body, headers=headers, timeout=HTTP_TIMEOUT_S,
-                                 verify=self.verify)
+            resp = shared_client(self.verify).request(method, self.url + path, json=body, headers=headers,
+                                                      timeout=HTTP_TIMEOUT_S)
         except (httpx.TransportError, httpx.InvalidURL) as e:
             raise CommandError(f"cannot reach the node at {self.url}: {e or type(e).__name__}") from None
         try:

@@ -29,6 +29,7 @@ def _command(args) -> int:
     from ..api.auth import authorization_header
     from ..cliparse import CommandError
     from ..crypto import load_key
+    from ..tools.httpclient import shared_client
     from ..tools.pki import http_verify
     key = load_key(Path(args.key))
     verify = http_verify(args.ca_file and Path(args.ca_file))
@@ -39,9 +40,10 @@ def _command(args) -> int:
         path = (f"/v1/operator/ocpp/{quote(args.charger_id)}/availability?connector={args.connector}"
                 f"&available={'false' if args.inoperative else 'true'}")
     try:
-        node_id = httpx.get(base + "/healthz", timeout=10, verify=verify).json()["node_id"]
+        http = shared_client(verify)
+        node_id = http.get(base + "/healthz", timeout=10).json()["node_id"]
         header = authorization_header(key, args.operator, "POST", path, node_id=node_id, principal="operator")
-        resp = httpx.post(base + path, headers={"Authorization": header}, timeout=30, verify=verify)
+        resp = http.post(base + path, headers={"Authorization": header}, timeout=30)
     except (httpx.TransportError, httpx.InvalidURL) as e:
         raise CommandError(f"cannot reach the node at {args.node}: {e or type(e).__name__}") from None
     body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}

@@ -9,6 +9,7 @@ import time
 import httpx
 
 from ..api.auth import authorization_header
+from .httpclient import shared_client
 
 Verify = ssl.SSLContext | bool  # httpx's `verify`: bureau.tools.pki.http_verify(ca_file)
 
@@ -23,8 +24,8 @@ class ActionRefused(RuntimeError):
 
 def submit_action(node_url: str, tx: bytes, verify: Verify = True) -> str:
     """POST the signed action; its tx hash (hex) once the node has taken it for a block."""
-    resp = httpx.post(f"{node_url.rstrip('/')}/v1/operator/actions", json={"tx": tx.hex()}, timeout=10,
-                      verify=verify)
+    resp = shared_client(verify).post(f"{node_url.rstrip('/')}/v1/operator/actions", json={"tx": tx.hex()},
+                                      timeout=10)
     if resp.status_code != 202:
         try:
             body = resp.json()
@@ -39,10 +40,11 @@ def operator_get(node_url: str, path: str, key, operator_id: str, node_id: str |
     """GET an operator-only endpoint with a request signed by the operator's key (EV-Sig
     operator=..., api/auth.py); `node_id` defaults to the id the node reports."""
     base = node_url.rstrip("/")
+    http = shared_client(verify)
     if node_id is None:
-        node_id = httpx.get(base + "/v1/node/status", timeout=timeout, verify=verify).json()["node_id"]
+        node_id = http.get(base + "/v1/node/status", timeout=timeout).json()["node_id"]
     header = authorization_header(key, operator_id, "GET", path, node_id=node_id, principal="operator")
-    return httpx.get(base + path, headers={"Authorization": header}, timeout=timeout, verify=verify)
+    return http.get(base + path, headers={"Authorization": header}, timeout=timeout)
 
 
 def wait_committed(node_url: str, tx_hashes: list[str], timeout: float = 30.0, verify: Verify = True, *, key,
@@ -52,7 +54,7 @@ def wait_committed(node_url: str, tx_hashes: list[str], timeout: float = 30.0, v
     still waiting at the deadline. The status is asked as the operator `operator_id`, signed
     with its `key`."""
     if node_id is None:
-        node_id = httpx.get(f"{node_url.rstrip('/')}/v1/node/status", timeout=5, verify=verify).json()["node_id"]
+        node_id = shared_client(verify).get(f"{node_url.rstrip('/')}/v1/node/status", timeout=5).json()["node_id"]
     deadline = time.monotonic() + timeout
     waiting = list(tx_hashes)
     heights = []

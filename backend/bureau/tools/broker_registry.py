@@ -24,6 +24,7 @@ from typing import Callable
 import httpx
 
 from .actions import Verify
+from .httpclient import shared_client
 from .mosquitto import BrokerAccess
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,11 @@ class RegistryFollower:
 
     def sync(self) -> bool:
         """One look at the node; True when the broker's logins changed."""
-        with httpx.Client(verify=self.verify, timeout=5) as http:
-            head = http.get(self.node_url + "/v1/chain/head").raise_for_status().json()["height"]
-            if head == self.height:
-                return False
-            registry = http.get(self.node_url + "/v1/chargers").raise_for_status().json()
+        http = shared_client(self.verify)
+        head = http.get(self.node_url + "/v1/chain/head", timeout=5).raise_for_status().json()["height"]
+        if head == self.height:
+            return False
+        registry = http.get(self.node_url + "/v1/chargers", timeout=5).raise_for_status().json()
         changed = self.access.set_chargers(charger_logins(self.secret, registry["chargers"]))
         self.height = registry["height"]
         if changed:

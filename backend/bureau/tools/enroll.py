@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 from nacl.signing import SigningKey
 
 from ..crypto import KeyFileError, load_key
 from ..ledger.tx import operator_action
 from .actions import ActionRefused, Verify, submit_action, wait_committed
+from .httpclient import shared_client
 
 
 class EnrollError(Exception):
@@ -43,7 +43,7 @@ def operator_id_of(genesis: dict, key: SigningKey) -> str:
 
 def enrolled_key(node_url: str, charger_id: str, verify: Verify = True) -> str | None:
     """The public key (hex) the chain has for `charger_id`, None when it is not enrolled."""
-    r = httpx.get(f"{node_url}/v1/chargers/{charger_id}", timeout=10, verify=verify)
+    r = shared_client(verify).get(f"{node_url}/v1/chargers/{charger_id}", timeout=10)
     if r.status_code == 404:
         return None
     r.raise_for_status()
@@ -61,7 +61,7 @@ def enroll_charger(node_url: str, key: SigningKey, charger_id: str, public_key: 
         return None
     if have is not None:
         raise EnrollError("charger_exists", f"{charger_id} is enrolled with another key ({have[:16]}…)")
-    genesis = httpx.get(f"{node_url}/v1/genesis", timeout=10, verify=verify).json()
+    genesis = shared_client(verify).get(f"{node_url}/v1/genesis", timeout=10).json()
     operator_id = operator_id_of(genesis, key)
     tx = operator_action(key, operator_id, "enroll_charger", {"charger_id": charger_id, "public_key": public_key})
     try:

@@ -25,6 +25,7 @@ from .. import topics
 from ..api.auth import authorization_header
 from ..ledger.tariff import Tariff
 from ..receipts.codec import Receipt, seal
+from .httpclient import shared_client
 from .network import DEFAULT_TARIFF
 
 Login = Callable[[str], tuple[str, str]]  # charger id -> broker (username, password)
@@ -213,7 +214,7 @@ class HostileTraffic:
 
     def _http(self, method: str, url: str, **kw) -> None:
         try:
-            r = httpx.request(method, url, timeout=3, **kw)
+            r = shared_client().request(method, url, timeout=3, **kw)
             self.http_status[f"{r.status_code // 100}xx"] += 1
             if r.status_code >= 500:
                 self.server_errors[f"{method} {url.split('/', 3)[3][:60]} -> {r.status_code}"] += 1

@@ -15,6 +15,7 @@ from ..ledger import snapshot
 from ..ledger.genesis import Genesis
 from ..storage import Repository
 from .actions import Verify
+from .httpclient import shared_client
 
 log = logging.getLogger(__name__)
 CROSS_CHECK_WAIT_S = 60.0  # a second bureau a little behind the first reaches the height meanwhile
@@ -22,7 +23,7 @@ CROSS_CHECK_WAIT_S = 60.0  # a second bureau a little behind the first reaches t
 
 def _get(url: str, token: str, verify: Verify) -> dict:
     try:
-        resp = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=verify)
+        resp = shared_client(verify).get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     except httpx.HTTPError as e:
         raise snapshot.SnapshotError("unreachable", f"{url}: {e}") from None
     try:

@@ -14,6 +14,7 @@ import datetime
 import ipaddress
 import os
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,23 @@ def client_tls_context(ca_file: Path) -> ssl.SSLContext:
     return ctx
 
 
+_verify_lock = threading.Lock()
+_verify_contexts: dict[tuple[str, int, int], ssl.SSLContext] = {}  # by CA file (path, mtime, size)
+
+
 def http_verify(ca_file: Path | None) -> ssl.SSLContext | bool:
-    """httpx's `verify` for a bureau API: the network's CA when given, else the system's."""
-    return client_tls_context(ca_file) if ca_file else True
+    """httpx's `verify` for a bureau API: the network's CA when given, else the system's. The
+    same context while the CA file is unchanged, so that the requests made with it share one
+    pooled client (bureau.tools.httpclient.shared_client)."""
+    if not ca_file:
+        return True
+    path = Path(ca_file).resolve()
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _verify_lock:
+        if key not in _verify_contexts:
+            _verify_contexts[key] = client_tls_context(path)
+        return _verify_contexts[key]
 
 
 def _name(common_name: str) -> x509.Name:

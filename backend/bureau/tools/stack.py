@@ -31,6 +31,7 @@ from ..ledger.tx import operator_action
 from .actions import Verify, operator_get, submit_action, wait_committed
 from .mosquitto import Mosquitto, free_port
 from .broker_registry import RegistryFollower, charger_password
+from .httpclient import shared_client
 from .network import NetworkLayout, init_network, load_or_create_secret
 from .pki import http_verify
 
@@ -75,7 +76,7 @@ class NodeProcess:
                 raise RuntimeError(f"{self.node_id} exited with {self.proc.returncode}; log:\n"
                                    f"{self.log_path.read_text()[-3000:]}")
             try:
-                return httpx.get(self.url + "/healthz", timeout=1.0, verify=self.verify).json()
+                return shared_client(self.verify).get(self.url + "/healthz", timeout=1.0).json()
             except httpx.HTTPError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.node_id} not healthy after {timeout}s")
@@ -249,7 +250,7 @@ class Stack:
         out = []
         for n in self.nodes:
             try:
-                out.append(httpx.get(n.url + "/v1/chain/head", timeout=5, verify=self.verify).json()["height"]
+                out.append(shared_client(self.verify).get(n.url + "/v1/chain/head", timeout=5).json()["height"]
                            if n.alive else None)
             except httpx.HTTPError:
                 out.append(None)
