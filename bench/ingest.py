@@ -21,7 +21,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import paho.mqtt.client as mqtt
 from nacl.signing import SigningKey, VerifyKey
 
@@ -30,6 +29,7 @@ from bureau.ledger.genesis import Genesis
 from bureau.ledger.tariff import Tariff
 from bureau.storage import Repository
 from bureau.receipts.codec import Receipt, seal, signed_message
+from bureau.tools.httpclient import shared_client
 from bureau.tools.network import DEFAULT_TARIFF
 from bureau.tools.stack import Stack
 
@@ -162,7 +162,7 @@ def run(n: int, chargers: int, nodes: int, rate: int, profile_dir: Path | None =
             pub.loop_stop()
             received_by_nodes = nodes_received(stack)
             dropped_for = broker_drops((stack.broker.workdir / "mosquitto.log").read_text(errors="replace"))
-            heights = [httpx.get(node.url + "/v1/chain/head", timeout=5).json()["height"] for node in stack.nodes]
+            heights = [shared_client().get(node.url + "/v1/chain/head", timeout=5).json()["height"] for node in stack.nodes]
         finally:
             stack.stop()
         # Audit: full re-verification of one node's stored chain (certificates, Merkle roots,

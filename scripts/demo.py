@@ -24,6 +24,7 @@ from bureau.ledger.audit import audit_chain
 from bureau.ledger.genesis import Genesis
 from bureau.ledger.proof import verify_receipt_proof
 from bureau.storage import Repository
+from bureau.tools.httpclient import shared_client
 from bureau.tools.network import DEFAULT_TARIFF
 from bureau.tools.stack import NodeProcess, Stack, signals_deferred
 
@@ -43,7 +44,7 @@ def yuan(fen: int) -> str:
 def get_signed(node: NodeProcess, key: SigningKey, wallet: str, path: str) -> dict:
     """A driver's signed request, bound to the bureau it is sent to."""
     hdr = authorization_header(key, wallet, "GET", path, node_id=node.node_id)
-    r = httpx.get(node.url + path, headers={"Authorization": hdr}, timeout=10)
+    r = shared_client().get(node.url + path, headers={"Authorization": hdr}, timeout=10)
     r.raise_for_status()
     return r.json()
 
@@ -51,7 +52,7 @@ def get_signed(node: NodeProcess, key: SigningKey, wallet: str, path: str) -> di
 def _wait_heights_agree(stack: Stack, timeout: float = 30.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while True:
-        heights = [httpx.get(n.url + "/v1/chain/head", timeout=5).json()["height"] for n in stack.nodes]
+        heights = [shared_client().get(n.url + "/v1/chain/head", timeout=5).json()["height"] for n in stack.nodes]
         if len(set(heights)) == 1 or time.monotonic() > deadline:
             return heights
         time.sleep(0.2)

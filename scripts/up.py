@@ -37,6 +37,7 @@ from bureau.api.auth import authorization_header
 from bureau.cliparse import OneLineParser, int_range
 from bureau.crypto import load_or_create_key
 from bureau.tools.enroll import enrolled_key
+from bureau.tools.httpclient import shared_client
 from bureau.tools.postgres import PostgresCluster
 from bureau.tools.stack import Stack, StackInUse
 
@@ -64,7 +65,7 @@ class Driver:
     def wallet_exists(self, node) -> bool:
         path = f"/v1/wallets/{self.wallet}"
         auth = authorization_header(self.key, self.wallet, "GET", path, node_id=node.node_id)
-        r = httpx.get(node.url + path, headers={"Authorization": auth}, timeout=10, verify=node.verify)
+        r = shared_client(node.verify).get(node.url + path, headers={"Authorization": auth}, timeout=10)
         return r.status_code == 200
 
     def ahead(self) -> bool:

@@ -15,6 +15,7 @@ from hypothesis.errors import Unsatisfiable
 from nacl.signing import SigningKey
 
 from bureau.api.auth import authorization_header
+from bureau.tools.httpclient import shared_client
 from bureau.tools.stack import Stack
 
 WALLET = "W-FUZZ"
@@ -42,7 +43,7 @@ def _wait_wallet(stack: Stack, timeout: float = 60.0) -> None:
         path = f"/v1/wallets/{WALLET}"
         while True:
             hdr = authorization_header(DRIVER, WALLET, "GET", path, node_id=node.node_id)
-            if httpx.get(node.url + path, headers={"Authorization": hdr}, timeout=5).status_code == 200:
+            if shared_client().get(node.url + path, headers={"Authorization": hdr}, timeout=5).status_code == 200:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{node.node_id} never had {WALLET}")
@@ -58,7 +59,7 @@ def test_a_signed_request_is_accepted_once_in_the_whole_network(stack):
     r = httpx.get(first.url + path, headers=hdr, timeout=5)
     assert r.status_code == 401 and r.json()["error"] == "replayed"
     for node in stack.nodes[1:]:  # captured on its way to the first bureau, sent to the others
-        r = httpx.get(node.url + path, headers=hdr, timeout=5)
+        r = shared_client().get(node.url + path, headers=hdr, timeout=5)
         assert r.status_code == 401 and r.json()["error"] == "wrong_node", (node.node_id, r.text)
 
 

@@ -9,13 +9,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from bureau.ledger.tx import receipt_tx
 from bureau.receipts.codec import decode, encode_body, seal
 from bureau.storage import Repository
+from bureau.tools.httpclient import shared_client
 from bureau.tools.stack import Stack
 from tests.support.fleet import Fleet, fleet_receipts, setup_actions
 
@@ -32,7 +32,8 @@ def _forged_receipt_tx(keys, receipts) -> bytes:
 
 
 def _block_hashes(node, height):
-    return [httpx.get(f"{node.url}/v1/blocks/{h}", timeout=5).json()["header"]["encoded"] for h in range(1, height + 1)]
+    return [shared_client().get(f"{node.url}/v1/blocks/{h}", timeout=5).json()["header"]["encoded"]
+            for h in range(1, height + 1)]
 
 
 def test_three_honest_bureaus_outlast_a_byzantine_fourth(tmp_path):
@@ -71,7 +72,7 @@ def test_three_honest_bureaus_outlast_a_byzantine_fourth(tmp_path):
                        if line.startswith("bureau_equivocation_evidence_total"))
         assert evidence >= 1, "the double prevotes went unnoticed"
         for n in honest:
-            assert httpx.get(n.url + "/healthz", timeout=5).json()["ok"]
+            assert shared_client().get(n.url + "/healthz", timeout=5).json()["ok"]
             repo = Repository(f"sqlite:///{n.data_dir / 'ledger.db'}")
             try:
                 with repo.engine.connect() as conn:

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bureau.tools.httpclient import shared_client
 from bureau.tools.stack import Stack, StackInUse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +99,7 @@ def test_issue_binding_code_prints_the_code_once_and_a_phone_binds_with_it(stack
     while True:
         path = "/v1/wallets/W-BIND"
         hdr = authorization_header(phone, "W-BIND", "GET", path, node_id=node_id)
-        if httpx.get(url + path, headers={"Authorization": hdr}, timeout=10).status_code == 200:
+        if shared_client().get(url + path, headers={"Authorization": hdr}, timeout=10).status_code == 200:
             break
         assert time.monotonic() < deadline, "the bound phone's requests are not answered"
         time.sleep(0.2)

@@ -9,12 +9,12 @@ import json
 import queue
 import time
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
 from bureau.api.auth import authorization_header
 from bureau.crypto import load_key
+from bureau.tools.httpclient import shared_client
 from bureau.tools.stack import Stack
 from tests.integration.test_commands import bureau
 from tests.support.fleet import WALLET, fleet_receipts
@@ -43,8 +43,8 @@ def _publish_until_committed(stack, cid: str, envelopes: list[bytes], driver_key
         deadline = time.monotonic() + 90
         while True:
             auth = authorization_header(driver_key, WALLET, "GET", path, node_id=node.node_id)
-            kinds = [e["kind"] for e in httpx.get(node.url + path, headers={"Authorization": auth}, timeout=10,
-                                                  verify=stack.verify).json()["entries"]]
+            resp = shared_client(stack.verify).get(node.url + path, headers={"Authorization": auth}, timeout=10)
+            kinds = [e["kind"] for e in resp.json()["entries"]]
             if kinds.count("receipt") == len(envelopes):
                 return
             assert time.monotonic() < deadline, f"receipts not committed: {kinds}"

@@ -22,6 +22,7 @@ from bureau.api.auth import authorization_header
 from bureau.crypto import create_key
 from bureau.ledger.tariff import Tariff
 from bureau.ocpp import password
+from bureau.tools.httpclient import shared_client
 from bureau.tools.mosquitto import free_port
 from bureau.tools.network import DEFAULT_TARIFF
 from bureau.tools.pki import client_tls_context
@@ -64,7 +65,7 @@ def _wallet(stack, name: str, card: str, amount_fen: int = 20_000) -> SigningKey
 def _get(stack, key, wallet: str, i: int, path: str) -> dict:
     n = stack.nodes[i]
     header = authorization_header(key, wallet, "GET", path, node_id=n.node_id)
-    resp = httpx.get(n.url + path, headers={"Authorization": header}, verify=stack.verify, timeout=30)
+    resp = shared_client(stack.verify).get(n.url + path, headers={"Authorization": header}, timeout=30)
     assert resp.status_code == 200, resp.text
     return resp.json()
 

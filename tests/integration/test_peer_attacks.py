@@ -6,11 +6,11 @@ import socket
 import threading
 import time
 
-import httpx
 import pytest
 
 from bureau.crypto import load_or_create_key
 from bureau.ledger.genesis import Genesis
+from bureau.tools.httpclient import shared_client
 from bureau.tools.stack import Stack
 from tests.support.byzantine import ByzantineBureau
 from bureau.tools.netproxy import LinkProxies
@@ -33,7 +33,7 @@ def _committed_everywhere(stack, tx, nodes):
 
 
 def _links_of(node):
-    health = httpx.get(node.url + "/healthz", timeout=5).json()
+    health = shared_client().get(node.url + "/healthz", timeout=5).json()
     return health["peers_out"], health["peers_in"]
 
 
@@ -102,7 +102,7 @@ def test_sync_request_flood_by_a_validator_does_not_halt_the_others(stack):
         assert flood.is_alive(), "the flood ended before the honest commits"
         after = stack.heights()[:3]
         for n in stack.nodes[:3]:
-            health = httpx.get(n.url + "/healthz", timeout=5).json()
+            health = shared_client().get(n.url + "/healthz", timeout=5).json()
             assert health["ok"] and health["consensus"] == "ok", health
         metrics = "".join(stack.operator_get("/metrics", i).text for i in range(3))
         assert 'bureau_sync_refused_total{reason=' in metrics  # the flood met the per-peer limits
@@ -154,7 +154,7 @@ def test_hostile_sockets_before_login_take_bounded_memory(stack):
         stack.nodes[1].wait_healthy()
         tx = _top_up(stack)
         _wait(lambda: _committed_everywhere(stack, tx, range(4)), 30, "commits during the attack")
-        _wait(lambda: stack.nodes[1].node_id in httpx.get(target.url + "/healthz", timeout=5).json()["peers_in"], 20,
+        _wait(lambda: stack.nodes[1].node_id in _links_of(target)[1], 20,
               "the restarted bureau's link")
         peak.append(_vm(pid, "VmRSS"))
     finally:

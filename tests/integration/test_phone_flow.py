@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from bureau.api.auth import authorization_header
+from bureau.tools.httpclient import shared_client
 from bureau.tools.network import DEFAULT_TARIFF
 from bureau.tools.stack import Stack
 from tests.integration.test_commands import bureau
@@ -113,7 +114,7 @@ def test_first_run_languages_deep_link_and_offline(stack, phone):
 def _driver_get(stack, key, node: int, path: str) -> dict:
     n = stack.nodes[node]
     hdr = authorization_header(key, WALLET, "GET", path, node_id=n.node_id)
-    resp = httpx.get(n.url + path, headers={"Authorization": hdr}, timeout=30)
+    resp = shared_client().get(n.url + path, headers={"Authorization": hdr}, timeout=30)
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -166,9 +167,9 @@ def _replays_are_refused(stack, sent) -> None:
     [(u, auth)] = [(u, a) for method, u, a, _ in sent if "/v1/state/proof" in u][:1]
     path = u.split(stack.nodes[0].url, 1)[1]
     for i, n in enumerate(stack.nodes):
-        r = httpx.post(n.url + "/v1/driver/bind", json=bind, timeout=30)
+        r = shared_client().post(n.url + "/v1/driver/bind", json=bind, timeout=30)
         assert (r.status_code, r.json()["error"]) == (409, "duplicate"), n.node_id
-        r = httpx.get(n.url + path, headers={"Authorization": auth}, timeout=30)
+        r = shared_client().get(n.url + path, headers={"Authorization": auth}, timeout=30)
         assert (r.status_code, r.json()["error"]) == (401, "replayed" if i == 0 else "wrong_node"), n.node_id
 
 

@@ -10,6 +10,7 @@ import pytest
 from bureau.ledger.audit import audit_chain
 from bureau.ledger.genesis import Genesis
 from bureau.storage import Repository
+from bureau.tools.httpclient import shared_client
 from bureau.tools.stack import Stack
 from tests.support.fleet import WALLET, Fleet, fleet_receipts, setup_actions
 from bureau.tools.netproxy import LinkProxies
@@ -63,12 +64,10 @@ def _check_certificates_with_genesis_only(stack: Stack) -> None:
     """Any block's commit certificate verifies with nothing but the genesis file."""
     import hashlib
 
-    import httpx
-
     from bureau.ledger import certificate
     genesis = Genesis.load(stack.genesis_path)
     for height in range(1, stack.heights()[0] + 1):
-        block = httpx.get(f"{stack.nodes[height % 4].url}/v1/blocks/{height}", timeout=5).json()
+        block = shared_client().get(f"{stack.nodes[height % 4].url}/v1/blocks/{height}", timeout=5).json()
         header = bytes.fromhex(block["header"]["encoded"])
         certificate.verify(genesis.validators, genesis.chain_id, height, hashlib.sha256(header).digest(),
                            block["certificate"].encode())

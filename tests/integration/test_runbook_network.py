@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bureau.tools.httpclient import shared_client
 from bureau.tools.mosquitto import BrokerAccess, Mosquitto, free_port
 from bureau.tools.network import NetworkLayout
 from bureau.tools.pki import http_verify
@@ -97,7 +98,7 @@ def test_the_local_network_of_the_runbook_comes_up_and_commits_an_operator_actio
         assert all(p.poll() is None for p in procs), "a node exited: " + " | ".join(
             (tmp_path / f"bureau-{i + 1}.log").read_text()[-500:] for i, p in enumerate(procs) if p.poll() is not None)
         try:
-            return httpx.get(url + "/readyz", verify=verify, timeout=5).status_code == 200
+            return shared_client(verify).get(url + "/readyz", timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -108,6 +109,6 @@ def test_the_local_network_of_the_runbook_comes_up_and_commits_an_operator_actio
     assert sent.returncode == 0, sent.stderr
     height = int(sent.stdout.split("committed at height ")[1].split()[0])
     for url in urls:  # every bureau has the block, and the wallet in its state
-        _wait(lambda: httpx.get(url + "/v1/chain/head", verify=verify, timeout=5).json()["height"] >= height,
+        _wait(lambda: shared_client(verify).get(url + "/v1/chain/head", timeout=5).json()["height"] >= height,
               f"{url} did not reach height {height}")
 

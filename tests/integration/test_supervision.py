@@ -9,12 +9,13 @@ import time
 import httpx
 
 from bureau.supervisor import EXIT_FAILED
+from bureau.tools.httpclient import shared_client
 from bureau.tools.stack import Stack
 
 
 def _status(url: str, path: str) -> tuple[int, dict] | None:
     try:
-        r = httpx.get(url + path, timeout=2)
+        r = shared_client().get(url + path, timeout=2)
         return r.status_code, r.json()
     except httpx.HTTPError:
         return None

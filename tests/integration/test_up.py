@@ -22,6 +22,7 @@ import httpx
 
 from bureau.api.auth import authorization_header
 from bureau.crypto import load_or_create_key
+from bureau.tools.httpclient import shared_client
 from bureau.tools.mosquitto import connack_code
 from bureau.tools.pki import http_verify
 
@@ -41,8 +42,8 @@ def _bills(url: str, data: Path) -> int:
         wallet = key_file.stem
         key = load_or_create_key(key_file)
         path = f"/v1/wallets/{wallet}/history?limit=100"
-        r = httpx.get(url + path, headers={"Authorization": authorization_header(key, wallet, "GET", path, node_id=node_id)},
-                      timeout=10, verify=verify)
+        r = shared_client(verify).get(url + path, timeout=10, headers={
+            "Authorization": authorization_header(key, wallet, "GET", path, node_id=node_id)})
         r.raise_for_status()
         bills += sum(1 for e in r.json()["entries"] if e["kind"] == "receipt")
     return bills

@@ -20,6 +20,7 @@ from bureau.ledger.certificate import CertificateError
 from bureau.ledger.genesis import Genesis
 from bureau.ledger.proof import certified_header, follow_validator_changes
 from bureau.storage import Repository
+from bureau.tools.httpclient import shared_client
 from bureau.tools.mosquitto import free_port
 from bureau.tools.stack import NodeProcess, Stack
 from tests.support.fleet import Fleet, fleet_receipts, setup_actions
@@ -34,7 +35,7 @@ def _wait(predicate, timeout, what):
 
 def _head(node: NodeProcess) -> int:
     try:
-        return httpx.get(node.url + "/v1/chain/head", timeout=5).json()["height"]
+        return shared_client().get(node.url + "/v1/chain/head", timeout=5).json()["height"]
     except httpx.HTTPError:
         return -1
 

@@ -289,12 +289,11 @@ class ChargerRig:
 
     def history(self, node: int = 0) -> list[dict]:
         """The wallet's committed entries on one node (driver-signed query)."""
-        import httpx
-
         from bureau.api.auth import authorization_header
+        from bureau.tools.httpclient import shared_client
 
         path = f"/v1/wallets/{self.wallet}/history?limit=500"
-        r = httpx.get(self.stack.nodes[node].url + path, timeout=10,
+        r = shared_client().get(self.stack.nodes[node].url + path, timeout=10,
                       headers={"Authorization": authorization_header(self.driver, self.wallet, "GET", path,
                                                                            node_id=self.stack.nodes[node].node_id)})
         r.raise_for_status()
