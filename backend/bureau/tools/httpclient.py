@@ -15,6 +15,7 @@ import ssl
 import threading
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
+import httpcore
 import httpx
 
 # Below uvicorn's keep-alive timeout (5 s): a connection idle this long is not reused, so a request
@@ -41,6 +42,21 @@ def shared_client(verify: ssl.SSLContext | bool = True) -> httpx.Client:
                 # Like the module-level calls, each request stands alone: no cookie kept between them.
                 cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
     return client
+
+
+def close_idle_connections(url: str) -> None:
+    """Close this process's idle kept-alive connections to `url`'s server, before stopping it: a
+    stopping node (uvicorn) waits for each TLS client to answer its close, which an idle pooled
+    connection does only when next used (asyncio waits up to 30 s), so the node would not stop
+    in time and be killed. A request that takes such a connection meanwhile gets another one."""
+    origin = httpcore.URL(url).origin
+    with _lock:
+        clients = list(_clients.values())
+    for client in clients:
+        # (httpx's transport keeps its httpcore pool private; httpx is pinned in pyproject.toml)
+        for connection in client._transport._pool.connections:
+            if connection.is_idle() and connection.can_handle_request(origin):
+                connection.close()
 
 
 def close_shared_clients() -> None:

@@ -31,7 +31,7 @@ from ..ledger.tx import operator_action
 from .actions import Verify, operator_get, submit_action, wait_committed
 from .mosquitto import Mosquitto, free_port
 from .broker_registry import RegistryFollower, charger_password
-from .httpclient import shared_client
+from .httpclient import close_idle_connections, shared_client
 from .network import NetworkLayout, init_network, load_or_create_secret
 from .pki import http_verify
 
@@ -96,6 +96,7 @@ class NodeProcess:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            close_idle_connections(self.url)  # (else a TLS node waits for them to answer its close)
             self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(10)
