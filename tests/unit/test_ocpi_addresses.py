@@ -150,6 +150,12 @@ def test_a_name_is_resolved_once_and_the_checked_address_dialled(partner, names)
     assert partner.seen == [("/ocpi/versions", f"partner.test:{partner.port}")]  # the Host header is the name
 
 
+def test_an_address_that_refuses_the_connection_gives_way_to_the_next(partner, names):
+    names["partner.test"] = [["127.0.0.2", "127.0.0.1"]]  # nothing listens on 127.0.0.2
+    assert get_json(f"http://partner.test:{partner.port}/ocpi/versions", "token-B", allowed=LAB)["data"] == []
+    assert names.looked_up == ["partner.test"] and len(partner.seen) == 1
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]", "0.0.0.0", "2130706433", "localhost"])
 def test_a_loopback_url_is_refused_without_the_setting(partner, host):
     detail = _refused(f"http://{host}:{partner.port}/ocpi/versions")

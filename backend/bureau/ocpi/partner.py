@@ -25,7 +25,7 @@ def resolve(host: str, allowed: tuple[Network, ...] = ()) -> list[str]:
     3001 refusal naming the host and the address when any is not (ocpi/addresses.py)."""
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not addresses:
             raise OSError("no address")
     except (OSError, UnicodeError) as e:
@@ -68,7 +68,7 @@ def get_json(url: str, token: str, *, allowed: tuple[Network, ...] = (), timeout
                 except httpx.ConnectError:  # nothing sent yet: the host's next address
                     if i == len(addresses) - 1 or time.monotonic() > end:
                         raise
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, httpx.InvalidURL) as e:
         raise partner_unusable(f"GET {url} failed: {type(e).__name__}: {e}") from None
     try:
         return json.loads(bytes(body))
