@@ -15,11 +15,11 @@ from bureau.ledger.tx import receipt_tx
 from bureau.receipts.codec import ReceiptError, decode, receipt_id, seal
 from bureau.storage import Repository
 from bureau.tools.network import DEFAULT_TARIFF
-from tests.support.fleet import WALLET, fleet_receipts
+from tests.support.fleet import FLEET_START, WALLET, fleet_receipts
 from tests.unit.test_operator_actions import T0_MS, Ledger, _action, _kinds
 
 TARIFF = Tariff.from_doc(DEFAULT_TARIFF)
-LOCAL_DAY = 1_748_707_200  # 2025-06-01T00:00:00+08:00, a local midnight before the block times
+LOCAL_DAY = FLEET_START - 8 * 3600  # a local (UTC+8) midnight before the block times
 
 
 def _enrolled(repo=None):
@@ -154,7 +154,8 @@ def test_the_state_root_covers_the_billing_state_and_a_restart_reads_it_back(dat
     s = again.state
     assert s.state_root == ledger.state.state_root
     billed = {(r.charger_id, r.session_id) for r in (decode(e)[0] for e in envs[:3])}
-    assert s.history.billed_sessions(billed | {(r3.charger_id, bytes(16))}) == billed  # from storage
+    assert s.history.billed_sessions(billed | {(r3.charger_id, bytes(16))}, T0_MS) == billed  # from storage
+    assert s.history.billed_sessions(billed, T0_MS + 10**6) == set()  # billed before the horizon asked
     assert s.seq_windows == ledger.state.seq_windows and s.seq_windows.high(r3.charger_id) == 3
     assert s.meters == ledger.state.meters and s.meters[(r3.charger_id, r3.meter_serial)].seq == 3
     replay = _changed(envs[2], key, seq=4, meter_start_wh=r3.meter_end_wh, meter_end_wh=r3.meter_end_wh + 10,

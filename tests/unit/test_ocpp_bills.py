@@ -111,7 +111,7 @@ def test_a_restarted_node_reads_the_enrollment_and_the_bills_back(tmp_path):
     ledger.block([ocppbill.bill_tx(NODE, _doc())], T0_MS + 1000)
     again = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))
     assert again.state.state_root == ledger.state.state_root
-    assert again.state.ocpp_bills == {(CP, "7")} and again.state.ocpp_chargers == ledger.state.ocpp_chargers
+    assert again.state.ocpp_bills == {(CP, "7"): T0_MS + 1000} and again.state.ocpp_chargers == ledger.state.ocpp_chargers
     assert _kinds(again.block([ocppbill.bill_tx(NODE, _doc())], T0_MS + 2000)) == [("dropped", "session_billed")]
 
 
@@ -178,7 +178,8 @@ def test_a_snapshot_carries_the_ocpp_enrollments_and_bills_to_a_joining_node(tmp
     assert follower.state.state_root == chain.state.state_root
     assert follower.state.ocpp_chargers == chain.state.ocpp_chargers
     # the bill committed before the snapshot is known to the joined node: a second one is refused
-    assert snap.ocpp_bills == [(CP, "7")] and follower.state.ocpp_bills == {(CP, "7")}
+    (billed_ms,) = follower.state.ocpp_bills.values()
+    assert snap.ocpp_bills == [(CP, "7", billed_ms)] and follower.state.ocpp_bills == chain.state.ocpp_bills
     again = ocppbill.bill_tx(VALIDATORS[0], _doc(ocpp="2.0.1", wallet_id=WALLET, readings=[[T0 - 3600, 1000],
                                                                                           [T0 - 60, 9000]]))
     assert [r.reason for r in follower.state.execute([again], now * 1000 + 30).refused] == ["session_billed"]
