@@ -53,16 +53,26 @@ def _param_mark(conn: sa.Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def _insert_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+def _insert_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple],
+                 replacing: tuple[str, ...] = ()) -> None:
     """executemany at the driver, rows as tuples in `columns` order: for the tables that take rows
-    per receipt, SQLAlchemy's per-row parameter processing cost more than the inserts."""
+    per receipt, SQLAlchemy's per-row parameter processing cost more than the inserts. With
+    `replacing` (the primary key's columns), a row of the same key is replaced (SQLite and
+    PostgreSQL alike)."""
     ph = _param_mark(conn)
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})",
-                         rows)
+    upsert = ""
+    if replacing:
+        rest = [c for c in columns if c not in replacing]
+        upsert = (f" ON CONFLICT ({', '.join(replacing)}) DO UPDATE SET "
+                  + ", ".join(f"{c} = excluded.{c}" for c in rest))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})"
+                         + upsert, rows)
 
 
 TX_COLUMNS = ("height", "idx", "tx_hash", "kind", "data")
 RECEIPT_COLUMNS = ("charger_id", "seq", "receipt_id", "wallet_id", "amount_fen", "energy_wh", "height", "idx")
+OCPP_BILL_COLUMNS = ("charger_id", "transaction_id", "wallet_id", "amount_fen", "energy_wh", "verified_by", "time_ms",
+                     "height", "idx")
 ENTRY_COLUMNS = ("wallet_id", "height", "idx", "kind", "delta_fen", "balance_after", "tx_hash", "charger_id", "seq",
                  "energy_wh", "time_ms")
 
@@ -132,10 +142,8 @@ class Repository:
                 rows_receipts.append((eff.charger_id, eff.seq, eff.receipt_id, eff.wallet_id, -eff.delta_fen,
                                       eff.energy_wh, height, idx))
             if eff.kind == "ocpp_bill":
-                rows_ocpp.append({"charger_id": eff.charger_id, "transaction_id": eff.detail["transaction_id"],
-                                  "wallet_id": eff.wallet_id, "amount_fen": -eff.delta_fen, "energy_wh": eff.energy_wh,
-                                  "verified_by": eff.detail["verified_by"], "time_ms": h.time_ms,
-                                  "height": h.height, "idx": idx})
+                rows_ocpp.append((eff.charger_id, eff.detail["transaction_id"], eff.wallet_id, -eff.delta_fen,
+                                  eff.energy_wh, eff.detail["verified_by"], h.time_ms, h.height, idx))
             if eff.wallet_id is not None and eff.balance_after is not None:
                 rows_entries.append((eff.wallet_id, height, idx, eff.kind, eff.delta_fen, eff.balance_after,
                                      eff.tx_hash, eff.charger_id, eff.seq, eff.energy_wh, time_ms))
@@ -199,10 +207,16 @@ class Repository:
             if rows_entries:
                 _insert_rows(conn, t.wallet_entries, ENTRY_COLUMNS, rows_entries)
             if rows_ocpp:
-                conn.execute(t.ocpp_bills.insert(), rows_ocpp)
+                # A transaction id billed again once its earlier bill passed the billing horizon (a
+                # repeated id: the ledger no longer counts the old one) takes the row; the earlier
+                # bill stays in its block.
+                _insert_rows(conn, t.ocpp_bills, OCPP_BILL_COLUMNS, rows_ocpp, replacing=("charger_id", "transaction_id"))
             if ex.sessions:
+                # a session billed again after the horizon (the ledger no longer counts the earlier
+                # bill) takes the row: the latest bill is the one the rule counts
                 _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height", "time_ms"),
-                             [(c, sid, height, time_ms) for c, sid in sorted(ex.sessions)])
+                             [(c, sid, height, time_ms) for c, sid in sorted(ex.sessions)],
+                             replacing=("charger_id", "session_id"))
             if new_marks:
                 conn.execute(t.meter_marks.insert(), new_marks)
             if old_marks:
