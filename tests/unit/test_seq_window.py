@@ -3,6 +3,8 @@ window per charger in memory decides whether a seq is new, and refuses one at or
 (`seq_too_old`) whatever storage holds, at execution and at admission, before and after a
 restart; and the state's structures stay bounded however many receipts commit."""
 
+import pytest
+
 from bureau.ingest.admission import AlreadyCommitted, Refused, admit_receipt
 from bureau.ledger.history import SEQ_WINDOW, MemoryHistory, SeqWindows
 from bureau.ledger.tx import receipt_tx
@@ -28,6 +30,22 @@ def test_a_window_knows_its_seqs_and_marks_older_ones_below_its_floor():
     w.add("C", 9 + 2**31)  # a jump past the whole window keeps only the new seq
     assert w.committed("C", 9 + 2**31) is True and w.committed("C", 9 + 2**31 - 1) is False
     assert w.committed("C", 9) is None and len(w) == 1
+
+
+def test_a_window_goes_over_the_wire_as_its_gaps():
+    w = SeqWindows(width=8)
+    for seq in (1, 2, 3, 5):
+        w.add("C", seq)
+    (_, high, bits), = w.items()
+    assert w.gaps(high, bits) == "2"  # seq 4 (bit 1) missing; seqs start at 1: nothing below
+    assert w.from_gaps(high, "2") == bits
+    for seq in range(6, 30):
+        w.add("C", seq)
+    (_, high, bits), = w.items()
+    assert w.gaps(high, bits) == "0" and w.from_gaps(high, "0") == bits  # full: the same whatever its age
+    for bad in ("1", "100", "02", "x"):  # the highest missing, outside the window, not canonical, not hex
+        with pytest.raises(ValueError):
+            w.from_gaps(high, bad)
 
 
 class CountingHistory(MemoryHistory):

@@ -122,14 +122,16 @@ class SeqWindows:
         return [(c, high, bits) for c, (high, bits) in sorted(self._windows.items())]
 
     # The wire form of a window (docs/consensus.md, snapshot v2): the seqs of the window that are
-    # NOT committed, as a bitmap in hex; seqs below 0 do not exist, so a charger that committed
-    # every seq up to its highest has gaps 0 whatever its age.
+    # NOT committed, as a bitmap in hex; seqs start at 1 (docs/receipt-v1.md), so a charger that
+    # committed every seq up to its highest has gaps "0" whatever its age.
     def gaps(self, high: int, bits: int) -> str:
-        span = (1 << min(self.width, high + 1)) - 1
+        span = (1 << min(self.width, high)) - 1
         return format(~bits & span, "x")
 
     def from_gaps(self, high: int, gaps: str) -> int:
-        span = (1 << min(self.width, high + 1)) - 1
+        span = (1 << min(self.width, high)) - 1
+        if high < 1:
+            raise ValueError(f"highest seq {high} is not a seq")
         g = int(gaps, 16)
         if g & ~span or g & 1 or gaps != format(g, "x"):
             raise ValueError(f"gaps {gaps[:40]!r} do not fit a window of highest seq {high}")
