@@ -204,6 +204,21 @@ def test_a_snapshot_carries_no_session_beyond_the_bound_and_does_not_grow_with_t
     assert abs(large - small) <= carried + 16, sizes
 
 
+@pytest.mark.parametrize("tamper", [
+    lambda s: s.windows.__setitem__(0, (*s.windows[0][:2], "1")),  # its highest seq missing
+    lambda s: s.windows.append(s.windows[0]),  # a second window of one charger
+    lambda s: s.receipts.append(("HS-A", 1, "ab" * 32, s.receipts[0][3])),  # below HS-A's window
+    lambda s: s.sessions.append(("HS-A", "cd" * 16, billed_horizon_ms(s.sessions[0][2]) - 1)),  # long before
+])
+def test_history_a_snapshot_could_not_have_is_refused(served, tamper):
+    folder, doc, snap, _, _ = served
+    bad = snapshot.from_wire(*snapshot.manifest_and_chunks(snap))
+    tamper(bad)
+    with pytest.raises(snapshot.SnapshotError) as e:
+        snapshot.restore(Genesis.from_doc(doc), bad)
+    assert e.value.reason == "bad_history", e.value
+
+
 def test_a_version_1_snapshot_is_refused_with_its_reason(served):
     _, _, snap, _, _ = served
     manifest, chunks = snapshot.manifest_and_chunks(snap)

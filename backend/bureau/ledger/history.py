@@ -51,7 +51,7 @@ class MemoryHistory:
         return self.receipts.get((charger_id, seq))
 
     def billed_sessions(self, sessions: set[tuple[str, bytes]], since_ms: int) -> set[tuple[str, bytes]]:
-        return {s for s in sessions if self.sessions.get(s, -1) >= since_ms}
+        return {s for s in sessions if s in self.sessions and self.sessions[s] >= since_ms}
 
     def record(self, receipts: dict[tuple[str, int], str], sessions: set[tuple[str, bytes]], time_ms: int) -> None:
         self.receipts.update(receipts)
@@ -129,9 +129,9 @@ class SeqWindows:
         return format(~bits & span, "x")
 
     def from_gaps(self, high: int, gaps: str) -> int:
-        span = (1 << min(self.width, high)) - 1
         if high < 1:
             raise ValueError(f"highest seq {high} is not a seq")
+        span = (1 << min(self.width, high)) - 1
         g = int(gaps, 16)
         if g & ~span or g & 1 or gaps != format(g, "x"):
             raise ValueError(f"gaps {gaps[:40]!r} do not fit a window of highest seq {high}")

@@ -59,7 +59,7 @@ DECIDED_KEPT_MS = (ACTION_MAX_AGE_S + ACTION_MAX_SKEW_S + 1) * 1000
 CLOCK_ALLOWANCE_S = 300
 # How far a receipt's (or an OCPP bill's) end time may lie before the block time: a charger
 # offline for weeks still delivers its receipts, and a receipt older than this is set aside on
-# the charger for a technician (docs/ledger.md, billing rules). It bounds the history the rules
+# the charger for a technician (docs/ledger.md, Applying a receipt). It bounds the history the rules
 # need: a session counts as billed while the block that billed it is within BILLED_KEPT_S.
 MAX_RECEIPT_AGE_S = 30 * 86400
 # A bill's end time is at most its block's time + the allowance, so every bill of a session that
@@ -170,9 +170,9 @@ class LedgerState:
     """Chargers, wallets, cards, tariffs, each charger's seq window, credited payment references
     and the operator actions decided within their window, held in memory.
 
-    Balances are read in O(1); storage persists the same data and rebuilds this at start. Receipts
-    and sessions beyond the seq window are asked of `history` (default: kept in memory, for a
-    state without storage; `Repository.load_state` puts its own in).
+    Balances are read in O(1); storage persists the same data and rebuilds this at start. The ids
+    of committed seqs and the billed sessions are asked of `history` (default: kept in memory, for
+    a state without storage; `Repository.load_state` puts its own in).
     """
 
     def __init__(self, genesis: Genesis, history: History | None = None) -> None:
