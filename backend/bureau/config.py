@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .ocpi.addresses import Network, parse_networks
+
 # A node's connections to the MQTT broker. Each logs in as `<mqtt.username>.<link>`: with
 # use_username_as_clientid on the broker that name is also its client id, so the links never
 # take over each other's connection, and the ACL gives each only its own topics (docs/broker.md).
@@ -137,6 +139,8 @@ class OcpiSettings:
     vat_percent: int = _between(13, 0, 100)  # the VAT included in the tariffs' prices (China: 13 % on electricity)
     page_limit: int = _between(100, 1, 1000)  # the most objects one page holds, whatever `limit` asks
     business_name: str = ""  # the CPO's name in our credentials object (BusinessDetails.name); needed with tokens_file
+    # CIDRs the node may fetch a partner's API from besides the globally routable addresses (labs, private peering)
+    partner_networks: str = ""
 
     def __post_init__(self) -> None:
         if self.tokens_file is not None and not re.fullmatch(r"[A-Z0-9]{3}", self.party_id):
@@ -148,6 +152,16 @@ class OcpiSettings:
                 0 < len(self.business_name) <= 100 and self.business_name.isprintable()):
             raise SettingsError(f"{ENV_PREFIX}OCPI_BUSINESS_NAME={self.business_name!r}: allowed: 1-100 printable "
                                 f"characters (needed with {ENV_PREFIX}OCPI_TOKENS_FILE)")
+        try:
+            self.partner_network_list  # noqa: B018 (a bad list raises here)
+        except ValueError as e:
+            raise SettingsError(f"{ENV_PREFIX}OCPI_PARTNER_NETWORKS={self.partner_networks!r}: {e}; "
+                                "allowed: comma-separated CIDRs (127.0.0.0/8,10.20.0.0/16)") from None
+
+    @property
+    def partner_network_list(self) -> tuple[Network, ...]:
+        """The networks of partner_networks (ocpi/addresses.py)."""
+        return parse_networks(self.partner_networks)
 
 
 @dataclass(frozen=True)

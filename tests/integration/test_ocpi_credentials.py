@@ -3,7 +3,9 @@ roaming partner: a real HTTP server on loopback serving its versions and version
 registration token (`bureau ocpi issue-token --registration`) is exchanged once for a credentials
 token; the partner's API is read with its own token first, and when it cannot be used (unreachable,
 oversized, not JSON, no 2.2.1) the registration token keeps working and the tokens file does not
-change; PUT rotates the credentials token, DELETE ends it, GET shows ours."""
+change; PUT rotates the credentials token, DELETE ends it, GET shows ours. The node fetches the
+partner on loopback because BUREAU_OCPI_PARTNER_NETWORKS allows 127.0.0.0/8; a node without it
+refuses to (docs/ocpi.md, "Which addresses the node fetches")."""
 
 from __future__ import annotations
 
@@ -103,13 +105,25 @@ def untrusted_partner(tmp_path_factory):
     p.server.server_close()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ocpi-credentials")
+def _stack(root, **env: str) -> Stack:
     s = Stack(root / "stack", nodes_count=1).prepare()
     s.tokens_file = root / "ocpi-tokens"
     s.launch(node_env={"bureau-1": {"BUREAU_OCPI_TOKENS_FILE": str(s.tokens_file), "BUREAU_OCPI_PARTY_ID": "CLG",
-                                    "BUREAU_OCPI_BUSINESS_NAME": "Chargeledger Shenzhen"}})
+                                    "BUREAU_OCPI_BUSINESS_NAME": "Chargeledger Shenzhen", **env}})
+    return s
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = _stack(tmp_path_factory.mktemp("ocpi-credentials"), BUREAU_OCPI_PARTNER_NETWORKS="127.0.0.0/8")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def closed_stack(tmp_path_factory):
+    """A node as deployed by default: it fetches only globally routable addresses."""
+    s = _stack(tmp_path_factory.mktemp("ocpi-credentials-closed"))
     yield s
     s.stop()
 
@@ -260,3 +274,18 @@ def test_get_shows_ours(stack, fresh):
     details = _call(stack, "GET", "/ocpi/2.2.1", c).json()["data"]["endpoints"]
     assert {"identifier": "credentials", "role": "SENDER",
             "url": stack.nodes[0].url + "/ocpi/2.2.1/credentials"} in details
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_node_without_partner_networks_does_not_fetch_loopback(closed_stack, fresh, host):
+    a, _ = _issue(closed_stack, "--registration")
+    before = closed_stack.tokens_file.read_bytes()
+    body = _ours(fresh)
+    body["url"] = fresh.url.replace("127.0.0.1", host)
+    resp = _call(closed_stack, "POST", "/ocpi/2.2.1/credentials", a, body)
+    assert resp.status_code == 200 and resp.json()["status_code"] == 3001, resp.text
+    message = resp.json()["status_message"]
+    assert message.startswith("partner_unusable: the partner's host") and "127.0.0.1" in message \
+        and "loopback" in message, message
+    assert fresh.seen == [] and closed_stack.tokens_file.read_bytes() == before
+    assert _call(closed_stack, "GET", "/ocpi/versions", a).status_code == 200  # A still works

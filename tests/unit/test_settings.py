@@ -54,6 +54,10 @@ def test_overrides_are_named_as_their_variables_and_checked():
     ("BUREAU_MQTT_SHARED_SUBSCRIPTION", "maybe", "allowed: 1/0, true/false, yes/no, on/off"),
     ("BUREAU_PEER_ADDRESSES", "bureau-2=127.0.0.1", "BUREAU_PEER_ADDRESSES: 'bureau-2=127.0.0.1' is not host:port"),
     ("BUREAU_PEER_LISTEN", "127.0.0.1:99999", "BUREAU_PEER_LISTEN='127.0.0.1:99999': has a port outside 1..65535"),
+    ("BUREAU_OCPI_PARTNER_NETWORKS", "127.0.0.0/8,10.20.0.1/16",
+     "BUREAU_OCPI_PARTNER_NETWORKS='127.0.0.0/8,10.20.0.1/16': 10.20.0.1/16 has host bits set"),
+    ("BUREAU_OCPI_PARTNER_NETWORKS", "localhost", "BUREAU_OCPI_PARTNER_NETWORKS='localhost': 'localhost' does not "
+                                                  "appear to be an IPv4 or IPv6 network"),
     ("BUREAU_MQTT_PROT", "1883", "BUREAU_MQTT_PROT is not a bureau setting (docs/settings.md lists them); "
                                  "did you mean BUREAU_MQTT_PORT?"),
 ])

@@ -7,7 +7,7 @@ holds the two together.
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LOCAL_OFFSET_S = 8 * 3600
 KINDS = 4
@@ -25,6 +25,13 @@ class Tariff:
     rates: tuple[int | None, ...]  # energy price + service fee per kind, 0.0001 CNY/kWh
     prices: tuple[tuple[int, int, int], ...]
     schedule: tuple[tuple[int, int], ...]
+    # derived from the schedule once: every receipt's period check reads them
+    starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    kind_count: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "starts", tuple(m for m, _ in self.schedule))
+        object.__setattr__(self, "kind_count", len({k for _, k in self.schedule}))
 
     @classmethod
     def from_doc(cls, doc: dict) -> "Tariff":
@@ -59,19 +66,18 @@ class Tariff:
 
     def kind_at(self, unix_s: int) -> int:
         minute = ((unix_s + LOCAL_OFFSET_S) % 86400) // 60
-        i = bisect_right([m for m, _ in self.schedule], minute) - 1
-        return self.schedule[i][1]
+        return self.schedule[bisect_right(self.starts, minute) - 1][1]
 
     def kinds_between(self, start_s: int, end_s: int) -> set[int]:
         """The kinds in force at some second of [start_s, end_s], both ends included: the energy
         up to the end reading belongs to the period of the end reading's time."""
-        starts = [m for m, _ in self.schedule]
+        starts, schedule, every = self.starts, self.schedule, self.kind_count
         kinds, t = set(), start_s
-        while t <= end_s and len(kinds) < len(set(k for _, k in self.schedule)):
-            kinds.add(self.kind_at(t))
+        while t <= end_s and len(kinds) < every:
             local = t + LOCAL_OFFSET_S
             day, minute = local - local % 86400, (local % 86400) // 60
             i = bisect_right(starts, minute)
+            kinds.add(schedule[i - 1][1])  # the row in force at t
             t = day + (starts[i] * 60 if i < len(starts) else 86400) - LOCAL_OFFSET_S  # the next row's start
         return kinds
 

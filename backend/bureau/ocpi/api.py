@@ -198,7 +198,7 @@ def _credentials(request: Request, node: Node, method: str, body: bytes | None =
             except (ValueError, UnicodeDecodeError):
                 raise credentials.bad_object("the body is not JSON") from None
             partner = credentials.parse_credentials(given)
-            check_partner(partner.url, partner.token)
+            check_partner(partner.url, partner.token, s.partner_network_list)
             fresh = book.exchange(token, entry.kind, partner.token, partner.url)
             if fresh is None:  # exchanged or revoked by another request while we read the partner
                 raise _token_gone()

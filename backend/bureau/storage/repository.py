@@ -69,6 +69,18 @@ def _insert_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...],
                          + upsert, rows)
 
 
+def _update_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...],
+                 rows: list[tuple], also: str = "") -> None:
+    """executemany of `UPDATE table SET columns WHERE keys [AND also]` at the driver, each row the
+    values of `columns` then those of `keys`: the wallets, meter marks and holds a block changes
+    are about one row per receipt each, and SQLAlchemy's per-row parameter processing cost more
+    than the updates."""
+    ph = _param_mark(conn)
+    where = [f"{k} = {ph}" for k in keys] + ([also] if also else [])
+    conn.exec_driver_sql(f"UPDATE {table.name} SET {', '.join(f'{c} = {ph}' for c in columns)} "
+                         f"WHERE {' AND '.join(where)}", rows)
+
+
 TX_COLUMNS = ("height", "idx", "tx_hash", "kind", "data")
 RECEIPT_COLUMNS = ("charger_id", "seq", "receipt_id", "wallet_id", "amount_fen", "energy_wh", "height", "idx")
 OCPP_BILL_COLUMNS = ("charger_id", "transaction_id", "wallet_id", "amount_fen", "energy_wh", "verified_by", "time_ms",
@@ -149,14 +161,11 @@ class Repository:
                                      eff.tx_hash, eff.charger_id, eff.seq, eff.energy_wh, time_ms))
         new_wallets = [{"wallet_id": w, "public_key": v.public_key, "balance_fen": v.balance, "updated_height": h.height}
                        for w, v in ex.wallets.items() if w not in state.wallets]
-        old_wallets = [{"w": w, "b": v.balance, "k": v.public_key, "h": h.height}
-                       for w, v in ex.wallets.items() if w in state.wallets]
-        marks = [{"charger_id": c, "meter_serial": m, "seq": v.seq, "start_wh": v.start_wh, "end_wh": v.end_wh,
-                  "updated_height": h.height} for (c, m), v in ex.meters.items()]
-        new_marks = [row for row in marks if (row["charger_id"], row["meter_serial"]) not in state.meters]
-        old_marks = [{"c": row["charger_id"], "m": row["meter_serial"], "s": row["seq"], "a": row["start_wh"],
-                      "e": row["end_wh"], "h": h.height}
-                     for row in marks if (row["charger_id"], row["meter_serial"]) in state.meters]
+        old_wallets = [(v.balance, v.public_key, height, w) for w, v in ex.wallets.items() if w in state.wallets]
+        new_marks = [{"charger_id": c, "meter_serial": m, "seq": v.seq, "start_wh": v.start_wh, "end_wh": v.end_wh,
+                      "updated_height": height} for (c, m), v in ex.meters.items() if (c, m) not in state.meters]
+        old_marks = [(v.seq, v.start_wh, v.end_wh, height, c, m) for (c, m), v in ex.meters.items()
+                     if (c, m) in state.meters]
         with self.engine.begin() as conn:
             conn.execute(t.blocks.insert(), {
                 "height": h.height, "hash": h.hash, "prev_hash": h.prev_hash, "time_ms": h.time_ms,
@@ -188,9 +197,8 @@ class Repository:
             if new_wallets:
                 conn.execute(t.wallets.insert(), new_wallets)
             if old_wallets:
-                conn.execute(t.wallets.update().where(t.wallets.c.wallet_id == sa.bindparam("w"))
-                             .values(balance_fen=sa.bindparam("b"), public_key=sa.bindparam("k"),
-                                     updated_height=sa.bindparam("h")), old_wallets)
+                _update_rows(conn, t.wallets, ("balance_fen", "public_key", "updated_height"), ("wallet_id",),
+                             old_wallets)
             changed_cards = sorted(set(ex.cards) | set(ex.card_blocks))
             if changed_cards:  # a card's row is its binding as the block leaves it; unbound: none
                 conn.execute(t.cards.delete().where(t.cards.c.uid.in_(changed_cards)))
@@ -220,11 +228,8 @@ class Repository:
             if new_marks:
                 conn.execute(t.meter_marks.insert(), new_marks)
             if old_marks:
-                mm = t.meter_marks.c
-                conn.execute(t.meter_marks.update()
-                             .where((mm.charger_id == sa.bindparam("c")) & (mm.meter_serial == sa.bindparam("m")))
-                             .values(seq=sa.bindparam("s"), start_wh=sa.bindparam("a"), end_wh=sa.bindparam("e"),
-                                     updated_height=sa.bindparam("h")), old_marks)
+                _update_rows(conn, t.meter_marks, ("seq", "start_wh", "end_wh", "updated_height"),
+                             ("charger_id", "meter_serial"), old_marks)
             if ex.operator_txs:
                 conn.execute(t.operator_txs.insert(), [{"tx_hash": x, "height": h.height} for x in ex.operator_txs])
             refusals = [{"tx_hash": e.tx_hash, "height": h.height, "reason": e.detail["reason"],
@@ -241,16 +246,14 @@ class Repository:
                           for w, b in ex.bindings.items() if b is not None]
                 if issued:
                     conn.execute(t.binding_codes.insert(), issued)
-            settled = [{"ref": e.auth_ref, "c": e.charger_id} for e in ex.effects
+            released_s = time_ms // 1000
+            settled = [(released_s, "committed", e.auth_ref, e.charger_id) for e in ex.effects
                        if e.kind in ("receipt", "ocpp_bill") and e.auth_ref]
             if settled:
                 # The holds the block's receipts settle end with the block, in its transaction: a
                 # crash after the commit cannot keep a driver's money held (authz/holds.py).
-                hc = t.authz_holds.c
-                conn.execute(t.authz_holds.update()
-                             .where((hc.auth_ref == sa.bindparam("ref")) & (hc.charger_id == sa.bindparam("c"))
-                                    & hc.released_s.is_(None))
-                             .values(released_s=h.time_ms // 1000, release_reason="committed"), settled)
+                _update_rows(conn, t.authz_holds, ("released_s", "release_reason"), ("auth_ref", "charger_id"),
+                             settled, also="released_s IS NULL")
             if ex.payments:
                 conn.execute(t.payments.insert(), [{"reference": ref, "wallet_id": w, "height": h.height}
                                                    for ref, w in ex.payments.items()])
