@@ -123,6 +123,21 @@ def test_ack_removes_only_the_matching_receipt_and_rejects_are_kept_aside():
     assert c.on_reply(b"not json") == ("ignored", None)
 
 
+def test_a_receipt_the_ledger_finds_too_old_is_set_aside_for_a_technician():
+    # seq_too_old (held back behind 1,024 newer ones) and too_old (ended 30 days before the
+    # block time) can never pass later: final, like every reason the outbox does not retry
+    for reason in ("seq_too_old", "too_old"):
+        flash, meter, clock = CuttableFlash(), Meter(), Clock()
+        fw_trust.provision(flash, bureau_replies.GENESIS)
+        c = make(flash, meter, clock)
+        c.start(1, "04AA", "W-1", 10**6, "")
+        meter.wh += 100; clock.t += 60; c.tick()
+        c.stop("L")
+        assert c.on_reply(bureau_replies.reject("CH-1", 1, c.outbox.get(1), reason)) == ("reject", 1)
+        assert c.outbox.pending() == [] and c.outbox.refused() == ["0000000001." + reason]
+        assert c.due(fw_charger.RESEND_MS + 1) == []  # never sent again
+
+
 def test_lost_meter_stops_the_session_with_a_fault_and_keeps_the_energy_metered():
     flash, meter, clock = CuttableFlash(), Meter(), Clock()
     c = make(flash, meter, clock)

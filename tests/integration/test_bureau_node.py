@@ -15,6 +15,7 @@ from bureau.receipts.ack import verify_ack
 from bureau.receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, seal
 from bureau.receipts.reject import verify_reject
 from tests.support.bureau import TestBureau
+from tests.support.times import recent
 from tests.vectors.generate import TARIFF_DOC, session_receipt
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
@@ -97,11 +98,16 @@ def test_bad_receipts_are_refused_with_reasons_and_change_nothing(bureau, replie
             assert (reply["seq"], reply["receipt"]) == (seq, receipt_id(envelope)), reply
 
     for vec in bad:
-        replies.publish("ev/v1/charger/GZ-TH-0001/receipt", bytes.fromhex(vec["envelope"]))
+        envelope = bytes.fromhex(vec["envelope"])
+        if vec["reason"] == "wrong_amount":  # a ledger rule, checked after the staleness bound: on a recent day
+            r = decode(envelope)[0]
+            envelope = seal(replace(r, start_time=recent(r.start_time), end_time=recent(r.start_time) + r.end_time
+                                    - r.start_time), charger)
+        replies.publish("ev/v1/charger/GZ-TH-0001/receipt", envelope)
         _, reply = replies.next()
         assert reply["type"] == "reject", vec["label"]
         assert reply["reason"] == vec["reason"], (vec["label"], reply)
-        signed_reject(reply, "GZ-TH-0001", bytes.fromhex(vec["envelope"]))
+        signed_reject(reply, "GZ-TH-0001", envelope)
     stranger = SigningKey.generate()
     cases = [
         ("ev/v1/charger/NOPE-1/receipt", seal(_receipt(5, charger_id="NOPE-1"), stranger), "unknown_charger"),

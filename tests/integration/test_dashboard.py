@@ -17,12 +17,13 @@ import pytest
 
 from bureau.tools.network import DEFAULT_TARIFF
 from bureau.tools.stack import Stack
+from tests.support.times import recent
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-START = 1_793_491_200 - 3 * 3600  # 05:00 local, valley
+START = recent(1_793_491_200 - 3 * 3600)  # 05:00 local, valley
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 

@@ -26,7 +26,7 @@ from tests.support.bureau import ReplyListener, TestBureau
 def test_the_migrations_head_is_the_declared_schema(database_urls):
     repo = Repository(database_urls("head"))
     try:
-        assert migrate.current(repo.engine) == migrate.head() == "0011"
+        assert migrate.current(repo.engine) == migrate.head() == "0012"
         with repo.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), t.metadata)
         assert diff == []
@@ -93,9 +93,9 @@ def test_a_release_database_upgrades_and_the_node_resumes_on_it(tmp_path, mosqui
             b.close()
         _copy_into_release_schema(written, release)
 
-        assert _db_command("current", release) == {"head": "0011", "current": "0001", "up_to_date": False}
+        assert _db_command("current", release) == {"head": "0012", "current": "0001", "up_to_date": False}
         upgraded = _db_command("upgrade", release)  # what an operator runs (docs/storage.md)
-        assert (upgraded["before"], upgraded["current"], upgraded["up_to_date"]) == ("0001", "0011", True)
+        assert (upgraded["before"], upgraded["current"], upgraded["up_to_date"]) == ("0001", "0012", True)
         print(f"upgrade of {height} blocks: {upgraded['seconds']} s")
 
         b = TestBureau(tmp_path, mosquitto, release)  # same node, same genesis, the upgraded database

@@ -18,12 +18,19 @@ from bureau.tools.mosquitto import Mosquitto
 from bureau.tools.network import DEFAULT_TARIFF
 
 WALLET = "W-FLEET"
-# 2025-06-01T00:00:00Z: the sessions end before the block times of the ledger tests and the clock
-FLEET_START = 1_748_736_000
+DAY_S = 86400
+# A UTC midnight 22 days back: the sessions end before the block times of the ledger tests
+# (tests/unit/test_operator_actions.py T0_MS, a day back) and the clock, and within the ledger's
+# staleness bound (MAX_RECEIPT_AGE_S, 30 days) of both.
+FLEET_START = (int(time.time()) // DAY_S - 22) * DAY_S
+FLEET_SPAN_S = 21 * DAY_S  # the sessions of one charger start at most this long after FLEET_START
 
 
-def fleet_receipts(chargers: int, per_charger: int) -> tuple[dict[str, SigningKey], list[tuple[str, bytes]], int]:
-    """Signed receipts of `chargers` chargers; returns keys, (charger, envelope) list, total fen."""
+def fleet_receipts(chargers: int, per_charger: int, spacing_s: int = 7200) -> tuple[dict[str, SigningKey],
+                                                                                   list[tuple[str, bytes]], int]:
+    """Signed receipts of `chargers` chargers, a session every `spacing_s` per charger, each half
+    that long; returns keys, (charger, envelope) list, total fen."""
+    assert per_charger * spacing_s <= FLEET_SPAN_S, "the sessions would end after the tests' block times"
     tariff = Tariff.from_doc(DEFAULT_TARIFF)
     keys = {f"FL-{i:03d}": SigningKey.generate() for i in range(chargers)}
     out, total = [], 0
@@ -32,7 +39,8 @@ def fleet_receipts(chargers: int, per_charger: int) -> tuple[dict[str, SigningKe
             wh = 1000 + (seq * 37 + len(out)) % 9000
             r = Receipt(charger_id=cid, seq=seq, session_id=hashlib.sha256(f"{cid}/{seq}".encode()).digest()[:16],
                         auth_method=1, id_token="04AA", wallet_id=WALLET, authorized_fen=10**6, auth_ref="fleet",
-                        start_time=FLEET_START + seq * 7200, end_time=FLEET_START + 3600 + seq * 7200, time_flags=3,
+                        start_time=FLEET_START + seq * spacing_s, end_time=FLEET_START + seq * spacing_s + spacing_s // 2,
+                        time_flags=3,
                         meter_serial=f"M-{cid}", meter_start_wh=seq * 10**5, meter_end_wh=seq * 10**5 + wh,
                         meter_status=0, stop_reason="L", tariff_id="GD-2026-A", tariff_version=1,
                         periods=(), amount_fen=0, firmware_version="fw-1.0.0")

@@ -9,17 +9,18 @@ from nacl.signing import SigningKey
 
 from bureau.ingest.admission import Admitted, Refused, admit_receipt
 from bureau.ledger import records
-from bureau.ledger.state import CLOCK_ALLOWANCE_S, METER_REPLACED
+from bureau.ledger.history import SEQ_WINDOW
+from bureau.ledger.state import CLOCK_ALLOWANCE_S, MAX_RECEIPT_AGE_S, METER_REPLACED
 from bureau.ledger.tariff import Tariff
 from bureau.ledger.tx import receipt_tx
 from bureau.receipts.codec import ReceiptError, decode, receipt_id, seal
 from bureau.storage import Repository
 from bureau.tools.network import DEFAULT_TARIFF
-from tests.support.fleet import WALLET, fleet_receipts
+from tests.support.fleet import FLEET_START, WALLET, fleet_receipts
 from tests.unit.test_operator_actions import T0_MS, Ledger, _action, _kinds
 
 TARIFF = Tariff.from_doc(DEFAULT_TARIFF)
-LOCAL_DAY = 1_748_707_200  # 2025-06-01T00:00:00+08:00, a local midnight before the block times
+LOCAL_DAY = FLEET_START - 8 * 3600  # a local (UTC+8) midnight before the block times
 
 
 def _enrolled(repo=None):
@@ -138,6 +139,36 @@ def test_a_session_ends_no_later_than_the_block_time_and_the_clock_allowance():
         raise AssertionError("a receipt ending before it starts was decoded")
 
 
+def test_a_session_ended_no_earlier_than_the_staleness_bound_before_the_block_time():
+    ledger, key, envs = _enrolled()
+    block_s = (T0_MS + 1000) // 1000
+    end = block_s - MAX_RECEIPT_AGE_S
+    at_limit = _span(envs[0], key, end - 600, end, periods=((TARIFF.kind_at(end), 300),))
+    beyond = _span(envs[1], key, end - 601, end - 1, periods=((TARIFF.kind_at(end - 1), 300),))
+    refused = admit_receipt(beyond, ledger.state, decode(beyond)[0].charger_id, now_s=block_s)
+    assert isinstance(refused, Refused) and refused.reason == "too_old"
+    assert refused.detail == f"end_time {end - 1} is more than {MAX_RECEIPT_AGE_S} s before the block time {block_s}"
+    ex = ledger.block([receipt_tx(at_limit), receipt_tx(beyond)], T0_MS + 1000)
+    assert _kinds(ex) == [("receipt", None), ("dropped", "too_old")]
+    # a resend of a committed receipt once it is past the bound: too_old, whatever was committed
+    assert _kinds(ledger.block([receipt_tx(at_limit)], T0_MS + 2000)) == [("dropped", "too_old")]
+
+
+def test_a_seq_more_than_the_window_below_the_highest_is_refused_in_the_same_block_too():
+    ledger, key, envs = _enrolled()
+    cid = decode(envs[0])[0].charger_id
+    r = decode(envs[0])[0]  # (readings above the others': the meter runs forward with the seq)
+    high = _changed(envs[0], key, seq=2000, meter_start_wh=r.meter_start_wh + 10**8, meter_end_wh=r.meter_end_wh + 10**8)
+    low = _changed(envs[1], key, seq=2000 - SEQ_WINDOW)  # the floor: at or below it
+    inside = _changed(envs[2], key, seq=2001 - SEQ_WINDOW)
+    ex = ledger.block([receipt_tx(high), receipt_tx(low), receipt_tx(inside)], T0_MS + 1000)
+    assert _kinds(ex) == [("receipt", None), ("receipt", None), ("dropped", "seq_too_old")]
+    assert ex.refused[0].detail == f"seq {2000 - SEQ_WINDOW} of {cid} is more than {SEQ_WINDOW} below its " \
+                                   f"highest committed seq 2000"
+    refused = admit_receipt(low, ledger.state, cid, now_s=T0_MS // 1000)
+    assert isinstance(refused, Refused) and refused.reason == "seq_too_old"
+
+
 def test_the_state_root_covers_the_billing_state_and_a_restart_reads_it_back(database_urls):
     url = database_urls("billing")
     ledger, key, envs = _enrolled(Repository(url))
@@ -154,7 +185,8 @@ def test_the_state_root_covers_the_billing_state_and_a_restart_reads_it_back(dat
     s = again.state
     assert s.state_root == ledger.state.state_root
     billed = {(r.charger_id, r.session_id) for r in (decode(e)[0] for e in envs[:3])}
-    assert s.history.billed_sessions(billed | {(r3.charger_id, bytes(16))}) == billed  # from storage
+    assert s.history.billed_sessions(billed | {(r3.charger_id, bytes(16))}, T0_MS) == billed  # from storage
+    assert s.history.billed_sessions(billed, T0_MS + 10**6) == set()  # billed before the horizon asked
     assert s.seq_windows == ledger.state.seq_windows and s.seq_windows.high(r3.charger_id) == 3
     assert s.meters == ledger.state.meters and s.meters[(r3.charger_id, r3.meter_serial)].seq == 3
     replay = _changed(envs[2], key, seq=4, meter_start_wh=r3.meter_end_wh, meter_end_wh=r3.meter_end_wh + 10,

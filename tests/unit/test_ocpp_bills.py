@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nacl.signing import SigningKey
 
 from bureau.ledger import ocppbill
+from bureau.ledger.state import BILLED_KEPT_S, MAX_RECEIPT_AGE_S
 from bureau.ledger.tariff import Tariff
 from bureau.ocpp import password
 from bureau.storage import Repository
@@ -57,6 +58,25 @@ def test_the_enrollment_holds_the_digest_and_a_bill_is_billed_once():
     # the same transaction again, even built otherwise (another reading), is refused
     again = ledger.block([ocppbill.bill_tx(NODE, _doc(readings=[[T0 - 3600, 1000], [T0 - 60, 9000]]))], T0_MS + 2000)
     assert _kinds(again) == [("dropped", "session_billed")]
+
+
+def test_a_transaction_stopped_beyond_the_staleness_bound_is_refused_and_counts_as_billed_within_it():
+    ledger = _ledger()
+    block_s = (T0_MS + 1000) // 1000
+    edge = block_s - MAX_RECEIPT_AGE_S
+    stale = ocppbill.bill_tx(NODE, _doc("8", readings=[[edge - 3600, 1000], [edge - 1, 9000]]))
+    in_time = ocppbill.bill_tx(NODE, _doc("9", readings=[[edge - 3600, 1000], [edge, 9000]]))
+    ex = ledger.block([stale, in_time], T0_MS + 1000)
+    assert _kinds(ex) == [("ocpp_bill", None), ("dropped", "too_old")]
+    assert ex.refused[0].detail == f"end_time {edge - 1} is more than {MAX_RECEIPT_AGE_S} s before the block time " \
+                                   f"{block_s}"
+    # billed: a second bill of transaction 9 is refused while its block is within the horizon, and
+    # the state forgets it after (a bill of it is too old by then anyway)
+    again = ocppbill.bill_tx(NODE, _doc("9", readings=[[T0 - 3600, 1000], [T0 - 60, 9000]]))
+    assert _kinds(ledger.block([again], T0_MS + 2000)) == [("dropped", "session_billed")]
+    past = T0_MS + 1000 + (BILLED_KEPT_S + 1) * 1000
+    ledger.block([], past)
+    assert (CP, "9") not in ledger.state.ocpp_bills
 
 
 @pytest.mark.parametrize("change, reason", [
@@ -111,7 +131,7 @@ def test_a_restarted_node_reads_the_enrollment_and_the_bills_back(tmp_path):
     ledger.block([ocppbill.bill_tx(NODE, _doc())], T0_MS + 1000)
     again = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))
     assert again.state.state_root == ledger.state.state_root
-    assert again.state.ocpp_bills == {(CP, "7")} and again.state.ocpp_chargers == ledger.state.ocpp_chargers
+    assert again.state.ocpp_bills == {(CP, "7"): T0_MS + 1000} and again.state.ocpp_chargers == ledger.state.ocpp_chargers
     assert _kinds(again.block([ocppbill.bill_tx(NODE, _doc())], T0_MS + 2000)) == [("dropped", "session_billed")]
 
 
@@ -178,7 +198,8 @@ def test_a_snapshot_carries_the_ocpp_enrollments_and_bills_to_a_joining_node(tmp
     assert follower.state.state_root == chain.state.state_root
     assert follower.state.ocpp_chargers == chain.state.ocpp_chargers
     # the bill committed before the snapshot is known to the joined node: a second one is refused
-    assert snap.ocpp_bills == [(CP, "7")] and follower.state.ocpp_bills == {(CP, "7")}
+    (billed_ms,) = follower.state.ocpp_bills.values()
+    assert snap.ocpp_bills == [(CP, "7", billed_ms)] and follower.state.ocpp_bills == chain.state.ocpp_bills
     again = ocppbill.bill_tx(VALIDATORS[0], _doc(ocpp="2.0.1", wallet_id=WALLET, readings=[[T0 - 3600, 1000],
                                                                                           [T0 - 60, 9000]]))
     assert [r.reason for r in follower.state.execute([again], now * 1000 + 30).refused] == ["session_billed"]

@@ -10,10 +10,13 @@ from bureau.ledger.genesis import Genesis
 from bureau.ledger.state import DECIDED_KEPT_MS, LedgerState
 from bureau.ledger.tx import ACTION_MAX_AGE_S, ACTION_MAX_SKEW_S, decode_operator, operator_action, tx_hash
 from bureau.storage import Repository
+from tests.support.fleet import FLEET_SPAN_S, FLEET_START
 
 OPERATOR = SigningKey(b"\x07" * 32)
 NODE = SigningKey(b"\x08" * 32)
-T0_MS = 1_760_000_000_000  # block times of these tests, UTC ms
+# block times of these tests, UTC ms: yesterday 08:53:20 UTC, after the fleet's sessions and
+# within the staleness bound of them (tests/support/fleet.py)
+T0_MS = (FLEET_START + FLEET_SPAN_S + 32_000) * 1000
 
 
 def _genesis(tariffs: tuple[dict, ...] = ()) -> Genesis:

@@ -1,7 +1,9 @@
 """The ledger's memory of committed receipts (ledger/history.py, docs/ledger.md, Memory): a seq
-window per charger in memory, storage beyond it. A receipt below the window gets the same
-decision from storage as one inside it, at execution and at admission, before and after a
+window per charger in memory decides whether a seq is new, and refuses one at or below its floor
+(`seq_too_old`) whatever storage holds, at execution and at admission, before and after a
 restart; and the state's structures stay bounded however many receipts commit."""
+
+import pytest
 
 from bureau.ingest.admission import AlreadyCommitted, Refused, admit_receipt
 from bureau.ledger.history import SEQ_WINDOW, MemoryHistory, SeqWindows
@@ -15,7 +17,7 @@ from tests.unit.test_billing_rules import _changed, _enrolled
 from tests.unit.test_operator_actions import T0_MS, Ledger, _action, _kinds
 
 
-def test_a_window_knows_its_seqs_and_leaves_older_ones_to_the_history():
+def test_a_window_knows_its_seqs_and_marks_older_ones_below_its_floor():
     w = SeqWindows(width=8)
     assert w.committed("C", 5) is False  # no receipt of C yet
     for seq in (3, 5, 4, 9):  # out of order, as blocks may commit them
@@ -23,11 +25,27 @@ def test_a_window_knows_its_seqs_and_leaves_older_ones_to_the_history():
     assert w.high("C") == 9
     assert [w.committed("C", s) for s in (10, 9, 8, 5, 4, 3, 2, 1, 0)] == \
         [False, True, False, True, True, True, False, None, None]
-    w.add("C", 1)  # below the window: the history has it, the window does not change
+    w.add("C", 1)  # below the window: the window does not change
     assert w.committed("C", 1) is None and w.high("C") == 9
     w.add("C", 9 + 2**31)  # a jump past the whole window keeps only the new seq
     assert w.committed("C", 9 + 2**31) is True and w.committed("C", 9 + 2**31 - 1) is False
     assert w.committed("C", 9) is None and len(w) == 1
+
+
+def test_a_window_goes_over_the_wire_as_its_gaps():
+    w = SeqWindows(width=8)
+    for seq in (1, 2, 3, 5):
+        w.add("C", seq)
+    (_, high, bits), = w.items()
+    assert w.gaps(high, bits) == "2"  # seq 4 (bit 1) missing; seqs start at 1: nothing below
+    assert w.from_gaps(high, "2") == bits
+    for seq in range(6, 30):
+        w.add("C", seq)
+    (_, high, bits), = w.items()
+    assert w.gaps(high, bits) == "0" and w.from_gaps(high, "0") == bits  # full: the same whatever its age
+    for bad in ("1", "100", "02", "x"):  # the highest missing, outside the window, not canonical, not hex
+        with pytest.raises(ValueError):
+            w.from_gaps(high, bad)
 
 
 class CountingHistory(MemoryHistory):
@@ -73,11 +91,11 @@ def _committed_far_apart(repo, high_seq: int):
     return ledger, key, envs
 
 
-def test_below_the_window_storage_decides_as_memory_does(database_urls):
+def test_below_the_floor_a_seq_is_refused_whatever_storage_holds(database_urls):
     high_seq = 1 + SEQ_WINDOW + 10  # seq 1 lies below the window of the highest
     # admission leaves sessions to the block (one batched lookup per block)
-    expected = [("ack", True), "seq_reused", "admitted", ("ack", True), "seq_reused",
-                ("dropped", "duplicate"), ("dropped", "seq_reused"), ("dropped", "session_billed"),
+    expected = ["seq_too_old", "seq_too_old", "admitted", ("ack", True), "seq_reused",
+                ("dropped", "seq_too_old"), ("dropped", "seq_too_old"), ("dropped", "session_billed"),
                 ("dropped", "duplicate"), ("dropped", "seq_reused")]
     in_memory, key, envs = _committed_far_apart(None, high_seq)
     assert isinstance(in_memory.state.history, MemoryHistory)
@@ -87,7 +105,7 @@ def test_below_the_window_storage_decides_as_memory_does(database_urls):
     stored, key, envs = _committed_far_apart(Repository(url), high_seq)
     cid = decode(envs[0])[0].charger_id
     assert isinstance(stored.state.history, StoredHistory)
-    assert stored.state.seq_windows.committed(cid, 1) is None  # answered by the receipts table
+    assert stored.state.seq_windows.committed(cid, 1) is None  # below the floor, though the receipts table holds it
     assert _decisions(stored, key, envs, high_seq) == expected
     restarted = Ledger(Repository(url), tariffs=(DEFAULT_TARIFF,))
     assert restarted.state.seq_windows == stored.state.seq_windows
@@ -104,7 +122,7 @@ def _entries(state) -> dict[str, int]:
 
 def test_the_state_stays_bounded_however_many_receipts_commit(database_urls):
     chargers, per_charger = 3, 1500
-    keys, receipts, _ = fleet_receipts(chargers, per_charger)
+    keys, receipts, _ = fleet_receipts(chargers, per_charger, spacing_s=1200)
     ledger = Ledger(Repository(database_urls("bounded")), tariffs=(DEFAULT_TARIFF,))
     setup = [_action("enroll_charger", {"charger_id": c, "public_key": k.verify_key.encode().hex()})
              for c, k in keys.items()]

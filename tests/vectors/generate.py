@@ -47,12 +47,16 @@ def base_receipt() -> Receipt:
 
 
 def session_receipt(seq: int) -> Receipt:
-    """The base receipt as the charger's session `seq`: its own session id, and meter readings
-    that carry on from session `seq - 1` (the ledger bills a session once, meters run forward)."""
+    """The base receipt as the charger's session `seq` for a bureau's tests: its own session id,
+    meter readings that carry on from session `seq - 1` (the ledger bills a session once, meters
+    run forward), and its times moved by whole days to a recent day (the same tariff periods,
+    inside the ledger's staleness bound). Not a vector: the vectors keep their fixed dates."""
+    from tests.support.times import recent
     base = base_receipt()
     start = base.meter_start_wh + (seq - 1) * base.energy_wh
     return replace(base, seq=seq, session_id=hashlib.sha256(b"session %d" % seq).digest()[:16],
-                   meter_start_wh=start, meter_end_wh=start + base.energy_wh)
+                   meter_start_wh=start, meter_end_wh=start + base.energy_wh,
+                   start_time=recent(base.start_time), end_time=recent(base.start_time) + base.end_time - base.start_time)
 
 
 def as_json(r: Receipt) -> dict:

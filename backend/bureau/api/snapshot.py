@@ -28,7 +28,7 @@ Index = Annotated[int, Parameter(ge=0, le=2**31 - 1, description="the chunk's in
 
 
 class SnapshotManifest(msgspec.Struct):
-    """docs/consensus.md, "Joining from a snapshot": wire format v1."""
+    """docs/consensus.md, "Joining from a snapshot": wire format v2."""
     v: int
     height: int
     header: str  # hex of the header bytes of block `height`

@@ -61,14 +61,15 @@ def admit_receipt(payload: bytes, state: LedgerState, topic_charger: str | None 
         return screened
     r, body, sig, rid = screened
     charger = r.charger_id
-    committed = state.committed_receipt(charger, r.seq)
-    if committed == rid:
+    now_s = int(time.time()) if now_s is None else now_s
+    # in the block's order: a receipt past the staleness bound is refused as such, committed or not
+    taken = state.time_error(r.end_time, now_s) or state.seq_error(charger, r.seq, rid)
+    if taken is not None and taken.reason == "duplicate":
         return AlreadyCommitted(charger, r.seq, rid)
-    if committed is not None:
-        return Refused(charger, r.seq, "seq_reused", f"seq {r.seq} is already used by another receipt", rid)
+    if taken is not None:
+        return Refused(charger, r.seq, taken.reason, taken.detail, rid)
     # the billing rules against the committed state, with this node's clock for the block time
-    billing = state.billing_error(r, state.tariffs.get((r.tariff_id, r.tariff_version)),
-                                  int(time.time()) if now_s is None else now_s)
+    billing = state.billing_error(r, state.tariffs.get((r.tariff_id, r.tariff_version)), now_s)
     if billing is not None:
         return Refused(charger, r.seq, billing.reason, billing.detail, rid)
     tx = receipt_tx(payload)

@@ -9,8 +9,11 @@ What a snapshot holds and how much of it is proven:
   certified `v/set` changes. The state built from the records is then mapped again and must give
   the same root, so a record the ledger would not have written is refused too;
 - the full tariff documents: each must hash to the digest its `t/` record holds;
-- history, which the map does not hold: committed receipt ids and billed sessions (duplicate
-  and seq-reuse refusals), charger and operator keys replaced by rotations (`key_rotated`,
+- history, which the map does not hold, bounded by the chargers and the billing horizon (v2): each
+  charger's seq window (highest seq and which seqs below it are committed: `seq_too_old`, new or
+  not), the ids of the receipts in a window committed since the horizon (`duplicate` or
+  `seq_reused`), the sessions and OCPP transactions billed since the horizon (`session_billed`),
+  each with its block's time, charger and operator keys replaced by rotations (`key_rotated`,
   `key_reused`) and the operator and driver actions decided within their window (`duplicate`).
   Nothing certified proves it; `bureau join` fetches its digest from a second bureau and refuses
   a snapshot whose history differs. A joined node with wrong history can only refuse a block the
@@ -29,12 +32,12 @@ from .certificate import CertificateError
 from .genesis import Genesis
 from .history import MemoryHistory
 from .proof import NotCertified, certified_header, follow_validator_changes
-from .state import LedgerState, MeterMark, OcppCharger, Wallet
+from .state import LedgerState, MeterMark, OcppCharger, Wallet, billed_horizon_ms
 from .statemap import StateMap
 from .tariff import Tariff, TariffError
 from . import records
 
-VERSION = 1
+VERSION = 2  # v1 carried every receipt id and billed session; a v2 node refuses it (unsupported_version)
 ITEMS_PER_CHUNK = 2000  # a chunk of records stays far below a megabyte
 
 
@@ -55,14 +58,18 @@ class StateSnapshot:
     records: dict[str, str]  # every state-map record at H
     tariffs: list[dict] = field(default_factory=list)  # the full document of every t/ record
     old_keys: list[tuple[str, str, int, str]] = field(default_factory=list)  # (c|o, owner, until height, key hex)
-    receipts: list[tuple[str, int, str]] = field(default_factory=list)  # (charger, seq, receipt id) committed
-    sessions: list[tuple[str, str]] = field(default_factory=list)  # (charger, session id hex) billed
+    windows: list[tuple[str, int, str]] = field(default_factory=list)  # (charger, highest seq, gaps hex)
+    # (charger, seq, receipt id, time ms of its block): in the charger's window, since the horizon
+    receipts: list[tuple[str, int, str, int]] = field(default_factory=list)
+    sessions: list[tuple[str, str, int]] = field(default_factory=list)  # (charger, session id hex, block ms)
     decided: list[tuple[str, int]] = field(default_factory=list)  # (tx hash hex, time ms of its block) in window
-    ocpp_bills: list[tuple[str, str]] = field(default_factory=list)  # (charge point, transaction id) billed
+    # (charge point, transaction id, time ms of its block): billed since the horizon
+    ocpp_bills: list[tuple[str, str, int]] = field(default_factory=list)
 
     def history_items(self) -> list[list]:
         """The unverifiable part, in one canonical order: what a second bureau cross-checks."""
-        return sorted([["key", *k] for k in self.old_keys] + [["receipt", *r] for r in self.receipts]
+        return sorted([["key", *k] for k in self.old_keys] + [["window", *w] for w in self.windows]
+                      + [["receipt", *r] for r in self.receipts]
                       + [["session", *s] for s in self.sessions] + [["decided", *d] for d in self.decided]
                       + [["ocpp_bill", *b] for b in self.ocpp_bills])
 
@@ -85,7 +92,7 @@ def take(state_map: StateMap, height: int, header_hex: str, certificate: str, ch
          tariffs: list[dict], history: dict) -> StateSnapshot:
     """The snapshot of `state_map` (the map after block `height`) with what storage read at that
     height: `tariffs` (documents of every version published by then) and `history` (the lists
-    old_keys, receipts, sessions, decided, ocpp_bills)."""
+    old_keys, windows, receipts, sessions, decided, ocpp_bills)."""
     recs = dict(state_map.items())
     wanted = {k for k in recs if k.startswith("t/")}
     docs = [d for d in tariffs if f"t/{d['tariff_id']}/{d['version']}" in wanted]
@@ -113,7 +120,7 @@ def from_wire(manifest: dict, chunks: list[dict]) -> StateSnapshot:
     try:
         if manifest.get("v") != VERSION:
             raise SnapshotError("unsupported_version", f"snapshot version {manifest.get('v')!r}, this node reads "
-                                                       f"{VERSION}")
+                                                       f"{VERSION} only: join from a bureau of this release")
         height = manifest["height"]
         digests = manifest["chunks"]
         if type(height) is not int or not isinstance(digests, list) or len(chunks) != len(digests):
@@ -150,14 +157,16 @@ def _add_item(snap: StateSnapshot, item: list) -> None:
         snap.tariffs.append(item[1])
     elif kind == "key" and len(item) == 5 and item[1] in ("c", "o") and type(item[3]) is int:
         snap.old_keys.append((item[1], str(item[2]), item[3], str(item[4])))
-    elif kind == "receipt" and len(item) == 4 and type(item[2]) is int:
-        snap.receipts.append((str(item[1]), item[2], str(item[3])))
-    elif kind == "session" and len(item) == 3:
-        snap.sessions.append((str(item[1]), str(item[2])))
+    elif kind == "window" and len(item) == 4 and type(item[2]) is int and isinstance(item[3], str):
+        snap.windows.append((str(item[1]), item[2], item[3]))
+    elif kind == "receipt" and len(item) == 5 and type(item[2]) is int and type(item[4]) is int:
+        snap.receipts.append((str(item[1]), item[2], str(item[3]), item[4]))
+    elif kind == "session" and len(item) == 4 and type(item[3]) is int:
+        snap.sessions.append((str(item[1]), str(item[2]), item[3]))
     elif kind == "decided" and len(item) == 3 and type(item[2]) is int:
         snap.decided.append((str(item[1]), item[2]))
-    elif kind == "ocpp_bill" and len(item) == 3:
-        snap.ocpp_bills.append((str(item[1]), str(item[2])))
+    elif kind == "ocpp_bill" and len(item) == 4 and type(item[3]) is int:
+        snap.ocpp_bills.append((str(item[1]), str(item[2]), item[3]))
     else:
         raise SnapshotError("malformed", f"item {str(item)[:80]} is of no kind a snapshot holds")
 
@@ -196,13 +205,14 @@ def restore(genesis: Genesis, snap: StateSnapshot) -> LedgerState:
     state = LedgerState(genesis, MemoryHistory())
     state.schedule = schedule
     try:
-        _fill(state, snap)
+        _fill(state, snap, header.time_ms)
     except (KeyError, TypeError, ValueError, IndexError, TariffError) as e:
         if isinstance(e, SnapshotError):
             raise
         raise SnapshotError("malformed", f"a record or history item does not parse: {e}") from None
     state.height, state.last_hash, state.last_time_ms = header.height, header.hash, header.time_ms
     state.forget_decided_before(header.time_ms)
+    state.forget_billed_before(header.time_ms)
     state.rebuild_map()
     if state.state_root != header.state_root:
         raise SnapshotError("records_inconsistent", "the state built from the records does not map back to the "
@@ -212,7 +222,7 @@ def restore(genesis: Genesis, snap: StateSnapshot) -> LedgerState:
     return state
 
 
-def _fill(state: LedgerState, snap: StateSnapshot) -> None:
+def _fill(state: LedgerState, snap: StateSnapshot, time_ms: int) -> None:
     docs = {}
     for doc in snap.tariffs:
         t = Tariff.from_doc(doc)
@@ -265,17 +275,33 @@ def _fill(state: LedgerState, snap: StateSnapshot) -> None:
         olds = state.charger_old_keys if role == "c" else state.operator_old_keys
         olds.setdefault(owner, []).append((until, bytes.fromhex(key)))
     history = state.history
-    for charger_id, seq, rid in snap.receipts:
-        if charger_id not in state.chargers:
-            raise SnapshotError("bad_history", f"receipt {charger_id}#{seq} of a charger never enrolled")
-        state.seq_windows.add(charger_id, seq)
+    windows = state.seq_windows
+    for charger_id, high, gaps in snap.windows:
+        if charger_id not in state.chargers or windows.high(charger_id) is not None:
+            raise SnapshotError("bad_history", f"seq window of {charger_id}: no such charger, or a second window")
+        try:
+            windows.merge(charger_id, high, windows.from_gaps(high, gaps))
+        except ValueError as e:
+            raise SnapshotError("bad_history", f"seq window of {charger_id}: {e}") from None
+    horizon = billed_horizon_ms(time_ms)
+
+    def when(what: str, at_ms: int) -> None:
+        if not horizon <= at_ms <= time_ms:
+            raise SnapshotError("bad_history", f"{what} at block time {at_ms}: outside the billing horizon "
+                                               f"{horizon}..{time_ms} of the snapshot")
+    for charger_id, seq, rid, at_ms in snap.receipts:
+        when(f"receipt {charger_id}#{seq}", at_ms)
+        if not windows.committed(charger_id, seq):
+            raise SnapshotError("bad_history", f"receipt {charger_id}#{seq} is not committed in its charger's window")
         history.receipts[(charger_id, seq)] = rid
-    for charger_id, session in snap.sessions:
-        history.sessions.add((charger_id, bytes.fromhex(session)))
-    for charger_id, transaction_id in snap.ocpp_bills:
+    for charger_id, session, at_ms in snap.sessions:
+        when(f"session {session} of {charger_id}", at_ms)
+        history.sessions[(charger_id, bytes.fromhex(session))] = at_ms
+    for charger_id, transaction_id, at_ms in snap.ocpp_bills:
+        when(f"OCPP bill {charger_id}/{transaction_id}", at_ms)
         if charger_id not in state.ocpp_chargers:
             raise SnapshotError("bad_history", f"OCPP bill {charger_id}/{transaction_id} of a charge point never "
                                                "enrolled")
-        state.ocpp_bills.add((charger_id, transaction_id))
+        state.ocpp_bills[(charger_id, transaction_id)] = at_ms
     for tx_hash, time_ms in snap.decided:
         state.operator_txs[bytes.fromhex(tx_hash)] = time_ms

@@ -18,9 +18,12 @@ the end of `execute` builds each marked entity's record once from its whole stat
 (committed receipt ids, billed sessions, decided actions) is checked here but is not in the map:
 the blocks' transactions prove it.
 
-Memory is O(chargers + wallets + open work), not O(receipts): committed receipts and billed
-sessions are asked of an injected `History` (storage at a node, ledger/history.py), with a
-per-charger seq window in memory that answers the common case, a new receipt, without a lookup.
+Memory is O(chargers + wallets + open work), not O(receipts): a per-charger seq window in memory
+decides whether a seq is new, and refuses one at or below its floor (`seq_too_old`); receipt ids
+and billed sessions are asked of an injected `History` (storage at a node, ledger/history.py).
+Receipts older than `MAX_RECEIPT_AGE_S` are refused (`too_old`), so one-bill-per-session needs
+only the bills of blocks since `billed_horizon_ms`: what a snapshot's history carries is bounded
+by the chargers and that window, not by the chain's age.
 """
 
 from __future__ import annotations
@@ -54,8 +57,22 @@ DECIDED_KEPT_MS = (ACTION_MAX_AGE_S + ACTION_MAX_SKEW_S + 1) * 1000
 # How far a receipt's end time may lie past the block time (or, at admission, the node's clock):
 # charger clocks are NTP-synced but drift between syncs.
 CLOCK_ALLOWANCE_S = 300
+# How far a receipt's (or an OCPP bill's) end time may lie before the block time: a charger
+# offline for weeks still delivers its receipts, and a receipt older than this is set aside on
+# the charger for a technician (docs/ledger.md, Applying a receipt). It bounds the history the rules
+# need: a session counts as billed while the block that billed it is within BILLED_KEPT_S.
+MAX_RECEIPT_AGE_S = 30 * 86400
+# A bill's end time is at most its block's time + the allowance, so every bill of a session that
+# a later block could still accept committed at or after that block's time - this.
+BILLED_KEPT_S = MAX_RECEIPT_AGE_S + CLOCK_ALLOWANCE_S
 REASON_RE = re.compile(r"[\x20-\x7e]{1,200}\Z")  # why an operator refunded, adjusted or blocked: shown as given
 METER_REPLACED = 0x08  # meter_status bit 3 (docs/receipt-v1.md): the firmware saw another meter
+
+
+def billed_horizon_ms(block_time_ms: int) -> int:
+    """The earliest block time (ms) whose bills still count for `session_billed` in a block of
+    `block_time_ms`; in whole seconds, as the rules read block times."""
+    return (block_time_ms // 1000 - BILLED_KEPT_S) * 1000
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,7 @@ class Execution:
     tariffs: dict[tuple[str, int], Tariff] = field(default_factory=dict)
     tariff_from: dict[tuple[str, int], int] = field(default_factory=dict)  # (id, version) -> effective_from
     receipts: dict[tuple[str, int], str] = field(default_factory=dict)
+    seq_high: dict[str, int] = field(default_factory=dict)  # charger -> highest seq the block commits
     sessions: set[tuple[str, bytes]] = field(default_factory=set)  # (charger, session id) billed in the block
     # those of the block's sessions that earlier blocks billed: one history lookup per block
     billed_before: set[tuple[str, bytes]] = field(default_factory=set)
@@ -152,9 +170,9 @@ class LedgerState:
     """Chargers, wallets, cards, tariffs, each charger's seq window, credited payment references
     and the operator actions decided within their window, held in memory.
 
-    Balances are read in O(1); storage persists the same data and rebuilds this at start. Receipts
-    and sessions beyond the seq window are asked of `history` (default: kept in memory, for a
-    state without storage; `Repository.load_state` puts its own in).
+    Balances are read in O(1); storage persists the same data and rebuilds this at start. The ids
+    of committed seqs and the billed sessions are asked of `history` (default: kept in memory, for
+    a state without storage; `Repository.load_state` puts its own in).
     """
 
     def __init__(self, genesis: Genesis, history: History | None = None) -> None:
@@ -181,7 +199,9 @@ class LedgerState:
         self.payments: dict[str, str] = {}
         self.bindings: dict[str, tuple[bytes, int]] = {}  # wallet -> (binding key, expires unix s), unused codes
         self.ocpp_chargers: dict[str, OcppCharger] = {}
-        self.ocpp_bills: set[tuple[str, str]] = set()  # (charge point, transaction id) of every OCPP bill
+        # (charge point, transaction id) of the OCPP bills since the billing horizon -> their block's
+        # time (ms); older ones are forgotten (`forget_billed_before`)
+        self.ocpp_bills: dict[tuple[str, str], int] = {}
         # the validator sets decided so far (the genesis set first) and when each is in force
         self.schedule = valset.Schedule.genesis(genesis.validators)
         # (validator id, height, round, step) of every recorded equivocation -> its two block ids
@@ -284,11 +304,39 @@ class LedgerState:
                                               f"it was replaced from block {until + 1} on")
         return None
 
-    def committed_receipt(self, charger_id: str, seq: int) -> str | None:
-        """The id of the committed receipt (charger_id, seq); None when the seq is unused."""
-        if self.seq_windows.committed(charger_id, seq) is False:
-            return None  # the common case, a new receipt: no lookup
-        return self.history.receipt_id(charger_id, seq)
+    def seq_error(self, charger_id: str, seq: int, rid: str, ex: Execution | None = None) -> ReceiptError | None:
+        """Why receipt `rid` may not take seq `seq` of `charger_id` on the committed state (and the
+        block `ex` being run): `seq_too_old` at or below the charger's highest seq minus
+        SEQ_WINDOW, `duplicate` when this receipt is committed, `seq_reused` when another is;
+        None for a new seq. Decided by the seq window; only a committed seq reads an id."""
+        high = self.seq_windows.high(charger_id)
+        in_block = ex.seq_high.get(charger_id) if ex is not None else None
+        if in_block is not None and (high is None or in_block > high):
+            high = in_block
+        if high is not None and seq <= high - self.seq_windows.width:
+            return ReceiptError("seq_too_old", f"seq {seq} of {charger_id} is more than {self.seq_windows.width} "
+                                               f"below its highest committed seq {high}")
+        seen = ex.receipts.get((charger_id, seq)) if ex is not None else None
+        if seen is None and self.seq_windows.committed(charger_id, seq):
+            # None: a joined node holds no id of a receipt committed before the billing horizon,
+            # and this one, not too old, is younger: another receipt (docs/ledger.md, Memory)
+            seen = self.history.receipt_id(charger_id, seq) or ""
+        if seen is None:
+            return None
+        if seen == rid:
+            return ReceiptError("duplicate", f"receipt {charger_id}#{seq} is already committed")
+        return ReceiptError("seq_reused", f"seq {seq} of {charger_id} is already used by another receipt")
+
+    @staticmethod
+    def time_error(end_time: int, now_s: int) -> ReceiptError | None:
+        """`from_future` or `too_old`: the end time of a receipt or OCPP bill against block time `now_s`."""
+        if end_time > now_s + CLOCK_ALLOWANCE_S:
+            return ReceiptError("from_future", f"end_time {end_time} is more than {CLOCK_ALLOWANCE_S} s "
+                                               f"after the block time {now_s}")
+        if end_time < now_s - MAX_RECEIPT_AGE_S:
+            return ReceiptError("too_old", f"end_time {end_time} is more than {MAX_RECEIPT_AGE_S} s "
+                                           f"before the block time {now_s}")
+        return None
 
     def billing_error(self, r, tariff: Tariff | None, now_s: int, ex: Execution | None = None) -> ReceiptError | None:
         """The first billing rule of docs/ledger.md that receipt `r` breaks against the committed
@@ -299,9 +347,9 @@ class LedgerState:
         if ex is not None and ((r.charger_id, r.session_id) in ex.sessions
                                or (r.charger_id, r.session_id) in ex.billed_before):
             return ReceiptError("session_billed", f"session {r.session_id.hex()} of {r.charger_id} is already billed")
-        if r.end_time > now_s + CLOCK_ALLOWANCE_S:
-            return ReceiptError("from_future", f"end_time {r.end_time} is more than {CLOCK_ALLOWANCE_S} s "
-                                               f"after the block time {now_s}")
+        late = self.time_error(r.end_time, now_s)
+        if late is not None:
+            return late
         mark = (ex.meters.get((r.charger_id, r.meter_serial)) if ex is not None else None) \
             or self.meters.get((r.charger_id, r.meter_serial))
         if mark is not None and not r.meter_status & METER_REPLACED:
@@ -375,7 +423,8 @@ class LedgerState:
         """
         ex = Execution(txs=[], effects=[], refused=[], time_ms=block_time_ms)
         sessions = {s for s in map(_receipt_session, txs) if s is not None}
-        ex.billed_before = self.history.billed_sessions(sessions) if sessions else set()
+        ex.billed_before = self.history.billed_sessions(sessions, billed_horizon_ms(block_time_ms)) \
+            if sessions else set()
         for tx in txs:
             try:
                 effect = self._execute_one(tx, ex, verified, receipt_keys, decoded)
@@ -412,7 +461,7 @@ class LedgerState:
         self.tariff_from.update(ex.tariff_from)
         for charger_id, seq in ex.receipts:
             self.seq_windows.add(charger_id, seq)
-        self.history.record(ex.receipts, ex.sessions)
+        self.history.record(ex.receipts, ex.sessions, time_ms)
         self.meters.update(ex.meters)
         self.payments.update(ex.payments)
         for wallet_id, binding in ex.bindings.items():
@@ -423,9 +472,10 @@ class LedgerState:
         self.ocpp_chargers.update(ex.ocpp_chargers)
         for charger_id, digest in ex.ocpp_passwords.items():
             self.ocpp_chargers[charger_id] = replace(self.ocpp_chargers[charger_id], password_digest=digest)
-        self.ocpp_bills.update(ex.ocpp_bills)
+        self.ocpp_bills.update(dict.fromkeys(ex.ocpp_bills, time_ms))
         self.operator_txs.update(dict.fromkeys(ex.operator_txs, time_ms))
         self.forget_decided_before(time_ms)
+        self.forget_billed_before(time_ms)
         self.evidence.update(ex.evidence)
         if ex.epoch is not None:
             self.schedule.add(ex.epoch)
@@ -439,6 +489,12 @@ class LedgerState:
         horizon = time_ms - DECIDED_KEPT_MS
         if any(t < horizon for t in self.operator_txs.values()):
             self.operator_txs = {h: t for h, t in self.operator_txs.items() if t >= horizon}
+
+    def forget_billed_before(self, time_ms: int) -> None:
+        """Drop the OCPP bills that no block of `time_ms` or later counts (`billed_horizon_ms`)."""
+        horizon = billed_horizon_ms(time_ms)
+        if any(t < horizon for t in self.ocpp_bills.values()):
+            self.ocpp_bills = {b: t for b, t in self.ocpp_bills.items() if t >= horizon}
 
     def _card_wallet(self, card: str, ex: Execution) -> str | None:
         """The wallet `card` is bound to, with the block `ex` so far."""
@@ -492,11 +548,10 @@ class LedgerState:
             raise ReceiptError("bad_signature", "signature does not verify with the enrolled key")
         ident = (r.charger_id, r.seq)
         rid = receipt_id(envelope)
-        seen = ex.receipts.get(ident) or self.committed_receipt(*ident)
-        if seen is not None:
-            if seen == rid:
-                raise ReceiptError("duplicate", f"receipt {r.charger_id}#{r.seq} is already committed")
-            raise ReceiptError("seq_reused", f"seq {r.seq} of {r.charger_id} is already used by another receipt")
+        # time first: the seq's answer for a receipt past the staleness bound would need its id
+        refused = self.time_error(r.end_time, ex.time_ms // 1000) or self.seq_error(r.charger_id, r.seq, rid, ex)
+        if refused is not None:
+            raise refused
         tariff = ex.tariffs.get((r.tariff_id, r.tariff_version)) or self.tariffs.get((r.tariff_id, r.tariff_version))
         if tariff is None:
             raise ReceiptError("unknown_tariff", f"tariff {r.tariff_id} v{r.tariff_version} is not published")
@@ -515,6 +570,7 @@ class LedgerState:
         # The energy was delivered: the bill stands even if it takes the wallet below zero.
         wallet.balance -= r.amount_fen
         ex.receipts[ident] = rid
+        ex.seq_high[r.charger_id] = max(r.seq, ex.seq_high.get(r.charger_id, r.seq))
         ex.sessions.add((r.charger_id, r.session_id))
         meter = (r.charger_id, r.meter_serial)
         mark = ex.meters.get(meter) or self.meters.get(meter)
@@ -739,7 +795,7 @@ class LedgerState:
         if bill.charger_id in self.retired or bill.charger_id in ex.retired:
             raise TxError("charger_retired", f"charge point {bill.charger_id} is retired")
         ident = (bill.charger_id, bill.transaction_id)
-        if ident in self.ocpp_bills or ident in ex.ocpp_bills:
+        if self.ocpp_bills.get(ident, -1) >= billed_horizon_ms(ex.time_ms) or ident in ex.ocpp_bills:
             raise TxError("session_billed", f"transaction {bill.transaction_id} of {bill.charger_id} is already billed")
         tariff = ex.tariffs.get((bill.tariff_id, bill.tariff_version)) \
             or self.tariffs.get((bill.tariff_id, bill.tariff_version))

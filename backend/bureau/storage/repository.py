@@ -12,8 +12,9 @@ from sqlalchemy import event
 from ..ledger import evidence, snapshot, valset
 from ..ledger.block import Block, Header
 from ..ledger.canonical import dumps
-from ..ledger.history import SEQ_WINDOW
-from ..ledger.state import DECIDED_KEPT_MS, Execution, LedgerState, MeterMark, OcppCharger, Wallet
+from ..ledger.history import SEQ_WINDOW, SeqWindows
+from ..ledger.state import (DECIDED_KEPT_MS, Execution, LedgerState, MeterMark, OcppCharger, Wallet,
+                            billed_horizon_ms)
 from ..ledger.tariff import Tariff
 from ..ledger.tx import KIND_RECEIPT
 from . import migrate
@@ -52,12 +53,20 @@ def _param_mark(conn: sa.Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def _insert_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+def _insert_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple],
+                 replacing: tuple[str, ...] = ()) -> None:
     """executemany at the driver, rows as tuples in `columns` order: for the tables that take rows
-    per receipt, SQLAlchemy's per-row parameter processing cost more than the inserts."""
+    per receipt, SQLAlchemy's per-row parameter processing cost more than the inserts. With
+    `replacing` (the primary key's columns), a row of the same key is replaced (SQLite and
+    PostgreSQL alike)."""
     ph = _param_mark(conn)
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})",
-                         rows)
+    upsert = ""
+    if replacing:
+        rest = [c for c in columns if c not in replacing]
+        upsert = (f" ON CONFLICT ({', '.join(replacing)}) DO UPDATE SET "
+                  + ", ".join(f"{c} = excluded.{c}" for c in rest))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})"
+                         + upsert, rows)
 
 
 def _update_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...],
@@ -74,6 +83,8 @@ def _update_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...],
 
 TX_COLUMNS = ("height", "idx", "tx_hash", "kind", "data")
 RECEIPT_COLUMNS = ("charger_id", "seq", "receipt_id", "wallet_id", "amount_fen", "energy_wh", "height", "idx")
+OCPP_BILL_COLUMNS = ("charger_id", "transaction_id", "wallet_id", "amount_fen", "energy_wh", "verified_by", "time_ms",
+                     "height", "idx")
 ENTRY_COLUMNS = ("wallet_id", "height", "idx", "kind", "delta_fen", "balance_after", "tx_hash", "charger_id", "seq",
                  "energy_wh", "time_ms")
 
@@ -97,21 +108,22 @@ class StoredHistory:
                                      .where(sr.charger_id == charger_id, sr.seq == seq)).scalar()
             return found
 
-    def billed_sessions(self, sessions: set[tuple[str, bytes]]) -> set[tuple[str, bytes]]:
+    def billed_sessions(self, sessions: set[tuple[str, bytes]], since_ms: int) -> set[tuple[str, bytes]]:
         """One query per `SESSIONS_PER_QUERY` pairs, an OR of primary-key matches: each is an
-        index search on SQLite and PostgreSQL alike (a row-value IN makes SQLite scan)."""
+        index search on SQLite and PostgreSQL alike (a row-value IN makes SQLite scan). The
+        horizon filters the rows found, so the OR stays the whole condition."""
         pairs, found = sorted(sessions), set()
         with self.engine.connect() as conn:
             ph = _param_mark(conn)
             for i in range(0, len(pairs), SESSIONS_PER_QUERY):
                 chunk = pairs[i:i + SESSIONS_PER_QUERY]
                 where = " OR ".join([f"(charger_id = {ph} AND session_id = {ph})"] * len(chunk))
-                rows = conn.exec_driver_sql(f"SELECT charger_id, session_id FROM billed_sessions WHERE {where}",
-                                            tuple(v for pair in chunk for v in pair))
-                found.update((c, bytes(sid)) for c, sid in rows)
+                rows = conn.exec_driver_sql(f"SELECT charger_id, session_id, time_ms FROM billed_sessions "
+                                            f"WHERE {where}", tuple(v for pair in chunk for v in pair))
+                found.update((c, bytes(sid)) for c, sid, at_ms in rows if at_ms >= since_ms)
         return found
 
-    def record(self, receipts, sessions) -> None:
+    def record(self, receipts, sessions, time_ms) -> None:
         """Nothing to do: `Repository.commit_block` wrote them in the block's transaction."""
 
 
@@ -142,10 +154,8 @@ class Repository:
                 rows_receipts.append((eff.charger_id, eff.seq, eff.receipt_id, eff.wallet_id, -eff.delta_fen,
                                       eff.energy_wh, height, idx))
             if eff.kind == "ocpp_bill":
-                rows_ocpp.append({"charger_id": eff.charger_id, "transaction_id": eff.detail["transaction_id"],
-                                  "wallet_id": eff.wallet_id, "amount_fen": -eff.delta_fen, "energy_wh": eff.energy_wh,
-                                  "verified_by": eff.detail["verified_by"], "time_ms": h.time_ms,
-                                  "height": h.height, "idx": idx})
+                rows_ocpp.append((eff.charger_id, eff.detail["transaction_id"], eff.wallet_id, -eff.delta_fen,
+                                  eff.energy_wh, eff.detail["verified_by"], h.time_ms, h.height, idx))
             if eff.wallet_id is not None and eff.balance_after is not None:
                 rows_entries.append((eff.wallet_id, height, idx, eff.kind, eff.delta_fen, eff.balance_after,
                                      eff.tx_hash, eff.charger_id, eff.seq, eff.energy_wh, time_ms))
@@ -205,10 +215,16 @@ class Repository:
             if rows_entries:
                 _insert_rows(conn, t.wallet_entries, ENTRY_COLUMNS, rows_entries)
             if rows_ocpp:
-                conn.execute(t.ocpp_bills.insert(), rows_ocpp)
+                # A transaction id billed again once its earlier bill passed the billing horizon (a
+                # repeated id: the ledger no longer counts the old one) takes the row; the earlier
+                # bill stays in its block.
+                _insert_rows(conn, t.ocpp_bills, OCPP_BILL_COLUMNS, rows_ocpp, replacing=("charger_id", "transaction_id"))
             if ex.sessions:
-                _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height"),
-                             [(c, sid, height) for c, sid in sorted(ex.sessions)])
+                # a session billed again after the horizon (the ledger no longer counts the earlier
+                # bill) takes the row: the latest bill is the one the rule counts
+                _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height", "time_ms"),
+                             [(c, sid, height, time_ms) for c, sid in sorted(ex.sessions)],
+                             replacing=("charger_id", "session_id"))
             if new_marks:
                 conn.execute(t.meter_marks.insert(), new_marks)
             if old_marks:
@@ -260,14 +276,7 @@ class Repository:
             for row in conn.execute(sa.select(t.tariffs)):
                 state.tariffs[(row.tariff_id, row.version)] = Tariff.from_doc(json.loads(row.doc))
                 state.tariff_from[(row.tariff_id, row.version)] = row.effective_from
-            r = sa.union_all(sa.select(t.receipts.c.charger_id, t.receipts.c.seq),
-                             sa.select(t.snapshot_receipts.c.charger_id, t.snapshot_receipts.c.seq)).subquery().c
-            highest = sa.select(r.charger_id, sa.func.max(r.seq).label("high")).group_by(r.charger_id).subquery()
-            in_window = (sa.select(r.charger_id, r.seq)
-                         .join(highest, (highest.c.charger_id == r.charger_id)
-                               & (r.seq > highest.c.high - SEQ_WINDOW)).order_by(r.charger_id, r.seq.desc()))
-            for row in conn.execute(in_window):  # each charger's highest first: the rest fit in its window
-                state.seq_windows.add(row.charger_id, row.seq)
+            state.seq_windows = self._seq_windows(conn)
             for row in conn.execute(sa.select(t.meter_marks)):
                 state.meters[(row.charger_id, row.meter_serial)] = MeterMark(row.seq, row.start_wh, row.end_wh)
             for row in conn.execute(sa.select(t.payments.c.reference, t.payments.c.wallet_id)):
@@ -277,16 +286,18 @@ class Repository:
             for row in conn.execute(sa.select(t.ocpp_chargers)):
                 state.ocpp_chargers[row.charger_id] = OcppCharger(row.ocpp_version, row.password_digest, row.ocmf_key,
                                                                   json.loads(row.location) if row.location else None)
+            last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()
+            horizon = billed_horizon_ms(last.time_ms) if last is not None else 0
             for table in (t.ocpp_bills, t.snapshot_ocpp_bills):  # (the second: a node joined from a snapshot)
-                for row in conn.execute(sa.select(table.c.charger_id, table.c.transaction_id)):
-                    state.ocpp_bills.add((row.charger_id, row.transaction_id))
+                for row in conn.execute(sa.select(table.c.charger_id, table.c.transaction_id, table.c.time_ms)
+                                        .where(table.c.time_ms >= horizon)):
+                    state.ocpp_bills[(row.charger_id, row.transaction_id)] = row.time_ms
             state.evidence.update(snapshot.evidence_of(self._snapshot_records(conn, "e/")))
             for row in conn.execute(sa.select(t.txs.c.data).where(t.txs.c.kind == "evidence")
                                     .order_by(t.txs.c.height, t.txs.c.idx)):
                 a, b = evidence.decode(bytes(row.data))
                 vid = state.schedule.at(a.height)[a.validator].id
                 state.evidence[(vid, a.height, a.round, int(a.kind))] = (a.block_hash, b.block_hash)
-            last = conn.execute(sa.select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()
             if last is not None:
                 # only the actions still inside their window: the same set a running node keeps
                 decided = (sa.select(t.operator_txs.c.tx_hash, t.blocks.c.time_ms)
@@ -341,6 +352,25 @@ class Repository:
                 keys[owner] = bytes(row.public_key)
 
     @staticmethod
+    def _seq_windows(conn, upto: int | None = None) -> SeqWindows:
+        """The chargers' seq windows as block `upto` (default: the head) left them: those a
+        snapshot brought (v2), with the receipts committed since (and those a v1 snapshot brought)."""
+        windows = SeqWindows()
+        for row in conn.execute(sa.select(t.snapshot_windows)):
+            windows.merge(row.charger_id, row.high, int.from_bytes(row.bitmap, "little"))
+        held = sa.select(t.receipts.c.charger_id, t.receipts.c.seq)
+        if upto is not None:
+            held = held.where(t.receipts.c.height <= upto)
+        r = sa.union_all(held, sa.select(t.snapshot_receipts.c.charger_id, t.snapshot_receipts.c.seq)).subquery().c
+        highest = sa.select(r.charger_id, sa.func.max(r.seq).label("high")).group_by(r.charger_id).subquery()
+        in_window = (sa.select(r.charger_id, r.seq)
+                     .join(highest, (highest.c.charger_id == r.charger_id)
+                           & (r.seq > highest.c.high - SEQ_WINDOW)).order_by(r.charger_id, r.seq.desc()))
+        for row in conn.execute(in_window):  # each charger's highest first: the rest fit in its window
+            windows.add(row.charger_id, row.seq)
+        return windows
+
+    @staticmethod
     def _snapshot_records(conn, prefix: str) -> list[tuple[str, str]]:
         sr = t.snapshot_records.c
         return [(r.key, r.value) for r in conn.execute(sa.select(sr.key, sr.value).where(sr.key.startswith(prefix)))]
@@ -379,15 +409,22 @@ class Repository:
         """What a snapshot at `height` (block time `time_ms`) needs that the map does not hold,
         read from the tables as that block left them (ledger/snapshot.py)."""
         keys = LedgerState(genesis)
+        billed_since = billed_horizon_ms(time_ms)
         with self.engine.connect() as conn:
             self._load_keys(conn, keys, upto=height)
-            r, sr = t.receipts.c, t.snapshot_receipts.c
-            receipts = [(row.charger_id, row.seq, row.receipt_id) for row in (
-                *conn.execute(sa.select(r.charger_id, r.seq, r.receipt_id).where(r.height <= height)),
-                *conn.execute(sa.select(sr.charger_id, sr.seq, sr.receipt_id)))]
+            windows = self._seq_windows(conn, upto=height)
+            r, b, sr = t.receipts.c, t.blocks.c, t.snapshot_receipts.c
+            receipts = sorted((row.charger_id, row.seq, row.receipt_id, row.time_ms) for row in (
+                *conn.execute(sa.select(r.charger_id, r.seq, r.receipt_id, b.time_ms)
+                              .join(t.blocks, b.height == r.height)
+                              .where(r.height <= height, b.time_ms >= billed_since)),
+                *conn.execute(sa.select(sr.charger_id, sr.seq, sr.receipt_id, sr.time_ms)
+                              .where(sr.time_ms >= billed_since)))
+                if windows.committed(row.charger_id, row.seq))  # below a window: refused by the floor
             bs = t.billed_sessions.c
-            sessions = [(row.charger_id, bytes(row.session_id).hex())
-                        for row in conn.execute(sa.select(bs.charger_id, bs.session_id).where(bs.height <= height))]
+            sessions = [(row.charger_id, bytes(row.session_id).hex(), row.time_ms)
+                        for row in conn.execute(sa.select(bs.charger_id, bs.session_id, bs.time_ms)
+                                                .where(bs.height <= height, bs.time_ms >= billed_since))]
             horizon = time_ms - DECIDED_KEPT_MS
             ot, b, sd = t.operator_txs.c, t.blocks.c, t.snapshot_decided.c
             decided = {bytes(row.tx_hash).hex(): row.time_ms for row in (
@@ -395,13 +432,16 @@ class Repository:
                 *conn.execute(sa.select(ot.tx_hash, b.time_ms).join(t.blocks, b.height == ot.height)
                               .where(ot.height <= height, b.time_ms >= horizon)))}
             ob, sob = t.ocpp_bills.c, t.snapshot_ocpp_bills.c
-            ocpp_bills = [(row.charger_id, row.transaction_id) for row in (
-                *conn.execute(sa.select(ob.charger_id, ob.transaction_id).where(ob.height <= height)),
-                *conn.execute(sa.select(sob.charger_id, sob.transaction_id)))]
+            ocpp_bills = [(row.charger_id, row.transaction_id, row.time_ms) for row in (
+                *conn.execute(sa.select(ob.charger_id, ob.transaction_id, ob.time_ms)
+                              .where(ob.height <= height, ob.time_ms >= billed_since)),
+                *conn.execute(sa.select(sob.charger_id, sob.transaction_id, sob.time_ms)
+                              .where(sob.time_ms >= billed_since)))]
         old_keys = [(role, owner, until, key.hex())
                     for role, olds in (("c", keys.charger_old_keys), ("o", keys.operator_old_keys))
                     for owner, entries in olds.items() for until, key in entries]
-        return {"old_keys": old_keys, "receipts": receipts, "sessions": sessions, "decided": sorted(decided.items()),
+        return {"old_keys": old_keys, "windows": [(c, high, windows.gaps(high, bits)) for c, high, bits in windows.items()],
+                "receipts": receipts, "sessions": sessions, "decided": sorted(decided.items()),
                 "ocpp_bills": ocpp_bills}
 
     @staticmethod
@@ -483,13 +523,19 @@ class Repository:
             if state.bindings:
                 conn.execute(t.binding_codes.insert(), [{"wallet_id": w, "binding_key": b[0], "expires": b[1],
                                                          "height": base} for w, b in state.bindings.items()])
+            windows = state.seq_windows.items()
+            if windows:
+                _insert_rows(conn, t.snapshot_windows, ("charger_id", "high", "bitmap"),
+                             [(c, high, bits.to_bytes((SEQ_WINDOW + 7) // 8, "little")) for c, high, bits in windows])
             if snap.receipts:
-                _insert_rows(conn, t.snapshot_receipts, ("charger_id", "seq", "receipt_id"), snap.receipts)
+                _insert_rows(conn, t.snapshot_receipts, ("charger_id", "seq", "receipt_id", "time_ms"),
+                             sorted(set(snap.receipts)))
             if snap.sessions:
-                _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height"),
-                             [(c, bytes.fromhex(sid), base) for c, sid in sorted(set(snap.sessions))])
+                _insert_rows(conn, t.billed_sessions, ("charger_id", "session_id", "height", "time_ms"),
+                             [(c, bytes.fromhex(sid), base, at_ms) for c, sid, at_ms in sorted(set(snap.sessions))])
             if snap.ocpp_bills:
-                _insert_rows(conn, t.snapshot_ocpp_bills, ("charger_id", "transaction_id"), sorted(set(snap.ocpp_bills)))
+                _insert_rows(conn, t.snapshot_ocpp_bills, ("charger_id", "transaction_id", "time_ms"),
+                             sorted(set(snap.ocpp_bills)))
             if snap.old_keys:
                 conn.execute(t.snapshot_keys.insert(), [{"role": r, "owner": o, "until_height": u,
                                                          "public_key": bytes.fromhex(k)}

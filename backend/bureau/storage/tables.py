@@ -160,6 +160,9 @@ billed_sessions = Table(  # the session id of every committed receipt: each sess
     Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
     Column("session_id", LargeBinary(16), primary_key=True),
     Column("height", BigInteger, ForeignKey("blocks.height"), nullable=False),
+    # the billing block's time: `session_billed` counts the bills since the billing horizon (on a
+    # node joined from a snapshot, a row of the blocks not held carries the snapshot's height)
+    Column("time_ms", BigInteger, nullable=False),
 )
 
 meter_marks = Table(  # per charger and meter, the readings of its highest-seq committed receipt
@@ -251,11 +254,19 @@ snapshot_records = Table(  # every state-map record at the snapshot's height
     Column("value", Text, nullable=False),
 )
 
-snapshot_receipts = Table(  # committed receipts of the blocks not held: duplicate and seq-reuse refusals
-    "snapshot_receipts", metadata,
+snapshot_receipts = Table(  # receipts of the blocks not held, in their window since the horizon: duplicate or
+    "snapshot_receipts", metadata,  # seq_reused
     Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("receipt_id", String(64), nullable=False),
+    Column("time_ms", BigInteger, nullable=False),  # its block's time
+)
+
+snapshot_windows = Table(  # each charger's seq window at the snapshot's height (ledger/history.py SeqWindows)
+    "snapshot_windows", metadata,
+    Column("charger_id", String(32), ForeignKey("chargers.charger_id"), primary_key=True),
+    Column("high", BigInteger, nullable=False),  # the highest committed seq
+    Column("bitmap", LargeBinary, nullable=False),  # bit i (little-endian): seq high - i is committed
 )
 
 snapshot_keys = Table(  # keys replaced by rotations in the blocks not held, each with its last height
@@ -266,10 +277,11 @@ snapshot_keys = Table(  # keys replaced by rotations in the blocks not held, eac
     Column("public_key", LargeBinary(32), nullable=False),
 )
 
-snapshot_ocpp_bills = Table(  # OCPP bills of the blocks not held: one bill per (charge point, transaction id)
-    "snapshot_ocpp_bills", metadata,
+snapshot_ocpp_bills = Table(  # OCPP bills of the blocks not held, since the horizon: one bill per (charge
+    "snapshot_ocpp_bills", metadata,  # point, transaction id)
     Column("charger_id", String(32), ForeignKey("ocpp_chargers.charger_id"), primary_key=True),
     Column("transaction_id", String(36), primary_key=True),
+    Column("time_ms", BigInteger, nullable=False),  # its block's time
 )
 
 snapshot_decided = Table(  # operator and driver actions decided in the blocks not held, within their window
