@@ -226,3 +226,22 @@ def test_a_password_rotation_replaces_the_digest_on_chain_and_in_storage(tmp_pat
     same = again.block([_action("rotate_ocpp_password", {"charger_id": CP, "password_digest": new}, T0_MS + 3)],
                        T0_MS + 2000)
     assert [(e.kind, (e.detail or {}).get("reason")) for e in same.effects] == [("refused_action", "malformed")]
+
+
+def test_a_transaction_id_billed_again_after_the_horizon_is_another_bill_and_both_keep_their_rows(tmp_path):
+    import sqlalchemy as sa
+
+    from bureau.storage import tables
+    repo = Repository(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = _ledger(repo)
+    assert _kinds(ledger.block([ocppbill.bill_tx(NODE, _doc())], T0_MS + 1000)) == [("ocpp_bill", None)]
+    later_s = T0 + BILLED_KEPT_S + 3600
+    readings = [[later_s - 3600, 20_000], [later_s - 60, 24_000]]
+    doc = _doc(readings=readings, start_time=readings[0][0], end_time=readings[-1][0],
+               periods=ocppbill.periods_of(TARIFF, readings),
+               amount_fen=TARIFF.amount_fen(ocppbill.periods_of(TARIFF, readings)))
+    assert _kinds(ledger.block([ocppbill.bill_tx(NODE, doc)], later_s * 1000)) == [("ocpp_bill", None)]
+    with repo.engine.connect() as conn:
+        rows = conn.execute(sa.select(tables.ocpp_bills.c.transaction_id, tables.ocpp_bills.c.energy_wh)
+                            .order_by(tables.ocpp_bills.c.height)).all()
+    assert [tuple(r) for r in rows] == [("7", 8000), ("7", 4000)]

@@ -118,8 +118,9 @@ class CsmsCore:
     # ---- transactions --------------------------------------------------------------------
 
     def new_transaction_id(self, charger_id: str) -> str:
-        """OCPP 1.6: the CSMS names the transaction, an integer; random, so bureaus never repeat
-        one for a charge point (one bill per (charge point, transaction id) on chain)."""
+        """OCPP 1.6: the CSMS names the transaction, an integer; random and none billed within the
+        billing horizon (one bill per (charge point, transaction id) within it, docs/ledger.md). An
+        id drawn again after the horizon is another bill, kept beside the first."""
         while True:
             tid = str(secrets.randbelow(2**31 - 1) + 1)
             if (charger_id, tid) not in self.chain.state.ocpp_bills and (charger_id, tid) not in self.transactions:

@@ -218,7 +218,7 @@ class Repository:
                 # A transaction id billed again once its earlier bill passed the billing horizon (a
                 # repeated id: the ledger no longer counts the old one) takes the row; the earlier
                 # bill stays in its block.
-                _insert_rows(conn, t.ocpp_bills, OCPP_BILL_COLUMNS, rows_ocpp, replacing=("charger_id", "transaction_id"))
+                _insert_rows(conn, t.ocpp_bills, OCPP_BILL_COLUMNS, rows_ocpp)
             if ex.sessions:
                 # a session billed again after the horizon (the ledger no longer counts the earlier
                 # bill) takes the row: the latest bill is the one the rule counts

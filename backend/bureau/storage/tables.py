@@ -185,8 +185,8 @@ ocpp_chargers = Table(  # OCPP charge points (enroll_ocpp_charger): their passwo
     Column("enrolled_height", BigInteger, ForeignKey("blocks.height"), nullable=False),
 )
 
-ocpp_bills = Table(  # every committed OCPP bill (tx kind 4): one per (charge point, transaction id)
-    "ocpp_bills", metadata,
+ocpp_bills = Table(  # every committed OCPP bill (tx kind 4): one per (charge point, transaction id) within
+    "ocpp_bills", metadata,  # the billing horizon; an id a charge point repeats after it is another bill, kept too
     Column("charger_id", String(32), ForeignKey("ocpp_chargers.charger_id"), primary_key=True),
     Column("transaction_id", String(36), primary_key=True),
     Column("wallet_id", String(32), ForeignKey("wallets.wallet_id"), nullable=False),
@@ -194,7 +194,7 @@ ocpp_bills = Table(  # every committed OCPP bill (tx kind 4): one per (charge po
     Column("energy_wh", BigInteger, nullable=False),
     Column("verified_by", String(32), nullable=False),  # "ocmf" (the meter's signature) or the attesting bureau
     Column("time_ms", BigInteger, nullable=False),  # the block's: OCPI CDRs are listed by it
-    Column("height", BigInteger, nullable=False),
+    Column("height", BigInteger, primary_key=True, autoincrement=False),
     Column("idx", Integer, nullable=False),
     ForeignKeyConstraint(["height", "idx"], ["txs.height", "txs.idx"]),
     Index("ix_ocpp_bills_time", "time_ms"),

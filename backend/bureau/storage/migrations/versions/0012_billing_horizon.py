@@ -1,7 +1,8 @@
 """The billing horizon (docs/ledger.md, Memory): `session_billed` counts only the bills of blocks
 since the horizon, so `billed_sessions` gets its block's time, filled from `blocks`; a snapshot
 (v2) carries each charger's seq window (`snapshot_windows`) and only the receipts and OCPP bills
-since the horizon, each with its block's time.
+since the horizon, each with its block's time. An OCPP transaction id billed again after the
+horizon is another bill: `ocpp_bills` is keyed by its block's height too.
 
 A node that joined from a v1 snapshot holds its snapshot rows without their blocks' times: they
 get the snapshot's block time, the latest they can have, so they count for at most the horizon
@@ -38,6 +39,10 @@ def upgrade() -> None:
         op.execute(sa.table(name, sa.column("time_ms")).update().values(time_ms=base_ms))
         with op.batch_alter_table(name) as batch:
             batch.alter_column("time_ms", existing_type=sa.BigInteger, nullable=False)
+    # an OCPP transaction id repeated after the horizon is billed again: both bills keep their rows
+    with op.batch_alter_table("ocpp_bills") as batch:
+        batch.drop_constraint("ocpp_bills_pkey", type_="primary")
+        batch.create_primary_key("ocpp_bills_pkey", ["charger_id", "transaction_id", "height"])
     op.create_table(
         "snapshot_windows",
         sa.Column("charger_id", sa.String(32),
@@ -50,6 +55,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("snapshot_windows")
+    with op.batch_alter_table("ocpp_bills") as batch:
+        batch.drop_constraint("ocpp_bills_pkey", type_="primary")
+        batch.create_primary_key("ocpp_bills_pkey", ["charger_id", "transaction_id"])
     for name in ("snapshot_ocpp_bills", "snapshot_receipts", "billed_sessions"):
         with op.batch_alter_table(name) as batch:
             batch.drop_column("time_ms")
