@@ -39,6 +39,7 @@ from bureau.tools.network import DEFAULT_TARIFF  # noqa: E402
 
 PER_BLOCK = 500
 T0_S = 1_790_000_000  # first block time (UTC s); sessions end before their block
+SESSIONS_FROM_S = T0_S - 25 * 86400  # within the ledger's 30-day staleness bound of every block
 SESSION_S = 600  # each charger's sessions 10 minutes apart in simulated time, one per block
 
 
@@ -79,7 +80,7 @@ class Fleet:
         for n in range(self.next_seq, self.next_seq + count):
             cid, key = self.chargers[n % len(self.chargers)]
             seq = n // len(self.chargers) + 1
-            end = T0_S - 10**7 + seq * SESSION_S
+            end = SESSIONS_FROM_S + seq * SESSION_S
             wh = 500 + n % 7000
             periods = ((self.tariff.kind_at(end), wh),)
             out.append(seal(Receipt(

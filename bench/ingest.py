@@ -31,6 +31,7 @@ from bureau.storage import Repository
 from bureau.receipts.codec import Receipt, seal, signed_message
 from bureau.tools.httpclient import shared_client
 from bureau.tools.network import DEFAULT_TARIFF
+from bureau.tools.sessiontime import recent
 from bureau.tools.stack import Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,9 +40,10 @@ from cpu_profile import Profile  # noqa: E402
 
 def make_receipts(n: int, chargers: int) -> tuple[list[tuple[str, int, bytes]], dict[str, SigningKey]]:
     tariff = Tariff.from_doc(DEFAULT_TARIFF)
+    start = recent(1_793_487_600)  # a recent day's 07:00 local
     keys = {f"BENCH-{i:04d}": SigningKey.generate() for i in range(chargers)}
     base = Receipt(charger_id="", seq=1, session_id=bytes(16), auth_method=1, id_token="04AA", wallet_id="W-BENCH",
-                   authorized_fen=10**6, auth_ref="bench", start_time=1_793_487_600, end_time=1_793_494_800,
+                   authorized_fen=10**6, auth_ref="bench", start_time=start, end_time=start + 7200,
                    time_flags=3, meter_serial="SDM-BENCH", meter_start_wh=1000, meter_end_wh=8000, meter_status=0,
                    stop_reason="L", tariff_id="GD-2026-A", tariff_version=1, periods=((2, 3000), (3, 4000)),
                    amount_fen=0, firmware_version="fw-1.0.0")

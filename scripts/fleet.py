@@ -42,6 +42,7 @@ from bureau.ledger.genesis import Genesis
 from bureau.ledger.tx import operator_action
 from bureau.tools.actions import ActionRefused
 from bureau.tools.network import DEFAULT_TARIFF
+from bureau.tools.sessiontime import recent
 from bureau.tools.progress import ProgressBar
 from bureau.tools.stack import OPERATOR_ID, Stack
 from bureau.tools.tally import Issued, read_ledger, tally
@@ -51,7 +52,7 @@ from fleet_report import latency_summary, plot, print_report
 from soak import RssSampler
 
 NODES = 4
-DAY_START = local_midnight(1_793_491_200)  # a UTC+8 midnight
+DAY_START = local_midnight(recent(1_793_491_200))  # a UTC+8 midnight of a recent day: the day is over by now
 TOP_UP_FEN = 10**9
 SAMPLE_EVERY_S = 1.0
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,6 +31,7 @@ from bureau.tools.faults import KINDS, NODE_FAULTS, Episode, FaultPlanner, perce
 from bureau.tools.hostile import HostileTraffic
 from bureau.tools.netproxy import LinkProxies
 from bureau.tools.network import DEFAULT_TARIFF
+from bureau.tools.sessiontime import recent
 from bureau.tools.stack import NodeProcess, Stack
 from bureau.tools.tally import Issued, read_ledger, tally
 
@@ -119,7 +120,10 @@ class Soak:
         self.chargers = PacedChargers(self.workdir / "chargers", self.stack.broker.port, chargers=self.n_chargers,
                                       rate=self.rate, wallets=WALLETS, tariff=DEFAULT_TARIFF,
                                       rng=random.Random(f"{self.seed}:load"), login=login,
-                                      genesis=self.stack.genesis)
+                                      genesis=self.stack.genesis,
+                                      # simulated clocks run ahead of the wall's: room for weeks of
+                                      # them before a session would end in the future
+                                      start_time=recent(1_793_491_200, days=25))
         drivers = [(w, SigningKey.generate()) for w in WALLETS]
         rogue_enrolled, rogue_forger = SigningKey.generate(), SigningKey.generate()
         actions = [("enroll_charger", {"charger_id": c.charger_id, "public_key": c.core.public_key().hex()})

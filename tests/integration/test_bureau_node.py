@@ -15,7 +15,7 @@ from bureau.receipts.ack import verify_ack
 from bureau.receipts.codec import MAX_ENVELOPE, ReceiptError, decode, receipt_id, seal
 from bureau.receipts.reject import verify_reject
 from tests.support.bureau import TestBureau
-from tests.support.times import recent
+from bureau.tools.sessiontime import recent
 from tests.vectors.generate import TARIFF_DOC, session_receipt
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"

@@ -17,7 +17,7 @@ from bureau.receipts.ack import ack_message
 from bureau.receipts.reject import reject_message
 from bureau.receipts.codec import decode, receipt_id
 from bureau.tools.network import DEFAULT_TARIFF
-from tests.support.times import recent
+from bureau.tools.sessiontime import recent
 
 START = recent(1_793_491_200 - 3 * 3600)  # 05:00 local: valley, then flat from 08:00
 

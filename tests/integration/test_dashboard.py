@@ -17,7 +17,7 @@ import pytest
 
 from bureau.tools.network import DEFAULT_TARIFF
 from bureau.tools.stack import Stack
-from tests.support.times import recent
+from bureau.tools.sessiontime import recent
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = "/usr/bin/chromium"

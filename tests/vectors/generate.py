@@ -51,7 +51,7 @@ def session_receipt(seq: int) -> Receipt:
     meter readings that carry on from session `seq - 1` (the ledger bills a session once, meters
     run forward), and its times moved by whole days to a recent day (the same tariff periods,
     inside the ledger's staleness bound). Not a vector: the vectors keep their fixed dates."""
-    from tests.support.times import recent
+    from bureau.tools.sessiontime import recent
     base = base_receipt()
     start = base.meter_start_wh + (seq - 1) * base.energy_wh
     return replace(base, seq=seq, session_id=hashlib.sha256(b"session %d" % seq).digest()[:16],

@@ -27,6 +27,7 @@ from ..ledger.tariff import Tariff
 from ..receipts.codec import Receipt, seal
 from .httpclient import shared_client
 from .network import DEFAULT_TARIFF
+from .sessiontime import recent
 
 Login = Callable[[str], tuple[str, str]]  # charger id -> broker (username, password)
 MAX_HELD = 16  # half-open connections held at once
@@ -34,9 +35,10 @@ MAX_HELD = 16  # half-open connections held at once
 
 def hostile_receipt(charger_id: str, seq: int, signing_key, wallet_id: str = "W-NONE") -> bytes:
     """A well-formed receipt whose only fault is who signed it or where it is sent."""
+    start = recent(1_793_491_200)  # a recent local 08:00
     r = Receipt(charger_id=charger_id, seq=seq, session_id=os.urandom(16), auth_method=1, id_token="04FF",
-                wallet_id=wallet_id, authorized_fen=10**6, auth_ref="hostile", start_time=1_793_491_200,
-                end_time=1_793_494_800, time_flags=3, meter_serial="M-HOSTILE", meter_start_wh=1000,
+                wallet_id=wallet_id, authorized_fen=10**6, auth_ref="hostile", start_time=start,
+                end_time=start + 3600, time_flags=3, meter_serial="M-HOSTILE", meter_start_wh=1000,
                 meter_end_wh=4000, meter_status=0, stop_reason="L", tariff_id="GD-2026-A", tariff_version=1,
                 periods=((2, 3000),), amount_fen=0, firmware_version="fw-1.0.0")
     return seal(replace(r, amount_fen=Tariff.from_doc(DEFAULT_TARIFF).amount_fen(r.periods)), signing_key)

@@ -18,15 +18,17 @@ Login = Callable[[str], tuple[str, str]]  # charger id -> broker (username, pass
 
 class PacedChargers:
     def __init__(self, root: Path, broker_port: int, *, chargers: int, rate: float, wallets: list[str],
-                 tariff: dict, rng: random.Random, login: Login, genesis: dict, resend_ms: int = 5000) -> None:
-        """`genesis` provisions each charger with the bureau keys its acks must be signed by."""
+                 tariff: dict, rng: random.Random, login: Login, genesis: dict, start_time: int,
+                 resend_ms: int = 5000) -> None:
+        """`genesis` provisions each charger with the bureau keys its acks must be signed by;
+        charger i's simulated clock starts at `start_time` + i hours."""
         self.rate, self.wallets, self.rng = rate, wallets, rng
         self.chargers = []
         for i in range(chargers):
             cid = f"SOAK-{i:03d}"
             user, password = login(cid)
             self.chargers.append(SimulatedCharger(
-                cid, root / cid, broker_port, start_time=1_793_491_200 + i * 3_600, power_w=rng.choice((3500, 7000, 11000)),
+                cid, root / cid, broker_port, start_time=start_time + i * 3_600, power_w=rng.choice((3500, 7000, 11000)),
                 tariff=tariff, resend_ms=resend_ms, mqtt_username=user, mqtt_password=password,
                 genesis=genesis, step_s=30))
         self.issued: list[tuple[str, int, bytes]] = []  # (charger, seq, envelope) in issue order
