@@ -15,6 +15,7 @@ import paho.mqtt.client as paho
 from nacl.signing import SigningKey
 
 from bureau.receipts.codec import decode
+from bureau.tools.sessiontime import recent
 from chargerhost.simcontroller import ControllerSim
 from hwsim.meters import FAULT_NO_REPLY
 from tests.support.bureau import TestBureau
@@ -68,7 +69,7 @@ def pump_until(sim, pred, timeout=15.0):
 def test_sessions_reach_the_ledger_through_mosquitto_including_a_broker_outage(tmp_path, mosquitto):
     bureau = TestBureau(tmp_path / "bureau", mosquitto)
     watcher = Watcher(mosquitto)
-    sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0001", tariff=TARIFF, start_time=1_793_491_200,
+    sim = ControllerSim(tmp_path / "flash", charger_id="GZ-TH-0001", tariff=TARIFF, start_time=recent(1_793_491_200),
                         signer=NaclSigner, wallets={CARD: ("W-1001", 50_000)}, genesis=bureau.genesis)
     # a receipt published while the bureau's own client is still reconnecting reaches nobody
     # and goes out again after resend_ms (20 s on the device); 1 s keeps the test short
