@@ -215,9 +215,8 @@ class Repository:
             if rows_entries:
                 _insert_rows(conn, t.wallet_entries, ENTRY_COLUMNS, rows_entries)
             if rows_ocpp:
-                # A transaction id billed again once its earlier bill passed the billing horizon (a
-                # repeated id: the ledger no longer counts the old one) takes the row; the earlier
-                # bill stays in its block.
+                # a transaction id billed again once its earlier bill passed the billing horizon (the
+                # ledger no longer counts the old one) is another bill: a row of its own (keyed by height)
                 _insert_rows(conn, t.ocpp_bills, OCPP_BILL_COLUMNS, rows_ocpp)
             if ex.sessions:
                 # a session billed again after the horizon (the ledger no longer counts the earlier
