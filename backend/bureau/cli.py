@@ -16,6 +16,7 @@ from pathlib import Path
 from .cliparse import CommandError, OneLineParser, int_range
 
 OPERATOR_TIMEOUT_S = 30.0
+GRACEFUL_STOP_S = 5  # a stopping node's wait for its HTTP connections (a stack's stop allows it 10 s)
 ISSUE_BINDING_CODE = "issue-binding-code"  # makes the code here and signs issue_binding_code with its key
 BINDING_VALID_MAX_H = 7 * 24 - 1  # the ledger takes at most 7 days after the block time; an hour spare for clocks
 
@@ -39,8 +40,10 @@ def _run(args) -> int:
     node = Node(settings)
     app = create_app(node)
     configure(settings.log_format)  # again: making the app set Litestar's own format on the root logger
+    # A stopping node waits at most GRACEFUL_STOP_S for its HTTP connections: an idle TLS client
+    # that never answers the close would otherwise hold the stop for asyncio's 30 s.
     server = uvicorn.Server(uvicorn.Config(app, host=http.host, port=http.port, log_level="warning",
-                                           access_log=False, **tls))
+                                           access_log=False, timeout_graceful_shutdown=GRACEFUL_STOP_S, **tls))
     node.supervisor.stop_after_failure(lambda: setattr(server, "should_exit", True))
     node.start()
     freeze_startup_heap()
